@@ -1,0 +1,145 @@
+import { realpathSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import { createPiServer, type PiServer } from "./server/create-server.js";
+import { DEFAULTS, type PiServerOptions } from "./server/options.js";
+import { SERVER_VERSION } from "./version.js";
+
+/**
+ * The `pi-server` command: flags and `PI_SERVER_*` variables become `createPiServer()` options. The only module that
+ * reads `process.argv`/`process.env` for settings, installs signal handlers or calls `process.exit`.
+ */
+
+const DEFAULT_PORT = 3141;
+
+const HELP = `Usage: pi-server [options]
+
+Hosts pi coding-agent sessions over WebSocket (protocol: PROTOCOL.md).
+
+Options (environment variable in brackets):
+  --port <n>         port to listen on; 0 picks a free one     [PI_SERVER_PORT]      (default ${DEFAULT_PORT})
+  --host <addr>      interface to bind                         [PI_SERVER_HOST]      (default ${DEFAULTS.host})
+  --cwd <dir>        working directory of new sessions         [PI_SERVER_CWD]       (default: current dir)
+  --agent-dir <dir>  pi agent dir (auth, models, settings)     [PI_SERVER_AGENT_DIR] (default: $PI_CODING_AGENT_DIR or ~/.pi/agent)
+  --in-memory        keep sessions in memory, not in files     [PI_SERVER_IN_MEMORY=1]
+  --log-level <l>    fatal|error|warn|info|debug|trace|silent  [PI_SERVER_LOG_LEVEL] (default info)
+  -h, --help         show this help
+  -v, --version      print the version
+
+Prints "pi-server listening on ws://HOST:PORT" on stdout when ready; logs are JSON on stderr.
+SIGINT/SIGTERM shut down gracefully.
+`;
+
+class UsageError extends Error {}
+
+function parsePort(text: string, source: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65_535) throw new UsageError(`${source} must be a port number (0-65535), got '${text}'`);
+  return port;
+}
+
+function parseBoolean(text: string, source: string): boolean {
+  if (/^(1|true|yes)$/i.test(text)) return true;
+  if (/^(0|false|no|)$/i.test(text)) return false;
+  throw new UsageError(`${source} must be 1/true/yes or 0/false/no, got '${text}'`);
+}
+
+type LogLevel = NonNullable<PiServerOptions["logLevel"]>;
+const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+/** Flags override environment variables, which override defaults. */
+export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" | "version" | PiServerOptions {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      port: { type: "string" },
+      host: { type: "string" },
+      cwd: { type: "string" },
+      "agent-dir": { type: "string" },
+      "in-memory": { type: "boolean" },
+      "log-level": { type: "string" },
+      help: { type: "boolean", short: "h" },
+      version: { type: "boolean", short: "v" },
+    },
+  });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+  if (values.help) return "help";
+  if (values.version) return "version";
+
+  const portText = values.port ?? env["PI_SERVER_PORT"];
+  const logLevel = values["log-level"] ?? env["PI_SERVER_LOG_LEVEL"] ?? DEFAULTS.logLevel;
+  if (!LOG_LEVELS.includes(logLevel as LogLevel)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${logLevel}'`);
+  }
+  const inMemoryEnv = env["PI_SERVER_IN_MEMORY"];
+  return {
+    port: portText === undefined ? DEFAULT_PORT : parsePort(portText, values.port ? "--port" : "PI_SERVER_PORT"),
+    host: values.host ?? env["PI_SERVER_HOST"] ?? DEFAULTS.host,
+    cwd: values.cwd ?? env["PI_SERVER_CWD"] ?? process.cwd(),
+    ...((values["agent-dir"] ?? env["PI_SERVER_AGENT_DIR"])
+      ? { agentDir: values["agent-dir"] ?? env["PI_SERVER_AGENT_DIR"] }
+      : {}),
+    inMemory: values["in-memory"] ?? (inMemoryEnv === undefined ? false : parseBoolean(inMemoryEnv, "PI_SERVER_IN_MEMORY")),
+    logLevel: logLevel as LogLevel,
+  };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  let options: ReturnType<typeof optionsFromArgs>;
+  try {
+    options = optionsFromArgs(argv, process.env);
+  } catch (error) {
+    process.stderr.write(`pi-server: ${error instanceof Error ? error.message : String(error)}\nTry 'pi-server --help'.\n`);
+    process.exit(2);
+  }
+  if (options === "help") {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (options === "version") {
+    process.stdout.write(`${SERVER_VERSION}\n`);
+    return;
+  }
+
+  // Synchronous stderr logging so nothing is lost when the process exits right after shutdown.
+  const { logLevel, ...serverOptions } = options;
+  const logger = pino({ name: "pi-server", level: logLevel ?? DEFAULTS.logLevel }, pino.destination({ dest: 2, sync: true }));
+  let server: PiServer;
+  try {
+    server = createPiServer({ ...serverOptions, logger });
+    const address = await server.listen();
+    const host = address?.family === "IPv6" ? `[${address.address}]` : address?.address;
+    process.stdout.write(`pi-server listening on ws://${host}:${address?.port}\n`);
+  } catch (error) {
+    logger.fatal({ err: error }, "could not start");
+    process.stderr.write(`pi-server: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn({ signal }, "second signal: exiting without waiting");
+      process.exit(1);
+    }
+    logger.info({ signal }, "signal received, closing");
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+}
+
+const entry = process.argv[1];
+if (entry && import.meta.url === pathToFileURL(realpathSync(entry)).href) {
+  void main(process.argv.slice(2));
+}

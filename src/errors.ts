@@ -1,0 +1,59 @@
+/**
+ * Stable error codes and close codes. PROTOCOL.md §6 and §7 cite this module; tests assert codes, never messages.
+ * Kept at the top of `src` because both `src/server` and `src/governor` raise them (the governor must not import
+ * the server).
+ */
+
+export const ERROR_CODES = [
+  "bad_json",
+  "bad_frame",
+  "invalid_command",
+  "unknown_command",
+  "duplicate_id",
+  "session_not_found",
+  "session_exists",
+  "session_busy",
+  "queue_full",
+  "not_subscribed",
+  "dialog_not_found",
+  "model_not_found",
+  "forbidden",
+  "shutting_down",
+  "command_failed",
+  "internal",
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** An error with a stable machine code; its message is for humans and may change. */
+export class PiServerError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "PiServerError";
+    this.code = code;
+  }
+}
+
+/** Maps any thrown value to a coded error. Errors from pi become `command_failed` with pi's own message. */
+export function toPiServerError(error: unknown): PiServerError {
+  if (error instanceof PiServerError) return error;
+  if (error instanceof Error) return new PiServerError("command_failed", error.message, { cause: error });
+  return new PiServerError("command_failed", String(error));
+}
+
+/** WebSocket close codes the server uses (PROTOCOL.md §7). */
+export const CLOSE_CODES = {
+  normal: 1000,
+  goingAway: 1001,
+  protocolError: 1002,
+  invalidPayload: 1007,
+  messageTooBig: 1009,
+} as const;
+
+/** RFC 6455 limits a close reason to 123 bytes of UTF-8. */
+export function closeReason(text: string): string {
+  const buf = Buffer.from(text, "utf8");
+  return buf.length <= 123 ? text : buf.subarray(0, 123).toString("utf8").replace(/\uFFFD$/, "");
+}

@@ -1,0 +1,17 @@
+export { CLOSE_CODES, ERROR_CODES, type ErrorCode, PiServerError } from "./errors.js";
+export type { PeerSocket } from "./server/connection.js";
+export { type ConnectionHandle, ServerCore } from "./server/core.js";
+export { createPiServer, type PiServer, type ServerState, type SessionsApi } from "./server/create-server.js";
+export type { DialogAnswer, DialogEndReason } from "./server/dialogs.js";
+export { DEFAULTS, type PiServerOptions, PiServerOptionsError, type ResolvedConfig } from "./server/options.js";
+export { COMMANDS, type CommandType, PROTOCOL_VERSION } from "./server/protocol.js";
+export {
+  createDefaultSessionFactory,
+  type DefaultSessionFactoryOptions,
+  piSessionDir,
+  type SessionFactory,
+  type SessionRequest,
+} from "./server/session-factory.js";
+export type { SessionState } from "./server/session-host.js";
+export type { CreateSessionRequest, HostedSession, SessionSummary } from "./server/sessions.js";
+export { SERVER_VERSION } from "./version.js";

@@ -1,0 +1,176 @@
+import { createServer, type IncomingMessage, type Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import { type Logger, pino } from "pino";
+import { CLOSE_CODES, PiServerError } from "../errors.js";
+import { SERVER_VERSION } from "../version.js";
+import { ServerCore } from "./core.js";
+import { type PiServerOptions, type ResolvedConfig, resolveOptions } from "./options.js";
+import { createDefaultSessionFactory } from "./session-factory.js";
+import {
+  type CreateSessionRequest,
+  type HostedSession,
+  SessionRegistry,
+  type SessionSummary,
+} from "./sessions.js";
+import { WsTransport } from "./transport.js";
+
+export type ServerState = "running" | "closing" | "closed";
+
+/** The programmatic sessions API. */
+export interface SessionsApi {
+  create(request?: CreateSessionRequest): Promise<HostedSession>;
+  get(sessionId: string): HostedSession | undefined;
+  list(): SessionSummary[];
+  /** Abort, dispose and forget the session; its subscribers get `session_deleted`. */
+  delete(sessionId: string): Promise<void>;
+}
+
+export interface PiServer {
+  /** The validated, frozen options. */
+  readonly config: ResolvedConfig;
+  readonly state: ServerState;
+  readonly sessions: SessionsApi;
+  /** Open WebSocket connections. */
+  readonly connectionCount: number;
+  /** With `port`: start listening and resolve with the bound address. With `server`/`noServer`: no-op. */
+  listen(): Promise<AddressInfo | undefined>;
+  /** The bound address with `port` (after `listen()`), else `undefined`. */
+  address(): AddressInfo | undefined;
+  /** Accept an HTTP upgrade (for `noServer`; `port` and `server` modes route upgrades themselves). */
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /**
+   * Idempotent graceful shutdown: stop accepting, tell clients `server_shutdown`, let runs finish for
+   * `shutdownGraceMs` then abort them, dispose sessions, close sockets with 1001, close the HTTP server if ours.
+   */
+  close(): Promise<void>;
+}
+
+function createLogger(options: PiServerOptions, config: ResolvedConfig): Logger {
+  if (options.logger) return options.logger.child({ component: "pi-server" });
+  return pino({ name: "pi-server", level: config.logLevel }, pino.destination({ dest: 2, sync: false }));
+}
+
+function refuseUpgrade(socket: Duplex, status: number, text: string): void {
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+/** Create a pi-server from one options object (see `PiServerOptions`). */
+export function createPiServer(options: PiServerOptions): PiServer {
+  const config = resolveOptions(options);
+  const log = createLogger(options, config);
+  const factory =
+    options.sessionFactory ?? createDefaultSessionFactory({ agentDir: config.agentDir, inMemory: config.inMemory });
+
+  let state: ServerState = "running";
+  let closing: Promise<void> | undefined;
+  const registry = new SessionRegistry({
+    factory,
+    defaultCwd: config.cwd,
+    maxQueuedPerSession: config.maxQueuedPerSession,
+    dialogTimeoutMs: config.dialogTimeoutMs,
+    logger: log,
+    onCreated: (host) => core.broadcast({ type: "session_created", sessionId: host.id }),
+  });
+  const core = new ServerCore({ registry, logger: log, serverVersion: SERVER_VERSION });
+  const transport = new WsTransport(core, { maxPayload: config.maxPayload, logger: log });
+
+  const handleUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (state !== "running") {
+      refuseUpgrade(socket, 503, "Service Unavailable");
+      return;
+    }
+    transport.handleUpgrade(request, socket, head);
+  };
+  const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const path = new URL(request.url ?? "/", "http://localhost").pathname;
+    if (path === config.path) handleUpgrade(request, socket, head);
+    // With our own server nothing else can take it; an app's server may route other paths itself.
+    else if (config.mode === "port") refuseUpgrade(socket, 404, "Not Found");
+  };
+
+  let httpServer: HttpServer | undefined;
+  if (config.mode === "port") {
+    httpServer = createServer((_request, response) => {
+      response.writeHead(426, { "content-type": "text/plain", upgrade: "websocket" });
+      response.end("pi-server speaks WebSocket\n");
+    });
+    httpServer.on("upgrade", onUpgrade);
+  } else if (config.mode === "server") {
+    options.server?.on("upgrade", onUpgrade);
+  }
+
+  const sessions: SessionsApi = {
+    create: (request = {}) => {
+      if (state !== "running") return Promise.reject(new PiServerError("shutting_down", "The server is shutting down"));
+      return registry.create(request);
+    },
+    get: (sessionId) => registry.get(sessionId),
+    list: () => [...registry.hosts()].map((host) => registry.summary(host)),
+    delete: (sessionId) => registry.delete(sessionId),
+  };
+
+  async function runClose(): Promise<void> {
+    state = "closing";
+    log.info({ graceMs: config.shutdownGraceMs }, "shutting down");
+    core.stopAccepting();
+    core.broadcast({ type: "server_shutdown", graceMs: config.shutdownGraceMs });
+    if (config.mode === "server") options.server?.off("upgrade", onUpgrade);
+    httpServer?.close();
+
+    // Let runs finish within the grace period, then abort what is left (dispose aborts).
+    const hosts = [...registry.hosts()];
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(hosts.map((host) => host.idle())),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, config.shutdownGraceMs);
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
+    await Promise.allSettled(hosts.map((host) => registry.delete(host.id, "shutdown")));
+    // Queued and aborted lane commands settle (and are answered) before their sockets close.
+    await Promise.allSettled(hosts.map((host) => host.lane.onIdle()));
+
+    core.closeAll(CLOSE_CODES.goingAway, "server shutting down");
+    await transport.close();
+    transport.terminateAll();
+    httpServer?.closeAllConnections();
+    state = "closed";
+    log.info("closed");
+    log.flush?.();
+  }
+
+  return {
+    config,
+    get state() {
+      return state;
+    },
+    sessions,
+    get connectionCount() {
+      return core.connectionCount;
+    },
+    listen: async () => {
+      if (!httpServer) return undefined;
+      if (httpServer.listening) return httpServer.address() as AddressInfo;
+      const server = httpServer;
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(config.port, config.host, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      const address = server.address() as AddressInfo;
+      log.info({ host: address.address, port: address.port }, "listening");
+      return address;
+    },
+    address: () => (httpServer?.listening ? (httpServer.address() as AddressInfo) : undefined),
+    handleUpgrade,
+    close: () => {
+      closing ??= runClose();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,101 @@
+import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
+import type { ImageContent } from "@mariozechner/pi-ai";
+import { PiServerError } from "../errors.js";
+import type { SessionCommandType } from "./protocol.js";
+import type { SessionHost } from "./session-host.js";
+
+/** Fields of a validated command (types were checked by `parseCommand`). */
+type Fields = Readonly<Record<string, unknown>>;
+
+const s = (fields: Fields, name: string) => fields[name] as string;
+const optS = (fields: Fields, name: string) => fields[name] as string | undefined;
+const imgs = (fields: Fields) => fields["images"] as ImageContent[] | undefined;
+
+/**
+ * pi RPC mode's command implementations (`rpc-mode.js` in pi 0.73.x), against the host's current session. Each
+ * returns the response `data` (undefined for none). They carry no scheduling: the router decides lane or control.
+ */
+export const SESSION_COMMANDS: Record<SessionCommandType, (host: SessionHost, fields: Fields) => Promise<unknown>> = {
+  prompt: async (host, f) => {
+    const streamingBehavior = optS(f, "streamingBehavior") as "steer" | "followUp" | undefined;
+    await host.startPrompt(s(f, "message"), { images: imgs(f), streamingBehavior });
+    return undefined;
+  },
+  steer: async (host, f) => host.session.steer(s(f, "message"), imgs(f)),
+  follow_up: async (host, f) => host.session.followUp(s(f, "message"), imgs(f)),
+  abort: async (host) => host.abort(),
+  new_session: async (host, f) => {
+    const parentSession = optS(f, "parentSession");
+    return host.runtime.newSession(parentSession ? { parentSession } : undefined);
+  },
+  get_state: async (host) => host.state(),
+  set_model: async (host, f) => {
+    const session = host.session;
+    const model = session.modelRegistry
+      .getAvailable()
+      .find((m) => m.provider === s(f, "provider") && m.id === s(f, "modelId"));
+    if (!model) throw new PiServerError("model_not_found", `Model not found: ${s(f, "provider")}/${s(f, "modelId")}`);
+    await session.setModel(model);
+    return model;
+  },
+  cycle_model: async (host) => (await host.session.cycleModel()) ?? null,
+  get_available_models: async (host) => ({ models: host.session.modelRegistry.getAvailable() }),
+  set_thinking_level: async (host, f) => host.session.setThinkingLevel(s(f, "level") as ThinkingLevel),
+  cycle_thinking_level: async (host) => {
+    const level = host.session.cycleThinkingLevel();
+    return level ? { level } : null;
+  },
+  set_steering_mode: async (host, f) => host.session.setSteeringMode(s(f, "mode") as "all" | "one-at-a-time"),
+  set_follow_up_mode: async (host, f) => host.session.setFollowUpMode(s(f, "mode") as "all" | "one-at-a-time"),
+  compact: async (host, f) => host.session.compact(optS(f, "customInstructions")),
+  set_auto_compaction: async (host, f) => host.session.setAutoCompactionEnabled(f["enabled"] as boolean),
+  set_auto_retry: async (host, f) => host.session.setAutoRetryEnabled(f["enabled"] as boolean),
+  abort_retry: async (host) => host.session.abortRetry(),
+  bash: async (host, f) => host.session.executeBash(s(f, "command")),
+  abort_bash: async (host) => host.session.abortBash(),
+  get_session_stats: async (host) => host.session.getSessionStats(),
+  export_html: async (host, f) => ({ path: await host.session.exportToHtml(optS(f, "outputPath")) }),
+  switch_session: async (host, f) => host.runtime.switchSession(s(f, "sessionPath")),
+  fork: async (host, f) => {
+    const result = await host.runtime.fork(s(f, "entryId"));
+    return { text: result.selectedText, cancelled: result.cancelled };
+  },
+  clone: async (host) => {
+    const leafId = host.session.sessionManager.getLeafId();
+    if (!leafId) throw new PiServerError("command_failed", "Cannot clone session: no current entry selected");
+    return { cancelled: (await host.runtime.fork(leafId, { position: "at" })).cancelled };
+  },
+  get_fork_messages: async (host) => ({ messages: host.session.getUserMessagesForForking() }),
+  get_last_assistant_text: async (host) => ({ text: host.session.getLastAssistantText() ?? null }),
+  set_session_name: async (host, f) => {
+    const name = s(f, "name").trim();
+    if (!name) throw new PiServerError("invalid_command", "Session name cannot be empty");
+    host.session.setSessionName(name);
+  },
+  get_messages: async (host) => ({ messages: host.session.messages }),
+  get_commands: async (host) => {
+    const session = host.session;
+    return {
+      commands: [
+        ...session.extensionRunner.getRegisteredCommands().map((c) => ({
+          name: c.invocationName,
+          description: c.description,
+          source: "extension" as const,
+          sourceInfo: c.sourceInfo,
+        })),
+        ...session.promptTemplates.map((t) => ({
+          name: t.name,
+          description: t.description,
+          source: "prompt" as const,
+          sourceInfo: t.sourceInfo,
+        })),
+        ...session.resourceLoader.getSkills().skills.map((skill) => ({
+          name: `skill:${skill.name}`,
+          description: skill.description,
+          source: "skill" as const,
+          sourceInfo: skill.sourceInfo,
+        })),
+      ],
+    };
+  },
+};

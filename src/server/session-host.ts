@@ -1,0 +1,219 @@
+import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-agent";
+import type { Logger } from "pino";
+import { PiServerError } from "../errors.js";
+import { Lane } from "../governor/lane.js";
+import { createUiContext, Dialogs } from "./dialogs.js";
+import { EventHub } from "./event-hub.js";
+import type { SessionFactory, SessionRequest } from "./session-factory.js";
+
+/** pi RPC mode's `RpcSessionState`, the `data` of `get_state`. */
+export type SessionState = ReturnType<typeof readState>;
+
+function readState(session: AgentSession) {
+  return {
+    model: session.model,
+    thinkingLevel: session.thinkingLevel,
+    isStreaming: session.isStreaming,
+    isCompacting: session.isCompacting,
+    steeringMode: session.steeringMode,
+    followUpMode: session.followUpMode,
+    sessionFile: session.sessionFile,
+    sessionId: session.sessionId,
+    sessionName: session.sessionName,
+    autoCompactionEnabled: session.autoCompactionEnabled,
+    messageCount: session.messages.length,
+    pendingMessageCount: session.pendingMessageCount,
+  };
+}
+
+export interface SessionHostOptions {
+  readonly maxQueued: number;
+  readonly dialogTimeoutMs: number;
+  readonly logger: Logger;
+}
+
+/**
+ * Owns one server session: the pi runtime (whose `session` object changes on new/switch/fork/clone), its lane, its
+ * event hub and its pending dialogs. Everything outbound for the session passes through `hub`.
+ */
+export class SessionHost {
+  readonly id: string;
+  readonly cwd: string;
+  readonly createdAt = Date.now();
+  readonly lane: Lane;
+  readonly hub: EventHub;
+  readonly dialogs: Dialogs;
+  readonly #runtime: AgentSessionRuntime;
+  readonly #log: Logger;
+  /** Prompt runs accepted by pi and not yet settled. */
+  readonly #runs = new Set<Promise<void>>();
+  #unsubscribe: (() => void) | undefined;
+  #disposed: Promise<void> | undefined;
+
+  private constructor(request: SessionRequest, runtime: AgentSessionRuntime, options: SessionHostOptions) {
+    this.id = request.sessionId;
+    this.cwd = request.cwd;
+    this.#runtime = runtime;
+    this.#log = options.logger.child({ sessionId: this.id });
+    this.lane = new Lane(options.maxQueued);
+    this.hub = new EventHub(this.id);
+    this.dialogs = new Dialogs(this.hub, options.dialogTimeoutMs);
+  }
+
+  static async create(factory: SessionFactory, request: SessionRequest, options: SessionHostOptions): Promise<SessionHost> {
+    const runtime = await factory(request);
+    const host = new SessionHost(request, runtime, options);
+    try {
+      await host.#bind();
+    } catch (error) {
+      await runtime.dispose();
+      throw error;
+    }
+    // pi calls this after every replacement (new_session, switch_session, fork, clone, extension-initiated ones).
+    runtime.setRebindSession(() => host.#bind());
+    return host;
+  }
+
+  /** The current pi session. A new object after each replacement: never keep it across an await. */
+  get session(): AgentSession {
+    return this.#runtime.session;
+  }
+
+  get runtime(): AgentSessionRuntime {
+    return this.#runtime;
+  }
+
+  get disposed(): boolean {
+    return this.#disposed !== undefined;
+  }
+
+  state(): SessionState {
+    return readState(this.session);
+  }
+
+  /** A prompt run, compaction or bash command is in progress. */
+  get busy(): boolean {
+    const session = this.session;
+    return session.isStreaming || session.isCompacting || session.isBashRunning || this.#runs.size > 0;
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Commands that need more than one pi call
+
+  /**
+   * Start a prompt; resolves once pi accepts it (its preflight passed, as pi RPC mode answers), rejects with pi's
+   * error otherwise. The run continues after that and ends with `agent_end` on the event stream.
+   */
+  startPrompt(message: string, options: Parameters<AgentSession["prompt"]>[1]): Promise<void> {
+    return new Promise<void>((accept, refuse) => {
+      let accepted = false;
+      const run = this.session
+        .prompt(message, {
+          ...options,
+          source: "rpc",
+          preflightResult: (ok) => {
+            if (ok && !accepted) {
+              accepted = true;
+              accept();
+            }
+          },
+        })
+        .then(
+          () => accept(), // an extension command or `input` handler may finish without a preflight callback
+          (error: unknown) => {
+            if (!accepted) refuse(error);
+            else this.#log.warn({ err: error }, "prompt run failed after it was accepted");
+          },
+        )
+        .finally(() => this.#runs.delete(run));
+      this.#runs.add(run);
+    });
+  }
+
+  /** `abort`: end pending dialogs, then pi's abort (retry, run, tools through their signal). */
+  async abort(): Promise<void> {
+    this.dialogs.cancelAll("aborted");
+    await this.session.abort();
+  }
+
+  /** Resolves when no prompt run is in flight (used by graceful shutdown). */
+  async idle(): Promise<void> {
+    while (this.#runs.size > 0) await Promise.allSettled([...this.#runs]);
+  }
+
+  /**
+   * Stop everything and release the runtime: queued lane commands are refused, dialogs cancelled, bash, compaction,
+   * retry and the run aborted, then pi's runtime disposed (which emits `session_shutdown` to extensions).
+   * Idempotent.
+   */
+  dispose(): Promise<void> {
+    this.#disposed ??= this.#dispose();
+    return this.#disposed;
+  }
+
+  async #dispose(): Promise<void> {
+    this.lane.clear(new PiServerError("session_not_found", `Session '${this.id}' was deleted`));
+    this.dialogs.cancelAll("deleted");
+    const session = this.session;
+    session.abortBash();
+    session.abortCompaction();
+    session.abortRetry();
+    try {
+      await session.abort();
+    } catch (error) {
+      this.#log.warn({ err: error }, "abort during dispose failed");
+    }
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+    try {
+      await this.#runtime.dispose();
+    } catch (error) {
+      this.#log.warn({ err: error }, "runtime dispose failed");
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Binding a (new) pi session to the hub
+
+  async #bind(): Promise<void> {
+    const session = this.#runtime.session;
+    this.#unsubscribe?.();
+    this.#unsubscribe = session.subscribe((event) => {
+      // A throwing listener would make pi skip persisting the event (pi-sdk-notes §3): never let one escape.
+      try {
+        this.hub.publish(event);
+      } catch (error) {
+        this.#log.error({ err: error, eventType: event.type }, "event delivery failed");
+      }
+    });
+    const runtime = this.#runtime;
+    await session.bindExtensions({
+      uiContext: createUiContext(this.dialogs, this.hub, session.extensionRunner.getUIContext()),
+      commandContextActions: {
+        waitForIdle: () => runtime.session.agent.waitForIdle(),
+        newSession: (options) => runtime.newSession(options),
+        fork: async (entryId, options) => ({ cancelled: (await runtime.fork(entryId, options)).cancelled }),
+        navigateTree: async (targetId, options) => ({
+          cancelled: (await runtime.session.navigateTree(targetId, options)).cancelled,
+        }),
+        switchSession: (sessionPath, options) => runtime.switchSession(sessionPath, options),
+        reload: async () => {
+          // session.reload() resets pi's process-global provider registry and would break every other session
+          // in this process (pi-sdk-notes §7); adr/0003.
+          throw new Error("reload is not supported by pi-server: restart the session instead");
+        },
+      },
+      shutdownHandler: () => {
+        this.#log.info("an extension requested shutdown; ignored: sessions end with delete_session");
+      },
+      onError: (error) => {
+        this.hub.publish({
+          type: "extension_error",
+          extensionPath: error.extensionPath,
+          event: error.event,
+          error: error.error,
+        });
+      },
+    });
+  }
+}

@@ -1,0 +1,142 @@
+import { randomUUID } from "node:crypto";
+import { stat } from "node:fs/promises";
+import { resolve } from "node:path";
+import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-agent";
+import type { Logger } from "pino";
+import { PiServerError } from "../errors.js";
+import { SESSION_ID_PATTERN } from "./protocol.js";
+import type { SessionFactory, SessionRequest } from "./session-factory.js";
+import { SessionHost, type SessionState } from "./session-host.js";
+
+/** What the programmatic API hands out for a session. */
+export interface HostedSession {
+  readonly id: string;
+  readonly cwd: string;
+  readonly createdAt: number;
+  /** The current pi session; a new object after new_session/switch_session/fork/clone. */
+  readonly session: AgentSession;
+  readonly runtime: AgentSessionRuntime;
+  state(): SessionState;
+}
+
+export interface SessionSummary {
+  readonly sessionId: string;
+  readonly cwd: string;
+  readonly createdAt: number;
+  readonly subscribers: number;
+  readonly state: SessionState;
+}
+
+export interface CreateSessionRequest {
+  sessionId?: string | undefined;
+  cwd?: string | undefined;
+  model?: SessionRequest["model"];
+  thinkingLevel?: SessionRequest["thinkingLevel"];
+}
+
+export interface SessionRegistryOptions {
+  readonly factory: SessionFactory;
+  readonly defaultCwd: string;
+  readonly maxQueuedPerSession: number;
+  readonly dialogTimeoutMs: number;
+  readonly logger: Logger;
+  /** Told after a session is created or deleted (the server broadcasts notices). */
+  readonly onCreated: (host: SessionHost) => void;
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** The server's sessions by id. Creation reserves the id first, so two concurrent creates cannot both win. */
+export class SessionRegistry {
+  readonly #hosts = new Map<string, SessionHost>();
+  readonly #reserved = new Set<string>();
+  readonly #options: SessionRegistryOptions;
+
+  constructor(options: SessionRegistryOptions) {
+    this.#options = options;
+  }
+
+  get size(): number {
+    return this.#hosts.size;
+  }
+
+  get(sessionId: string): SessionHost | undefined {
+    return this.#hosts.get(sessionId);
+  }
+
+  require(sessionId: string): SessionHost {
+    const host = this.#hosts.get(sessionId);
+    if (!host) throw new PiServerError("session_not_found", `Session '${sessionId}' does not exist`);
+    return host;
+  }
+
+  hosts(): IterableIterator<SessionHost> {
+    return this.#hosts.values();
+  }
+
+  summary(host: SessionHost): SessionSummary {
+    return {
+      sessionId: host.id,
+      cwd: host.cwd,
+      createdAt: host.createdAt,
+      subscribers: host.hub.subscriberCount,
+      state: host.state(),
+    };
+  }
+
+  async create(request: CreateSessionRequest): Promise<SessionHost> {
+    const sessionId = request.sessionId ?? randomUUID();
+    if (!SESSION_ID_PATTERN.test(sessionId)) {
+      throw new PiServerError("invalid_command", "sessionId must match [A-Za-z0-9._:-]{1,128}");
+    }
+    if (this.#hosts.has(sessionId) || this.#reserved.has(sessionId)) {
+      throw new PiServerError("session_exists", `Session '${sessionId}' already exists`);
+    }
+    const model = request.model;
+    if (model !== undefined && (typeof model.provider !== "string" || typeof model.modelId !== "string")) {
+      throw new PiServerError("invalid_command", "field 'model' must be { provider: string, modelId: string }");
+    }
+    const options = this.#options;
+    const cwd = resolve(options.defaultCwd, request.cwd ?? ".");
+    // Reserve before the first await, so a concurrent create of the same id gets session_exists.
+    this.#reserved.add(sessionId);
+    try {
+      if (!(await isDirectory(cwd))) throw new PiServerError("invalid_command", `cwd '${cwd}' is not a directory`);
+      const host = await SessionHost.create(
+        options.factory,
+        {
+          sessionId,
+          cwd,
+          ...(model ? { model } : {}),
+          ...(request.thinkingLevel ? { thinkingLevel: request.thinkingLevel } : {}),
+        },
+        { maxQueued: options.maxQueuedPerSession, dialogTimeoutMs: options.dialogTimeoutMs, logger: options.logger },
+      );
+      this.#hosts.set(sessionId, host);
+      options.logger.info({ sessionId, cwd: host.cwd }, "session created");
+      options.onCreated(host);
+      return host;
+    } finally {
+      this.#reserved.delete(sessionId);
+    }
+  }
+
+  /** Remove and dispose the session; its subscribers get `session_deleted`. */
+  async delete(sessionId: string, reason = "deleted"): Promise<void> {
+    const host = this.require(sessionId);
+    this.#hosts.delete(sessionId);
+    await host.dispose();
+    host.hub.notify({ type: "session_deleted", sessionId, reason });
+    for (const subscriber of [...host.hub.subscribers()]) {
+      host.hub.delete(subscriber);
+      subscriber.detach(sessionId);
+    }
+    this.#options.logger.info({ sessionId, reason }, "session deleted");
+  }
+}

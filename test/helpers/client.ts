@@ -1,0 +1,119 @@
+import WebSocket from "ws";
+
+/** Any frame the server sends. */
+export type Frame = Record<string, unknown> & { type: string };
+export type EventFrame = Frame & { type: "event"; sessionId: string; seq: number; event: Frame };
+export type ResponseFrame = Frame & {
+  type: "response";
+  id?: string;
+  command: string;
+  success: boolean;
+  data?: unknown;
+  error?: string;
+  code?: string;
+};
+
+/** Generous bound for a loaded 2-core machine; tests wait on frames, never sleep. */
+export const WAIT_MS = 15_000;
+
+interface Waiter {
+  predicate: (frame: Frame) => boolean;
+  resolve: (frame: Frame) => void;
+}
+
+/**
+ * A real `ws` client that records every frame and lets tests wait for one. `waitFor` looks at frames from a cursor
+ * (by default the start), so a frame that arrived before the call is found too.
+ */
+export class TestClient {
+  readonly frames: Frame[] = [];
+  readonly ws: WebSocket;
+  readonly ready: Promise<Frame>;
+  readonly closed: Promise<{ code: number; reason: string }>;
+  #waiters = new Set<Waiter>();
+  #nextId = 0;
+
+  constructor(url: string, options?: WebSocket.ClientOptions) {
+    this.ws = new WebSocket(url, options);
+    this.ws.on("message", (data) => {
+      const frame = JSON.parse(data.toString()) as Frame;
+      this.frames.push(frame);
+      for (const waiter of this.#waiters) {
+        if (waiter.predicate(frame)) {
+          this.#waiters.delete(waiter);
+          waiter.resolve(frame);
+        }
+      }
+    });
+    this.closed = new Promise((resolve) => this.ws.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.ws.on("error", () => {}); // surfaced through `closed` or the awaited frame timing out
+    this.ready = this.waitFor((f) => f.type === "server_ready");
+  }
+
+  static async connect(url: string): Promise<TestClient> {
+    const client = new TestClient(url);
+    await client.ready;
+    return client;
+  }
+
+  sendRaw(data: string | Buffer, options?: { binary?: boolean }): void {
+    this.ws.send(data, options ?? {});
+  }
+
+  send(frame: object): void {
+    this.ws.send(JSON.stringify(frame));
+  }
+
+  /** Send a command with a fresh id and wait for its response. */
+  async request(frame: Record<string, unknown>, timeoutMs = WAIT_MS): Promise<ResponseFrame> {
+    const id = (frame["id"] as string | undefined) ?? `r${++this.#nextId}`;
+    const response = this.waitFor((f) => f.type === "response" && f["id"] === id, { timeoutMs, from: this.frames.length });
+    this.send({ ...frame, id });
+    return (await response) as ResponseFrame;
+  }
+
+  /** `request`, asserting success; returns `data`. */
+  async ok<T = Record<string, unknown>>(frame: Record<string, unknown>): Promise<T> {
+    const response = await this.request(frame);
+    if (!response.success) throw new Error(`${String(frame["type"])} failed: ${response.code} ${response.error}`);
+    return response.data as T;
+  }
+
+  waitFor(predicate: (frame: Frame) => boolean, options: { timeoutMs?: number; from?: number } = {}): Promise<Frame> {
+    const found = this.frames.slice(options.from ?? 0).find(predicate);
+    if (found) return Promise.resolve(found);
+    const timeoutMs = options.timeoutMs ?? WAIT_MS;
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        predicate,
+        resolve: (frame) => {
+          clearTimeout(timer);
+          resolve(frame);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(waiter);
+        reject(new Error(`no matching frame within ${timeoutMs} ms; last frames: ${JSON.stringify(this.frames.slice(-5)).slice(0, 2000)}`));
+      }, timeoutMs);
+      this.#waiters.add(waiter);
+    });
+  }
+
+  /** Wait for the session event whose `event.type` is `type` (optionally matching more). */
+  waitForEvent(sessionId: string, type: string, match: (event: Frame) => boolean = () => true, from = 0): Promise<EventFrame> {
+    return this.waitFor(
+      (f) => f.type === "event" && f["sessionId"] === sessionId && (f["event"] as Frame).type === type && match(f["event"] as Frame),
+      { from },
+    ) as Promise<EventFrame>;
+  }
+
+  events(sessionId: string): EventFrame[] {
+    return this.frames.filter((f): f is EventFrame => f.type === "event" && f["sessionId"] === sessionId);
+  }
+
+  async close(): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return;
+    this.ws.close();
+    await this.closed;
+  }
+}

@@ -1,0 +1,98 @@
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { FauxProviderRegistration } from "@mariozechner/pi-ai";
+import { registerFauxProvider } from "@mariozechner/pi-ai";
+import {
+  AuthStorage,
+  type CreateAgentSessionRuntimeFactory,
+  createAgentSessionFromServices,
+  createAgentSessionRuntime,
+  createAgentSessionServices,
+  type ExtensionFactory,
+  ModelRegistry,
+  SessionManager,
+  SettingsManager,
+} from "@mariozechner/pi-coding-agent";
+import type { SessionFactory } from "../../src/index.js";
+
+/** A temp directory removed by `cleanup()`. Tests never touch the user's `~/.pi`. */
+export function tempDir(prefix: string): { path: string; cleanup: () => void } {
+  const path = mkdtempSync(join(tmpdir(), `pi-server-${prefix}-`));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface FauxFactoryOptions {
+  /** Extensions loaded into every session (for extension UI tests). */
+  extensionFactories?: ExtensionFactory[];
+  /** Faux stream rate; undefined streams as fast as possible. */
+  tokensPerSecond?: number;
+}
+
+export interface FauxSetup {
+  faux: FauxProviderRegistration;
+  factory: SessionFactory;
+  /** Root of the temp agent dir and session cwds. */
+  root: string;
+  cleanup: () => void;
+}
+
+/**
+ * A session factory for real `AgentSession`s whose LLM is pi-ai's faux provider, isolated from `~/.pi`: in-memory
+ * auth, settings and session manager; a temp agent dir; no discovery of extensions, skills or context files.
+ */
+export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
+  const dir = tempDir("faux");
+  const agentDir = join(dir.path, "agent");
+  mkdirSync(agentDir);
+  const faux = registerFauxProvider(
+    options.tokensPerSecond === undefined ? {} : { tokensPerSecond: options.tokensPerSecond, tokenSize: { min: 1, max: 1 } },
+  );
+  const model = faux.getModel();
+  const authStorage = AuthStorage.inMemory();
+  authStorage.setRuntimeApiKey(model.provider, "faux-key");
+
+  const factory: SessionFactory = async (request) => {
+    const createRuntime: CreateAgentSessionRuntimeFactory = async ({ cwd, agentDir, sessionManager, sessionStartEvent }) => {
+      const services = await createAgentSessionServices({
+        cwd,
+        agentDir,
+        authStorage,
+        settingsManager: SettingsManager.inMemory({ compaction: { enabled: false }, retry: { enabled: false } }),
+        modelRegistry: ModelRegistry.inMemory(authStorage),
+        resourceLoaderOptions: {
+          noExtensions: true,
+          noSkills: true,
+          noPromptTemplates: true,
+          noThemes: true,
+          noContextFiles: true,
+          systemPromptOverride: () => "You are a test agent.",
+          ...(options.extensionFactories ? { extensionFactories: options.extensionFactories } : {}),
+        },
+      });
+      const created = await createAgentSessionFromServices({
+        services,
+        sessionManager,
+        sessionStartEvent,
+        model,
+        thinkingLevel: "off",
+      });
+      return { ...created, services, diagnostics: services.diagnostics };
+    };
+    return createAgentSessionRuntime(createRuntime, {
+      cwd: request.cwd,
+      agentDir,
+      sessionManager: SessionManager.inMemory(request.cwd),
+    });
+  };
+
+  return {
+    faux,
+    factory,
+    root: dir.path,
+    cleanup: () => {
+      faux.unregister();
+      dir.cleanup();
+    },
+  };
+}
