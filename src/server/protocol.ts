@@ -153,14 +153,15 @@ export function parseCommand(text: string): Command | ParseFailure {
   }
   const frame = value as Record<string, unknown>;
   const rawId = frame["id"];
-  const id = typeof rawId === "string" ? rawId : undefined;
+  // Only a valid id is echoed: an invalid one could not correlate anything.
+  const id = typeof rawId === "string" && rawId.length > 0 && rawId.length <= MAX_ID_LENGTH ? rawId : undefined;
   const type = frame["type"];
   const fail = (code: "invalid_command" | "unknown_command", message: string): ParseFailure => ({
     error: new PiServerError(code, message),
     id,
     command: typeof type === "string" ? type : "parse",
   });
-  if (rawId !== undefined && (id === undefined || id.length === 0 || id.length > MAX_ID_LENGTH)) {
+  if (rawId !== undefined && id === undefined) {
     return fail("invalid_command", `field 'id' must be a string of 1 to ${MAX_ID_LENGTH} characters`);
   }
   if (typeof type !== "string") return fail("invalid_command", "field 'type' must be a string");
