@@ -19,6 +19,7 @@ export const WAIT_MS = 15_000;
 interface Waiter {
   predicate: (frame: Frame) => boolean;
   resolve: (frame: Frame) => void;
+  reject: (error: Error) => void;
 }
 
 /**
@@ -45,9 +46,17 @@ export class TestClient {
         }
       }
     });
-    this.closed = new Promise((resolve) => this.ws.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
-    this.ws.on("error", () => {}); // surfaced through `closed` or the awaited frame timing out
+    this.closed = new Promise((resolve) =>
+      this.ws.on("close", (code, reason) => {
+        // No frame can arrive any more: fail every waiter now instead of at its timeout.
+        for (const waiter of this.#waiters) waiter.reject(new Error(`socket closed (${code}) while waiting for a frame`));
+        this.#waiters.clear();
+        resolve({ code, reason: reason.toString() });
+      }),
+    );
+    this.ws.on("error", () => {}); // surfaced through `closed` or the awaited frame
     this.ready = this.waitFor((f) => f.type === "server_ready");
+    this.ready.catch(() => undefined); // a client expected to be refused never gets ready
   }
 
   static async connect(url: string): Promise<TestClient> {
@@ -89,6 +98,10 @@ export class TestClient {
         resolve: (frame) => {
           clearTimeout(timer);
           resolve(frame);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
         },
       };
       const timer = setTimeout(() => {

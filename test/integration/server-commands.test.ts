@@ -59,7 +59,7 @@ test("list_sessions, subscribe, unsubscribe and ping", async (t) => {
   await b.ok({ type: "unsubscribe", sessionId: "s" });
   const count = b.events("s").length;
   await a.ok({ type: "prompt", sessionId: "s", message: "2" });
-  await a.waitForEvent("s", "agent_end", () => true, a.frames.findIndex((f) => f.type === "event" && (f["seq"] as number) > count));
+  await a.waitFor((f) => f.type === "event" && (f["event"] as { type: string }).type === "agent_end" && (f["seq"] as number) > count);
   // b saw nothing after unsubscribing; a's stream continued without a gap.
   assert.equal(b.events("s").length, count);
   const seqs = a.events("s").map((e) => e.seq);

@@ -1,0 +1,118 @@
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/** One scripted reply: its text, streamed in `chunks` pieces with `delayMs` between them. */
+export interface ScriptedReply {
+  text: string;
+  chunks?: number;
+  delayMs?: number;
+}
+
+export interface OpenAiServer {
+  readonly baseUrl: string;
+  /** Request bodies received, in order. */
+  readonly requests: Array<Record<string, unknown>>;
+  /** Replies to give, in order; when empty, a request is answered with "ok". */
+  readonly replies: ScriptedReply[];
+  /** Resolves when the n-th request (1-based) has been closed by the client before the reply finished. */
+  clientClosed(n: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+function readBody(request: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let body = "";
+    request.setEncoding("utf8");
+    request.on("data", (chunk: string) => {
+      body += chunk;
+    });
+    request.on("end", () => resolve(body));
+    request.on("error", reject);
+  });
+}
+
+/**
+ * A minimal OpenAI-compatible chat completions server on 127.0.0.1 that streams scripted replies as SSE, so tests
+ * can drive pi's real `openai-completions` provider over HTTP (configured through models.json).
+ */
+export async function startOpenAiServer(): Promise<OpenAiServer> {
+  const requests: Array<Record<string, unknown>> = [];
+  const replies: ScriptedReply[] = [];
+  const closedEarly = new Map<number, () => void>();
+  const closedPromises = new Map<number, Promise<void>>();
+  const closedSignal = (n: number) => {
+    let promise = closedPromises.get(n);
+    if (!promise) {
+      promise = new Promise<void>((resolve) => closedEarly.set(n, resolve));
+      closedPromises.set(n, promise);
+    }
+    return promise;
+  };
+
+  const server: Server = createServer(async (request, response) => {
+    if (request.method !== "POST" || !request.url?.endsWith("/chat/completions")) {
+      response.writeHead(404).end();
+      return;
+    }
+    const body = JSON.parse(await readBody(request)) as Record<string, unknown>;
+    requests.push(body);
+    const n = requests.length;
+    closedSignal(n);
+    const reply = replies.shift() ?? { text: "ok" };
+    let finished = false;
+    response.on("close", () => {
+      if (!finished) closedEarly.get(n)?.();
+    });
+    response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+    const chunk = (delta: Record<string, unknown>, finish: string | null, extra: Record<string, unknown> = {}) =>
+      `data: ${JSON.stringify({
+        id: `chatcmpl-${n}`,
+        object: "chat.completion.chunk",
+        created: 0,
+        model: String(body["model"]),
+        choices: [{ index: 0, delta, finish_reason: finish }],
+        ...extra,
+      })}\n\n`;
+    const pieces = reply.chunks ?? 4;
+    const size = Math.max(1, Math.ceil(reply.text.length / pieces));
+    response.write(chunk({ role: "assistant", content: "" }, null));
+    for (let i = 0; i < reply.text.length; i += size) {
+      if (response.destroyed) return;
+      if (reply.delayMs) await new Promise((resolve) => setTimeout(resolve, reply.delayMs));
+      if (response.destroyed) return;
+      response.write(chunk({ content: reply.text.slice(i, i + size) }, null));
+    }
+    response.write(chunk({}, "stop", { usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } }));
+    response.write("data: [DONE]\n\n");
+    finished = true;
+    response.end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    baseUrl: `http://127.0.0.1:${port}/v1`,
+    requests,
+    replies,
+    clientClosed: closedSignal,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** pi's models.json declaring one model served by `baseUrl`. */
+export function modelsJson(baseUrl: string, provider = "local", modelId = "echo-1"): string {
+  return JSON.stringify({
+    providers: {
+      [provider]: {
+        baseUrl,
+        api: "openai-completions",
+        apiKey: "test-key",
+        compat: { supportsDeveloperRole: false, supportsReasoningEffort: false },
+        models: [{ id: modelId, reasoning: false }],
+      },
+    },
+  });
+}

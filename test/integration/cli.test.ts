@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { type ChildProcessByStdio, spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { test } from "node:test";
+import { piSessionDir, SERVER_VERSION } from "../../src/index.js";
+import { TestClient, WAIT_MS } from "../helpers/client.js";
+import { tempDir } from "../helpers/faux.js";
+import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
+
+const CLI = ["--import", "tsx", join(import.meta.dirname, "../../src/cli.ts")];
+
+type Child = ChildProcessByStdio<null, Readable, Readable>;
+
+/** A clean environment: no provider keys from the host, HOME and the agent dir in a temp dir. */
+function cleanEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { PATH: process.env["PATH"], HOME: home, ...extra };
+}
+
+function run(args: string[], env: NodeJS.ProcessEnv): Child {
+  return spawn(process.execPath, [...CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+}
+
+function collect(stream: Readable): { text: () => string } {
+  let text = "";
+  stream.setEncoding("utf8");
+  stream.on("data", (chunk: string) => {
+    text += chunk;
+  });
+  return { text: () => text };
+}
+
+function exited(child: Child): Promise<number | null> {
+  return new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+}
+
+function firstLine(stream: Readable): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffer = "";
+    const timer = setTimeout(() => reject(new Error("no listening line")), WAIT_MS * 2);
+    stream.on("data", (chunk: Buffer | string) => {
+      buffer += chunk.toString();
+      const newline = buffer.indexOf("\n");
+      if (newline >= 0) {
+        clearTimeout(timer);
+        resolve(buffer.slice(0, newline));
+      }
+    });
+  });
+}
+
+test("CLI: --port 0, listening line, real file-backed session over an OpenAI-compatible model, SIGTERM exits 0", async (t) => {
+  const dir = tempDir("cli");
+  t.after(dir.cleanup);
+  const llm = await startOpenAiServer();
+  t.after(() => llm.close());
+  llm.replies.push({ text: "Hello from the HTTP model." });
+  const agentDir = join(dir.path, "agent");
+  const project = join(dir.path, "project");
+  mkdirSync(agentDir);
+  mkdirSync(project);
+  writeFileSync(join(agentDir, "models.json"), modelsJson(llm.baseUrl));
+
+  // PI_CODING_AGENT_DIR is honoured (no --agent-dir), as pi itself does.
+  const child = run(["--port", "0", "--cwd", project], cleanEnv(dir.path, { PI_CODING_AGENT_DIR: agentDir }));
+  t.after(() => child.kill("SIGKILL"));
+  const stderr = collect(child.stderr);
+  const line = await firstLine(child.stdout);
+  const match = /^pi-server listening on (ws:\/\/127\.0\.0\.1:(\d+))$/.exec(line);
+  assert.ok(match, `unexpected listening line: ${line}`);
+  assert.notEqual(match[2], "0");
+
+  const client = await TestClient.connect(match[1] as string);
+  const created = await client.ok<{ state: { model: { provider: string; id: string }; sessionFile: string } }>({
+    type: "create_session",
+    sessionId: "cli",
+    model: { provider: "local", modelId: "echo-1" },
+  });
+  assert.equal(created.state.model.id, "echo-1");
+  const sessionFile = created.state.sessionFile;
+  assert.ok(sessionFile.startsWith(piSessionDir(project, agentDir)), `${sessionFile} is in pi's session dir`);
+  await client.ok({ type: "prompt", sessionId: "cli", message: "hi" });
+  await client.waitForEvent("cli", "agent_end");
+  assert.equal((await client.ok<{ text: string }>({ type: "get_last_assistant_text", sessionId: "cli" })).text, "Hello from the HTTP model.");
+  assert.equal(llm.requests.length, 1);
+  // The conversation is in the file `pi --resume` reads.
+  assert.ok(existsSync(sessionFile));
+  assert.match(readFileSync(sessionFile, "utf8"), /Hello from the HTTP model\./);
+
+  const exit = exited(child);
+  child.kill("SIGTERM");
+  assert.equal(await exit, 0);
+  assert.equal((await client.closed).code, 1001);
+  assert.match(stderr.text(), /"msg":"closed"/, "logs are pino JSON on stderr");
+});
+
+test("CLI: --help, --version, and bad flags or env exit non-zero with a message", async (t) => {
+  const dir = tempDir("cli-flags");
+  t.after(dir.cleanup);
+  const env = cleanEnv(dir.path, { PI_CODING_AGENT_DIR: dir.path });
+
+  const help = run(["--help"], env);
+  const helpOut = collect(help.stdout);
+  assert.equal(await exited(help), 0);
+  assert.match(helpOut.text(), /--port/);
+  assert.match(helpOut.text(), /PI_SERVER_PORT/);
+
+  const version = run(["--version"], env);
+  const versionOut = collect(version.stdout);
+  assert.equal(await exited(version), 0);
+  assert.equal(versionOut.text().trim(), SERVER_VERSION);
+
+  for (const [args, extraEnv, pattern] of [
+    [["--bogus"], {}, /Unknown option '--bogus'/],
+    [["--port", "abc"], {}, /--port must be a port number/],
+    [[], { PI_SERVER_PORT: "99999" }, /PI_SERVER_PORT must be a port number/],
+    [[], { PI_SERVER_IN_MEMORY: "maybe" }, /PI_SERVER_IN_MEMORY/],
+    [["--log-level", "loud"], {}, /--log-level/],
+  ] as const) {
+    const child = run([...args], { ...env, ...extraEnv });
+    const err = collect(child.stderr);
+    assert.equal(await exited(child), 2, `${args.join(" ")} ${JSON.stringify(extraEnv)}`);
+    assert.match(err.text(), pattern);
+  }
+});

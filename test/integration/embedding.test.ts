@@ -1,0 +1,143 @@
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { type TestContext, test } from "node:test";
+import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { createPiServer, DEFAULTS, type PiServer, PiServerOptionsError } from "../../src/index.js";
+import { TestClient } from "../helpers/client.js";
+import { fauxSetup } from "../helpers/faux.js";
+import { startServer } from "../helpers/server.js";
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)));
+}
+
+interface Embedded {
+  server: PiServer;
+  url: string;
+}
+
+/** The three embedding modes, each giving a URL a client can use. */
+const MODES: Record<string, (t: TestContext, setup: ReturnType<typeof fauxSetup>) => Promise<Embedded>> = {
+  port: async (_t, setup) => {
+    const server = createPiServer({ port: 0, logLevel: "silent", sessionFactory: setup.factory, cwd: setup.root });
+    const address = await server.listen();
+    return { server, url: `ws://127.0.0.1:${address?.port}` };
+  },
+  server: async (t, setup) => {
+    const http = createServer((_req, res) => res.end("app"));
+    const server = createPiServer({ server: http, path: "/agents", logLevel: "silent", sessionFactory: setup.factory, cwd: setup.root });
+    assert.equal(await server.listen(), undefined);
+    const port = await listen(http);
+    t.after(() => new Promise<void>((resolve) => http.close(() => resolve())));
+    return { server, url: `ws://127.0.0.1:${port}/agents` };
+  },
+  noServer: async (t, setup) => {
+    const http = createServer((_req, res) => res.end("app"));
+    const server = createPiServer({ noServer: true, logLevel: "silent", sessionFactory: setup.factory, cwd: setup.root });
+    http.on("upgrade", (req, socket, head) => {
+      if (req.url === "/custom") server.handleUpgrade(req, socket, head);
+      else socket.destroy();
+    });
+    const port = await listen(http);
+    t.after(() => new Promise<void>((resolve) => http.close(() => resolve())));
+    return { server, url: `ws://127.0.0.1:${port}/custom` };
+  },
+};
+
+for (const [mode, embed] of Object.entries(MODES)) {
+  test(`conformance (${mode}): ready frame, create, prompt, stream, close with server_shutdown and 1001`, async (t) => {
+    const setup = fauxSetup();
+    t.after(setup.cleanup);
+    const { server, url } = await embed(t, setup);
+    t.after(() => server.close());
+    setup.faux.setResponses([fauxAssistantMessage("conformance")]);
+
+    const client = await TestClient.connect(url);
+    const ready = client.frames[0];
+    assert.equal(ready?.["protocolVersion"], 1);
+    assert.equal(typeof ready?.["connectionId"], "string");
+    await client.ok({ type: "create_session", sessionId: "c" });
+    await client.ok({ type: "prompt", sessionId: "c", message: "hi" });
+    await client.waitForEvent("c", "agent_end");
+    assert.equal(server.connectionCount, 1);
+
+    await server.close();
+    await client.waitFor((f) => f.type === "server_shutdown");
+    assert.equal((await client.closed).code, 1001);
+    assert.equal(server.state, "closed");
+    assert.deepEqual(server.sessions.list(), []);
+    await server.close(); // idempotent
+  });
+}
+
+test("close() during a run: in-flight commands get terminal responses, the run is aborted after the grace period", async (t) => {
+  const h = await startServer(t, { shutdownGraceMs: 50 }, { tokensPerSecond: 20 });
+  h.faux.setResponses([fauxAssistantMessage("word ".repeat(2_000))]);
+  const client = await h.connect();
+  await client.ok({ type: "create_session", sessionId: "s" });
+  await client.ok({ type: "prompt", sessionId: "s", message: "long" });
+  await client.waitForEvent("s", "message_update");
+  const bash = client.request({ type: "bash", sessionId: "s", command: "sleep 30" });
+  const queued = client.request({ type: "set_session_name", sessionId: "s", name: "never" });
+  await client.ok({ type: "get_state", sessionId: "s" }); // both lane commands were admitted
+
+  await h.server.close();
+  const shutdown = await client.waitFor((f) => f.type === "server_shutdown");
+  assert.equal(shutdown["graceMs"], 50);
+  const end = await client.waitForEvent("s", "agent_end");
+  assert.equal((end.event["messages"] as Array<{ stopReason: string }>).at(-1)?.stopReason, "aborted");
+  assert.equal(((await bash).data as { cancelled: boolean }).cancelled, true);
+  assert.equal((await queued).code, "session_not_found");
+  await client.waitFor((f) => f.type === "session_deleted" && f["reason"] === "shutdown");
+  assert.equal((await client.closed).code, 1001);
+});
+
+test("after close() starts, new commands and new connections are refused", async (t) => {
+  const h = await startServer(t, { shutdownGraceMs: 5_000 }, { tokensPerSecond: 20 });
+  h.faux.setResponses([fauxAssistantMessage("a few words to finish")]);
+  const client = await h.connect();
+  await client.ok({ type: "create_session", sessionId: "s" });
+  await client.ok({ type: "prompt", sessionId: "s", message: "finish within grace" });
+  const closing = h.server.close();
+  await client.waitFor((f) => f.type === "server_shutdown");
+  assert.equal((await client.request({ type: "list_sessions" })).code, "shutting_down");
+  await assert.rejects(h.server.sessions.create({}), { code: "shutting_down" });
+  const late = new TestClient(h.url);
+  const closedLate = await late.closed;
+  assert.notEqual(closedLate.code, 1000);
+  // The run was allowed to finish inside the grace period.
+  const end = await client.waitForEvent("s", "agent_end");
+  assert.equal((end.event["messages"] as Array<{ stopReason: string }>).at(-1)?.stopReason, "stop");
+  await closing;
+});
+
+test("options are validated at the edge with precise errors", () => {
+  const bad: Array<[Record<string, unknown>, RegExp]> = [
+    [{}, /one of port, server or noServer/],
+    [{ port: 0, noServer: true }, /exclusive/],
+    [{ port: 0, bogus: 1 }, /unknown option 'bogus'/],
+    [{ port: -1 }, /port must be/],
+    [{ port: 70_000 }, /port must be <= 65535/],
+    [{ noServer: true, host: "0.0.0.0" }, /host is only valid with port/],
+    [{ noServer: true, path: "/x" }, /path is not used with noServer/],
+    [{ port: 0, maxPayload: 0 }, /maxPayload/],
+    [{ port: 0, maxQueuedPerSession: 1.5 }, /maxQueuedPerSession/],
+    [{ port: 0, path: "agents" }, /path must start with/],
+    [{ port: 0, logLevel: "loud" }, /logLevel/],
+    [{ port: 0, sessionFactory: async () => undefined, inMemory: true }, /default factory/],
+  ];
+  for (const [options, message] of bad) {
+    assert.throws(() => createPiServer(options as never), (error: unknown) => {
+      assert.ok(error instanceof PiServerOptionsError, `${JSON.stringify(options)} threw ${String(error)}`);
+      assert.match(error.message, message);
+      return true;
+    });
+  }
+  const server = createPiServer({ noServer: true, logLevel: "silent" });
+  assert.equal(server.config.maxPayload, DEFAULTS.maxPayload);
+  assert.ok(Object.isFrozen(server.config));
+  assert.throws(() => {
+    (server.config as { maxPayload: number }).maxPayload = 1;
+  });
+});
