@@ -61,8 +61,9 @@ test("control commands are not queued behind a running bash; abort_bash stops it
   assert.equal(result.success, true);
   const data = result.data as { cancelled: boolean; output: string; exitCode?: number };
   assert.equal(data.cancelled, true);
-  assert.match(data.output, /started/);
+  // (Whether "started" was printed before the abort landed depends on scheduling; "finished" never is.)
   assert.doesNotMatch(data.output, /finished/);
+  assert.equal(data.exitCode, undefined);
   // The abort_bash response came before the bash response: it was not stuck behind it.
   assert.ok(client.frames.indexOf(stopped) < client.frames.indexOf(result));
 
