@@ -35,16 +35,15 @@ class FakeSocket implements PeerSocket {
 function harness(t: import("node:test").TestContext) {
   const setup = fauxSetup();
   const logger = pino({ level: "silent" });
-  let core: ServerCore | undefined;
   const registry = new SessionRegistry({
     factory: setup.factory,
     defaultCwd: setup.root,
     maxQueuedPerSession: 8,
     dialogTimeoutMs: 60_000,
     logger,
-    onCreated: (host) => core?.broadcast({ type: "session_created", sessionId: host.id }),
+    onCreated: (host) => core.broadcast({ type: "session_created", sessionId: host.id }),
   });
-  core = new ServerCore({ registry, logger, serverVersion: "test" });
+  const core = new ServerCore({ registry, logger, serverVersion: "test" });
   t.after(async () => {
     for (const host of [...registry.hosts()]) await registry.delete(host.id);
     setup.cleanup();
