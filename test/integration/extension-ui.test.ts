@@ -141,3 +141,17 @@ test("extension_ui_response needs a subscription and an answer field", async (t)
   await a.ok({ type: "extension_ui_response", sessionId: "s", id: dialog.id, confirmed: true });
   await notified(a, "confirm:true");
 });
+
+test("deleting a session cancels its pending dialog and tells subscribers", async (t) => {
+  const { a, b } = await setup(t);
+  const prompt = a.request({ type: "prompt", sessionId: "s", message: "/ask" });
+  const dialog = dialogOf(await b.waitForEvent("s", "extension_ui_request", isUi("confirm")));
+  await b.ok({ type: "delete_session", sessionId: "s" });
+  const closed = await a.waitForEvent("s", "extension_ui_request", (e) => e["method"] === "cancel" && e["id"] === dialog.id);
+  assert.equal(closed.event["reason"], "deleted");
+  await a.waitFor((f) => f.type === "session_deleted" && f["sessionId"] === "s");
+  // The prompt that opened the dialog still gets its one terminal response.
+  const response = await prompt;
+  assert.equal(response.command, "prompt");
+  assert.equal(a.frames.filter((f) => f.type === "response" && f["id"] === response.id).length, 1);
+});
