@@ -14,6 +14,12 @@ export const ERROR_CODES = [
   "session_exists",
   "session_busy",
   "queue_full",
+  "rate_limited",
+  "circuit_open",
+  "timeout",
+  "cancelled",
+  "command_not_found",
+  "too_many_sessions",
   "not_subscribed",
   "dialog_not_found",
   "model_not_found",
@@ -28,17 +34,25 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 /** An error with a stable machine code; its message is for humans and may change. */
 export class PiServerError extends Error {
   readonly code: ErrorCode;
+  /** Machine-readable extras sent with the error response (e.g. `retryAfterMs`). */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
     super(message, options);
     this.name = "PiServerError";
     this.code = code;
+    this.details = options?.details;
   }
 }
 
 /** Maps any thrown value to a coded error. Errors from pi become `command_failed` with pi's own message. */
 export function toPiServerError(error: unknown): PiServerError {
   if (error instanceof PiServerError) return error;
+  // Errors of our other modules (e.g. the circuit's BreakerOpenError) carry one of our codes without our class.
+  const code = (error as { code?: unknown } | null)?.code;
+  if (error instanceof Error && typeof code === "string" && (ERROR_CODES as readonly string[]).includes(code)) {
+    return new PiServerError(code as ErrorCode, error.message, { cause: error });
+  }
   if (error instanceof Error) return new PiServerError("command_failed", error.message, { cause: error });
   return new PiServerError("command_failed", String(error));
 }

@@ -8,8 +8,6 @@ import { PiServerError } from "../errors.js";
  */
 export class Lane {
   readonly #queue = new PQueue({ concurrency: 1 });
-  /** One controller per task that has not started yet; aborting it makes p-queue drop the task. */
-  readonly #waiting = new Set<AbortController>();
   readonly #maxQueued: number;
 
   constructor(maxQueued: number) {
@@ -21,28 +19,20 @@ export class Lane {
     return this.#queue.size + this.#queue.pending;
   }
 
-  /** Queue `task`; resolves or rejects with its outcome, or rejects with the reason given to `clear()`. */
-  run<T>(task: () => Promise<T>): Promise<T> {
+  /** Tasks waiting (not running). */
+  get waiting(): number {
+    return this.#queue.size;
+  }
+
+  /**
+   * Queue `task`. If `signal` fires before the task starts, p-queue drops it (it never runs) and this rejects with
+   * the signal's reason. Once started, stopping the task is the caller's job (p-queue cannot).
+   */
+  run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.depth >= this.#maxQueued) {
       return Promise.reject(new PiServerError("queue_full", `The session's queue is full (${this.#maxQueued} commands)`));
     }
-    const waiting = new AbortController();
-    this.#waiting.add(waiting);
-    const started = () => this.#waiting.delete(waiting);
-    const result = this.#queue.add(
-      () => {
-        started();
-        return task();
-      },
-      { signal: waiting.signal },
-    ) as Promise<T>;
-    return result.finally(started);
-  }
-
-  /** Refuse every task that has not started with `reason`. The running task, if any, is not affected. */
-  clear(reason: Error): void {
-    for (const waiting of this.#waiting) waiting.abort(reason);
-    this.#waiting.clear();
+    return this.#queue.add(task, signal ? { signal } : {}) as Promise<T>;
   }
 
   /** Resolves when nothing runs or waits. */

@@ -16,14 +16,17 @@ export interface PeerSocket {
 /** Per-connection state: its subscriptions and its in-flight command ids (ids are scoped to the connection). */
 export class Connection implements Subscriber {
   readonly connectionId = randomUUID();
+  /** Who is on the other end: the authenticated principal, or for now the remote address. */
+  readonly principal: string;
   readonly subscriptions = new Set<string>();
   readonly log: Logger;
   readonly #socket: PeerSocket;
   readonly #inflight = new Set<string>();
   #open = true;
 
-  constructor(socket: PeerSocket, logger: Logger) {
+  constructor(socket: PeerSocket, principal: string, logger: Logger) {
     this.#socket = socket;
+    this.principal = principal;
     this.log = logger.child({ connId: this.connectionId });
   }
 

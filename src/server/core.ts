@@ -1,5 +1,8 @@
 import type { Logger } from "pino";
+import type { Breakers } from "../circuit/breakers.js";
 import { PiServerError, toPiServerError } from "../errors.js";
+import type { Engine } from "../governor/engine.js";
+import type { Admission, RateLimits } from "../governor/rate-limit.js";
 import { Connection, type PeerSocket } from "./connection.js";
 import type { DialogAnswer } from "./dialogs.js";
 import {
@@ -10,7 +13,8 @@ import {
   type ServerCommandType,
   type SessionCommandType,
 } from "./protocol.js";
-import { SESSION_COMMANDS } from "./session-commands.js";
+import type { Timeouts } from "./options.js";
+import { SESSION_COMMANDS, SESSION_STOPS } from "./session-commands.js";
 import type { SessionHost } from "./session-host.js";
 import type { CreateSessionRequest, SessionRegistry } from "./sessions.js";
 
@@ -27,8 +31,23 @@ export interface ConnectionHandle {
 
 export interface ServerCoreOptions {
   readonly registry: SessionRegistry;
+  readonly engine: Engine;
+  readonly limits: RateLimits;
+  readonly breakers: Breakers;
+  readonly timeouts: Timeouts;
   readonly logger: Logger;
   readonly serverVersion: string;
+}
+
+/** Never rate limited: stopping work and answering dialogs must always be possible. */
+const RATE_EXEMPT: ReadonlySet<string> = new Set(["abort", "abort_bash", "abort_retry", "cancel", "extension_ui_response"]);
+/** Commands that start work count against the session's limit too. */
+const SESSION_WORK: ReadonlySet<string> = new Set(["prompt", "steer", "follow_up", "bash", "compact"]);
+/** Commands that call the LLM: refused at admission while the model's breaker is open. */
+const LLM_COMMANDS: ReadonlySet<string> = new Set(["prompt", "compact"]);
+
+function timeoutFor(type: string, timeouts: Timeouts): number {
+  return type === "bash" ? timeouts.bash : type === "compact" ? timeouts.compact : timeouts.command;
 }
 
 type Reply = (data: unknown) => void;
@@ -40,12 +59,20 @@ type Reply = (data: unknown) => void;
 export class ServerCore {
   readonly #connections = new Set<Connection>();
   readonly #registry: SessionRegistry;
+  readonly #engine: Engine;
+  readonly #limits: RateLimits;
+  readonly #breakers: Breakers;
+  readonly #timeouts: Timeouts;
   readonly #log: Logger;
   readonly #serverVersion: string;
   #accepting = true;
 
   constructor(options: ServerCoreOptions) {
     this.#registry = options.registry;
+    this.#engine = options.engine;
+    this.#limits = options.limits;
+    this.#breakers = options.breakers;
+    this.#timeouts = options.timeouts;
     this.#log = options.logger;
     this.#serverVersion = options.serverVersion;
   }
@@ -58,9 +85,9 @@ export class ServerCore {
     return this.#connections.values();
   }
 
-  /** Start serving a socket; sends `server_ready` at once. */
-  opened(socket: PeerSocket): ConnectionHandle {
-    const conn = new Connection(socket, this.#log);
+  /** Start serving a socket; sends `server_ready` at once. `principal` keys per-principal limits. */
+  opened(socket: PeerSocket, principal = "local"): ConnectionHandle {
+    const conn = new Connection(socket, principal, this.#log);
     this.#connections.add(conn);
     conn.log.debug("connection opened");
     conn.send({
@@ -99,6 +126,8 @@ export class ServerCore {
   #onClosed(conn: Connection): void {
     if (!this.#connections.delete(conn)) return;
     conn.markClosed();
+    // Nobody awaits its queued commands any more; running ones (and prompt runs) go on: sessions outlive connections.
+    this.#engine.abortQueued(conn.connectionId, new PiServerError("cancelled", "The connection closed"));
     for (const sessionId of conn.subscriptions) this.#registry.get(sessionId)?.hub.delete(conn);
     conn.subscriptions.clear();
     conn.log.debug("connection closed");
@@ -116,12 +145,9 @@ export class ServerCore {
   #fail(conn: Connection, id: string | undefined, command: string, error: unknown): void {
     if (id !== undefined) conn.releaseId(id);
     const coded = toPiServerError(error);
-    if (!(error instanceof PiServerError) && !(error instanceof Error)) {
-      conn.log.error({ err: error, command }, "command failed with a non-error value");
-    } else {
-      conn.log.debug({ code: coded.code, command, msg: coded.message }, "command refused");
-    }
-    conn.send({ type: "response", id, command, success: false, code: coded.code, error: coded.message });
+    if (!(error instanceof Error)) conn.log.error({ err: error, command }, "command failed with a non-error value");
+    else conn.log.debug({ code: coded.code, command, msg: coded.message }, "command refused");
+    conn.send({ type: "response", id, command, success: false, code: coded.code, error: coded.message, ...coded.details });
   }
 
   #onFrame(conn: Connection, text: string): void {
@@ -147,29 +173,87 @@ export class ServerCore {
       this.#fail(conn, id, type, new PiServerError("shutting_down", "The server is shutting down"));
       return;
     }
-    const reply: Reply = (data) => this.#respond(conn, id, type, data);
+    let admission: Admission | undefined;
     try {
-      const pending =
-        parsed.spec.scope === "session"
-          ? this.#runSessionCommand(parsed)
-          : this.#serverCommands[type as ServerCommandType](conn, parsed, reply);
-      if (pending) pending.then(parsed.spec.scope === "session" ? reply : undefined, (error) => this.#fail(conn, id, type, error));
+      if (!RATE_EXEMPT.has(type)) {
+        admission = this.#limits.admit(conn.connectionId, SESSION_WORK.has(type) ? parsed.sessionId : undefined);
+      }
     } catch (error) {
       this.#fail(conn, id, type, error);
+      return;
+    }
+    // A command that never did work gives its admission back (adr/0005).
+    const failUnstarted = (error: unknown) => {
+      if (admission) this.#limits.refund(admission);
+      this.#fail(conn, id, type, error);
+    };
+    const reply: Reply = (data) => this.#respond(conn, id, type, data);
+    try {
+      if (parsed.spec.scope === "session") {
+        this.#runSessionCommand(conn, parsed, admission).then(reply, (error) => this.#fail(conn, id, type, error));
+      } else {
+        this.#serverCommands[type as ServerCommandType](conn, parsed, reply)?.catch(failUnstarted);
+      }
+    } catch (error) {
+      failUnstarted(error);
     }
   }
 
-  /** Lane commands wait their turn; control commands run at once (adr/0001). */
-  #runSessionCommand(command: Command): Promise<unknown> {
+  /**
+   * Run a session command as an engine task: lane commands wait their turn, control commands start at once
+   * (adr/0001); the task's signal carries timeout, cancel, deletion and shutdown to the work (adr/0004).
+   */
+  #runSessionCommand(conn: Connection, command: Command, admission: Admission | undefined): Promise<unknown> {
     const host = this.#registry.require(command.sessionId as string);
-    const run = SESSION_COMMANDS[command.type as SessionCommandType];
-    if (command.spec.exec === "control") return run(host, command.fields);
-    return host.lane.run(() => {
-      if (command.spec.idleOnly && host.busy) {
-        throw new PiServerError("session_busy", `'${command.type}' needs an idle session; abort the running work first`);
-      }
-      return run(host, command.fields);
-    });
+    const type = command.type as SessionCommandType;
+    const stop = SESSION_STOPS[type];
+    let started = false;
+    return this.#engine
+      .run({
+        owner: conn.connectionId,
+        commandId: command.id,
+        group: host.id,
+        lane: command.spec.exec === "lane" ? host.lane : undefined,
+        timeoutMs: timeoutFor(type, this.#timeouts),
+        stop: stop && (() => stop(host)),
+        work: (signal) => {
+          this.#checkAdmissible(host, command);
+          started = true;
+          return SESSION_COMMANDS[type](host, command.fields, {
+            signal,
+            onRun: (run) => this.#trackRun(conn, command, host, run),
+          });
+        },
+      })
+      .catch((error: unknown) => {
+        if (!started && admission) this.#limits.refund(admission);
+        throw error;
+      });
+  }
+
+  /** Checks made when a command's turn comes, before it does any work. */
+  #checkAdmissible(host: SessionHost, command: Command): void {
+    if (command.spec.idleOnly && host.busy) {
+      throw new PiServerError("session_busy", `'${command.type}' needs an idle session; abort the running work first`);
+    }
+    const model = host.session.model;
+    if (LLM_COMMANDS.has(command.type) && model && this.#breakers.llmRefusing(model.provider, model.id)) {
+      throw new PiServerError("circuit_open", `The circuit for ${model.provider}/${model.id} is open; try again later`);
+    }
+  }
+
+  /** A prompt's run is a task of its own: bounded by `timeouts.run`, cancellable by the prompt's id. */
+  #trackRun(conn: Connection, command: Command, host: SessionHost, run: Promise<void>): void {
+    this.#engine
+      .run({
+        owner: conn.connectionId,
+        commandId: command.id,
+        group: host.id,
+        timeoutMs: this.#timeouts.run,
+        work: () => run,
+        stop: (reason) => host.stopRun(reason, command.id),
+      })
+      .catch((error: unknown) => conn.log.info({ code: toPiServerError(error).code, sessionId: host.id }, "run stopped"));
   }
 
   #subscribe(conn: Connection, host: SessionHost): void {
@@ -186,7 +270,7 @@ export class ServerCore {
     (conn: Connection, command: Command, reply: Reply) => Promise<void> | undefined
   > = {
     create_session: async (conn, { fields }, reply) => {
-      const host = await this.#registry.create(fields as CreateSessionRequest);
+      const host = await this.#registry.create(fields as CreateSessionRequest, conn.principal);
       if (!conn.open) return;
       this.#subscribe(conn, host);
       reply({ sessionId: host.id, seq: host.hub.seq, state: host.state() });
@@ -226,6 +310,15 @@ export class ServerCore {
         throw new PiServerError("dialog_not_found", `No pending dialog '${id}' (already answered, timed out or unknown)`);
       }
       reply(undefined);
+      return undefined;
+    },
+    cancel: (conn, { fields }, reply) => {
+      const commandId = fields["commandId"] as string;
+      const state = this.#engine.cancel(conn.connectionId, commandId);
+      if (state === undefined) {
+        throw new PiServerError("command_not_found", `No command '${commandId}' of this connection is queued or running`);
+      }
+      reply({ commandId, state });
       return undefined;
     },
     ping: (_conn, _command, reply) => {

@@ -3,16 +3,10 @@ import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { type Logger, pino } from "pino";
 import { CLOSE_CODES, PiServerError } from "../errors.js";
-import { SERVER_VERSION } from "../version.js";
-import { ServerCore } from "./core.js";
+import { assemble } from "./assemble.js";
 import { type PiServerOptions, type ResolvedConfig, resolveOptions } from "./options.js";
 import { createDefaultSessionFactory } from "./session-factory.js";
-import {
-  type CreateSessionRequest,
-  type HostedSession,
-  SessionRegistry,
-  type SessionSummary,
-} from "./sessions.js";
+import type { CreateSessionRequest, HostedSession, SessionSummary } from "./sessions.js";
 import { WsTransport } from "./transport.js";
 
 export type ServerState = "running" | "closing" | "closed";
@@ -26,6 +20,30 @@ export interface SessionsApi {
   delete(sessionId: string): Promise<void>;
 }
 
+/** A snapshot of the server's governor state (the metrics issue exports it). */
+export interface ServerHealth {
+  readonly state: ServerState;
+  readonly connections: number;
+  readonly sessions: number;
+  /** Commands and prompt runs admitted and not yet settled. */
+  readonly tasks: number;
+  readonly breakers: ReadonlyArray<{
+    kind: "llm" | "bash";
+    key: string;
+    state: "closed" | "open" | "halfOpen";
+    failures: number;
+    successes: number;
+    rejects: number;
+  }>;
+  readonly queues: ReadonlyArray<{ sessionId: string; depth: number; waiting: number }>;
+  readonly rateLimits: {
+    readonly refusals: number;
+    readonly refunds: number;
+    /** Keys holding live admissions per limiter (0 when idle: no stale state). */
+    readonly keys: { connection: number; session: number; global: number };
+  };
+}
+
 export interface PiServer {
   /** The validated, frozen options. */
   readonly config: ResolvedConfig;
@@ -37,6 +55,8 @@ export interface PiServer {
   listen(): Promise<AddressInfo | undefined>;
   /** The bound address with `port` (after `listen()`), else `undefined`. */
   address(): AddressInfo | undefined;
+  /** Breakers, queue depths, limiter occupancy, counts. */
+  health(): ServerHealth;
   /** Accept an HTTP upgrade (for `noServer`; `port` and `server` modes route upgrades themselves). */
   handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void;
   /**
@@ -64,19 +84,11 @@ export function createPiServer(options: PiServerOptions): PiServer {
 
   let state: ServerState = "running";
   let closing: Promise<void> | undefined;
-  const registry = new SessionRegistry({
-    factory,
-    defaultCwd: config.cwd,
-    maxQueuedPerSession: config.maxQueuedPerSession,
-    dialogTimeoutMs: config.dialogTimeoutMs,
-    logger: log,
-    onCreated: (host) => core.broadcast({ type: "session_created", sessionId: host.id }),
-  });
-  const core = new ServerCore({ registry, logger: log, serverVersion: SERVER_VERSION });
+  const { core, registry, engine, limits, breakers } = assemble({ config, factory, logger: log, clock: options.clock });
   const transport = new WsTransport(core, { maxPayload: config.maxPayload, logger: log });
 
   const handleUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    if (state !== "running") {
+    if (state !== "running" || core.connectionCount >= config.maxConnections) {
       refuseUpgrade(socket, 503, "Service Unavailable");
       return;
     }
@@ -133,6 +145,9 @@ export function createPiServer(options: PiServerOptions): PiServer {
     // Queued and aborted lane commands settle (and are answered) before their sockets close.
     await Promise.allSettled(hosts.map((host) => host.lane.onIdle()));
 
+    engine.abortAll(new PiServerError("shutting_down", "The server is shutting down"));
+    limits.close();
+    breakers.shutdown();
     core.closeAll(CLOSE_CODES.goingAway, "server shutting down");
     await transport.close();
     transport.terminateAll();
@@ -168,6 +183,23 @@ export function createPiServer(options: PiServerOptions): PiServer {
     },
     address: () => (httpServer?.listening ? (httpServer.address() as AddressInfo) : undefined),
     handleUpgrade,
+    health: () => ({
+      state,
+      connections: core.connectionCount,
+      sessions: registry.size,
+      tasks: engine.size,
+      breakers: breakers.all().map((b) => ({ kind: b.kind, key: b.key, state: b.state, ...b.stats })),
+      queues: [...registry.hosts()].map((host) => ({ sessionId: host.id, depth: host.lane.depth, waiting: host.lane.waiting })),
+      rateLimits: {
+        refusals: limits.refusals,
+        refunds: limits.refunds,
+        keys: {
+          connection: limits.connection?.keyCount ?? 0,
+          session: limits.session?.keyCount ?? 0,
+          global: limits.global?.keyCount ?? 0,
+        },
+      },
+    }),
     close: () => {
       closing ??= runClose();
       return closing;

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { ExtensionUIContext, ExtensionUIDialogOptions } from "@mariozechner/pi-coding-agent";
 import type { EventHub } from "./event-hub.js";
 
-export type DialogEndReason = "answered" | "timeout" | "aborted" | "deleted";
+export type DialogEndReason = "answered" | "timeout" | "aborted" | "deleted" | "shutdown";
 
 /** pi RPC's `extension_ui_response` payload (without `type`/`id`). */
 export interface DialogAnswer {

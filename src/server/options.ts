@@ -1,6 +1,42 @@
 import type { Server as HttpServer } from "node:http";
 import type { Logger } from "pino";
+import type { BreakerOptions } from "../circuit/breakers.js";
+import type { Clock } from "../governor/clock.js";
+import type { WindowLimit } from "../governor/rate-limit.js";
 import type { SessionFactory } from "./session-factory.js";
+
+/** Per-class command timeouts in ms, from admission (queue wait counts). */
+export interface Timeouts {
+  /** Every command without a class of its own (including a prompt until pi accepts it). @default 60_000 */
+  command: number;
+  /** The `bash` command; the process tree is killed when it passes. @default 600_000 */
+  bash: number;
+  /** The `compact` command. @default 600_000 */
+  compact: number;
+  /** A prompt's run, from acceptance to `agent_end`; then it is aborted and subscribers are told. @default 3_600_000 */
+  run: number;
+}
+
+export interface RateLimitOptions {
+  /** Per connection, all commands except aborts, cancel and dialog answers. @default 600 per minute */
+  connection: WindowLimit | false;
+  /** Per session, commands that start work (prompt, steer, follow_up, bash, compact). @default 120 per minute */
+  session: WindowLimit | false;
+  /** Whole server. @default 20_000 per minute */
+  global: WindowLimit | false;
+}
+
+export interface BreakerSettings {
+  /** One breaker per provider/model around every agent LLM call (adr/0006). */
+  llm: BreakerOptions & {
+    /** A call with no token after this long counts as failed. @default 60_000 */
+    firstTokenTimeoutMs: number;
+  };
+  /** One breaker around bash execution (the `bash` command and the agent's bash tool). */
+  bash: BreakerOptions;
+}
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? Partial<T[K]> | false : T[K] };
 
 /** Options of `createPiServer()`. Exactly one of `port`, `server` or `noServer` must be given. */
 export interface PiServerOptions {
@@ -30,6 +66,20 @@ export interface PiServerOptions {
   inMemory?: boolean;
   /** Creates the pi runtime of each session. @default the factory that builds sessions the way `pi` does */
   sessionFactory?: SessionFactory;
+  /** Per-class command timeouts (ms). */
+  timeouts?: Partial<Timeouts>;
+  /** Rate limits; `false` disables one. */
+  rateLimits?: DeepPartial<RateLimitOptions>;
+  /** Circuit breaker thresholds. */
+  breakers?: { llm?: Partial<BreakerSettings["llm"]>; bash?: Partial<BreakerSettings["bash"]> };
+  /** Sessions the server hosts at most. @default 1000 */
+  maxSessions?: number;
+  /** Sessions one principal (for now: one remote address) may create. @default 100 */
+  maxSessionsPerPrincipal?: number;
+  /** Open WebSocket connections at most; more upgrades get HTTP 503. @default 10_000 */
+  maxConnections?: number;
+  /** Time source of rate-limit windows (tests move it). @default Date.now */
+  clock?: Clock;
   /** A pino logger to log through. Mutually exclusive with `logLevel`. */
   logger?: Logger;
   /** Level of the logger the server creates on stderr when `logger` is not given. @default "info" */
@@ -45,6 +95,19 @@ export const DEFAULTS = {
   shutdownGraceMs: 10_000,
   inMemory: false,
   logLevel: "info",
+  maxSessions: 1000,
+  maxSessionsPerPrincipal: 100,
+  maxConnections: 10_000,
+  timeouts: { command: 60_000, bash: 10 * 60_000, compact: 10 * 60_000, run: 60 * 60_000 },
+  rateLimits: {
+    connection: { limit: 600, windowMs: 60_000 },
+    session: { limit: 120, windowMs: 60_000 },
+    global: { limit: 20_000, windowMs: 60_000 },
+  },
+  breakers: {
+    llm: { volumeThreshold: 5, errorThresholdPercentage: 50, rollingWindowMs: 60_000, resetTimeoutMs: 30_000, firstTokenTimeoutMs: 60_000 },
+    bash: { volumeThreshold: 5, errorThresholdPercentage: 50, rollingWindowMs: 60_000, resetTimeoutMs: 30_000 },
+  },
 } as const;
 
 type Mode = "port" | "server" | "noServer";
@@ -63,6 +126,12 @@ export interface ResolvedConfig {
   readonly agentDir: string | undefined;
   readonly inMemory: boolean;
   readonly logLevel: NonNullable<PiServerOptions["logLevel"]>;
+  readonly maxSessions: number;
+  readonly maxSessionsPerPrincipal: number;
+  readonly maxConnections: number;
+  readonly timeouts: Readonly<Timeouts>;
+  readonly rateLimits: Readonly<RateLimitOptions>;
+  readonly breakers: Readonly<BreakerSettings>;
 }
 
 const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
@@ -81,6 +150,13 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
   "sessionFactory",
   "logger",
   "logLevel",
+  "timeouts",
+  "rateLimits",
+  "breakers",
+  "maxSessions",
+  "maxSessionsPerPrincipal",
+  "maxConnections",
+  "clock",
 ]);
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -93,13 +169,60 @@ export class PiServerOptionsError extends TypeError {
   }
 }
 
-function positiveInt(options: PiServerOptions, key: keyof PiServerOptions, fallback: number, min = 1): number {
-  const value = options[key];
+function integer(name: string, value: unknown, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
-    throw new PiServerOptionsError(`${key} must be an integer >= ${min}, got ${String(value)}`);
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new PiServerOptionsError(`${name} must be an integer in [${min}, ${max}], got ${String(value)}`);
   }
   return value;
+}
+
+function positiveInt(options: PiServerOptions, key: keyof PiServerOptions, fallback: number, min = 1): number {
+  return integer(key, options[key], fallback, min);
+}
+
+/** Merge a nested group of integer options over its defaults; unknown keys are refused. */
+function group<T extends Record<string, number>>(name: string, value: unknown, defaults: T, min: Partial<T> = {}): T {
+  if (value === undefined) return { ...defaults };
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new PiServerOptionsError(`${name} must be an object`);
+  }
+  const result: Record<string, number> = { ...defaults };
+  for (const [key, v] of Object.entries(value)) {
+    if (!(key in defaults)) throw new PiServerOptionsError(`unknown option '${name}.${key}'`);
+    result[key] = integer(`${name}.${key}`, v, defaults[key as keyof T] as number, (min[key as keyof T] as number) ?? 1);
+  }
+  return result as T;
+}
+
+function rateLimits(value: PiServerOptions["rateLimits"]): RateLimitOptions {
+  if (value !== undefined && (typeof value !== "object" || value === null)) {
+    throw new PiServerOptionsError("rateLimits must be an object");
+  }
+  const result = { ...DEFAULTS.rateLimits } as RateLimitOptions;
+  for (const [key, limit] of Object.entries(value ?? {})) {
+    if (!(key in DEFAULTS.rateLimits)) throw new PiServerOptionsError(`unknown option 'rateLimits.${key}'`);
+    const scope = key as keyof RateLimitOptions;
+    result[scope] = limit === false ? false : group(`rateLimits.${key}`, limit, DEFAULTS.rateLimits[scope]);
+  }
+  return result;
+}
+
+function breakers(value: PiServerOptions["breakers"]): BreakerSettings {
+  if (value !== undefined && (typeof value !== "object" || value === null)) {
+    throw new PiServerOptionsError("breakers must be an object");
+  }
+  for (const key of Object.keys(value ?? {})) {
+    if (key !== "llm" && key !== "bash") throw new PiServerOptionsError(`unknown option 'breakers.${key}'`);
+  }
+  const percentage = <T extends { errorThresholdPercentage: number }>(name: string, settings: T): T => {
+    if (settings.errorThresholdPercentage > 100) throw new PiServerOptionsError(`${name}.errorThresholdPercentage must be <= 100`);
+    return settings;
+  };
+  return {
+    llm: percentage("breakers.llm", group("breakers.llm", value?.llm, DEFAULTS.breakers.llm)),
+    bash: percentage("breakers.bash", group("breakers.bash", value?.bash, DEFAULTS.breakers.bash)),
+  };
 }
 
 function optionalString(options: PiServerOptions, key: keyof PiServerOptions): string | undefined {
@@ -146,6 +269,9 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (options.sessionFactory !== undefined && (options.agentDir !== undefined || options.inMemory !== undefined)) {
     throw new PiServerOptionsError("agentDir and inMemory configure the default factory; not valid with sessionFactory");
   }
+  if (options.clock !== undefined && typeof options.clock?.now !== "function") {
+    throw new PiServerOptionsError("clock must be an object with a now() function");
+  }
   if (options.inMemory !== undefined && typeof options.inMemory !== "boolean") {
     throw new PiServerOptionsError("inMemory must be a boolean");
   }
@@ -164,5 +290,11 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     agentDir: optionalString(options, "agentDir"),
     inMemory: options.inMemory ?? DEFAULTS.inMemory,
     logLevel: options.logLevel ?? DEFAULTS.logLevel,
+    maxSessions: positiveInt(options, "maxSessions", DEFAULTS.maxSessions),
+    maxSessionsPerPrincipal: positiveInt(options, "maxSessionsPerPrincipal", DEFAULTS.maxSessionsPerPrincipal),
+    maxConnections: positiveInt(options, "maxConnections", DEFAULTS.maxConnections),
+    timeouts: Object.freeze(group("timeouts", options.timeouts, DEFAULTS.timeouts)),
+    rateLimits: Object.freeze(rateLimits(options.rateLimits)),
+    breakers: Object.freeze(breakers(options.breakers)),
   });
 }

@@ -94,6 +94,7 @@ export const COMMANDS = {
     confirmed: { type: "boolean", optional: true },
     cancelled: { type: "boolean", optional: true },
   }),
+  cancel: server({ commandId: str }),
   ping: server(),
 } as const satisfies Record<string, CommandSpec>;
 

@@ -11,14 +11,24 @@ const s = (fields: Fields, name: string) => fields[name] as string;
 const optS = (fields: Fields, name: string) => fields[name] as string | undefined;
 const imgs = (fields: Fields) => fields["images"] as ImageContent[] | undefined;
 
+/** What a command implementation gets besides the session and its fields. */
+export interface CommandContext {
+  /** Fires on the command's timeout, cancel, shutdown or session deletion. */
+  readonly signal: AbortSignal;
+  /** `prompt` only: called with the run (which settles at its end) when pi accepts the prompt. */
+  readonly onRun: (run: Promise<void>) => void;
+}
+
+type Implementation = (host: SessionHost, fields: Fields, context: CommandContext) => Promise<unknown>;
+
 /**
  * pi RPC mode's command implementations (`rpc-mode.js` in pi 0.73.x), against the host's current session. Each
  * returns the response `data` (undefined for none). They carry no scheduling: the router decides lane or control.
  */
-export const SESSION_COMMANDS: Record<SessionCommandType, (host: SessionHost, fields: Fields) => Promise<unknown>> = {
-  prompt: async (host, f) => {
+export const SESSION_COMMANDS: Record<SessionCommandType, Implementation> = {
+  prompt: async (host, f, context) => {
     const streamingBehavior = optS(f, "streamingBehavior") as "steer" | "followUp" | undefined;
-    await host.startPrompt(s(f, "message"), { images: imgs(f), streamingBehavior });
+    await host.startPrompt(s(f, "message"), { images: imgs(f), streamingBehavior }, context.onRun);
     return undefined;
   },
   steer: async (host, f) => host.session.steer(s(f, "message"), imgs(f)),
@@ -51,7 +61,9 @@ export const SESSION_COMMANDS: Record<SessionCommandType, (host: SessionHost, fi
   set_auto_compaction: async (host, f) => host.session.setAutoCompactionEnabled(f["enabled"] as boolean),
   set_auto_retry: async (host, f) => host.session.setAutoRetryEnabled(f["enabled"] as boolean),
   abort_retry: async (host) => host.session.abortRetry(),
-  bash: async (host, f) => host.session.executeBash(s(f, "command")),
+  // The command's signal reaches the process: a timeout or cancel kills the process tree (adr/0004).
+  bash: async (host, f, context) =>
+    host.session.executeBash(s(f, "command"), undefined, { operations: host.bashOperationsFor(context.signal) }),
   abort_bash: async (host) => host.session.abortBash(),
   get_session_stats: async (host) => host.session.getSessionStats(),
   export_html: async (host, f) => ({ path: await host.session.exportToHtml(optS(f, "outputPath")) }),
@@ -98,4 +110,16 @@ export const SESSION_COMMANDS: Record<SessionCommandType, (host: SessionHost, fi
       ],
     };
   },
+};
+
+/**
+ * How to stop each command's running work for real when its signal fires (adr/0004). Commands not listed finish in
+ * moments; their late outcome is dropped.
+ */
+export const SESSION_STOPS: Partial<Record<SessionCommandType, (host: SessionHost) => void>> = {
+  // A prompt is running only until pi accepts it (e.g. an extension command waiting on a dialog).
+  prompt: (host) => void host.abort(),
+  abort: (host) => host.session.abortRetry(),
+  bash: (host) => host.session.abortBash(),
+  compact: (host) => host.session.abortCompaction(),
 };

@@ -3,10 +3,13 @@ import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
 import {
   type AgentSessionRuntime,
   AuthStorage,
+  type BashOperations,
+  createBashToolDefinition,
   type CreateAgentSessionRuntimeFactory,
   createAgentSessionFromServices,
   createAgentSessionRuntime,
   createAgentSessionServices,
+  defineTool,
   getAgentDir,
   SessionManager,
 } from "@mariozechner/pi-coding-agent";
@@ -20,6 +23,11 @@ export interface SessionRequest {
   readonly cwd: string;
   readonly model?: { readonly provider: string; readonly modelId: string };
   readonly thinkingLevel?: ThinkingLevel;
+  /**
+   * Bash execution guarded by the server's bash breaker. A factory should build the agent's bash tool on it
+   * (`createBashToolDefinition(cwd, { operations })`), as the default factory does, so tool calls are protected too.
+   */
+  readonly bashOperations: BashOperations;
 }
 
 /**
@@ -69,6 +77,8 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
         sessionStartEvent,
         model,
         thinkingLevel: request.thinkingLevel,
+        // Same name as the built-in: replaces it, so the agent's bash runs through the server's breaker.
+        customTools: [defineTool(createBashToolDefinition(cwd, { operations: request.bashOperations }))],
       });
       return { ...created, services, diagnostics: services.diagnostics };
     };

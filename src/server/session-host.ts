@@ -1,6 +1,13 @@
-import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-agent";
+import {
+  type AgentSession,
+  type AgentSessionRuntime,
+  type BashOperations,
+  createLocalBashOperations,
+} from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
-import { PiServerError } from "../errors.js";
+import type { Breakers } from "../circuit/breakers.js";
+import { guardBashOperations, guardStreamFn, type LlmCallReport } from "../circuit/guards.js";
+import type { PiServerError } from "../errors.js";
 import { Lane } from "../governor/lane.js";
 import { createUiContext, Dialogs } from "./dialogs.js";
 import { EventHub } from "./event-hub.js";
@@ -30,6 +37,9 @@ export interface SessionHostOptions {
   readonly maxQueued: number;
   readonly dialogTimeoutMs: number;
   readonly logger: Logger;
+  readonly breakers: Breakers;
+  readonly firstTokenTimeoutMs: number;
+  readonly onLlmCall?: ((report: LlmCallReport) => void) | undefined;
 }
 
 /**
@@ -45,6 +55,7 @@ export class SessionHost {
   readonly dialogs: Dialogs;
   readonly #runtime: AgentSessionRuntime;
   readonly #log: Logger;
+  readonly #options: SessionHostOptions;
   /** Prompt runs accepted by pi and not yet settled. */
   readonly #runs = new Set<Promise<void>>();
   #unsubscribe: (() => void) | undefined;
@@ -54,15 +65,22 @@ export class SessionHost {
     this.id = request.sessionId;
     this.cwd = request.cwd;
     this.#runtime = runtime;
+    this.#options = options;
     this.#log = options.logger.child({ sessionId: this.id });
     this.lane = new Lane(options.maxQueued);
     this.hub = new EventHub(this.id);
     this.dialogs = new Dialogs(this.hub, options.dialogTimeoutMs);
   }
 
-  static async create(factory: SessionFactory, request: SessionRequest, options: SessionHostOptions): Promise<SessionHost> {
-    const runtime = await factory(request);
-    const host = new SessionHost(request, runtime, options);
+  static async create(
+    factory: SessionFactory,
+    request: Omit<SessionRequest, "bashOperations">,
+    options: SessionHostOptions,
+  ): Promise<SessionHost> {
+    const bashOperations = guardBashOperations(createLocalBashOperations(), options.breakers.bash);
+    const full: SessionRequest = { ...request, bashOperations };
+    const runtime = await factory(full);
+    const host = new SessionHost(full, runtime, options);
     try {
       await host.#bind();
     } catch (error) {
@@ -102,24 +120,25 @@ export class SessionHost {
 
   /**
    * Start a prompt; resolves once pi accepts it (its preflight passed, as pi RPC mode answers), rejects with pi's
-   * error otherwise. The run continues after that and ends with `agent_end` on the event stream.
+   * error otherwise. `onRun` receives the run (settles at its end) the moment pi accepts it.
    */
-  startPrompt(message: string, options: Parameters<AgentSession["prompt"]>[1]): Promise<void> {
+  startPrompt(
+    message: string,
+    options: Parameters<AgentSession["prompt"]>[1],
+    onRun: (run: Promise<void>) => void,
+  ): Promise<void> {
     return new Promise<void>((accept, refuse) => {
       let accepted = false;
-      const run = this.session
-        .prompt(message, {
-          ...options,
-          source: "rpc",
-          preflightResult: (ok) => {
-            if (ok && !accepted) {
-              accepted = true;
-              accept();
-            }
-          },
-        })
+      const markAccepted = () => {
+        if (accepted) return;
+        accepted = true;
+        onRun(run);
+        accept();
+      };
+      const run: Promise<void> = this.session
+        .prompt(message, { ...options, source: "rpc", preflightResult: (ok) => ok && markAccepted() })
         .then(
-          () => accept(), // an extension command or `input` handler may finish without a preflight callback
+          () => markAccepted(), // an extension command or `input` handler may finish without a preflight callback
           (error: unknown) => {
             if (!accepted) refuse(error);
             else this.#log.warn({ err: error }, "prompt run failed after it was accepted");
@@ -128,6 +147,18 @@ export class SessionHost {
         .finally(() => this.#runs.delete(run));
       this.#runs.add(run);
     });
+  }
+
+  /** Stop the running prompt because the server decided so (timeout, cancel, shutdown); subscribers are told why. */
+  stopRun(reason: PiServerError, commandId: string | undefined): void {
+    this.hub.publish({ type: "run_aborted", reason: reason.code, message: reason.message, commandId });
+    void this.abort().catch((error: unknown) => this.#log.warn({ err: error }, "abort failed"));
+  }
+
+  /** Bash operations for one `bash` command: guarded by the breaker and stopped by the command's signal. */
+  bashOperationsFor(signal: AbortSignal): BashOperations {
+    const shellPath = this.session.settingsManager.getShellPath();
+    return guardBashOperations(createLocalBashOperations(shellPath ? { shellPath } : {}), this.#options.breakers.bash, signal);
   }
 
   /** `abort`: end pending dialogs, then pi's abort (retry, run, tools through their signal). */
@@ -152,7 +183,6 @@ export class SessionHost {
   }
 
   async #dispose(): Promise<void> {
-    this.lane.clear(new PiServerError("session_not_found", `Session '${this.id}' was deleted`));
     this.dialogs.cancelAll("deleted");
     const session = this.session;
     session.abortBash();
@@ -177,6 +207,11 @@ export class SessionHost {
 
   async #bind(): Promise<void> {
     const session = this.#runtime.session;
+    // Every LLM call of this agent passes its model's breaker (adr/0006). A new session object needs it again.
+    session.agent.streamFn = guardStreamFn(session.agent.streamFn, this.#options.breakers, {
+      firstTokenTimeoutMs: this.#options.firstTokenTimeoutMs,
+      ...(this.#options.onLlmCall ? { onCall: this.#options.onLlmCall } : {}),
+    });
     this.#unsubscribe?.();
     this.#unsubscribe = session.subscribe((event) => {
       // A throwing listener would make pi skip persisting the event (pi-sdk-notes §3): never let one escape.

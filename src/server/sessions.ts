@@ -5,8 +5,9 @@ import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-
 import type { Logger } from "pino";
 import { PiServerError } from "../errors.js";
 import { SESSION_ID_PATTERN } from "./protocol.js";
+import type { Engine } from "../governor/engine.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
-import { SessionHost, type SessionState } from "./session-host.js";
+import { SessionHost, type SessionHostOptions, type SessionState } from "./session-host.js";
 
 /** What the programmatic API hands out for a session. */
 export interface HostedSession {
@@ -37,8 +38,10 @@ export interface CreateSessionRequest {
 export interface SessionRegistryOptions {
   readonly factory: SessionFactory;
   readonly defaultCwd: string;
-  readonly maxQueuedPerSession: number;
-  readonly dialogTimeoutMs: number;
+  readonly host: SessionHostOptions;
+  readonly engine: Engine;
+  readonly maxSessions: number;
+  readonly maxSessionsPerPrincipal: number;
   readonly logger: Logger;
   /** Told after a session is created or deleted (the server broadcasts notices). */
   readonly onCreated: (host: SessionHost) => void;
@@ -56,6 +59,8 @@ async function isDirectory(path: string): Promise<boolean> {
 export class SessionRegistry {
   readonly #hosts = new Map<string, SessionHost>();
   readonly #reserved = new Set<string>();
+  /** sessionId → the principal that created it (absent for sessions created through the programmatic API). */
+  readonly #owners = new Map<string, string>();
   readonly #options: SessionRegistryOptions;
 
   constructor(options: SessionRegistryOptions) {
@@ -90,7 +95,14 @@ export class SessionRegistry {
     };
   }
 
-  async create(request: CreateSessionRequest): Promise<SessionHost> {
+  ownedBy(principal: string): number {
+    let n = 0;
+    for (const owner of this.#owners.values()) if (owner === principal) n += 1;
+    return n;
+  }
+
+  /** Create a session; `principal` (when the request came from a client) counts against its session limit. */
+  async create(request: CreateSessionRequest, principal?: string): Promise<SessionHost> {
     const sessionId = request.sessionId ?? randomUUID();
     if (!SESSION_ID_PATTERN.test(sessionId)) {
       throw new PiServerError("invalid_command", "sessionId must match [A-Za-z0-9._:-]{1,128}");
@@ -103,6 +115,12 @@ export class SessionRegistry {
       throw new PiServerError("invalid_command", "field 'model' must be { provider: string, modelId: string }");
     }
     const options = this.#options;
+    if (this.#hosts.size + this.#reserved.size >= options.maxSessions) {
+      throw new PiServerError("too_many_sessions", `The server hosts its maximum of ${options.maxSessions} sessions`);
+    }
+    if (principal !== undefined && this.ownedBy(principal) >= options.maxSessionsPerPrincipal) {
+      throw new PiServerError("too_many_sessions", `You already have ${options.maxSessionsPerPrincipal} sessions`);
+    }
     const cwd = resolve(options.defaultCwd, request.cwd ?? ".");
     // Reserve before the first await, so a concurrent create of the same id gets session_exists.
     this.#reserved.add(sessionId);
@@ -116,9 +134,10 @@ export class SessionRegistry {
           ...(model ? { model } : {}),
           ...(request.thinkingLevel ? { thinkingLevel: request.thinkingLevel } : {}),
         },
-        { maxQueued: options.maxQueuedPerSession, dialogTimeoutMs: options.dialogTimeoutMs, logger: options.logger },
+        options.host,
       );
       this.#hosts.set(sessionId, host);
+      if (principal !== undefined) this.#owners.set(sessionId, principal);
       options.logger.info({ sessionId, cwd: host.cwd }, "session created");
       options.onCreated(host);
       return host;
@@ -128,9 +147,18 @@ export class SessionRegistry {
   }
 
   /** Remove and dispose the session; its subscribers get `session_deleted`. */
-  async delete(sessionId: string, reason = "deleted"): Promise<void> {
+  async delete(sessionId: string, reason: "deleted" | "shutdown" = "deleted"): Promise<void> {
     const host = this.require(sessionId);
     this.#hosts.delete(sessionId);
+    this.#owners.delete(sessionId);
+    host.dialogs.cancelAll(reason); // before the running commands are stopped, so dialogs say why
+    // Queued commands are answered and never run; running ones are stopped (the engine calls their stop).
+    this.#options.engine.abortGroup(
+      sessionId,
+      reason === "shutdown"
+        ? new PiServerError("shutting_down", "The server is shutting down")
+        : new PiServerError("session_not_found", `Session '${sessionId}' was deleted`),
+    );
     await host.dispose();
     host.hub.notify({ type: "session_deleted", sessionId, reason });
     for (const subscriber of [...host.hub.subscribers()]) {

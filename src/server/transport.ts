@@ -26,12 +26,14 @@ export class WsTransport {
   }
 
   handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
-    this.#wss.handleUpgrade(request, socket, head, (ws) => this.#attach(ws));
+    // Until authentication lands, the principal is the peer's address (never a client-controlled header).
+    const principal = request.socket.remoteAddress ?? "unknown";
+    this.#wss.handleUpgrade(request, socket, head, (ws) => this.#attach(ws, principal));
   }
 
-  #attach(ws: WebSocket): void {
+  #attach(ws: WebSocket, principal: string): void {
     this.#sockets.add(ws);
-    const handle = this.#core.opened(ws);
+    const handle = this.#core.opened(ws, principal);
     ws.on("message", (data, isBinary) => {
       if (isBinary) handle.binary();
       else handle.message(data.toString());

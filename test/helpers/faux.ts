@@ -9,6 +9,8 @@ import {
   createAgentSessionFromServices,
   createAgentSessionRuntime,
   createAgentSessionServices,
+  createBashToolDefinition,
+  defineTool,
   type ExtensionFactory,
   ModelRegistry,
   SessionManager,
@@ -76,6 +78,7 @@ export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
         sessionStartEvent,
         model,
         thinkingLevel: "off",
+        customTools: [defineTool(createBashToolDefinition(cwd, { operations: request.bashOperations }))],
       });
       return { ...created, services, diagnostics: services.diagnostics };
     };

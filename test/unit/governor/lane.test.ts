@@ -50,7 +50,7 @@ test("a full lane refuses with queue_full; the bound counts running and waiting 
   assert.equal(await lane.run(async () => "again"), "again");
 });
 
-test("clear() refuses waiting tasks with the reason and never runs them; the running task is untouched", async () => {
+test("a waiting task whose signal fires is dropped: it rejects with the reason and never runs", async () => {
   const lane = new Lane(10);
   const gate = deferred();
   let ranWaiting = false;
@@ -58,12 +58,14 @@ test("clear() refuses waiting tasks with the reason and never runs them; the run
     await gate.promise;
     return "finished";
   });
+  const controller = new AbortController();
   const waiting = lane.run(async () => {
     ranWaiting = true;
-  });
-  const reason = new PiServerError("session_not_found", "gone");
-  lane.clear(reason);
+  }, controller.signal);
+  const reason = new PiServerError("cancelled", "gone");
+  controller.abort(reason);
   await assert.rejects(waiting, (e) => e === reason);
+  assert.equal(lane.depth, 1);
   gate.resolve();
   assert.equal(await running, "finished");
   await lane.onIdle();

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { pino } from "pino";
 import type { PeerSocket } from "../../../src/server/connection.js";
-import { ServerCore } from "../../../src/server/core.js";
-import { SessionRegistry } from "../../../src/server/sessions.js";
+import { assemble } from "../../../src/server/assemble.js";
+import { resolveOptions } from "../../../src/server/options.js";
 import { fauxSetup } from "../../helpers/faux.js";
 
 /** A plain-object socket: records frames and fails the test if anything is sent after close. */
@@ -35,15 +35,8 @@ class FakeSocket implements PeerSocket {
 function harness(t: import("node:test").TestContext) {
   const setup = fauxSetup();
   const logger = pino({ level: "silent" });
-  const registry = new SessionRegistry({
-    factory: setup.factory,
-    defaultCwd: setup.root,
-    maxQueuedPerSession: 8,
-    dialogTimeoutMs: 60_000,
-    logger,
-    onCreated: (host) => core.broadcast({ type: "session_created", sessionId: host.id }),
-  });
-  const core = new ServerCore({ registry, logger, serverVersion: "test" });
+  const config = resolveOptions({ noServer: true, cwd: setup.root, maxQueuedPerSession: 8 });
+  const { core, registry } = assemble({ config, factory: setup.factory, logger });
   t.after(async () => {
     for (const host of [...registry.hosts()]) await registry.delete(host.id);
     setup.cleanup();

@@ -1,0 +1,71 @@
+import type { Logger } from "pino";
+import { type BreakerChange, Breakers } from "../circuit/breakers.js";
+import type { LlmCallReport } from "../circuit/guards.js";
+import { Engine } from "../governor/engine.js";
+import { RateLimits } from "../governor/rate-limit.js";
+import { SERVER_VERSION } from "../version.js";
+import { ServerCore } from "./core.js";
+import type { ResolvedConfig } from "./options.js";
+import type { SessionFactory } from "./session-factory.js";
+import { SessionRegistry } from "./sessions.js";
+
+/** Everything behind the transport, wired from one resolved config. */
+export interface Assembly {
+  readonly core: ServerCore;
+  readonly registry: SessionRegistry;
+  readonly engine: Engine;
+  readonly limits: RateLimits;
+  readonly breakers: Breakers;
+}
+
+export interface AssembleOptions {
+  readonly config: ResolvedConfig;
+  readonly factory: SessionFactory;
+  readonly logger: Logger;
+  readonly clock?: { now(): number } | undefined;
+  readonly onLlmCall?: ((report: LlmCallReport) => void) | undefined;
+}
+
+/** Build the protocol core and the governor around it. Used by `createPiServer` and by unit tests (no port). */
+export function assemble({ config, factory, logger, clock, onLlmCall }: AssembleOptions): Assembly {
+  const engine = new Engine();
+  const limits = new RateLimits(config.rateLimits, clock);
+  // Circuit changes reach the subscribers of the sessions they affect: the model's sessions, or all for bash.
+  const onBreakerChange = (change: BreakerChange) => {
+    logger.warn({ breaker: change.kind, key: change.key, state: change.state }, "circuit state changed");
+    for (const host of registry.hosts()) {
+      const model = host.session.model;
+      if (change.kind === "bash" || (model && Breakers.llmKey(model.provider, model.id) === change.key)) {
+        host.hub.publish({ type: "circuit", breaker: change.kind, key: change.key, state: change.state });
+      }
+    }
+  };
+  const breakers = new Breakers(config.breakers, onBreakerChange);
+  const registry: SessionRegistry = new SessionRegistry({
+    factory,
+    defaultCwd: config.cwd,
+    engine,
+    maxSessions: config.maxSessions,
+    maxSessionsPerPrincipal: config.maxSessionsPerPrincipal,
+    logger,
+    host: {
+      maxQueued: config.maxQueuedPerSession,
+      dialogTimeoutMs: config.dialogTimeoutMs,
+      logger,
+      breakers,
+      firstTokenTimeoutMs: config.breakers.llm.firstTokenTimeoutMs,
+      onLlmCall,
+    },
+    onCreated: (host) => core.broadcast({ type: "session_created", sessionId: host.id }),
+  });
+  const core: ServerCore = new ServerCore({
+    registry,
+    engine,
+    limits,
+    breakers,
+    timeouts: config.timeouts,
+    logger,
+    serverVersion: SERVER_VERSION,
+  });
+  return { core, registry, engine, limits, breakers };
+}
