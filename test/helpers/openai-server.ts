@@ -6,6 +6,10 @@ export interface ScriptedReply {
   text: string;
   chunks?: number;
   delayMs?: number;
+  /** Answer with this HTTP error status instead of a stream. */
+  status?: number;
+  /** Send the first chunk, then drop the connection (an upstream failure nobody can retry mid-stream). */
+  disconnect?: boolean;
 }
 
 export interface OpenAiServer {
@@ -59,6 +63,11 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
     const n = requests.length;
     closedSignal(n);
     const reply = replies.shift() ?? { text: "ok" };
+    if (reply.status) {
+      response.writeHead(reply.status, { "content-type": "application/json" });
+      response.end(JSON.stringify({ error: { message: reply.text, type: "server_error" } }));
+      return;
+    }
     let finished = false;
     response.on("close", () => {
       if (!finished) closedEarly.get(n)?.();
@@ -76,6 +85,11 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
     const pieces = reply.chunks ?? 4;
     const size = Math.max(1, Math.ceil(reply.text.length / pieces));
     response.write(chunk({ role: "assistant", content: "" }, null));
+    if (reply.disconnect) {
+      // Drop the connection once the headers and first chunk are on the wire, so the client is mid-stream.
+      response.write(chunk({ content: reply.text }, null), () => response.socket?.destroy());
+      return;
+    }
     for (let i = 0; i < reply.text.length; i += size) {
       if (response.destroyed) return;
       if (reply.delayMs) await new Promise((resolve) => setTimeout(resolve, reply.delayMs));
