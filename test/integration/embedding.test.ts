@@ -112,7 +112,7 @@ test("after close() starts, new commands and new connections are refused", async
   await closing;
 });
 
-test("options are validated at the edge with precise errors", () => {
+test("options are validated at the edge with precise errors", async () => {
   const bad: Array<[Record<string, unknown>, RegExp]> = [
     [{}, /one of port, server or noServer/],
     [{ port: 0, noServer: true }, /exclusive/],
@@ -126,6 +126,13 @@ test("options are validated at the edge with precise errors", () => {
     [{ port: 0, path: "agents" }, /path must start with/],
     [{ port: 0, logLevel: "loud" }, /logLevel/],
     [{ port: 0, sessionFactory: async () => undefined, inMemory: true }, /default factory/],
+    [{ port: 0, timeouts: { bogus: 1 } }, /unknown option 'timeouts.bogus'/],
+    [{ port: 0, timeouts: { bash: 0 } }, /timeouts.bash must be/],
+    [{ port: 0, rateLimits: { connection: { limit: -1 } } }, /rateLimits.connection.limit/],
+    [{ port: 0, rateLimits: { user: false } }, /unknown option 'rateLimits.user'/],
+    [{ port: 0, breakers: { llm: { errorThresholdPercentage: 150 } } }, /errorThresholdPercentage must be <= 100/],
+    [{ port: 0, breakers: { disk: {} } }, /unknown option 'breakers.disk'/],
+    [{ port: 0, clock: {} }, /clock must be/],
   ];
   for (const [options, message] of bad) {
     assert.throws(() => createPiServer(options as never), (error: unknown) => {
@@ -136,6 +143,12 @@ test("options are validated at the edge with precise errors", () => {
   }
   const server = createPiServer({ noServer: true, logLevel: "silent" });
   assert.equal(server.config.maxPayload, DEFAULTS.maxPayload);
+  const tuned = createPiServer({ noServer: true, logLevel: "silent", timeouts: { bash: 5_000 }, rateLimits: { global: false } });
+  assert.equal(tuned.config.timeouts.bash, 5_000);
+  assert.equal(tuned.config.timeouts.command, DEFAULTS.timeouts.command);
+  assert.equal(tuned.config.rateLimits.global, false);
+  assert.deepEqual(tuned.config.rateLimits.connection, DEFAULTS.rateLimits.connection);
+  await Promise.all([server.close(), tuned.close()]);
   assert.ok(Object.isFrozen(server.config));
   assert.throws(() => {
     (server.config as { maxPayload: number }).maxPayload = 1;
