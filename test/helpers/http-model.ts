@@ -1,16 +1,14 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
-import { createPiServer, type PiServer, type PiServerOptions } from "../../src/index.js";
-import { TestClient } from "./client.js";
+import { createPiServer, type PiServerOptions } from "../../src/index.js";
+import type { TestClient } from "./client.js";
 import { tempDir } from "./faux.js";
 import { modelsJson, type OpenAiServer, startOpenAiServer } from "./openai-server.js";
+import { type Served, serve } from "./server.js";
 
-export interface HttpHarness {
-  server: PiServer;
+export interface HttpHarness extends Served {
   llm: OpenAiServer;
-  url: string;
-  connect(): Promise<TestClient>;
   /** Create a session on the HTTP model and subscribe `client` to it. */
   createSession(client: TestClient, sessionId: string): Promise<void>;
 }
@@ -30,24 +28,13 @@ export async function startHttpServer(t: TestContext, options: Partial<PiServerO
   // No auto-retry or compaction: each prompt is exactly one upstream request.
   writeFileSync(join(agentDir, "settings.json"), JSON.stringify({ retry: { enabled: false }, compaction: { enabled: false } }));
   const server = createPiServer({ port: 0, logLevel: "silent", agentDir, inMemory: true, cwd: project, shutdownGraceMs: 0, ...options });
-  const address = await server.listen();
-  const url = `ws://127.0.0.1:${address?.port}`;
-  const clients: TestClient[] = [];
-  t.after(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await server.close();
+  const served = await serve(t, server, async () => {
     await llm.close();
     dir.cleanup();
   });
   return {
-    server,
+    ...served,
     llm,
-    url,
-    connect: async () => {
-      const client = await TestClient.connect(url);
-      clients.push(client);
-      return client;
-    },
     createSession: async (client, sessionId) => {
       await client.ok({ type: "create_session", sessionId, model: { provider: "local", modelId: "echo-1" } });
     },

@@ -3,11 +3,35 @@ import { createPiServer, type PiServer, type PiServerOptions } from "../../src/i
 import { TestClient } from "./client.js";
 import { type FauxFactoryOptions, type FauxSetup, fauxSetup } from "./faux.js";
 
-export interface Harness extends FauxSetup {
+/** A listening server plus clients that are closed, with the server, after the test. */
+export interface Served {
   server: PiServer;
   url: string;
   /** Connect a client (closed after the test). */
   connect(): Promise<TestClient>;
+}
+
+export interface Harness extends FauxSetup, Served {}
+
+/** Listen on port 0 and register teardown: clients, then the server, then `cleanup`. */
+export async function serve(t: TestContext, server: PiServer, cleanup: () => Promise<void> | void): Promise<Served> {
+  const address = await server.listen();
+  const url = `ws://127.0.0.1:${address?.port}`;
+  const clients: TestClient[] = [];
+  t.after(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await server.close();
+    await cleanup();
+  });
+  return {
+    server,
+    url,
+    connect: async () => {
+      const client = await TestClient.connect(url);
+      clients.push(client);
+      return client;
+    },
+  };
 }
 
 /** A real server on an ephemeral port with faux-backed sessions; everything is torn down after the test. */
@@ -25,22 +49,5 @@ export async function startServer(
     shutdownGraceMs: 0,
     ...options,
   });
-  const address = await server.listen();
-  const url = `ws://127.0.0.1:${address?.port}`;
-  const clients: TestClient[] = [];
-  t.after(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await server.close();
-    setup.cleanup();
-  });
-  return {
-    ...setup,
-    server,
-    url,
-    connect: async () => {
-      const client = await TestClient.connect(url);
-      clients.push(client);
-      return client;
-    },
-  };
+  return { ...setup, ...(await serve(t, server, setup.cleanup)) };
 }
