@@ -20,6 +20,7 @@ export const ERROR_CODES = [
   "cancelled",
   "command_not_found",
   "too_many_sessions",
+  "too_many_subscriptions",
   "not_subscribed",
   "dialog_not_found",
   "model_not_found",
@@ -64,6 +65,8 @@ export const CLOSE_CODES = {
   protocolError: 1002,
   invalidPayload: 1007,
   messageTooBig: 1009,
+  /** The client did not read fast enough (hard limit or lag time); resume with `subscribe { afterSeq, epoch }`. */
+  slowConsumer: 4001,
 } as const;
 
 /** RFC 6455 limits a close reason to 123 bytes of UTF-8. */

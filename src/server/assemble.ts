@@ -54,6 +54,8 @@ export function assemble({ config, factory, logger, clock, onLlmCall }: Assemble
       logger,
       breakers,
       firstTokenTimeoutMs: config.breakers.llm.firstTokenTimeoutMs,
+      replay: config.replay,
+      maxPendingDialogs: config.maxPendingDialogsPerSession,
       onLlmCall,
     },
     onCreated: (host) => core.broadcast({ type: "session_created", sessionId: host.id }),
@@ -64,6 +66,8 @@ export function assemble({ config, factory, logger, clock, onLlmCall }: Assemble
     limits,
     breakers,
     timeouts: config.timeouts,
+    backpressure: config.backpressure,
+    maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
     logger,
     serverVersion: SERVER_VERSION,
   });

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import { CLOSE_CODES } from "../errors.js";
 import type { Subscriber } from "./event-hub.js";
 
 /**
@@ -7,26 +8,68 @@ import type { Subscriber } from "./event-hub.js";
  * `transport.ts` implements it; unit tests use plain objects.
  */
 export interface PeerSocket {
-  send(frame: string): void;
+  /** Queue a frame; `sent` runs once it has been handed to the operating system. */
+  send(frame: string, sent?: (error?: Error) => void): void;
   close(code: number, reason: string): void;
   /** Bytes queued for sending but not yet written to the network. */
   readonly bufferedAmount: number;
 }
 
-/** Per-connection state: its subscriptions and its in-flight command ids (ids are scoped to the connection). */
+export interface BackpressureOptions {
+  /** Above this many buffered bytes, frames wait in the connection's queue (and superseded ones conflate). */
+  readonly highWaterMark: number;
+  /** The queue is flushed again once the socket's buffer is at or below this. */
+  readonly lowWaterMark: number;
+  /** Buffered plus queued bytes above this close the connection (slow consumer). */
+  readonly hardLimit: number;
+  /** A connection lagging (queue not empty) this long is closed as a slow consumer. */
+  readonly maxLagMs: number;
+}
+
+interface Outbound {
+  frame: string;
+  readonly key: string | undefined;
+  /** How many older frames with the same key this one replaced. */
+  superseded: number;
+}
+
+/** Per-connection counters (for metrics and tests). */
+export interface ConnectionStats {
+  framesSent: number;
+  framesConflated: number;
+  /** Largest buffered + queued bytes seen. */
+  peakBytes: number;
+}
+
+/**
+ * Per-connection state: its subscriptions, its in-flight command ids (ids are scoped to the connection) and its
+ * outbound queue. Frames go straight to the socket while its buffer is below the high watermark; past it they wait
+ * here and a newer partial frame replaces an older one with the same key, never across a frame without a key, so
+ * nothing terminal is dropped or reordered (adr/0007).
+ */
 export class Connection implements Subscriber {
   readonly connectionId = randomUUID();
   /** Who is on the other end: the authenticated principal, or for now the remote address. */
   readonly principal: string;
   readonly subscriptions = new Set<string>();
   readonly log: Logger;
+  readonly stats: ConnectionStats = { framesSent: 0, framesConflated: 0, peakBytes: 0 };
   readonly #socket: PeerSocket;
+  readonly #backpressure: BackpressureOptions;
   readonly #inflight = new Set<string>();
+  readonly #queue: Outbound[] = [];
+  #queueHead = 0;
+  #queuedBytes = 0;
+  /** Latest queued frame per key since the last barrier (a frame without key). */
+  readonly #latestByKey = new Map<string, Outbound>();
+  #lagTimer: NodeJS.Timeout | undefined;
   #open = true;
+  readonly #onSent = () => this.#flush();
 
-  constructor(socket: PeerSocket, principal: string, logger: Logger) {
+  constructor(socket: PeerSocket, principal: string, logger: Logger, backpressure: BackpressureOptions) {
     this.#socket = socket;
     this.principal = principal;
+    this.#backpressure = backpressure;
     this.log = logger.child({ connId: this.connectionId });
   }
 
@@ -34,8 +77,26 @@ export class Connection implements Subscriber {
     return this.#open;
   }
 
-  sendFrame(frame: string): void {
-    if (this.#open) this.#socket.send(frame);
+  /** Frames waiting in this connection's queue. */
+  get queuedFrames(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
+  /** Bytes (characters) waiting in this connection's queue, not counting the socket's own buffer. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  sendFrame(frame: string, supersedes?: string): void {
+    if (!this.#open) return;
+    if (this.queuedFrames === 0 && this.#socket.bufferedAmount < this.#backpressure.highWaterMark) {
+      this.#write(frame);
+      return;
+    }
+    this.#enqueue(frame, supersedes);
+    const total = this.#socket.bufferedAmount + this.#queuedBytes;
+    if (total > this.stats.peakBytes) this.stats.peakBytes = total;
+    if (total > this.#backpressure.hardLimit) this.#slowConsumer("hard limit exceeded");
   }
 
   send(message: object): void {
@@ -59,12 +120,78 @@ export class Connection implements Subscriber {
 
   close(code: number, reason: string): void {
     if (!this.#open) return;
-    this.#open = false;
+    this.markClosed();
     this.#socket.close(code, reason);
   }
 
-  /** The peer is gone: stop sending. */
+  /** The peer is gone: stop sending and drop the queue. */
   markClosed(): void {
     this.#open = false;
+    clearTimeout(this.#lagTimer);
+    this.#queue.length = 0;
+    this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    this.#latestByKey.clear();
   }
+
+  // ---------------------------------------------------------------------------------------------------------------
+
+  #write(frame: string): void {
+    this.stats.framesSent += 1;
+    this.#socket.send(frame, this.#onSent);
+  }
+
+  #enqueue(frame: string, key: string | undefined): void {
+    const previous = key === undefined ? undefined : this.#latestByKey.get(key);
+    if (previous) {
+      // Replace in place: the newer partial carries everything the older one did.
+      this.#queuedBytes += frame.length - previous.frame.length;
+      previous.frame = frame;
+      previous.superseded += 1;
+      this.stats.framesConflated += 1;
+      return;
+    }
+    const entry: Outbound = { frame, key, superseded: 0 };
+    this.#queue.push(entry);
+    this.#queuedBytes += frame.length;
+    if (key === undefined) this.#latestByKey.clear(); // a barrier: nothing conflates across it
+    else this.#latestByKey.set(key, entry);
+    if (this.#lagTimer === undefined) {
+      this.#lagTimer = setTimeout(() => this.#slowConsumer("lagging too long"), this.#backpressure.maxLagMs);
+      this.#lagTimer.unref();
+    }
+  }
+
+  /** Called after each write reaches the OS: send queued frames while the socket's buffer allows. */
+  #flush(): void {
+    if (!this.#open || this.queuedFrames === 0 || this.#socket.bufferedAmount > this.#backpressure.lowWaterMark) return;
+    while (this.queuedFrames > 0 && this.#socket.bufferedAmount < this.#backpressure.highWaterMark) {
+      const entry = this.#queue[this.#queueHead] as Outbound;
+      this.#queue[this.#queueHead] = undefined as unknown as Outbound;
+      this.#queueHead += 1;
+      this.#queuedBytes -= entry.frame.length;
+      if (entry.key !== undefined && this.#latestByKey.get(entry.key) === entry) this.#latestByKey.delete(entry.key);
+      this.#write(entry.superseded > 0 ? markConflated(entry.frame, entry.superseded) : entry.frame);
+    }
+    if (this.queuedFrames === 0) {
+      this.#queue.length = 0;
+      this.#queueHead = 0;
+      clearTimeout(this.#lagTimer);
+      this.#lagTimer = undefined;
+    } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue.splice(0, this.#queueHead); // compact the consumed prefix now and then
+      this.#queueHead = 0;
+    }
+  }
+
+  #slowConsumer(why: string): void {
+    if (!this.#open) return;
+    this.log.info({ why, bufferedAmount: this.#socket.bufferedAmount, queuedBytes: this.#queuedBytes }, "slow consumer closed");
+    this.close(CLOSE_CODES.slowConsumer, "slow consumer: resume with subscribe { afterSeq, epoch }");
+  }
+}
+
+/** Tell the client how many superseded frames this one replaces (PROTOCOL.md §3.3). Slow path only. */
+function markConflated(frame: string, superseded: number): string {
+  return `{"conflated":${superseded},${frame.slice(1)}`;
 }

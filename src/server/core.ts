@@ -3,7 +3,7 @@ import type { Breakers } from "../circuit/breakers.js";
 import { PiServerError, toPiServerError } from "../errors.js";
 import type { Engine } from "../governor/engine.js";
 import type { Admission, RateLimits } from "../governor/rate-limit.js";
-import { Connection, type PeerSocket } from "./connection.js";
+import { type BackpressureOptions, Connection, type PeerSocket } from "./connection.js";
 import type { DialogAnswer } from "./dialogs.js";
 import {
   type Command,
@@ -35,6 +35,8 @@ export interface ServerCoreOptions {
   readonly limits: RateLimits;
   readonly breakers: Breakers;
   readonly timeouts: Timeouts;
+  readonly backpressure: BackpressureOptions;
+  readonly maxSubscriptionsPerConnection: number;
   readonly logger: Logger;
   readonly serverVersion: string;
 }
@@ -51,6 +53,7 @@ function timeoutFor(type: string, timeouts: Timeouts): number {
 }
 
 type Reply = (data: unknown) => void;
+type Refund = () => void;
 
 /**
  * The protocol core: frames in, responses and events out, against the `PeerSocket` contract only. Exactly one
@@ -63,6 +66,8 @@ export class ServerCore {
   readonly #limits: RateLimits;
   readonly #breakers: Breakers;
   readonly #timeouts: Timeouts;
+  readonly #backpressure: BackpressureOptions;
+  readonly #maxSubscriptions: number;
   readonly #log: Logger;
   readonly #serverVersion: string;
   #accepting = true;
@@ -73,6 +78,8 @@ export class ServerCore {
     this.#limits = options.limits;
     this.#breakers = options.breakers;
     this.#timeouts = options.timeouts;
+    this.#backpressure = options.backpressure;
+    this.#maxSubscriptions = options.maxSubscriptionsPerConnection;
     this.#log = options.logger;
     this.#serverVersion = options.serverVersion;
   }
@@ -87,7 +94,7 @@ export class ServerCore {
 
   /** Start serving a socket; sends `server_ready` at once. `principal` keys per-principal limits. */
   opened(socket: PeerSocket, principal = "local"): ConnectionHandle {
-    const conn = new Connection(socket, principal, this.#log);
+    const conn = new Connection(socket, principal, this.#log, this.#backpressure);
     this.#connections.add(conn);
     conn.log.debug("connection opened");
     conn.send({
@@ -128,7 +135,13 @@ export class ServerCore {
     conn.markClosed();
     // Nobody awaits its queued commands any more; running ones (and prompt runs) go on: sessions outlive connections.
     this.#engine.abortQueued(conn.connectionId, new PiServerError("cancelled", "The connection closed"));
-    for (const sessionId of conn.subscriptions) this.#registry.get(sessionId)?.hub.delete(conn);
+    for (const sessionId of conn.subscriptions) {
+      const host = this.#registry.get(sessionId);
+      if (!host) continue;
+      host.hub.delete(conn);
+      // Dialogs nobody can see any more would hold the extension until their timeout: resolve them now.
+      if (host.hub.subscriberCount === 0) host.dialogs.cancelAll("unanswerable");
+    }
     conn.subscriptions.clear();
     conn.log.debug("connection closed");
   }
@@ -192,7 +205,10 @@ export class ServerCore {
       if (parsed.spec.scope === "session") {
         this.#runSessionCommand(conn, parsed, admission).then(reply, (error) => this.#fail(conn, id, type, error));
       } else {
-        this.#serverCommands[type as ServerCommandType](conn, parsed, reply)?.catch(failUnstarted);
+        const refund = () => {
+          if (admission) this.#limits.refund(admission);
+        };
+        this.#serverCommands[type as ServerCommandType](conn, parsed, reply, refund)?.catch(failUnstarted);
       }
     } catch (error) {
       failUnstarted(error);
@@ -257,6 +273,9 @@ export class ServerCore {
   }
 
   #subscribe(conn: Connection, host: SessionHost): void {
+    if (!host.hub.has(conn) && conn.subscriptions.size >= this.#maxSubscriptions) {
+      throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${this.#maxSubscriptions} sessions`);
+    }
     host.hub.add(conn);
     conn.subscriptions.add(host.id);
   }
@@ -267,13 +286,16 @@ export class ServerCore {
    */
   readonly #serverCommands: Record<
     ServerCommandType,
-    (conn: Connection, command: Command, reply: Reply) => Promise<void> | undefined
+    (conn: Connection, command: Command, reply: Reply, refund: Refund) => Promise<void> | undefined
   > = {
     create_session: async (conn, { fields }, reply) => {
+      if (conn.subscriptions.size >= this.#maxSubscriptions) {
+        throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${this.#maxSubscriptions} sessions`);
+      }
       const host = await this.#registry.create(fields as CreateSessionRequest, conn.principal);
       if (!conn.open) return;
       this.#subscribe(conn, host);
-      reply({ sessionId: host.id, seq: host.hub.seq, state: host.state() });
+      reply({ sessionId: host.id, seq: host.hub.seq, epoch: host.hub.epoch, state: host.state() });
     },
     list_sessions: (_conn, _command, reply) => {
       reply({ sessions: [...this.#registry.hosts()].map((host) => this.#registry.summary(host)) });
@@ -283,13 +305,28 @@ export class ServerCore {
       await this.#registry.delete(sessionId as string);
       reply({ sessionId });
     },
-    subscribe: (conn, { sessionId }, reply) => {
+    subscribe: (conn, { sessionId, fields }, reply, refund) => {
       const host = this.#registry.require(sessionId as string);
-      const already = host.hub.has(conn);
       this.#subscribe(conn, host);
-      reply({ sessionId, seq: host.hub.seq });
-      // Dialogs still waiting for an answer are re-sent to a client that just subscribed (PROTOCOL.md §3.1).
-      if (!already) for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
+      const hub = host.hub;
+      const afterSeq = fields["afterSeq"] as number | undefined;
+      if (afterSeq === undefined) {
+        reply({ sessionId, seq: hub.seq, epoch: hub.epoch });
+        // Dialogs still waiting for an answer are re-sent to a client that just subscribed (PROTOCOL.md §3.1).
+        for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
+        return undefined;
+      }
+      // Resumption (PROTOCOL.md §3.2): all of this is synchronous, so no live event can slip in between.
+      const resume = hub.resume(afterSeq, fields["epoch"] as string | undefined);
+      if ("resyncRequired" in resume) {
+        reply({ sessionId, seq: hub.seq, epoch: hub.epoch, resyncRequired: true, snapshot: host.snapshot() });
+        for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
+        return undefined;
+      }
+      reply({ sessionId, seq: hub.seq, epoch: hub.epoch, replayed: resume.frames.length });
+      for (const frame of resume.frames) conn.sendFrame(frame);
+      for (const frame of host.dialogs.pendingFrames(afterSeq)) conn.sendFrame(frame);
+      refund(); // answered from the ring: no session work was done
       return undefined;
     },
     unsubscribe: (conn, { sessionId }, reply) => {

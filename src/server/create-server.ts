@@ -36,6 +36,26 @@ export interface ServerHealth {
     rejects: number;
   }>;
   readonly queues: ReadonlyArray<{ sessionId: string; depth: number; waiting: number }>;
+  /** Per connection: outbound queue and subscriptions (backpressure state). */
+  readonly connectionsDetail: ReadonlyArray<{
+    connectionId: string;
+    subscriptions: number;
+    queuedFrames: number;
+    queuedBytes: number;
+    framesSent: number;
+    framesConflated: number;
+    peakBytes: number;
+  }>;
+  readonly heartbeatTerminations: number;
+  /** Per session: subscribers, pending dialogs, replay ring. */
+  readonly sessionsDetail: ReadonlyArray<{
+    sessionId: string;
+    subscribers: number;
+    pendingDialogs: number;
+    seq: number;
+    replayFromSeq: number;
+    replayBytes: number;
+  }>;
   readonly rateLimits: {
     readonly refusals: number;
     readonly refunds: number;
@@ -85,7 +105,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
   let state: ServerState = "running";
   let closing: Promise<void> | undefined;
   const { core, registry, engine, limits, breakers } = assemble({ config, factory, logger: log, clock: options.clock });
-  const transport = new WsTransport(core, { maxPayload: config.maxPayload, logger: log });
+  const transport = new WsTransport(core, { maxPayload: config.maxPayload, heartbeat: config.heartbeat, logger: log });
 
   const handleUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     if (state !== "running" || core.connectionCount >= config.maxConnections) {
@@ -126,21 +146,23 @@ export function createPiServer(options: PiServerOptions): PiServer {
     state = "closing";
     log.info({ graceMs: config.shutdownGraceMs }, "shutting down");
     core.stopAccepting();
-    core.broadcast({ type: "server_shutdown", graceMs: config.shutdownGraceMs });
+    core.broadcast({ type: "server_shutdown", graceMs: config.abortRunsOnShutdown ? 0 : config.shutdownGraceMs });
     if (config.mode === "server") options.server?.off("upgrade", onUpgrade);
     httpServer?.close();
 
-    // Let runs finish within the grace period, then abort what is left (dispose aborts).
+    // Let runs finish within the grace period (unless configured to abort them), then abort what is left.
     const hosts = [...registry.hosts()];
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.allSettled(hosts.map((host) => host.idle())),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, config.shutdownGraceMs);
-        timer.unref();
-      }),
-    ]);
-    clearTimeout(timer);
+    if (!config.abortRunsOnShutdown) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled(hosts.map((host) => host.idle())),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, config.shutdownGraceMs);
+          timer.unref();
+        }),
+      ]);
+      clearTimeout(timer);
+    }
     await Promise.allSettled(hosts.map((host) => registry.delete(host.id, "shutdown")));
     // Queued and aborted lane commands settle (and are answered) before their sockets close.
     await Promise.allSettled(hosts.map((host) => host.lane.onIdle()));
@@ -190,6 +212,22 @@ export function createPiServer(options: PiServerOptions): PiServer {
       tasks: engine.size,
       breakers: breakers.all().map((b) => ({ kind: b.kind, key: b.key, state: b.state, ...b.stats })),
       queues: [...registry.hosts()].map((host) => ({ sessionId: host.id, depth: host.lane.depth, waiting: host.lane.waiting })),
+      connectionsDetail: [...core.connections()].map((conn) => ({
+        connectionId: conn.connectionId,
+        subscriptions: conn.subscriptions.size,
+        queuedFrames: conn.queuedFrames,
+        queuedBytes: conn.queuedBytes,
+        ...conn.stats,
+      })),
+      heartbeatTerminations: transport.heartbeatTerminations,
+      sessionsDetail: [...registry.hosts()].map((host) => ({
+        sessionId: host.id,
+        subscribers: host.hub.subscriberCount,
+        pendingDialogs: host.dialogs.size,
+        seq: host.hub.seq,
+        replayFromSeq: host.hub.firstReplayableSeq,
+        replayBytes: host.hub.replayBytes,
+      })),
       rateLimits: {
         refusals: limits.refusals,
         refunds: limits.refunds,

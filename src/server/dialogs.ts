@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
 import type { ExtensionUIContext, ExtensionUIDialogOptions } from "@mariozechner/pi-coding-agent";
+import type { Logger } from "pino";
 import type { EventHub } from "./event-hub.js";
 
-export type DialogEndReason = "answered" | "timeout" | "aborted" | "deleted" | "shutdown";
+export type DialogEndReason = "answered" | "timeout" | "aborted" | "deleted" | "shutdown" | "unanswerable";
 
 /** pi RPC's `extension_ui_response` payload (without `type`/`id`). */
 export interface DialogAnswer {
@@ -14,6 +15,7 @@ export interface DialogAnswer {
 interface PendingDialog {
   /** The numbered event frame that announced the dialog; re-sent to clients that subscribe later. */
   readonly frame: string;
+  readonly seq: number;
   end(answer: DialogAnswer | undefined, reason: DialogEndReason): void;
 }
 
@@ -25,19 +27,26 @@ export class Dialogs {
   readonly #pending = new Map<string, PendingDialog>();
   readonly #hub: EventHub;
   readonly #defaultTimeoutMs: number;
+  readonly #max: number;
+  readonly #log: Logger;
 
-  constructor(hub: EventHub, defaultTimeoutMs: number) {
+  constructor(hub: EventHub, defaultTimeoutMs: number, max: number, log: Logger) {
     this.#hub = hub;
     this.#defaultTimeoutMs = defaultTimeoutMs;
+    this.#max = max;
+    this.#log = log;
   }
 
   get size(): number {
     return this.#pending.size;
   }
 
-  /** Frames of the dialogs still waiting for an answer, oldest first. */
-  pendingFrames(): string[] {
-    return [...this.#pending.values()].map((dialog) => dialog.frame);
+  /**
+   * Frames of the dialogs still waiting for an answer, oldest first; with `upToSeq`, only those announced at or
+   * before it (a resuming client gets the later ones in its replay).
+   */
+  pendingFrames(upToSeq = Number.POSITIVE_INFINITY): string[] {
+    return [...this.#pending.values()].filter((dialog) => dialog.seq <= upToSeq).map((dialog) => dialog.frame);
   }
 
   /** Resolve dialog `id` with `answer`; false when no such dialog is pending. */
@@ -60,6 +69,11 @@ export class Dialogs {
     parse: (answer: DialogAnswer) => T,
   ): Promise<T> {
     if (options?.signal?.aborted) return Promise.resolve(fallback);
+    if (this.#pending.size >= this.#max) {
+      // Bounded: an extension that opens dialogs in a loop gets pi's default instead of growing memory.
+      this.#log.warn({ method: request.method, max: this.#max }, "too many pending dialogs; answered with the default");
+      return Promise.resolve(fallback);
+    }
     const id = randomUUID();
     const timeoutMs = options?.timeout ?? this.#defaultTimeoutMs;
     return new Promise<T>((resolve) => {
@@ -75,7 +89,7 @@ export class Dialogs {
       };
       options?.signal?.addEventListener("abort", onAbort, { once: true });
       const frame = this.#hub.publish({ type: "extension_ui_request", id, ...request, timeout: timeoutMs });
-      this.#pending.set(id, { frame, end });
+      this.#pending.set(id, { frame, seq: this.#hub.seq, end });
     });
   }
 }

@@ -1,28 +1,77 @@
+import { randomUUID } from "node:crypto";
+
 /** Something that receives a session's event frames: a connection, or a test double. */
 export interface Subscriber {
   readonly connectionId: string;
-  sendFrame(frame: string): void;
+  /**
+   * Deliver a frame. `supersedes` names what a later frame with the same key makes redundant (a partial message or
+   * tool result that only matters until the next one): a lagging subscriber may drop the older (adr/0007).
+   */
+  sendFrame(frame: string, supersedes?: string): void;
   /** The session is gone (deleted or the server is closing); forget the subscription. */
   detach(sessionId: string): void;
 }
 
+export interface ReplayLimits {
+  /** Events kept for resumption. @default 10_000 */
+  readonly maxEvents: number;
+  /** Bytes of serialized events kept for resumption. @default 8 MiB */
+  readonly maxBytes: number;
+}
+
+interface Stored {
+  readonly seq: number;
+  readonly frame: string;
+}
+
+/** What `resume` found: the frames to replay, or that the cursor cannot be served. */
+export type Resume = { readonly frames: readonly string[] } | { readonly resyncRequired: true };
+
+/** Conflation key of an event, or undefined for frames that must all be delivered. */
+function supersedeKey(sessionId: string, event: { type?: unknown; toolCallId?: unknown }): string | undefined {
+  if (event.type === "message_update") return `${sessionId}\0message`;
+  if (event.type === "tool_execution_update") return `${sessionId}\0tool\0${String(event.toolCallId)}`;
+  return undefined;
+}
+
 /**
- * One per session. Stamps each event with the session's next `seq` once, serializes it once, and hands the same
- * string to every subscriber, so all subscribers see identical frames (architecture.md, "an event, outbound").
+ * One per session. Stamps each event with the session's next `seq` once, serializes it once, keeps it in a bounded
+ * ring for resumption, and hands the same string to every subscriber (architecture.md, "an event, outbound").
  */
 export class EventHub {
+  /** Changes whenever the ring cannot be trusted: a new hub (new session, new process) has a new epoch. */
+  readonly epoch = randomUUID();
+  readonly #sessionId: string;
   readonly #subscribers = new Set<Subscriber>();
   /** `{"type":"event","sessionId":…,"seq":` — the part of every frame that never changes. */
   readonly #prefix: string;
+  readonly #limits: ReplayLimits;
+  /** Circular buffer of the last events: `#ring[(#head + i) % capacity]`, i < #count. */
+  readonly #ring: Array<Stored | undefined>;
+  #head = 0;
+  #count = 0;
+  #bytes = 0;
   #seq = 0;
 
-  constructor(sessionId: string) {
+  constructor(sessionId: string, limits: ReplayLimits) {
+    this.#sessionId = sessionId;
     this.#prefix = `{"type":"event","sessionId":${JSON.stringify(sessionId)},"seq":`;
+    this.#limits = limits;
+    this.#ring = new Array(limits.maxEvents);
   }
 
   /** The seq of the last event published (0 before the first). */
   get seq(): number {
     return this.#seq;
+  }
+
+  /** The oldest seq still replayable (seq + 1 when the ring is empty). */
+  get firstReplayableSeq(): number {
+    return this.#count === 0 ? this.#seq + 1 : (this.#ring[this.#head] as Stored).seq;
+  }
+
+  get replayBytes(): number {
+    return this.#bytes;
   }
 
   get subscriberCount(): number {
@@ -45,18 +94,54 @@ export class EventHub {
     return this.#subscribers.delete(subscriber);
   }
 
-  /** Number and deliver `event`; returns the frame, so callers can keep it (pending dialogs are re-sent by frame). */
+  /** Number, store and deliver `event`; returns the frame (pending dialogs are re-sent by frame). */
   publish(event: object): string {
     this.#seq += 1;
     const frame = `${this.#prefix}${this.#seq},"event":${JSON.stringify(event)}}`;
-    for (const subscriber of this.#subscribers) subscriber.sendFrame(frame);
+    this.#store({ seq: this.#seq, frame });
+    const key = supersedeKey(this.#sessionId, event as { type?: unknown });
+    for (const subscriber of this.#subscribers) subscriber.sendFrame(frame, key);
     return frame;
   }
 
-  /** Send a notice (not numbered) to every subscriber. */
+  /** Send a notice (not numbered, not stored) to every subscriber. */
   notify(notice: object): void {
     if (this.#subscribers.size === 0) return;
     const frame = JSON.stringify(notice);
     for (const subscriber of this.#subscribers) subscriber.sendFrame(frame);
+  }
+
+  /**
+   * The frames after `afterSeq` if the ring still holds all of them and `epoch` is this hub's; otherwise the client
+   * must resynchronise from a snapshot (PROTOCOL.md §3.2).
+   */
+  resume(afterSeq: number, epoch: string | undefined): Resume {
+    if (epoch !== this.epoch || afterSeq > this.#seq || afterSeq + 1 < this.firstReplayableSeq) {
+      return { resyncRequired: true };
+    }
+    const frames: string[] = [];
+    for (let i = 0; i < this.#count; i++) {
+      const stored = this.#ring[(this.#head + i) % this.#ring.length] as Stored;
+      if (stored.seq > afterSeq) frames.push(stored.frame);
+    }
+    return { frames };
+  }
+
+  #store(stored: Stored): void {
+    const capacity = this.#ring.length;
+    if (capacity === 0) return;
+    if (this.#count === capacity) this.#dropOldest();
+    this.#ring[(this.#head + this.#count) % capacity] = stored;
+    this.#count += 1;
+    this.#bytes += stored.frame.length;
+    while (this.#bytes > this.#limits.maxBytes && this.#count > 0) this.#dropOldest();
+  }
+
+  #dropOldest(): void {
+    const oldest = this.#ring[this.#head] as Stored;
+    this.#ring[this.#head] = undefined;
+    this.#head = (this.#head + 1) % this.#ring.length;
+    this.#count -= 1;
+    this.#bytes -= oldest.frame.length;
   }
 }

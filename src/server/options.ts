@@ -3,6 +3,8 @@ import type { Logger } from "pino";
 import type { BreakerOptions } from "../circuit/breakers.js";
 import type { Clock } from "../governor/clock.js";
 import type { WindowLimit } from "../governor/rate-limit.js";
+import type { BackpressureOptions } from "./connection.js";
+import type { ReplayLimits } from "./event-hub.js";
 import type { SessionFactory } from "./session-factory.js";
 
 /** Per-class command timeouts in ms, from admission (queue wait counts). */
@@ -34,6 +36,13 @@ export interface BreakerSettings {
   };
   /** One breaker around bash execution (the `bash` command and the agent's bash tool). */
   bash: BreakerOptions;
+}
+
+export interface HeartbeatOptions {
+  /** Ping every connection this often. @default 30_000 */
+  intervalMs: number;
+  /** Terminate a connection whose pong has not come this long after the ping. @default 10_000 */
+  timeoutMs: number;
 }
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? Partial<T[K]> | false : T[K] };
@@ -78,6 +87,18 @@ export interface PiServerOptions {
   maxSessionsPerPrincipal?: number;
   /** Open WebSocket connections at most; more upgrades get HTTP 503. @default 10_000 */
   maxConnections?: number;
+  /** WebSocket ping/pong liveness. */
+  heartbeat?: Partial<HeartbeatOptions>;
+  /** Outbound watermarks per connection (bytes) and the slow-consumer cut-off (adr/0007). */
+  backpressure?: Partial<BackpressureOptions>;
+  /** The per-session ring kept for `subscribe { afterSeq, epoch }`. */
+  replay?: Partial<ReplayLimits>;
+  /** Sessions one connection may subscribe to. @default 100 */
+  maxSubscriptionsPerConnection?: number;
+  /** Extension dialogs a session may have open; more resolve to pi's default at once. @default 16 */
+  maxPendingDialogsPerSession?: number;
+  /** On close(), abort runs at once instead of letting them use the grace period. @default false */
+  abortRunsOnShutdown?: boolean;
   /** Time source of rate-limit windows (tests move it). @default Date.now */
   clock?: Clock;
   /** A pino logger to log through. Mutually exclusive with `logLevel`. */
@@ -98,6 +119,12 @@ export const DEFAULTS = {
   maxSessions: 1000,
   maxSessionsPerPrincipal: 100,
   maxConnections: 10_000,
+  maxSubscriptionsPerConnection: 100,
+  maxPendingDialogsPerSession: 16,
+  abortRunsOnShutdown: false,
+  heartbeat: { intervalMs: 30_000, timeoutMs: 10_000 },
+  backpressure: { highWaterMark: 1024 * 1024, lowWaterMark: 256 * 1024, hardLimit: 16 * 1024 * 1024, maxLagMs: 30_000 },
+  replay: { maxEvents: 10_000, maxBytes: 8 * 1024 * 1024 },
   timeouts: { command: 60_000, bash: 10 * 60_000, compact: 10 * 60_000, run: 60 * 60_000 },
   rateLimits: {
     connection: { limit: 600, windowMs: 60_000 },
@@ -132,6 +159,12 @@ export interface ResolvedConfig {
   readonly timeouts: Readonly<Timeouts>;
   readonly rateLimits: Readonly<RateLimitOptions>;
   readonly breakers: Readonly<BreakerSettings>;
+  readonly heartbeat: Readonly<HeartbeatOptions>;
+  readonly backpressure: Readonly<BackpressureOptions>;
+  readonly replay: Readonly<ReplayLimits>;
+  readonly maxSubscriptionsPerConnection: number;
+  readonly maxPendingDialogsPerSession: number;
+  readonly abortRunsOnShutdown: boolean;
 }
 
 const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
@@ -157,6 +190,12 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
   "maxSessionsPerPrincipal",
   "maxConnections",
   "clock",
+  "heartbeat",
+  "backpressure",
+  "replay",
+  "maxSubscriptionsPerConnection",
+  "maxPendingDialogsPerSession",
+  "abortRunsOnShutdown",
 ]);
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -182,7 +221,12 @@ function positiveInt(options: PiServerOptions, key: keyof PiServerOptions, fallb
 }
 
 /** Merge a nested group of integer options over its defaults; unknown keys are refused. */
-function group<T extends Record<string, number>>(name: string, value: unknown, defaults: T, min: Partial<T> = {}): T {
+function group<T extends Record<string, number>>(
+  name: string,
+  value: unknown,
+  defaults: T,
+  min: Partial<Record<keyof T, number>> = {},
+): { [K in keyof T]: number } {
   if (value === undefined) return { ...defaults };
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new PiServerOptionsError(`${name} must be an object`);
@@ -190,9 +234,9 @@ function group<T extends Record<string, number>>(name: string, value: unknown, d
   const result: Record<string, number> = { ...defaults };
   for (const [key, v] of Object.entries(value)) {
     if (!(key in defaults)) throw new PiServerOptionsError(`unknown option '${name}.${key}'`);
-    result[key] = integer(`${name}.${key}`, v, defaults[key as keyof T] as number, (min[key as keyof T] as number) ?? 1);
+    result[key] = integer(`${name}.${key}`, v, defaults[key as keyof T] as number, min[key as keyof T] ?? 1);
   }
-  return result as T;
+  return result as { [K in keyof T]: number };
 }
 
 function rateLimits(value: PiServerOptions["rateLimits"]): RateLimitOptions {
@@ -204,6 +248,14 @@ function rateLimits(value: PiServerOptions["rateLimits"]): RateLimitOptions {
     if (!(key in DEFAULTS.rateLimits)) throw new PiServerOptionsError(`unknown option 'rateLimits.${key}'`);
     const scope = key as keyof RateLimitOptions;
     result[scope] = limit === false ? false : group(`rateLimits.${key}`, limit, DEFAULTS.rateLimits[scope]);
+  }
+  return result;
+}
+
+function watermarks(value: PiServerOptions["backpressure"]): BackpressureOptions {
+  const result = group("backpressure", value, DEFAULTS.backpressure, { lowWaterMark: 0 });
+  if (!(result.lowWaterMark < result.highWaterMark && result.highWaterMark < result.hardLimit)) {
+    throw new PiServerOptionsError("backpressure needs lowWaterMark < highWaterMark < hardLimit");
   }
   return result;
 }
@@ -272,8 +324,8 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (options.clock !== undefined && typeof options.clock?.now !== "function") {
     throw new PiServerOptionsError("clock must be an object with a now() function");
   }
-  if (options.inMemory !== undefined && typeof options.inMemory !== "boolean") {
-    throw new PiServerOptionsError("inMemory must be a boolean");
+  for (const key of ["inMemory", "abortRunsOnShutdown", "noServer"] as const) {
+    if (options[key] !== undefined && typeof options[key] !== "boolean") throw new PiServerOptionsError(`${key} must be a boolean`);
   }
   const path = optionalString(options, "path") ?? DEFAULTS.path;
   if (!path.startsWith("/")) throw new PiServerOptionsError("path must start with '/'");
@@ -296,5 +348,11 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     timeouts: Object.freeze(group("timeouts", options.timeouts, DEFAULTS.timeouts)),
     rateLimits: Object.freeze(rateLimits(options.rateLimits)),
     breakers: Object.freeze(breakers(options.breakers)),
+    heartbeat: Object.freeze(group("heartbeat", options.heartbeat, DEFAULTS.heartbeat)),
+    backpressure: Object.freeze(watermarks(options.backpressure)),
+    replay: Object.freeze(group("replay", options.replay, DEFAULTS.replay, { maxEvents: 0, maxBytes: 0 })),
+    maxSubscriptionsPerConnection: positiveInt(options, "maxSubscriptionsPerConnection", DEFAULTS.maxSubscriptionsPerConnection),
+    maxPendingDialogsPerSession: positiveInt(options, "maxPendingDialogsPerSession", DEFAULTS.maxPendingDialogsPerSession, 0),
+    abortRunsOnShutdown: options.abortRunsOnShutdown ?? DEFAULTS.abortRunsOnShutdown,
   });
 }

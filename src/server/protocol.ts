@@ -3,7 +3,7 @@ import { PiServerError } from "../errors.js";
 /** Protocol version in `server_ready` (PROTOCOL.md). */
 export const PROTOCOL_VERSION = 1;
 
-type FieldType = "string" | "boolean" | "array" | "object";
+type FieldType = "string" | "boolean" | "array" | "object" | "integer";
 
 interface FieldSpec {
   readonly type: FieldType;
@@ -86,7 +86,7 @@ export const COMMANDS = {
   }),
   list_sessions: server(),
   delete_session: server({ sessionId: str }),
-  subscribe: server({ sessionId: str }),
+  subscribe: server({ sessionId: str, afterSeq: { type: "integer", optional: true }, epoch: optStr }),
   unsubscribe: server({ sessionId: str }),
   extension_ui_response: server({
     sessionId: str,
@@ -127,8 +127,17 @@ export const SESSION_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 
 function checkField(name: string, spec: FieldSpec, value: unknown): string | undefined {
   if (value === undefined) return spec.optional ? undefined : `missing field '${name}'`;
-  const actual = Array.isArray(value) ? "array" : value === null ? "null" : typeof value;
-  if (actual !== spec.type) return `field '${name}' must be ${spec.type === "array" ? "an" : "a"} ${spec.type}, got ${actual}`;
+  const actual = Array.isArray(value)
+    ? "array"
+    : value === null
+      ? "null"
+      : typeof value === "number" && Number.isSafeInteger(value) && value >= 0
+        ? "integer"
+        : typeof value;
+  if (actual !== spec.type) {
+    const what = spec.type === "integer" ? "a non-negative integer" : `${spec.type === "array" ? "an" : "a"} ${spec.type}`;
+    return `field '${name}' must be ${what}, got ${actual}`;
+  }
   if (spec.values && !spec.values.includes(value as string)) {
     return `field '${name}' must be one of ${spec.values.map((v) => `'${v}'`).join(", ")}`;
   }

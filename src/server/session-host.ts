@@ -10,7 +10,7 @@ import { guardBashOperations, guardStreamFn, type LlmCallReport } from "../circu
 import type { PiServerError } from "../errors.js";
 import { Lane } from "../governor/lane.js";
 import { createUiContext, Dialogs } from "./dialogs.js";
-import { EventHub } from "./event-hub.js";
+import { EventHub, type ReplayLimits } from "./event-hub.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
 
 /** pi RPC mode's `RpcSessionState`, the `data` of `get_state`. */
@@ -39,6 +39,8 @@ export interface SessionHostOptions {
   readonly logger: Logger;
   readonly breakers: Breakers;
   readonly firstTokenTimeoutMs: number;
+  readonly replay: ReplayLimits;
+  readonly maxPendingDialogs: number;
   readonly onLlmCall?: ((report: LlmCallReport) => void) | undefined;
 }
 
@@ -68,8 +70,8 @@ export class SessionHost {
     this.#options = options;
     this.#log = options.logger.child({ sessionId: this.id });
     this.lane = new Lane(options.maxQueued);
-    this.hub = new EventHub(this.id);
-    this.dialogs = new Dialogs(this.hub, options.dialogTimeoutMs);
+    this.hub = new EventHub(this.id, options.replay);
+    this.dialogs = new Dialogs(this.hub, options.dialogTimeoutMs, options.maxPendingDialogs, this.#log);
   }
 
   static async create(
@@ -107,6 +109,11 @@ export class SessionHost {
 
   state(): SessionState {
     return readState(this.session);
+  }
+
+  /** What a client needs when it cannot resume from the ring: the state and the whole conversation. */
+  snapshot(): { state: SessionState; messages: AgentSession["messages"] } {
+    return { state: this.state(), messages: this.session.messages };
   }
 
   /** A prompt run, compaction or bash command is in progress. */

@@ -3,6 +3,7 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { type WebSocket, WebSocketServer } from "ws";
 import type { ServerCore } from "./core.js";
+import type { HeartbeatOptions } from "./options.js";
 
 /**
  * The `ws` adapter: the only module that imports `ws`. It turns upgrades into `ws` sockets, feeds frames to the
@@ -13,9 +14,13 @@ export class WsTransport {
   readonly #core: ServerCore;
   readonly #log: Logger;
   readonly #sockets = new Set<WebSocket>();
+  readonly #heartbeat: HeartbeatOptions;
+  /** Connections terminated because their pong did not come (for metrics and tests). */
+  heartbeatTerminations = 0;
 
-  constructor(core: ServerCore, options: { maxPayload: number; logger: Logger }) {
+  constructor(core: ServerCore, options: { maxPayload: number; heartbeat: HeartbeatOptions; logger: Logger }) {
     this.#core = core;
+    this.#heartbeat = options.heartbeat;
     this.#log = options.logger;
     // noServer: the upgrade is ours to route (and, later, to authenticate before any WebSocket exists).
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: options.maxPayload, clientTracking: false });
@@ -42,10 +47,39 @@ export class WsTransport {
       // ws closes the socket itself after errors such as an oversized frame (1009); log and let `close` clean up.
       this.#log.debug({ err: error, connId: handle.connectionId }, "websocket error");
     });
+    const stopHeartbeat = this.#startHeartbeat(ws, handle.connectionId);
     ws.on("close", () => {
+      stopHeartbeat();
       this.#sockets.delete(ws);
       handle.closed();
     });
+  }
+
+  /**
+   * Ping on an interval; a peer whose pong does not come within the timeout is terminated. This is the only way to
+   * find a peer whose network vanished without FIN/RST (library-notes). Timers are unref()'d and cleared on close.
+   */
+  #startHeartbeat(ws: WebSocket, connectionId: string): () => void {
+    let pongTimer: NodeJS.Timeout | undefined;
+    const interval = setInterval(() => {
+      if (pongTimer !== undefined) return; // still waiting for the previous pong
+      pongTimer = setTimeout(() => {
+        this.heartbeatTerminations += 1;
+        this.#log.info({ connId: connectionId }, "no pong within the heartbeat timeout; terminating");
+        ws.terminate();
+      }, this.#heartbeat.timeoutMs);
+      pongTimer.unref();
+      ws.ping();
+    }, this.#heartbeat.intervalMs);
+    interval.unref();
+    ws.on("pong", () => {
+      clearTimeout(pongTimer);
+      pongTimer = undefined;
+    });
+    return () => {
+      clearInterval(interval);
+      clearTimeout(pongTimer);
+    };
   }
 
   /** Forcefully end sockets that did not finish their closing handshake. */
