@@ -4,7 +4,7 @@ import type { LlmCallReport } from "../circuit/guards.js";
 import { Engine } from "../governor/engine.js";
 import { RateLimits } from "../governor/rate-limit.js";
 import { SERVER_VERSION } from "../version.js";
-import { ServerCore } from "./core.js";
+import { ServerCore, type ServerCoreOptions } from "./core.js";
 import type { ResolvedConfig } from "./options.js";
 import type { SessionFactory } from "./session-factory.js";
 import { SessionRegistry } from "./sessions.js";
@@ -24,10 +24,13 @@ export interface AssembleOptions {
   readonly logger: Logger;
   readonly clock?: { now(): number } | undefined;
   readonly onLlmCall?: ((report: LlmCallReport) => void) | undefined;
+  readonly onConnection?: ServerCoreOptions["onConnection"];
+  readonly onDisconnect?: ServerCoreOptions["onDisconnect"];
 }
 
 /** Build the protocol core and the governor around it. Used by `createPiServer` and by unit tests (no port). */
-export function assemble({ config, factory, logger, clock, onLlmCall }: AssembleOptions): Assembly {
+export function assemble(options: AssembleOptions): Assembly {
+  const { config, factory, logger, clock, onLlmCall } = options;
   const engine = new Engine();
   const limits = new RateLimits(config.rateLimits, clock);
   // Circuit changes reach the subscribers of the sessions they affect: the model's sessions, or all for bash.
@@ -70,6 +73,8 @@ export function assemble({ config, factory, logger, clock, onLlmCall }: Assemble
     maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
     logger,
     serverVersion: SERVER_VERSION,
+    onConnection: options.onConnection,
+    onDisconnect: options.onDisconnect,
   });
   return { core, registry, engine, limits, breakers };
 }

@@ -65,11 +65,20 @@ export class Connection implements Subscriber {
   #lagTimer: NodeJS.Timeout | undefined;
   #open = true;
   readonly #onSent = () => this.#flush();
+  readonly #onServerClose: () => void;
 
-  constructor(socket: PeerSocket, principal: string, logger: Logger, backpressure: BackpressureOptions) {
+  /** `onServerClose` runs when the server closes the connection, to release it without waiting for the socket. */
+  constructor(
+    socket: PeerSocket,
+    principal: string,
+    logger: Logger,
+    backpressure: BackpressureOptions,
+    onServerClose: () => void = () => undefined,
+  ) {
     this.#socket = socket;
     this.principal = principal;
     this.#backpressure = backpressure;
+    this.#onServerClose = onServerClose;
     this.log = logger.child({ connId: this.connectionId });
   }
 
@@ -122,6 +131,7 @@ export class Connection implements Subscriber {
     if (!this.#open) return;
     this.markClosed();
     this.#socket.close(code, reason);
+    this.#onServerClose();
   }
 
   /** The peer is gone: stop sending and drop the queue. */

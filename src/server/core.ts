@@ -39,6 +39,14 @@ export interface ServerCoreOptions {
   readonly maxSubscriptionsPerConnection: number;
   readonly logger: Logger;
   readonly serverVersion: string;
+  /** Told when a connection opens and after it closed and its resources were released. */
+  readonly onConnection?: ((event: ConnectionEvent) => void) | undefined;
+  readonly onDisconnect?: ((event: ConnectionEvent) => void) | undefined;
+}
+
+export interface ConnectionEvent {
+  readonly connectionId: string;
+  readonly principal: string;
 }
 
 /** Never rate limited: stopping work and answering dialogs must always be possible. */
@@ -70,6 +78,8 @@ export class ServerCore {
   readonly #maxSubscriptions: number;
   readonly #log: Logger;
   readonly #serverVersion: string;
+  readonly #onConnection: ServerCoreOptions["onConnection"];
+  readonly #onDisconnect: ServerCoreOptions["onDisconnect"];
   #accepting = true;
 
   constructor(options: ServerCoreOptions) {
@@ -82,6 +92,8 @@ export class ServerCore {
     this.#maxSubscriptions = options.maxSubscriptionsPerConnection;
     this.#log = options.logger;
     this.#serverVersion = options.serverVersion;
+    this.#onConnection = options.onConnection;
+    this.#onDisconnect = options.onDisconnect;
   }
 
   get connectionCount(): number {
@@ -94,9 +106,10 @@ export class ServerCore {
 
   /** Start serving a socket; sends `server_ready` at once. `principal` keys per-principal limits. */
   opened(socket: PeerSocket, principal = "local"): ConnectionHandle {
-    const conn = new Connection(socket, principal, this.#log, this.#backpressure);
+    const conn: Connection = new Connection(socket, principal, this.#log, this.#backpressure, () => this.#onClosed(conn));
     this.#connections.add(conn);
     conn.log.debug("connection opened");
+    this.#onConnection?.({ connectionId: conn.connectionId, principal });
     conn.send({
       type: "server_ready",
       protocolVersion: PROTOCOL_VERSION,
@@ -144,6 +157,7 @@ export class ServerCore {
     }
     conn.subscriptions.clear();
     conn.log.debug("connection closed");
+    this.#onDisconnect?.({ connectionId: conn.connectionId, principal: conn.principal });
   }
 
   #respond(conn: Connection, id: string | undefined, command: string, data: unknown): void {

@@ -1,9 +1,11 @@
+import { EventEmitter } from "node:events";
 import { createServer, type IncomingMessage, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { type Logger, pino } from "pino";
 import { CLOSE_CODES, PiServerError } from "../errors.js";
 import { assemble } from "./assemble.js";
+import type { ConnectionEvent } from "./core.js";
 import { type PiServerOptions, type ResolvedConfig, resolveOptions } from "./options.js";
 import { createDefaultSessionFactory } from "./session-factory.js";
 import type { CreateSessionRequest, HostedSession, SessionSummary } from "./sessions.js";
@@ -64,6 +66,14 @@ export interface ServerHealth {
   };
 }
 
+/** Lifecycle events an embedder (or the metrics module) can observe. */
+export interface PiServerEvents {
+  /** A WebSocket connection opened. */
+  connection: [ConnectionEvent];
+  /** A connection closed (by either side, heartbeat or slow-consumer cut-off) and its resources were released. */
+  disconnect: [ConnectionEvent];
+}
+
 export interface PiServer {
   /** The validated, frozen options. */
   readonly config: ResolvedConfig;
@@ -75,6 +85,8 @@ export interface PiServer {
   listen(): Promise<AddressInfo | undefined>;
   /** The bound address with `port` (after `listen()`), else `undefined`. */
   address(): AddressInfo | undefined;
+  on<E extends keyof PiServerEvents>(event: E, listener: (...args: PiServerEvents[E]) => void): void;
+  off<E extends keyof PiServerEvents>(event: E, listener: (...args: PiServerEvents[E]) => void): void;
   /** Breakers, queue depths, limiter occupancy, counts. */
   health(): ServerHealth;
   /** Accept an HTTP upgrade (for `noServer`; `port` and `server` modes route upgrades themselves). */
@@ -104,7 +116,15 @@ export function createPiServer(options: PiServerOptions): PiServer {
 
   let state: ServerState = "running";
   let closing: Promise<void> | undefined;
-  const { core, registry, engine, limits, breakers } = assemble({ config, factory, logger: log, clock: options.clock });
+  const events = new EventEmitter<PiServerEvents>();
+  const { core, registry, engine, limits, breakers } = assemble({
+    config,
+    factory,
+    logger: log,
+    clock: options.clock,
+    onConnection: (event) => events.emit("connection", event),
+    onDisconnect: (event) => events.emit("disconnect", event),
+  });
   const transport = new WsTransport(core, { maxPayload: config.maxPayload, heartbeat: config.heartbeat, logger: log });
 
   const handleUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -172,7 +192,8 @@ export function createPiServer(options: PiServerOptions): PiServer {
     breakers.shutdown();
     core.closeAll(CLOSE_CODES.goingAway, "server shutting down");
     await transport.close();
-    transport.terminateAll();
+    await transport.drain(1_000); // let the 1001 close frames reach their clients
+
     httpServer?.closeAllConnections();
     state = "closed";
     log.info("closed");
@@ -205,6 +226,12 @@ export function createPiServer(options: PiServerOptions): PiServer {
     },
     address: () => (httpServer?.listening ? (httpServer.address() as AddressInfo) : undefined),
     handleUpgrade,
+    on: (event, listener) => {
+      events.on(event, listener as never);
+    },
+    off: (event, listener) => {
+      events.off(event, listener as never);
+    },
     health: () => ({
       state,
       connections: core.connectionCount,

@@ -2,8 +2,12 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { type WebSocket, WebSocketServer } from "ws";
+import type { PeerSocket } from "./connection.js";
 import type { ServerCore } from "./core.js";
 import type { HeartbeatOptions } from "./options.js";
+
+/** Time a closing peer gets to read what is buffered and answer the close frame before it is cut off. */
+const CLOSE_HANDSHAKE_MS = 5_000;
 
 /**
  * The `ws` adapter: the only module that imports `ws`. It turns upgrades into `ws` sockets, feeds frames to the
@@ -15,6 +19,7 @@ export class WsTransport {
   readonly #log: Logger;
   readonly #sockets = new Set<WebSocket>();
   readonly #heartbeat: HeartbeatOptions;
+  #onEmpty: (() => void) | undefined;
   /** Connections terminated because their pong did not come (for metrics and tests). */
   heartbeatTerminations = 0;
 
@@ -38,7 +43,20 @@ export class WsTransport {
 
   #attach(ws: WebSocket, principal: string): void {
     this.#sockets.add(ws);
-    const handle = this.#core.opened(ws, principal);
+    let closeTimer: NodeJS.Timeout | undefined;
+    const peer: PeerSocket = {
+      send: (frame, sent) => ws.send(frame, sent),
+      close: (code, reason) => {
+        ws.close(code, reason);
+        // ws waits 30 s for the peer's close frame; a peer that does not read would hold its buffers that long.
+        closeTimer = setTimeout(() => ws.terminate(), CLOSE_HANDSHAKE_MS);
+        closeTimer.unref();
+      },
+      get bufferedAmount() {
+        return ws.bufferedAmount;
+      },
+    };
+    const handle = this.#core.opened(peer, principal);
     ws.on("message", (data, isBinary) => {
       if (isBinary) handle.binary();
       else handle.message(data.toString());
@@ -49,8 +67,10 @@ export class WsTransport {
     });
     const stopHeartbeat = this.#startHeartbeat(ws, handle.connectionId);
     ws.on("close", () => {
+      clearTimeout(closeTimer);
       stopHeartbeat();
       this.#sockets.delete(ws);
+      if (this.#sockets.size === 0) this.#onEmpty?.();
       handle.closed();
     });
   }
@@ -82,8 +102,21 @@ export class WsTransport {
     };
   }
 
-  /** Forcefully end sockets that did not finish their closing handshake. */
-  terminateAll(): void {
+  /** Wait (at most `graceMs`) for closing sockets to finish their handshake, then cut off the rest. */
+  async drain(graceMs: number): Promise<void> {
+    if (this.#sockets.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          this.#onEmpty = resolve;
+        }),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, graceMs);
+          timer.unref();
+        }),
+      ]);
+      clearTimeout(timer);
+    }
     for (const ws of this.#sockets) ws.terminate();
   }
 

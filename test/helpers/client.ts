@@ -1,3 +1,4 @@
+import type { Socket } from "node:net";
 import WebSocket from "ws";
 
 /** Any frame the server sends. */
@@ -63,6 +64,20 @@ export class TestClient {
     const client = new TestClient(url);
     await client.ready;
     return client;
+  }
+
+  /** Stop reading the TCP socket: a frozen peer (no reads, no pongs) whose connection stays open. */
+  freeze(): void {
+    (this.ws as unknown as { _socket: Socket })._socket.pause();
+  }
+
+  thaw(): void {
+    (this.ws as unknown as { _socket: Socket })._socket.resume();
+  }
+
+  /** Highest event seq received for `sessionId` (0 if none). */
+  lastSeq(sessionId: string): number {
+    return this.events(sessionId).reduce((max, e) => Math.max(max, e.seq), 0);
   }
 
   sendRaw(data: string | Buffer, options?: { binary?: boolean }): void {

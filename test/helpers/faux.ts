@@ -29,6 +29,8 @@ export interface FauxFactoryOptions {
   extensionFactories?: ExtensionFactory[];
   /** Faux stream rate; undefined streams as fast as possible. */
   tokensPerSecond?: number;
+  /** Tokens (4 characters each) per streamed chunk when `tokensPerSecond` is set. @default 1 */
+  tokensPerChunk?: number;
 }
 
 export interface FauxSetup {
@@ -48,7 +50,12 @@ export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
   const agentDir = join(dir.path, "agent");
   mkdirSync(agentDir);
   const faux = registerFauxProvider(
-    options.tokensPerSecond === undefined ? {} : { tokensPerSecond: options.tokensPerSecond, tokenSize: { min: 1, max: 1 } },
+    options.tokensPerSecond === undefined
+      ? {}
+      : {
+          tokensPerSecond: options.tokensPerSecond,
+          tokenSize: { min: options.tokensPerChunk ?? 1, max: options.tokensPerChunk ?? 1 },
+        },
   );
   const model = faux.getModel();
   const authStorage = AuthStorage.inMemory();

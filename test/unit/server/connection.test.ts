@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { pino } from "pino";
+import { CLOSE_CODES } from "../../../src/errors.js";
+import { Connection, type PeerSocket } from "../../../src/server/connection.js";
+
+/** A socket whose buffer the test controls: frames stay "buffered" until `drain()`. */
+class ControlledSocket implements PeerSocket {
+  readonly delivered: string[] = [];
+  readonly #inFlight: Array<{ frame: string; sent?: (() => void) | undefined }> = [];
+  closed: number | undefined;
+  #onClose: (() => void) | undefined;
+  readonly whenClosed = new Promise<void>((resolve) => {
+    this.#onClose = resolve;
+  });
+
+  get bufferedAmount(): number {
+    return this.#inFlight.reduce((n, f) => n + f.frame.length, 0);
+  }
+
+  send(frame: string, sent?: () => void): void {
+    this.#inFlight.push({ frame, sent });
+  }
+
+  close(code: number): void {
+    this.closed = code;
+    this.#onClose?.();
+  }
+
+  /** The network takes everything buffered; their `sent` callbacks run in order. */
+  drain(): void {
+    while (this.#inFlight.length > 0) {
+      const next = this.#inFlight.shift()!;
+      this.delivered.push(next.frame);
+      next.sent?.();
+    }
+  }
+}
+
+const log = pino({ level: "silent" });
+const options = { highWaterMark: 100, lowWaterMark: 10, hardLimit: 1_000, maxLagMs: 60_000 };
+const update = (seq: number, text: string) => JSON.stringify({ type: "event", seq, event: { type: "message_update", text } });
+const terminal = (seq: number) => JSON.stringify({ type: "event", seq, event: { type: "message_end" } });
+
+test("below the high watermark frames go straight out; above it superseded ones conflate, terminal ones never", () => {
+  const socket = new ControlledSocket();
+  const conn = new Connection(socket, "p", log, options);
+  const big = "x".repeat(120);
+  conn.sendFrame(update(1, big), "k"); // straight out; the buffer is now over the high watermark
+  conn.sendFrame(update(2, "a"), "k"); // queued
+  conn.sendFrame(update(3, "ab"), "k"); // replaces 2
+  conn.sendFrame(terminal(4)); // barrier: queued, never dropped
+  conn.sendFrame(update(5, "c"), "k"); // new entry after the barrier
+  conn.sendFrame(update(6, "cd"), "k"); // replaces 5
+  conn.sendFrame(JSON.stringify({ type: "response", id: "r" })); // responses are never dropped
+  assert.equal(conn.queuedFrames, 4);
+  assert.equal(conn.stats.framesConflated, 2);
+
+  socket.drain(); // the network catches up: the queue flushes in order
+  socket.drain();
+  const seqs = socket.delivered.map((f) => JSON.parse(f) as { seq?: number; conflated?: number; type: string });
+  assert.deepEqual(
+    seqs.map((f) => f.seq ?? f.type),
+    [1, 3, 4, 6, "response"],
+  );
+  assert.deepEqual(
+    seqs.map((f) => f.conflated ?? 0),
+    [0, 1, 0, 1, 0],
+  );
+  // The last partial carries the full state: nothing needed for the final message was lost.
+  assert.match(socket.delivered[3] as string, /"text":"cd"/);
+  assert.equal(conn.queuedFrames, 0);
+  assert.equal(socket.closed, undefined);
+});
+
+test("different keys conflate independently and keep their order", () => {
+  const socket = new ControlledSocket();
+  const conn = new Connection(socket, "p", log, options);
+  conn.sendFrame("x".repeat(150));
+  conn.sendFrame(update(1, "a1"), "a");
+  conn.sendFrame(update(2, "b1"), "b");
+  conn.sendFrame(update(3, "a2"), "a");
+  conn.sendFrame(update(4, "b2"), "b");
+  socket.drain();
+  socket.drain();
+  assert.deepEqual(
+    socket.delivered.slice(1).map((f) => (JSON.parse(f) as { seq: number }).seq),
+    [3, 4],
+  );
+});
+
+test("past the hard limit the connection is closed as a slow consumer", () => {
+  const socket = new ControlledSocket();
+  const conn = new Connection(socket, "p", log, options);
+  conn.sendFrame("x".repeat(150));
+  for (let i = 0; i < 20; i++) conn.sendFrame(terminal(i)); // nothing conflates: the queue grows
+  assert.ok(conn.stats.peakBytes > 0);
+  conn.sendFrame("y".repeat(1_000));
+  assert.equal(socket.closed, CLOSE_CODES.slowConsumer);
+  assert.equal(conn.open, false);
+  assert.equal(conn.queuedBytes, 0, "the queue is released on close");
+});
+
+test("a connection lagging longer than maxLagMs is closed", async (t) => {
+  const keepAlive = setInterval(() => undefined, 1_000); // the lag timer is unref()'d
+  t.after(() => clearInterval(keepAlive));
+  const socket = new ControlledSocket();
+  const conn = new Connection(socket, "p", log, { ...options, maxLagMs: 30 });
+  conn.sendFrame("x".repeat(150));
+  conn.sendFrame(terminal(1));
+  await socket.whenClosed;
+  assert.equal(socket.closed, CLOSE_CODES.slowConsumer);
+});
