@@ -46,8 +46,11 @@ export class EventHub {
   /** `{"type":"event","sessionId":…,"seq":` — the part of every frame that never changes. */
   readonly #prefix: string;
   readonly #limits: ReplayLimits;
-  /** Circular buffer of the last events: `#ring[(#head + i) % capacity]`, i < #count. */
-  readonly #ring: Array<Stored | undefined>;
+  /**
+   * Circular buffer of the last events: `#ring[(#head + i) % #ring.length]`, i < #count. It grows on demand up to
+   * `maxEvents` (preallocating would cost every idle session ~80 KB).
+   */
+  #ring: Array<Stored | undefined> = [];
   #head = 0;
   #count = 0;
   #bytes = 0;
@@ -57,7 +60,6 @@ export class EventHub {
     this.#sessionId = sessionId;
     this.#prefix = `{"type":"event","sessionId":${JSON.stringify(sessionId)},"seq":`;
     this.#limits = limits;
-    this.#ring = new Array(limits.maxEvents);
   }
 
   /** The seq of the last event published (0 before the first). */
@@ -128,10 +130,18 @@ export class EventHub {
   }
 
   #store(stored: Stored): void {
-    const capacity = this.#ring.length;
+    const capacity = this.#limits.maxEvents;
     if (capacity === 0) return;
-    if (this.#count === capacity) this.#dropOldest();
-    this.#ring[(this.#head + this.#count) % capacity] = stored;
+    if (this.#count === this.#ring.length && this.#ring.length < capacity) {
+      // Full but allowed to grow: re-linearize into a bigger array.
+      const grown: Array<Stored | undefined> = [];
+      for (let i = 0; i < this.#count; i++) grown.push(this.#ring[(this.#head + i) % this.#ring.length]);
+      grown.length = Math.min(capacity, Math.max(16, this.#ring.length * 2));
+      this.#ring = grown;
+      this.#head = 0;
+    }
+    if (this.#count === this.#ring.length) this.#dropOldest();
+    this.#ring[(this.#head + this.#count) % this.#ring.length] = stored;
     this.#count += 1;
     this.#bytes += stored.frame.length;
     while (this.#bytes > this.#limits.maxBytes && this.#count > 0) this.#dropOldest();

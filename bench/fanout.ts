@@ -1,0 +1,79 @@
+/**
+ * Fan-out: one session, 1 / 10 / 100 subscribers. Delivered events/s (all subscribers together) and p50/p99 delivery
+ * latency from the moment the server published an event to the moment a subscriber's socket handed it over. The
+ * server runs in a child process (faux model at ~900 events/s); the subscribers share this process.
+ * Run: npm run bench:fanout
+ */
+import WebSocket from "ws";
+import { startServerChild } from "./lib/child.js";
+import { fmt, percentile, table } from "./lib/common.js";
+
+const REPLY = "fan out ".repeat(600); // ~4.8 KB: ~1200 one-token chunks
+const now = () => performance.timeOrigin + performance.now();
+const rows: string[][] = [];
+
+for (const subscribers of [1, 10, 100]) {
+  const server = await startServerChild(
+    { rateLimits: { connection: false, session: false, global: false } },
+    { PI_BENCH_TPS: "1000000", PI_BENCH_TPC: "1" },
+  );
+  const setup = new WebSocket(`ws://127.0.0.1:${server.port}`);
+  await new Promise((resolve) => setup.once("message", resolve));
+  setup.send(JSON.stringify({ type: "create_session", id: "c", sessionId: "fan" }));
+  await new Promise((resolve) => setup.once("message", resolve));
+
+  const received: Array<Map<number, number>> = [];
+  const ends: Array<Promise<void>> = [];
+  const sockets: WebSocket[] = [];
+  for (let i = 0; i < subscribers; i++) {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}`);
+    await new Promise((resolve) => ws.once("message", resolve));
+    ws.send(JSON.stringify({ type: "subscribe", id: "s", sessionId: "fan" }));
+    await new Promise((resolve) => ws.once("message", resolve));
+    const times = new Map<number, number>();
+    received.push(times);
+    ends.push(
+      new Promise<void>((resolve) =>
+        ws.on("message", (data) => {
+          const at = now();
+          const text = data.toString();
+          const seq = Number(/"seq":(\d+)/.exec(text)?.[1]);
+          times.set(seq, at);
+          if (text.includes('"type":"agent_end"')) resolve();
+        }),
+      ),
+    );
+    sockets.push(ws);
+  }
+  const t0 = performance.now();
+  await server.request({ cmd: "stream", sessionId: "fan", text: REPLY, once: true }, (r) => r["stopped"] === true);
+  await Promise.all(ends);
+  const ms = performance.now() - t0;
+  const { times } = await server.request<{ times: Array<[number, number]> }>({ cmd: "publishTimes" }, (r) => "times" in r);
+  const latencies: number[] = [];
+  let delivered = 0;
+  for (const map of received) {
+    delivered += map.size;
+    for (const [seq, published] of times) {
+      const at = map.get(seq);
+      if (at !== undefined) latencies.push(at - published);
+    }
+  }
+  latencies.sort((a, b) => a - b);
+  rows.push([
+    String(subscribers),
+    String(times.length),
+    String(delivered),
+    fmt((delivered / ms) * 1000, 0),
+    fmt(percentile(latencies, 50), 2),
+    fmt(percentile(latencies, 99), 2),
+  ]);
+  for (const ws of [setup, ...sockets]) ws.terminate();
+  await server.close();
+}
+
+table(
+  "Fan-out (one session, faux model ~900 events/s, server in its own process)",
+  ["subscribers", "events published", "events delivered (all)", "delivered events/s", "p50 latency ms", "p99 latency ms"],
+  rows,
+);

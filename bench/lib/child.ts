@@ -1,0 +1,44 @@
+import { type ChildProcess, fork } from "node:child_process";
+import { join } from "node:path";
+
+export interface ServerChild {
+  port: number;
+  request<T>(message: object, until: (reply: Record<string, unknown>) => boolean): Promise<T>;
+  send(message: object): void;
+  close(): Promise<void>;
+}
+
+/** Start `server-process.ts` (or another script of bench/lib) with options; resolves once it listens. */
+export async function startServerChild(
+  options: object,
+  env: Record<string, string> = {},
+  script = "server-process.ts",
+): Promise<ServerChild> {
+  const child: ChildProcess = fork(join(import.meta.dirname, script), [], {
+    execArgv: ["--import", "tsx", "--expose-gc"],
+    env: { ...process.env, ...env, PI_BENCH_OPTIONS: JSON.stringify(options) },
+  });
+  const port = await new Promise<number>((resolve) =>
+    child.once("message", (message) => resolve((message as { port: number }).port)),
+  );
+  return {
+    port,
+    send: (message) => child.send(message),
+    request: <T>(message: object, until: (reply: Record<string, unknown>) => boolean) =>
+      new Promise<T>((resolve) => {
+        const onMessage = (reply: unknown) => {
+          if (until(reply as Record<string, unknown>)) {
+            child.off("message", onMessage);
+            resolve(reply as T);
+          }
+        };
+        child.on("message", onMessage);
+        child.send(message);
+      }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        child.once("exit", () => resolve());
+        child.send({ cmd: "exit" });
+      }),
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * A pi-server in its own process, so the benchmark can read its RSS without the clients' memory. Options come as
+ * JSON in PI_BENCH_OPTIONS; it prints `port <n>` and then answers IPC requests:
+ *   { cmd: "rss" }                       → { rss, heapUsed } after a full GC
+ *   { cmd: "sessions", n }               → creates n idle in-memory sessions
+ *   { cmd: "stream", sessionId, text, tokensPerChunk } → prompts the session again and again with `text` until "stop"
+ *   { cmd: "stop" }
+ *   { cmd: "publishTimes" }              → { times: [[seq, epochMs], …] } for the session being streamed
+ */
+import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { createPiServer } from "../../src/index.js";
+import { fauxSetup } from "../../test/helpers/faux.js";
+
+const options = JSON.parse(process.env["PI_BENCH_OPTIONS"] ?? "{}") as Record<string, unknown>;
+const tokensPerSecond = Number(process.env["PI_BENCH_TPS"] ?? "0") || undefined;
+const setup = fauxSetup(tokensPerSecond ? { tokensPerSecond, tokensPerChunk: Number(process.env["PI_BENCH_TPC"] ?? "1") } : {});
+const server = createPiServer({ port: 0, logLevel: "silent", sessionFactory: setup.factory, cwd: setup.root, ...options });
+const address = await server.listen();
+process.send?.({ port: address?.port });
+
+let streaming = false;
+/** Absolute time (ms, sub-ms precision, comparable across processes) each event was published, by seq. */
+let publishTimes: Array<[number, number]> = [];
+const now = () => performance.timeOrigin + performance.now();
+const gc = (globalThis as { gc?: () => void }).gc;
+
+process.on("message", async (message: { cmd: string; n?: number; sessionId?: string; text?: string; once?: boolean }) => {
+  if (message.cmd === "rss") {
+    gc?.();
+    gc?.();
+    const usage = process.memoryUsage();
+    process.send?.({ rss: usage.rss, heapUsed: usage.heapUsed });
+  } else if (message.cmd === "sessions") {
+    for (let i = 0; i < (message.n ?? 0); i++) await server.sessions.create({});
+    process.send?.({ done: true });
+  } else if (message.cmd === "stream") {
+    streaming = true;
+    const hosted = server.sessions.get(message.sessionId as string);
+    publishTimes = [];
+    // Subscribed after the server's own listener, so this runs right after the hub published the event.
+    let seq = server.health().sessionsDetail.find((d) => d.sessionId === message.sessionId)?.seq ?? 0;
+    const unsubscribe = hosted?.session.subscribe(() => {
+      seq += 1;
+      publishTimes.push([seq, now()]);
+    });
+    process.send?.({ started: true });
+    while (streaming && hosted) {
+      setup.faux.setResponses([fauxAssistantMessage(message.text as string)]);
+      await hosted.session.prompt("again");
+      if (message.once) break;
+    }
+    unsubscribe?.();
+    process.send?.({ stopped: true });
+  } else if (message.cmd === "publishTimes") {
+    process.send?.({ times: publishTimes });
+  } else if (message.cmd === "stop") {
+    streaming = false;
+  } else if (message.cmd === "exit") {
+    await server.close();
+    setup.cleanup();
+    process.exit(0);
+  }
+});

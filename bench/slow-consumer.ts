@@ -1,0 +1,82 @@
+/**
+ * Slow consumer: a session streams for DURATION seconds (default 60) to two clients; one stops reading at the start.
+ * Server RSS (sampled every second, after GC at the end) and the fast client's throughput, with this server's
+ * backpressure (default watermarks) and "before" it (watermarks so high they never trigger: unbounded buffering, as a
+ * server without backpressure behaves). Run: npm run bench:slow
+ */
+import type { Socket } from "node:net";
+import WebSocket from "ws";
+import { startServerChild } from "./lib/child.js";
+import { fmt, mb, table } from "./lib/common.js";
+
+const DURATION_S = Number(process.env["DURATION"] ?? 60);
+const REPLY = "slow consumer benchmark ".repeat(200); // ~4.8 KB per reply, ~1200 one-token chunks
+const GiB = 2 ** 30;
+
+async function connect(port: number, sessionId: string, create: boolean): Promise<WebSocket> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}`);
+  await new Promise((resolve) => ws.once("message", resolve));
+  ws.send(JSON.stringify({ type: create ? "create_session" : "subscribe", id: "x", sessionId }));
+  await new Promise((resolve) => ws.once("message", resolve));
+  return ws;
+}
+
+async function run(label: string, options: object): Promise<string[]> {
+  const server = await startServerChild(
+    // Heartbeats off: the frozen client would otherwise be cut at 40 s for not answering pings, hiding the buffering.
+    { rateLimits: { connection: false, session: false, global: false }, heartbeat: { intervalMs: 3_600_000 }, ...options },
+    { PI_BENCH_TPS: "1000000", PI_BENCH_TPC: "1" },
+  );
+  const fast = await connect(server.port, "s", true);
+  const slow = await connect(server.port, "s", false);
+  (slow as unknown as { _socket: Socket })._socket.pause();
+  let slowClosed: number | undefined;
+  slow.on("close", (code) => {
+    slowClosed = code;
+  });
+  let events = 0;
+  let bytes = 0;
+  fast.on("message", (data) => {
+    events += 1;
+    bytes += (data as Buffer).length;
+  });
+  const base = await server.request<{ rss: number }>({ cmd: "rss" }, (r) => "rss" in r);
+  await server.request({ cmd: "stream", sessionId: "s", text: REPLY }, (r) => r["started"] === true);
+  const t0 = performance.now();
+  let peakRss = base.rss;
+  for (let s = 0; s < DURATION_S; s++) {
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const { rss } = await server.request<{ rss: number }>({ cmd: "rss" }, (r) => "rss" in r);
+    peakRss = Math.max(peakRss, rss);
+  }
+  const ms = performance.now() - t0;
+  const eventsPerSecond = (events / ms) * 1000;
+  const mbPerSecond = bytes / 2 ** 20 / (ms / 1000);
+  await server.request({ cmd: "stop" }, (r) => r["stopped"] === true);
+  const end = await server.request<{ rss: number }>({ cmd: "rss" }, (r) => "rss" in r);
+  const slowState = slowClosed === undefined ? "still connected" : `closed with ${slowClosed}`;
+  fast.terminate();
+  slow.terminate();
+  await server.close();
+  return [
+    label,
+    mb(base.rss),
+    mb(peakRss),
+    mb(end.rss),
+    fmt(eventsPerSecond, 0),
+    fmt(mbPerSecond, 1),
+    slowState,
+  ];
+}
+
+const rows = [
+  await run("before: no backpressure (watermarks never reached)", {
+    backpressure: { lowWaterMark: GiB, highWaterMark: 2 * GiB, hardLimit: 3 * GiB, maxLagMs: 3_600_000 },
+  }),
+  await run("after: default backpressure (1 MiB / 256 KiB, 16 MiB, 30 s)", {}),
+];
+table(
+  `Slow consumer (one of two clients stops reading while a session streams for ${DURATION_S} s)`,
+  ["server", "RSS at start MB", "peak RSS MB", "RSS at end MB", "fast client events/s", "fast client MB/s", "slow client"],
+  rows,
+);

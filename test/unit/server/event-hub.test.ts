@@ -1,0 +1,31 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { EventHub } from "../../../src/server/event-hub.js";
+
+const seqOf = (frame: string) => (JSON.parse(frame) as { seq: number }).seq;
+
+test("the ring keeps the last maxEvents events, grows on demand and replays exactly the frames after a cursor", () => {
+  const hub = new EventHub("s", { maxEvents: 50, maxBytes: 1_000_000 });
+  for (let i = 0; i < 120; i++) hub.publish({ type: "e", i });
+  assert.equal(hub.seq, 120);
+  assert.equal(hub.firstReplayableSeq, 71);
+  const resume = hub.resume(100, hub.epoch);
+  assert.ok("frames" in resume);
+  assert.deepEqual(resume.frames.map(seqOf), Array.from({ length: 20 }, (_, i) => 101 + i));
+  assert.ok("frames" in hub.resume(70, hub.epoch), "the cursor right before the oldest kept event still resumes");
+  assert.ok("resyncRequired" in hub.resume(69, hub.epoch));
+  assert.ok("resyncRequired" in hub.resume(121, hub.epoch));
+  assert.ok("resyncRequired" in hub.resume(100, "other"));
+  const empty = hub.resume(120, hub.epoch);
+  assert.ok("frames" in empty && empty.frames.length === 0);
+});
+
+test("the ring is bounded by bytes too", () => {
+  const hub = new EventHub("s", { maxEvents: 1_000, maxBytes: 2_000 });
+  for (let i = 0; i < 100; i++) hub.publish({ type: "e", pad: "x".repeat(100) });
+  assert.ok(hub.replayBytes <= 2_000);
+  assert.ok(hub.firstReplayableSeq > 80);
+  const resume = hub.resume(hub.firstReplayableSeq - 1, hub.epoch);
+  assert.ok("frames" in resume);
+  assert.equal(resume.frames.length, 100 - hub.firstReplayableSeq + 1);
+});
