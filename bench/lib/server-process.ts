@@ -1,7 +1,7 @@
 /**
  * A pi-server in its own process, so the benchmark can read its RSS without the clients' memory. Options come as
  * JSON in PI_BENCH_OPTIONS; it prints `port <n>` and then answers IPC requests:
- *   { cmd: "rss" }                       → { rss, heapUsed } after a full GC
+ *   { cmd: "rss" }                       → { rss, heapUsed, connections } after a full GC
  *   { cmd: "sessions", n }               → creates n idle in-memory sessions
  *   { cmd: "stream", sessionId, text, tokensPerChunk } → prompts the session again and again with `text` until "stop"
  *   { cmd: "stop" }
@@ -29,7 +29,7 @@ process.on("message", async (message: { cmd: string; n?: number; sessionId?: str
     gc?.();
     gc?.();
     const usage = process.memoryUsage();
-    process.send?.({ rss: usage.rss, heapUsed: usage.heapUsed });
+    process.send?.({ rss: usage.rss, heapUsed: usage.heapUsed, connections: server.connectionCount });
   } else if (message.cmd === "sessions") {
     for (let i = 0; i < (message.n ?? 0); i++) await server.sessions.create({});
     process.send?.({ done: true });
