@@ -67,6 +67,8 @@ export const CLOSE_CODES = {
   messageTooBig: 1009,
   /** The client did not read fast enough (hard limit or lag time); resume with `subscribe { afterSeq, epoch }`. */
   slowConsumer: 4001,
+  /** The credential the connection was opened with expired; reconnect with a fresh one. */
+  tokenExpired: 4003,
 } as const;
 
 /** RFC 6455 limits a close reason to 123 bytes of UTF-8. */

@@ -1,8 +1,8 @@
 import type { Logger } from "pino";
 import { type BreakerChange, Breakers } from "../circuit/breakers.js";
-import type { LlmCallReport } from "../circuit/guards.js";
 import { Engine } from "../governor/engine.js";
 import { RateLimits } from "../governor/rate-limit.js";
+import type { MetricsSink } from "../metrics/sink.js";
 import { SERVER_VERSION } from "../version.js";
 import { ServerCore, type ServerCoreOptions } from "./core.js";
 import type { ResolvedConfig } from "./options.js";
@@ -23,19 +23,20 @@ export interface AssembleOptions {
   readonly factory: SessionFactory;
   readonly logger: Logger;
   readonly clock?: { now(): number } | undefined;
-  readonly onLlmCall?: ((report: LlmCallReport) => void) | undefined;
+  readonly metrics?: MetricsSink | undefined;
   readonly onConnection?: ServerCoreOptions["onConnection"];
   readonly onDisconnect?: ServerCoreOptions["onDisconnect"];
 }
 
 /** Build the protocol core and the governor around it. Used by `createPiServer` and by unit tests (no port). */
 export function assemble(options: AssembleOptions): Assembly {
-  const { config, factory, logger, clock, onLlmCall } = options;
+  const { config, factory, logger, clock, metrics } = options;
   const engine = new Engine();
   const limits = new RateLimits(config.rateLimits, clock);
   // Circuit changes reach the subscribers of the sessions they affect: the model's sessions, or all for bash.
   const onBreakerChange = (change: BreakerChange) => {
     logger.warn({ breaker: change.kind, key: change.key, state: change.state }, "circuit state changed");
+    metrics?.breakerTransition(change.kind, change.key, change.state);
     for (const host of registry.hosts()) {
       const model = host.session.model;
       if (change.kind === "bash" || (model && Breakers.llmKey(model.provider, model.id) === change.key)) {
@@ -50,6 +51,7 @@ export function assemble(options: AssembleOptions): Assembly {
     engine,
     maxSessions: config.maxSessions,
     maxSessionsPerPrincipal: config.maxSessionsPerPrincipal,
+    adminRoles: new Set(config.adminRoles),
     logger,
     host: {
       maxQueued: config.maxQueuedPerSession,
@@ -59,7 +61,7 @@ export function assemble(options: AssembleOptions): Assembly {
       firstTokenTimeoutMs: config.breakers.llm.firstTokenTimeoutMs,
       replay: config.replay,
       maxPendingDialogs: config.maxPendingDialogsPerSession,
-      onLlmCall,
+      onLlmCall: metrics ? (report) => metrics.llmCall(report) : undefined,
     },
     onCreated: (host) => core.broadcast({ type: "session_created", sessionId: host.id }),
   });
@@ -73,6 +75,7 @@ export function assemble(options: AssembleOptions): Assembly {
     maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
     logger,
     serverVersion: SERVER_VERSION,
+    metrics,
     onConnection: options.onConnection,
     onDisconnect: options.onDisconnect,
   });

@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import type { Principal } from "../auth/types.js";
 import { CLOSE_CODES } from "../errors.js";
+import type { CloseReason } from "../metrics/sink.js";
 import type { Subscriber } from "./event-hub.js";
 
 /**
@@ -49,8 +51,10 @@ export interface ConnectionStats {
  */
 export class Connection implements Subscriber {
   readonly connectionId = randomUUID();
-  /** Who is on the other end: the authenticated principal, or for now the remote address. */
-  readonly principal: string;
+  /** Who is on the other end, as authentication established it. */
+  readonly principal: Principal;
+  /** Why the server closed it (undefined: the client closed it). */
+  closedBy: CloseReason | undefined;
   readonly subscriptions = new Set<string>();
   readonly log: Logger;
   readonly stats: ConnectionStats = { framesSent: 0, framesConflated: 0, peakBytes: 0 };
@@ -70,7 +74,7 @@ export class Connection implements Subscriber {
   /** `onServerClose` runs when the server closes the connection, to release it without waiting for the socket. */
   constructor(
     socket: PeerSocket,
-    principal: string,
+    principal: Principal,
     logger: Logger,
     backpressure: BackpressureOptions,
     onServerClose: () => void = () => undefined,
@@ -79,7 +83,7 @@ export class Connection implements Subscriber {
     this.principal = principal;
     this.#backpressure = backpressure;
     this.#onServerClose = onServerClose;
-    this.log = logger.child({ connId: this.connectionId });
+    this.log = logger.child({ connId: this.connectionId, principal: principal.id });
   }
 
   get open(): boolean {
@@ -127,8 +131,9 @@ export class Connection implements Subscriber {
     this.#inflight.delete(id);
   }
 
-  close(code: number, reason: string): void {
+  close(code: number, reason: string, closedBy: CloseReason = "server"): void {
     if (!this.#open) return;
+    this.closedBy = closedBy;
     this.markClosed();
     this.#socket.close(code, reason);
     this.#onServerClose();
@@ -197,7 +202,7 @@ export class Connection implements Subscriber {
   #slowConsumer(why: string): void {
     if (!this.#open) return;
     this.log.info({ why, bufferedAmount: this.#socket.bufferedAmount, queuedBytes: this.#queuedBytes }, "slow consumer closed");
-    this.close(CLOSE_CODES.slowConsumer, "slow consumer: resume with subscribe { afterSeq, epoch }");
+    this.close(CLOSE_CODES.slowConsumer, "slow consumer: resume with subscribe { afterSeq, epoch }", "slow_consumer");
   }
 }
 

@@ -1,11 +1,14 @@
 import type { Logger } from "pino";
+import type { Principal } from "../auth/types.js";
 import type { Breakers } from "../circuit/breakers.js";
-import { PiServerError, toPiServerError } from "../errors.js";
+import { CLOSE_CODES, PiServerError, toPiServerError } from "../errors.js";
 import type { Engine } from "../governor/engine.js";
 import type { Admission, RateLimits } from "../governor/rate-limit.js";
+import type { CloseReason, MetricsSink } from "../metrics/sink.js";
 import { type BackpressureOptions, Connection, type PeerSocket } from "./connection.js";
 import type { DialogAnswer } from "./dialogs.js";
 import {
+  COMMANDS,
   type Command,
   isParseFailure,
   PROTOCOL_VERSION,
@@ -25,8 +28,8 @@ export interface ConnectionHandle {
   message(text: string): void;
   /** A binary frame arrived (refused: the protocol is JSON text). */
   binary(): void;
-  /** The socket closed, for whatever reason. */
-  closed(): void;
+  /** The socket closed, for whatever reason; `heartbeat` when the transport terminated it for a missed pong. */
+  closed(heartbeat?: boolean): void;
 }
 
 export interface ServerCoreOptions {
@@ -39,6 +42,8 @@ export interface ServerCoreOptions {
   readonly maxSubscriptionsPerConnection: number;
   readonly logger: Logger;
   readonly serverVersion: string;
+  /** Where counts and timings go; without one nothing is measured. */
+  readonly metrics?: MetricsSink | undefined;
   /** Told when a connection opens and after it closed and its resources were released. */
   readonly onConnection?: ((event: ConnectionEvent) => void) | undefined;
   readonly onDisconnect?: ((event: ConnectionEvent) => void) | undefined;
@@ -46,8 +51,12 @@ export interface ServerCoreOptions {
 
 export interface ConnectionEvent {
   readonly connectionId: string;
+  /** The principal's id. */
   readonly principal: string;
 }
+
+/** The principal of connections opened without authentication (tests, `noServer` embedders calling `opened`). */
+export const ANONYMOUS: Principal = Object.freeze({ id: "anonymous", roles: [], claims: {} });
 
 /** Never rate limited: stopping work and answering dialogs must always be possible. */
 const RATE_EXEMPT: ReadonlySet<string> = new Set(["abort", "abort_bash", "abort_retry", "cancel", "extension_ui_response"]);
@@ -79,6 +88,10 @@ export class ServerCore {
   readonly #log: Logger;
   readonly #serverVersion: string;
   readonly #onConnection: ServerCoreOptions["onConnection"];
+  readonly #metrics: MetricsSink | undefined;
+  /** Frame counts of connections already closed (live ones are summed at read time). */
+  readonly #closedTotals = { framesSent: 0, framesConflated: 0 };
+  readonly #expiryTimers = new Map<Connection, NodeJS.Timeout>();
   readonly #onDisconnect: ServerCoreOptions["onDisconnect"];
   #accepting = true;
 
@@ -93,6 +106,7 @@ export class ServerCore {
     this.#log = options.logger;
     this.#serverVersion = options.serverVersion;
     this.#onConnection = options.onConnection;
+    this.#metrics = options.metrics;
     this.#onDisconnect = options.onDisconnect;
   }
 
@@ -104,12 +118,22 @@ export class ServerCore {
     return this.#connections.values();
   }
 
-  /** Start serving a socket; sends `server_ready` at once. `principal` keys per-principal limits. */
-  opened(socket: PeerSocket, principal = "local"): ConnectionHandle {
+  /** Start serving a socket for an authenticated `principal`; sends `server_ready` at once. */
+  opened(socket: PeerSocket, principal: Principal = ANONYMOUS): ConnectionHandle {
     const conn: Connection = new Connection(socket, principal, this.#log, this.#backpressure, () => this.#onClosed(conn));
     this.#connections.add(conn);
     conn.log.debug("connection opened");
-    this.#onConnection?.({ connectionId: conn.connectionId, principal });
+    this.#metrics?.connectionOpened();
+    this.#onConnection?.({ connectionId: conn.connectionId, principal: principal.id });
+    if (principal.expiresAt !== undefined) {
+      // The credential's life bounds the connection's (PROTOCOL.md §7): no re-authentication in-band.
+      const expiry = setTimeout(
+        () => conn.close(CLOSE_CODES.tokenExpired, "token expired: reconnect with a fresh token", "token_expired"),
+        Math.max(0, principal.expiresAt - Date.now()),
+      );
+      expiry.unref();
+      this.#expiryTimers.set(conn, expiry);
+    }
     conn.send({
       type: "server_ready",
       protocolVersion: PROTOCOL_VERSION,
@@ -120,8 +144,8 @@ export class ServerCore {
       connectionId: conn.connectionId,
       message: (text) => this.#onFrame(conn, text),
       binary: () =>
-        this.#fail(conn, undefined, "parse", new PiServerError("bad_frame", "Binary frames are not supported; send JSON text")),
-      closed: () => this.#onClosed(conn),
+        this.#fail(conn, undefined, "parse", new PiServerError("bad_frame", "Binary frames are not supported; send JSON text"), 0),
+      closed: (heartbeat) => this.#onClosed(conn, heartbeat ? "heartbeat" : undefined),
     };
   }
 
@@ -136,16 +160,31 @@ export class ServerCore {
     this.#accepting = false;
   }
 
-  /** Close every connection with `code`. */
+  /** Close every connection with `code` (shutdown). */
   closeAll(code: number, reason: string): void {
-    for (const conn of this.#connections) conn.close(code, reason);
+    for (const conn of [...this.#connections]) conn.close(code, reason, "shutdown");
+  }
+
+  /** Frames written and conflated since start, over all connections. */
+  frameTotals(): { framesSent: number; framesConflated: number } {
+    let { framesSent, framesConflated } = this.#closedTotals;
+    for (const conn of this.#connections) {
+      framesSent += conn.stats.framesSent;
+      framesConflated += conn.stats.framesConflated;
+    }
+    return { framesSent, framesConflated };
   }
 
   // ---------------------------------------------------------------------------------------------------------------
 
-  #onClosed(conn: Connection): void {
+  #onClosed(conn: Connection, reason?: CloseReason): void {
     if (!this.#connections.delete(conn)) return;
     conn.markClosed();
+    clearTimeout(this.#expiryTimers.get(conn));
+    this.#expiryTimers.delete(conn);
+    this.#closedTotals.framesSent += conn.stats.framesSent;
+    this.#closedTotals.framesConflated += conn.stats.framesConflated;
+    this.#metrics?.connectionClosed(reason ?? conn.closedBy ?? "client");
     // Nobody awaits its queued commands any more; running ones (and prompt runs) go on: sessions outlive connections.
     this.#engine.abortQueued(conn.connectionId, new PiServerError("cancelled", "The connection closed"));
     for (const sessionId of conn.subscriptions) {
@@ -157,11 +196,20 @@ export class ServerCore {
     }
     conn.subscriptions.clear();
     conn.log.debug("connection closed");
-    this.#onDisconnect?.({ connectionId: conn.connectionId, principal: conn.principal });
+    this.#onDisconnect?.({ connectionId: conn.connectionId, principal: conn.principal.id });
   }
 
-  #respond(conn: Connection, id: string | undefined, command: string, data: unknown): void {
+  /** Count the command's outcome (only with a metrics sink); unknown command names are one label value. */
+  #measure(command: string, outcome: string, startedAt: number): void {
+    if (!this.#metrics) return;
+    const label = Object.hasOwn(COMMANDS, command) ? command : "invalid";
+    this.#metrics.commandFinished(label, outcome, (performance.now() - startedAt) / 1000);
+    if (outcome === "rate_limited") this.#metrics.rateLimited(command);
+  }
+
+  #respond(conn: Connection, id: string | undefined, command: string, data: unknown, startedAt: number): void {
     if (id !== undefined) conn.releaseId(id);
+    this.#measure(command, "ok", startedAt);
     conn.send(
       data === undefined
         ? { type: "response", id, command, success: true }
@@ -169,35 +217,33 @@ export class ServerCore {
     );
   }
 
-  #fail(conn: Connection, id: string | undefined, command: string, error: unknown): void {
-    if (id !== undefined) conn.releaseId(id);
+  /** Answer a failure. `claimed`: the id was reserved by this command (not for unparsable or duplicate frames). */
+  #fail(conn: Connection, id: string | undefined, command: string, error: unknown, startedAt: number, claimed = true): void {
+    if (id !== undefined && claimed) conn.releaseId(id);
     const coded = toPiServerError(error);
+    this.#measure(command, coded.code, startedAt);
     if (!(error instanceof Error)) conn.log.error({ err: error, command }, "command failed with a non-error value");
     else conn.log.debug({ code: coded.code, command, msg: coded.message }, "command refused");
     conn.send({ type: "response", id, command, success: false, code: coded.code, error: coded.message, ...coded.details });
   }
 
   #onFrame(conn: Connection, text: string): void {
+    const startedAt = this.#metrics ? performance.now() : 0;
     const parsed = parseCommand(text);
     if (isParseFailure(parsed)) {
       // The id is not claimed yet: answer without releasing anything.
-      conn.send({ type: "response", id: parsed.id, command: parsed.command, success: false, code: parsed.error.code, error: parsed.error.message });
+      this.#fail(conn, parsed.id, parsed.command, parsed.error, startedAt, false);
       return;
     }
     const { id, type } = parsed;
     if (id !== undefined && !conn.claimId(id)) {
-      conn.send({
-        type: "response",
-        id,
-        command: type,
-        success: false,
-        code: "duplicate_id",
-        error: `A command with id '${id}' is still in flight on this connection`,
-      });
+      const error = new PiServerError("duplicate_id", `A command with id '${id}' is still in flight on this connection`);
+      this.#fail(conn, id, type, error, startedAt, false);
       return;
     }
+    const fail = (error: unknown) => this.#fail(conn, id, type, error, startedAt);
     if (!this.#accepting) {
-      this.#fail(conn, id, type, new PiServerError("shutting_down", "The server is shutting down"));
+      fail(new PiServerError("shutting_down", "The server is shutting down"));
       return;
     }
     let admission: Admission | undefined;
@@ -206,18 +252,18 @@ export class ServerCore {
         admission = this.#limits.admit(conn.connectionId, SESSION_WORK.has(type) ? parsed.sessionId : undefined);
       }
     } catch (error) {
-      this.#fail(conn, id, type, error);
+      fail(error);
       return;
     }
     // A command that never did work gives its admission back (adr/0005).
     const failUnstarted = (error: unknown) => {
       if (admission) this.#limits.refund(admission);
-      this.#fail(conn, id, type, error);
+      fail(error);
     };
-    const reply: Reply = (data) => this.#respond(conn, id, type, data);
+    const reply: Reply = (data) => this.#respond(conn, id, type, data, startedAt);
     try {
       if (parsed.spec.scope === "session") {
-        this.#runSessionCommand(conn, parsed, admission).then(reply, (error) => this.#fail(conn, id, type, error));
+        this.#runSessionCommand(conn, parsed, admission).then(reply, fail);
       } else {
         const refund = () => {
           if (admission) this.#limits.refund(admission);
@@ -234,7 +280,7 @@ export class ServerCore {
    * (adr/0001); the task's signal carries timeout, cancel, deletion and shutdown to the work (adr/0004).
    */
   #runSessionCommand(conn: Connection, command: Command, admission: Admission | undefined): Promise<unknown> {
-    const host = this.#registry.require(command.sessionId as string);
+    const host = this.#registry.authorize(conn.principal, command.sessionId as string);
     const type = command.type as SessionCommandType;
     const stop = SESSION_STOPS[type];
     let started = false;
@@ -306,21 +352,24 @@ export class ServerCore {
       if (conn.subscriptions.size >= this.#maxSubscriptions) {
         throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${this.#maxSubscriptions} sessions`);
       }
-      const host = await this.#registry.create(fields as CreateSessionRequest, conn.principal);
+      const { owner: _ignored, ...request } = fields as CreateSessionRequest; // clients own what they create
+      const host = await this.#registry.create(request, conn.principal.id);
       if (!conn.open) return;
       this.#subscribe(conn, host);
       reply({ sessionId: host.id, seq: host.hub.seq, epoch: host.hub.epoch, state: host.state() });
     },
-    list_sessions: (_conn, _command, reply) => {
-      reply({ sessions: [...this.#registry.hosts()].map((host) => this.#registry.summary(host)) });
+    list_sessions: (conn, _command, reply) => {
+      const visible = [...this.#registry.hosts()].filter((host) => this.#registry.canAccess(conn.principal, host.id));
+      reply({ sessions: visible.map((host) => this.#registry.summary(host)) });
       return undefined;
     },
-    delete_session: async (_conn, { sessionId }, reply) => {
+    delete_session: async (conn, { sessionId }, reply) => {
+      this.#registry.authorize(conn.principal, sessionId as string);
       await this.#registry.delete(sessionId as string);
       reply({ sessionId });
     },
     subscribe: (conn, { sessionId, fields }, reply, refund) => {
-      const host = this.#registry.require(sessionId as string);
+      const host = this.#registry.authorize(conn.principal, sessionId as string);
       this.#subscribe(conn, host);
       const hub = host.hub;
       const afterSeq = fields["afterSeq"] as number | undefined;
@@ -351,7 +400,7 @@ export class ServerCore {
       return undefined;
     },
     extension_ui_response: (conn, { sessionId, id, fields }, reply) => {
-      const host = this.#registry.require(sessionId as string);
+      const host = this.#registry.authorize(conn.principal, sessionId as string);
       if (!host.hub.has(conn)) throw new PiServerError("not_subscribed", `Not subscribed to session '${sessionId}'`);
       if (id === undefined) throw new PiServerError("invalid_command", "missing field 'id' (the dialog id)");
       if (fields["value"] === undefined && fields["confirmed"] === undefined && fields["cancelled"] === undefined) {

@@ -1,15 +1,20 @@
 import { EventEmitter } from "node:events";
-import { createServer, type IncomingMessage, type Server as HttpServer } from "node:http";
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { type Logger, pino } from "pino";
+import { noneAuth } from "../auth/providers.js";
 import { CLOSE_CODES, PiServerError } from "../errors.js";
+import { PrometheusMetrics, type PrometheusMetricsOptions } from "../metrics/prometheus.js";
+import type { MetricsSink } from "../metrics/sink.js";
 import { assemble } from "./assemble.js";
 import type { ConnectionEvent } from "./core.js";
+import { createEndpoints } from "./http-endpoints.js";
 import { type PiServerOptions, type ResolvedConfig, resolveOptions } from "./options.js";
 import { createDefaultSessionFactory } from "./session-factory.js";
 import type { CreateSessionRequest, HostedSession, SessionSummary } from "./sessions.js";
 import { WsTransport } from "./transport.js";
+import { createUpgradeGate } from "./upgrade-gate.js";
 
 export type ServerState = "running" | "closing" | "closed";
 
@@ -20,6 +25,9 @@ export interface SessionsApi {
   list(): SessionSummary[];
   /** Abort, dispose and forget the session; its subscribers get `session_deleted`. */
   delete(sessionId: string): Promise<void>;
+  /** Let another principal list, subscribe to, command and answer dialogs of the session. */
+  share(sessionId: string, principalId: string): void;
+  unshare(sessionId: string, principalId: string): void;
 }
 
 /** A snapshot of the server's governor state (the metrics issue exports it). */
@@ -85,6 +93,13 @@ export interface PiServer {
   listen(): Promise<AddressInfo | undefined>;
   /** The bound address with `port` (after `listen()`), else `undefined`. */
   address(): AddressInfo | undefined;
+  /** The address of the `metricsPort` listener, after `listen()`. */
+  metricsAddress(): AddressInfo | undefined;
+  /**
+   * Serve `/healthz`, `/readyz` and `/metrics` from your own HTTP server (`server`/`noServer` modes); returns false
+   * for other requests.
+   */
+  handleHttp(request: IncomingMessage, response: ServerResponse): boolean;
   on<E extends keyof PiServerEvents>(event: E, listener: (...args: PiServerEvents[E]) => void): void;
   off<E extends keyof PiServerEvents>(event: E, listener: (...args: PiServerEvents[E]) => void): void;
   /** Breakers, queue depths, limiter occupancy, counts. */
@@ -98,9 +113,42 @@ export interface PiServer {
   close(): Promise<void>;
 }
 
+/** Paths pino always redacts in loggers we create; we never log credentials ourselves (adr/0008). */
+export const REDACT_PATHS = [
+  "req.headers.authorization",
+  'req.headers["sec-websocket-protocol"]',
+  "headers.authorization",
+  'headers["sec-websocket-protocol"]',
+  "token",
+  "*.token",
+  "secret",
+  "*.secret",
+  "access_token",
+  "*.access_token",
+];
+
 function createLogger(options: PiServerOptions, config: ResolvedConfig): Logger {
   if (options.logger) return options.logger.child({ component: "pi-server" });
-  return pino({ name: "pi-server", level: config.logLevel }, pino.destination({ dest: 2, sync: false }));
+  return pino(
+    { name: "pi-server", level: config.logLevel, ...options.loggerOptions, redact: { paths: REDACT_PATHS, censor: "[redacted]" } },
+    pino.destination({ dest: 2, sync: false }),
+  );
+}
+
+function resolveMetrics(option: PiServerOptions["metrics"]): MetricsSink | undefined {
+  if (option === false) return undefined;
+  if (option && typeof (option as MetricsSink).attach === "function") return option as MetricsSink;
+  return new PrometheusMetrics(option as PrometheusMetricsOptions | undefined);
+}
+
+function listenOn(server: HttpServer, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
 }
 
 function refuseUpgrade(socket: Duplex, status: number, text: string): void {
@@ -117,23 +165,67 @@ export function createPiServer(options: PiServerOptions): PiServer {
   let state: ServerState = "running";
   let closing: Promise<void> | undefined;
   const events = new EventEmitter<PiServerEvents>();
+  const metrics = resolveMetrics(options.metrics);
   const { core, registry, engine, limits, breakers } = assemble({
     config,
     factory,
     logger: log,
     clock: options.clock,
+    metrics,
     onConnection: (event) => events.emit("connection", event),
     onDisconnect: (event) => events.emit("disconnect", event),
   });
   const transport = new WsTransport(core, { maxPayload: config.maxPayload, heartbeat: config.heartbeat, logger: log });
+  metrics?.attach(() => {
+    const frames = core.frameTotals();
+    const health = [...registry.hosts()];
+    return {
+      eventsSent: frames.framesSent,
+      eventsConflated: frames.framesConflated,
+      rateLimitRefusals: limits.refusals,
+      rateLimitRefunds: limits.refunds,
+      heartbeatTerminations: transport.heartbeatTerminations,
+      connectionsOpen: core.connectionCount,
+      sessions: registry.size,
+      queuedCommands: health.reduce((n, host) => n + host.lane.depth, 0),
+      pendingDialogs: health.reduce((n, host) => n + host.dialogs.size, 0),
+      breakers: breakers.all().map((b) => ({ kind: b.kind, key: b.key, state: b.state })),
+    };
+  });
+  const gate = createUpgradeGate({
+    auth: options.auth ?? noneAuth({ allowRemote: options.allowUnauthenticatedRemote ?? false }),
+    allowedOrigins: config.allowedOrigins,
+    metrics,
+    logger: log,
+  });
 
   const handleUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     if (state !== "running" || core.connectionCount >= config.maxConnections) {
       refuseUpgrade(socket, 503, "Service Unavailable");
       return;
     }
-    transport.handleUpgrade(request, socket, head);
+    socket.on("error", () => socket.destroy()); // a peer that vanishes during authentication
+    gate(request).then(
+      (result) => {
+        if (socket.destroyed) return;
+        if (!result.ok) refuseUpgrade(socket, result.status, result.status === 401 ? "Unauthorized" : "Forbidden");
+        else if (state !== "running") refuseUpgrade(socket, 503, "Service Unavailable");
+        else transport.handleUpgrade(request, socket, head, result.principal);
+      },
+      () => refuseUpgrade(socket, 500, "Internal Server Error"),
+    );
   };
+  const endpoints = createEndpoints({
+    ready: () => state === "running",
+    openBreakers: () => breakers.all().filter((b) => b.state !== "closed").map((b) => `${b.kind}:${b.key}`),
+    scrape: metrics instanceof PrometheusMetrics ? () => metrics.scrape() : undefined,
+  });
+  let metricsServer: HttpServer | undefined;
+  if (config.metricsPort !== undefined) {
+    metricsServer = createServer((request, response) => {
+      if (!endpoints(request, response)) response.writeHead(404).end();
+    });
+  }
   const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const path = new URL(request.url ?? "/", "http://localhost").pathname;
     if (path === config.path) handleUpgrade(request, socket, head);
@@ -143,7 +235,8 @@ export function createPiServer(options: PiServerOptions): PiServer {
 
   let httpServer: HttpServer | undefined;
   if (config.mode === "port") {
-    httpServer = createServer((_request, response) => {
+    httpServer = createServer((request, response) => {
+      if (endpoints(request, response)) return;
       response.writeHead(426, { "content-type": "text/plain", upgrade: "websocket" });
       response.end("pi-server speaks WebSocket\n");
     });
@@ -160,6 +253,8 @@ export function createPiServer(options: PiServerOptions): PiServer {
     get: (sessionId) => registry.get(sessionId),
     list: () => [...registry.hosts()].map((host) => registry.summary(host)),
     delete: (sessionId) => registry.delete(sessionId),
+    share: (sessionId, principalId) => registry.share(sessionId, principalId),
+    unshare: (sessionId, principalId) => registry.unshare(sessionId, principalId),
   };
 
   async function runClose(): Promise<void> {
@@ -169,6 +264,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     core.broadcast({ type: "server_shutdown", graceMs: config.abortRunsOnShutdown ? 0 : config.shutdownGraceMs });
     if (config.mode === "server") options.server?.off("upgrade", onUpgrade);
     httpServer?.close();
+    metricsServer?.close();
 
     // Let runs finish within the grace period (unless configured to abort them), then abort what is left.
     const hosts = [...registry.hosts()];
@@ -195,6 +291,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     await transport.drain(1_000); // let the 1001 close frames reach their clients
 
     httpServer?.closeAllConnections();
+    metricsServer?.closeAllConnections();
     state = "closed";
     log.info("closed");
     log.flush?.();
@@ -210,21 +307,16 @@ export function createPiServer(options: PiServerOptions): PiServer {
       return core.connectionCount;
     },
     listen: async () => {
+      if (metricsServer && !metricsServer.listening) await listenOn(metricsServer, config.metricsPort ?? 0, config.host);
       if (!httpServer) return undefined;
-      if (httpServer.listening) return httpServer.address() as AddressInfo;
-      const server = httpServer;
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(config.port, config.host, () => {
-          server.off("error", reject);
-          resolve();
-        });
-      });
-      const address = server.address() as AddressInfo;
+      if (!httpServer.listening) await listenOn(httpServer, config.port ?? 0, config.host);
+      const address = httpServer.address() as AddressInfo;
       log.info({ host: address.address, port: address.port }, "listening");
       return address;
     },
     address: () => (httpServer?.listening ? (httpServer.address() as AddressInfo) : undefined),
+    metricsAddress: () => (metricsServer?.listening ? (metricsServer.address() as AddressInfo) : undefined),
+    handleHttp: endpoints,
     handleUpgrade,
     on: (event, listener) => {
       events.on(event, listener as never);

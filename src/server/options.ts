@@ -1,5 +1,9 @@
 import type { Server as HttpServer } from "node:http";
-import type { Logger } from "pino";
+import type { Logger, LoggerOptions } from "pino";
+import type { AuthProvider } from "../auth/types.js";
+import { isLoopback } from "../auth/credentials.js";
+import type { PrometheusMetricsOptions } from "../metrics/prometheus.js";
+import type { MetricsSink } from "../metrics/sink.js";
 import type { BreakerOptions } from "../circuit/breakers.js";
 import type { Clock } from "../governor/clock.js";
 import type { WindowLimit } from "../governor/rate-limit.js";
@@ -101,8 +105,22 @@ export interface PiServerOptions {
   abortRunsOnShutdown?: boolean;
   /** Time source of rate-limit windows (tests move it). @default Date.now */
   clock?: Clock;
-  /** A pino logger to log through. Mutually exclusive with `logLevel`. */
+  /** Authenticates every upgrade before a WebSocket exists. @default no authentication (loopback only) */
+  auth?: AuthProvider;
+  /** Let the default (no authentication) serve non-loopback peers. @default false */
+  allowUnauthenticatedRemote?: boolean;
+  /** Browser `Origin`s allowed to connect (cross-site WebSocket hijacking); requests without Origin pass. @default any */
+  allowedOrigins?: string[];
+  /** Principal roles that may see and use every session. @default ["admin"] */
+  adminRoles?: string[];
+  /** A metrics sink, prom-client options for the built-in one, or `false` for none. @default built-in, own Registry */
+  metrics?: MetricsSink | PrometheusMetricsOptions | false;
+  /** Also serve /metrics, /healthz and /readyz on this port (0 picks one). */
+  metricsPort?: number;
+  /** A pino logger to log through. Mutually exclusive with `logLevel` and `loggerOptions`. */
   logger?: Logger;
+  /** Options for the pino logger the server creates on stderr (secrets are always redacted). */
+  loggerOptions?: LoggerOptions;
   /** Level of the logger the server creates on stderr when `logger` is not given. @default "info" */
   logLevel?: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 }
@@ -122,6 +140,7 @@ export const DEFAULTS = {
   maxSubscriptionsPerConnection: 100,
   maxPendingDialogsPerSession: 16,
   abortRunsOnShutdown: false,
+  adminRoles: ["admin"],
   heartbeat: { intervalMs: 30_000, timeoutMs: 10_000 },
   backpressure: { highWaterMark: 1024 * 1024, lowWaterMark: 256 * 1024, hardLimit: 16 * 1024 * 1024, maxLagMs: 30_000 },
   replay: { maxEvents: 10_000, maxBytes: 8 * 1024 * 1024 },
@@ -165,6 +184,9 @@ export interface ResolvedConfig {
   readonly maxSubscriptionsPerConnection: number;
   readonly maxPendingDialogsPerSession: number;
   readonly abortRunsOnShutdown: boolean;
+  readonly allowedOrigins: readonly string[] | undefined;
+  readonly adminRoles: readonly string[];
+  readonly metricsPort: number | undefined;
 }
 
 const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
@@ -196,6 +218,13 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
   "maxSubscriptionsPerConnection",
   "maxPendingDialogsPerSession",
   "abortRunsOnShutdown",
+  "auth",
+  "allowUnauthenticatedRemote",
+  "allowedOrigins",
+  "adminRoles",
+  "metrics",
+  "metricsPort",
+  "loggerOptions",
 ]);
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -309,8 +338,25 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (mode === "noServer" && options.path !== undefined) {
     throw new PiServerOptionsError("path is not used with noServer; route upgrades yourself");
   }
-  if (options.logger !== undefined && options.logLevel !== undefined) {
-    throw new PiServerOptionsError("logger and logLevel are exclusive: set the level on your logger");
+  if (options.logger !== undefined && (options.logLevel !== undefined || options.loggerOptions !== undefined)) {
+    throw new PiServerOptionsError("logger is exclusive with logLevel and loggerOptions: configure your logger");
+  }
+  if (options.auth !== undefined && typeof options.auth?.authenticate !== "function") {
+    throw new PiServerOptionsError("auth must be an AuthProvider (an object with authenticate(request))");
+  }
+  if (options.auth === undefined && !options.allowUnauthenticatedRemote && mode === "port") {
+    const host = options.host ?? DEFAULTS.host;
+    if (!isLoopback(host) && host !== "localhost") {
+      throw new PiServerOptionsError(
+        `refusing to serve ${host} without authentication: set auth, or allowUnauthenticatedRemote: true`,
+      );
+    }
+  }
+  for (const key of ["allowedOrigins", "adminRoles"] as const) {
+    const list = options[key];
+    if (list !== undefined && (!Array.isArray(list) || list.some((v) => typeof v !== "string" || v === ""))) {
+      throw new PiServerOptionsError(`${key} must be an array of non-empty strings`);
+    }
   }
   if (options.logLevel !== undefined && !LOG_LEVELS.has(options.logLevel)) {
     throw new PiServerOptionsError(`logLevel must be one of ${[...LOG_LEVELS].join(", ")}`);
@@ -324,7 +370,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (options.clock !== undefined && typeof options.clock?.now !== "function") {
     throw new PiServerOptionsError("clock must be an object with a now() function");
   }
-  for (const key of ["inMemory", "abortRunsOnShutdown", "noServer"] as const) {
+  for (const key of ["inMemory", "abortRunsOnShutdown", "noServer", "allowUnauthenticatedRemote"] as const) {
     if (options[key] !== undefined && typeof options[key] !== "boolean") throw new PiServerOptionsError(`${key} must be a boolean`);
   }
   const path = optionalString(options, "path") ?? DEFAULTS.path;
@@ -354,5 +400,8 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     maxSubscriptionsPerConnection: positiveInt(options, "maxSubscriptionsPerConnection", DEFAULTS.maxSubscriptionsPerConnection),
     maxPendingDialogsPerSession: positiveInt(options, "maxPendingDialogsPerSession", DEFAULTS.maxPendingDialogsPerSession, 0),
     abortRunsOnShutdown: options.abortRunsOnShutdown ?? DEFAULTS.abortRunsOnShutdown,
+    allowedOrigins: options.allowedOrigins ? Object.freeze([...options.allowedOrigins]) : undefined,
+    adminRoles: Object.freeze([...(options.adminRoles ?? DEFAULTS.adminRoles)]),
+    metricsPort: options.metricsPort === undefined ? undefined : integer("metricsPort", options.metricsPort, 0, 0, 65_535),
   });
 }

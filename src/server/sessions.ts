@@ -5,6 +5,7 @@ import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-
 import type { Logger } from "pino";
 import { PiServerError } from "../errors.js";
 import { SESSION_ID_PATTERN } from "./protocol.js";
+import type { Principal } from "../auth/types.js";
 import type { Engine } from "../governor/engine.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
 import { SessionHost, type SessionHostOptions, type SessionState } from "./session-host.js";
@@ -22,6 +23,8 @@ export interface HostedSession {
 
 export interface SessionSummary {
   readonly sessionId: string;
+  /** The principal id that owns it (absent for unowned sessions). */
+  readonly owner: string | undefined;
   readonly cwd: string;
   readonly createdAt: number;
   readonly subscribers: number;
@@ -30,6 +33,11 @@ export interface SessionSummary {
 
 export interface CreateSessionRequest {
   sessionId?: string | undefined;
+  /**
+   * Programmatic API only: the principal id that owns the session. Without one the session is unowned and every
+   * principal may use it (clients always create sessions they own).
+   */
+  owner?: string | undefined;
   cwd?: string | undefined;
   model?: SessionRequest["model"];
   thinkingLevel?: SessionRequest["thinkingLevel"];
@@ -42,6 +50,8 @@ export interface SessionRegistryOptions {
   readonly engine: Engine;
   readonly maxSessions: number;
   readonly maxSessionsPerPrincipal: number;
+  /** Roles that may see and use every session. */
+  readonly adminRoles: ReadonlySet<string>;
   readonly logger: Logger;
   /** Told after a session is created or deleted (the server broadcasts notices). */
   readonly onCreated: (host: SessionHost) => void;
@@ -61,6 +71,8 @@ export class SessionRegistry {
   readonly #reserved = new Set<string>();
   /** sessionId → the principal that created it (absent for sessions created through the programmatic API). */
   readonly #owners = new Map<string, string>();
+  /** sessionId → other principals the owner (or the embedder) shared it with. */
+  readonly #shares = new Map<string, Set<string>>();
   readonly #options: SessionRegistryOptions;
 
   constructor(options: SessionRegistryOptions) {
@@ -88,11 +100,44 @@ export class SessionRegistry {
   summary(host: SessionHost): SessionSummary {
     return {
       sessionId: host.id,
+      owner: this.#owners.get(host.id),
       cwd: host.cwd,
       createdAt: host.createdAt,
       subscribers: host.hub.subscriberCount,
       state: host.state(),
     };
+  }
+
+  /** May `principal` see and use the session? Owner, shared principals and admins may; unowned sessions are open. */
+  canAccess(principal: Principal, sessionId: string): boolean {
+    const owner = this.#owners.get(sessionId);
+    if (owner === undefined || owner === principal.id) return true;
+    if (this.#shares.get(sessionId)?.has(principal.id)) return true;
+    return principal.roles.some((role) => this.#options.adminRoles.has(role));
+  }
+
+  /** The session, if `principal` may use it; `forbidden` otherwise (adr/0009). */
+  authorize(principal: Principal, sessionId: string): SessionHost {
+    const host = this.require(sessionId);
+    if (!this.canAccess(principal, sessionId)) {
+      throw new PiServerError("forbidden", `Session '${sessionId}' belongs to another principal`);
+    }
+    return host;
+  }
+
+  owner(sessionId: string): string | undefined {
+    return this.#owners.get(sessionId);
+  }
+
+  share(sessionId: string, principalId: string): void {
+    this.require(sessionId);
+    let shared = this.#shares.get(sessionId);
+    if (!shared) this.#shares.set(sessionId, (shared = new Set()));
+    shared.add(principalId);
+  }
+
+  unshare(sessionId: string, principalId: string): void {
+    this.#shares.get(sessionId)?.delete(principalId);
   }
 
   ownedBy(principal: string): number {
@@ -137,7 +182,8 @@ export class SessionRegistry {
         options.host,
       );
       this.#hosts.set(sessionId, host);
-      if (principal !== undefined) this.#owners.set(sessionId, principal);
+      const owner = principal ?? request.owner;
+      if (owner !== undefined) this.#owners.set(sessionId, owner);
       options.logger.info({ sessionId, cwd: host.cwd }, "session created");
       options.onCreated(host);
       return host;
@@ -151,6 +197,7 @@ export class SessionRegistry {
     const host = this.require(sessionId);
     this.#hosts.delete(sessionId);
     this.#owners.delete(sessionId);
+    this.#shares.delete(sessionId);
     host.dialogs.cancelAll(reason); // before the running commands are stopped, so dialogs say why
     // Queued commands are answered and never run; running ones are stopped (the engine calls their stop).
     this.#options.engine.abortGroup(

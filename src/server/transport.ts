@@ -2,6 +2,8 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { type WebSocket, WebSocketServer } from "ws";
+import { selectProtocol } from "../auth/credentials.js";
+import type { Principal } from "../auth/types.js";
 import type { PeerSocket } from "./connection.js";
 import type { ServerCore } from "./core.js";
 import type { HeartbeatOptions } from "./options.js";
@@ -28,20 +30,25 @@ export class WsTransport {
     this.#heartbeat = options.heartbeat;
     this.#log = options.logger;
     // noServer: the upgrade is ours to route (and, later, to authenticate before any WebSocket exists).
-    this.#wss = new WebSocketServer({ noServer: true, maxPayload: options.maxPayload, clientTracking: false });
+    this.#wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: options.maxPayload,
+      clientTracking: false,
+      // Browsers send the token as a `bearer.<token>` subprotocol; we answer with ours, never echoing the token.
+      handleProtocols: (protocols) => selectProtocol(protocols),
+    });
   }
 
   get socketCount(): number {
     return this.#sockets.size;
   }
 
-  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
-    // Until authentication lands, the principal is the peer's address (never a client-controlled header).
-    const principal = request.socket.remoteAddress ?? "unknown";
+  /** Complete an upgrade that authentication already accepted for `principal`. */
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer, principal: Principal): void {
     this.#wss.handleUpgrade(request, socket, head, (ws) => this.#attach(ws, principal));
   }
 
-  #attach(ws: WebSocket, principal: string): void {
+  #attach(ws: WebSocket, principal: Principal): void {
     this.#sockets.add(ws);
     let closeTimer: NodeJS.Timeout | undefined;
     const peer: PeerSocket = {
@@ -68,10 +75,10 @@ export class WsTransport {
     const stopHeartbeat = this.#startHeartbeat(ws, handle.connectionId);
     ws.on("close", () => {
       clearTimeout(closeTimer);
-      stopHeartbeat();
+      const byHeartbeat = stopHeartbeat();
       this.#sockets.delete(ws);
       if (this.#sockets.size === 0) this.#onEmpty?.();
-      handle.closed();
+      handle.closed(byHeartbeat);
     });
   }
 
@@ -79,12 +86,14 @@ export class WsTransport {
    * Ping on an interval; a peer whose pong does not come within the timeout is terminated. This is the only way to
    * find a peer whose network vanished without FIN/RST (library-notes). Timers are unref()'d and cleared on close.
    */
-  #startHeartbeat(ws: WebSocket, connectionId: string): () => void {
+  #startHeartbeat(ws: WebSocket, connectionId: string): () => boolean {
     let pongTimer: NodeJS.Timeout | undefined;
+    let terminated = false;
     const interval = setInterval(() => {
       if (pongTimer !== undefined) return; // still waiting for the previous pong
       pongTimer = setTimeout(() => {
         this.heartbeatTerminations += 1;
+        terminated = true;
         this.#log.info({ connId: connectionId }, "no pong within the heartbeat timeout; terminating");
         ws.terminate();
       }, this.#heartbeat.timeoutMs);
@@ -99,6 +108,7 @@ export class WsTransport {
     return () => {
       clearInterval(interval);
       clearTimeout(pongTimer);
+      return terminated;
     };
   }
 

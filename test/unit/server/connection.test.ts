@@ -3,6 +3,7 @@ import { test } from "node:test";
 import { pino } from "pino";
 import { CLOSE_CODES } from "../../../src/errors.js";
 import { Connection, type PeerSocket } from "../../../src/server/connection.js";
+import { ANONYMOUS } from "../../../src/server/core.js";
 
 /** A socket whose buffer the test controls: frames stay "buffered" until `drain()`. */
 class ControlledSocket implements PeerSocket {
@@ -44,7 +45,7 @@ const terminal = (seq: number) => JSON.stringify({ type: "event", seq, event: { 
 
 test("below the high watermark frames go straight out; above it superseded ones conflate, terminal ones never", () => {
   const socket = new ControlledSocket();
-  const conn = new Connection(socket, "p", log, options);
+  const conn = new Connection(socket, ANONYMOUS, log, options);
   const big = "x".repeat(120);
   conn.sendFrame(update(1, big), "k"); // straight out; the buffer is now over the high watermark
   conn.sendFrame(update(2, "a"), "k"); // queued
@@ -75,7 +76,7 @@ test("below the high watermark frames go straight out; above it superseded ones 
 
 test("different keys conflate independently and keep their order", () => {
   const socket = new ControlledSocket();
-  const conn = new Connection(socket, "p", log, options);
+  const conn = new Connection(socket, ANONYMOUS, log, options);
   conn.sendFrame("x".repeat(150));
   conn.sendFrame(update(1, "a1"), "a");
   conn.sendFrame(update(2, "b1"), "b");
@@ -91,7 +92,7 @@ test("different keys conflate independently and keep their order", () => {
 
 test("past the hard limit the connection is closed as a slow consumer", () => {
   const socket = new ControlledSocket();
-  const conn = new Connection(socket, "p", log, options);
+  const conn = new Connection(socket, ANONYMOUS, log, options);
   conn.sendFrame("x".repeat(150));
   for (let i = 0; i < 20; i++) conn.sendFrame(terminal(i)); // nothing conflates: the queue grows
   assert.ok(conn.stats.peakBytes > 0);
@@ -105,7 +106,7 @@ test("a connection lagging longer than maxLagMs is closed", async (t) => {
   const keepAlive = setInterval(() => undefined, 1_000); // the lag timer is unref()'d
   t.after(() => clearInterval(keepAlive));
   const socket = new ControlledSocket();
-  const conn = new Connection(socket, "p", log, { ...options, maxLagMs: 30 });
+  const conn = new Connection(socket, ANONYMOUS, log, { ...options, maxLagMs: 30 });
   conn.sendFrame("x".repeat(150));
   conn.sendFrame(terminal(1));
   await socket.whenClosed;

@@ -1,0 +1,203 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { LlmCallReport } from "../circuit/guards.js";
+import type { CloseReason, CoreTotals, MetricsSink } from "./sink.js";
+
+export interface PrometheusMetricsOptions {
+  /** Register into this registry instead of a new one (never the global default). */
+  registry?: Registry;
+  /** Also collect prom-client's default process metrics. @default false */
+  defaultMetrics?: boolean;
+}
+
+/** A sink backed by prom-client, with its own Registry per server instance (adr/0010). */
+export class PrometheusMetrics implements MetricsSink {
+  readonly registry: Registry;
+  #totals: (() => CoreTotals) | undefined;
+  readonly #connectionsTotal: Counter;
+  readonly #connectionsClosed: Counter<"reason">;
+  readonly #commands: Counter<"command" | "outcome">;
+  readonly #commandDuration: Histogram<"command">;
+  readonly #authFailures: Counter<"reason">;
+  readonly #rateLimited: Counter<"scope">;
+  readonly #breakerTransitions: Counter<"breaker" | "key" | "state">;
+  readonly #llmFirstToken: Histogram<"provider" | "model">;
+  readonly #llmDuration: Histogram<"provider" | "model" | "outcome">;
+  readonly #llmTokens: Counter<"provider" | "model" | "kind">;
+  readonly #llmCost: Counter<"provider" | "model">;
+  readonly #slowConsumers: Counter;
+
+  constructor(options: PrometheusMetricsOptions = {}) {
+    const registry = options.registry ?? new Registry();
+    this.registry = registry;
+    const registers = [registry];
+    const totals = () => this.#totals?.();
+    /** A counter whose value is a core total, read at scrape time. */
+    const totalCounter = (name: string, help: string, read: (t: CoreTotals) => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const t = totals();
+          if (!t) return;
+          this.reset();
+          this.inc(read(t));
+        },
+      });
+    const gauge = (name: string, help: string, read: (t: CoreTotals) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const t = totals();
+          if (t) this.set(read(t));
+        },
+      });
+
+    gauge("pi_server_connections_open", "Open WebSocket connections.", (t) => t.connectionsOpen);
+    this.#connectionsTotal = new Counter({ name: "pi_server_connections_total", help: "WebSocket connections accepted.", registers });
+    this.#connectionsClosed = new Counter({
+      name: "pi_server_connections_closed_total",
+      help: "WebSocket connections closed, by reason.",
+      labelNames: ["reason"],
+      registers,
+    });
+    gauge("pi_server_sessions", "Sessions hosted.", (t) => t.sessions);
+    this.#commands = new Counter({
+      name: "pi_server_commands_total",
+      help: "Commands answered, by command type and outcome (ok or the error code).",
+      labelNames: ["command", "outcome"],
+      registers,
+    });
+    this.#commandDuration = new Histogram({
+      name: "pi_server_command_duration_seconds",
+      help: "Time from a command's arrival to its response.",
+      labelNames: ["command"],
+      buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+      registers,
+    });
+    gauge("pi_server_queued_commands", "Commands running or waiting in session lanes.", (t) => t.queuedCommands);
+    this.#rateLimited = new Counter({
+      name: "pi_server_rate_limit_refusals_total",
+      help: "Commands refused by a rate limit, by scope.",
+      labelNames: ["scope"],
+      registers,
+    });
+    totalCounter("pi_server_rate_limit_refunds_total", "Admissions given back because the command did no work.", (t) => t.rateLimitRefunds);
+    const breakerState = new Gauge({
+      name: "pi_server_breaker_state",
+      help: "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+      labelNames: ["breaker", "key"],
+      registers,
+      collect() {
+        const t = totals();
+        if (!t) return;
+        this.reset();
+        for (const b of t.breakers) this.set({ breaker: b.kind, key: b.key }, b.state === "open" ? 2 : b.state === "halfOpen" ? 1 : 0);
+      },
+    });
+    void breakerState;
+    this.#breakerTransitions = new Counter({
+      name: "pi_server_breaker_transitions_total",
+      help: "Circuit breaker state changes, by breaker, key and new state.",
+      labelNames: ["breaker", "key", "state"],
+      registers,
+    });
+    totalCounter("pi_server_events_sent_total", "Event and response frames written to sockets.", (t) => t.eventsSent);
+    totalCounter("pi_server_events_conflated_total", "Superseded partial frames dropped for lagging clients.", (t) => t.eventsConflated);
+    this.#slowConsumers = new Counter({
+      name: "pi_server_slow_consumer_disconnects_total",
+      help: "Connections closed for not reading fast enough.",
+      registers,
+    });
+    totalCounter("pi_server_heartbeat_terminations_total", "Connections terminated for a missed pong.", (t) => t.heartbeatTerminations);
+    this.#authFailures = new Counter({
+      name: "pi_server_auth_failures_total",
+      help: "Upgrade requests refused by authentication, by reason.",
+      labelNames: ["reason"],
+      registers,
+    });
+    gauge("pi_server_pending_dialogs", "Extension dialogs waiting for an answer.", (t) => t.pendingDialogs);
+    this.#llmFirstToken = new Histogram({
+      name: "pi_server_llm_time_to_first_token_seconds",
+      help: "Time from an LLM call to its first streamed token.",
+      labelNames: ["provider", "model"],
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
+      registers,
+    });
+    this.#llmDuration = new Histogram({
+      name: "pi_server_llm_call_duration_seconds",
+      help: "Duration of LLM calls, by outcome (ok, error, aborted, refused).",
+      labelNames: ["provider", "model", "outcome"],
+      buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
+      registers,
+    });
+    this.#llmTokens = new Counter({
+      name: "pi_server_llm_tokens_total",
+      help: "LLM tokens, by kind (input, output, cache_read, cache_write).",
+      labelNames: ["provider", "model", "kind"],
+      registers,
+    });
+    this.#llmCost = new Counter({
+      name: "pi_server_llm_cost_dollars_total",
+      help: "LLM cost in US dollars as reported by pi's model prices.",
+      labelNames: ["provider", "model"],
+      registers,
+    });
+    if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  }
+
+  attach(totals: () => CoreTotals): void {
+    this.#totals = totals;
+  }
+
+  connectionOpened(): void {
+    this.#connectionsTotal.inc();
+  }
+
+  connectionClosed(reason: CloseReason): void {
+    this.#connectionsClosed.inc({ reason });
+    if (reason === "slow_consumer") this.#slowConsumers.inc();
+  }
+
+  commandFinished(command: string, outcome: string, seconds: number): void {
+    this.#commands.inc({ command, outcome });
+    this.#commandDuration.observe({ command }, seconds);
+  }
+
+  authFailure(reason: string): void {
+    this.#authFailures.inc({ reason });
+  }
+
+  rateLimited(scope: string): void {
+    this.#rateLimited.inc({ scope });
+  }
+
+  breakerTransition(kind: string, key: string, to: string): void {
+    this.#breakerTransitions.inc({ breaker: kind, key, state: to });
+  }
+
+  llmCall(report: LlmCallReport): void {
+    const labels = { provider: report.provider, model: report.model };
+    if (report.firstTokenMs !== undefined) this.#llmFirstToken.observe(labels, report.firstTokenMs / 1000);
+    this.#llmDuration.observe({ ...labels, outcome: report.outcome }, report.durationMs / 1000);
+    const usage = report.message?.usage;
+    if (usage) {
+      for (const [kind, value] of [
+        ["input", usage.input],
+        ["output", usage.output],
+        ["cache_read", usage.cacheRead],
+        ["cache_write", usage.cacheWrite],
+      ] as const) {
+        if (value > 0) this.#llmTokens.inc({ ...labels, kind }, value);
+      }
+      if (usage.cost.total > 0) this.#llmCost.inc(labels, usage.cost.total);
+    }
+  }
+
+  /** The exposition text and its content type. */
+  async scrape(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

@@ -1,0 +1,33 @@
+import type { LlmCallReport } from "../circuit/guards.js";
+
+export type CloseReason = "client" | "server" | "heartbeat" | "slow_consumer" | "shutdown" | "token_expired";
+
+/** Running totals the core keeps anyway; a metrics implementation reads them at scrape time (no hot-path cost). */
+export interface CoreTotals {
+  readonly eventsSent: number;
+  readonly eventsConflated: number;
+  readonly rateLimitRefusals: number;
+  readonly rateLimitRefunds: number;
+  readonly heartbeatTerminations: number;
+  readonly connectionsOpen: number;
+  readonly sessions: number;
+  readonly queuedCommands: number;
+  readonly pendingDialogs: number;
+  readonly breakers: ReadonlyArray<{ kind: string; key: string; state: "closed" | "open" | "halfOpen" }>;
+}
+
+/**
+ * What the server reports as it happens. The core calls these through an optional reference, so with no sink
+ * nothing is computed (style.md: metrics observe the core; the core never imports prom-client).
+ */
+export interface MetricsSink {
+  connectionOpened(): void;
+  connectionClosed(reason: CloseReason): void;
+  commandFinished(command: string, outcome: string, seconds: number): void;
+  authFailure(reason: string): void;
+  rateLimited(scope: string): void;
+  breakerTransition(kind: string, key: string, to: string): void;
+  llmCall(report: LlmCallReport): void;
+  /** Gives the sink a way to read totals and gauges at scrape time. */
+  attach(totals: () => CoreTotals): void;
+}

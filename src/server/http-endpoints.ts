@@ -1,0 +1,45 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+export interface EndpointSources {
+  /** Is the server accepting work? */
+  readonly ready: () => boolean;
+  /** Breakers currently open (reported by /readyz). */
+  readonly openBreakers: () => string[];
+  /** The metrics exposition, if the metrics sink offers one. */
+  readonly scrape: (() => Promise<{ contentType: string; body: string }>) | undefined;
+}
+
+/**
+ * `GET /healthz` (alive), `GET /readyz` (accepting work; lists open breakers) and `GET /metrics`. Returns false for
+ * any other request so the caller can answer it.
+ */
+export function createEndpoints(sources: EndpointSources): (request: IncomingMessage, response: ServerResponse) => boolean {
+  const json = (response: ServerResponse, status: number, body: object) => {
+    response.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" });
+    response.end(JSON.stringify(body));
+  };
+  return (request, response) => {
+    if (request.method !== "GET" && request.method !== "HEAD") return false;
+    const path = new URL(request.url ?? "/", "http://localhost").pathname;
+    if (path === "/healthz") {
+      json(response, 200, { status: "ok" });
+      return true;
+    }
+    if (path === "/readyz") {
+      const ready = sources.ready();
+      json(response, ready ? 200 : 503, { status: ready ? "ready" : "shutting_down", openBreakers: sources.openBreakers() });
+      return true;
+    }
+    if (path === "/metrics" && sources.scrape) {
+      sources.scrape().then(
+        ({ contentType, body }) => {
+          response.writeHead(200, { "content-type": contentType });
+          response.end(body);
+        },
+        (error: unknown) => json(response, 500, { error: error instanceof Error ? error.message : String(error) }),
+      );
+      return true;
+    }
+    return false;
+  };
+}
