@@ -1,8 +1,10 @@
-import { realpathSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { createPiServer, type PiServer } from "./server/create-server.js";
+import { jwtAuth } from "./auth/jwt.js";
+import { parseTokens, tokenAuth } from "./auth/providers.js";
+import { createPiServer, type PiServer, REDACT_PATHS } from "./server/create-server.js";
 import { DEFAULTS, type PiServerOptions } from "./server/options.js";
 import { SERVER_VERSION } from "./version.js";
 
@@ -24,6 +26,20 @@ Options (environment variable in brackets):
   --agent-dir <dir>  pi agent dir (auth, models, settings)     [PI_SERVER_AGENT_DIR] (default: $PI_CODING_AGENT_DIR or ~/.pi/agent)
   --in-memory        keep sessions in memory, not in files     [PI_SERVER_IN_MEMORY=1]
   --log-level <l>    fatal|error|warn|info|debug|trace|silent  [PI_SERVER_LOG_LEVEL] (default info)
+
+Authentication and observability:
+  --auth <kind>            none|token|jwt                        [PI_SERVER_AUTH]          (default none: loopback only)
+  --token-file <path>      lines of principal:token[:roles]      [PI_SERVER_TOKEN_FILE]    (or PI_SERVER_TOKENS, same format, ";"-separated)
+  --jwt-secret-file <path> HS256/384/512 secret (>= 32 bytes)    [PI_SERVER_JWT_SECRET_FILE] (or PI_SERVER_JWT_SECRET)
+  --jwt-jwks-url <url>     JWKS over HTTP(S), rotated on new kid [PI_SERVER_JWT_JWKS_URL]
+  --jwt-jwks-file <path>   JWKS in a file                        [PI_SERVER_JWT_JWKS_FILE]
+  --jwt-issuer <iss>       required issuer                       [PI_SERVER_JWT_ISSUER]
+  --jwt-audience <aud>     required audience                     [PI_SERVER_JWT_AUDIENCE]
+  --jwt-algorithms <list>  comma-separated allow-list            [PI_SERVER_JWT_ALGORITHMS]
+  --allowed-origin <o>     allowed browser Origin (repeatable)   [PI_SERVER_ALLOWED_ORIGINS] (comma-separated)
+  --metrics-port <n>       also serve /metrics /healthz /readyz on this port [PI_SERVER_METRICS_PORT]
+
+Secrets are read from files or the environment only, never from arguments.
   -h, --help         show this help
   -v, --version      print the version
 
@@ -61,6 +77,16 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "agent-dir": { type: "string" },
       "in-memory": { type: "boolean" },
       "log-level": { type: "string" },
+      auth: { type: "string" },
+      "token-file": { type: "string" },
+      "jwt-secret-file": { type: "string" },
+      "jwt-jwks-url": { type: "string" },
+      "jwt-jwks-file": { type: "string" },
+      "jwt-issuer": { type: "string" },
+      "jwt-audience": { type: "string" },
+      "jwt-algorithms": { type: "string" },
+      "allowed-origin": { type: "string", multiple: true },
+      "metrics-port": { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean", short: "v" },
     },
@@ -75,7 +101,12 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${logLevel}'`);
   }
   const inMemoryEnv = env["PI_SERVER_IN_MEMORY"];
+  const origins = values["allowed-origin"] ?? env["PI_SERVER_ALLOWED_ORIGINS"]?.split(",").filter(Boolean);
+  const metricsPort = values["metrics-port"] ?? env["PI_SERVER_METRICS_PORT"];
   return {
+    ...authOptions(values, env),
+    ...(origins?.length ? { allowedOrigins: origins } : {}),
+    ...(metricsPort === undefined ? {} : { metricsPort: parsePort(metricsPort, "--metrics-port") }),
     port: portText === undefined ? DEFAULT_PORT : parsePort(portText, values.port ? "--port" : "PI_SERVER_PORT"),
     host: values.host ?? env["PI_SERVER_HOST"] ?? DEFAULTS.host,
     cwd: values.cwd ?? env["PI_SERVER_CWD"] ?? process.cwd(),
@@ -85,6 +116,52 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
     inMemory: values["in-memory"] ?? (inMemoryEnv === undefined ? false : parseBoolean(inMemoryEnv, "PI_SERVER_IN_MEMORY")),
     logLevel: logLevel as LogLevel,
   };
+}
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+/** `--auth` and its settings (flags, then PI_SERVER_* variables); secrets only from files or the environment. */
+function authOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOptions, "auth"> {
+  const setting = (flag: string, variable: string) => (values[flag] as string | undefined) ?? env[variable];
+  const kind = setting("auth", "PI_SERVER_AUTH") ?? "none";
+  if (kind === "none") return {};
+  if (kind === "token") {
+    const file = setting("token-file", "PI_SERVER_TOKEN_FILE");
+    const inline = env["PI_SERVER_TOKENS"];
+    if (!file && !inline) throw new UsageError("--auth token needs --token-file (or PI_SERVER_TOKEN_FILE / PI_SERVER_TOKENS)");
+    const tokens = inline ? parseTokens(inline.replaceAll(";", "\n"), "PI_SERVER_TOKENS") : [];
+    return { auth: tokenAuth({ tokens, ...(file ? { file } : {}) }) };
+  }
+  if (kind !== "jwt") throw new UsageError(`--auth must be none, token or jwt, got '${kind}'`);
+  const secretFile = setting("jwt-secret-file", "PI_SERVER_JWT_SECRET_FILE");
+  const secretEnv = env["PI_SERVER_JWT_SECRET"];
+  const jwksUrl = setting("jwt-jwks-url", "PI_SERVER_JWT_JWKS_URL");
+  const jwksFile = setting("jwt-jwks-file", "PI_SERVER_JWT_JWKS_FILE");
+  const issuer = setting("jwt-issuer", "PI_SERVER_JWT_ISSUER");
+  const audience = setting("jwt-audience", "PI_SERVER_JWT_AUDIENCE");
+  const algorithms = setting("jwt-algorithms", "PI_SERVER_JWT_ALGORITHMS")?.split(",").filter(Boolean);
+  const missing: string[] = [];
+  const keySources = [secretFile ?? secretEnv, jwksUrl, jwksFile].filter((v) => v !== undefined).length;
+  if (keySources === 0) missing.push("a key: --jwt-secret-file, --jwt-jwks-url or --jwt-jwks-file");
+  if (keySources > 1) throw new UsageError("--auth jwt takes exactly one of a secret, --jwt-jwks-url or --jwt-jwks-file");
+  if (!issuer) missing.push("--jwt-issuer");
+  if (!audience) missing.push("--jwt-audience");
+  if (missing.length > 0) throw new UsageError(`--auth jwt is missing ${missing.join(", ")}`);
+  const secret = secretFile ? readFileSync(secretFile, "utf8").trim() : secretEnv;
+  try {
+    return {
+      auth: jwtAuth({
+        issuer: issuer as string,
+        audience: audience as string,
+        ...(secret !== undefined ? { secret } : {}),
+        ...(jwksUrl ? { jwksUrl } : {}),
+        ...(jwksFile ? { jwksFile } : {}),
+        ...(algorithms ? { algorithms } : {}),
+      }),
+    };
+  } catch (error) {
+    throw new UsageError(`--auth jwt: ${error instanceof Error ? error.message : String(error)}`);
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -106,7 +183,10 @@ export async function main(argv: string[]): Promise<void> {
 
   // Synchronous stderr logging so nothing is lost when the process exits right after shutdown.
   const { logLevel, ...serverOptions } = options;
-  const logger = pino({ name: "pi-server", level: logLevel ?? DEFAULTS.logLevel }, pino.destination({ dest: 2, sync: true }));
+  const logger = pino(
+    { name: "pi-server", level: logLevel ?? DEFAULTS.logLevel, redact: { paths: REDACT_PATHS, censor: "[redacted]" } },
+    pino.destination({ dest: 2, sync: true }),
+  );
   let server: PiServer;
   try {
     server = createPiServer({ ...serverOptions, logger });

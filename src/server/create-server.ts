@@ -263,8 +263,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     core.stopAccepting();
     core.broadcast({ type: "server_shutdown", graceMs: config.abortRunsOnShutdown ? 0 : config.shutdownGraceMs });
     if (config.mode === "server") options.server?.off("upgrade", onUpgrade);
-    httpServer?.close();
-    metricsServer?.close();
+    // Our HTTP listeners stay up during the grace period, so /readyz can say 503 and upgrades get 503.
 
     // Let runs finish within the grace period (unless configured to abort them), then abort what is left.
     const hosts = [...registry.hosts()];
@@ -290,8 +289,10 @@ export function createPiServer(options: PiServerOptions): PiServer {
     await transport.close();
     await transport.drain(1_000); // let the 1001 close frames reach their clients
 
-    httpServer?.closeAllConnections();
-    metricsServer?.closeAllConnections();
+    for (const server of [httpServer, metricsServer]) {
+      server?.close();
+      server?.closeAllConnections();
+    }
     state = "closed";
     log.info("closed");
     log.flush?.();

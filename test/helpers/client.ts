@@ -145,3 +145,23 @@ export class TestClient {
     await this.closed;
   }
 }
+
+/** The outcome of an upgrade attempt: the HTTP status of a refusal, or an open client. */
+export async function attempt(
+  url: string,
+  options: { token?: string; protocols?: string[]; headers?: Record<string, string> } = {},
+): Promise<{ status: number; client?: TestClient }> {
+  const headers = { ...options.headers, ...(options.token ? { authorization: `Bearer ${options.token}` } : {}) };
+  const ws = new WebSocket(url, options.protocols ?? [], { headers });
+  return new Promise((resolve) => {
+    ws.once("unexpected-response", (_request, response) => {
+      resolve({ status: response.statusCode ?? 0 });
+      ws.terminate();
+    });
+    ws.once("error", () => resolve({ status: 0 }));
+    ws.once("open", () => {
+      ws.close();
+      resolve({ status: 101 });
+    });
+  });
+}

@@ -43,7 +43,7 @@ export async function startServer(
   const setup = fauxSetup(fauxOptions);
   const server = createPiServer({
     port: 0,
-    logLevel: "silent",
+    ...(options.logger ? {} : { logLevel: "silent" as const }),
     sessionFactory: setup.factory,
     cwd: setup.root,
     shutdownGraceMs: 0,

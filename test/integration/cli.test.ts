@@ -5,8 +5,9 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { test } from "node:test";
 import { piSessionDir, SERVER_VERSION } from "../../src/index.js";
-import { TestClient, WAIT_MS } from "../helpers/client.js";
+import { attempt, TestClient, WAIT_MS } from "../helpers/client.js";
 import { tempDir } from "../helpers/faux.js";
+import { AUDIENCE, claims, ISSUER, mintHs } from "../helpers/jwt.js";
 import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
 
 const CLI = ["--import", "tsx", join(import.meta.dirname, "../../src/cli.ts")];
@@ -123,4 +124,36 @@ test("CLI: --help, --version, and bad flags or env exit non-zero with a message"
     assert.equal(await exited(child), 2, `${args.join(" ")} ${JSON.stringify(extraEnv)}`);
     assert.match(err.text(), pattern);
   }
+});
+
+test("CLI: --auth jwt with a secret file: a good token connects, a bad one gets 401; missing settings exit non-zero", async (t) => {
+  const dir = tempDir("cli-jwt");
+  t.after(dir.cleanup);
+  const secret = "cli-secret-".repeat(4);
+  const secretFile = join(dir.path, "jwt.secret");
+  writeFileSync(secretFile, `${secret}\n`);
+  const env = cleanEnv(dir.path, { PI_CODING_AGENT_DIR: dir.path });
+
+  const incomplete = run(["--auth", "jwt"], env);
+  const incompleteErr = collect(incomplete.stderr);
+  assert.equal(await exited(incomplete), 2);
+  assert.match(incompleteErr.text(), /--auth jwt is missing a key: .*--jwt-issuer, --jwt-audience/);
+  const secretInArgv = run(["--auth", "jwt", "--jwt-secret", secret], env);
+  assert.equal(await exited(secretInArgv), 2, "there is no flag that takes a secret");
+
+  const child = run(
+    ["--port", "0", "--in-memory", "--auth", "jwt", "--jwt-secret-file", secretFile, "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE],
+    env,
+  );
+  t.after(() => child.kill("SIGKILL"));
+  const stdout = collect(child.stdout);
+  const line = await firstLine(child.stdout);
+  const url = /ws:\/\/\S+/.exec(line)?.[0] as string;
+  assert.equal((await attempt(url, { token: mintHs(claims("dave"), secret) })).status, 101);
+  assert.equal((await attempt(url, { token: mintHs(claims("dave"), "not-the-secret-".repeat(3)) })).status, 401);
+  assert.equal((await attempt(url)).status, 401);
+  const exit = exited(child);
+  child.kill("SIGTERM");
+  assert.equal(await exit, 0);
+  assert.equal(stdout.text().trim().split("\n").length, 1, "stdout holds only the listening line");
 });

@@ -1,0 +1,104 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
+import { anyOf, noneAuth, tokenAuth } from "../../src/auth/index.js";
+import { attempt, TestClient } from "../helpers/client.js";
+import { startServer } from "../helpers/server.js";
+
+const TOKENS = {
+  alice: "alice-token-0123456789abcdef",
+  bob: "bob-token-0123456789abcdef00",
+  root: "root-token-0123456789abcdef0",
+};
+
+const askExtension: ExtensionFactory = (pi) => {
+  pi.registerCommand("ask", {
+    description: "confirm",
+    handler: async (_args, ctx) => {
+      ctx.ui.notify(`confirm:${await ctx.ui.confirm("Proceed?", "Really?")}`, "info");
+    },
+  });
+};
+
+async function as(url: string, token: string): Promise<TestClient> {
+  const client = new TestClient(url, { headers: { authorization: `Bearer ${token}` } });
+  await client.ready;
+  return client;
+}
+
+test("principal B cannot list, subscribe to, command, answer dialogs of or delete A's session; an admin can", async (t) => {
+  const h = await startServer(
+    t,
+    {
+      auth: tokenAuth({
+        tokens: [
+          { principal: "alice", token: TOKENS.alice },
+          { principal: "bob", token: TOKENS.bob },
+          { principal: "root", token: TOKENS.root, roles: ["admin"] },
+        ],
+      }),
+    },
+    { extensionFactories: [askExtension] },
+  );
+  const alice = await as(h.url, TOKENS.alice);
+  const bob = await as(h.url, TOKENS.bob);
+  const root = await as(h.url, TOKENS.root);
+  t.after(async () => Promise.all([alice.close(), bob.close(), root.close()]));
+  assert.equal((await attempt(h.url, { token: "wrong-token-0123456789abcdef" })).status, 401);
+  assert.equal((await attempt(h.url)).status, 401);
+
+  await alice.ok({ type: "create_session", sessionId: "a1" });
+  await bob.ok({ type: "create_session", sessionId: "b1" });
+  const listed = (client: TestClient) =>
+    client.ok<{ sessions: Array<{ sessionId: string; owner: string }> }>({ type: "list_sessions" }).then((d) =>
+      d.sessions.map((s) => s.sessionId).sort(),
+    );
+  assert.deepEqual(await listed(alice), ["a1"]);
+  assert.deepEqual(await listed(bob), ["b1"]);
+  assert.deepEqual(await listed(root), ["a1", "b1"]);
+
+  alice.send({ type: "prompt", sessionId: "a1", message: "/ask" });
+  const dialog = await alice.waitForEvent("a1", "extension_ui_request", (e) => e["method"] === "confirm");
+  const forbidden = [
+    { type: "subscribe", sessionId: "a1" },
+    { type: "get_state", sessionId: "a1" },
+    { type: "get_messages", sessionId: "a1" },
+    { type: "bash", sessionId: "a1", command: "echo pwned" },
+    { type: "abort", sessionId: "a1" },
+    { type: "extension_ui_response", sessionId: "a1", id: dialog.event["id"], confirmed: true },
+    { type: "delete_session", sessionId: "a1" },
+  ];
+  for (const command of forbidden) {
+    assert.equal((await bob.request(command)).code, "forbidden", command.type);
+  }
+  assert.equal(bob.events("a1").length, 0, "bob saw no event of alice's session");
+
+  // The admin can subscribe, see the pending dialog and answer it.
+  await root.ok({ type: "subscribe", sessionId: "a1" });
+  const seen = await root.waitForEvent("a1", "extension_ui_request", (e) => e["method"] === "confirm");
+  await root.ok({ type: "extension_ui_response", sessionId: "a1", id: seen.event["id"], confirmed: true });
+  await alice.waitForEvent("a1", "extension_ui_request", (e) => e["message"] === "confirm:true");
+  assert.equal((await root.ok<{ output: string }>({ type: "bash", sessionId: "a1", command: "echo admin" })).output, "admin\n");
+
+  // The programmatic API can share a session with another principal.
+  h.server.sessions.share("a1", "bob");
+  assert.deepEqual(await listed(bob), ["a1", "b1"]);
+  await bob.ok({ type: "subscribe", sessionId: "a1" });
+  h.server.sessions.unshare("a1", "bob");
+  assert.equal((await bob.request({ type: "get_state", sessionId: "a1" })).code, "forbidden");
+  assert.equal(h.server.sessions.list().find((s) => s.sessionId === "a1")?.owner, "alice");
+});
+
+test("anyOf composes providers; `none` refuses non-loopback peers and cannot bind a public host by accident", async (t) => {
+  const h = await startServer(t, {
+    auth: anyOf(tokenAuth({ tokens: [{ principal: "svc", token: TOKENS.alice }] }), noneAuth()),
+  });
+  assert.equal((await attempt(h.url, { token: TOKENS.alice })).status, 101);
+  assert.equal((await attempt(h.url)).status, 101, "falls through to none on loopback");
+  const remote = await noneAuth().authenticate({ headers: {}, url: new URL("http://x/"), remoteAddress: "203.0.113.9", token: undefined });
+  assert.deepEqual(remote.ok ? "ok" : [remote.status, remote.reason], [403, "not_loopback"]);
+  const { createPiServer } = await import("../../src/index.js");
+  assert.throws(() => createPiServer({ port: 0, host: "0.0.0.0", logLevel: "silent" }), /without authentication/);
+  const allowed = createPiServer({ port: 0, host: "0.0.0.0", allowUnauthenticatedRemote: true, logLevel: "silent" });
+  await allowed.close();
+});
