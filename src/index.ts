@@ -15,3 +15,20 @@ export {
 export type { SessionState } from "./server/session-host.js";
 export type { CreateSessionRequest, HostedSession, SessionSummary } from "./server/sessions.js";
 export { SERVER_VERSION } from "./version.js";
+export {
+  type AuthFailureReason,
+  type AuthProvider,
+  type AuthRequest,
+  type AuthResult,
+  anyOf,
+  type JwtAuthOptions,
+  jwtAuth,
+  noneAuth,
+  type Principal,
+  type StaticToken,
+  tokenAuth,
+} from "./auth/index.js";
+export { PrometheusMetrics, type PrometheusMetricsOptions } from "./metrics/prometheus.js";
+export type { CloseReason, CoreTotals, MetricsSink } from "./metrics/sink.js";
+export type { ConnectionEvent } from "./server/core.js";
+export type { PiServerEvents, ServerHealth } from "./server/create-server.js";

@@ -55,21 +55,14 @@ export class PrometheusMetrics implements MetricsSink {
         },
       });
 
+    const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
+      new Counter<L>({ name, help, labelNames, registers });
+
     gauge("pi_server_connections_open", "Open WebSocket connections.", (t) => t.connectionsOpen);
-    this.#connectionsTotal = new Counter({ name: "pi_server_connections_total", help: "WebSocket connections accepted.", registers });
-    this.#connectionsClosed = new Counter({
-      name: "pi_server_connections_closed_total",
-      help: "WebSocket connections closed, by reason.",
-      labelNames: ["reason"],
-      registers,
-    });
+    this.#connectionsTotal = counter("pi_server_connections_total", "WebSocket connections accepted.");
+    this.#connectionsClosed = counter("pi_server_connections_closed_total", "WebSocket connections closed, by reason.", ["reason"] as const);
     gauge("pi_server_sessions", "Sessions hosted.", (t) => t.sessions);
-    this.#commands = new Counter({
-      name: "pi_server_commands_total",
-      help: "Commands answered, by command type and outcome (ok or the error code).",
-      labelNames: ["command", "outcome"],
-      registers,
-    });
+    this.#commands = counter("pi_server_commands_total", "Commands answered, by command type and outcome (ok or the error code).", ["command", "outcome"] as const);
     this.#commandDuration = new Histogram({
       name: "pi_server_command_duration_seconds",
       help: "Time from a command's arrival to its response.",
@@ -78,14 +71,9 @@ export class PrometheusMetrics implements MetricsSink {
       registers,
     });
     gauge("pi_server_queued_commands", "Commands running or waiting in session lanes.", (t) => t.queuedCommands);
-    this.#rateLimited = new Counter({
-      name: "pi_server_rate_limit_refusals_total",
-      help: "Commands refused by a rate limit, by scope.",
-      labelNames: ["scope"],
-      registers,
-    });
+    this.#rateLimited = counter("pi_server_rate_limit_refusals_total", "Commands refused by a rate limit, by scope.", ["scope"] as const);
     totalCounter("pi_server_rate_limit_refunds_total", "Admissions given back because the command did no work.", (t) => t.rateLimitRefunds);
-    const breakerState = new Gauge({
+    new Gauge({
       name: "pi_server_breaker_state",
       help: "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
       labelNames: ["breaker", "key"],
@@ -97,27 +85,12 @@ export class PrometheusMetrics implements MetricsSink {
         for (const b of t.breakers) this.set({ breaker: b.kind, key: b.key }, b.state === "open" ? 2 : b.state === "halfOpen" ? 1 : 0);
       },
     });
-    void breakerState;
-    this.#breakerTransitions = new Counter({
-      name: "pi_server_breaker_transitions_total",
-      help: "Circuit breaker state changes, by breaker, key and new state.",
-      labelNames: ["breaker", "key", "state"],
-      registers,
-    });
+    this.#breakerTransitions = counter("pi_server_breaker_transitions_total", "Circuit breaker state changes, by breaker, key and new state.", ["breaker", "key", "state"] as const);
     totalCounter("pi_server_events_sent_total", "Event and response frames written to sockets.", (t) => t.eventsSent);
     totalCounter("pi_server_events_conflated_total", "Superseded partial frames dropped for lagging clients.", (t) => t.eventsConflated);
-    this.#slowConsumers = new Counter({
-      name: "pi_server_slow_consumer_disconnects_total",
-      help: "Connections closed for not reading fast enough.",
-      registers,
-    });
+    this.#slowConsumers = counter("pi_server_slow_consumer_disconnects_total", "Connections closed for not reading fast enough.");
     totalCounter("pi_server_heartbeat_terminations_total", "Connections terminated for a missed pong.", (t) => t.heartbeatTerminations);
-    this.#authFailures = new Counter({
-      name: "pi_server_auth_failures_total",
-      help: "Upgrade requests refused by authentication, by reason.",
-      labelNames: ["reason"],
-      registers,
-    });
+    this.#authFailures = counter("pi_server_auth_failures_total", "Upgrade requests refused by authentication, by reason.", ["reason"] as const);
     gauge("pi_server_pending_dialogs", "Extension dialogs waiting for an answer.", (t) => t.pendingDialogs);
     this.#llmFirstToken = new Histogram({
       name: "pi_server_llm_time_to_first_token_seconds",
@@ -133,18 +106,8 @@ export class PrometheusMetrics implements MetricsSink {
       buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
       registers,
     });
-    this.#llmTokens = new Counter({
-      name: "pi_server_llm_tokens_total",
-      help: "LLM tokens, by kind (input, output, cache_read, cache_write).",
-      labelNames: ["provider", "model", "kind"],
-      registers,
-    });
-    this.#llmCost = new Counter({
-      name: "pi_server_llm_cost_dollars_total",
-      help: "LLM cost in US dollars as reported by pi's model prices.",
-      labelNames: ["provider", "model"],
-      registers,
-    });
+    this.#llmTokens = counter("pi_server_llm_tokens_total", "LLM tokens, by kind (input, output, cache_read, cache_write).", ["provider", "model", "kind"] as const);
+    this.#llmCost = counter("pi_server_llm_cost_dollars_total", "LLM cost in US dollars as reported by pi's model prices.", ["provider", "model"] as const);
     if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   }
 

@@ -204,7 +204,6 @@ export class ServerCore {
     if (!this.#metrics) return;
     const label = Object.hasOwn(COMMANDS, command) ? command : "invalid";
     this.#metrics.commandFinished(label, outcome, (performance.now() - startedAt) / 1000);
-    if (outcome === "rate_limited") this.#metrics.rateLimited(command);
   }
 
   #respond(conn: Connection, id: string | undefined, command: string, data: unknown, startedAt: number): void {
@@ -222,6 +221,7 @@ export class ServerCore {
     if (id !== undefined && claimed) conn.releaseId(id);
     const coded = toPiServerError(error);
     this.#measure(command, coded.code, startedAt);
+    if (coded.code === "rate_limited") this.#metrics?.rateLimited(String(coded.details?.["scope"]));
     if (!(error instanceof Error)) conn.log.error({ err: error, command }, "command failed with a non-error value");
     else conn.log.debug({ code: coded.code, command, msg: coded.message }, "command refused");
     conn.send({ type: "response", id, command, success: false, code: coded.code, error: coded.message, ...coded.details });
