@@ -144,7 +144,7 @@ export class ServerCore {
       connectionId: conn.connectionId,
       message: (text) => this.#onFrame(conn, text),
       binary: () =>
-        this.#fail(conn, undefined, "parse", new PiServerError("bad_frame", "Binary frames are not supported; send JSON text"), 0),
+        this.#fail(conn, undefined, "parse", new PiServerError("bad_frame", "Binary frames are not supported; send JSON text"), performance.now()),
       closed: (heartbeat) => this.#onClosed(conn, heartbeat ? "heartbeat" : undefined),
     };
   }
@@ -256,8 +256,11 @@ export class ServerCore {
       return;
     }
     // A command that never did work gives its admission back (adr/0005).
-    const failUnstarted = (error: unknown) => {
+    const refund = () => {
       if (admission) this.#limits.refund(admission);
+    };
+    const failUnstarted = (error: unknown) => {
+      refund();
       fail(error);
     };
     const reply: Reply = (data) => this.#respond(conn, id, type, data, startedAt);
@@ -265,9 +268,6 @@ export class ServerCore {
       if (parsed.spec.scope === "session") {
         this.#runSessionCommand(conn, parsed, admission).then(reply, fail);
       } else {
-        const refund = () => {
-          if (admission) this.#limits.refund(admission);
-        };
         this.#serverCommands[type as ServerCommandType](conn, parsed, reply, refund)?.catch(failUnstarted);
       }
     } catch (error) {
