@@ -125,10 +125,6 @@ export class SessionRegistry {
     return host;
   }
 
-  owner(sessionId: string): string | undefined {
-    return this.#owners.get(sessionId);
-  }
-
   share(sessionId: string, principalId: string): void {
     this.require(sessionId);
     let shared = this.#shares.get(sessionId);
