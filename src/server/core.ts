@@ -58,6 +58,9 @@ export interface ConnectionEvent {
 /** The principal of connections opened without authentication (tests, `noServer` embedders calling `opened`). */
 export const ANONYMOUS: Principal = Object.freeze({ id: "anonymous", roles: [], claims: {} });
 
+/** The longest delay `setTimeout` honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Never rate limited: stopping work and answering dialogs must always be possible. */
 const RATE_EXEMPT: ReadonlySet<string> = new Set(["abort", "abort_bash", "abort_retry", "cancel", "extension_ui_response"]);
 /** Commands that start work count against the session's limit too. */
@@ -126,13 +129,8 @@ export class ServerCore {
     this.#metrics?.connectionOpened();
     this.#onConnection?.({ connectionId: conn.connectionId, principal: principal.id });
     if (principal.expiresAt !== undefined) {
-      // The credential's life bounds the connection's (PROTOCOL.md §7): no re-authentication in-band.
-      const expiry = setTimeout(
-        () => conn.close(CLOSE_CODES.tokenExpired, "token expired: reconnect with a fresh token", "token_expired"),
-        Math.max(0, principal.expiresAt - Date.now()),
-      );
-      expiry.unref();
-      this.#expiryTimers.set(conn, expiry);
+      // The credential's life bounds the connection's (PROTOCOL.md §1.1): no re-authentication in-band.
+      this.#closeAt(conn, principal.expiresAt);
     }
     conn.send({
       type: "server_ready",
@@ -147,6 +145,23 @@ export class ServerCore {
         this.#fail(conn, undefined, "parse", new PiServerError("bad_frame", "Binary frames are not supported; send JSON text"), performance.now()),
       closed: (heartbeat) => this.#onClosed(conn, heartbeat ? "heartbeat" : undefined),
     };
+  }
+
+  /**
+   * Close `conn` with 4003 at `expiresAt`. Node fires delays above 2^31-1 ms (~24.8 days) after 1 ms, so a long-lived
+   * token re-arms the timer until its time has come.
+   */
+  #closeAt(conn: Connection, expiresAt: number): void {
+    const remaining = expiresAt - Date.now();
+    const timer = setTimeout(
+      () => {
+        if (Date.now() < expiresAt) this.#closeAt(conn, expiresAt);
+        else conn.close(CLOSE_CODES.tokenExpired, "token expired: reconnect with a fresh token", "token_expired");
+      },
+      Math.min(Math.max(0, remaining), MAX_TIMER_MS),
+    );
+    timer.unref();
+    this.#expiryTimers.set(conn, timer);
   }
 
   /** Tell every connection `notice`. */

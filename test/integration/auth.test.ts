@@ -101,6 +101,13 @@ test("HS256 shared secret; a connection is closed with 4003 when its token expir
   assert.equal((await attempt(h.url, { token: mintHs(claims("carol"), "wrong-secret-".repeat(4)) })).status, 401);
   assert.equal((await attempt(h.url, { token: mintHs(claims("carol"), secret, "HS512") })).status, 101);
 
+  // A token valid for 60 days (beyond setTimeout's ~24.8-day range) keeps its connection open.
+  const longLived = new TestClient(h.url, { headers: { authorization: `Bearer ${mintHs(claims("carol", { exp: now + 60 * 86_400 }), secret)}` } });
+  await longLived.ready;
+  for (let i = 0; i < 3; i++) assert.equal((await longLived.request({ type: "ping" })).success, true);
+  assert.equal(h.server.connectionCount, 1);
+  await longLived.close();
+
   const shortLived = mintHs(claims("carol", { exp: now + 2 }), secret);
   const client = new TestClient(h.url, { headers: { authorization: `Bearer ${shortLived}` } });
   await client.ready;
