@@ -6,7 +6,6 @@ export type CloseReason = "client" | "server" | "heartbeat" | "slow_consumer" | 
 export interface CoreTotals {
   readonly eventsSent: number;
   readonly eventsConflated: number;
-  readonly rateLimitRefusals: number;
   readonly rateLimitRefunds: number;
   readonly heartbeatTerminations: number;
   readonly connectionsOpen: number;

@@ -57,6 +57,8 @@ export interface ServerHealth {
     peakBytes: number;
   }>;
   readonly heartbeatTerminations: number;
+  /** Frames written to sockets and superseded partials dropped for lagging clients, since start. */
+  readonly frames: { readonly sent: number; readonly conflated: number };
   /** Per session: subscribers, pending dialogs, replay ring. */
   readonly sessionsDetail: ReadonlyArray<{
     sessionId: string;
@@ -176,22 +178,58 @@ export function createPiServer(options: PiServerOptions): PiServer {
     onDisconnect: (event) => events.emit("disconnect", event),
   });
   const transport = new WsTransport(core, { maxPayload: config.maxPayload, heartbeat: config.heartbeat, logger: log });
+  // Scrape-time values come from the same snapshot as health(): one place that reads the server's state.
   metrics?.attach(() => {
-    const frames = core.frameTotals();
-    const health = [...registry.hosts()];
+    const snapshot = health();
     return {
-      eventsSent: frames.framesSent,
-      eventsConflated: frames.framesConflated,
-      rateLimitRefusals: limits.refusals,
-      rateLimitRefunds: limits.refunds,
-      heartbeatTerminations: transport.heartbeatTerminations,
-      connectionsOpen: core.connectionCount,
-      sessions: registry.size,
-      queuedCommands: health.reduce((n, host) => n + host.lane.depth, 0),
-      pendingDialogs: health.reduce((n, host) => n + host.dialogs.size, 0),
-      breakers: breakers.all().map((b) => ({ kind: b.kind, key: b.key, state: b.state })),
+      eventsSent: snapshot.frames.sent,
+      eventsConflated: snapshot.frames.conflated,
+      rateLimitRefunds: snapshot.rateLimits.refunds,
+      heartbeatTerminations: snapshot.heartbeatTerminations,
+      connectionsOpen: snapshot.connections,
+      sessions: snapshot.sessions,
+      queuedCommands: snapshot.queues.reduce((n, q) => n + q.depth, 0),
+      pendingDialogs: snapshot.sessionsDetail.reduce((n, s) => n + s.pendingDialogs, 0),
+      breakers: snapshot.breakers,
     };
   });
+  const health = (): ServerHealth => {
+    const frames = core.frameTotals();
+    return {
+      state,
+      connections: core.connectionCount,
+      sessions: registry.size,
+      tasks: engine.size,
+      breakers: breakers.all().map((b) => ({ kind: b.kind, key: b.key, state: b.state, ...b.stats })),
+      queues: [...registry.hosts()].map((host) => ({ sessionId: host.id, depth: host.lane.depth, waiting: host.lane.waiting })),
+      connectionsDetail: [...core.connections()].map((conn) => ({
+        connectionId: conn.connectionId,
+        subscriptions: conn.subscriptions.size,
+        queuedFrames: conn.queuedFrames,
+        queuedBytes: conn.queuedBytes,
+        ...conn.stats,
+      })),
+      heartbeatTerminations: transport.heartbeatTerminations,
+      frames: { sent: frames.framesSent, conflated: frames.framesConflated },
+      sessionsDetail: [...registry.hosts()].map((host) => ({
+        sessionId: host.id,
+        subscribers: host.hub.subscriberCount,
+        pendingDialogs: host.dialogs.size,
+        seq: host.hub.seq,
+        replayFromSeq: host.hub.firstReplayableSeq,
+        replayBytes: host.hub.replayBytes,
+      })),
+      rateLimits: {
+        refusals: limits.refusals,
+        refunds: limits.refunds,
+        keys: {
+          connection: limits.connection?.keyCount ?? 0,
+          session: limits.session?.keyCount ?? 0,
+          global: limits.global?.keyCount ?? 0,
+        },
+      },
+    };
+  };
   const gate = createUpgradeGate({
     auth: options.auth ?? noneAuth({ allowRemote: options.allowUnauthenticatedRemote ?? false }),
     allowedOrigins: config.allowedOrigins,
@@ -325,39 +363,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     off: (event, listener) => {
       events.off(event, listener as never);
     },
-    health: () => ({
-      state,
-      connections: core.connectionCount,
-      sessions: registry.size,
-      tasks: engine.size,
-      breakers: breakers.all().map((b) => ({ kind: b.kind, key: b.key, state: b.state, ...b.stats })),
-      queues: [...registry.hosts()].map((host) => ({ sessionId: host.id, depth: host.lane.depth, waiting: host.lane.waiting })),
-      connectionsDetail: [...core.connections()].map((conn) => ({
-        connectionId: conn.connectionId,
-        subscriptions: conn.subscriptions.size,
-        queuedFrames: conn.queuedFrames,
-        queuedBytes: conn.queuedBytes,
-        ...conn.stats,
-      })),
-      heartbeatTerminations: transport.heartbeatTerminations,
-      sessionsDetail: [...registry.hosts()].map((host) => ({
-        sessionId: host.id,
-        subscribers: host.hub.subscriberCount,
-        pendingDialogs: host.dialogs.size,
-        seq: host.hub.seq,
-        replayFromSeq: host.hub.firstReplayableSeq,
-        replayBytes: host.hub.replayBytes,
-      })),
-      rateLimits: {
-        refusals: limits.refusals,
-        refunds: limits.refunds,
-        keys: {
-          connection: limits.connection?.keyCount ?? 0,
-          session: limits.session?.keyCount ?? 0,
-          global: limits.global?.keyCount ?? 0,
-        },
-      },
-    }),
+    health,
     close: () => {
       closing ??= runClose();
       return closing;

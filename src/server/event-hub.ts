@@ -27,13 +27,6 @@ interface Stored {
 /** What `resume` found: the frames to replay, or that the cursor cannot be served. */
 export type Resume = { readonly frames: readonly string[] } | { readonly resyncRequired: true };
 
-/** Conflation key of an event, or undefined for frames that must all be delivered. */
-function supersedeKey(sessionId: string, event: { type?: unknown; toolCallId?: unknown }): string | undefined {
-  if (event.type === "message_update") return `${sessionId}\0message`;
-  if (event.type === "tool_execution_update") return `${sessionId}\0tool\0${String(event.toolCallId)}`;
-  return undefined;
-}
-
 /**
  * One per session. Stamps each event with the session's next `seq` once, serializes it once, keeps it in a bounded
  * ring for resumption, and hands the same string to every subscriber (architecture.md, "an event, outbound").
@@ -42,6 +35,8 @@ export class EventHub {
   /** Changes whenever the ring cannot be trusted: a new hub (new session, new process) has a new epoch. */
   readonly epoch = randomUUID();
   readonly #sessionId: string;
+  /** Conflation key of the session's `message_update`s, built once (it is needed for every streamed chunk). */
+  readonly #messageKey: string;
   readonly #subscribers = new Set<Subscriber>();
   /** `{"type":"event","sessionId":…,"seq":` — the part of every frame that never changes. */
   readonly #prefix: string;
@@ -58,6 +53,7 @@ export class EventHub {
 
   constructor(sessionId: string, limits: ReplayLimits) {
     this.#sessionId = sessionId;
+    this.#messageKey = `${sessionId}\0message`;
     this.#prefix = `{"type":"event","sessionId":${JSON.stringify(sessionId)},"seq":`;
     this.#limits = limits;
   }
@@ -101,7 +97,7 @@ export class EventHub {
     this.#seq += 1;
     const frame = `${this.#prefix}${this.#seq},"event":${JSON.stringify(event)}}`;
     this.#store({ seq: this.#seq, frame });
-    const key = supersedeKey(this.#sessionId, event as { type?: unknown });
+    const key = this.#supersedeKey(event as { type?: unknown; toolCallId?: unknown });
     for (const subscriber of this.#subscribers) subscriber.sendFrame(frame, key);
     return frame;
   }
@@ -127,6 +123,13 @@ export class EventHub {
       if (stored.seq > afterSeq) frames.push(stored.frame);
     }
     return { frames };
+  }
+
+  /** Conflation key of an event, or undefined for frames that must all be delivered (adr/0007). */
+  #supersedeKey(event: { type?: unknown; toolCallId?: unknown }): string | undefined {
+    if (event.type === "message_update") return this.#messageKey;
+    if (event.type === "tool_execution_update") return `${this.#sessionId}\0tool\0${String(event.toolCallId)}`;
+    return undefined;
   }
 
   #store(stored: Stored): void {

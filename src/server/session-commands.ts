@@ -119,7 +119,6 @@ export const SESSION_COMMANDS: Record<SessionCommandType, Implementation> = {
 export const SESSION_STOPS: Partial<Record<SessionCommandType, (host: SessionHost) => void>> = {
   // A prompt is running only until pi accepts it (e.g. an extension command waiting on a dialog).
   prompt: (host) => void host.abort(),
-  abort: (host) => host.session.abortRetry(),
   bash: (host) => host.session.abortBash(),
   compact: (host) => host.session.abortCompaction(),
 };

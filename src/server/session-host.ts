@@ -79,10 +79,15 @@ export class SessionHost {
     request: Omit<SessionRequest, "bashOperations">,
     options: SessionHostOptions,
   ): Promise<SessionHost> {
-    const bashOperations = guardBashOperations(createLocalBashOperations(), options.breakers.bash);
+    // Late-bound: the shell comes from the session's settings, which exist only once the factory has run.
+    const created: { host?: SessionHost } = {};
+    const bashOperations: BashOperations = {
+      exec: (command, cwd, execOptions) => (created.host as SessionHost).bashOperationsFor().exec(command, cwd, execOptions),
+    };
     const full: SessionRequest = { ...request, bashOperations };
     const runtime = await factory(full);
     const host = new SessionHost(full, runtime, options);
+    created.host = host;
     try {
       await host.#bind();
     } catch (error) {
@@ -162,8 +167,11 @@ export class SessionHost {
     void this.abort().catch((error: unknown) => this.#log.warn({ err: error }, "abort failed"));
   }
 
-  /** Bash operations for one `bash` command: guarded by the breaker and stopped by the command's signal. */
-  bashOperationsFor(signal: AbortSignal): BashOperations {
+  /**
+   * Bash execution with the session's shell, guarded by the bash breaker; with `signal` (a `bash` command's), also
+   * stopped by it. The agent's bash tool uses the same path without a signal of ours.
+   */
+  bashOperationsFor(signal?: AbortSignal): BashOperations {
     const shellPath = this.session.settingsManager.getShellPath();
     return guardBashOperations(createLocalBashOperations(shellPath ? { shellPath } : {}), this.#options.breakers.bash, signal);
   }

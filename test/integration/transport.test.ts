@@ -76,13 +76,6 @@ test("a frozen peer is terminated within interval + timeout and everything it he
   assert.equal((await other.request({ type: "ping" })).success, true);
 });
 
-test("clients may send an application ping", async (t) => {
-  const h = await startServer(t);
-  const client = await h.connect();
-  const pong = await client.ok<{ time: number }>({ type: "ping" });
-  assert.ok(pong.time > 0);
-});
-
 const BIG_REPLY = "The quick brown fox jumps over the lazy dog. ".repeat(1_400); // ~63 KB, ~630 chunks
 
 test("a client that stops reading: bounded memory, conflated partials, the other client gets everything, same final state", async (t) => {
