@@ -16,7 +16,7 @@ import {
   type ServerCommandType,
   type SessionCommandType,
 } from "./protocol.js";
-import type { Timeouts } from "./options.js";
+import { MAX_TIMER_MS, type Timeouts } from "./options.js";
 import { SESSION_COMMANDS, SESSION_STOPS } from "./session-commands.js";
 import type { SessionHost } from "./session-host.js";
 import type { CreateSessionRequest, SessionRegistry } from "./sessions.js";
@@ -57,9 +57,6 @@ export interface ConnectionEvent {
 
 /** The principal of connections opened without authentication (tests, `noServer` embedders calling `opened`). */
 export const ANONYMOUS: Principal = Object.freeze({ id: "anonymous", roles: [], claims: {} });
-
-/** The longest delay `setTimeout` honours. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Never rate limited: stopping work and answering dialogs must always be possible. */
 const RATE_EXEMPT: ReadonlySet<string> = new Set(["abort", "abort_bash", "abort_retry", "cancel", "extension_ui_response"]);

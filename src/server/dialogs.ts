@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { ExtensionUIContext, ExtensionUIDialogOptions } from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
 import type { EventHub } from "./event-hub.js";
+import { MAX_TIMER_MS } from "./options.js";
 
 export type DialogEndReason = "answered" | "timeout" | "aborted" | "deleted" | "shutdown" | "unanswerable";
 
@@ -75,7 +76,8 @@ export class Dialogs {
       return Promise.resolve(fallback);
     }
     const id = randomUUID();
-    const timeoutMs = options?.timeout ?? this.#defaultTimeoutMs;
+    // An extension's own timeout is used as given, within what a timer can hold.
+    const timeoutMs = Math.min(Math.max(0, options?.timeout ?? this.#defaultTimeoutMs), MAX_TIMER_MS);
     return new Promise<T>((resolve) => {
       const onAbort = () => end(undefined, "aborted");
       const timer = setTimeout(() => end(undefined, "timeout"), timeoutMs);

@@ -237,8 +237,14 @@ export class PiServerOptionsError extends TypeError {
   }
 }
 
+/** The longest delay `setTimeout` honours; longer ones fire after 1 ms. Every duration option is capped by it. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const isDuration = (name: string) => name.endsWith("Ms") || name.startsWith("timeouts.");
+
 function integer(name: string, value: unknown, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
+  if (isDuration(name)) max = Math.min(max, MAX_TIMER_MS);
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
     throw new PiServerOptionsError(`${name} must be an integer in [${min}, ${max}], got ${String(value)}`);
   }
