@@ -25,6 +25,7 @@ export const ERROR_CODES = [
   "dialog_not_found",
   "model_not_found",
   "forbidden",
+  "forbidden_path",
   "shutting_down",
   "command_failed",
   "internal",

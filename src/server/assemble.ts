@@ -2,11 +2,13 @@ import type { Logger } from "pino";
 import { type BreakerChange, Breakers } from "../circuit/breakers.js";
 import { Engine } from "../governor/engine.js";
 import { RateLimits } from "../governor/rate-limit.js";
+import type { Sandbox } from "../isolation/sandbox.js";
+import { Workspaces } from "../isolation/workspaces.js";
 import type { MetricsSink } from "../metrics/sink.js";
 import { SERVER_VERSION } from "../version.js";
 import { ServerCore, type ServerCoreOptions } from "./core.js";
 import type { ResolvedConfig } from "./options.js";
-import type { SessionFactory } from "./session-factory.js";
+import { realSessionsRoot, type SessionFactory } from "./session-factory.js";
 import { SessionRegistry } from "./sessions.js";
 
 /** Everything behind the transport, wired from one resolved config. */
@@ -21,6 +23,12 @@ export interface Assembly {
 export interface AssembleOptions {
   readonly config: ResolvedConfig;
   readonly factory: SessionFactory;
+  /** @default from `config.workspaces` */
+  readonly workspaces?: Workspaces | undefined;
+  /** @default no sandbox */
+  readonly sandbox?: Sandbox | undefined;
+  /** Real path of the factory's session files, if it keeps any. @default the factory's `sessionsRoot` */
+  readonly sessionsRoot?: string | undefined;
   readonly logger: Logger;
   readonly clock?: { now(): number } | undefined;
   readonly metrics?: MetricsSink | undefined;
@@ -48,6 +56,7 @@ export function assemble(options: AssembleOptions): Assembly {
   const registry: SessionRegistry = new SessionRegistry({
     factory,
     defaultCwd: config.cwd,
+    workspaces: options.workspaces ?? new Workspaces(config.workspaces),
     engine,
     maxSessions: config.maxSessions,
     maxSessionsPerPrincipal: config.maxSessionsPerPrincipal,
@@ -62,8 +71,10 @@ export function assemble(options: AssembleOptions): Assembly {
       replay: config.replay,
       maxPendingDialogs: config.maxPendingDialogsPerSession,
       onLlmCall: metrics ? (report) => metrics.llmCall(report) : undefined,
+      sandbox: options.sandbox ?? { kind: "none", bwrapPath: undefined, network: true },
+      sessionsRoot: options.sessionsRoot ?? realSessionsRoot(factory),
     },
-    onCreated: (host) => core.broadcast({ type: "session_created", sessionId: host.id }),
+    onCreated: (host) => core.announce(host),
   });
   const core: ServerCore = new ServerCore({
     registry,

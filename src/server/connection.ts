@@ -55,7 +55,10 @@ export class Connection implements Subscriber {
   readonly principal: Principal;
   /** Why the server closed it (undefined: the client closed it). */
   closedBy: CloseReason | undefined;
+  /** Registry keys (owner + id) of the sessions this connection is subscribed to. */
   readonly subscriptions = new Set<string>();
+  /** `create_session`s in progress: each holds a subscription slot until it is answered. */
+  pendingCreates = 0;
   readonly log: Logger;
   readonly stats: ConnectionStats = { framesSent: 0, framesConflated: 0, peakBytes: 0 };
   readonly #socket: PeerSocket;
@@ -116,8 +119,8 @@ export class Connection implements Subscriber {
     this.sendFrame(JSON.stringify(message));
   }
 
-  detach(sessionId: string): void {
-    this.subscriptions.delete(sessionId);
+  detach(sessionKey: string): void {
+    this.subscriptions.delete(sessionKey);
   }
 
   /** Reserve a command id; false when a command with that id is still in flight on this connection. */

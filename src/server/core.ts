@@ -199,8 +199,8 @@ export class ServerCore {
     this.#metrics?.connectionClosed(reason ?? conn.closedBy ?? "client");
     // Nobody awaits its queued commands any more; running ones (and prompt runs) go on: sessions outlive connections.
     this.#engine.abortQueued(conn.connectionId, new PiServerError("cancelled", "The connection closed"));
-    for (const sessionId of conn.subscriptions) {
-      const host = this.#registry.get(sessionId);
+    for (const key of conn.subscriptions) {
+      const host = this.#registry.byKey(key);
       if (!host) continue;
       host.hub.delete(conn);
       // Dialogs nobody can see any more would hold the extension until their timeout: resolve them now.
@@ -261,7 +261,9 @@ export class ServerCore {
     let admission: Admission | undefined;
     try {
       if (!RATE_EXEMPT.has(type)) {
-        admission = this.#limits.admit(conn.connectionId, SESSION_WORK.has(type) ? parsed.sessionId : undefined);
+        // The session budget is per principal and id: ids are scoped by owner, so nobody can spend another's.
+        const sessionKey = SESSION_WORK.has(type) ? `${conn.principal.id}\n${parsed.sessionId}` : undefined;
+        admission = this.#limits.admit(conn.connectionId, sessionKey);
       }
     } catch (error) {
       fail(error);
@@ -292,7 +294,7 @@ export class ServerCore {
    * (adr/0001); the task's signal carries timeout, cancel, deletion and shutdown to the work (adr/0004).
    */
   #runSessionCommand(conn: Connection, command: Command, admission: Admission | undefined): Promise<unknown> {
-    const host = this.#registry.authorize(conn.principal, command.sessionId as string);
+    const host = this.#resolve(conn, command);
     const type = command.type as SessionCommandType;
     const stop = SESSION_STOPS[type];
     let started = false;
@@ -300,7 +302,7 @@ export class ServerCore {
       .run({
         owner: conn.connectionId,
         commandId: command.id,
-        group: host.id,
+        group: host.key,
         lane: command.spec.exec === "lane" ? host.lane : undefined,
         timeoutMs: timeoutFor(type, this.#timeouts),
         stop: stop && (() => stop(host)),
@@ -336,7 +338,7 @@ export class ServerCore {
       .run({
         owner: conn.connectionId,
         commandId: command.id,
-        group: host.id,
+        group: host.key,
         timeoutMs: this.#timeouts.run,
         work: () => run,
         stop: (reason) => host.stopRun(reason, command.id),
@@ -344,12 +346,30 @@ export class ServerCore {
       .catch((error: unknown) => conn.log.info({ code: toPiServerError(error).code, sessionId: host.id }, "run stopped"));
   }
 
-  #subscribe(conn: Connection, host: SessionHost): void {
-    if (!host.hub.has(conn) && conn.subscriptions.size >= this.#maxSubscriptions) {
+  /** The session a command addresses, as its principal may see it (PROTOCOL.md §5). */
+  #resolve(conn: Connection, command: Command): SessionHost {
+    return this.#registry.resolve(conn.principal, command.sessionId as string, command.fields["owner"] as string | undefined);
+  }
+
+  #subscribe(conn: Connection, host: SessionHost, reserved = 0): void {
+    if (host.hub.has(conn)) return;
+    if (conn.subscriptions.size + reserved >= this.#maxSubscriptions) {
       throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${this.#maxSubscriptions} sessions`);
     }
+    // Events carry the session id only: one connection cannot follow two sessions of the same id (other owners).
+    for (const key of conn.subscriptions) {
+      if (this.#registry.byKey(key)?.id === host.id) {
+        throw new PiServerError("invalid_command", `Already subscribed to another session '${host.id}' on this connection`);
+      }
+    }
     host.hub.add(conn);
-    conn.subscriptions.add(host.id);
+    conn.subscriptions.add(host.key);
+  }
+
+  /** `session_created` goes only to connections whose principal may see the session. */
+  announce(host: SessionHost): void {
+    const frame = JSON.stringify({ type: "session_created", sessionId: host.id });
+    for (const conn of this.#connections) if (this.#registry.canAccess(conn.principal, host)) conn.sendFrame(frame);
   }
 
   /**
@@ -361,27 +381,34 @@ export class ServerCore {
     (conn: Connection, command: Command, reply: Reply, refund: Refund) => Promise<void> | undefined
   > = {
     create_session: async (conn, { fields }, reply) => {
-      if (conn.subscriptions.size >= this.#maxSubscriptions) {
+      // The new session's subscription slot is held from now on, so concurrent creates cannot pass the limit and a
+      // create never makes a session it then cannot subscribe to (PROTOCOL.md §5).
+      if (conn.subscriptions.size + conn.pendingCreates >= this.#maxSubscriptions) {
         throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${this.#maxSubscriptions} sessions`);
       }
-      const { owner: _ignored, ...request } = fields as CreateSessionRequest; // clients own what they create
-      const host = await this.#registry.create(request, conn.principal.id);
+      conn.pendingCreates += 1;
+      let host: SessionHost;
+      try {
+        host = await this.#registry.create(fields as CreateSessionRequest, conn.principal.id); // clients own what they create
+      } finally {
+        conn.pendingCreates -= 1;
+      }
       if (!conn.open) return;
       this.#subscribe(conn, host);
       reply({ sessionId: host.id, seq: host.hub.seq, epoch: host.hub.epoch, state: host.state() });
     },
     list_sessions: (conn, _command, reply) => {
-      const visible = [...this.#registry.hosts()].filter((host) => this.#registry.canAccess(conn.principal, host.id));
+      const visible = [...this.#registry.hosts()].filter((host) => this.#registry.canAccess(conn.principal, host));
       reply({ sessions: visible.map((host) => this.#registry.summary(host)) });
       return undefined;
     },
-    delete_session: async (conn, { sessionId }, reply) => {
-      this.#registry.authorize(conn.principal, sessionId as string);
-      await this.#registry.delete(sessionId as string);
-      reply({ sessionId });
+    delete_session: async (conn, command, reply) => {
+      await this.#registry.delete(this.#resolve(conn, command));
+      reply({ sessionId: command.sessionId });
     },
-    subscribe: (conn, { sessionId, fields }, reply, refund) => {
-      const host = this.#registry.authorize(conn.principal, sessionId as string);
+    subscribe: (conn, command, reply, refund) => {
+      const { sessionId, fields } = command;
+      const host = this.#resolve(conn, command);
       this.#subscribe(conn, host);
       const hub = host.hub;
       const afterSeq = fields["afterSeq"] as number | undefined;
@@ -404,15 +431,16 @@ export class ServerCore {
       refund(); // answered from the ring: no session work was done
       return undefined;
     },
-    unsubscribe: (conn, { sessionId }, reply) => {
-      const host = this.#registry.require(sessionId as string);
-      if (!host.hub.delete(conn)) throw new PiServerError("not_subscribed", `Not subscribed to session '${sessionId}'`);
-      conn.subscriptions.delete(host.id);
-      reply({ sessionId });
+    unsubscribe: (conn, command, reply) => {
+      const host = this.#resolve(conn, command);
+      if (!host.hub.delete(conn)) throw new PiServerError("not_subscribed", `Not subscribed to session '${command.sessionId}'`);
+      conn.subscriptions.delete(host.key);
+      reply({ sessionId: command.sessionId });
       return undefined;
     },
-    extension_ui_response: (conn, { sessionId, id, fields }, reply) => {
-      const host = this.#registry.authorize(conn.principal, sessionId as string);
+    extension_ui_response: (conn, command, reply) => {
+      const { id, fields, sessionId } = command;
+      const host = this.#resolve(conn, command);
       if (!host.hub.has(conn)) throw new PiServerError("not_subscribed", `Not subscribed to session '${sessionId}'`);
       if (id === undefined) throw new PiServerError("invalid_command", "missing field 'id' (the dialog id)");
       if (fields["value"] === undefined && fields["confirmed"] === undefined && fields["cancelled"] === undefined) {

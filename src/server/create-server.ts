@@ -5,13 +5,18 @@ import type { Duplex } from "node:stream";
 import { type Logger, pino } from "pino";
 import { noneAuth } from "../auth/providers.js";
 import { CLOSE_CODES, PiServerError } from "../errors.js";
+import { realpathSync } from "node:fs";
+import { getAgentDir } from "@mariozechner/pi-coding-agent";
+import { isWithin } from "../isolation/paths.js";
+import { detectBubblewrap, type Sandbox } from "../isolation/sandbox.js";
+import { Workspaces } from "../isolation/workspaces.js";
 import { PrometheusMetrics, type PrometheusMetricsOptions } from "../metrics/prometheus.js";
 import type { MetricsSink } from "../metrics/sink.js";
 import { assemble } from "./assemble.js";
 import type { ConnectionEvent } from "./core.js";
 import { createEndpoints } from "./http-endpoints.js";
-import { type PiServerOptions, type ResolvedConfig, resolveOptions } from "./options.js";
-import { createDefaultSessionFactory } from "./session-factory.js";
+import { type PiServerOptions, PiServerOptionsError, type ResolvedConfig, resolveOptions } from "./options.js";
+import { createDefaultSessionFactory, realSessionsRoot } from "./session-factory.js";
 import type { CreateSessionRequest, HostedSession, SessionSummary } from "./sessions.js";
 import { WsTransport } from "./transport.js";
 import { createUpgradeGate } from "./upgrade-gate.js";
@@ -21,13 +26,14 @@ export type ServerState = "running" | "closing" | "closed";
 /** The programmatic sessions API. */
 export interface SessionsApi {
   create(request?: CreateSessionRequest): Promise<HostedSession>;
-  get(sessionId: string): HostedSession | undefined;
+  /** The session with this id and owner (without `owner`: the unowned one, or the only one with that id). */
+  get(sessionId: string, owner?: string): HostedSession | undefined;
   list(): SessionSummary[];
   /** Abort, dispose and forget the session; its subscribers get `session_deleted`. */
-  delete(sessionId: string): Promise<void>;
+  delete(sessionId: string, owner?: string): Promise<void>;
   /** Let another principal list, subscribe to, command and answer dialogs of the session. */
-  share(sessionId: string, principalId: string): void;
-  unshare(sessionId: string, principalId: string): void;
+  share(sessionId: string, principalId: string, owner?: string): void;
+  unshare(sessionId: string, principalId: string, owner?: string): void;
 }
 
 /** A snapshot of the server's governor state (the metrics issue exports it). */
@@ -157,12 +163,55 @@ function refuseUpgrade(socket: Duplex, status: number, text: string): void {
   socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
 }
 
+/**
+ * Decide the sandbox once at start (adr/0011): `auto` takes bubblewrap when it works here and warns once when it
+ * does not; an authenticated server without a sandbox starts only if the operator said `none` explicitly.
+ */
+function resolveSandbox(config: ResolvedConfig, log: Logger): Sandbox {
+  const none: Sandbox = { kind: "none", bwrapPath: undefined, network: true };
+  if (config.sandbox === "none") {
+    if (config.workspaces.confined) log.warn("sandbox: none — bash of every principal runs unconfined as the server's user");
+    return none;
+  }
+  const bwrapPath = detectBubblewrap();
+  if (bwrapPath) return { kind: "bwrap", bwrapPath, network: config.sandboxNetwork };
+  if (config.sandbox === "bwrap") throw new PiServerOptionsError("sandbox 'bwrap': bubblewrap (bwrap) is not installed or cannot create namespaces here");
+  if (config.authenticated) {
+    throw new PiServerOptionsError(
+      "authentication is enabled but no sandbox is available: install bubblewrap (apt-get install bubblewrap) or set sandbox: 'none' explicitly",
+    );
+  }
+  log.warn("sandbox: bubblewrap is not available; bash runs without a sandbox (install bubblewrap)");
+  return none;
+}
+
+function realOrSelf(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+/** A workspace root that holds the agent dir (or the reverse) would show API keys and session files to principals. */
+function checkWorkspaceRoot(config: ResolvedConfig, agentDir: string | undefined): void {
+  if (!config.workspaces.confined || agentDir === undefined) return;
+  const root = realOrSelf(config.workspaces.root);
+  const agent = realOrSelf(agentDir);
+  if (isWithin(agent, root) || isWithin(root, agent)) {
+    throw new PiServerOptionsError(`the workspace root '${root}' and the agent dir '${agent}' must not contain each other`);
+  }
+}
+
 /** Create a pi-server from one options object (see `PiServerOptions`). */
 export function createPiServer(options: PiServerOptions): PiServer {
   const config = resolveOptions(options);
   const log = createLogger(options, config);
+  checkWorkspaceRoot(config, options.sessionFactory ? undefined : (config.agentDir ?? getAgentDir()));
+  const sandbox = resolveSandbox(config, log);
   const factory =
-    options.sessionFactory ?? createDefaultSessionFactory({ agentDir: config.agentDir, inMemory: config.inMemory });
+    options.sessionFactory ??
+    createDefaultSessionFactory({ agentDir: config.agentDir, inMemory: config.inMemory, projectExtensions: config.projectExtensions });
 
   let state: ServerState = "running";
   let closing: Promise<void> | undefined;
@@ -171,6 +220,9 @@ export function createPiServer(options: PiServerOptions): PiServer {
   const { core, registry, engine, limits, breakers } = assemble({
     config,
     factory,
+    workspaces: new Workspaces(config.workspaces),
+    sandbox,
+    sessionsRoot: realSessionsRoot(factory),
     logger: log,
     clock: options.clock,
     metrics,
@@ -237,15 +289,39 @@ export function createPiServer(options: PiServerOptions): PiServer {
     logger: log,
   });
 
+  // Connections that are not (yet) WebSockets: bounded in count and in time (PROTOCOL.md §5).
+  const preAuth = new Map<Duplex, NodeJS.Timeout>();
+  const trackPreAuth = (socket: Duplex): boolean => {
+    if (preAuth.has(socket)) return true;
+    if (preAuth.size >= config.maxPreAuthConnections) {
+      socket.destroy();
+      return false;
+    }
+    const timer = setTimeout(() => {
+      preAuth.delete(socket);
+      socket.destroy();
+    }, config.preAuthTimeoutMs);
+    timer.unref();
+    preAuth.set(socket, timer);
+    socket.once("close", () => untrackPreAuth(socket));
+    return true;
+  };
+  const untrackPreAuth = (socket: Duplex): void => {
+    clearTimeout(preAuth.get(socket));
+    preAuth.delete(socket);
+  };
+
   const handleUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     if (state !== "running" || core.connectionCount >= config.maxConnections) {
       refuseUpgrade(socket, 503, "Service Unavailable");
       return;
     }
+    if (!trackPreAuth(socket)) return;
     socket.on("error", () => socket.destroy()); // a peer that vanishes during authentication
     gate(request).then(
       (result) => {
         if (socket.destroyed) return;
+        untrackPreAuth(socket);
         if (!result.ok) refuseUpgrade(socket, result.status, result.status === 401 ? "Unauthorized" : "Forbidden");
         else if (state !== "running") refuseUpgrade(socket, 503, "Service Unavailable");
         else transport.handleUpgrade(request, socket, head, result.principal);
@@ -253,15 +329,17 @@ export function createPiServer(options: PiServerOptions): PiServer {
       () => refuseUpgrade(socket, 500, "Internal Server Error"),
     );
   };
-  const endpoints = createEndpoints({
+  const endpointSources = {
     ready: () => state === "running",
     openBreakers: () => breakers.all().filter((b) => b.state !== "closed").map((b) => `${b.kind}:${b.key}`),
     scrape: metrics instanceof PrometheusMetrics ? () => metrics.scrape() : undefined,
-  });
+  };
+  const endpoints = createEndpoints({ ...endpointSources, detailed: config.metricsOnMainPort });
   let metricsServer: HttpServer | undefined;
   if (config.metricsPort !== undefined) {
+    const detailedEndpoints = createEndpoints({ ...endpointSources, detailed: true });
     metricsServer = createServer((request, response) => {
-      if (!endpoints(request, response)) response.writeHead(404).end();
+      if (!detailedEndpoints(request, response)) response.writeHead(404).end();
     });
   }
   const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -273,11 +351,21 @@ export function createPiServer(options: PiServerOptions): PiServer {
 
   let httpServer: HttpServer | undefined;
   if (config.mode === "port") {
-    httpServer = createServer((request, response) => {
-      if (endpoints(request, response)) return;
-      response.writeHead(426, { "content-type": "text/plain", upgrade: "websocket" });
-      response.end("pi-server speaks WebSocket\n");
-    });
+    httpServer = createServer(
+      {
+        // A client that never finishes its request is dropped with the pre-auth bound, not Node's 60–300 s.
+        headersTimeout: config.preAuthTimeoutMs,
+        requestTimeout: config.preAuthTimeoutMs,
+        connectionsCheckingInterval: Math.min(1_000, config.preAuthTimeoutMs),
+      },
+      (request, response) => {
+        if (endpoints(request, response)) return;
+        response.writeHead(426, { "content-type": "text/plain", upgrade: "websocket" });
+        response.end("pi-server speaks WebSocket\n");
+      },
+    );
+    httpServer.on("connection", (socket: Duplex) => trackPreAuth(socket));
+    httpServer.on("request", (request: IncomingMessage) => untrackPreAuth(request.socket));
     httpServer.on("upgrade", onUpgrade);
   } else if (config.mode === "server") {
     options.server?.on("upgrade", onUpgrade);
@@ -288,11 +376,15 @@ export function createPiServer(options: PiServerOptions): PiServer {
       if (state !== "running") return Promise.reject(new PiServerError("shutting_down", "The server is shutting down"));
       return registry.create(request);
     },
-    get: (sessionId) => registry.get(sessionId),
+    get: (sessionId, owner) => registry.get(sessionId, owner),
     list: () => [...registry.hosts()].map((host) => registry.summary(host)),
-    delete: (sessionId) => registry.delete(sessionId),
-    share: (sessionId, principalId) => registry.share(sessionId, principalId),
-    unshare: (sessionId, principalId) => registry.unshare(sessionId, principalId),
+    delete: async (sessionId, owner) => {
+      const host = registry.get(sessionId, owner);
+      if (!host) throw new PiServerError("session_not_found", `Session '${sessionId}' does not exist`);
+      await registry.delete(host);
+    },
+    share: (sessionId, principalId, owner) => registry.share(sessionId, principalId, owner),
+    unshare: (sessionId, principalId, owner) => registry.unshare(sessionId, principalId, owner),
   };
 
   async function runClose(): Promise<void> {
@@ -316,7 +408,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
       ]);
       clearTimeout(timer);
     }
-    await Promise.allSettled(hosts.map((host) => registry.delete(host.id, "shutdown")));
+    await Promise.allSettled(hosts.map((host) => registry.delete(host, "shutdown")));
     // Queued and aborted lane commands settle (and are answered) before their sockets close.
     await Promise.allSettled(hosts.map((host) => host.lane.onIdle()));
 
@@ -327,6 +419,11 @@ export function createPiServer(options: PiServerOptions): PiServer {
     await transport.close();
     await transport.drain(1_000); // let the 1001 close frames reach their clients
 
+    for (const [socket, timer] of preAuth) {
+      clearTimeout(timer);
+      socket.destroy();
+    }
+    preAuth.clear();
     for (const server of [httpServer, metricsServer]) {
       server?.close();
       server?.closeAllConnections();
@@ -346,7 +443,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
       return core.connectionCount;
     },
     listen: async () => {
-      if (metricsServer && !metricsServer.listening) await listenOn(metricsServer, config.metricsPort ?? 0, config.host);
+      if (metricsServer && !metricsServer.listening) await listenOn(metricsServer, config.metricsPort ?? 0, config.metricsHost);
       if (!httpServer) return undefined;
       if (!httpServer.listening) await listenOn(httpServer, config.port ?? 0, config.host);
       const address = httpServer.address() as AddressInfo;

@@ -9,7 +9,7 @@ export interface Subscriber {
    */
   sendFrame(frame: string, supersedes?: string): void;
   /** The session is gone (deleted or the server is closing); forget the subscription. */
-  detach(sessionId: string): void;
+  detach(sessionKey: string): void;
 }
 
 export interface ReplayLimits {
@@ -92,10 +92,24 @@ export class EventHub {
     return this.#subscribers.delete(subscriber);
   }
 
-  /** Number, store and deliver `event`; returns the frame (pending dialogs are re-sent by frame). */
+  /**
+   * Number, store and deliver `event`; returns the frame (pending dialogs are re-sent by frame). An event that
+   * cannot be serialized (a cycle, a BigInt, nesting too deep for the stack) takes its seq as an `event_error`
+   * naming its type, so the stream stays gap-free and the loss is visible (PROTOCOL.md §3).
+   */
   publish(event: object): string {
+    let body: string;
+    try {
+      body = JSON.stringify(event);
+    } catch (error) {
+      body = JSON.stringify({
+        type: "event_error",
+        eventType: String((event as { type?: unknown }).type),
+        message: `The event could not be serialized: ${error instanceof Error ? error.message : String(error)}`.slice(0, 500),
+      });
+    }
     this.#seq += 1;
-    const frame = `${this.#prefix}${this.#seq},"event":${JSON.stringify(event)}}`;
+    const frame = `${this.#prefix}${this.#seq},"event":${body}}`;
     this.#store({ seq: this.#seq, frame });
     const key = this.#supersedeKey(event as { type?: unknown; toolCallId?: unknown });
     for (const subscriber of this.#subscribers) subscriber.sendFrame(frame, key);

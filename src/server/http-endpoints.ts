@@ -7,6 +7,8 @@ export interface EndpointSources {
   readonly openBreakers: () => string[];
   /** The metrics exposition, if the metrics sink offers one. */
   readonly scrape: (() => Promise<{ contentType: string; body: string }>) | undefined;
+  /** Serve `/metrics` and the breaker list of `/readyz` (off on an authenticated main port: they are not public). */
+  readonly detailed: boolean;
 }
 
 /**
@@ -27,7 +29,12 @@ export function createEndpoints(sources: EndpointSources): (request: IncomingMes
     }
     if (path === "/readyz") {
       const ready = sources.ready();
-      json(response, ready ? 200 : 503, { status: ready ? "ready" : "shutting_down", openBreakers: sources.openBreakers() });
+      const status = ready ? "ready" : "shutting_down";
+      json(response, ready ? 200 : 503, sources.detailed ? { status, openBreakers: sources.openBreakers() } : { status });
+      return true;
+    }
+    if (path === "/metrics" && !sources.detailed) {
+      json(response, 404, { error: "not_found" });
       return true;
     }
     if (path === "/metrics" && sources.scrape) {

@@ -1,4 +1,5 @@
 import type { Server as HttpServer } from "node:http";
+import { resolve as resolvePath } from "node:path";
 import type { Logger, LoggerOptions } from "pino";
 import type { AuthProvider } from "../auth/types.js";
 import { isLoopback } from "../auth/credentials.js";
@@ -9,6 +10,8 @@ import type { Clock } from "../governor/clock.js";
 import type { WindowLimit } from "../governor/rate-limit.js";
 import type { BackpressureOptions } from "./connection.js";
 import type { ReplayLimits } from "./event-hub.js";
+import type { SandboxMode } from "../isolation/sandbox.js";
+import type { WorkspaceSettings } from "../isolation/workspaces.js";
 import type { SessionFactory } from "./session-factory.js";
 
 /** Per-class command timeouts in ms, from admission (queue wait counts). */
@@ -87,7 +90,41 @@ export interface PiServerOptions {
   breakers?: { llm?: Partial<BreakerSettings["llm"]>; bash?: Partial<BreakerSettings["bash"]> };
   /** Sessions the server hosts at most. @default 1000 */
   maxSessions?: number;
-  /** Sessions one principal (for now: one remote address) may create. @default 100 */
+  /**
+   * Where sessions run (PROTOCOL.md §5, adr/0011). With authentication, or when this is given, a client's `cwd`
+   * must resolve inside its principal's workspace.
+   */
+  workspaces?: {
+    /** Directory holding the workspaces. @default the `cwd` option */
+    root?: string;
+    /** One subdirectory per principal. @default true with authentication, false without */
+    perPrincipal?: boolean;
+  };
+  /**
+   * Where bash runs: `bwrap` (bubblewrap, required), `none`, or `auto` (bubblewrap if it works here, else none with a
+   * warning). With authentication and no sandbox available, only an explicit `none` lets the server start.
+   * @default "auto"
+   */
+  sandbox?: SandboxMode;
+  /** Sandboxed commands may use the network (agents install packages). @default true */
+  sandboxNetwork?: boolean;
+  /**
+   * Load extensions and settings from a session's project (`<cwd>/.pi/`) into the server process. Only for trusted
+   * workspaces. @default false with authentication, true without
+   */
+  projectExtensions?: boolean;
+  /** TCP connections not yet upgraded (HTTP requests, authentication in progress) at most. @default 256 */
+  maxPreAuthConnections?: number;
+  /** Time a connection has to send its request and be authenticated. @default 10_000 */
+  preAuthTimeoutMs?: number;
+  /**
+   * Serve `/metrics` and the detailed `/readyz` on the main port. @default false with authentication (use
+   * `metricsPort`), true without
+   */
+  metricsOnMainPort?: boolean;
+  /** Interface of the `metricsPort` listener. @default "127.0.0.1" */
+  metricsHost?: string;
+  /** Sessions one principal may own. @default 100 */
   maxSessionsPerPrincipal?: number;
   /** Open WebSocket connections at most; more upgrades get HTTP 503. @default 10_000 */
   maxConnections?: number;
@@ -137,6 +174,11 @@ export const DEFAULTS = {
   maxSessions: 1000,
   maxSessionsPerPrincipal: 100,
   maxConnections: 10_000,
+  sandbox: "auto",
+  sandboxNetwork: true,
+  maxPreAuthConnections: 256,
+  preAuthTimeoutMs: 10_000,
+  metricsHost: "127.0.0.1",
   maxSubscriptionsPerConnection: 100,
   maxPendingDialogsPerSession: 16,
   abortRunsOnShutdown: false,
@@ -187,6 +229,16 @@ export interface ResolvedConfig {
   readonly allowedOrigins: readonly string[] | undefined;
   readonly adminRoles: readonly string[];
   readonly metricsPort: number | undefined;
+  /** Connections are authenticated (an `auth` other than none). */
+  readonly authenticated: boolean;
+  readonly workspaces: Readonly<WorkspaceSettings>;
+  readonly sandbox: SandboxMode;
+  readonly sandboxNetwork: boolean;
+  readonly projectExtensions: boolean;
+  readonly maxPreAuthConnections: number;
+  readonly preAuthTimeoutMs: number;
+  readonly metricsOnMainPort: boolean;
+  readonly metricsHost: string;
 }
 
 const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
@@ -225,6 +277,14 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
   "metrics",
   "metricsPort",
   "loggerOptions",
+  "workspaces",
+  "sandbox",
+  "sandboxNetwork",
+  "projectExtensions",
+  "maxPreAuthConnections",
+  "preAuthTimeoutMs",
+  "metricsOnMainPort",
+  "metricsHost",
 ]);
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
@@ -320,6 +380,27 @@ function optionalString(options: PiServerOptions, key: keyof PiServerOptions): s
   return value as string | undefined;
 }
 
+function workspaces(value: PiServerOptions["workspaces"], cwd: string, authenticated: boolean): WorkspaceSettings {
+  if (value !== undefined && (typeof value !== "object" || value === null || Array.isArray(value))) {
+    throw new PiServerOptionsError("workspaces must be an object");
+  }
+  for (const key of Object.keys(value ?? {})) {
+    if (key !== "root" && key !== "perPrincipal") throw new PiServerOptionsError(`unknown option 'workspaces.${key}'`);
+  }
+  const root = value?.root;
+  if (root !== undefined && (typeof root !== "string" || root === "")) {
+    throw new PiServerOptionsError("workspaces.root must be a non-empty string");
+  }
+  if (value?.perPrincipal !== undefined && typeof value.perPrincipal !== "boolean") {
+    throw new PiServerOptionsError("workspaces.perPrincipal must be a boolean");
+  }
+  return {
+    root: resolvePath(root ?? cwd),
+    perPrincipal: value?.perPrincipal ?? authenticated,
+    confined: authenticated || value !== undefined,
+  };
+}
+
 /** Validate `options` at the edge: unknown keys, wrong types and conflicts fail with a precise message. */
 export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (typeof options !== "object" || options === null) throw new PiServerOptionsError("expected an options object");
@@ -376,11 +457,24 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (options.clock !== undefined && typeof options.clock?.now !== "function") {
     throw new PiServerOptionsError("clock must be an object with a now() function");
   }
-  for (const key of ["inMemory", "abortRunsOnShutdown", "noServer", "allowUnauthenticatedRemote"] as const) {
+  for (const key of [
+    "inMemory",
+    "abortRunsOnShutdown",
+    "noServer",
+    "allowUnauthenticatedRemote",
+    "sandboxNetwork",
+    "projectExtensions",
+    "metricsOnMainPort",
+  ] as const) {
     if (options[key] !== undefined && typeof options[key] !== "boolean") throw new PiServerOptionsError(`${key} must be a boolean`);
   }
   const path = optionalString(options, "path") ?? DEFAULTS.path;
   if (!path.startsWith("/")) throw new PiServerOptionsError("path must start with '/'");
+  if (options.sandbox !== undefined && !["auto", "bwrap", "none"].includes(options.sandbox)) {
+    throw new PiServerOptionsError("sandbox must be one of auto, bwrap, none");
+  }
+  const authenticated = options.auth !== undefined && options.auth.name !== "none";
+  const cwd = optionalString(options, "cwd") ?? process.cwd();
   return Object.freeze({
     mode,
     port,
@@ -390,7 +484,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     maxQueuedPerSession: positiveInt(options, "maxQueuedPerSession", DEFAULTS.maxQueuedPerSession),
     dialogTimeoutMs: positiveInt(options, "dialogTimeoutMs", DEFAULTS.dialogTimeoutMs),
     shutdownGraceMs: positiveInt(options, "shutdownGraceMs", DEFAULTS.shutdownGraceMs, 0),
-    cwd: optionalString(options, "cwd") ?? process.cwd(),
+    cwd,
     agentDir: optionalString(options, "agentDir"),
     inMemory: options.inMemory ?? DEFAULTS.inMemory,
     logLevel: options.logLevel ?? DEFAULTS.logLevel,
@@ -409,5 +503,14 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     allowedOrigins: options.allowedOrigins ? Object.freeze([...options.allowedOrigins]) : undefined,
     adminRoles: Object.freeze([...(options.adminRoles ?? DEFAULTS.adminRoles)]),
     metricsPort: options.metricsPort === undefined ? undefined : integer("metricsPort", options.metricsPort, 0, 0, 65_535),
+    authenticated,
+    workspaces: Object.freeze(workspaces(options.workspaces, cwd, authenticated)),
+    sandbox: options.sandbox ?? DEFAULTS.sandbox,
+    sandboxNetwork: options.sandboxNetwork ?? DEFAULTS.sandboxNetwork,
+    projectExtensions: options.projectExtensions ?? !authenticated,
+    maxPreAuthConnections: positiveInt(options, "maxPreAuthConnections", DEFAULTS.maxPreAuthConnections),
+    preAuthTimeoutMs: positiveInt(options, "preAuthTimeoutMs", DEFAULTS.preAuthTimeoutMs),
+    metricsOnMainPort: options.metricsOnMainPort ?? !authenticated,
+    metricsHost: optionalString(options, "metricsHost") ?? DEFAULTS.metricsHost,
   });
 }

@@ -1,8 +1,9 @@
 import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
 import type { ImageContent } from "@mariozechner/pi-ai";
 import { PiServerError } from "../errors.js";
+import { checkSessionFile, exportInto } from "../isolation/session-files.js";
 import type { SessionCommandType } from "./protocol.js";
-import type { SessionHost } from "./session-host.js";
+import { removeBashLog, type SessionHost } from "./session-host.js";
 
 /** Fields of a validated command (types were checked by `parseCommand`). */
 type Fields = Readonly<Record<string, unknown>>;
@@ -35,7 +36,9 @@ export const SESSION_COMMANDS: Record<SessionCommandType, Implementation> = {
   follow_up: async (host, f) => host.session.followUp(s(f, "message"), imgs(f)),
   abort: async (host) => host.abort(),
   new_session: async (host, f) => {
-    const parentSession = optS(f, "parentSession");
+    const requested = optS(f, "parentSession");
+    // Only a session file of the principal's may be named as parent (adr/0011).
+    const parentSession = requested === undefined ? undefined : await checkSessionFile(host.pathScope(), requested);
     return host.runtime.newSession(parentSession ? { parentSession } : undefined);
   },
   get_state: async (host) => host.state(),
@@ -62,12 +65,23 @@ export const SESSION_COMMANDS: Record<SessionCommandType, Implementation> = {
   set_auto_retry: async (host, f) => host.session.setAutoRetryEnabled(f["enabled"] as boolean),
   abort_retry: async (host) => host.session.abortRetry(),
   // The command's signal reaches the process: a timeout or cancel kills the process tree (adr/0004).
-  bash: async (host, f, context) =>
-    host.session.executeBash(s(f, "command"), undefined, { operations: host.bashOperationsFor(context.signal) }),
+  bash: async (host, f, context) => {
+    const { fullOutputPath, ...result } = await host.session.executeBash(s(f, "command"), undefined, {
+      operations: host.bashOperationsFor(context.signal),
+    });
+    // pi keeps long output in a temp log; nobody can read it through us, and it would stay forever.
+    removeBashLog(fullOutputPath);
+    return result;
+  },
   abort_bash: async (host) => host.session.abortBash(),
   get_session_stats: async (host) => host.session.getSessionStats(),
-  export_html: async (host, f) => ({ path: await host.session.exportToHtml(optS(f, "outputPath")) }),
-  switch_session: async (host, f) => host.runtime.switchSession(s(f, "sessionPath")),
+  export_html: async (host, f) => {
+    const session = host.session;
+    const defaultName = `pi-session-${session.sessionId}.html`;
+    return { path: await exportInto(host.pathScope(), optS(f, "outputPath"), defaultName, (to) => session.exportToHtml(to)) };
+  },
+  // Only an existing pi session file of the principal's: never a path that would be created or truncated.
+  switch_session: async (host, f) => host.runtime.switchSession(await checkSessionFile(host.pathScope(), s(f, "sessionPath"))),
   fork: async (host, f) => {
     const result = await host.runtime.fork(s(f, "entryId"));
     return { text: result.selectedText, cancelled: result.cancelled };

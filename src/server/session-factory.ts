@@ -1,3 +1,5 @@
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
 import {
@@ -9,11 +11,14 @@ import {
   createAgentSessionFromServices,
   createAgentSessionRuntime,
   createAgentSessionServices,
+  DefaultPackageManager,
   defineTool,
   getAgentDir,
   SessionManager,
+  SettingsManager,
 } from "@mariozechner/pi-coding-agent";
 import { PiServerError } from "../errors.js";
+import { confinedFileTools } from "../isolation/confined-tools.js";
 
 /** What a client (or the programmatic API) asked for when creating a session. */
 export interface SessionRequest {
@@ -21,6 +26,12 @@ export interface SessionRequest {
   readonly sessionId: string;
   /** Working directory: tools, bash and project discovery run here. */
   readonly cwd: string;
+  /**
+   * The workspace the session is confined to (real path), or undefined for an unconfined session (no
+   * authentication). A factory must keep file tools inside it (`confinedFileTools`) and never load code from it
+   * unless the operator allows project extensions (adr/0011).
+   */
+  readonly workspace: string | undefined;
   readonly model?: { readonly provider: string; readonly modelId: string };
   readonly thinkingLevel?: ThinkingLevel;
   /**
@@ -34,13 +45,57 @@ export interface SessionRequest {
  * Builds the pi runtime of one server session. The runtime, not a bare `AgentSession`, because `new_session`,
  * `switch_session`, `fork` and `clone` exist only on the runtime (adr/0003).
  */
-export type SessionFactory = (request: SessionRequest) => Promise<AgentSessionRuntime>;
+export type SessionFactory = ((request: SessionRequest) => Promise<AgentSessionRuntime>) & {
+  /**
+   * Where the factory's sessions keep their files, if anywhere: `switch_session` and `new_session.parentSession`
+   * of confined sessions accept only session files below it (adr/0011).
+   */
+  readonly sessionsRoot?: string | undefined;
+};
 
 export interface DefaultSessionFactoryOptions {
   /** @default `$PI_CODING_AGENT_DIR` or `~/.pi/agent`, as `pi` itself */
   agentDir?: string | undefined;
   /** Keep conversations in memory instead of `<agentDir>/sessions/`. @default false */
   inMemory?: boolean;
+  /**
+   * Load extensions and settings found in a session's project (`<cwd>/.pi/`) into the server process, as `pi` does.
+   * Off, only the operator's own extensions (agent dir, settings) load; context files and skills (text) still do.
+   * @default true (createPiServer turns it off when authentication is enabled)
+   */
+  projectExtensions?: boolean;
+}
+
+type SettingsStorage = Parameters<typeof SettingsManager.fromStorage>[0];
+
+/**
+ * Settings for a confined session: the operator's `<agentDir>/settings.json`, read once, and nothing from the
+ * project. Changes (set_model, thinking level…) stay in the session: a principal never writes the operator's file.
+ */
+function operatorSettings(agentDir: string): SettingsManager {
+  let global: string | undefined;
+  try {
+    global = readFileSync(join(agentDir, "settings.json"), "utf8");
+  } catch {
+    global = undefined;
+  }
+  let project: string | undefined;
+  const storage: SettingsStorage = {
+    withLock: (scope, fn) => {
+      const next = fn(scope === "global" ? global : project);
+      if (next === undefined) return;
+      if (scope === "global") global = next;
+      else project = next;
+    },
+  };
+  return SettingsManager.fromStorage(storage);
+}
+
+/** The operator's extension paths (agent dir and its settings), found without looking at any project. */
+async function operatorExtensionPaths(agentDir: string, settingsManager: SettingsManager, emptyDir: string): Promise<string[]> {
+  const packages = new DefaultPackageManager({ cwd: emptyDir, agentDir, settingsManager });
+  const resolved = await packages.resolve();
+  return resolved.extensions.filter((r) => r.enabled && r.metadata.scope !== "project").map((r) => r.path);
 }
 
 /**
@@ -58,12 +113,32 @@ export function piSessionDir(cwd: string, agentDir: string): string {
  */
 export function createDefaultSessionFactory(options: DefaultSessionFactoryOptions = {}): SessionFactory {
   const agentDir = options.agentDir ?? getAgentDir();
+  const projectExtensions = options.projectExtensions ?? true;
   // One auth store per process, as in pi: it holds a file lock and OAuth refreshes; sessions share it.
   const authStorage = AuthStorage.create(join(agentDir, "auth.json"));
+  // A directory with no project in it, to list the operator's extensions without reading any workspace.
+  let emptyDir: string | undefined;
 
-  return async (request) => {
+  const factory = async (request: SessionRequest) => {
+    const confined = request.workspace !== undefined;
     const createRuntime: CreateAgentSessionRuntimeFactory = async ({ cwd, agentDir, sessionManager, sessionStartEvent }) => {
-      const services = await createAgentSessionServices({ cwd, agentDir, authStorage });
+      const settingsManager = confined ? operatorSettings(agentDir) : undefined;
+      let resourceLoaderOptions: { noExtensions: true; additionalExtensionPaths: string[] } | undefined;
+      if (!projectExtensions) {
+        emptyDir ??= mkdtempSync(join(tmpdir(), "pi-server-noproject-"));
+        const loaderSettings = settingsManager ?? operatorSettings(agentDir);
+        resourceLoaderOptions = {
+          noExtensions: true,
+          additionalExtensionPaths: await operatorExtensionPaths(agentDir, loaderSettings, emptyDir),
+        };
+      }
+      const services = await createAgentSessionServices({
+        cwd,
+        agentDir,
+        authStorage,
+        ...(settingsManager ? { settingsManager } : {}),
+        ...(resourceLoaderOptions ? { resourceLoaderOptions } : {}),
+      });
       let model: ReturnType<typeof services.modelRegistry.find>;
       if (request.model) {
         model = services.modelRegistry.find(request.model.provider, request.model.modelId);
@@ -77,8 +152,12 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
         sessionStartEvent,
         model,
         thinkingLevel: request.thinkingLevel,
-        // Same name as the built-in: replaces it, so the agent's bash runs through the server's breaker.
-        customTools: [defineTool(createBashToolDefinition(cwd, { operations: request.bashOperations }))],
+        // Same names as the built-ins: they replace them, so the agent's bash runs through the server's breaker and
+        // sandbox, and its file tools stay in the workspace.
+        customTools: [
+          defineTool(createBashToolDefinition(cwd, { operations: request.bashOperations })),
+          ...(request.workspace !== undefined ? confinedFileTools(cwd, request.workspace) : []),
+        ],
       });
       return { ...created, services, diagnostics: services.diagnostics };
     };
@@ -87,4 +166,18 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
       : SessionManager.create(request.cwd, piSessionDir(request.cwd, agentDir));
     return createAgentSessionRuntime(createRuntime, { cwd: request.cwd, agentDir, sessionManager });
   };
+  const sessionsRoot = options.inMemory ? undefined : join(agentDir, "sessions");
+  return Object.assign(factory, { sessionsRoot });
+}
+
+/** The real path of a factory's session storage (created if missing), for path checks. */
+export function realSessionsRoot(factory: SessionFactory): string | undefined {
+  const root = factory.sessionsRoot;
+  if (root === undefined) return undefined;
+  try {
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    return realpathSync(root);
+  } catch {
+    return root;
+  }
 }

@@ -1,14 +1,12 @@
-import {
-  type AgentSession,
-  type AgentSessionRuntime,
-  type BashOperations,
-  createLocalBashOperations,
-} from "@mariozechner/pi-coding-agent";
+import { unlink } from "node:fs";
+import type { AgentSession, AgentSessionRuntime, BashOperations } from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
 import type { Breakers } from "../circuit/breakers.js";
 import { guardBashOperations, guardStreamFn, type LlmCallReport } from "../circuit/guards.js";
 import type { PiServerError } from "../errors.js";
 import { Lane } from "../governor/lane.js";
+import { ProcessGroups, type Sandbox, sandboxedBashOperations } from "../isolation/sandbox.js";
+import type { PathScope } from "../isolation/session-files.js";
 import { createUiContext, Dialogs } from "./dialogs.js";
 import { EventHub, type ReplayLimits } from "./event-hub.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
@@ -42,6 +40,23 @@ export interface SessionHostOptions {
   readonly replay: ReplayLimits;
   readonly maxPendingDialogs: number;
   readonly onLlmCall?: ((report: LlmCallReport) => void) | undefined;
+  /** The sandbox every bash execution of the session runs in (adr/0011). */
+  readonly sandbox: Sandbox;
+  /** Real path of the server's session files (undefined: sessions are not kept in files). */
+  readonly sessionsRoot: string | undefined;
+}
+
+/** What the registry adds for each session. */
+export interface SessionIdentity {
+  /** The principal that owns it (undefined: an unowned session of the embedder). */
+  readonly owner: string | undefined;
+  /** The registry's key (owner + id): groups its engine tasks and its subscriptions. */
+  readonly key: string;
+}
+
+/** Delete the full-output log pi writes to the temp dir for long bash output (it would stay forever). */
+export function removeBashLog(path: unknown): void {
+  if (typeof path === "string" && /[/\\]pi-bash-[0-9a-f]+\.log$/.test(path)) unlink(path, () => undefined);
 }
 
 /**
@@ -51,6 +66,10 @@ export interface SessionHostOptions {
 export class SessionHost {
   readonly id: string;
   readonly cwd: string;
+  readonly owner: string | undefined;
+  readonly key: string;
+  /** The workspace the session is confined to (undefined: unconfined, no authentication). */
+  readonly workspace: string | undefined;
   readonly createdAt = Date.now();
   readonly lane: Lane;
   readonly hub: EventHub;
@@ -60,12 +79,22 @@ export class SessionHost {
   readonly #options: SessionHostOptions;
   /** Prompt runs accepted by pi and not yet settled. */
   readonly #runs = new Set<Promise<void>>();
+  /** Process groups of the session's running bash commands: killed when the session ends. */
+  readonly #groups = new ProcessGroups();
   #unsubscribe: (() => void) | undefined;
   #disposed: Promise<void> | undefined;
 
-  private constructor(request: SessionRequest, runtime: AgentSessionRuntime, options: SessionHostOptions) {
+  private constructor(
+    request: SessionRequest,
+    runtime: AgentSessionRuntime,
+    options: SessionHostOptions,
+    identity: SessionIdentity,
+  ) {
     this.id = request.sessionId;
     this.cwd = request.cwd;
+    this.workspace = request.workspace;
+    this.owner = identity.owner;
+    this.key = identity.key;
     this.#runtime = runtime;
     this.#options = options;
     this.#log = options.logger.child({ sessionId: this.id });
@@ -77,7 +106,7 @@ export class SessionHost {
   static async create(
     factory: SessionFactory,
     request: Omit<SessionRequest, "bashOperations">,
-    options: SessionHostOptions,
+    options: SessionHostOptions & SessionIdentity,
   ): Promise<SessionHost> {
     // Late-bound: the shell comes from the session's settings, which exist only once the factory has run.
     const created: { host?: SessionHost } = {};
@@ -86,7 +115,7 @@ export class SessionHost {
     };
     const full: SessionRequest = { ...request, bashOperations };
     const runtime = await factory(full);
-    const host = new SessionHost(full, runtime, options);
+    const host = new SessionHost(full, runtime, options, options);
     created.host = host;
     try {
       await host.#bind();
@@ -172,8 +201,22 @@ export class SessionHost {
    * stopped by it. The agent's bash tool uses the same path without a signal of ours.
    */
   bashOperationsFor(signal?: AbortSignal): BashOperations {
-    const shellPath = this.session.settingsManager.getShellPath();
-    return guardBashOperations(createLocalBashOperations(shellPath ? { shellPath } : {}), this.#options.breakers.bash, signal);
+    const sandboxed = sandboxedBashOperations({
+      sandbox: this.#options.sandbox,
+      workspace: this.workspace,
+      shellPath: this.session.settingsManager.getShellPath(),
+      groups: this.#groups,
+    });
+    return guardBashOperations(sandboxed, this.#options.breakers.bash, signal);
+  }
+
+  /** Where the session's path fields may point (switch_session, new_session, export_html). */
+  pathScope(): PathScope {
+    return {
+      cwd: this.session.sessionManager.getCwd(),
+      workspace: this.workspace,
+      sessionsRoot: this.#options.sessionsRoot,
+    };
   }
 
   /** `abort`: end pending dialogs, then pi's abort (retry, run, tools through their signal). */
@@ -210,6 +253,7 @@ export class SessionHost {
     }
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
+    this.#groups.killAll(); // background jobs of finished commands included
     try {
       await this.#runtime.dispose();
     } catch (error) {
@@ -231,6 +275,9 @@ export class SessionHost {
     this.#unsubscribe = session.subscribe((event) => {
       // A throwing listener would make pi skip persisting the event (pi-sdk-notes §3): never let one escape.
       try {
+        if (event.type === "tool_execution_end" && event.toolName === "bash") {
+          removeBashLog((event.result as { details?: { fullOutputPath?: unknown } } | undefined)?.details?.fullOutputPath);
+        }
         this.hub.publish(event);
       } catch (error) {
         this.#log.error({ err: error, eventType: event.type }, "event delivery failed");

@@ -1,12 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { stat } from "node:fs/promises";
-import { resolve } from "node:path";
 import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
 import { PiServerError } from "../errors.js";
 import { SESSION_ID_PATTERN } from "./protocol.js";
 import type { Principal } from "../auth/types.js";
 import type { Engine } from "../governor/engine.js";
+import type { Workspaces } from "../isolation/workspaces.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
 import { SessionHost, type SessionHostOptions, type SessionState } from "./session-host.js";
 
@@ -46,6 +45,7 @@ export interface CreateSessionRequest {
 export interface SessionRegistryOptions {
   readonly factory: SessionFactory;
   readonly defaultCwd: string;
+  readonly workspaces: Workspaces;
   readonly host: SessionHostOptions;
   readonly engine: Engine;
   readonly maxSessions: number;
@@ -53,25 +53,36 @@ export interface SessionRegistryOptions {
   /** Roles that may see and use every session. */
   readonly adminRoles: ReadonlySet<string>;
   readonly logger: Logger;
-  /** Told after a session is created or deleted (the server broadcasts notices). */
+  /** Told after a session is created (the server tells the principals who may see it). */
   readonly onCreated: (host: SessionHost) => void;
 }
 
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false;
-  }
+/** Registry key: session ids are scoped by owner, so one principal's ids tell nothing about another's (adr/0011). */
+function keyOf(owner: string | undefined, sessionId: string): string {
+  return `${owner ?? ""}\n${sessionId}`;
 }
 
-/** The server's sessions by id. Creation reserves the id first, so two concurrent creates cannot both win. */
+/** The one answer for a session that does not exist and for one the principal may not see. */
+function notFound(sessionId: string): PiServerError {
+  return new PiServerError("session_not_found", `Session '${sessionId}' does not exist`);
+}
+
+/**
+ * The server's sessions. Ids are scoped by owner: Alice's `build` and Bob's `build` are two sessions, and a
+ * principal addresses its own by id (others' it may see, by id when that is unambiguous, or with `owner`).
+ * Creation reserves its id and its quota slots synchronously, before the first await, so concurrent creates can
+ * neither share an id nor pass a limit (PROTOCOL.md §5).
+ */
 export class SessionRegistry {
+  /** By key (owner + id). */
   readonly #hosts = new Map<string, SessionHost>();
+  /** By id, for lookups of sessions the principal does not own (shared, unowned, admin). */
+  readonly #byId = new Map<string, Set<SessionHost>>();
+  /** Keys of creates in progress. */
   readonly #reserved = new Set<string>();
-  /** sessionId → the principal that created it (absent for sessions created through the programmatic API). */
-  readonly #owners = new Map<string, string>();
-  /** sessionId → other principals the owner (or the embedder) shared it with. */
+  /** Sessions (live or being created) per owning principal. */
+  readonly #owned = new Map<string, number>();
+  /** Key → other principals the owner (or the embedder) shared it with. */
   readonly #shares = new Map<string, Set<string>>();
   readonly #options: SessionRegistryOptions;
 
@@ -83,24 +94,18 @@ export class SessionRegistry {
     return this.#hosts.size;
   }
 
-  get(sessionId: string): SessionHost | undefined {
-    return this.#hosts.get(sessionId);
-  }
-
-  require(sessionId: string): SessionHost {
-    const host = this.#hosts.get(sessionId);
-    if (!host) throw new PiServerError("session_not_found", `Session '${sessionId}' does not exist`);
-    return host;
-  }
-
   hosts(): IterableIterator<SessionHost> {
     return this.#hosts.values();
+  }
+
+  byKey(key: string): SessionHost | undefined {
+    return this.#hosts.get(key);
   }
 
   summary(host: SessionHost): SessionSummary {
     return {
       sessionId: host.id,
-      owner: this.#owners.get(host.id),
+      owner: host.owner,
       cwd: host.cwd,
       createdAt: host.createdAt,
       subscribers: host.hub.subscriberCount,
@@ -109,46 +114,66 @@ export class SessionRegistry {
   }
 
   /** May `principal` see and use the session? Owner, shared principals and admins may; unowned sessions are open. */
-  canAccess(principal: Principal, sessionId: string): boolean {
-    const owner = this.#owners.get(sessionId);
-    if (owner === undefined || owner === principal.id) return true;
-    if (this.#shares.get(sessionId)?.has(principal.id)) return true;
+  canAccess(principal: Principal, host: SessionHost): boolean {
+    if (host.owner === undefined || host.owner === principal.id) return true;
+    if (this.#shares.get(host.key)?.has(principal.id)) return true;
     return principal.roles.some((role) => this.#options.adminRoles.has(role));
   }
 
-  /** The session, if `principal` may use it; `forbidden` otherwise (adr/0009). */
-  authorize(principal: Principal, sessionId: string): SessionHost {
-    const host = this.require(sessionId);
-    if (!this.canAccess(principal, sessionId)) {
-      throw new PiServerError("forbidden", `Session '${sessionId}' belongs to another principal`);
-    }
+  /**
+   * The session `principal` means by `sessionId` (and `owner`, when given): its own first, then the one other
+   * session of that id it may see. One it may not see answers exactly like one that does not exist.
+   */
+  resolve(principal: Principal, sessionId: string, owner?: string): SessionHost {
+    const host = this.#find(sessionId, owner, principal);
+    if (!host || !this.canAccess(principal, host)) throw notFound(sessionId);
     return host;
   }
 
-  share(sessionId: string, principalId: string): void {
-    this.require(sessionId);
-    let shared = this.#shares.get(sessionId);
-    if (!shared) this.#shares.set(sessionId, (shared = new Set()));
+  #find(sessionId: string, owner: string | undefined, principal: Principal | undefined): SessionHost | undefined {
+    if (owner !== undefined) return this.#hosts.get(keyOf(owner === "" ? undefined : owner, sessionId));
+    if (principal) {
+      const own = this.#hosts.get(keyOf(principal.id, sessionId));
+      if (own) return own;
+    }
+    const unowned = this.#hosts.get(keyOf(undefined, sessionId));
+    if (unowned) return unowned;
+    const visible = [...(this.#byId.get(sessionId) ?? [])].filter((h) => !principal || this.canAccess(principal, h));
+    if (visible.length > 1) {
+      throw new PiServerError("invalid_command", `More than one session '${sessionId}' is visible to you: add 'owner'`);
+    }
+    return visible[0];
+  }
+
+  /** Programmatic API: the session with this id (and owner; without one, the unowned or the only one). */
+  get(sessionId: string, owner?: string): SessionHost | undefined {
+    return this.#find(sessionId, owner, undefined);
+  }
+
+  share(sessionId: string, principalId: string, owner?: string): void {
+    const host = this.get(sessionId, owner);
+    if (!host) throw notFound(sessionId);
+    let shared = this.#shares.get(host.key);
+    if (!shared) this.#shares.set(host.key, (shared = new Set()));
     shared.add(principalId);
   }
 
-  unshare(sessionId: string, principalId: string): void {
-    this.#shares.get(sessionId)?.delete(principalId);
+  unshare(sessionId: string, principalId: string, owner?: string): void {
+    const host = this.get(sessionId, owner);
+    if (host) this.#shares.get(host.key)?.delete(principalId);
   }
 
-  ownedBy(principal: string): number {
-    let n = 0;
-    for (const owner of this.#owners.values()) if (owner === principal) n += 1;
-    return n;
-  }
-
-  /** Create a session; `principal` (when the request came from a client) counts against its session limit. */
+  /** Create a session; `principal` (when the request came from a client) owns it and counts against its limit. */
   async create(request: CreateSessionRequest, principal?: string): Promise<SessionHost> {
     const sessionId = request.sessionId ?? randomUUID();
     if (!SESSION_ID_PATTERN.test(sessionId)) {
       throw new PiServerError("invalid_command", "sessionId must match [A-Za-z0-9._:-]{1,128}");
     }
-    if (this.#hosts.has(sessionId) || this.#reserved.has(sessionId)) {
+    const owner = principal ?? request.owner;
+    const key = keyOf(owner, sessionId);
+    // An unowned session is visible to everyone, so colliding with it reveals nothing.
+    const unownedKey = keyOf(undefined, sessionId);
+    if (this.#hosts.has(key) || this.#reserved.has(key) || this.#hosts.has(unownedKey) || this.#reserved.has(unownedKey)) {
       throw new PiServerError("session_exists", `Session '${sessionId}' already exists`);
     }
     const model = request.model;
@@ -159,45 +184,61 @@ export class SessionRegistry {
     if (this.#hosts.size + this.#reserved.size >= options.maxSessions) {
       throw new PiServerError("too_many_sessions", `The server hosts its maximum of ${options.maxSessions} sessions`);
     }
-    if (principal !== undefined && this.ownedBy(principal) >= options.maxSessionsPerPrincipal) {
+    if (principal !== undefined && (this.#owned.get(principal) ?? 0) >= options.maxSessionsPerPrincipal) {
       throw new PiServerError("too_many_sessions", `You already have ${options.maxSessionsPerPrincipal} sessions`);
     }
-    const cwd = resolve(options.defaultCwd, request.cwd ?? ".");
-    // Reserve before the first await, so a concurrent create of the same id gets session_exists.
-    this.#reserved.add(sessionId);
+    // Reserve the key and the quota slots before the first await (released below if the create fails).
+    this.#reserved.add(key);
+    if (owner !== undefined) this.#owned.set(owner, (this.#owned.get(owner) ?? 0) + 1);
+    let created = false;
     try {
-      if (!(await isDirectory(cwd))) throw new PiServerError("invalid_command", `cwd '${cwd}' is not a directory`);
+      const placement = await options.workspaces.place(owner, request.cwd, options.defaultCwd);
       const host = await SessionHost.create(
         options.factory,
         {
           sessionId,
-          cwd,
+          cwd: placement.cwd,
+          workspace: placement.workspace,
           ...(model ? { model } : {}),
           ...(request.thinkingLevel ? { thinkingLevel: request.thinkingLevel } : {}),
         },
-        options.host,
+        { ...options.host, owner, key },
       );
-      this.#hosts.set(sessionId, host);
-      const owner = principal ?? request.owner;
-      if (owner !== undefined) this.#owners.set(sessionId, owner);
-      options.logger.info({ sessionId, cwd: host.cwd }, "session created");
+      this.#hosts.set(key, host);
+      let same = this.#byId.get(sessionId);
+      if (!same) this.#byId.set(sessionId, (same = new Set()));
+      same.add(host);
+      created = true;
+      options.logger.info({ sessionId, owner, cwd: host.cwd }, "session created");
       options.onCreated(host);
       return host;
     } finally {
-      this.#reserved.delete(sessionId);
+      this.#reserved.delete(key);
+      if (!created) this.#release(owner);
     }
   }
 
+  #release(owner: string | undefined): void {
+    if (owner === undefined) return;
+    const n = (this.#owned.get(owner) ?? 1) - 1;
+    if (n <= 0) this.#owned.delete(owner);
+    else this.#owned.set(owner, n);
+  }
+
   /** Remove and dispose the session; its subscribers get `session_deleted`. */
-  async delete(sessionId: string, reason: "deleted" | "shutdown" = "deleted"): Promise<void> {
-    const host = this.require(sessionId);
-    this.#hosts.delete(sessionId);
-    this.#owners.delete(sessionId);
-    this.#shares.delete(sessionId);
+  async delete(host: SessionHost, reason: "deleted" | "shutdown" = "deleted"): Promise<void> {
+    if (this.#hosts.get(host.key) !== host) throw notFound(host.id);
+    this.#hosts.delete(host.key);
+    const same = this.#byId.get(host.id);
+    same?.delete(host);
+    if (same?.size === 0) this.#byId.delete(host.id);
+    this.#release(host.owner);
+    this.#shares.delete(host.key);
+    const sessionId = host.id;
     host.dialogs.cancelAll(reason); // before the running commands are stopped, so dialogs say why
     // Queued commands are answered and never run; running ones are stopped (the engine calls their stop).
     this.#options.engine.abortGroup(
-      sessionId,
+      host.key,
       reason === "shutdown"
         ? new PiServerError("shutting_down", "The server is shutting down")
         : new PiServerError("session_not_found", `Session '${sessionId}' was deleted`),
@@ -206,8 +247,8 @@ export class SessionRegistry {
     host.hub.notify({ type: "session_deleted", sessionId, reason });
     for (const subscriber of [...host.hub.subscribers()]) {
       host.hub.delete(subscriber);
-      subscriber.detach(sessionId);
+      subscriber.detach(host.key);
     }
-    this.#options.logger.info({ sessionId, reason }, "session deleted");
+    this.#options.logger.info({ sessionId, owner: host.owner, reason }, "session deleted");
   }
 }

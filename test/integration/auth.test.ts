@@ -36,6 +36,7 @@ test("JWT over a rotating JWKS: valid tokens connect; each bad token is refused 
   const h = await startServer(t, {
     auth: jwtAuth({ jwksUrl: jwks.url, issuer: ISSUER, audience: AUDIENCE, jwksCooldownMs: 0 }),
     logger: logs.logger,
+    metricsOnMainPort: true, // the operator's explicit choice; off by default with auth
   });
   const http = h.url.replace("ws://", "http://");
   const minted: string[] = [];

@@ -59,7 +59,7 @@ test("principal B cannot list, subscribe to, command, answer dialogs of or delet
 
   alice.send({ type: "prompt", sessionId: "a1", message: "/ask" });
   const dialog = await alice.waitForEvent("a1", "extension_ui_request", (e) => e["method"] === "confirm");
-  const forbidden = [
+  const forbidden: Array<Record<string, unknown>> = [
     { type: "subscribe", sessionId: "a1" },
     { type: "get_state", sessionId: "a1" },
     { type: "get_messages", sessionId: "a1" },
@@ -68,8 +68,12 @@ test("principal B cannot list, subscribe to, command, answer dialogs of or delet
     { type: "extension_ui_response", sessionId: "a1", id: dialog.event["id"], confirmed: true },
     { type: "delete_session", sessionId: "a1" },
   ];
+  // Alice's session answers Bob exactly like a session that does not exist (code and message).
   for (const command of forbidden) {
-    assert.equal((await bob.request(command)).code, "forbidden", command.type);
+    const refused = await bob.request(command);
+    const missing = await bob.request({ ...command, sessionId: "zz" });
+    assert.equal(refused.code, "session_not_found", command.type);
+    assert.equal(refused.error, missing.error?.replace("'zz'", "'a1'"), command.type);
   }
   assert.equal(bob.events("a1").length, 0, "bob saw no event of alice's session");
 
@@ -85,7 +89,7 @@ test("principal B cannot list, subscribe to, command, answer dialogs of or delet
   assert.deepEqual(await listed(bob), ["a1", "b1"]);
   await bob.ok({ type: "subscribe", sessionId: "a1" });
   h.server.sessions.unshare("a1", "bob");
-  assert.equal((await bob.request({ type: "get_state", sessionId: "a1" })).code, "forbidden");
+  assert.equal((await bob.request({ type: "get_state", sessionId: "a1" })).code, "session_not_found");
   assert.equal(h.server.sessions.list().find((s) => s.sessionId === "a1")?.owner, "alice");
 });
 

@@ -38,7 +38,7 @@ function harness(t: import("node:test").TestContext) {
   const config = resolveOptions({ noServer: true, cwd: setup.root, maxQueuedPerSession: 8 });
   const { core, registry } = assemble({ config, factory: setup.factory, logger });
   t.after(async () => {
-    for (const host of [...registry.hosts()]) await registry.delete(host.id);
+    for (const host of [...registry.hosts()]) await registry.delete(host);
     setup.cleanup();
   });
   return { core, registry, setup };

@@ -1,0 +1,109 @@
+import { constants } from "node:fs";
+import { mkdtemp, open, readFile, realpath, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join, resolve } from "node:path";
+import { PiServerError } from "../errors.js";
+import { confine, isWithin } from "./paths.js";
+
+/** Where a session's path fields may point (adr/0011). */
+export interface PathScope {
+  /** The session's current working directory (relative paths start here). */
+  readonly cwd: string;
+  /** The workspace it is confined to; undefined: unconfined (no authentication, no `workspaces`). */
+  readonly workspace: string | undefined;
+  /** Real path of the server's session storage; undefined when sessions are not kept in files. */
+  readonly sessionsRoot: string | undefined;
+}
+
+/** The first bytes of a file are enough to find pi's session header line. */
+const HEADER_BYTES = 64 * 1024;
+
+/** The same answer for a file that does not exist, is not a session or is someone else's: nothing to learn. */
+function notYours(): PiServerError {
+  return new PiServerError("forbidden_path", "Not a session file of yours");
+}
+
+async function readHeader(path: string): Promise<{ cwd?: unknown } | undefined> {
+  // O_NOFOLLOW: the path was resolved to its real path; a symlink swapped in since is refused.
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+  if (!handle) return undefined;
+  try {
+    if (!(await handle.stat()).isFile()) return undefined;
+    const buffer = Buffer.alloc(HEADER_BYTES);
+    const { bytesRead } = await handle.read(buffer, 0, HEADER_BYTES, 0);
+    const firstLine = buffer.subarray(0, bytesRead).toString("utf8").split("\n", 1)[0] ?? "";
+    const header = JSON.parse(firstLine) as unknown;
+    if (typeof header !== "object" || header === null || (header as { type?: unknown }).type !== "session") return undefined;
+    return header as { cwd?: unknown };
+  } catch {
+    return undefined;
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Check a client's `switch_session.sessionPath` or `new_session.parentSession`: it must be an existing pi session
+ * file (its first line a session header), so no other file is ever opened for writing. Confined, it must also lie
+ * in the server's session storage and its recorded cwd in the principal's workspace. Returns the real path.
+ */
+export async function checkSessionFile(scope: PathScope, requested: string): Promise<string> {
+  if (requested.includes("\0")) throw notYours();
+  if (scope.workspace === undefined) {
+    const real = await realpath(resolve(scope.cwd, requested)).catch(() => undefined);
+    if (real === undefined || (await readHeader(real)) === undefined) throw notYours();
+    return real;
+  }
+  if (scope.sessionsRoot === undefined) {
+    throw new PiServerError("forbidden_path", "This server keeps no session files");
+  }
+  const real = await realpath(resolve(scope.sessionsRoot, requested)).catch(() => undefined);
+  if (real === undefined || !isWithin(real, scope.sessionsRoot) || !real.endsWith(".jsonl")) throw notYours();
+  const header = await readHeader(real);
+  if (typeof header?.cwd !== "string") throw notYours();
+  const headerCwd = await realpath(header.cwd).catch(() => undefined);
+  if (headerCwd === undefined || !isWithin(headerCwd, scope.workspace)) throw notYours();
+  return real;
+}
+
+/**
+ * `export_html`: pi renders into a private temporary file; the result is then copied to `outputPath` resolved
+ * inside the workspace (or next to the session's cwd when unconfined), opened with O_NOFOLLOW so a symlink planted
+ * at the target is never followed. Returns the path written.
+ */
+export async function exportInto(
+  scope: PathScope,
+  outputPath: string | undefined,
+  defaultName: string,
+  render: (privatePath: string) => Promise<unknown>,
+): Promise<string> {
+  const requested = outputPath ?? defaultName;
+  const target =
+    scope.workspace === undefined
+      ? resolve(scope.cwd, requested)
+      : (await confine(scope.workspace, scope.cwd, requested, "outputPath")).path;
+  const dir = await mkdtemp(join(tmpdir(), "pi-server-export-"));
+  try {
+    const rendered = join(dir, basename(defaultName));
+    await render(rendered);
+    const html = await readFile(rendered);
+    const handle = await open(
+      target,
+      // O_NONBLOCK: a FIFO planted at the target fails at once instead of blocking the server.
+      constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+      0o644,
+    ).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ELOOP") throw new PiServerError("forbidden_path", "outputPath is a symbolic link");
+      throw new PiServerError("invalid_command", `Cannot write outputPath: ${error.code ?? error.message}`);
+    });
+    try {
+      if (!(await handle.stat()).isFile()) throw new PiServerError("forbidden_path", "outputPath is not a regular file");
+      await handle.writeFile(html);
+    } finally {
+      await handle.close();
+    }
+    return target;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
