@@ -38,6 +38,17 @@ Authentication and observability:
   --jwt-algorithms <list>  comma-separated allow-list            [PI_SERVER_JWT_ALGORITHMS]
   --allowed-origin <o>     allowed browser Origin (repeatable)   [PI_SERVER_ALLOWED_ORIGINS] (comma-separated)
   --metrics-port <n>       also serve /metrics /healthz /readyz on this port [PI_SERVER_METRICS_PORT]
+  --metrics-host <addr>    interface of the metrics port          [PI_SERVER_METRICS_HOST]  (default ${DEFAULTS.metricsHost})
+  --metrics-on-main-port   serve /metrics on the main port even with auth [PI_SERVER_METRICS_ON_MAIN_PORT=1]
+
+Isolation (see README "Security"):
+  --workspace-root <dir>   directory of the principals' workspaces [PI_SERVER_WORKSPACE_ROOT] (default: --cwd)
+  --shared-workspace       all principals share the workspace root [PI_SERVER_SHARED_WORKSPACE=1] (default with auth: one each)
+  --sandbox <mode>         auto|bwrap|none: where bash runs        [PI_SERVER_SANDBOX]       (default auto)
+  --no-network             sandboxed commands get no network       [PI_SERVER_SANDBOX_NETWORK=0]
+  --project-extensions     load <cwd>/.pi extensions and settings  [PI_SERVER_PROJECT_EXTENSIONS=1] (default: on without auth only)
+  --max-pre-auth <n>       connections not yet authenticated, at most [PI_SERVER_MAX_PRE_AUTH] (default ${DEFAULTS.maxPreAuthConnections})
+  --pre-auth-timeout <ms>  time to send the request and authenticate [PI_SERVER_PRE_AUTH_TIMEOUT_MS] (default ${DEFAULTS.preAuthTimeoutMs})
 
 Secrets are read from files or the environment only, never from arguments.
   -h, --help         show this help
@@ -87,6 +98,15 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "jwt-algorithms": { type: "string" },
       "allowed-origin": { type: "string", multiple: true },
       "metrics-port": { type: "string" },
+      "metrics-host": { type: "string" },
+      "metrics-on-main-port": { type: "boolean" },
+      "workspace-root": { type: "string" },
+      "shared-workspace": { type: "boolean" },
+      sandbox: { type: "string" },
+      "no-network": { type: "boolean" },
+      "project-extensions": { type: "boolean" },
+      "max-pre-auth": { type: "string" },
+      "pre-auth-timeout": { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean", short: "v" },
     },
@@ -104,6 +124,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
   const origins = values["allowed-origin"] ?? env["PI_SERVER_ALLOWED_ORIGINS"]?.split(",").filter(Boolean);
   const metricsPort = values["metrics-port"] ?? env["PI_SERVER_METRICS_PORT"];
   return {
+    ...isolationOptions(values, env),
     ...authOptions(values, env),
     ...(origins?.length ? { allowedOrigins: origins } : {}),
     ...(metricsPort === undefined ? {} : { metricsPort: parsePort(metricsPort, "--metrics-port") }),
@@ -119,6 +140,48 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
 }
 
 type Values = Record<string, string | boolean | string[] | undefined>;
+
+function parseCount(text: string, source: string): number {
+  if (!/^\d{1,9}$/.test(text) || Number(text) < 1) throw new UsageError(`${source} must be a positive integer, got '${text}'`);
+  return Number(text);
+}
+
+/** Workspaces, sandbox, project extensions, pre-auth bounds and where metrics are served (flags, then env). */
+function isolationOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiServerOptions> {
+  const flagOrEnv = (flag: string, variable: string, parse: (text: string, source: string) => boolean) => {
+    if (values[flag] !== undefined) return values[flag] as boolean;
+    const text = env[variable];
+    return text === undefined ? undefined : parse(text, variable);
+  };
+  const options: Partial<PiServerOptions> = {};
+  const root = (values["workspace-root"] as string | undefined) ?? env["PI_SERVER_WORKSPACE_ROOT"];
+  const shared = flagOrEnv("shared-workspace", "PI_SERVER_SHARED_WORKSPACE", parseBoolean);
+  if (root !== undefined || shared !== undefined) {
+    options.workspaces = { ...(root !== undefined ? { root } : {}), ...(shared !== undefined ? { perPrincipal: !shared } : {}) };
+  }
+  const sandbox = (values["sandbox"] as string | undefined) ?? env["PI_SERVER_SANDBOX"];
+  if (sandbox !== undefined) {
+    if (sandbox !== "auto" && sandbox !== "bwrap" && sandbox !== "none") {
+      throw new UsageError(`--sandbox must be auto, bwrap or none, got '${sandbox}'`);
+    }
+    options.sandbox = sandbox;
+  }
+  const noNetwork = values["no-network"] as boolean | undefined;
+  const networkEnv = env["PI_SERVER_SANDBOX_NETWORK"];
+  if (noNetwork) options.sandboxNetwork = false;
+  else if (networkEnv !== undefined) options.sandboxNetwork = parseBoolean(networkEnv, "PI_SERVER_SANDBOX_NETWORK");
+  const projectExtensions = flagOrEnv("project-extensions", "PI_SERVER_PROJECT_EXTENSIONS", parseBoolean);
+  if (projectExtensions !== undefined) options.projectExtensions = projectExtensions;
+  const onMain = flagOrEnv("metrics-on-main-port", "PI_SERVER_METRICS_ON_MAIN_PORT", parseBoolean);
+  if (onMain !== undefined) options.metricsOnMainPort = onMain;
+  const metricsHost = (values["metrics-host"] as string | undefined) ?? env["PI_SERVER_METRICS_HOST"];
+  if (metricsHost !== undefined) options.metricsHost = metricsHost;
+  const maxPreAuth = (values["max-pre-auth"] as string | undefined) ?? env["PI_SERVER_MAX_PRE_AUTH"];
+  if (maxPreAuth !== undefined) options.maxPreAuthConnections = parseCount(maxPreAuth, "--max-pre-auth");
+  const preAuthTimeout = (values["pre-auth-timeout"] as string | undefined) ?? env["PI_SERVER_PRE_AUTH_TIMEOUT_MS"];
+  if (preAuthTimeout !== undefined) options.preAuthTimeoutMs = parseCount(preAuthTimeout, "--pre-auth-timeout");
+  return options;
+}
 
 /** `--auth` and its settings (flags, then PI_SERVER_* variables); secrets only from files or the environment. */
 function authOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOptions, "auth"> {

@@ -86,7 +86,13 @@ export function guardStreamFn(
     // The breaker's verdict is the first of: the stream's end, or the first-token deadline. Events keep flowing to
     // the agent after a slow-first-token verdict.
     const call = async () => {
-      const stream = await inner(model, context, streamOptions);
+      let stream: Awaited<ReturnType<StreamFn>>;
+      try {
+        stream = await inner(model, context, streamOptions);
+      } catch (error) {
+        // Thrown before any stream (and so before any upstream request): our or the caller's problem, not the model's.
+        throw new NotAFailure(error);
+      }
       let slow: NodeJS.Timeout | undefined;
       const firstTokenLate = new Promise<never>((_resolve, reject) => {
         slow = setTimeout(() => reject(new SlowFirstTokenError(options.firstTokenTimeoutMs)), options.firstTokenTimeoutMs);

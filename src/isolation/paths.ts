@@ -1,4 +1,4 @@
-import { realpath } from "node:fs/promises";
+import { lstat, realpath } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { PiServerError } from "../errors.js";
 
@@ -39,6 +39,8 @@ export async function confine(root: string, base: string, candidate: string, wha
       if ((error as NodeJS.ErrnoException).code !== "ENOENT" && (error as NodeJS.ErrnoException).code !== "ENOTDIR") {
         throw error;
       }
+      // A dangling symlink points somewhere that may be outside: refused rather than followed by hand.
+      if (await lstat(current).then(() => true, () => false)) throw forbidden(what);
       const parent = dirname(current);
       if (parent === current || !isWithin(parent, root)) throw forbidden(what);
       missing.push(current.slice(parent.length).replace(/^[/\\]/, ""));

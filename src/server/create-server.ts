@@ -447,7 +447,8 @@ export function createPiServer(options: PiServerOptions): PiServer {
       if (!httpServer) return undefined;
       if (!httpServer.listening) await listenOn(httpServer, config.port ?? 0, config.host);
       const address = httpServer.address() as AddressInfo;
-      log.info({ host: address.address, port: address.port }, "listening");
+      const metricsPort = (metricsServer?.address() as AddressInfo | null)?.port;
+      log.info({ host: address.address, port: address.port, ...(metricsPort ? { metricsPort } : {}) }, "listening");
       return address;
     },
     address: () => (httpServer?.listening ? (httpServer.address() as AddressInfo) : undefined),

@@ -54,9 +54,18 @@ export interface SessionIdentity {
   readonly key: string;
 }
 
-/** Delete the full-output log pi writes to the temp dir for long bash output (it would stay forever). */
+/** Delay of the second removal of a bash log: pi opens its log stream asynchronously (see removeBashLog). */
+const BASH_LOG_RECHECK_MS = 1_000;
+
+/**
+ * Delete the full-output log pi writes to the temp dir for long bash output (it would stay forever). pi may still
+ * be opening that file when the command ends (its write stream opens asynchronously), which would create it again
+ * after a first unlink; a second unlink a moment later catches that.
+ */
 export function removeBashLog(path: unknown): void {
-  if (typeof path === "string" && /[/\\]pi-bash-[0-9a-f]+\.log$/.test(path)) unlink(path, () => undefined);
+  if (typeof path !== "string" || !/[/\\]pi-bash-[0-9a-f]+\.log$/.test(path)) return;
+  unlink(path, () => undefined);
+  setTimeout(() => unlink(path, () => undefined), BASH_LOG_RECHECK_MS).unref();
 }
 
 /**

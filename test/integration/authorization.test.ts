@@ -72,8 +72,8 @@ test("principal B cannot list, subscribe to, command, answer dialogs of or delet
   for (const command of forbidden) {
     const refused = await bob.request(command);
     const missing = await bob.request({ ...command, sessionId: "zz" });
-    assert.equal(refused.code, "session_not_found", command.type);
-    assert.equal(refused.error, missing.error?.replace("'zz'", "'a1'"), command.type);
+    assert.equal(refused.code, "session_not_found", String(command["type"]));
+    assert.equal(refused.error, missing.error?.replace("'zz'", "'a1'"), String(command["type"]));
   }
   assert.equal(bob.events("a1").length, 0, "bob saw no event of alice's session");
 

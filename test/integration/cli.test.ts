@@ -1,55 +1,13 @@
 import assert from "node:assert/strict";
-import { type ChildProcessByStdio, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
 import { test } from "node:test";
 import { piSessionDir, SERVER_VERSION } from "../../src/index.js";
-import { attempt, TestClient, WAIT_MS } from "../helpers/client.js";
+import { attempt, TestClient } from "../helpers/client.js";
+import { cleanEnv, collect, exited, firstLine, run } from "../helpers/cli.js";
 import { tempDir } from "../helpers/faux.js";
 import { AUDIENCE, claims, ISSUER, mintHs } from "../helpers/jwt.js";
 import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
-
-const CLI = ["--import", "tsx", join(import.meta.dirname, "../../src/cli.ts")];
-
-type Child = ChildProcessByStdio<null, Readable, Readable>;
-
-/** A clean environment: no provider keys from the host, HOME and the agent dir in a temp dir. */
-function cleanEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { PATH: process.env["PATH"], HOME: home, ...extra };
-}
-
-function run(args: string[], env: NodeJS.ProcessEnv): Child {
-  return spawn(process.execPath, [...CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-}
-
-function collect(stream: Readable): { text: () => string } {
-  let text = "";
-  stream.setEncoding("utf8");
-  stream.on("data", (chunk: string) => {
-    text += chunk;
-  });
-  return { text: () => text };
-}
-
-function exited(child: Child): Promise<number | null> {
-  return new Promise((resolve) => child.on("exit", (code) => resolve(code)));
-}
-
-function firstLine(stream: Readable): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buffer = "";
-    const timer = setTimeout(() => reject(new Error("no listening line")), WAIT_MS * 2);
-    stream.on("data", (chunk: Buffer | string) => {
-      buffer += chunk.toString();
-      const newline = buffer.indexOf("\n");
-      if (newline >= 0) {
-        clearTimeout(timer);
-        resolve(buffer.slice(0, newline));
-      }
-    });
-  });
-}
 
 test("CLI: --port 0, listening line, real file-backed session over an OpenAI-compatible model, SIGTERM exits 0", async (t) => {
   const dir = tempDir("cli");

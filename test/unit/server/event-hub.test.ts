@@ -29,3 +29,19 @@ test("the ring is bounded by bytes too", () => {
   assert.ok("frames" in resume);
   assert.equal(resume.frames.length, 100 - hub.firstReplayableSeq + 1);
 });
+
+test("an event that cannot be serialized keeps its seq as a visible event_error: no gap, nothing silent", () => {
+  const hub = new EventHub("s", { maxEvents: 100, maxBytes: 1_000_000 });
+  const received: string[] = [];
+  hub.add({ connectionId: "c", sendFrame: (frame) => received.push(frame), detach: () => undefined });
+  hub.publish({ type: "before" });
+  const cyclic: Record<string, unknown> = { type: "message_update" };
+  cyclic["self"] = cyclic;
+  hub.publish(cyclic);
+  hub.publish({ type: "big", n: 10n } as unknown as object);
+  hub.publish({ type: "after" });
+  const frames = received.map((f) => JSON.parse(f) as { seq: number; event: { type: string; eventType?: string } });
+  assert.deepEqual(frames.map((f) => f.seq), [1, 2, 3, 4]);
+  assert.deepEqual(frames.map((f) => f.event.type), ["before", "event_error", "event_error", "after"]);
+  assert.deepEqual(frames.map((f) => f.event.eventType), [undefined, "message_update", "big", undefined]);
+});

@@ -1,0 +1,45 @@
+import { type ChildProcessByStdio, spawn } from "node:child_process";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { WAIT_MS } from "./client.js";
+
+const CLI = ["--import", "tsx", join(import.meta.dirname, "../../src/cli.ts")];
+
+export type Child = ChildProcessByStdio<null, Readable, Readable>;
+
+/** A clean environment: no provider keys from the host, HOME and the agent dir in a temp dir. */
+export function cleanEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { PATH: process.env["PATH"], HOME: home, ...extra };
+}
+
+export function run(args: string[], env: NodeJS.ProcessEnv): Child {
+  return spawn(process.execPath, [...CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+}
+
+export function collect(stream: Readable): { text: () => string } {
+  let text = "";
+  stream.setEncoding("utf8");
+  stream.on("data", (chunk: string) => {
+    text += chunk;
+  });
+  return { text: () => text };
+}
+
+export function exited(child: Child): Promise<number | null> {
+  return new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+}
+
+export function firstLine(stream: Readable): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffer = "";
+    const timer = setTimeout(() => reject(new Error("no listening line")), WAIT_MS * 2);
+    stream.on("data", (chunk: Buffer | string) => {
+      buffer += chunk.toString();
+      const newline = buffer.indexOf("\n");
+      if (newline >= 0) {
+        clearTimeout(timer);
+        resolve(buffer.slice(0, newline));
+      }
+    });
+  });
+}
