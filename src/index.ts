@@ -15,6 +15,9 @@ export {
 export type { SessionState } from "./server/session-host.js";
 export type { CreateSessionRequest, HostedSession, SessionSummary } from "./server/sessions.js";
 export { SERVER_VERSION } from "./version.js";
+export { confinedFileTools } from "./isolation/confined-tools.js";
+export type { SandboxMode } from "./isolation/sandbox.js";
+export { workspaceName } from "./isolation/workspaces.js";
 export {
   type AuthFailureReason,
   type AuthProvider,

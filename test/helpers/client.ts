@@ -165,3 +165,10 @@ export async function attempt(
     });
   });
 }
+
+/** Connect with a bearer token and wait for `server_ready`. */
+export async function connectAs(url: string, token: string): Promise<TestClient> {
+  const client = new TestClient(url, { headers: { authorization: `Bearer ${token}` } });
+  await client.ready;
+  return client;
+}

@@ -16,7 +16,7 @@ import {
   SessionManager,
   SettingsManager,
 } from "@mariozechner/pi-coding-agent";
-import type { SessionFactory } from "../../src/index.js";
+import { confinedFileTools, type SessionFactory } from "../../src/index.js";
 
 /** A temp directory removed by `cleanup()`. Tests never touch the user's `~/.pi`. */
 export function tempDir(prefix: string): { path: string; cleanup: () => void } {
@@ -85,7 +85,11 @@ export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
         sessionStartEvent,
         model,
         thinkingLevel: "off",
-        customTools: [defineTool(createBashToolDefinition(cwd, { operations: request.bashOperations }))],
+        // As an embedder's factory should: bash on the server's operations, file tools confined to the workspace.
+        customTools: [
+          defineTool(createBashToolDefinition(cwd, { operations: request.bashOperations })),
+          ...(request.workspace !== undefined ? confinedFileTools(cwd, request.workspace) : []),
+        ],
       });
       return { ...created, services, diagnostics: services.diagnostics };
     };

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
 import { anyOf, noneAuth, tokenAuth } from "../../src/auth/index.js";
-import { attempt, TestClient } from "../helpers/client.js";
+import { attempt, connectAs, type TestClient } from "../helpers/client.js";
 import { startServer } from "../helpers/server.js";
 
 const TOKENS = {
@@ -20,11 +20,7 @@ const askExtension: ExtensionFactory = (pi) => {
   });
 };
 
-async function as(url: string, token: string): Promise<TestClient> {
-  const client = new TestClient(url, { headers: { authorization: `Bearer ${token}` } });
-  await client.ready;
-  return client;
-}
+const as = connectAs;
 
 test("principal B cannot list, subscribe to, command, answer dialogs of or delete A's session; an admin can", async (t) => {
   const h = await startServer(

@@ -115,3 +115,32 @@ test("CLI: --auth jwt with a secret file: a good token connects, a bad one gets 
   assert.equal(await exit, 0);
   assert.equal(stdout.text().trim().split("\n").length, 1, "stdout holds only the listening line");
 });
+
+test("CLI: with --auth and no sandbox available it refuses to start unless --sandbox none is explicit", async (t) => {
+  const dir = tempDir("cli-sandbox");
+  t.after(dir.cleanup);
+  writeFileSync(join(dir.path, "tokens"), "alice:alice-token-0123456789\n");
+  // A PATH without bubblewrap on it: the machine has no sandbox.
+  const env = { ...cleanEnv(dir.path, { PI_CODING_AGENT_DIR: join(dir.path, "agent") }), PATH: dir.path };
+  const args = ["--port", "0", "--in-memory", "--auth", "token", "--token-file", join(dir.path, "tokens"), "--workspace-root", join(dir.path, "ws")];
+
+  const refused = run(args, env);
+  const refusedErr = collect(refused.stderr);
+  assert.equal(await exited(refused), 1);
+  assert.match(refusedErr.text(), /no sandbox is available: install bubblewrap .* or set sandbox: 'none' explicitly/);
+  const required = run([...args, "--sandbox", "bwrap"], env);
+  assert.equal(await exited(required), 1);
+  const badMode = run([...args, "--sandbox", "docker"], env);
+  assert.equal(await exited(badMode), 2);
+
+  const explicit = run([...args, "--sandbox", "none"], env);
+  t.after(() => explicit.kill("SIGKILL"));
+  const explicitErr = collect(explicit.stderr);
+  assert.match(await firstLine(explicit.stdout), /^pi-server listening on ws:\/\//);
+  const exit = exited(explicit);
+  const stderrEnded = new Promise((resolve) => explicit.stderr.on("end", resolve));
+  explicit.kill("SIGTERM");
+  assert.equal(await exit, 0);
+  await stderrEnded;
+  assert.match(explicitErr.text(), /sandbox: none/, "the operator is warned");
+});

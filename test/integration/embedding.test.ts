@@ -3,7 +3,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { type TestContext, test } from "node:test";
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
-import { createPiServer, DEFAULTS, type PiServer, PiServerOptionsError } from "../../src/index.js";
+import { createPiServer, DEFAULTS, type PiServer, PiServerOptionsError, tokenAuth } from "../../src/index.js";
 import { TestClient } from "../helpers/client.js";
 import { fauxSetup } from "../helpers/faux.js";
 import { startServer } from "../helpers/server.js";
@@ -135,6 +135,20 @@ test("options are validated at the edge with precise errors", async () => {
     [{ port: 0, breakers: { llm: { errorThresholdPercentage: 150 } } }, /errorThresholdPercentage must be <= 100/],
     [{ port: 0, breakers: { disk: {} } }, /unknown option 'breakers.disk'/],
     [{ port: 0, clock: {} }, /clock must be/],
+    [{ port: 0, workspaces: { bogus: 1 } }, /unknown option 'workspaces.bogus'/],
+    [{ port: 0, workspaces: { root: "" } }, /workspaces.root must be a non-empty string/],
+    [{ port: 0, workspaces: { perPrincipal: "yes" } }, /workspaces.perPrincipal must be a boolean/],
+    [{ port: 0, workspaces: "/srv" }, /workspaces must be an object/],
+    [{ port: 0, sandbox: "docker" }, /sandbox must be one of auto, bwrap, none/],
+    [{ port: 0, sandboxNetwork: "no" }, /sandboxNetwork must be a boolean/],
+    [{ port: 0, projectExtensions: 1 }, /projectExtensions must be a boolean/],
+    [{ port: 0, maxPreAuthConnections: 0 }, /maxPreAuthConnections/],
+    [{ port: 0, preAuthTimeoutMs: 2 ** 31 }, /preAuthTimeoutMs must be/],
+    [{ port: 0, metricsHost: "" }, /metricsHost must be a non-empty string/],
+    [
+      { port: 0, auth: tokenAuth({ tokens: [{ principal: "a", token: "a-token-0123456789abc" }] }), agentDir: "/srv/pi/agent", workspaces: { root: "/srv/pi" } },
+      /must not contain each other/,
+    ],
   ];
   for (const [options, message] of bad) {
     assert.throws(() => createPiServer(options as never), (error: unknown) => {
@@ -150,7 +164,21 @@ test("options are validated at the edge with precise errors", async () => {
   assert.equal(tuned.config.timeouts.command, DEFAULTS.timeouts.command);
   assert.equal(tuned.config.rateLimits.global, false);
   assert.deepEqual(tuned.config.rateLimits.connection, DEFAULTS.rateLimits.connection);
-  await Promise.all([server.close(), tuned.close()]);
+  assert.deepEqual(server.config.workspaces, { root: process.cwd(), perPrincipal: false, confined: false });
+  assert.equal(server.config.projectExtensions, true);
+  assert.equal(server.config.metricsOnMainPort, true);
+  const setup = fauxSetup();
+  const authed = createPiServer({
+    noServer: true,
+    logLevel: "silent",
+    sessionFactory: setup.factory,
+    auth: tokenAuth({ tokens: [{ principal: "a", token: "a-token-0123456789abc" }] }),
+  });
+  assert.deepEqual(authed.config.workspaces, { root: process.cwd(), perPrincipal: true, confined: true });
+  assert.equal(authed.config.projectExtensions, false, "no workspace code in the server once there are principals");
+  assert.equal(authed.config.metricsOnMainPort, false);
+  await Promise.all([server.close(), tuned.close(), authed.close()]);
+  setup.cleanup();
   assert.ok(Object.isFrozen(server.config));
   assert.throws(() => {
     (server.config as { maxPayload: number }).maxPayload = 1;

@@ -49,3 +49,41 @@ test("parseCommand returns typed commands and coded failures", () => {
     assert.equal(result.error.code, code, text);
   }
 });
+
+test("every field is validated to its full shape: images, model, lengths, NUL in paths, nesting depth", () => {
+  const png = { type: "image", mimeType: "image/png", data: "aGVsbG8=" };
+  const prompt = (images: unknown) => JSON.stringify({ type: "prompt", sessionId: "s", message: "m", images });
+  assert.ok(!isParseFailure(parseCommand(prompt([png, { ...png, mimeType: "image/webp" }]))));
+  for (const images of [[null], ["x"], [{}], [{ ...png, type: "text" }], [{ ...png, mimeType: "image/svg+xml" }], [{ ...png, data: "" }],
+    [{ ...png, data: "a" }], [{ ...png, data: "aGVsbG8=\n" }], [{ ...png, url: "http://x" }], Array(17).fill(png), {}, "x"]) {
+    const result = parseCommand(prompt(images));
+    assert.ok(isParseFailure(result) && result.error.code === "invalid_command", JSON.stringify(images));
+  }
+  const create = (model: unknown) => JSON.stringify({ type: "create_session", model });
+  assert.ok(!isParseFailure(parseCommand(create({ provider: "p", modelId: "m" }))));
+  for (const model of [{}, { provider: "p" }, { provider: "p", modelId: 1 }, { provider: "", modelId: "m" }, { provider: "p", modelId: "m", x: 1 }, [], "p/m"]) {
+    const result = parseCommand(create(model));
+    assert.ok(isParseFailure(result) && result.error.code === "invalid_command", JSON.stringify(model));
+  }
+  const long = parseCommand(JSON.stringify({ type: "set_session_name", sessionId: "s", name: "n".repeat(1025) }));
+  assert.ok(isParseFailure(long) && long.error.code === "invalid_command");
+  const nul = parseCommand(JSON.stringify({ type: "switch_session", sessionId: "s", sessionPath: "/a\u0000b" }));
+  assert.ok(isParseFailure(nul) && nul.error.code === "invalid_command");
+  const deep = parseCommand(`{"type":"ping","x":${"[".repeat(33)}${"]".repeat(33)}}`);
+  assert.ok(isParseFailure(deep) && deep.error.code === "bad_frame");
+  assert.ok(!isParseFailure(parseCommand(`{"type":"ping","x":"${"[".repeat(100)}"}`)), "brackets inside strings do not count");
+  assert.ok(!isParseFailure(parseCommand(`{"type":"ping","x":"\\\\\\"["}`)), "escaped quotes are handled");
+});
+
+test("only declared fields reach a handler: no __proto__, no client-chosen owner on create", () => {
+  const parsed = parseCommand('{"type":"create_session","sessionId":"s","owner":"root","__proto__":{"x":1},"constructor":1,"cwd":"w"}');
+  assert.ok(!isParseFailure(parsed));
+  assert.deepEqual(Object.keys(parsed.fields).sort(), ["cwd", "sessionId"]);
+  const addressed = parseCommand('{"type":"get_state","sessionId":"s","owner":"alice","extra":1}');
+  assert.ok(!isParseFailure(addressed));
+  assert.equal(Object.hasOwn(parsed.fields, "__proto__"), false);
+  assert.equal(Object.getPrototypeOf(parsed.fields), Object.prototype, "the prototype was not replaced");
+  assert.deepEqual(Object.keys(addressed.fields), ["owner"]);
+  const badOwner = parseCommand('{"type":"get_state","sessionId":"s","owner":7}');
+  assert.ok(isParseFailure(badOwner) && badOwner.error.code === "invalid_command");
+});
