@@ -351,9 +351,9 @@ export class ServerCore {
     return this.#registry.resolve(conn.principal, command.sessionId as string, command.fields["owner"] as string | undefined);
   }
 
-  #subscribe(conn: Connection, host: SessionHost, reserved = 0): void {
+  #subscribe(conn: Connection, host: SessionHost): void {
     if (host.hub.has(conn)) return;
-    if (conn.subscriptions.size + reserved >= this.#maxSubscriptions) {
+    if (conn.subscriptions.size >= this.#maxSubscriptions) {
       throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${this.#maxSubscriptions} sessions`);
     }
     // Events carry the session id only: one connection cannot follow two sessions of the same id (other owners).

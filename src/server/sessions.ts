@@ -59,7 +59,8 @@ export interface SessionRegistryOptions {
 
 /** Registry key: session ids are scoped by owner, so one principal's ids tell nothing about another's (adr/0011). */
 function keyOf(owner: string | undefined, sessionId: string): string {
-  return `${owner ?? ""}\n${sessionId}`;
+  // "-" marks unowned, "+" an owner, so no principal id (not even "") can collide with the unowned namespace.
+  return owner === undefined ? `-\n${sessionId}` : `+${owner}\n${sessionId}`;
 }
 
 /** The one answer for a session that does not exist and for one the principal may not see. */
