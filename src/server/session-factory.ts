@@ -68,18 +68,22 @@ export interface DefaultSessionFactoryOptions {
 
 type SettingsStorage = Parameters<typeof SettingsManager.fromStorage>[0];
 
-/**
- * Settings for a confined session: the operator's `<agentDir>/settings.json`, read once, and nothing from the
- * project. Changes (set_model, thinking level…) stay in the session: a principal never writes the operator's file.
- */
-function operatorSettings(agentDir: string): SettingsManager {
-  let global: string | undefined;
+function readIfExists(path: string): string | undefined {
   try {
-    global = readFileSync(join(agentDir, "settings.json"), "utf8");
+    return readFileSync(path, "utf8");
   } catch {
-    global = undefined;
+    return undefined;
   }
-  let project: string | undefined;
+}
+
+/**
+ * Settings that are read once and never written: the operator's `<agentDir>/settings.json`, plus the project's
+ * `.pi/settings.json` only when `projectDir` is given (project settings can name extensions and npm packages).
+ * Changes (set_model, thinking level…) stay in the session: a principal never writes the operator's file.
+ */
+function readOnlySettings(agentDir: string, projectDir: string | undefined): SettingsManager {
+  let global = readIfExists(join(agentDir, "settings.json"));
+  let project = projectDir === undefined ? undefined : readIfExists(join(projectDir, ".pi", "settings.json"));
   const storage: SettingsStorage = {
     withLock: (scope, fn) => {
       const next = fn(scope === "global" ? global : project);
@@ -122,14 +126,15 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
   const factory = async (request: SessionRequest) => {
     const confined = request.workspace !== undefined;
     const createRuntime: CreateAgentSessionRuntimeFactory = async ({ cwd, agentDir, sessionManager, sessionStartEvent }) => {
-      const settingsManager = confined ? operatorSettings(agentDir) : undefined;
+      // pi's own file-backed settings only for an unconfined session that may load its project (pi's behaviour).
+      const settingsManager =
+        confined || !projectExtensions ? readOnlySettings(agentDir, projectExtensions ? cwd : undefined) : undefined;
       let resourceLoaderOptions: { noExtensions: true; additionalExtensionPaths: string[] } | undefined;
-      if (!projectExtensions) {
+      if (settingsManager && !projectExtensions) {
         emptyDir ??= mkdtempSync(join(tmpdir(), "pi-server-noproject-"));
-        const loaderSettings = settingsManager ?? operatorSettings(agentDir);
         resourceLoaderOptions = {
           noExtensions: true,
-          additionalExtensionPaths: await operatorExtensionPaths(agentDir, loaderSettings, emptyDir),
+          additionalExtensionPaths: await operatorExtensionPaths(agentDir, settingsManager, emptyDir),
         };
       }
       const services = await createAgentSessionServices({

@@ -4,7 +4,7 @@
  * no workspace code runs in the server, and bad input is refused at the edge.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { TestClient } from "../helpers/client.js";
@@ -111,8 +111,16 @@ test("create_session.cwd resolves inside the workspace; a hostile workspace's ex
   assert.ok(inSub.state.sessionFile);
   assert.equal((await bob.ok<{ sessions: Array<{ sessionId: string; cwd: string }> }>({ type: "list_sessions" })).sessions.find((s) => s.sessionId === "sub")?.cwd, join(cli.workspaces, "bob", "sub"));
 
+  // The operator's own extension (agent dir) still loads.
+  const operatorLoaded = join(cli.root, "operator-loaded");
+  mkdirSync(join(cli.agentDir, "extensions"));
+  writeFileSync(
+    join(cli.agentDir, "extensions", "operator.ts"),
+    `import { writeFileSync } from "node:fs"; writeFileSync(${JSON.stringify(operatorLoaded)}, "ok"); export default function () {}`,
+  );
   // A new session in the hostile workspace: context files load (text), extensions and project settings do not.
   await bob.ok({ type: "create_session", sessionId: "hostile" });
+  assert.equal(existsSync(operatorLoaded), true, "the operator's extension loaded");
   await prompted(cli, bob, "hostile", "ok");
   assert.equal(existsSync(pwned), false, "no extension code from the workspace ran in the server");
   const system = JSON.stringify(cli.llm.requests.at(-1));
