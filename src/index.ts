@@ -8,6 +8,7 @@ export { COMMANDS, type CommandType, PROTOCOL_VERSION } from "./server/protocol.
 export {
   createDefaultSessionFactory,
   type DefaultSessionFactoryOptions,
+  keepInMemory,
   piSessionDir,
   type SessionFactory,
   type SessionRequest,

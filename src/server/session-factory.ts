@@ -42,7 +42,9 @@ export interface SessionRequest {
 }
 
 /**
- * Builds the pi runtime of one server session. The runtime, not a bare `AgentSession`, because `new_session`,
+ * Builds the pi runtime of one server session. A factory whose sessions live in memory passes every session manager
+ * pi hands its runtime factory through `keepInMemory` (pi's `newSession()` would otherwise write into the server's
+ * working directory). The runtime, not a bare `AgentSession`, because `new_session`,
  * `switch_session`, `fork` and `clone` exist only on the runtime (adr/0003).
  */
 export type SessionFactory = ((request: SessionRequest) => Promise<AgentSessionRuntime>) & {
@@ -153,7 +155,7 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
       }
       const created = await createAgentSessionFromServices({
         services,
-        sessionManager,
+        sessionManager: keepInMemory(sessionManager, cwd),
         sessionStartEvent,
         model,
         thinkingLevel: request.thinkingLevel,
@@ -173,6 +175,15 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
   };
   const sessionsRoot = options.inMemory ? undefined : join(agentDir, "sessions");
   return Object.assign(factory, { sessionsRoot });
+}
+
+/**
+ * pi's `newSession()` on an in-memory session builds a *file-backed* manager with an empty session dir, whose file
+ * would land in the server process's working directory at the first reply (pi 0.73.1). A factory whose sessions
+ * live in memory passes every manager pi gives it through this, so they stay in memory.
+ */
+export function keepInMemory(sessionManager: SessionManager, cwd: string): SessionManager {
+  return sessionManager.isPersisted() && sessionManager.getSessionDir() === "" ? SessionManager.inMemory(cwd) : sessionManager;
 }
 
 /** The real path of a factory's session storage (created if missing), for path checks. */

@@ -16,7 +16,7 @@ import {
   SessionManager,
   SettingsManager,
 } from "@mariozechner/pi-coding-agent";
-import { confinedFileTools, type SessionFactory } from "../../src/index.js";
+import { confinedFileTools, keepInMemory, type SessionFactory } from "../../src/index.js";
 
 /** A temp directory removed by `cleanup()`. Tests never touch the user's `~/.pi`. */
 export function tempDir(prefix: string): { path: string; cleanup: () => void } {
@@ -81,7 +81,7 @@ export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
       });
       const created = await createAgentSessionFromServices({
         services,
-        sessionManager,
+        sessionManager: keepInMemory(sessionManager, cwd),
         sessionStartEvent,
         model,
         thinkingLevel: "off",

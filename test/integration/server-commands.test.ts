@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readdirSync } from "node:fs";
 import { test } from "node:test";
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
 import { startServer } from "../helpers/server.js";
@@ -112,4 +113,17 @@ test("the programmatic sessions API sees and drives the same sessions", async (t
   assert.equal(h.server.sessions.list()[0]?.subscribers, 1);
   await h.server.sessions.delete("api");
   await client.waitFor((f) => f.type === "session_deleted" && f["sessionId"] === "api");
+});
+
+test("new_session keeps an in-memory session in memory: no file appears in the server's working directory", async (t) => {
+  const h = await startServer(t);
+  const client = await h.connect();
+  await client.ok({ type: "create_session", sessionId: "mem" });
+  const before = readdirSync(process.cwd()).sort();
+  await client.ok({ type: "new_session", sessionId: "mem" });
+  h.faux.setResponses([fauxAssistantMessage("a reply that pi would persist")]);
+  await client.ok({ type: "prompt", sessionId: "mem", message: "hi" });
+  await client.waitForEvent("mem", "agent_end");
+  assert.equal((await client.ok<{ sessionFile?: string }>({ type: "get_state", sessionId: "mem" })).sessionFile, undefined);
+  assert.deepEqual(readdirSync(process.cwd()).sort(), before);
 });

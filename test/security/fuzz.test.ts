@@ -6,6 +6,7 @@
  * and PI_SERVER_FUZZ_SEED for longer or other runs.
  */
 import assert from "node:assert/strict";
+import { readdirSync } from "node:fs";
 import { test } from "node:test";
 import { COMMANDS, ERROR_CODES, tokenAuth } from "../../src/index.js";
 import { connectAs, type ResponseFrame, type TestClient } from "../helpers/client.js";
@@ -133,6 +134,8 @@ test(`fuzz: ${FRAMES} generated frames over live sockets, every one answered or 
     process.off("unhandledRejection", onCrash);
   });
 
+  // Nothing a client sends may make the server write outside the workspaces (pi once wrote session files here).
+  const cwdBefore = readdirSync(process.cwd()).sort();
   const next = generator(prng(SEED));
   const codes = new Map<string, number>();
   const closes = new Map<number, number>();
@@ -205,5 +208,6 @@ test(`fuzz: ${FRAMES} generated frames over live sockets, every one answered or 
   assert.deepEqual(crashes, [], "no uncaught exception or unhandled rejection");
   assert.ok((await client.ok<{ time: number }>({ type: "ping" })).time > 0, "the server still answers");
   assert.equal(h.server.state, "running");
+  assert.deepEqual(readdirSync(process.cwd()).sort(), cwdBefore, "no file appeared in the server's working directory");
   for (const code of ["bad_json", "bad_frame", "invalid_command", "unknown_command"]) assert.ok(codes.has(code), `${code} was exercised`);
 });
