@@ -84,6 +84,7 @@ export function assemble(options: AssembleOptions): Assembly {
     timeouts: config.timeouts,
     backpressure: config.backpressure,
     maxSubscriptionsPerConnection: config.maxSubscriptionsPerConnection,
+    maxPipelinedFrames: config.maxPipelinedFrames,
     logger,
     serverVersion: SERVER_VERSION,
     metrics,

@@ -59,6 +59,8 @@ export class Connection implements Subscriber {
   readonly subscriptions = new Set<string>();
   /** `create_session`s in progress: each holds a subscription slot until it is answered. */
   pendingCreates = 0;
+  /** Frames waiting for an earlier command's admission (in-order pipelining); undefined when none is in progress. */
+  backlog: string[] | undefined;
   readonly log: Logger;
   readonly stats: ConnectionStats = { framesSent: 0, framesConflated: 0, peakBytes: 0 };
   readonly #socket: PeerSocket;

@@ -40,6 +40,8 @@ export interface ServerCoreOptions {
   readonly timeouts: Timeouts;
   readonly backpressure: BackpressureOptions;
   readonly maxSubscriptionsPerConnection: number;
+  /** Frames one connection may have waiting for an earlier command's admission. @default 256 */
+  readonly maxPipelinedFrames?: number | undefined;
   readonly logger: Logger;
   readonly serverVersion: string;
   /** Where counts and timings go; without one nothing is measured. */
@@ -85,6 +87,7 @@ export class ServerCore {
   readonly #timeouts: Timeouts;
   readonly #backpressure: BackpressureOptions;
   readonly #maxSubscriptions: number;
+  readonly #maxPipelined: number;
   readonly #log: Logger;
   readonly #serverVersion: string;
   readonly #onConnection: ServerCoreOptions["onConnection"];
@@ -103,6 +106,7 @@ export class ServerCore {
     this.#timeouts = options.timeouts;
     this.#backpressure = options.backpressure;
     this.#maxSubscriptions = options.maxSubscriptionsPerConnection;
+    this.#maxPipelined = options.maxPipelinedFrames ?? 256;
     this.#log = options.logger;
     this.#serverVersion = options.serverVersion;
     this.#onConnection = options.onConnection;
@@ -239,24 +243,62 @@ export class ServerCore {
     conn.send({ type: "response", id, command, success: false, code: coded.code, error: coded.message, ...coded.details });
   }
 
+  /**
+   * Frames of one connection are admitted in the order they arrived (PROTOCOL.md §2): while an earlier command's
+   * admission is still in progress (create_session, delete_session), later frames wait in the connection's backlog,
+   * bounded by `maxPipelinedFrames`. Lane and control commands are admitted synchronously, so they never hold it.
+   */
   #onFrame(conn: Connection, text: string): void {
+    if (conn.backlog !== undefined) {
+      if (conn.backlog.length >= this.#maxPipelined) {
+        const parsed = parseCommand(text);
+        const error = new PiServerError("queue_full", `More than ${this.#maxPipelined} frames wait for an earlier command`);
+        if (isParseFailure(parsed)) this.#fail(conn, parsed.id, parsed.command, parsed.error, 0, false);
+        else this.#fail(conn, parsed.id, parsed.type, error, 0, false);
+        return;
+      }
+      conn.backlog.push(text);
+      return;
+    }
+    this.#hold(conn, this.#admit(conn, text));
+  }
+
+  /** While `pending` runs, later frames of `conn` wait; then they are admitted in order. */
+  #hold(conn: Connection, pending: Promise<unknown> | undefined): void {
+    if (pending === undefined) return;
+    conn.backlog ??= [];
+    void pending.finally(() => {
+      const backlog = conn.backlog ?? [];
+      while (backlog.length > 0 && conn.open) {
+        const next = this.#admit(conn, backlog.shift() as string);
+        if (next !== undefined) {
+          this.#hold(conn, next);
+          return;
+        }
+      }
+      conn.backlog = undefined;
+    });
+  }
+
+  /** Parse, check and start one frame; returns the admission still in progress, if any (async server commands). */
+  #admit(conn: Connection, text: string): Promise<unknown> | undefined {
     const startedAt = this.#metrics ? performance.now() : 0;
     const parsed = parseCommand(text);
     if (isParseFailure(parsed)) {
       // The id is not claimed yet: answer without releasing anything.
       this.#fail(conn, parsed.id, parsed.command, parsed.error, startedAt, false);
-      return;
+      return undefined;
     }
     const { id, type } = parsed;
     if (id !== undefined && !conn.claimId(id)) {
       const error = new PiServerError("duplicate_id", `A command with id '${id}' is still in flight on this connection`);
       this.#fail(conn, id, type, error, startedAt, false);
-      return;
+      return undefined;
     }
     const fail = (error: unknown) => this.#fail(conn, id, type, error, startedAt);
     if (!this.#accepting) {
       fail(new PiServerError("shutting_down", "The server is shutting down"));
-      return;
+      return undefined;
     }
     let admission: Admission | undefined;
     try {
@@ -267,7 +309,7 @@ export class ServerCore {
       }
     } catch (error) {
       fail(error);
-      return;
+      return undefined;
     }
     // A command that never did work gives its admission back (adr/0005).
     const refund = () => {
@@ -281,11 +323,12 @@ export class ServerCore {
     try {
       if (parsed.spec.scope === "session") {
         this.#runSessionCommand(conn, parsed, admission).then(reply, fail);
-      } else {
-        this.#serverCommands[type as ServerCommandType](conn, parsed, reply, refund)?.catch(failUnstarted);
+        return undefined;
       }
+      return this.#serverCommands[type as ServerCommandType](conn, parsed, reply, refund)?.catch(failUnstarted);
     } catch (error) {
       failUnstarted(error);
+      return undefined;
     }
   }
 

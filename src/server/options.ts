@@ -134,6 +134,11 @@ export interface PiServerOptions {
   backpressure?: Partial<BackpressureOptions>;
   /** The per-session ring kept for `subscribe { afterSeq, epoch }`. */
   replay?: Partial<ReplayLimits>;
+  /**
+   * Frames one connection may send while an earlier command of it is still being admitted (create_session,
+   * delete_session); more are refused with `queue_full`. @default 256
+   */
+  maxPipelinedFrames?: number;
   /** Sessions one connection may subscribe to. @default 100 */
   maxSubscriptionsPerConnection?: number;
   /** Extension dialogs a session may have open; more resolve to pi's default at once. @default 16 */
@@ -180,6 +185,7 @@ export const DEFAULTS = {
   preAuthTimeoutMs: 10_000,
   metricsHost: "127.0.0.1",
   maxSubscriptionsPerConnection: 100,
+  maxPipelinedFrames: 256,
   maxPendingDialogsPerSession: 16,
   abortRunsOnShutdown: false,
   adminRoles: ["admin"],
@@ -224,6 +230,7 @@ export interface ResolvedConfig {
   readonly backpressure: Readonly<BackpressureOptions>;
   readonly replay: Readonly<ReplayLimits>;
   readonly maxSubscriptionsPerConnection: number;
+  readonly maxPipelinedFrames: number;
   readonly maxPendingDialogsPerSession: number;
   readonly abortRunsOnShutdown: boolean;
   readonly allowedOrigins: readonly string[] | undefined;
@@ -268,6 +275,7 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
   "backpressure",
   "replay",
   "maxSubscriptionsPerConnection",
+  "maxPipelinedFrames",
   "maxPendingDialogsPerSession",
   "abortRunsOnShutdown",
   "auth",
@@ -498,6 +506,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     backpressure: Object.freeze(watermarks(options.backpressure)),
     replay: Object.freeze(group("replay", options.replay, DEFAULTS.replay, { maxEvents: 0, maxBytes: 0 })),
     maxSubscriptionsPerConnection: positiveInt(options, "maxSubscriptionsPerConnection", DEFAULTS.maxSubscriptionsPerConnection),
+    maxPipelinedFrames: positiveInt(options, "maxPipelinedFrames", DEFAULTS.maxPipelinedFrames),
     maxPendingDialogsPerSession: positiveInt(options, "maxPendingDialogsPerSession", DEFAULTS.maxPendingDialogsPerSession, 0),
     abortRunsOnShutdown: options.abortRunsOnShutdown ?? DEFAULTS.abortRunsOnShutdown,
     allowedOrigins: options.allowedOrigins ? Object.freeze([...options.allowedOrigins]) : undefined,
