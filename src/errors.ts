@@ -46,7 +46,10 @@ export class PiServerError extends Error {
   }
 }
 
-/** Maps any thrown value to a coded error. Errors from pi become `command_failed` with pi's own message. */
+/**
+ * Maps any thrown value to a coded error. Only what `fromPi` marked is pi's refusal (`command_failed`); anything else
+ * that carries none of our codes is a bug of ours or of an embedder's hook: `internal`, with the cause kept for the log.
+ */
 export function toPiServerError(error: unknown): PiServerError {
   if (error instanceof PiServerError) return error;
   // Errors of our other modules (e.g. the circuit's BreakerOpenError) carry one of our codes without our class.
@@ -54,8 +57,24 @@ export function toPiServerError(error: unknown): PiServerError {
   if (error instanceof Error && typeof code === "string" && (ERROR_CODES as readonly string[]).includes(code)) {
     return new PiServerError(code as ErrorCode, error.message, { cause: error });
   }
-  if (error instanceof Error) return new PiServerError("command_failed", error.message, { cause: error });
-  return new PiServerError("command_failed", String(error));
+  return new PiServerError("internal", "Internal server error", { cause: error });
+}
+
+/** A failure pi raised, as pi refusing the command (`command_failed`), unless it already carries one of our codes. */
+export function piRefusal(error: unknown): Error {
+  if (error instanceof PiServerError) return error;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (error instanceof Error && typeof code === "string" && (ERROR_CODES as readonly string[]).includes(code)) return error;
+  return new PiServerError("command_failed", error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+/** Call into pi: what pi throws is pi's refusal (`piRefusal`); everything else a handler throws is ours (`internal`). */
+export async function fromPi<T>(call: () => T | Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    throw piRefusal(error);
+  }
 }
 
 /** WebSocket close codes the server uses (PROTOCOL.md §7). */

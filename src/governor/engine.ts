@@ -18,6 +18,13 @@ export interface TaskOptions<T> {
   readonly work: (signal: AbortSignal) => Promise<T>;
   /** Stop the running work for real when the signal fires (`session.abort()`, `abortBash()`, …). */
   readonly stop?: ((reason: PiServerError) => void) | undefined;
+  /**
+   * Checks made when the task's turn comes, before any work (e.g. "the session is busy"): a throw settles the task
+   * as never started.
+   */
+  readonly admit?: (() => void) | undefined;
+  /** Called once when the task settles without having started (its rate-limit admission is refunded, adr/0005). */
+  readonly unstarted?: (() => void) | undefined;
 }
 
 interface Task {
@@ -80,6 +87,7 @@ export class Engine {
       );
     });
     const start = (): Promise<T> => {
+      options.admit?.();
       task.state = "running";
       return options.work(controller.signal);
     };
@@ -92,7 +100,16 @@ export class Engine {
       clearTimeout(timer);
       this.#tasks.delete(task);
       if (key !== undefined && this.#byCommand.get(key) === task) this.#byCommand.delete(key);
+      if (task.state === "queued") options.unstarted?.();
     });
+  }
+
+  /**
+   * Is a command or prompt run with this id of `owner` still queued or running? The one registry of in-flight ids:
+   * a prompt's run keeps its id until the run ends, so `cancel` can always reach it.
+   */
+  has(owner: string, commandId: string): boolean {
+    return this.#byCommand.has(`${owner}\0${commandId}`);
   }
 
   /** `cancel { commandId }` from `owner`: the task's state when cancelled, or undefined if there is none. */

@@ -44,7 +44,7 @@ export interface ConnectionStats {
 }
 
 /**
- * Per-connection state: its subscriptions, its in-flight command ids (ids are scoped to the connection) and its
+ * Per-connection state: its subscriptions (kept by the session hubs), its pipelining backlog and its
  * outbound queue. Frames go straight to the socket while its buffer is below the high watermark; past it they wait
  * here and a newer partial frame replaces an older one with the same key, never across a frame without a key, so
  * nothing terminal is dropped or reordered (adr/0007).
@@ -55,8 +55,8 @@ export class Connection implements Subscriber {
   readonly principal: Principal;
   /** Why the server closed it (undefined: the client closed it). */
   closedBy: CloseReason | undefined;
-  /** Registry keys (owner + id) of the sessions this connection is subscribed to. */
-  readonly subscriptions = new Set<string>();
+  /** Registry keys (owner + id) of the sessions this connection is subscribed to; kept by the hubs (attached/detached). */
+  readonly #subscriptions = new Set<string>();
   /** `create_session`s in progress: each holds a subscription slot until it is answered. */
   pendingCreates = 0;
   /** Frames waiting for an earlier command's admission (in-order pipelining); undefined when none is in progress. */
@@ -65,7 +65,6 @@ export class Connection implements Subscriber {
   readonly stats: ConnectionStats = { framesSent: 0, framesConflated: 0, peakBytes: 0 };
   readonly #socket: PeerSocket;
   readonly #backpressure: BackpressureOptions;
-  readonly #inflight = new Set<string>();
   readonly #queue: Outbound[] = [];
   #queueHead = 0;
   #queuedBytes = 0;
@@ -121,19 +120,16 @@ export class Connection implements Subscriber {
     this.sendFrame(JSON.stringify(message));
   }
 
-  detach(sessionKey: string): void {
-    this.subscriptions.delete(sessionKey);
+  get subscriptions(): ReadonlySet<string> {
+    return this.#subscriptions;
   }
 
-  /** Reserve a command id; false when a command with that id is still in flight on this connection. */
-  claimId(id: string): boolean {
-    if (this.#inflight.has(id)) return false;
-    this.#inflight.add(id);
-    return true;
+  attached(sessionKey: string): void {
+    this.#subscriptions.add(sessionKey);
   }
 
-  releaseId(id: string): void {
-    this.#inflight.delete(id);
+  detached(sessionKey: string): void {
+    this.#subscriptions.delete(sessionKey);
   }
 
   close(code: number, reason: string, closedBy: CloseReason = "server"): void {

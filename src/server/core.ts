@@ -6,20 +6,12 @@ import type { Engine } from "../governor/engine.js";
 import type { Admission, RateLimits } from "../governor/rate-limit.js";
 import type { CloseReason, MetricsSink } from "../metrics/sink.js";
 import { type BackpressureOptions, Connection, type PeerSocket } from "./connection.js";
-import type { DialogAnswer } from "./dialogs.js";
-import {
-  COMMANDS,
-  type Command,
-  isParseFailure,
-  PROTOCOL_VERSION,
-  parseCommand,
-  type ServerCommandType,
-  type SessionCommandType,
-} from "./protocol.js";
+import type { ServerCommandContext, ServerCommandDef, SessionCommandDef } from "./commands.js";
+import type { ServerHooks } from "./hooks.js";
+import { COMMANDS, type Command, isParseFailure, PROTOCOL_VERSION, parseCommand } from "./protocol.js";
 import { MAX_TIMER_MS, type Timeouts } from "./options.js";
-import { SESSION_COMMANDS, SESSION_STOPS } from "./session-commands.js";
 import type { SessionHost } from "./session-host.js";
-import type { CreateSessionRequest, SessionRegistry } from "./sessions.js";
+import type { SessionRegistry } from "./sessions.js";
 
 /** What the transport calls for one connection. */
 export interface ConnectionHandle {
@@ -49,6 +41,8 @@ export interface ServerCoreOptions {
   /** Told when a connection opens and after it closed and its resources were released. */
   readonly onConnection?: ((event: ConnectionEvent) => void) | undefined;
   readonly onDisconnect?: ((event: ConnectionEvent) => void) | undefined;
+  /** The embedder's hooks (`onCommand`, `onSessionCreate`; `authorize` is the registry's). */
+  readonly hooks?: ServerHooks | undefined;
 }
 
 export interface ConnectionEvent {
@@ -60,19 +54,11 @@ export interface ConnectionEvent {
 /** The principal of connections opened without authentication (tests, `noServer` embedders calling `opened`). */
 export const ANONYMOUS: Principal = Object.freeze({ id: "anonymous", roles: [], claims: {} });
 
-/** Never rate limited: stopping work and answering dialogs must always be possible. */
-const RATE_EXEMPT: ReadonlySet<string> = new Set(["abort", "abort_bash", "abort_retry", "cancel", "extension_ui_response"]);
-/** Commands that start work count against the session's limit too. */
-const SESSION_WORK: ReadonlySet<string> = new Set(["prompt", "steer", "follow_up", "bash", "compact"]);
-/** Commands that call the LLM: refused at admission while the model's breaker is open. */
-const LLM_COMMANDS: ReadonlySet<string> = new Set(["prompt", "compact"]);
-
-function timeoutFor(type: string, timeouts: Timeouts): number {
-  return type === "bash" ? timeouts.bash : type === "compact" ? timeouts.compact : timeouts.command;
+/** One admitted command's single response: whichever of `ok` / `fail` comes first is sent, later calls do nothing. */
+interface Answer {
+  ok(data: unknown): void;
+  fail(error: unknown): void;
 }
-
-type Reply = (data: unknown) => void;
-type Refund = () => void;
 
 /**
  * The protocol core: frames in, responses and events out, against the `PeerSocket` contract only. Exactly one
@@ -96,6 +82,7 @@ export class ServerCore {
   readonly #closedTotals = { framesSent: 0, framesConflated: 0 };
   readonly #expiryTimers = new Map<Connection, NodeJS.Timeout>();
   readonly #onDisconnect: ServerCoreOptions["onDisconnect"];
+  readonly #hooks: ServerHooks;
   #accepting = true;
 
   constructor(options: ServerCoreOptions) {
@@ -112,6 +99,7 @@ export class ServerCore {
     this.#onConnection = options.onConnection;
     this.#metrics = options.metrics;
     this.#onDisconnect = options.onDisconnect;
+    this.#hooks = options.hooks ?? {};
   }
 
   get connectionCount(): number {
@@ -203,14 +191,13 @@ export class ServerCore {
     this.#metrics?.connectionClosed(reason ?? conn.closedBy ?? "client");
     // Nobody awaits its queued commands any more; running ones (and prompt runs) go on: sessions outlive connections.
     this.#engine.abortQueued(conn.connectionId, new PiServerError("cancelled", "The connection closed"));
-    for (const key of conn.subscriptions) {
+    for (const key of [...conn.subscriptions]) {
       const host = this.#registry.byKey(key);
       if (!host) continue;
       host.hub.delete(conn);
       // Dialogs nobody can see any more would hold the extension until their timeout: resolve them now.
       if (host.hub.subscriberCount === 0) host.dialogs.cancelAll("unanswerable");
     }
-    conn.subscriptions.clear();
     conn.log.debug("connection closed");
     this.#onDisconnect?.({ connectionId: conn.connectionId, principal: conn.principal.id });
   }
@@ -223,7 +210,6 @@ export class ServerCore {
   }
 
   #respond(conn: Connection, id: string | undefined, command: string, data: unknown, startedAt: number): void {
-    if (id !== undefined) conn.releaseId(id);
     this.#measure(command, "ok", startedAt);
     conn.send(
       data === undefined
@@ -232,29 +218,29 @@ export class ServerCore {
     );
   }
 
-  /** Answer a failure. `claimed`: the id was reserved by this command (not for unparsable or duplicate frames). */
-  #fail(conn: Connection, id: string | undefined, command: string, error: unknown, startedAt: number, claimed = true): void {
-    if (id !== undefined && claimed) conn.releaseId(id);
+  /** Answer a failure. Our own faults (`internal`) are logged at error with their cause; refusals at debug. */
+  #fail(conn: Connection, id: string | undefined, command: string, error: unknown, startedAt: number): void {
     const coded = toPiServerError(error);
     this.#measure(command, coded.code, startedAt);
     if (coded.code === "rate_limited") this.#metrics?.rateLimited(String(coded.details?.["scope"]));
-    if (!(error instanceof Error)) conn.log.error({ err: error, command }, "command failed with a non-error value");
+    if (coded.code === "internal") conn.log.error({ err: coded.cause ?? error, command }, "internal error");
     else conn.log.debug({ code: coded.code, command, msg: coded.message }, "command refused");
     conn.send({ type: "response", id, command, success: false, code: coded.code, error: coded.message, ...coded.details });
   }
 
   /**
-   * Frames of one connection are admitted in the order they arrived (PROTOCOL.md §2): while an earlier command's
-   * admission is still in progress (create_session, delete_session), later frames wait in the connection's backlog,
-   * bounded by `maxPipelinedFrames`. Lane and control commands are admitted synchronously, so they never hold it.
+   * Frames of one connection are admitted in the order they arrived (PROTOCOL.md §2): while an earlier server
+   * command is still being admitted (create_session, delete_session…), later frames wait in the connection's backlog,
+   * bounded by `maxPipelinedFrames`. Session commands are admitted synchronously (queued on their lane or started),
+   * so they never hold it, and control commands never wait behind running work.
    */
   #onFrame(conn: Connection, text: string): void {
     if (conn.backlog !== undefined) {
       if (conn.backlog.length >= this.#maxPipelined) {
         const parsed = parseCommand(text);
         const error = new PiServerError("queue_full", `More than ${this.#maxPipelined} frames wait for an earlier command`);
-        if (isParseFailure(parsed)) this.#fail(conn, parsed.id, parsed.command, parsed.error, 0, false);
-        else this.#fail(conn, parsed.id, parsed.type, error, 0, false);
+        if (isParseFailure(parsed)) this.#fail(conn, parsed.id, parsed.command, parsed.error, 0);
+        else this.#fail(conn, parsed.id, parsed.type, error, 0);
         return;
       }
       conn.backlog.push(text);
@@ -280,97 +266,137 @@ export class ServerCore {
     });
   }
 
-  /** Parse, check and start one frame; returns the admission still in progress, if any (async server commands). */
+  /**
+   * Parse, check and start one frame as an engine task; returns the task of a server command (later frames wait
+   * for it), undefined otherwise. Everything a command's entry in the table says is applied here.
+   */
   #admit(conn: Connection, text: string): Promise<unknown> | undefined {
     const startedAt = this.#metrics ? performance.now() : 0;
     const parsed = parseCommand(text);
     if (isParseFailure(parsed)) {
-      // The id is not claimed yet: answer without releasing anything.
-      this.#fail(conn, parsed.id, parsed.command, parsed.error, startedAt, false);
+      this.#fail(conn, parsed.id, parsed.command, parsed.error, startedAt);
       return undefined;
     }
-    const { id, type } = parsed;
-    if (id !== undefined && !conn.claimId(id)) {
-      const error = new PiServerError("duplicate_id", `A command with id '${id}' is still in flight on this connection`);
-      this.#fail(conn, id, type, error, startedAt, false);
-      return undefined;
-    }
-    const fail = (error: unknown) => this.#fail(conn, id, type, error, startedAt);
-    if (!this.#accepting) {
-      fail(new PiServerError("shutting_down", "The server is shutting down"));
+    const { id, type, def } = parsed;
+    let answered = false;
+    const answer: Answer = {
+      ok: (data) => {
+        if (answered) return;
+        answered = true;
+        this.#respond(conn, id, type, data, startedAt);
+      },
+      fail: (error) => {
+        if (answered) return;
+        answered = true;
+        this.#fail(conn, id, type, error, startedAt);
+      },
+    };
+    if (id !== undefined && this.#engine.has(conn.connectionId, id)) {
+      answer.fail(new PiServerError("duplicate_id", `A command with id '${id}' is still in flight on this connection`));
       return undefined;
     }
     let admission: Admission | undefined;
     try {
-      if (!RATE_EXEMPT.has(type)) {
+      if (!this.#accepting) throw new PiServerError("shutting_down", "The server is shutting down");
+      this.#hooks.onCommand?.({
+        principal: conn.principal,
+        connectionId: conn.connectionId,
+        command: { type, id, sessionId: parsed.sessionId, fields: parsed.fields },
+      });
+      if (def.limit !== "exempt") {
         // The session budget is per principal and id: ids are scoped by owner, so nobody can spend another's.
-        const sessionKey = SESSION_WORK.has(type) ? `${conn.principal.id}\n${parsed.sessionId}` : undefined;
+        const sessionKey = def.limit === "work" ? `${conn.principal.id}\n${parsed.sessionId}` : undefined;
         admission = this.#limits.admit(conn.connectionId, sessionKey);
       }
     } catch (error) {
-      fail(error);
+      answer.fail(error);
       return undefined;
     }
-    // A command that never did work gives its admission back (adr/0005).
+    // A command that never did work gives its admission back, once (adr/0005); the engine decides when.
     const refund = () => {
       if (admission) this.#limits.refund(admission);
+      admission = undefined;
     };
-    const failUnstarted = (error: unknown) => {
-      refund();
-      fail(error);
-    };
-    const reply: Reply = (data) => this.#respond(conn, id, type, data, startedAt);
-    try {
-      if (parsed.spec.scope === "session") {
-        this.#runSessionCommand(conn, parsed, admission).then(reply, fail);
+    if (def.scope === "session") {
+      let host: SessionHost;
+      try {
+        host = this.#resolve(conn, parsed);
+      } catch (error) {
+        refund();
+        answer.fail(error);
         return undefined;
       }
-      return this.#serverCommands[type as ServerCommandType](conn, parsed, reply, refund)?.catch(failUnstarted);
-    } catch (error) {
-      failUnstarted(error);
+      this.#runSessionCommand(conn, parsed, def, host, refund).then(answer.ok, answer.fail);
       return undefined;
     }
+    return this.#runServerCommand(conn, parsed, def, answer, refund).then(answer.ok, answer.fail);
   }
 
   /**
-   * Run a session command as an engine task: lane commands wait their turn, control commands start at once
-   * (adr/0001); the task's signal carries timeout, cancel, deletion and shutdown to the work (adr/0004).
+   * A session command as an engine task: lane commands wait their turn, control commands start at once (adr/0001);
+   * the task's signal carries timeout, cancel, deletion and shutdown to the work (adr/0004).
    */
-  #runSessionCommand(conn: Connection, command: Command, admission: Admission | undefined): Promise<unknown> {
-    const host = this.#resolve(conn, command);
-    const type = command.type as SessionCommandType;
-    const stop = SESSION_STOPS[type];
-    let started = false;
-    return this.#engine
-      .run({
-        owner: conn.connectionId,
-        commandId: command.id,
-        group: host.key,
-        lane: command.spec.exec === "lane" ? host.lane : undefined,
-        timeoutMs: timeoutFor(type, this.#timeouts),
-        stop: stop && (() => stop(host)),
-        work: (signal) => {
-          this.#checkAdmissible(host, command);
-          started = true;
-          return SESSION_COMMANDS[type](host, command.fields, {
-            signal,
-            onRun: (run) => this.#trackRun(conn, command, host, run),
-          });
-        },
-      })
-      .catch((error: unknown) => {
-        if (!started && admission) this.#limits.refund(admission);
-        throw error;
-      });
+  #runSessionCommand(conn: Connection, command: Command, def: SessionCommandDef, host: SessionHost, refund: () => void): Promise<unknown> {
+    const stop = def.stop;
+    return this.#engine.run({
+      owner: conn.connectionId,
+      commandId: command.id,
+      group: host.key,
+      lane: def.exec === "lane" ? host.lane : undefined,
+      timeoutMs: this.#timeouts[def.timeout],
+      stop: stop && (() => stop(host)),
+      admit: () => this.#checkAdmissible(host, command, def),
+      unstarted: refund,
+      work: (signal) =>
+        def.run(host, command.fields, { signal, onRun: (run) => this.#trackRun(conn, command, host, run) }),
+    });
+  }
+
+  /** A server command as an engine task (so it has a timeout, can be cancelled and holds its id like any other). */
+  #runServerCommand(conn: Connection, command: Command, def: ServerCommandDef, answer: Answer, refund: () => void): Promise<unknown> {
+    const context: ServerCommandContext = {
+      conn,
+      principal: conn.principal,
+      maxSubscriptions: this.#maxSubscriptions,
+      resolve: () => this.#resolve(conn, command),
+      subscribe: (host) => this.#subscribe(conn, host),
+      createSession: async (request) => {
+        const hook = this.#hooks.onSessionCreate;
+        const rewritten = hook ? await hook({ principal: conn.principal, connectionId: conn.connectionId, request }) : request;
+        return this.#registry.create(rewritten, conn.principal.id);
+      },
+      deleteSession: (host) => this.#registry.delete(host),
+      listSessions: () =>
+        [...this.#registry.hosts()]
+          .filter((host) => this.#registry.canAccess(conn.principal, host, "list"))
+          .map((host) => this.#registry.summary(host)),
+      cancel: (commandId) => this.#engine.cancel(conn.connectionId, commandId),
+      reply: (data) => answer.ok(data),
+      refund,
+    };
+    return this.#engine.run({
+      owner: conn.connectionId,
+      commandId: command.id,
+      timeoutMs: this.#timeouts.command,
+      unstarted: refund,
+      work: async () => {
+        try {
+          return await def.run(context, command.fields, command.id);
+        } catch (error) {
+          refund(); // a refused server command did no session work
+          throw error;
+        }
+      },
+    });
   }
 
   /** Checks made when a command's turn comes, before it does any work. */
-  #checkAdmissible(host: SessionHost, command: Command): void {
-    if (command.spec.idleOnly && host.busy) {
+  #checkAdmissible(host: SessionHost, command: Command, def: SessionCommandDef): void {
+    if (def.idleOnly && host.busy) {
       throw new PiServerError("session_busy", `'${command.type}' needs an idle session; abort the running work first`);
     }
     const model = host.session.model;
-    if (LLM_COMMANDS.has(command.type) && model && this.#breakers.llmRefusing(model.provider, model.id)) {
+    if (def.llm && model && this.#breakers.llmRefusing(model.provider, model.id)) {
       throw new PiServerError("circuit_open", `The circuit for ${model.provider}/${model.id} is open; try again later`);
     }
   }
@@ -389,9 +415,9 @@ export class ServerCore {
       .catch((error: unknown) => conn.log.info({ code: toPiServerError(error).code, sessionId: host.id }, "run stopped"));
   }
 
-  /** The session a command addresses, as its principal may see it (PROTOCOL.md §5). */
+  /** The session a command addresses, as its principal may see it (PROTOCOL.md §5.2). */
   #resolve(conn: Connection, command: Command): SessionHost {
-    return this.#registry.resolve(conn.principal, command.sessionId as string, command.fields["owner"] as string | undefined);
+    return this.#registry.resolve(conn.principal, command.sessionId as string, command.type, command.fields["owner"] as string | undefined);
   }
 
   #subscribe(conn: Connection, host: SessionHost): void {
@@ -406,108 +432,11 @@ export class ServerCore {
       }
     }
     host.hub.add(conn);
-    conn.subscriptions.add(host.key);
   }
 
   /** `session_created` goes only to connections whose principal may see the session. */
   announce(host: SessionHost): void {
     const frame = JSON.stringify({ type: "session_created", sessionId: host.id });
-    for (const conn of this.#connections) if (this.#registry.canAccess(conn.principal, host)) conn.sendFrame(frame);
+    for (const conn of this.#connections) if (this.#registry.canAccess(conn.principal, host, "notify")) conn.sendFrame(frame);
   }
-
-  /**
-   * Server commands. Each calls `reply` exactly once or throws; those that subscribe reply synchronously right
-   * after subscribing, so no event can slip in between the response and the live stream.
-   */
-  readonly #serverCommands: Record<
-    ServerCommandType,
-    (conn: Connection, command: Command, reply: Reply, refund: Refund) => Promise<void> | undefined
-  > = {
-    create_session: async (conn, { fields }, reply) => {
-      // The new session's subscription slot is held from now on, so concurrent creates cannot pass the limit and a
-      // create never makes a session it then cannot subscribe to (PROTOCOL.md §5).
-      if (conn.subscriptions.size + conn.pendingCreates >= this.#maxSubscriptions) {
-        throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${this.#maxSubscriptions} sessions`);
-      }
-      conn.pendingCreates += 1;
-      let host: SessionHost;
-      try {
-        host = await this.#registry.create(fields as CreateSessionRequest, conn.principal.id); // clients own what they create
-      } finally {
-        conn.pendingCreates -= 1;
-      }
-      if (!conn.open) return;
-      this.#subscribe(conn, host);
-      reply({ sessionId: host.id, seq: host.hub.seq, epoch: host.hub.epoch, state: host.state() });
-    },
-    list_sessions: (conn, _command, reply) => {
-      const visible = [...this.#registry.hosts()].filter((host) => this.#registry.canAccess(conn.principal, host));
-      reply({ sessions: visible.map((host) => this.#registry.summary(host)) });
-      return undefined;
-    },
-    delete_session: async (conn, command, reply) => {
-      await this.#registry.delete(this.#resolve(conn, command));
-      reply({ sessionId: command.sessionId });
-    },
-    subscribe: (conn, command, reply, refund) => {
-      const { sessionId, fields } = command;
-      const host = this.#resolve(conn, command);
-      this.#subscribe(conn, host);
-      const hub = host.hub;
-      const afterSeq = fields["afterSeq"] as number | undefined;
-      if (afterSeq === undefined) {
-        reply({ sessionId, seq: hub.seq, epoch: hub.epoch });
-        // Dialogs still waiting for an answer are re-sent to a client that just subscribed (PROTOCOL.md §3.1).
-        for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
-        return undefined;
-      }
-      // Resumption (PROTOCOL.md §3.2): all of this is synchronous, so no live event can slip in between.
-      const resume = hub.resume(afterSeq, fields["epoch"] as string | undefined);
-      if ("resyncRequired" in resume) {
-        reply({ sessionId, seq: hub.seq, epoch: hub.epoch, resyncRequired: true, snapshot: host.snapshot() });
-        for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
-        return undefined;
-      }
-      reply({ sessionId, seq: hub.seq, epoch: hub.epoch, replayed: resume.frames.length });
-      for (const frame of resume.frames) conn.sendFrame(frame);
-      for (const frame of host.dialogs.pendingFrames(afterSeq)) conn.sendFrame(frame);
-      refund(); // answered from the ring: no session work was done
-      return undefined;
-    },
-    unsubscribe: (conn, command, reply) => {
-      const host = this.#resolve(conn, command);
-      if (!host.hub.delete(conn)) throw new PiServerError("not_subscribed", `Not subscribed to session '${command.sessionId}'`);
-      conn.subscriptions.delete(host.key);
-      reply({ sessionId: command.sessionId });
-      return undefined;
-    },
-    extension_ui_response: (conn, command, reply) => {
-      const { id, fields, sessionId } = command;
-      const host = this.#resolve(conn, command);
-      if (!host.hub.has(conn)) throw new PiServerError("not_subscribed", `Not subscribed to session '${sessionId}'`);
-      if (id === undefined) throw new PiServerError("invalid_command", "missing field 'id' (the dialog id)");
-      if (fields["value"] === undefined && fields["confirmed"] === undefined && fields["cancelled"] === undefined) {
-        throw new PiServerError("invalid_command", "one of 'value', 'confirmed' or 'cancelled' is required");
-      }
-      if (!host.dialogs.answer(id, fields as DialogAnswer)) {
-        throw new PiServerError("dialog_not_found", `No pending dialog '${id}' (already answered, timed out or unknown)`);
-      }
-      reply(undefined);
-      return undefined;
-    },
-    cancel: (conn, { fields }, reply) => {
-      const commandId = fields["commandId"] as string;
-      const state = this.#engine.cancel(conn.connectionId, commandId);
-      if (state === undefined) {
-        throw new PiServerError("command_not_found", `No command '${commandId}' of this connection is queued or running`);
-      }
-      reply({ commandId, state });
-      return undefined;
-    },
-    ping: (_conn, _command, reply) => {
-      reply({ time: Date.now() });
-      return undefined;
-    },
-  };
 }
-

@@ -8,8 +8,12 @@ export interface Subscriber {
    * tool result that only matters until the next one): a lagging subscriber may drop the older (adr/0007).
    */
   sendFrame(frame: string, supersedes?: string): void;
-  /** The session is gone (deleted or the server is closing); forget the subscription. */
-  detach(sessionKey: string): void;
+  /**
+   * The hub added or removed this subscriber. The hub owns subscriptions; a subscriber's own list of them is kept
+   * only through these two calls, so the two cannot drift.
+   */
+  attached(sessionKey: string): void;
+  detached(sessionKey: string): void;
 }
 
 export interface ReplayLimits {
@@ -35,6 +39,8 @@ export class EventHub {
   /** Changes whenever the ring cannot be trusted: a new hub (new session, new process) has a new epoch. */
   readonly epoch = randomUUID();
   readonly #sessionId: string;
+  /** The registry's key of the session (owner + id), told to subscribers. */
+  readonly #key: string;
   /** Conflation key of the session's `message_update`s, built once (it is needed for every streamed chunk). */
   readonly #messageKey: string;
   readonly #subscribers = new Set<Subscriber>();
@@ -51,8 +57,9 @@ export class EventHub {
   #bytes = 0;
   #seq = 0;
 
-  constructor(sessionId: string, limits: ReplayLimits) {
+  constructor(sessionId: string, limits: ReplayLimits, key: string = sessionId) {
     this.#sessionId = sessionId;
+    this.#key = key;
     this.#messageKey = `${sessionId}\0message`;
     this.#prefix = `{"type":"event","sessionId":${JSON.stringify(sessionId)},"seq":`;
     this.#limits = limits;
@@ -85,11 +92,15 @@ export class EventHub {
   }
 
   add(subscriber: Subscriber): void {
+    if (this.#subscribers.has(subscriber)) return;
     this.#subscribers.add(subscriber);
+    subscriber.attached(this.#key);
   }
 
   delete(subscriber: Subscriber): boolean {
-    return this.#subscribers.delete(subscriber);
+    if (!this.#subscribers.delete(subscriber)) return false;
+    subscriber.detached(this.#key);
+    return true;
   }
 
   /**

@@ -3,7 +3,7 @@ import type { AgentSession, AgentSessionRuntime, BashOperations } from "@marioze
 import type { Logger } from "pino";
 import type { Breakers } from "../circuit/breakers.js";
 import { guardBashOperations, guardStreamFn, type LlmCallReport } from "../circuit/guards.js";
-import type { PiServerError } from "../errors.js";
+import { fromPi, type PiServerError, piRefusal } from "../errors.js";
 import { Lane } from "../governor/lane.js";
 import { ProcessGroups, type Sandbox, sandboxedBashOperations } from "../isolation/sandbox.js";
 import type { PathScope } from "../isolation/session-files.js";
@@ -108,7 +108,7 @@ export class SessionHost {
     this.#options = options;
     this.#log = options.logger.child({ sessionId: this.id });
     this.lane = new Lane(options.maxQueued);
-    this.hub = new EventHub(this.id, options.replay);
+    this.hub = new EventHub(this.id, options.replay, identity.key);
     this.dialogs = new Dialogs(this.hub, options.dialogTimeoutMs, options.maxPendingDialogs, this.#log);
   }
 
@@ -123,7 +123,8 @@ export class SessionHost {
       exec: (command, cwd, execOptions) => (created.host as SessionHost).bashOperationsFor().exec(command, cwd, execOptions),
     };
     const full: SessionRequest = { ...request, bashOperations };
-    const runtime = await factory(full);
+    // The factory builds pi's runtime: what it throws is a refusal (command_failed), not a fault of ours.
+    const runtime = await fromPi(() => factory(full));
     const host = new SessionHost(full, runtime, options, options);
     created.host = host;
     try {
@@ -190,7 +191,7 @@ export class SessionHost {
         .then(
           () => markAccepted(), // an extension command or `input` handler may finish without a preflight callback
           (error: unknown) => {
-            if (!accepted) refuse(error);
+            if (!accepted) refuse(piRefusal(error));
             else this.#log.warn({ err: error }, "prompt run failed after it was accepted");
           },
         )

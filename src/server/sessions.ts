@@ -6,6 +6,7 @@ import { SESSION_ID_PATTERN } from "./protocol.js";
 import type { Principal } from "../auth/types.js";
 import type { Engine } from "../governor/engine.js";
 import type { Workspaces } from "../isolation/workspaces.js";
+import type { AuthorizeRequest, ServerHooks } from "./hooks.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
 import { SessionHost, type SessionHostOptions, type SessionState } from "./session-host.js";
 
@@ -55,6 +56,8 @@ export interface SessionRegistryOptions {
   readonly logger: Logger;
   /** Told after a session is created (the server tells the principals who may see it). */
   readonly onCreated: (host: SessionHost) => void;
+  /** The embedder's rule of who may see a session (hooks.ts); the default rule's answer is passed to it. */
+  readonly authorize?: ServerHooks["authorize"] | undefined;
 }
 
 /** Registry key: session ids are scoped by owner, so one principal's ids tell nothing about another's (adr/0011). */
@@ -114,24 +117,36 @@ export class SessionRegistry {
     };
   }
 
-  /** May `principal` see and use the session? Owner, shared principals and admins may; unowned sessions are open. */
-  canAccess(principal: Principal, host: SessionHost): boolean {
-    if (host.owner === undefined || host.owner === principal.id) return true;
-    if (this.#shares.get(host.key)?.has(principal.id)) return true;
-    return principal.roles.some((role) => this.#options.adminRoles.has(role));
+  /**
+   * May `principal` see and use the session for `action`? By default owner, shared principals and admins may, and
+   * unowned sessions are open; an `authorize` hook decides with that answer in hand.
+   */
+  canAccess(principal: Principal, host: SessionHost, action: AuthorizeRequest["action"]): boolean {
+    const allowed =
+      host.owner === undefined ||
+      host.owner === principal.id ||
+      this.#shares.get(host.key)?.has(principal.id) === true ||
+      principal.roles.some((role) => this.#options.adminRoles.has(role));
+    const hook = this.#options.authorize;
+    return hook ? hook({ principal, sessionId: host.id, owner: host.owner, action, allowed }) : allowed;
   }
 
   /**
    * The session `principal` means by `sessionId` (and `owner`, when given): its own first, then the one other
    * session of that id it may see. One it may not see answers exactly like one that does not exist.
    */
-  resolve(principal: Principal, sessionId: string, owner?: string): SessionHost {
-    const host = this.#find(sessionId, owner, principal);
-    if (!host || !this.canAccess(principal, host)) throw notFound(sessionId);
+  resolve(principal: Principal, sessionId: string, action: AuthorizeRequest["action"], owner?: string): SessionHost {
+    const host = this.#find(sessionId, owner, principal, action);
+    if (!host || !this.canAccess(principal, host, action)) throw notFound(sessionId);
     return host;
   }
 
-  #find(sessionId: string, owner: string | undefined, principal: Principal | undefined): SessionHost | undefined {
+  #find(
+    sessionId: string,
+    owner: string | undefined,
+    principal: Principal | undefined,
+    action: AuthorizeRequest["action"] = "list",
+  ): SessionHost | undefined {
     if (owner !== undefined) return this.#hosts.get(keyOf(owner === "" ? undefined : owner, sessionId));
     if (principal) {
       const own = this.#hosts.get(keyOf(principal.id, sessionId));
@@ -139,7 +154,7 @@ export class SessionRegistry {
     }
     const unowned = this.#hosts.get(keyOf(undefined, sessionId));
     if (unowned) return unowned;
-    const visible = [...(this.#byId.get(sessionId) ?? [])].filter((h) => !principal || this.canAccess(principal, h));
+    const visible = [...(this.#byId.get(sessionId) ?? [])].filter((h) => !principal || this.canAccess(principal, h, action));
     if (visible.length > 1) {
       throw new PiServerError("invalid_command", `More than one session '${sessionId}' is visible to you: add 'owner'`);
     }
@@ -246,10 +261,7 @@ export class SessionRegistry {
     );
     await host.dispose();
     host.hub.notify({ type: "session_deleted", sessionId, reason });
-    for (const subscriber of [...host.hub.subscribers()]) {
-      host.hub.delete(subscriber);
-      subscriber.detach(host.key);
-    }
+    for (const subscriber of [...host.hub.subscribers()]) host.hub.delete(subscriber);
     this.#options.logger.info({ sessionId, owner: host.owner, reason }, "session deleted");
   }
 }

@@ -210,4 +210,5 @@ test(`fuzz: ${FRAMES} generated frames over live sockets, every one answered or 
   assert.equal(h.server.state, "running");
   assert.deepEqual(readdirSync(process.cwd()).sort(), cwdBefore, "no file appeared in the server's working directory");
   for (const code of ["bad_json", "bad_frame", "invalid_command", "unknown_command"]) assert.ok(codes.has(code), `${code} was exercised`);
+  assert.equal(codes.get("internal"), undefined, "no frame hit a bug of ours (internal)");
 });

@@ -25,11 +25,11 @@ test("parseCommand returns typed commands and coded failures", () => {
   assert.equal(ok.type, "prompt");
   assert.equal(ok.id, "1");
   assert.equal(ok.sessionId, "s");
-  assert.equal(ok.spec.exec, "lane");
+  assert.equal(ok.def.scope === "session" && ok.def.exec, "lane");
 
   const abort = parseCommand('{"type":"abort","sessionId":"s"}');
   assert.ok(!isParseFailure(abort));
-  assert.equal(abort.spec.exec, "control");
+  assert.equal(abort.def.scope === "session" && abort.def.exec, "control");
 
   const cases: Array<[string, string]> = [
     ["", "bad_json"],

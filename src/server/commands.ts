@@ -1,0 +1,402 @@
+import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
+import type { ImageContent } from "@mariozechner/pi-ai";
+import type { Principal } from "../auth/types.js";
+import { fromPi, PiServerError } from "../errors.js";
+import { checkSessionFile, exportInto } from "../isolation/session-files.js";
+import type { Connection } from "./connection.js";
+import type { DialogAnswer } from "./dialogs.js";
+import {
+  bool,
+  type FieldSpec,
+  images,
+  longStr,
+  optLongStr,
+  optPathStr,
+  optStr,
+  pathStr,
+  queueMode,
+  str,
+  THINKING_LEVELS,
+} from "./fields.js";
+import { removeBashLog, type SessionHost } from "./session-host.js";
+import type { CreateSessionRequest } from "./sessions.js";
+
+/**
+ * The command table: every command of protocol v1 declared once, with its fields, how it executes, how it is
+ * limited and timed, whether it calls the LLM, how its running work is stopped, and its handler. Admission, timeouts,
+ * stops and refunds all read this table; adding a pi command is one entry (adr/0012).
+ */
+
+/** Fields of a validated command (checked against the entry's `fields`). */
+export type Fields = Readonly<Record<string, unknown>>;
+
+/**
+ * How a session command executes (PROTOCOL.md §2.1, adr/0001): `lane` commands run one at a time in arrival order;
+ * `control` commands bypass the lane so they act on running work at once.
+ */
+export type ExecutionClass = "lane" | "control";
+
+/** `exempt`: never rate limited (stopping work, answering dialogs); `work`: also counts against the session's limit. */
+export type LimitClass = "exempt" | "connection" | "work";
+
+/** Which of `timeouts` bounds the command, from admission. */
+export type TimeoutClass = "command" | "bash" | "compact";
+
+/** What a session command's handler gets besides the session and its fields. */
+export interface SessionCommandContext {
+  /** Fires on the command's timeout, cancel, shutdown or session deletion. */
+  readonly signal: AbortSignal;
+  /** `prompt` only: called with the run (which settles at its end) when pi accepts the prompt. */
+  readonly onRun: (run: Promise<void>) => void;
+}
+
+/** What a server command's handler may use (the protocol core implements it). */
+export interface ServerCommandContext {
+  readonly conn: Connection;
+  readonly principal: Principal;
+  /** The session the command addresses, as the principal may see it. */
+  resolve(): SessionHost;
+  /** Subscribe the connection (checks the subscription limit). */
+  subscribe(host: SessionHost): void;
+  createSession(request: CreateSessionRequest): Promise<SessionHost>;
+  deleteSession(host: SessionHost): Promise<void>;
+  listSessions(): unknown[];
+  cancel(commandId: string): "queued" | "running" | undefined;
+  /** Send the response now (at most once); used where nothing may slip in between it and what follows. */
+  reply(data?: unknown): void;
+  /** The command did no session work after all: give its rate-limit admission back. */
+  refund(): void;
+  readonly maxSubscriptions: number;
+}
+
+interface Common {
+  readonly fields: Readonly<Record<string, FieldSpec>>;
+  readonly limit: LimitClass;
+  readonly timeout: TimeoutClass;
+}
+
+export interface SessionCommandDef extends Common {
+  readonly scope: "session";
+  readonly exec: ExecutionClass;
+  /** Refused with `session_busy` while the session runs (commands that replace the conversation). */
+  readonly idleOnly: boolean;
+  /** Calls the LLM: refused at admission while the model's breaker is open. */
+  readonly llm: boolean;
+  /** Stops the running work for real when the command's signal fires (adr/0004); others finish in moments. */
+  readonly stop: ((host: SessionHost) => void) | undefined;
+  /** Returns the response `data` (undefined for none). */
+  readonly run: (host: SessionHost, fields: Fields, context: SessionCommandContext) => Promise<unknown>;
+}
+
+export interface ServerCommandDef extends Common {
+  readonly scope: "server";
+  /** Returns the response `data`, or calls `context.reply` itself (then returns nothing). */
+  readonly run: (context: ServerCommandContext, fields: Fields, id: string | undefined) => unknown;
+}
+
+export type CommandDef = SessionCommandDef | ServerCommandDef;
+
+interface SessionOptions {
+  idleOnly?: boolean;
+  limit?: LimitClass;
+  timeout?: TimeoutClass;
+  llm?: boolean;
+  stop?: (host: SessionHost) => void;
+}
+
+function session(
+  exec: ExecutionClass,
+  fields: Record<string, FieldSpec>,
+  run: SessionCommandDef["run"],
+  options: SessionOptions = {},
+): SessionCommandDef {
+  return {
+    scope: "session",
+    exec,
+    fields,
+    run,
+    idleOnly: options.idleOnly ?? false,
+    limit: options.limit ?? "connection",
+    timeout: options.timeout ?? "command",
+    llm: options.llm ?? false,
+    stop: options.stop,
+  };
+}
+
+const lane = (fields: Record<string, FieldSpec>, run: SessionCommandDef["run"], options?: SessionOptions) =>
+  session("lane", fields, run, options);
+const control = (fields: Record<string, FieldSpec>, run: SessionCommandDef["run"], options?: SessionOptions) =>
+  session("control", fields, run, options);
+const server = (
+  fields: Record<string, FieldSpec>,
+  run: ServerCommandDef["run"],
+  options: { limit?: LimitClass } = {},
+): ServerCommandDef => ({ scope: "server", fields, run, limit: options.limit ?? "connection", timeout: "command" });
+
+const s = (f: Fields, name: string) => f[name] as string;
+const optS = (f: Fields, name: string) => f[name] as string | undefined;
+const imgs = (f: Fields) => f["images"] as ImageContent[] | undefined;
+
+const notSubscribed = (sessionId: unknown) =>
+  new PiServerError("not_subscribed", `Not subscribed to session '${String(sessionId)}'`);
+
+/** Every command of protocol v1. Session commands are pi RPC mode's `RpcCommand`s (0.73.x), same names and fields. */
+export const COMMANDS = {
+  // ---------------------------------------------------------------------------------------------------------------
+  // pi RPC session commands (implementations follow pi's `rpc-mode.js`; pi's own refusals become command_failed)
+  prompt: lane(
+    { message: longStr, images, streamingBehavior: { type: "string", optional: true, values: ["steer", "followUp"] } },
+    async (host, f, context) => {
+      const streamingBehavior = optS(f, "streamingBehavior") as "steer" | "followUp" | undefined;
+      await host.startPrompt(s(f, "message"), { images: imgs(f), streamingBehavior }, context.onRun);
+      return undefined;
+    },
+    // A prompt is running only until pi accepts it (e.g. an extension command waiting on a dialog).
+    { limit: "work", llm: true, stop: (host) => void host.abort() },
+  ),
+  steer: control({ message: longStr, images }, (host, f) => fromPi(() => host.session.steer(s(f, "message"), imgs(f))), {
+    limit: "work",
+  }),
+  follow_up: control(
+    { message: longStr, images },
+    (host, f) => fromPi(() => host.session.followUp(s(f, "message"), imgs(f))),
+    { limit: "work" },
+  ),
+  abort: control({}, (host) => fromPi(() => host.abort()), { limit: "exempt" }),
+  new_session: lane(
+    { parentSession: optPathStr },
+    async (host, f) => {
+      const requested = optS(f, "parentSession");
+      // Only a session file of the principal's may be named as parent (adr/0011).
+      const parentSession = requested === undefined ? undefined : await checkSessionFile(host.pathScope(), requested);
+      return fromPi(() => host.runtime.newSession(parentSession ? { parentSession } : undefined));
+    },
+    { idleOnly: true },
+  ),
+  get_state: control({}, async (host) => host.state()),
+  set_model: lane({ provider: str, modelId: str }, async (host, f) => {
+    const session = host.session;
+    const model = session.modelRegistry.getAvailable().find((m) => m.provider === s(f, "provider") && m.id === s(f, "modelId"));
+    if (!model) throw new PiServerError("model_not_found", `Model not found: ${s(f, "provider")}/${s(f, "modelId")}`);
+    await fromPi(() => session.setModel(model));
+    return model;
+  }),
+  cycle_model: lane({}, async (host) => (await fromPi(() => host.session.cycleModel())) ?? null),
+  get_available_models: control({}, async (host) => ({ models: host.session.modelRegistry.getAvailable() })),
+  set_thinking_level: lane({ level: { type: "string", values: THINKING_LEVELS } }, (host, f) =>
+    fromPi(() => host.session.setThinkingLevel(s(f, "level") as ThinkingLevel)),
+  ),
+  cycle_thinking_level: lane({}, async (host) => {
+    const level = await fromPi(() => host.session.cycleThinkingLevel());
+    return level ? { level } : null;
+  }),
+  set_steering_mode: lane({ mode: queueMode }, (host, f) =>
+    fromPi(() => host.session.setSteeringMode(s(f, "mode") as "all" | "one-at-a-time")),
+  ),
+  set_follow_up_mode: lane({ mode: queueMode }, (host, f) =>
+    fromPi(() => host.session.setFollowUpMode(s(f, "mode") as "all" | "one-at-a-time")),
+  ),
+  compact: lane({ customInstructions: optLongStr }, (host, f) => fromPi(() => host.session.compact(optS(f, "customInstructions"))), {
+    limit: "work",
+    timeout: "compact",
+    llm: true,
+    stop: (host) => host.session.abortCompaction(),
+  }),
+  set_auto_compaction: lane({ enabled: bool }, (host, f) =>
+    fromPi(() => host.session.setAutoCompactionEnabled(f["enabled"] as boolean)),
+  ),
+  set_auto_retry: lane({ enabled: bool }, (host, f) => fromPi(() => host.session.setAutoRetryEnabled(f["enabled"] as boolean))),
+  abort_retry: control({}, (host) => fromPi(() => host.session.abortRetry()), { limit: "exempt" }),
+  // The command's signal reaches the process: a timeout or cancel kills the process tree (adr/0004).
+  bash: lane(
+    { command: longStr },
+    async (host, f, context) => {
+      const { fullOutputPath, ...result } = await fromPi(() =>
+        host.session.executeBash(s(f, "command"), undefined, { operations: host.bashOperationsFor(context.signal) }),
+      );
+      // pi keeps long output in a temp log; nobody can read it through us, and it would stay forever.
+      removeBashLog(fullOutputPath);
+      return result;
+    },
+    { limit: "work", timeout: "bash", stop: (host) => host.session.abortBash() },
+  ),
+  abort_bash: control({}, (host) => fromPi(() => host.session.abortBash()), { limit: "exempt" }),
+  get_session_stats: control({}, (host) => fromPi(() => host.session.getSessionStats())),
+  export_html: lane({ outputPath: optPathStr }, async (host, f) => {
+    const session = host.session;
+    const defaultName = `pi-session-${session.sessionId}.html`;
+    const render = (to: string) => fromPi(() => session.exportToHtml(to));
+    return { path: await exportInto(host.pathScope(), optS(f, "outputPath"), defaultName, render) };
+  }),
+  // Only an existing pi session file of the principal's: never a path that would be created or truncated.
+  switch_session: lane(
+    { sessionPath: pathStr },
+    async (host, f) => {
+      const path = await checkSessionFile(host.pathScope(), s(f, "sessionPath"));
+      return fromPi(() => host.runtime.switchSession(path));
+    },
+    { idleOnly: true },
+  ),
+  fork: lane(
+    { entryId: str },
+    async (host, f) => {
+      const result = await fromPi(() => host.runtime.fork(s(f, "entryId")));
+      return { text: result.selectedText, cancelled: result.cancelled };
+    },
+    { idleOnly: true },
+  ),
+  clone: lane(
+    {},
+    async (host) => {
+      const leafId = host.session.sessionManager.getLeafId();
+      if (!leafId) throw new PiServerError("command_failed", "Cannot clone session: no current entry selected");
+      return { cancelled: (await fromPi(() => host.runtime.fork(leafId, { position: "at" }))).cancelled };
+    },
+    { idleOnly: true },
+  ),
+  get_fork_messages: control({}, async (host) => ({ messages: host.session.getUserMessagesForForking() })),
+  get_last_assistant_text: control({}, async (host) => ({ text: host.session.getLastAssistantText() ?? null })),
+  set_session_name: lane({ name: str }, async (host, f) => {
+    const name = s(f, "name").trim();
+    if (!name) throw new PiServerError("invalid_command", "Session name cannot be empty");
+    await fromPi(() => host.session.setSessionName(name));
+  }),
+  get_messages: control({}, async (host) => ({ messages: host.session.messages })),
+  get_commands: control({}, async (host) => {
+    const session = host.session;
+    return {
+      commands: [
+        ...session.extensionRunner.getRegisteredCommands().map((c) => ({
+          name: c.invocationName,
+          description: c.description,
+          source: "extension" as const,
+          sourceInfo: c.sourceInfo,
+        })),
+        ...session.promptTemplates.map((t) => ({
+          name: t.name,
+          description: t.description,
+          source: "prompt" as const,
+          sourceInfo: t.sourceInfo,
+        })),
+        ...session.resourceLoader.getSkills().skills.map((skill) => ({
+          name: `skill:${skill.name}`,
+          description: skill.description,
+          source: "skill" as const,
+          sourceInfo: skill.sourceInfo,
+        })),
+      ],
+    };
+  }),
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Server commands. Those that subscribe reply synchronously right after subscribing, so no event can slip in
+  // between the response and the live stream.
+  create_session: server(
+    {
+      sessionId: optStr,
+      cwd: optPathStr,
+      model: { type: "model", optional: true },
+      thinkingLevel: { type: "string", optional: true, values: THINKING_LEVELS },
+    },
+    async (context, fields) => {
+      const { conn } = context;
+      // The new session's subscription slot is held from now on, so concurrent creates cannot pass the limit and a
+      // create never makes a session it then cannot subscribe to (PROTOCOL.md §5.5).
+      if (conn.subscriptions.size + conn.pendingCreates >= context.maxSubscriptions) {
+        throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${context.maxSubscriptions} sessions`);
+      }
+      conn.pendingCreates += 1;
+      let host: SessionHost;
+      try {
+        host = await context.createSession(fields as CreateSessionRequest); // clients own what they create
+      } finally {
+        conn.pendingCreates -= 1;
+      }
+      if (!conn.open) return;
+      context.subscribe(host);
+      context.reply({ sessionId: host.id, seq: host.hub.seq, epoch: host.hub.epoch, state: host.state() });
+    },
+  ),
+  list_sessions: server({}, (context) => ({ sessions: context.listSessions() })),
+  delete_session: server({ sessionId: str }, async (context, fields) => {
+    await context.deleteSession(context.resolve());
+    return { sessionId: fields["sessionId"] };
+  }),
+  subscribe: server({ sessionId: str, afterSeq: { type: "integer", optional: true }, epoch: optStr }, (context, fields) => {
+    const { conn } = context;
+    const sessionId = fields["sessionId"];
+    const host = context.resolve();
+    context.subscribe(host);
+    const hub = host.hub;
+    const afterSeq = fields["afterSeq"] as number | undefined;
+    if (afterSeq === undefined) {
+      context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch });
+      // Dialogs still waiting for an answer are re-sent to a client that just subscribed (PROTOCOL.md §3.1).
+      for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
+      return undefined;
+    }
+    // Resumption (PROTOCOL.md §3.2): all of this is synchronous, so no live event can slip in between.
+    const resume = hub.resume(afterSeq, fields["epoch"] as string | undefined);
+    if ("resyncRequired" in resume) {
+      context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch, resyncRequired: true, snapshot: host.snapshot() });
+      for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
+      return undefined;
+    }
+    context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch, replayed: resume.frames.length });
+    for (const frame of resume.frames) conn.sendFrame(frame);
+    for (const frame of host.dialogs.pendingFrames(afterSeq)) conn.sendFrame(frame);
+    context.refund(); // answered from the ring: no session work was done
+    return undefined;
+  }),
+  unsubscribe: server({ sessionId: str }, (context, fields) => {
+    const host = context.resolve();
+    if (!host.hub.delete(context.conn)) throw notSubscribed(fields["sessionId"]);
+    return { sessionId: fields["sessionId"] };
+  }),
+  extension_ui_response: server(
+    {
+      sessionId: str,
+      value: optLongStr,
+      confirmed: { type: "boolean", optional: true },
+      cancelled: { type: "boolean", optional: true },
+    },
+    (context, fields, id) => {
+      const host = context.resolve();
+      if (!host.hub.has(context.conn)) throw notSubscribed(fields["sessionId"]);
+      if (id === undefined) throw new PiServerError("invalid_command", "missing field 'id' (the dialog id)");
+      if (fields["value"] === undefined && fields["confirmed"] === undefined && fields["cancelled"] === undefined) {
+        throw new PiServerError("invalid_command", "one of 'value', 'confirmed' or 'cancelled' is required");
+      }
+      if (!host.dialogs.answer(id, fields as DialogAnswer)) {
+        throw new PiServerError("dialog_not_found", `No pending dialog '${id}' (already answered, timed out or unknown)`);
+      }
+      return undefined;
+    },
+    { limit: "exempt" },
+  ),
+  cancel: server(
+    { commandId: str },
+    (context, fields) => {
+      const commandId = fields["commandId"] as string;
+      const state = context.cancel(commandId);
+      if (state === undefined) {
+        throw new PiServerError("command_not_found", `No command '${commandId}' of this connection is queued or running`);
+      }
+      return { commandId, state };
+    },
+    { limit: "exempt" },
+  ),
+  ping: server({}, () => ({ time: Date.now() })),
+} as const satisfies Record<string, CommandDef>;
+
+export type CommandType = keyof typeof COMMANDS;
+
+/** Commands addressed to one session (pi RPC's); the others are server commands. */
+export type SessionCommandType = {
+  [K in CommandType]: (typeof COMMANDS)[K]["scope"] extends "session" ? K : never;
+}[CommandType];
+export type ServerCommandType = Exclude<CommandType, SessionCommandType>;
+
+export function isCommandType(type: string): type is CommandType {
+  return Object.hasOwn(COMMANDS, type);
+}
