@@ -35,4 +35,5 @@ export {
 export { PrometheusMetrics, type PrometheusMetricsOptions } from "./metrics/prometheus.js";
 export type { CloseReason, CoreTotals, MetricsSink } from "./metrics/sink.js";
 export type { ConnectionEvent } from "./server/core.js";
+export type { AuthorizeRequest, CommandEvent, ServerHooks, SessionCreateEvent } from "./server/hooks.js";
 export type { PiServerEvents, ServerHealth } from "./server/create-server.js";

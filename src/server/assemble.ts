@@ -75,6 +75,7 @@ export function assemble(options: AssembleOptions): Assembly {
       sessionsRoot: options.sessionsRoot ?? realSessionsRoot(factory),
     },
     onCreated: (host) => core.announce(host),
+    authorize: config.hooks.authorize,
   });
   const core: ServerCore = new ServerCore({
     registry,
@@ -90,6 +91,7 @@ export function assemble(options: AssembleOptions): Assembly {
     metrics,
     onConnection: options.onConnection,
     onDisconnect: options.onDisconnect,
+    hooks: config.hooks,
   });
   return { core, registry, engine, limits, breakers };
 }

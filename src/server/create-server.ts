@@ -3,7 +3,6 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { type Logger, pino } from "pino";
-import { noneAuth } from "../auth/providers.js";
 import { CLOSE_CODES, PiServerError } from "../errors.js";
 import { realpathSync } from "node:fs";
 import { getAgentDir } from "@mariozechner/pi-coding-agent";
@@ -135,10 +134,10 @@ export const REDACT_PATHS = [
   "*.access_token",
 ];
 
-function createLogger(options: PiServerOptions, config: ResolvedConfig): Logger {
-  if (options.logger) return options.logger.child({ component: "pi-server" });
+function createLogger(config: ResolvedConfig): Logger {
+  if (config.logger) return config.logger.child({ component: "pi-server" });
   return pino(
-    { name: "pi-server", level: config.logLevel, ...options.loggerOptions, redact: { paths: REDACT_PATHS, censor: "[redacted]" } },
+    { name: "pi-server", level: config.logLevel, ...config.loggerOptions, redact: { paths: REDACT_PATHS, censor: "[redacted]" } },
     pino.destination({ dest: 2, sync: false }),
   );
 }
@@ -206,17 +205,17 @@ function checkWorkspaceRoot(config: ResolvedConfig, agentDir: string | undefined
 /** Create a pi-server from one options object (see `PiServerOptions`). */
 export function createPiServer(options: PiServerOptions): PiServer {
   const config = resolveOptions(options);
-  const log = createLogger(options, config);
-  checkWorkspaceRoot(config, options.sessionFactory ? undefined : (config.agentDir ?? getAgentDir()));
+  const log = createLogger(config);
+  checkWorkspaceRoot(config, config.sessionFactory ? undefined : (config.agentDir ?? getAgentDir()));
   const sandbox = resolveSandbox(config, log);
   const factory =
-    options.sessionFactory ??
+    config.sessionFactory ??
     createDefaultSessionFactory({ agentDir: config.agentDir, inMemory: config.inMemory, projectExtensions: config.projectExtensions });
 
   let state: ServerState = "running";
   let closing: Promise<void> | undefined;
   const events = new EventEmitter<PiServerEvents>();
-  const metrics = resolveMetrics(options.metrics);
+  const metrics = resolveMetrics(config.metrics);
   const { core, registry, engine, limits, breakers } = assemble({
     config,
     factory,
@@ -224,7 +223,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     sandbox,
     sessionsRoot: realSessionsRoot(factory),
     logger: log,
-    clock: options.clock,
+    clock: config.clock,
     metrics,
     onConnection: (event) => events.emit("connection", event),
     onDisconnect: (event) => events.emit("disconnect", event),
@@ -283,7 +282,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     };
   };
   const gate = createUpgradeGate({
-    auth: options.auth ?? noneAuth({ allowRemote: options.allowUnauthenticatedRemote ?? false }),
+    auth: config.auth,
     allowedOrigins: config.allowedOrigins,
     metrics,
     logger: log,
@@ -368,7 +367,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     httpServer.on("request", (request: IncomingMessage) => untrackPreAuth(request.socket));
     httpServer.on("upgrade", onUpgrade);
   } else if (config.mode === "server") {
-    options.server?.on("upgrade", onUpgrade);
+    config.server?.on("upgrade", onUpgrade);
   }
 
   const sessions: SessionsApi = {
@@ -392,7 +391,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     log.info({ graceMs: config.shutdownGraceMs }, "shutting down");
     core.stopAccepting();
     core.broadcast({ type: "server_shutdown", graceMs: config.abortRunsOnShutdown ? 0 : config.shutdownGraceMs });
-    if (config.mode === "server") options.server?.off("upgrade", onUpgrade);
+    if (config.mode === "server") config.server?.off("upgrade", onUpgrade);
     // Our HTTP listeners stay up during the grace period, so /readyz can say 503 and upgrades get 503.
 
     // Let runs finish within the grace period (unless configured to abort them), then abort what is left.

@@ -1,6 +1,7 @@
 import type { Server as HttpServer } from "node:http";
 import { resolve as resolvePath } from "node:path";
 import type { Logger, LoggerOptions } from "pino";
+import { noneAuth } from "../auth/providers.js";
 import type { AuthProvider } from "../auth/types.js";
 import { isLoopback } from "../auth/credentials.js";
 import type { PrometheusMetricsOptions } from "../metrics/prometheus.js";
@@ -12,6 +13,7 @@ import type { BackpressureOptions } from "./connection.js";
 import type { ReplayLimits } from "./event-hub.js";
 import type { SandboxMode } from "../isolation/sandbox.js";
 import type { WorkspaceSettings } from "../isolation/workspaces.js";
+import { HOOK_NAMES, type ServerHooks } from "./hooks.js";
 import type { SessionFactory } from "./session-factory.js";
 
 /** Per-class command timeouts in ms, from admission (queue wait counts). */
@@ -147,6 +149,8 @@ export interface PiServerOptions {
   abortRunsOnShutdown?: boolean;
   /** Time source of rate-limit windows (tests move it). @default Date.now */
   clock?: Clock;
+  /** The embedder's hooks: `authorize`, `onCommand`, `onSessionCreate` (see `ServerHooks`). */
+  hooks?: ServerHooks;
   /** Authenticates every upgrade before a WebSocket exists. @default no authentication (loopback only) */
   auth?: AuthProvider;
   /** Let the default (no authentication) serve non-loopback peers. @default false */
@@ -246,54 +250,66 @@ export interface ResolvedConfig {
   readonly preAuthTimeoutMs: number;
   readonly metricsOnMainPort: boolean;
   readonly metricsHost: string;
+  // Function- and object-valued options live here too, validated once (nothing re-reads the raw options).
+  readonly server: HttpServer | undefined;
+  readonly auth: AuthProvider;
+  readonly sessionFactory: SessionFactory | undefined;
+  readonly hooks: Readonly<ServerHooks>;
+  readonly clock: Clock | undefined;
+  readonly logger: Logger | undefined;
+  readonly loggerOptions: LoggerOptions | undefined;
+  readonly metrics: PiServerOptions["metrics"];
 }
 
-const KNOWN_KEYS: ReadonlySet<string> = new Set<keyof PiServerOptions>([
-  "port",
-  "host",
-  "server",
-  "noServer",
-  "path",
-  "maxPayload",
-  "maxQueuedPerSession",
-  "dialogTimeoutMs",
-  "shutdownGraceMs",
-  "cwd",
-  "agentDir",
-  "inMemory",
-  "sessionFactory",
-  "logger",
-  "logLevel",
-  "timeouts",
-  "rateLimits",
-  "breakers",
-  "maxSessions",
-  "maxSessionsPerPrincipal",
-  "maxConnections",
-  "clock",
-  "heartbeat",
-  "backpressure",
-  "replay",
-  "maxSubscriptionsPerConnection",
-  "maxPipelinedFrames",
-  "maxPendingDialogsPerSession",
-  "abortRunsOnShutdown",
-  "auth",
-  "allowUnauthenticatedRemote",
-  "allowedOrigins",
-  "adminRoles",
-  "metrics",
-  "metricsPort",
-  "loggerOptions",
-  "workspaces",
-  "sandbox",
-  "sandboxNetwork",
-  "projectExtensions",
-  "maxPreAuthConnections",
-  "preAuthTimeoutMs",
-  "metricsOnMainPort",
-  "metricsHost",
-]);
+/** Every option, once: the compiler checks this against `PiServerOptions` (a key missing or extra fails to build). */
+const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
+  port: true,
+  host: true,
+  server: true,
+  noServer: true,
+  path: true,
+  maxPayload: true,
+  maxQueuedPerSession: true,
+  dialogTimeoutMs: true,
+  shutdownGraceMs: true,
+  cwd: true,
+  agentDir: true,
+  inMemory: true,
+  sessionFactory: true,
+  logger: true,
+  logLevel: true,
+  timeouts: true,
+  rateLimits: true,
+  breakers: true,
+  maxSessions: true,
+  maxSessionsPerPrincipal: true,
+  maxConnections: true,
+  clock: true,
+  heartbeat: true,
+  backpressure: true,
+  replay: true,
+  maxSubscriptionsPerConnection: true,
+  maxPipelinedFrames: true,
+  maxPendingDialogsPerSession: true,
+  abortRunsOnShutdown: true,
+  auth: true,
+  allowUnauthenticatedRemote: true,
+  allowedOrigins: true,
+  adminRoles: true,
+  metrics: true,
+  metricsPort: true,
+  loggerOptions: true,
+  workspaces: true,
+  sandbox: true,
+  sandboxNetwork: true,
+  projectExtensions: true,
+  maxPreAuthConnections: true,
+  preAuthTimeoutMs: true,
+  metricsOnMainPort: true,
+  metricsHost: true,
+  hooks: true,
+};
+const KNOWN_KEYS: ReadonlySet<string> = new Set(Object.keys(OPTION_KEYS));
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
@@ -386,6 +402,19 @@ function optionalString(options: PiServerOptions, key: keyof PiServerOptions): s
     throw new PiServerOptionsError(`${key} must be a non-empty string`);
   }
   return value as string | undefined;
+}
+
+/** Hooks are checked when the server is created: known names only, each a function. */
+function hooks(value: PiServerOptions["hooks"]): ServerHooks {
+  if (value === undefined) return {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new PiServerOptionsError("hooks must be an object");
+  for (const [key, hook] of Object.entries(value)) {
+    if (!(HOOK_NAMES as readonly string[]).includes(key)) {
+      throw new PiServerOptionsError(`unknown hook 'hooks.${key}' (known: ${HOOK_NAMES.join(", ")})`);
+    }
+    if (typeof hook !== "function") throw new PiServerOptionsError(`hooks.${key} must be a function`);
+  }
+  return { ...value };
 }
 
 function workspaces(value: PiServerOptions["workspaces"], cwd: string, authenticated: boolean): WorkspaceSettings {
@@ -521,5 +550,13 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     preAuthTimeoutMs: positiveInt(options, "preAuthTimeoutMs", DEFAULTS.preAuthTimeoutMs),
     metricsOnMainPort: options.metricsOnMainPort ?? !authenticated,
     metricsHost: optionalString(options, "metricsHost") ?? DEFAULTS.metricsHost,
+    server: options.server,
+    auth: options.auth ?? noneAuth({ allowRemote: options.allowUnauthenticatedRemote ?? false }),
+    sessionFactory: options.sessionFactory,
+    hooks: Object.freeze(hooks(options.hooks)),
+    clock: options.clock,
+    logger: options.logger,
+    loggerOptions: options.loggerOptions,
+    metrics: options.metrics,
   });
 }
