@@ -91,8 +91,14 @@ export const CLOSE_CODES = {
   tokenExpired: 4003,
 } as const;
 
-/** RFC 6455 limits a close reason to 123 bytes of UTF-8. */
-export function closeReason(text: string): string {
-  const buf = Buffer.from(text, "utf8");
-  return buf.length <= 123 ? text : buf.subarray(0, 123).toString("utf8").replace(/\uFFFD$/, "");
-}
+/**
+ * Every close the server initiates, code and reason from this one table (PROTOCOL.md §7). Reasons stay within
+ * RFC 6455's 123 bytes of UTF-8 (a unit test checks).
+ */
+export const SERVER_CLOSES = {
+  shutdown: { code: CLOSE_CODES.goingAway, reason: "server shutting down" },
+  slowConsumer: { code: CLOSE_CODES.slowConsumer, reason: "slow consumer: resume with subscribe { afterSeq, epoch }" },
+  tokenExpired: { code: CLOSE_CODES.tokenExpired, reason: "token expired: reconnect with a fresh token" },
+} as const;
+
+export type ServerClose = (typeof SERVER_CLOSES)[keyof typeof SERVER_CLOSES];

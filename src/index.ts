@@ -1,6 +1,6 @@
-export { CLOSE_CODES, ERROR_CODES, type ErrorCode, PiServerError } from "./errors.js";
+export { CLOSE_CODES, ERROR_CODES, type ErrorCode, PiServerError, SERVER_CLOSES } from "./errors.js";
 export type { PeerSocket } from "./server/connection.js";
-export { type ConnectionHandle, ServerCore } from "./server/core.js";
+export type { ConnectionHandle } from "./server/core.js";
 export { createPiServer, type PiServer, type ServerState, type SessionsApi } from "./server/create-server.js";
 export type { DialogAnswer, DialogEndReason } from "./server/dialogs.js";
 export { DEFAULTS, type PiServerOptions, PiServerOptionsError, type ResolvedConfig } from "./server/options.js";

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Principal } from "../auth/types.js";
-import { CLOSE_CODES } from "../errors.js";
+import { SERVER_CLOSES, type ServerClose } from "../errors.js";
 import type { CloseReason } from "../metrics/sink.js";
 import type { Subscriber } from "./event-hub.js";
 
@@ -60,7 +60,7 @@ export class Connection implements Subscriber {
   /** `create_session`s in progress: each holds a subscription slot until it is answered. */
   pendingCreates = 0;
   /** Frames waiting for an earlier command's admission (in-order pipelining); undefined when none is in progress. */
-  backlog: string[] | undefined;
+  backlog: Array<string | symbol> | undefined;
   readonly log: Logger;
   readonly stats: ConnectionStats = { framesSent: 0, framesConflated: 0, peakBytes: 0 };
   readonly #socket: PeerSocket;
@@ -132,11 +132,11 @@ export class Connection implements Subscriber {
     this.#subscriptions.delete(sessionKey);
   }
 
-  close(code: number, reason: string, closedBy: CloseReason = "server"): void {
+  close(close: ServerClose, closedBy: CloseReason = "server"): void {
     if (!this.#open) return;
     this.closedBy = closedBy;
     this.markClosed();
-    this.#socket.close(code, reason);
+    this.#socket.close(close.code, close.reason);
     this.#onServerClose();
   }
 
@@ -203,7 +203,7 @@ export class Connection implements Subscriber {
   #slowConsumer(why: string): void {
     if (!this.#open) return;
     this.log.info({ why, bufferedAmount: this.#socket.bufferedAmount, queuedBytes: this.#queuedBytes }, "slow consumer closed");
-    this.close(CLOSE_CODES.slowConsumer, "slow consumer: resume with subscribe { afterSeq, epoch }", "slow_consumer");
+    this.close(SERVER_CLOSES.slowConsumer, "slow_consumer");
   }
 }
 

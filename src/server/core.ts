@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { Principal } from "../auth/types.js";
 import type { Breakers } from "../circuit/breakers.js";
-import { CLOSE_CODES, PiServerError, toPiServerError } from "../errors.js";
+import { PiServerError, SERVER_CLOSES, type ServerClose, toPiServerError } from "../errors.js";
 import type { Engine } from "../governor/engine.js";
 import type { Admission, RateLimits } from "../governor/rate-limit.js";
 import type { CloseReason, MetricsSink } from "../metrics/sink.js";
@@ -53,6 +53,9 @@ export interface ConnectionEvent {
 
 /** The principal of connections opened without authentication (tests, `noServer` embedders calling `opened`). */
 export const ANONYMOUS: Principal = Object.freeze({ id: "anonymous", roles: [], claims: {} });
+
+/** A binary frame in the backlog: refused, but in its turn like any other frame. */
+const BINARY = Symbol("binary frame");
 
 /** One admitted command's single response: whichever of `ok` / `fail` comes first is sent, later calls do nothing. */
 interface Answer {
@@ -130,8 +133,7 @@ export class ServerCore {
     return {
       connectionId: conn.connectionId,
       message: (text) => this.#onFrame(conn, text),
-      binary: () =>
-        this.#fail(conn, undefined, "parse", new PiServerError("bad_frame", "Binary frames are not supported; send JSON text"), performance.now()),
+      binary: () => this.#onFrame(conn, BINARY),
       closed: (heartbeat) => this.#onClosed(conn, heartbeat ? "heartbeat" : undefined),
     };
   }
@@ -145,7 +147,7 @@ export class ServerCore {
     const timer = setTimeout(
       () => {
         if (Date.now() < expiresAt) this.#closeAt(conn, expiresAt);
-        else conn.close(CLOSE_CODES.tokenExpired, "token expired: reconnect with a fresh token", "token_expired");
+        else conn.close(SERVER_CLOSES.tokenExpired, "token_expired");
       },
       Math.min(Math.max(0, remaining), MAX_TIMER_MS),
     );
@@ -164,9 +166,9 @@ export class ServerCore {
     this.#accepting = false;
   }
 
-  /** Close every connection with `code` (shutdown). */
-  closeAll(code: number, reason: string): void {
-    for (const conn of [...this.#connections]) conn.close(code, reason, "shutdown");
+  /** Close every connection (shutdown). */
+  closeAll(close: ServerClose): void {
+    for (const conn of [...this.#connections]) conn.close(close, "shutdown");
   }
 
   /** Frames written and conflated since start, over all connections. */
@@ -234,12 +236,13 @@ export class ServerCore {
    * bounded by `maxPipelinedFrames`. Session commands are admitted synchronously (queued on their lane or started),
    * so they never hold it, and control commands never wait behind running work.
    */
-  #onFrame(conn: Connection, text: string): void {
+  #onFrame(conn: Connection, text: string | typeof BINARY): void {
     if (conn.backlog !== undefined) {
       if (conn.backlog.length >= this.#maxPipelined) {
-        const parsed = parseCommand(text);
         const error = new PiServerError("queue_full", `More than ${this.#maxPipelined} frames wait for an earlier command`);
-        if (isParseFailure(parsed)) this.#fail(conn, parsed.id, parsed.command, parsed.error, 0);
+        const parsed = text === BINARY ? undefined : parseCommand(text);
+        if (parsed === undefined) this.#fail(conn, undefined, "parse", error, 0);
+        else if (isParseFailure(parsed)) this.#fail(conn, parsed.id, parsed.command, parsed.error, 0);
         else this.#fail(conn, parsed.id, parsed.type, error, 0);
         return;
       }
@@ -256,7 +259,7 @@ export class ServerCore {
     void pending.finally(() => {
       const backlog = conn.backlog ?? [];
       while (backlog.length > 0 && conn.open) {
-        const next = this.#admit(conn, backlog.shift() as string);
+        const next = this.#admit(conn, backlog.shift() as string | typeof BINARY);
         if (next !== undefined) {
           this.#hold(conn, next);
           return;
@@ -270,8 +273,12 @@ export class ServerCore {
    * Parse, check and start one frame as an engine task; returns the task of a server command (later frames wait
    * for it), undefined otherwise. Everything a command's entry in the table says is applied here.
    */
-  #admit(conn: Connection, text: string): Promise<unknown> | undefined {
+  #admit(conn: Connection, text: string | typeof BINARY): Promise<unknown> | undefined {
     const startedAt = this.#metrics ? performance.now() : 0;
+    if (text === BINARY) {
+      this.#fail(conn, undefined, "parse", new PiServerError("bad_frame", "Binary frames are not supported; send JSON text"), startedAt);
+      return undefined;
+    }
     const parsed = parseCommand(text);
     if (isParseFailure(parsed)) {
       this.#fail(conn, parsed.id, parsed.command, parsed.error, startedAt);
