@@ -50,7 +50,7 @@ export class Breaker {
     this.key = key;
     this.#breaker = new CircuitBreaker((action: Action) => action(), {
       // Timeouts are ours (first-token threshold, bash timeout) and surface as failures; opossum's own would
-      // reject without cancelling anything (library-notes).
+      // reject without cancelling anything (adr/0013 §6).
       timeout: false,
       volumeThreshold: options.volumeThreshold,
       errorThresholdPercentage: options.errorThresholdPercentage,

@@ -17,7 +17,7 @@ export interface CoreTotals {
 
 /**
  * What the server reports as it happens. The core calls these through an optional reference, so with no sink
- * nothing is computed (style.md: metrics observe the core; the core never imports prom-client).
+ * nothing is computed (adr/0010: metrics observe the core; the core never imports prom-client).
  */
 export interface MetricsSink {
   connectionOpened(): void;

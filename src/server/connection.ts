@@ -6,7 +6,7 @@ import type { CloseReason } from "../metrics/sink.js";
 import type { Subscriber } from "./event-hub.js";
 
 /**
- * The socket contract the protocol core needs (style.md: the core knows no socket library). The `ws` adapter in
+ * The socket contract the protocol core needs (adr/0012: the core knows no socket library). The `ws` adapter in
  * `transport.ts` implements it; unit tests use plain objects.
  */
 export interface PeerSocket {

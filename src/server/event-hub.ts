@@ -33,7 +33,7 @@ export type Resume = { readonly frames: readonly string[] } | { readonly resyncR
 
 /**
  * One per session. Stamps each event with the session's next `seq` once, serializes it once, keeps it in a bounded
- * ring for resumption, and hands the same string to every subscriber (architecture.md, "an event, outbound").
+ * ring for resumption, and hands the same string to every subscriber (adr/0007).
  */
 export class EventHub {
   /** Changes whenever the ring cannot be trusted: a new hub (new session, new process) has a new epoch. */

@@ -315,6 +315,9 @@ const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", 
 
 /** Thrown by `createPiServer()` for unknown, ill-typed or conflicting options. */
 export class PiServerOptionsError extends TypeError {
+  /** Stable code of every option error (the message names the option and the problem). */
+  readonly code = "invalid_options";
+
   constructor(message: string) {
     super(`Invalid pi-server options: ${message}`);
     this.name = "PiServerOptionsError";

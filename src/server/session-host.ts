@@ -283,7 +283,7 @@ export class SessionHost {
     });
     this.#unsubscribe?.();
     this.#unsubscribe = session.subscribe((event) => {
-      // A throwing listener would make pi skip persisting the event (pi-sdk-notes §3): never let one escape.
+      // A throwing listener would make pi skip persisting the event (adr/0013 §1): never let one escape.
       try {
         if (event.type === "tool_execution_end" && event.toolName === "bash") {
           removeBashLog((event.result as { details?: { fullOutputPath?: unknown } } | undefined)?.details?.fullOutputPath);
@@ -306,7 +306,7 @@ export class SessionHost {
         switchSession: (sessionPath, options) => runtime.switchSession(sessionPath, options),
         reload: async () => {
           // session.reload() resets pi's process-global provider registry and would break every other session
-          // in this process (pi-sdk-notes §7); adr/0003.
+          // in this process (adr/0013 §2, adr/0003).
           throw new Error("reload is not supported by pi-server: restart the session instead");
         },
       },

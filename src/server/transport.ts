@@ -84,7 +84,7 @@ export class WsTransport {
 
   /**
    * Ping on an interval; a peer whose pong does not come within the timeout is terminated. This is the only way to
-   * find a peer whose network vanished without FIN/RST (library-notes). Timers are unref()'d and cleared on close.
+   * find a peer whose network vanished without FIN/RST (adr/0013 §5). Timers are unref()'d and cleared on close.
    */
   #startHeartbeat(ws: WebSocket, connectionId: string): () => boolean {
     let pongTimer: NodeJS.Timeout | undefined;

@@ -33,6 +33,7 @@ export class TestClient {
   readonly ready: Promise<Frame>;
   readonly closed: Promise<{ code: number; reason: string }>;
   #waiters = new Set<Waiter>();
+  #frozen = false;
   #nextId = 0;
 
   constructor(url: string, options?: WebSocket.ClientOptions) {
@@ -68,10 +69,12 @@ export class TestClient {
 
   /** Stop reading the TCP socket: a frozen peer (no reads, no pongs) whose connection stays open. */
   freeze(): void {
+    this.#frozen = true;
     (this.ws as unknown as { _socket: Socket })._socket.pause();
   }
 
   thaw(): void {
+    this.#frozen = false;
     (this.ws as unknown as { _socket: Socket })._socket.resume();
   }
 
@@ -141,7 +144,9 @@ export class TestClient {
 
   async close(): Promise<void> {
     if (this.ws.readyState === WebSocket.CLOSED) return;
-    this.ws.close();
+    // A frozen client never reads the server's close frame; ws would wait 30 s for it.
+    if (this.#frozen) this.ws.terminate();
+    else this.ws.close();
     await this.closed;
   }
 }

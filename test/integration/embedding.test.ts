@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { type TestContext, test } from "node:test";
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
 import { createPiServer, DEFAULTS, type PiServer, PiServerOptionsError, tokenAuth } from "../../src/index.js";
-import { TestClient } from "../helpers/client.js";
+import { attempt, TestClient } from "../helpers/client.js";
 import { fauxSetup } from "../helpers/faux.js";
 import { startServer } from "../helpers/server.js";
 
@@ -103,9 +103,9 @@ test("after close() starts, new commands and new connections are refused", async
   await client.waitFor((f) => f.type === "server_shutdown");
   assert.equal((await client.request({ type: "list_sessions" })).code, "shutting_down");
   await assert.rejects(h.server.sessions.create({}), { code: "shutting_down" });
-  const late = new TestClient(h.url);
-  const closedLate = await late.closed;
-  assert.notEqual(closedLate.code, 1000);
+  // A new upgrade is refused with a plain 503 before any WebSocket exists; /readyz says so too.
+  assert.equal((await attempt(h.url)).status, 503);
+  assert.equal((await fetch(h.url.replace("ws://", "http://") + "/readyz")).status, 503);
   // The run was allowed to finish inside the grace period.
   const end = await client.waitForEvent("s", "agent_end");
   assert.equal((end.event["messages"] as Array<{ stopReason: string }>).at(-1)?.stopReason, "stop");
@@ -153,6 +153,7 @@ test("options are validated at the edge with precise errors", async () => {
   for (const [options, message] of bad) {
     assert.throws(() => createPiServer(options as never), (error: unknown) => {
       assert.ok(error instanceof PiServerOptionsError, `${JSON.stringify(options)} threw ${String(error)}`);
+      assert.equal(error.code, "invalid_options");
       assert.match(error.message, message);
       return true;
     });
