@@ -37,3 +37,19 @@ export type { CloseReason, CoreTotals, MetricsSink } from "./metrics/sink.js";
 export type { ConnectionEvent } from "./server/core.js";
 export type { AuthorizeRequest, CommandEvent, ServerHooks, SessionCreateEvent } from "./server/hooks.js";
 export type { PiServerEvents, ServerHealth } from "./server/create-server.js";
+export type {
+  CommandFrame,
+  ErrorResponseFrame,
+  EventFrame,
+  ExtensionUiRequestEvent,
+  NoticeFrame,
+  ResponseFrame,
+  ServerCommandFrame,
+  ServerFrame,
+  ServerReadyFrame,
+  ServerResponseFrame,
+  ServerSessionEvent,
+  SessionCommandFrame,
+  SessionEvent,
+  SessionResponseFrame,
+} from "./server/frames.js";

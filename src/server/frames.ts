@@ -1,0 +1,146 @@
+/**
+ * The protocol's frame types for client authors (PROTOCOL.md is the contract; these are its TypeScript form). Session
+ * commands and their successful responses are pi's own `RpcCommand` / `RpcResponse`, plus the server's `sessionId`.
+ * Switching on `type` (and on `command` or `event.type`) is exhaustive.
+ */
+import type { AgentSessionEvent, RpcCommand, RpcResponse, RpcSessionState } from "@mariozechner/pi-coding-agent";
+import type { ErrorCode } from "../errors.js";
+import type { CommandType } from "./commands.js";
+import type { DialogEndReason } from "./dialogs.js";
+import type { SessionSummary } from "./sessions.js";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Client → server
+
+/** A pi RPC command addressed to one server session. */
+export type SessionCommandFrame = RpcCommand & { readonly sessionId: string; readonly owner?: string };
+
+type Id = { readonly id?: string };
+
+/** The server's own commands (PROTOCOL.md §2.2). */
+export type ServerCommandFrame =
+  | (Id & {
+      readonly type: "create_session";
+      readonly sessionId?: string;
+      readonly cwd?: string;
+      readonly model?: { readonly provider: string; readonly modelId: string };
+      readonly thinkingLevel?: RpcSessionState["thinkingLevel"];
+    })
+  | (Id & { readonly type: "list_sessions" })
+  | (Id & { readonly type: "delete_session"; readonly sessionId: string; readonly owner?: string })
+  | (Id & { readonly type: "subscribe"; readonly sessionId: string; readonly owner?: string; readonly afterSeq?: number; readonly epoch?: string })
+  | (Id & { readonly type: "unsubscribe"; readonly sessionId: string; readonly owner?: string })
+  | {
+      readonly type: "extension_ui_response";
+      /** The dialog id from the `extension_ui_request`. */
+      readonly id: string;
+      readonly sessionId: string;
+      readonly owner?: string;
+      readonly value?: string;
+      readonly confirmed?: boolean;
+      readonly cancelled?: boolean;
+    }
+  | (Id & { readonly type: "cancel"; readonly commandId: string })
+  | (Id & { readonly type: "ping" });
+
+export type CommandFrame = SessionCommandFrame | ServerCommandFrame;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Server → client
+
+export interface ServerReadyFrame {
+  readonly type: "server_ready";
+  readonly protocolVersion: number;
+  readonly serverVersion: string;
+  readonly connectionId: string;
+}
+
+/** A refused or failed command. */
+export interface ErrorResponseFrame {
+  readonly type: "response";
+  readonly id?: string;
+  /** The command's type, or `parse` when the frame could not be read. */
+  readonly command: CommandType | "parse" | (string & {});
+  readonly success: false;
+  readonly code: ErrorCode;
+  readonly error: string;
+  /** With `rate_limited`. */
+  readonly retryAfterMs?: number;
+  readonly scope?: "connection" | "session" | "global";
+}
+
+type Ok<C extends string, D = undefined> = D extends undefined
+  ? { readonly type: "response"; readonly id?: string; readonly command: C; readonly success: true }
+  : { readonly type: "response"; readonly id?: string; readonly command: C; readonly success: true; readonly data: D };
+
+/** Successful responses of the server commands. */
+export type ServerResponseFrame =
+  | Ok<"create_session", { sessionId: string; seq: number; epoch: string; state: RpcSessionState }>
+  | Ok<"list_sessions", { sessions: SessionSummary[] }>
+  | Ok<"delete_session", { sessionId: string }>
+  | Ok<
+      "subscribe",
+      {
+        sessionId: string;
+        seq: number;
+        epoch: string;
+        replayed?: number;
+        resyncRequired?: true;
+        snapshot?: { state: RpcSessionState; messages: unknown[] };
+      }
+    >
+  | Ok<"unsubscribe", { sessionId: string }>
+  | Ok<"extension_ui_response">
+  | Ok<"cancel", { commandId: string; state: "queued" | "running" }>
+  | Ok<"ping", { time: number }>;
+
+/** Successful responses of the session commands: pi RPC's own. */
+export type SessionResponseFrame = Extract<RpcResponse, { success: true }>;
+
+export type ResponseFrame = SessionResponseFrame | ServerResponseFrame | ErrorResponseFrame;
+
+/** pi RPC's extension UI requests, plus the server's `cancel` notice when a dialog ends without this client's answer. */
+export type ExtensionUiRequestEvent = { readonly type: "extension_ui_request"; readonly id: string } & (
+  | { readonly method: "select"; readonly title: string; readonly options: string[]; readonly timeout?: number }
+  | { readonly method: "confirm"; readonly title: string; readonly message: string; readonly timeout?: number }
+  | { readonly method: "input"; readonly title: string; readonly placeholder?: string; readonly timeout?: number }
+  | { readonly method: "editor"; readonly title: string; readonly prefill?: string; readonly timeout?: number }
+  | { readonly method: "notify"; readonly message: string; readonly notifyType?: "info" | "warning" | "error" }
+  | { readonly method: "setStatus"; readonly statusKey: string; readonly statusText: string | undefined }
+  | {
+      readonly method: "setWidget";
+      readonly widgetKey: string;
+      readonly widgetLines: string[] | undefined;
+      readonly widgetPlacement?: "aboveEditor" | "belowEditor";
+    }
+  | { readonly method: "setTitle"; readonly title: string }
+  | { readonly method: "set_editor_text"; readonly text: string }
+  | { readonly method: "cancel"; readonly reason: DialogEndReason }
+);
+
+/** Session events of the server's own (PROTOCOL.md §3). */
+export type ServerSessionEvent =
+  | { readonly type: "run_aborted"; readonly reason: ErrorCode; readonly message: string; readonly commandId?: string }
+  | { readonly type: "circuit"; readonly breaker: "llm" | "bash"; readonly key: string; readonly state: "open" | "halfOpen" | "closed" }
+  | { readonly type: "extension_error"; readonly extensionPath: string; readonly event: string; readonly error: string }
+  | { readonly type: "event_error"; readonly eventType: string; readonly message: string }
+  | ExtensionUiRequestEvent;
+
+export type SessionEvent = AgentSessionEvent | ServerSessionEvent;
+
+export interface EventFrame {
+  readonly type: "event";
+  readonly sessionId: string;
+  readonly seq: number;
+  readonly event: SessionEvent;
+  /** Present when this partial replaced that many superseded ones for a lagging client (PROTOCOL.md §3.3). */
+  readonly conflated?: number;
+}
+
+export type NoticeFrame =
+  | { readonly type: "session_created"; readonly sessionId: string }
+  | { readonly type: "session_deleted"; readonly sessionId: string; readonly reason: "deleted" | "shutdown" }
+  | { readonly type: "server_shutdown"; readonly graceMs: number };
+
+/** Every frame the server sends. */
+export type ServerFrame = ServerReadyFrame | ResponseFrame | EventFrame | NoticeFrame;
