@@ -35,14 +35,24 @@ test("back-to-back frames on one connection apply in order: create → subscribe
 });
 
 test("frames waiting behind an admission are bounded: past maxPipelinedFrames they get queue_full", async (t) => {
-  const h = await startServer(t, { maxPipelinedFrames: 5 });
+  // The create is held open by a hook until the overflow has been answered: no race with the network.
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const h = await startServer(t, { maxPipelinedFrames: 5, hooks: { onSessionCreate: async ({ request }) => (await held, request) } });
   const client = await h.connect();
   client.send({ type: "create_session", id: "c", sessionId: "s" });
   for (let i = 0; i < 20; i++) client.send({ type: "get_state", id: `g${i}`, sessionId: "s" });
-  const answers = await Promise.all(
-    Array.from({ length: 20 }, (_, i) => client.waitFor((r) => r.type === "response" && r["id"] === `g${i}`) as Promise<ResponseFrame>),
+  const refused = await Promise.all(
+    Array.from({ length: 15 }, (_, i) => client.waitFor((r) => r.type === "response" && r["id"] === `g${i + 5}`) as Promise<ResponseFrame>),
   );
-  assert.deepEqual(answers.map((r) => (r.success ? "ok" : r.code)), [...Array(5).fill("ok"), ...Array(15).fill("queue_full")]);
+  assert.deepEqual(new Set(refused.map((r) => r.code)), new Set(["queue_full"]));
+  release();
+  const admitted = await Promise.all(
+    Array.from({ length: 5 }, (_, i) => client.waitFor((r) => r.type === "response" && r["id"] === `g${i}`) as Promise<ResponseFrame>),
+  );
+  assert.deepEqual(admitted.map((r) => r.success), [true, true, true, true, true]);
   const order = client.frames.filter((f) => f.type === "response" && f["success"] === true).map((f) => f["id"]);
   assert.deepEqual(order, ["c", "g0", "g1", "g2", "g3", "g4"], "admitted in arrival order, after the create");
 });
