@@ -25,7 +25,9 @@ export function collect(stream: Readable): { text: () => string } {
   return { text: () => text };
 }
 
+/** The child's exit code (null when killed by a signal), also when it has already exited. */
 export function exited(child: Child): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => child.on("exit", (code) => resolve(code)));
 }
 

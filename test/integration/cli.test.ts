@@ -60,10 +60,13 @@ test("CLI: --help, --version, and bad flags or env exit non-zero with a message"
   const env = cleanEnv(dir.path, { PI_CODING_AGENT_DIR: dir.path });
 
   // The child processes run side by side: each spends most of its time loading TypeScript.
+  // Exit promises are taken at spawn: a child may be done before we await it.
   const help = run(["--help"], env);
   const helpOut = collect(help.stdout);
+  const helpExit = exited(help);
   const version = run(["--version"], env);
   const versionOut = collect(version.stdout);
+  const versionExit = exited(version);
   const bad = ([
     [["--bogus"], {}, /Unknown option '--bogus'/],
     [["--port", "abc"], {}, /--port must be a port number/],
@@ -74,10 +77,10 @@ test("CLI: --help, --version, and bad flags or env exit non-zero with a message"
     const child = run([...args], { ...env, ...extraEnv });
     return { args, extraEnv, pattern, err: collect(child.stderr), exit: exited(child) };
   });
-  assert.equal(await exited(help), 0);
+  assert.equal(await helpExit, 0);
   assert.match(helpOut.text(), /--port/);
   assert.match(helpOut.text(), /PI_SERVER_PORT/);
-  assert.equal(await exited(version), 0);
+  assert.equal(await versionExit, 0);
   assert.equal(versionOut.text().trim(), SERVER_VERSION);
   for (const { args, extraEnv, pattern, err, exit } of bad) {
     assert.equal(await exit, 2, `${args.join(" ")} ${JSON.stringify(extraEnv)}`);
