@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
+import { optionsFromArgs } from "../../src/cli.js";
 import { piSessionDir, SERVER_VERSION } from "../../src/index.js";
 import { attempt, TestClient } from "../helpers/client.js";
 import { cleanEnv, collect, exited, firstLine, run } from "../helpers/cli.js";
@@ -67,25 +68,27 @@ test("CLI: --help, --version, and bad flags or env exit non-zero with a message"
   const version = run(["--version"], env);
   const versionOut = collect(version.stdout);
   const versionExit = exited(version);
-  const bad = ([
-    [["--bogus"], {}, /Unknown option '--bogus'/],
+  // One usage error through a child process (exit code 2 and the message on stderr); the rest in process.
+  const bogus = run(["--bogus"], env);
+  const bogusErr = collect(bogus.stderr);
+  const bogusExit = exited(bogus);
+  for (const [args, extraEnv, pattern] of [
     [["--port", "abc"], {}, /--port must be a port number/],
     [[], { PI_SERVER_PORT: "99999" }, /PI_SERVER_PORT must be a port number/],
     [[], { PI_SERVER_IN_MEMORY: "maybe" }, /PI_SERVER_IN_MEMORY/],
     [["--log-level", "loud"], {}, /--log-level/],
-  ] as const).map(([args, extraEnv, pattern]) => {
-    const child = run([...args], { ...env, ...extraEnv });
-    return { args, extraEnv, pattern, err: collect(child.stderr), exit: exited(child) };
-  });
+    [["--sandbox", "docker"], {}, /--sandbox must be auto, bwrap or none/],
+    [["--max-pre-auth", "0"], {}, /--max-pre-auth must be a positive integer/],
+  ] as const) {
+    assert.throws(() => optionsFromArgs([...args], { ...env, ...extraEnv }), pattern, `${args.join(" ")} ${JSON.stringify(extraEnv)}`);
+  }
   assert.equal(await helpExit, 0);
   assert.match(helpOut.text(), /--port/);
   assert.match(helpOut.text(), /PI_SERVER_PORT/);
   assert.equal(await versionExit, 0);
   assert.equal(versionOut.text().trim(), SERVER_VERSION);
-  for (const { args, extraEnv, pattern, err, exit } of bad) {
-    assert.equal(await exit, 2, `${args.join(" ")} ${JSON.stringify(extraEnv)}`);
-    assert.match(err.text(), pattern);
-  }
+  assert.equal(await bogusExit, 2);
+  assert.match(bogusErr.text(), /Unknown option '--bogus'/);
 });
 
 test("CLI: --auth jwt with a secret file: a good token connects, a bad one gets 401; missing settings exit non-zero", async (t) => {
@@ -130,12 +133,12 @@ test("CLI: with --auth and no sandbox available it refuses to start unless --san
 
   const refused = run(args, env);
   const refusedErr = collect(refused.stderr);
-  assert.equal(await exited(refused), 1);
-  assert.match(refusedErr.text(), /no sandbox is available: install bubblewrap .* or set sandbox: 'none' explicitly/);
+  const refusedExit = exited(refused);
   const required = run([...args, "--sandbox", "bwrap"], env);
-  assert.equal(await exited(required), 1);
-  const badMode = run([...args, "--sandbox", "docker"], env);
-  assert.equal(await exited(badMode), 2);
+  const requiredExit = exited(required);
+  assert.equal(await refusedExit, 1);
+  assert.match(refusedErr.text(), /no sandbox is available: install bubblewrap .* or set sandbox: 'none' explicitly/);
+  assert.equal(await requiredExit, 1);
 
   const explicit = run([...args, "--sandbox", "none"], env);
   t.after(() => explicit.kill("SIGKILL"));
