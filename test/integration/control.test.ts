@@ -163,3 +163,19 @@ test("a full lane refuses with queue_full and the queued commands still run", as
   const second = await queued;
   assert.equal((second.data as { output: string }).output, "second\n");
 });
+
+test("a prompt's id stays in flight for its whole run: reusing it is refused and cancel still reaches the run", async (t) => {
+  const h = await startServer(t, {}, { tokensPerSecond: 20 });
+  h.faux.setResponses([fauxAssistantMessage("a slow reply that the client cancels by the prompt's id")]);
+  const client = await h.connect();
+  await client.ok({ type: "create_session", sessionId: "s" });
+  await client.ok({ type: "prompt", id: "p", sessionId: "s", message: "go" }); // answered once pi accepted it
+  await client.waitForEvent("s", "message_update");
+  const reused = await client.request({ type: "get_state", id: "p", sessionId: "s" });
+  assert.equal(reused.code, "duplicate_id", "the run still holds the id");
+  assert.deepEqual(await client.ok({ type: "cancel", commandId: "p" }), { commandId: "p", state: "running" });
+  await client.waitForEvent("s", "run_aborted", (e) => e["commandId"] === "p");
+  const end = await client.waitForEvent("s", "agent_end");
+  assert.equal((end.event["messages"] as Array<{ stopReason?: string }>).at(-1)?.stopReason, "aborted");
+  assert.equal((await client.request({ type: "get_state", id: "p", sessionId: "s" })).success, true, "free again after the run");
+});
