@@ -18,6 +18,7 @@ import {
   str,
   THINKING_LEVELS,
 } from "./fields.js";
+import type { Encoding } from "./event-hub.js";
 import { removeBashLog, type SessionHost } from "./session-host.js";
 import type { CreateSessionRequest } from "./sessions.js";
 
@@ -57,7 +58,7 @@ export interface ServerCommandContext {
   /** The session the command addresses, as the principal may see it. */
   resolve(): SessionHost;
   /** Subscribe the connection (checks the subscription limit). */
-  subscribe(host: SessionHost): void;
+  subscribe(host: SessionHost, encoding: Encoding | undefined): void;
   createSession(request: CreateSessionRequest): Promise<SessionHost>;
   deleteSession(host: SessionHost): Promise<void>;
   listSessions(): unknown[];
@@ -86,6 +87,11 @@ export interface SessionCommandDef extends Common {
   readonly stop: ((host: SessionHost) => void) | undefined;
   /** Returns the response `data` (undefined for none). */
   readonly run: (host: SessionHost, fields: Fields, context: SessionCommandContext) => Promise<unknown>;
+  /**
+   * A synchronous read of the session's state: answered inline at admission (still rate limited and authorized),
+   * with no engine task, timer or queue (adr/0014).
+   */
+  readonly read: ((host: SessionHost, fields: Fields) => unknown) | undefined;
 }
 
 export interface ServerCommandDef extends Common {
@@ -97,6 +103,7 @@ export interface ServerCommandDef extends Common {
 export type CommandDef = SessionCommandDef | ServerCommandDef;
 
 interface SessionOptions {
+  read?: (host: SessionHost, fields: Fields) => unknown;
   idleOnly?: boolean;
   limit?: LimitClass;
   timeout?: TimeoutClass;
@@ -120,6 +127,7 @@ function session(
     timeout: options.timeout ?? "command",
     llm: options.llm ?? false,
     stop: options.stop,
+    read: options.read,
   };
 }
 
@@ -127,6 +135,9 @@ const lane = (fields: Record<string, FieldSpec>, run: SessionCommandDef["run"], 
   session("lane", fields, run, options);
 const control = (fields: Record<string, FieldSpec>, run: SessionCommandDef["run"], options?: SessionOptions) =>
   session("control", fields, run, options);
+/** A control command that only reads: its handler is synchronous and runs inline (`read`). */
+const read = (get: (host: SessionHost, fields: Fields) => unknown) =>
+  control({}, async (host, f) => get(host, f), { read: get });
 const server = (
   fields: Record<string, FieldSpec>,
   run: ServerCommandDef["run"],
@@ -136,6 +147,9 @@ const server = (
 const s = (f: Fields, name: string) => f[name] as string;
 const optS = (f: Fields, name: string) => f[name] as string | undefined;
 const imgs = (f: Fields) => f["images"] as ImageContent[] | undefined;
+
+/** `encoding` of subscribe and create_session: how this subscription receives `message_update` (PROTOCOL.md §3.5). */
+const encoding: FieldSpec = { type: "string", optional: true, values: ["full", "delta"] };
 
 const notSubscribed = (sessionId: unknown) =>
   new PiServerError("not_subscribed", `Not subscribed to session '${String(sessionId)}'`);
@@ -173,7 +187,7 @@ export const COMMANDS = {
     },
     { idleOnly: true },
   ),
-  get_state: control({}, async (host) => host.state()),
+  get_state: read((host) => host.state()),
   set_model: lane({ provider: str, modelId: str }, async (host, f) => {
     const session = host.session;
     const model = session.modelRegistry.getAvailable().find((m) => m.provider === s(f, "provider") && m.id === s(f, "modelId"));
@@ -182,7 +196,7 @@ export const COMMANDS = {
     return model;
   }),
   cycle_model: lane({}, async (host) => (await fromPi(() => host.session.cycleModel())) ?? null),
-  get_available_models: control({}, async (host) => ({ models: host.session.modelRegistry.getAvailable() })),
+  get_available_models: read((host) => ({ models: host.session.modelRegistry.getAvailable() })),
   set_thinking_level: lane({ level: { type: "string", values: THINKING_LEVELS } }, (host, f) =>
     fromPi(() => host.session.setThinkingLevel(s(f, "level") as ThinkingLevel)),
   ),
@@ -221,7 +235,7 @@ export const COMMANDS = {
     { limit: "work", timeout: "bash", stop: (host) => host.session.abortBash() },
   ),
   abort_bash: control({}, (host) => fromPi(() => host.session.abortBash()), { limit: "exempt" }),
-  get_session_stats: control({}, (host) => fromPi(() => host.session.getSessionStats())),
+  get_session_stats: read((host) => host.session.getSessionStats()),
   export_html: lane({ outputPath: optPathStr }, async (host, f) => {
     const session = host.session;
     const defaultName = `pi-session-${session.sessionId}.html`;
@@ -254,15 +268,15 @@ export const COMMANDS = {
     },
     { idleOnly: true },
   ),
-  get_fork_messages: control({}, async (host) => ({ messages: host.session.getUserMessagesForForking() })),
-  get_last_assistant_text: control({}, async (host) => ({ text: host.session.getLastAssistantText() ?? null })),
+  get_fork_messages: read((host) => ({ messages: host.session.getUserMessagesForForking() })),
+  get_last_assistant_text: read((host) => ({ text: host.session.getLastAssistantText() ?? null })),
   set_session_name: lane({ name: str }, async (host, f) => {
     const name = s(f, "name").trim();
     if (!name) throw new PiServerError("invalid_command", "Session name cannot be empty");
     await fromPi(() => host.session.setSessionName(name));
   }),
-  get_messages: control({}, async (host) => ({ messages: host.session.messages })),
-  get_commands: control({}, async (host) => {
+  get_messages: read((host) => ({ messages: host.session.messages })),
+  get_commands: read((host) => {
     const session = host.session;
     return {
       commands: [
@@ -297,6 +311,7 @@ export const COMMANDS = {
       cwd: optPathStr,
       model: { type: "model", optional: true },
       thinkingLevel: { type: "string", optional: true, values: THINKING_LEVELS },
+      encoding,
     },
     async (context, fields) => {
       const { conn } = context;
@@ -308,12 +323,13 @@ export const COMMANDS = {
       conn.pendingCreates += 1;
       let host: SessionHost;
       try {
-        host = await context.createSession(fields as CreateSessionRequest); // clients own what they create
+        const { encoding: _encoding, ...request } = fields;
+        host = await context.createSession(request as CreateSessionRequest); // clients own what they create
       } finally {
         conn.pendingCreates -= 1;
       }
       if (!conn.open) return;
-      context.subscribe(host);
+      context.subscribe(host, fields["encoding"] as Encoding | undefined);
       context.reply({ sessionId: host.id, seq: host.hub.seq, epoch: host.hub.epoch, state: host.state() });
     },
   ),
@@ -322,11 +338,11 @@ export const COMMANDS = {
     await context.deleteSession(context.resolve());
     return { sessionId: fields["sessionId"] };
   }),
-  subscribe: server({ sessionId: str, afterSeq: { type: "integer", optional: true }, epoch: optStr }, (context, fields) => {
+  subscribe: server({ sessionId: str, afterSeq: { type: "integer", optional: true }, epoch: optStr, encoding }, (context, fields) => {
     const { conn } = context;
     const sessionId = fields["sessionId"];
     const host = context.resolve();
-    context.subscribe(host);
+    context.subscribe(host, fields["encoding"] as Encoding | undefined);
     const hub = host.hub;
     const afterSeq = fields["afterSeq"] as number | undefined;
     if (afterSeq === undefined) {

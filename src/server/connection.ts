@@ -26,10 +26,19 @@ export interface BackpressureOptions {
   readonly hardLimit: number;
   /** A connection lagging (queue not empty) this long is closed as a slow consumer. */
   readonly maxLagMs: number;
+  /**
+   * Superseded partials are conflated only once the connection has lagged this long (or its queue holds half the
+   * hard limit): a reader that is merely a few milliseconds behind gets every frame (adr/0014).
+   */
+  readonly conflateAfterMs: number;
 }
+
+/** How a later frame with the same key replaces a queued one: `replace` (a full partial) or `merge` (deltas). */
+export type Merge = (older: string, newer: string) => string;
 
 interface Outbound {
   frame: string;
+  readonly merge: Merge | undefined;
   readonly key: string | undefined;
   /** How many older frames with the same key this one replaced. */
   superseded: number;
@@ -71,6 +80,8 @@ export class Connection implements Subscriber {
   /** Latest queued frame per key since the last barrier (a frame without key). */
   readonly #latestByKey = new Map<string, Outbound>();
   #lagTimer: NodeJS.Timeout | undefined;
+  /** When the queue last became non-empty (performance.now()). */
+  #lagSince = 0;
   #open = true;
   readonly #onSent = () => this.#flush();
   readonly #onServerClose: () => void;
@@ -104,13 +115,13 @@ export class Connection implements Subscriber {
     return this.#queuedBytes;
   }
 
-  sendFrame(frame: string, supersedes?: string): void {
+  sendFrame(frame: string, supersedes?: string, merge?: Merge): void {
     if (!this.#open) return;
     if (this.queuedFrames === 0 && this.#socket.bufferedAmount < this.#backpressure.highWaterMark) {
       this.#write(frame);
       return;
     }
-    this.#enqueue(frame, supersedes);
+    this.#enqueue(frame, supersedes, merge);
     const total = this.#socket.bufferedAmount + this.#queuedBytes;
     if (total > this.stats.peakBytes) this.stats.peakBytes = total;
     if (total > this.#backpressure.hardLimit) this.#slowConsumer("hard limit exceeded");
@@ -157,17 +168,19 @@ export class Connection implements Subscriber {
     this.#socket.send(frame, this.#onSent);
   }
 
-  #enqueue(frame: string, key: string | undefined): void {
+  #enqueue(frame: string, key: string | undefined, merge: Merge | undefined): void {
     const previous = key === undefined ? undefined : this.#latestByKey.get(key);
-    if (previous) {
-      // Replace in place: the newer partial carries everything the older one did.
-      this.#queuedBytes += frame.length - previous.frame.length;
-      previous.frame = frame;
+    if (previous && this.#conflating()) {
+      // The newer partial carries everything the older one did; deltas are merged instead (nothing is lost).
+      const next = merge ? merge(previous.frame, frame) : frame;
+      this.#queuedBytes += next.length - previous.frame.length;
+      previous.frame = next;
       previous.superseded += 1;
       this.stats.framesConflated += 1;
       return;
     }
-    const entry: Outbound = { frame, key, superseded: 0 };
+    if (this.queuedFrames === 0) this.#lagSince = performance.now();
+    const entry: Outbound = { frame, key, merge, superseded: 0 };
     this.#queue.push(entry);
     this.#queuedBytes += frame.length;
     if (key === undefined) this.#latestByKey.clear(); // a barrier: nothing conflates across it
@@ -176,6 +189,12 @@ export class Connection implements Subscriber {
       this.#lagTimer = setTimeout(() => this.#slowConsumer("lagging too long"), this.#backpressure.maxLagMs);
       this.#lagTimer.unref();
     }
+  }
+
+  /** Really behind: lagging for `conflateAfterMs`, or its queue already holds half of what it may hold at all. */
+  #conflating(): boolean {
+    const { conflateAfterMs, hardLimit } = this.#backpressure;
+    return performance.now() - this.#lagSince >= conflateAfterMs || this.#queuedBytes * 2 > hardLimit;
   }
 
   /** Called after each write reaches the OS: send queued frames while the socket's buffer allows. */

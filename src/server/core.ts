@@ -1,12 +1,13 @@
 import type { Logger } from "pino";
 import type { Principal } from "../auth/types.js";
 import type { Breakers } from "../circuit/breakers.js";
-import { PiServerError, SERVER_CLOSES, type ServerClose, toPiServerError } from "../errors.js";
+import { PiServerError, piRefusal, SERVER_CLOSES, type ServerClose, toPiServerError } from "../errors.js";
 import type { Engine } from "../governor/engine.js";
 import type { Admission, RateLimits } from "../governor/rate-limit.js";
 import type { CloseReason, MetricsSink } from "../metrics/sink.js";
 import { type BackpressureOptions, Connection, type PeerSocket } from "./connection.js";
 import type { ServerCommandContext, ServerCommandDef, SessionCommandDef } from "./commands.js";
+import type { Encoding } from "./event-hub.js";
 import type { ServerHooks } from "./hooks.js";
 import { COMMANDS, type Command, isParseFailure, PROTOCOL_VERSION, parseCommand } from "./protocol.js";
 import { MAX_TIMER_MS, type Timeouts } from "./options.js";
@@ -333,6 +334,15 @@ export class ServerCore {
         answer.fail(error);
         return undefined;
       }
+      if (def.read) {
+        // A synchronous read: answered now, without a task (adr/0014). pi's getters throwing is pi refusing.
+        try {
+          answer.ok(def.read(host, parsed.fields));
+        } catch (error) {
+          answer.fail(piRefusal(error));
+        }
+        return undefined;
+      }
       this.#runSessionCommand(conn, parsed, def, host, refund).then(answer.ok, answer.fail);
       return undefined;
     }
@@ -366,7 +376,7 @@ export class ServerCore {
       principal: conn.principal,
       maxSubscriptions: this.#maxSubscriptions,
       resolve: () => this.#resolve(conn, command),
-      subscribe: (host) => this.#subscribe(conn, host),
+      subscribe: (host, encoding) => this.#subscribe(conn, host, encoding),
       createSession: async (request) => {
         const hook = this.#hooks.onSessionCreate;
         const rewritten = hook ? await hook({ principal: conn.principal, connectionId: conn.connectionId, request }) : request;
@@ -427,8 +437,11 @@ export class ServerCore {
     return this.#registry.resolve(conn.principal, command.sessionId as string, command.type, command.fields["owner"] as string | undefined);
   }
 
-  #subscribe(conn: Connection, host: SessionHost): void {
-    if (host.hub.has(conn)) return;
+  #subscribe(conn: Connection, host: SessionHost, encoding: Encoding = "full"): void {
+    if (host.hub.has(conn)) {
+      host.hub.add(conn, encoding); // already subscribed: only the encoding may change
+      return;
+    }
     if (conn.subscriptions.size >= this.#maxSubscriptions) {
       throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${this.#maxSubscriptions} sessions`);
     }
@@ -438,7 +451,7 @@ export class ServerCore {
         throw new PiServerError("invalid_command", `Already subscribed to another session '${host.id}' on this connection`);
       }
     }
-    host.hub.add(conn);
+    host.hub.add(conn, encoding);
   }
 
   /** `session_created` goes only to connections whose principal may see the session. */

@@ -1,5 +1,12 @@
 import { randomUUID } from "node:crypto";
 
+/**
+ * How a subscription receives `message_update`: `full` (pi's event without the duplicated
+ * `assistantMessageEvent.partial`) or `delta` (only the `assistantMessageEvent`, so bytes grow linearly with the
+ * reply). Every other event, replays and snapshots are the same in both (PROTOCOL.md §3.5, adr/0014).
+ */
+export type Encoding = "full" | "delta";
+
 /** Something that receives a session's event frames: a connection, or a test double. */
 export interface Subscriber {
   readonly connectionId: string;
@@ -7,7 +14,7 @@ export interface Subscriber {
    * Deliver a frame. `supersedes` names what a later frame with the same key makes redundant (a partial message or
    * tool result that only matters until the next one): a lagging subscriber may drop the older (adr/0007).
    */
-  sendFrame(frame: string, supersedes?: string): void;
+  sendFrame(frame: string, supersedes?: string, merge?: (older: string, newer: string) => string): void;
   /**
    * The hub added or removed this subscriber. The hub owns subscriptions; a subscriber's own list of them is kept
    * only through these two calls, so the two cannot drift.
@@ -43,7 +50,10 @@ export class EventHub {
   readonly #key: string;
   /** Conflation key of the session's `message_update`s, built once (it is needed for every streamed chunk). */
   readonly #messageKey: string;
-  readonly #subscribers = new Set<Subscriber>();
+  /** Subscribers and the encoding each asked for. */
+  readonly #subscribers = new Map<Subscriber, Encoding>();
+  /** Subscribers with `delta` encoding: the delta form of an update is built only when someone wants it. */
+  #deltaSubscribers = 0;
   /** `{"type":"event","sessionId":…,"seq":` — the part of every frame that never changes. */
   readonly #prefix: string;
   readonly #limits: ReplayLimits;
@@ -84,21 +94,26 @@ export class EventHub {
   }
 
   subscribers(): IterableIterator<Subscriber> {
-    return this.#subscribers.values();
+    return this.#subscribers.keys();
   }
 
   has(subscriber: Subscriber): boolean {
     return this.#subscribers.has(subscriber);
   }
 
-  add(subscriber: Subscriber): void {
-    if (this.#subscribers.has(subscriber)) return;
-    this.#subscribers.add(subscriber);
-    subscriber.attached(this.#key);
+  /** Subscribe, or change the encoding of an existing subscription. */
+  add(subscriber: Subscriber, encoding: Encoding = "full"): void {
+    const previous = this.#subscribers.get(subscriber);
+    this.#subscribers.set(subscriber, encoding);
+    this.#deltaSubscribers += (encoding === "delta" ? 1 : 0) - (previous === "delta" ? 1 : 0);
+    if (previous === undefined) subscriber.attached(this.#key);
   }
 
   delete(subscriber: Subscriber): boolean {
-    if (!this.#subscribers.delete(subscriber)) return false;
+    const encoding = this.#subscribers.get(subscriber);
+    if (encoding === undefined) return false;
+    this.#subscribers.delete(subscriber);
+    if (encoding === "delta") this.#deltaSubscribers -= 1;
     subscriber.detached(this.#key);
     return true;
   }
@@ -109,21 +124,23 @@ export class EventHub {
    * naming its type, so the stream stays gap-free and the loss is visible (PROTOCOL.md §3).
    */
   publish(event: object): string {
-    let body: string;
-    try {
-      body = JSON.stringify(event);
-    } catch (error) {
-      body = JSON.stringify({
-        type: "event_error",
-        eventType: String((event as { type?: unknown }).type),
-        message: `The event could not be serialized: ${error instanceof Error ? error.message : String(error)}`.slice(0, 500),
-      });
-    }
+    const update = isAssistantUpdate(event) ? updateForms(event) : undefined;
+    const body = serialize(update ? update.full : event);
     this.#seq += 1;
-    const frame = `${this.#prefix}${this.#seq},"event":${body}}`;
+    const head = `${this.#prefix}${this.#seq},"event":`;
+    const frame = `${head}${body}}`;
     this.#store({ seq: this.#seq, frame });
     const key = this.#supersedeKey(event as { type?: unknown; toolCallId?: unknown });
-    for (const subscriber of this.#subscribers) subscriber.sendFrame(frame, key);
+    if (update === undefined || this.#deltaSubscribers === 0) {
+      for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(frame, key);
+      return frame;
+    }
+    const deltaFrame = `${head}${serialize(update.delta)}}`;
+    const deltaKey = deltaKeyOf(this.#sessionId, update.delta.assistantMessageEvent);
+    for (const [subscriber, encoding] of this.#subscribers) {
+      if (encoding === "delta") subscriber.sendFrame(deltaFrame, deltaKey, deltaKey ? mergeDeltas : undefined);
+      else subscriber.sendFrame(frame, key);
+    }
     return frame;
   }
 
@@ -131,7 +148,7 @@ export class EventHub {
   notify(notice: object): void {
     if (this.#subscribers.size === 0) return;
     const frame = JSON.stringify(notice);
-    for (const subscriber of this.#subscribers) subscriber.sendFrame(frame);
+    for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(frame);
   }
 
   /**
@@ -182,4 +199,50 @@ export class EventHub {
     this.#count -= 1;
     this.#bytes -= oldest.frame.length;
   }
+}
+
+type AssistantMessageEvent = { type: string; contentIndex?: number; delta?: string; partial?: unknown } & Record<string, unknown>;
+
+function isAssistantUpdate(event: object): event is { assistantMessageEvent: AssistantMessageEvent } {
+  const update = (event as { type?: unknown; assistantMessageEvent?: unknown });
+  return update.type === "message_update" && typeof update.assistantMessageEvent === "object" && update.assistantMessageEvent !== null;
+}
+
+/**
+ * The two wire forms of a `message_update`: `full` is pi's event without `assistantMessageEvent.partial` (the same
+ * partial message is already in `message`); `delta` keeps only the `assistantMessageEvent`.
+ */
+function updateForms(event: { assistantMessageEvent: AssistantMessageEvent }): { full: object; delta: { type: "message_update"; assistantMessageEvent: AssistantMessageEvent } } {
+  const { partial: _partial, ...assistantMessageEvent } = event.assistantMessageEvent;
+  return {
+    full: { ...event, assistantMessageEvent },
+    delta: { type: "message_update", assistantMessageEvent: assistantMessageEvent as AssistantMessageEvent },
+  };
+}
+
+/** An event that cannot be serialized takes its seq as a visible `event_error` (no unmarked gap). */
+function serialize(event: object): string {
+  try {
+    return JSON.stringify(event);
+  } catch (error) {
+    return JSON.stringify({
+      type: "event_error",
+      eventType: String((event as { type?: unknown }).type),
+      message: `The event could not be serialized: ${error instanceof Error ? error.message : String(error)}`.slice(0, 500),
+    });
+  }
+}
+
+/** Consecutive `*_delta` updates of one content block merge for a lagging delta subscriber; others are barriers. */
+function deltaKeyOf(sessionId: string, update: AssistantMessageEvent): string | undefined {
+  if (!update.type.endsWith("_delta") || typeof update.delta !== "string") return undefined;
+  return `${sessionId}\0delta\0${update.type}\0${String(update.contentIndex)}`;
+}
+
+/** Merge two queued delta frames into one that carries both deltas, at the newer seq (slow path only). */
+function mergeDeltas(older: string, newer: string): string {
+  const a = JSON.parse(older) as { event: { assistantMessageEvent: { delta: string } } };
+  const b = JSON.parse(newer) as { event: { assistantMessageEvent: { delta: string } } };
+  b.event.assistantMessageEvent.delta = a.event.assistantMessageEvent.delta + b.event.assistantMessageEvent.delta;
+  return JSON.stringify(b);
 }

@@ -25,10 +25,18 @@ export type ServerCommandFrame =
       readonly cwd?: string;
       readonly model?: { readonly provider: string; readonly modelId: string };
       readonly thinkingLevel?: RpcSessionState["thinkingLevel"];
+      readonly encoding?: "full" | "delta";
     })
   | (Id & { readonly type: "list_sessions" })
   | (Id & { readonly type: "delete_session"; readonly sessionId: string; readonly owner?: string })
-  | (Id & { readonly type: "subscribe"; readonly sessionId: string; readonly owner?: string; readonly afterSeq?: number; readonly epoch?: string })
+  | (Id & {
+      readonly type: "subscribe";
+      readonly sessionId: string;
+      readonly owner?: string;
+      readonly afterSeq?: number;
+      readonly epoch?: string;
+      readonly encoding?: "full" | "delta";
+    })
   | (Id & { readonly type: "unsubscribe"; readonly sessionId: string; readonly owner?: string })
   | {
       readonly type: "extension_ui_response";

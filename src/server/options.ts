@@ -194,7 +194,13 @@ export const DEFAULTS = {
   abortRunsOnShutdown: false,
   adminRoles: ["admin"],
   heartbeat: { intervalMs: 30_000, timeoutMs: 10_000 },
-  backpressure: { highWaterMark: 1024 * 1024, lowWaterMark: 256 * 1024, hardLimit: 16 * 1024 * 1024, maxLagMs: 30_000 },
+  backpressure: {
+    highWaterMark: 1024 * 1024,
+    lowWaterMark: 256 * 1024,
+    hardLimit: 16 * 1024 * 1024,
+    maxLagMs: 30_000,
+    conflateAfterMs: 250,
+  },
   replay: { maxEvents: 10_000, maxBytes: 8 * 1024 * 1024 },
   timeouts: { command: 60_000, bash: 10 * 60_000, compact: 10 * 60_000, run: 60 * 60_000 },
   rateLimits: {
@@ -375,7 +381,7 @@ function rateLimits(value: PiServerOptions["rateLimits"]): RateLimitOptions {
 }
 
 function watermarks(value: PiServerOptions["backpressure"]): BackpressureOptions {
-  const result = group("backpressure", value, DEFAULTS.backpressure, { lowWaterMark: 0 });
+  const result = group("backpressure", value, DEFAULTS.backpressure, { lowWaterMark: 0, conflateAfterMs: 0 });
   if (!(result.lowWaterMark < result.highWaterMark && result.highWaterMark < result.hardLimit)) {
     throw new PiServerOptionsError("backpressure needs lowWaterMark < highWaterMark < hardLimit");
   }

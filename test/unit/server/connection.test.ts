@@ -39,7 +39,7 @@ class ControlledSocket implements PeerSocket {
 }
 
 const log = pino({ level: "silent" });
-const options = { highWaterMark: 100, lowWaterMark: 10, hardLimit: 1_000, maxLagMs: 60_000 };
+const options = { highWaterMark: 100, lowWaterMark: 10, hardLimit: 1_000, maxLagMs: 60_000, conflateAfterMs: 0 };
 const update = (seq: number, text: string) => JSON.stringify({ type: "event", seq, event: { type: "message_update", text } });
 const terminal = (seq: number) => JSON.stringify({ type: "event", seq, event: { type: "message_end" } });
 
@@ -111,4 +111,19 @@ test("a connection lagging longer than maxLagMs is closed", async (t) => {
   conn.sendFrame(terminal(1));
   await socket.whenClosed;
   assert.equal(socket.closed, CLOSE_CODES.slowConsumer);
+});
+
+test("a reader only briefly behind is not conflated; one that falls far behind (half the hard limit) is", () => {
+  const socket = new ControlledSocket();
+  const conn = new Connection(socket, ANONYMOUS, log, { ...options, hardLimit: 10_000, conflateAfterMs: 60_000 });
+  conn.sendFrame(update(1, "x".repeat(120)), "k"); // fills the buffer
+  for (let seq = 2; seq <= 30; seq++) conn.sendFrame(update(seq, "y".repeat(60)), "k"); // ~2.6 KB queued
+  assert.equal(conn.stats.framesConflated, 0, "behind for a moment: every frame is kept");
+  assert.equal(conn.queuedFrames, 29);
+  for (let seq = 31; seq <= 80; seq++) conn.sendFrame(update(seq, "z".repeat(60)), "k");
+  assert.ok(conn.stats.framesConflated > 0, "far behind: superseded partials conflate");
+  assert.ok(conn.queuedBytes < 10_000 / 2 + 200);
+  socket.drain();
+  const last = JSON.parse(socket.delivered.at(-1) as string) as { seq: number };
+  assert.equal(last.seq, 80, "the newest partial is delivered");
 });

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { pino } from "pino";
+import * as connectionModule from "../../../src/server/connection.js";
+import { ANONYMOUS } from "../../../src/server/core.js";
 import { EventHub } from "../../../src/server/event-hub.js";
 
 const seqOf = (frame: string) => (JSON.parse(frame) as { seq: number }).seq;
@@ -44,4 +47,46 @@ test("an event that cannot be serialized keeps its seq as a visible event_error:
   assert.deepEqual(frames.map((f) => f.seq), [1, 2, 3, 4]);
   assert.deepEqual(frames.map((f) => f.event.type), ["before", "event_error", "event_error", "after"]);
   assert.deepEqual(frames.map((f) => f.event.eventType), [undefined, "message_update", "big", undefined]);
+});
+
+test("a lagging delta subscriber gets merged deltas: fewer frames, marked conflated, the same text", () => {
+  const { Connection } = connectionModule;
+  // Frames stay "buffered" until the test drains them: the first ones fill the buffer, the rest queue.
+  const sent: Array<{ frame: string; done?: (() => void) | undefined }> = [];
+  const socket = {
+    get bufferedAmount() {
+      return sent.reduce((n, f) => n + f.frame.length, 0);
+    },
+    send: (frame: string, done?: () => void) => sent.push({ frame, done }),
+    close: () => undefined,
+  };
+  const conn = new Connection(socket, ANONYMOUS, pino({ level: "silent" }), {
+    highWaterMark: 100,
+    lowWaterMark: 10,
+    hardLimit: 1_000_000,
+    maxLagMs: 60_000,
+    conflateAfterMs: 0,
+  });
+  const hub = new EventHub("s", { maxEvents: 1_000, maxBytes: 1_000_000 });
+  hub.add(conn, "delta");
+  const words = Array.from({ length: 50 }, (_, i) => `word${i} `);
+  const update = (type: string, extra: object) => ({ type: "message_update", message: { big: "partial" }, assistantMessageEvent: { type, contentIndex: 0, ...extra, partial: {} } });
+  hub.publish(update("text_start", {}));
+  for (const delta of words) hub.publish(update("text_delta", { delta }));
+  hub.publish(update("text_end", { content: words.join("") }));
+  hub.publish({ type: "message_end", message: { role: "assistant" } });
+  const delivered: string[] = [];
+  while (sent.length > 0) {
+    const next = sent.shift();
+    delivered.push(next?.frame ?? "");
+    next?.done?.(); // the network catches up; flushes run in order
+  }
+  const events = delivered.map((f) => JSON.parse(f) as { seq: number; conflated?: number; event: { type: string; message?: unknown; assistantMessageEvent?: { type: string; delta?: string } } });
+  assert.ok(events.length < 53, `merged: ${events.length} frames for 53 events`);
+  assert.ok(events.some((e) => (e.conflated ?? 0) > 0), "merged frames say how many they stand for");
+  const text = events.map((e) => (e.event.assistantMessageEvent?.type === "text_delta" ? e.event.assistantMessageEvent.delta : "")).join("");
+  assert.equal(text, words.join(""), "no delta was lost");
+  assert.ok(events.every((e) => e.event.type !== "message_update" || e.event.message === undefined), "delta frames only");
+  assert.deepEqual(events.map((e) => e.seq), [...events.map((e) => e.seq)].sort((a, b) => a - b), "in seq order");
+  assert.equal(events.at(-1)?.event.type, "message_end");
 });
