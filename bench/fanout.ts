@@ -45,10 +45,14 @@ for (const subscribers of [1, 10, 100]) {
     );
     sockets.push(ws);
   }
+  const cpu = async () => (await server.request<{ cpu: NodeJS.CpuUsage }>({ cmd: "cpu" }, (r) => "cpu" in r)).cpu;
+  const cpuBefore = await cpu();
   const t0 = performance.now();
   await server.request({ cmd: "stream", sessionId: "fan", text: REPLY, once: true }, (r) => r["stopped"] === true);
   await Promise.all(ends);
   const ms = performance.now() - t0;
+  const cpuAfter = await cpu();
+  const serverCpuUs = cpuAfter.user - cpuBefore.user + cpuAfter.system - cpuBefore.system;
   const { times } = await server.request<{ times: Array<[number, number]> }>({ cmd: "publishTimes" }, (r) => "times" in r);
   const latencies: number[] = [];
   let delivered = 0;
@@ -67,6 +71,7 @@ for (const subscribers of [1, 10, 100]) {
     fmt((delivered / ms) * 1000, 0),
     fmt(percentile(latencies, 50), 2),
     fmt(percentile(latencies, 99), 2),
+    fmt(serverCpuUs / delivered, 2),
   ]);
   for (const ws of [setup, ...sockets]) ws.terminate();
   await server.close();
@@ -74,6 +79,6 @@ for (const subscribers of [1, 10, 100]) {
 
 table(
   "Fan-out (one session, faux model ~900 events/s, server in its own process)",
-  ["subscribers", "events published", "events delivered (all)", "delivered events/s", "p50 latency ms", "p99 latency ms"],
+  ["subscribers", "events published", "events delivered (all)", "delivered events/s", "p50 latency ms", "p99 latency ms", "server CPU µs per delivery"],
   rows,
 );

@@ -6,6 +6,7 @@
  *   { cmd: "stream", sessionId, text, tokensPerChunk } → prompts the session again and again with `text` until "stop"
  *   { cmd: "stop" }
  *   { cmd: "publishTimes" }              → { times: [[seq, epochMs], …] } for the session being streamed
+ *   { cmd: "cpu" }                       → { user, system } µs of CPU this process has used (process.cpuUsage())
  */
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
 import { createPiServer } from "../../src/index.js";
@@ -51,6 +52,8 @@ process.on("message", async (message: { cmd: string; n?: number; sessionId?: str
     }
     unsubscribe?.();
     process.send?.({ stopped: true });
+  } else if (message.cmd === "cpu") {
+    process.send?.({ cpu: process.cpuUsage() });
   } else if (message.cmd === "publishTimes") {
     process.send?.({ times: publishTimes });
   } else if (message.cmd === "stop") {

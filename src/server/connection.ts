@@ -10,8 +10,11 @@ import type { Subscriber } from "./event-hub.js";
  * `transport.ts` implements it; unit tests use plain objects.
  */
 export interface PeerSocket {
-  /** Queue a frame; `sent` runs once it has been handed to the operating system. */
-  send(frame: string, sent?: (error?: Error) => void): void;
+  /**
+   * Queue a text frame; `sent` runs once it has been handed to the operating system. A `Buffer` is the frame's UTF-8,
+   * encoded once by the event hub for all its subscribers: send it as a text frame as it is.
+   */
+  send(frame: Frame, sent?: (error?: Error) => void): void;
   close(code: number, reason: string): void;
   /** Bytes queued for sending but not yet written to the network. */
   readonly bufferedAmount: number;
@@ -33,11 +36,19 @@ export interface BackpressureOptions {
   readonly conflateAfterMs: number;
 }
 
+/** A text frame: a string, or its UTF-8 bytes encoded once for many subscribers (adr/0014). */
+export type Frame = string | Buffer;
+
+/** Bytes a frame occupies (UTF-16 units for strings: exact for the ASCII of JSON, an estimate for other text). */
+const sizeOf = (frame: Frame): number => frame.length;
+
+const asText = (frame: Frame): string => (typeof frame === "string" ? frame : frame.toString("utf8"));
+
 /** How a later frame with the same key replaces a queued one: `replace` (a full partial) or `merge` (deltas). */
 export type Merge = (older: string, newer: string) => string;
 
 interface Outbound {
-  frame: string;
+  frame: Frame;
   readonly merge: Merge | undefined;
   readonly key: string | undefined;
   /** How many older frames with the same key this one replaced. */
@@ -115,7 +126,7 @@ export class Connection implements Subscriber {
     return this.#queuedBytes;
   }
 
-  sendFrame(frame: string, supersedes?: string, merge?: Merge): void {
+  sendFrame(frame: Frame, supersedes?: string, merge?: Merge): void {
     if (!this.#open) return;
     if (this.queuedFrames === 0 && this.#socket.bufferedAmount < this.#backpressure.highWaterMark) {
       this.#write(frame);
@@ -163,17 +174,17 @@ export class Connection implements Subscriber {
 
   // ---------------------------------------------------------------------------------------------------------------
 
-  #write(frame: string): void {
+  #write(frame: Frame): void {
     this.stats.framesSent += 1;
     this.#socket.send(frame, this.#onSent);
   }
 
-  #enqueue(frame: string, key: string | undefined, merge: Merge | undefined): void {
+  #enqueue(frame: Frame, key: string | undefined, merge: Merge | undefined): void {
     const previous = key === undefined ? undefined : this.#latestByKey.get(key);
     if (previous && this.#conflating()) {
       // The newer partial carries everything the older one did; deltas are merged instead (nothing is lost).
-      const next = merge ? merge(previous.frame, frame) : frame;
-      this.#queuedBytes += next.length - previous.frame.length;
+      const next = merge ? merge(asText(previous.frame), asText(frame)) : frame;
+      this.#queuedBytes += sizeOf(next) - sizeOf(previous.frame);
       previous.frame = next;
       previous.superseded += 1;
       this.stats.framesConflated += 1;
@@ -182,7 +193,7 @@ export class Connection implements Subscriber {
     if (this.queuedFrames === 0) this.#lagSince = performance.now();
     const entry: Outbound = { frame, key, merge, superseded: 0 };
     this.#queue.push(entry);
-    this.#queuedBytes += frame.length;
+    this.#queuedBytes += sizeOf(frame);
     if (key === undefined) this.#latestByKey.clear(); // a barrier: nothing conflates across it
     else this.#latestByKey.set(key, entry);
     if (this.#lagTimer === undefined) {
@@ -204,7 +215,7 @@ export class Connection implements Subscriber {
       const entry = this.#queue[this.#queueHead] as Outbound;
       this.#queue[this.#queueHead] = undefined as unknown as Outbound;
       this.#queueHead += 1;
-      this.#queuedBytes -= entry.frame.length;
+      this.#queuedBytes -= sizeOf(entry.frame);
       if (entry.key !== undefined && this.#latestByKey.get(entry.key) === entry) this.#latestByKey.delete(entry.key);
       this.#write(entry.superseded > 0 ? markConflated(entry.frame, entry.superseded) : entry.frame);
     }
@@ -227,6 +238,6 @@ export class Connection implements Subscriber {
 }
 
 /** Tell the client how many superseded frames this one replaces (PROTOCOL.md §3.3). Slow path only. */
-function markConflated(frame: string, superseded: number): string {
-  return `{"conflated":${superseded},${frame.slice(1)}`;
+function markConflated(frame: Frame, superseded: number): string {
+  return `{"conflated":${superseded},${asText(frame).slice(1)}`;
 }

@@ -14,7 +14,7 @@ export interface Subscriber {
    * Deliver a frame. `supersedes` names what a later frame with the same key makes redundant (a partial message or
    * tool result that only matters until the next one): a lagging subscriber may drop the older (adr/0007).
    */
-  sendFrame(frame: string, supersedes?: string, merge?: (older: string, newer: string) => string): void;
+  sendFrame(frame: string | Buffer, supersedes?: string, merge?: (older: string, newer: string) => string): void;
   /**
    * The hub added or removed this subscriber. The hub owns subscriptions; a subscriber's own list of them is kept
    * only through these two calls, so the two cannot drift.
@@ -131,15 +131,19 @@ export class EventHub {
     const frame = `${head}${body}}`;
     this.#store({ seq: this.#seq, frame });
     const key = this.#supersedeKey(event as { type?: unknown; toolCallId?: unknown });
+    const fullSubscribers = this.#subscribers.size - (update ? this.#deltaSubscribers : 0);
+    // Encoded to UTF-8 once when several subscribers share it; `ws` would otherwise measure and copy it per socket.
+    const wire = fullSubscribers >= 2 ? Buffer.from(frame) : frame;
     if (update === undefined || this.#deltaSubscribers === 0) {
-      for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(frame, key);
+      for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(wire, key);
       return frame;
     }
-    const deltaFrame = `${head}${serialize(update.delta)}}`;
+    const deltaText = `${head}${serialize(update.delta)}}`;
+    const deltaFrame = this.#deltaSubscribers >= 2 ? Buffer.from(deltaText) : deltaText;
     const deltaKey = deltaKeyOf(this.#sessionId, update.delta.assistantMessageEvent);
     for (const [subscriber, encoding] of this.#subscribers) {
       if (encoding === "delta") subscriber.sendFrame(deltaFrame, deltaKey, deltaKey ? mergeDeltas : undefined);
-      else subscriber.sendFrame(frame, key);
+      else subscriber.sendFrame(wire, key);
     }
     return frame;
   }

@@ -52,7 +52,8 @@ export class WsTransport {
     this.#sockets.add(ws);
     let closeTimer: NodeJS.Timeout | undefined;
     const peer: PeerSocket = {
-      send: (frame, sent) => ws.send(frame, sent),
+      // A Buffer is a text frame's UTF-8, shared by several sockets (adr/0014): sent as text, never as binary.
+      send: (frame, sent) => (typeof frame === "string" ? ws.send(frame, sent) : ws.send(frame, { binary: false }, sent)),
       close: (code, reason) => {
         ws.close(code, reason);
         // ws waits 30 s for the peer's close frame; a peer that does not read would hold its buffers that long.

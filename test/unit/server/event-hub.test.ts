@@ -36,7 +36,7 @@ test("the ring is bounded by bytes too", () => {
 test("an event that cannot be serialized keeps its seq as a visible event_error: no gap, nothing silent", () => {
   const hub = new EventHub("s", { maxEvents: 100, maxBytes: 1_000_000 });
   const received: string[] = [];
-  hub.add({ connectionId: "c", sendFrame: (frame) => received.push(frame), attached: () => undefined, detached: () => undefined });
+  hub.add({ connectionId: "c", sendFrame: (frame) => received.push(String(frame)), attached: () => undefined, detached: () => undefined });
   hub.publish({ type: "before" });
   const cyclic: Record<string, unknown> = { type: "message_update" };
   cyclic["self"] = cyclic;
