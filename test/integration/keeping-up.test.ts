@@ -1,0 +1,48 @@
+/**
+ * A reader in its own process that reads every frame is never conflated: conflation is for readers that are really
+ * behind (PROTOCOL.md §3.3). PI_SERVER_KEEPUP_RUNS sets the number of 4,000-chunk replies (default 2; the issue's
+ * acceptance run is 20, see bench/README.md).
+ */
+import assert from "node:assert/strict";
+import { fork } from "node:child_process";
+import { join } from "node:path";
+import { test } from "node:test";
+import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { startServer } from "../helpers/server.js";
+
+const RUNS = Number(process.env["PI_SERVER_KEEPUP_RUNS"] ?? 2);
+const CHUNKS = 4_000;
+/** Characters per chunk (4 per token): big enough that frames reach tens of KB late in the reply. */
+const TOKENS_PER_CHUNK = Number(process.env["PI_SERVER_KEEPUP_TPC"] ?? 4);
+
+test(`a reader in its own process that keeps up receives every frame of a ${CHUNKS}-chunk reply (${RUNS} runs)`, async (t) => {
+  const conflateAfterMs = Number(process.env["PI_SERVER_KEEPUP_CONFLATE_AFTER_MS"] ?? 250); // 0: the old behaviour
+  const h = await startServer(t, { backpressure: { conflateAfterMs } }, { tokensPerSecond: 1_000_000, tokensPerChunk: TOKENS_PER_CHUNK });
+  const driver = await h.connect();
+  await driver.ok({ type: "create_session", sessionId: "s" });
+  const results: Array<{ events: number; conflated: number }> = [];
+  const seqOf = () => h.server.health().sessionsDetail.find((d) => d.sessionId === "s")?.seq ?? 0;
+  for (let run = 0; run < RUNS; run++) {
+    const reader = fork(join(import.meta.dirname, "../helpers/reader-process.ts"), [h.url, "s"], { execArgv: ["--import", "tsx"] });
+    t.after(() => reader.kill());
+    const messages: Array<Record<string, number | boolean>> = [];
+    const report = new Promise<{ events: number; conflated: number; lastSeq: number }>((resolve) =>
+      reader.on("message", (m: Record<string, number | boolean>) => {
+        messages.push(m);
+        if ("events" in m) resolve(m as unknown as { events: number; conflated: number; lastSeq: number });
+      }),
+    );
+    await new Promise<void>((resolve) => reader.on("message", (m: { subscribed?: boolean }) => m.subscribed && resolve()));
+    const from = driver.frames.length;
+    const seqBefore = seqOf();
+    h.faux.setResponses([fauxAssistantMessage("abcd".repeat(CHUNKS * TOKENS_PER_CHUNK))]);
+    await driver.ok({ type: "prompt", sessionId: "s", message: `run ${run}` });
+    await driver.waitForEvent("s", "agent_end", () => true, from);
+    const seen = await report;
+    results.push(seen);
+    assert.equal(seen.conflated, 0, `run ${run}: ${seen.conflated} conflated frames`);
+    assert.equal(seen.events, seqOf() - seqBefore, `run ${run}: every event published arrived`);
+    assert.equal(seen.lastSeq, seqOf());
+  }
+  t.diagnostic(`runs: ${results.map((r) => `${r.events} events, ${r.conflated} conflated`).join("; ")}`);
+});
