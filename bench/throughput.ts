@@ -1,11 +1,13 @@
 /**
  * Streaming throughput: events/s and MB/s delivered to one client from a session whose faux model streams as fast as
- * it can — in-process (session.subscribe), through pi-server over WebSocket, and raw `ws` sending the same frames.
+ * it can — in-process (session.subscribe), through pi-server (the built package, in its own process) to a client in
+ * this process, and a raw `ws` server (its own process) sending the same frames.
  * Run: npm run bench:throughput
  */
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
-import WebSocket, { WebSocketServer } from "ws";
-import { createPiServer } from "../src/index.js";
+import WebSocket from "ws";
+import { type ServerChild, startServerChild } from "./lib/child.js";
+import { createPiServer } from "./lib/pi.js";
 import { fauxSetup } from "../test/helpers/faux.js";
 import { fmt, mb, table } from "./lib/common.js";
 
@@ -18,22 +20,19 @@ interface Result {
   ms: number;
 }
 
+// In-process baseline: pi's own session, serialized as pi's RPC mode would.
 const setup = fauxSetup();
-const server = createPiServer({ port: 0, logLevel: "silent", sessionFactory: setup.factory, cwd: setup.root });
-const address = await server.listen();
-let url = `ws://127.0.0.1:${address?.port}`;
-const hosted = await server.sessions.create({ sessionId: "bench" });
-// The same session behind a second server whose watermarks never trigger: every event is delivered.
+const local = createPiServer({ noServer: true, logLevel: "silent", sessionFactory: setup.factory, cwd: setup.root });
+const hosted = await local.sessions.create({ sessionId: "bench" });
+const NO_LIMITS = { rateLimits: { connection: false, session: false, global: false } };
 const GiB = 2 ** 30;
-const unbounded = createPiServer({
-  port: 0,
-  logLevel: "silent",
-  sessionFactory: setup.factory,
-  cwd: setup.root,
+// pi-server in its own process (the built package), with default watermarks and with conflation out of reach.
+const bounded = await startServerChild(NO_LIMITS);
+const unbounded = await startServerChild({
+  ...NO_LIMITS,
   backpressure: { lowWaterMark: GiB, highWaterMark: 2 * GiB, hardLimit: 3 * GiB },
 });
-const unboundedUrl = `ws://127.0.0.1:${(await unbounded.listen())?.port}`;
-await unbounded.sessions.create({ sessionId: "bench" });
+const replay = await startServerChild({}, {}, "replay-process.ts");
 
 async function inProcess(): Promise<Result> {
   setup.faux.setResponses([fauxAssistantMessage(REPLY)]);
@@ -51,54 +50,45 @@ async function inProcess(): Promise<Result> {
 
 const captured: string[] = [];
 
-async function overPiServer(capture: boolean): Promise<Result> {
-  const ws = new WebSocket(url);
+/** A client in this process, the server in its own: subscribe, let the server stream one reply, count until agent_end. */
+async function overPiServer(server: ServerChild, capture: boolean): Promise<Result> {
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}`);
   await new Promise((resolve) => ws.once("message", resolve)); // server_ready
   ws.send(JSON.stringify({ type: "subscribe", id: "s", sessionId: "bench" }));
   await new Promise((resolve) => ws.once("message", resolve));
-  setup.faux.setResponses([fauxAssistantMessage(REPLY)]);
   let events = 0;
   let bytes = 0;
-  let start = 0;
   const done = new Promise<void>((resolve) => {
-    ws.on("message", (data) => {
-      const text = data.toString();
-      if (start === 0) start = performance.now();
+    ws.on("message", (data: Buffer) => {
       events += 1;
-      bytes += text.length;
-      if (capture) captured.push(text);
-      if (text.includes('"type":"agent_end"')) resolve();
+      bytes += data.length;
+      if (capture) captured.push(data.toString());
+      if (data.includes('"type":"agent_end"')) resolve();
     });
   });
   const t0 = performance.now();
-  ws.send(JSON.stringify({ type: "prompt", id: "p", sessionId: "bench", message: "go" }));
+  server.send({ cmd: "stream", sessionId: "bench", text: REPLY, once: true });
   await done;
   const ms = performance.now() - t0;
   ws.close();
-  return { events: events - 1, bytes, ms }; // minus the prompt response
+  return { events, bytes, ms };
 }
 
+/** The same frames from a raw `ws` server in its own process. */
 async function rawWs(): Promise<Result> {
-  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
-  await new Promise((resolve) => wss.once("listening", resolve));
-  wss.on("connection", (socket) => {
-    for (const frame of captured) socket.send(frame);
-  });
-  const port = (wss.address() as { port: number }).port;
-  const ws = new WebSocket(`ws://127.0.0.1:${port}`);
+  const ws = new WebSocket(`ws://127.0.0.1:${replay.port}`);
   let events = 0;
   let bytes = 0;
   const t0 = performance.now();
   await new Promise<void>((resolve) => {
-    ws.on("message", (data) => {
+    ws.on("message", (data: Buffer) => {
       events += 1;
-      bytes += data.toString().length;
+      bytes += data.length;
       if (events === captured.length) resolve();
     });
   });
   const ms = performance.now() - t0;
   ws.close();
-  await new Promise((resolve) => wss.close(resolve));
   return { events, bytes, ms };
 }
 
@@ -113,13 +103,20 @@ async function repeat(run: () => Promise<Result>): Promise<Result> {
   return median(results);
 }
 
+for (const server of [bounded, unbounded]) {
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}`);
+  await new Promise((resolve) => ws.once("message", resolve));
+  ws.send(JSON.stringify({ type: "create_session", id: "c", sessionId: "bench" }));
+  await new Promise((resolve) => ws.once("message", resolve));
+  ws.close();
+}
 const rows: Array<[string, Result]> = [];
-rows.push(["in-process (session.subscribe + JSON.stringify)", await repeat(inProcess)]);
-rows.push(["pi-server → one ws client (default watermarks: conflates)", await repeat(() => overPiServer(false))]);
-url = unboundedUrl;
-await overPiServer(true);
-rows.push(["pi-server → one ws client (conflation off)", await repeat(() => overPiServer(false))]);
-rows.push(["raw ws, the same frames (machine limit)", await repeat(rawWs)]);
+rows.push(["in-process consumer (session.subscribe + JSON.stringify, pi RPC's form)", await repeat(inProcess)]);
+rows.push(["pi-server (own process) → one ws client (default watermarks)", await repeat(() => overPiServer(bounded, false))]);
+await overPiServer(unbounded, true);
+rows.push(["pi-server (own process) → one ws client (conflation off)", await repeat(() => overPiServer(unbounded, false))]);
+await replay.request({ cmd: "frames", frames: captured }, (r) => "loaded" in r);
+rows.push(["raw ws (own process), the same frames", await repeat(rawWs)]);
 
 table(
   `Streaming throughput (one ${REPLY.length}-char reply, faux model at full speed, median of ${RUNS})`,
@@ -133,6 +130,6 @@ table(
     fmt(r.bytes / 2 ** 20 / (r.ms / 1000), 1),
   ]),
 );
-await server.close();
-await unbounded.close();
+await Promise.all([bounded.close(), unbounded.close(), replay.close()]);
+await local.close();
 setup.cleanup();

@@ -5,7 +5,7 @@
  */
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
 import WebSocket from "ws";
-import { createPiServer } from "../src/index.js";
+import { createPiServer } from "./lib/pi.js";
 import { fauxSetup } from "../test/helpers/faux.js";
 import { fmt, mb, table } from "./lib/common.js";
 

@@ -9,7 +9,7 @@
  *   { cmd: "cpu" }                       → { user, system } µs of CPU this process has used (process.cpuUsage())
  */
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
-import { createPiServer } from "../../src/index.js";
+import { createPiServer } from "./pi.js";
 import { fauxSetup } from "../../test/helpers/faux.js";
 
 const options = JSON.parse(process.env["PI_BENCH_OPTIONS"] ?? "{}") as Record<string, unknown>;

@@ -1,0 +1,27 @@
+/**
+ * `npm run bench`: every benchmark, one after the other (each starts its own servers and clients), their tables
+ * written together to bench/RESULTS.md and to stdout. Long runs: DURATION and N are passed through.
+ */
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { environment } from "./lib/common.js";
+
+const BENCHES = ["wire-size", "throughput", "fanout", "rtt", "capacity", "slow-consumer"];
+const sections: string[] = [`# Benchmark results\n\n_${environment()}; ${new Date().toISOString()}_\n`];
+for (const name of BENCHES) {
+  process.stderr.write(`bench: ${name}…\n`);
+  const run = spawnSync(process.execPath, ["--import", "tsx", join(import.meta.dirname, `${name}.ts`)], {
+    encoding: "utf8",
+    env: process.env,
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  if (run.status !== 0) {
+    process.stderr.write(run.stderr);
+    process.exit(run.status ?? 1);
+  }
+  sections.push(run.stdout.trim());
+}
+const out = `${sections.join("\n\n")}\n`;
+writeFileSync(join(import.meta.dirname, "RESULTS.md"), out);
+process.stdout.write(out);
