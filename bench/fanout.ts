@@ -12,6 +12,30 @@ const REPLY = "fan out ".repeat(600); // ~4.8 KB: ~1200 one-token chunks
 const now = () => performance.timeOrigin + performance.now();
 const rows: string[][] = [];
 
+/** Server CPU (µs) a raw `ws` server in its own process spends sending `frames` to `subscribers` clients. */
+async function rawFanOut(frames: string[], subscribers: number): Promise<number> {
+  const replay = await startServerChild({}, {}, "replay-process.ts");
+  await replay.request({ cmd: "frames", frames }, (r) => "loaded" in r);
+  const cpu = async () => (await replay.request<{ cpu: NodeJS.CpuUsage }>({ cmd: "cpu" }, (r) => "cpu" in r)).cpu;
+  const before = await cpu();
+  await Promise.all(
+    Array.from({ length: subscribers }, async () => {
+      const ws = new WebSocket(`ws://127.0.0.1:${replay.port}`);
+      let n = 0;
+      await new Promise<void>((resolve) =>
+        ws.on("message", () => {
+          n += 1;
+          if (n === frames.length) resolve();
+        }),
+      );
+      ws.terminate();
+    }),
+  );
+  const after = await cpu();
+  await replay.close();
+  return after.user - before.user + after.system - before.system;
+}
+
 for (const subscribers of [1, 10, 100]) {
   const server = await startServerChild(
     { rateLimits: { connection: false, session: false, global: false } },
@@ -23,6 +47,7 @@ for (const subscribers of [1, 10, 100]) {
   await new Promise((resolve) => setup.once("message", resolve));
 
   const received: Array<Map<number, number>> = [];
+  const frames: string[] = []; // what the first subscriber received, for the raw-ws comparison
   const ends: Array<Promise<void>> = [];
   const sockets: WebSocket[] = [];
   for (let i = 0; i < subscribers; i++) {
@@ -37,6 +62,7 @@ for (const subscribers of [1, 10, 100]) {
         ws.on("message", (data) => {
           const at = now();
           const text = data.toString();
+          if (i === 0) frames.push(text);
           const seq = Number(/"seq":(\d+)/.exec(text)?.[1]);
           times.set(seq, at);
           if (text.includes('"type":"agent_end"')) resolve();
@@ -64,6 +90,7 @@ for (const subscribers of [1, 10, 100]) {
     }
   }
   latencies.sort((a, b) => a - b);
+  const rawCpuUs = await rawFanOut(frames, subscribers);
   rows.push([
     String(subscribers),
     String(times.length),
@@ -72,6 +99,8 @@ for (const subscribers of [1, 10, 100]) {
     fmt(percentile(latencies, 50), 2),
     fmt(percentile(latencies, 99), 2),
     fmt(serverCpuUs / delivered, 2),
+    fmt(rawCpuUs / (frames.length * subscribers), 2),
+    fmt(rawCpuUs / (frames.length * subscribers) / (serverCpuUs / delivered), 2),
   ]);
   for (const ws of [setup, ...sockets]) ws.terminate();
   await server.close();
@@ -79,6 +108,16 @@ for (const subscribers of [1, 10, 100]) {
 
 table(
   "Fan-out (one session, faux model ~900 events/s, server in its own process)",
-  ["subscribers", "events published", "events delivered (all)", "delivered events/s", "p50 latency ms", "p99 latency ms", "server CPU µs per delivery"],
+  [
+    "subscribers",
+    "events published",
+    "events delivered (all)",
+    "delivered events/s",
+    "p50 latency ms",
+    "p99 latency ms",
+    "server CPU µs per delivery",
+    "raw ws CPU µs per delivery",
+    "raw ÷ pi-server (efficiency)",
+  ],
   rows,
 );

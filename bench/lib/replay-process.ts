@@ -1,6 +1,7 @@
 /**
  * A raw `ws` server in its own process that sends a recorded stream of frames to each client as fast as it can: the
- * floor for streaming the same bytes on this machine. Frames arrive over IPC ({ cmd: "frames", frames }).
+ * floor for streaming the same bytes on this machine. Frames arrive over IPC ({ cmd: "frames", frames });
+ * { cmd: "cpu" } answers process.cpuUsage().
  */
 import { WebSocketServer } from "ws";
 
@@ -14,5 +15,7 @@ process.on("message", (message: { cmd: string; frames?: string[] }) => {
   if (message.cmd === "frames") {
     frames = message.frames ?? [];
     process.send?.({ loaded: frames.length });
+  } else if (message.cmd === "cpu") {
+    process.send?.({ cpu: process.cpuUsage() });
   } else if (message.cmd === "exit") wss.close(() => process.exit(0));
 });
