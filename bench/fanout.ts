@@ -1,7 +1,8 @@
 /**
  * Fan-out: one session, 1 / 10 / 100 subscribers. Delivered events/s (all subscribers together) and p50/p99 delivery
- * latency from the moment the server published an event to the moment a subscriber's socket handed it over. The
- * server runs in a child process (faux model at ~900 events/s); the subscribers share this process.
+ * latency from the moment the server published an event to the moment a subscriber's socket handed it over, on one
+ * clock (the server's timestamps are shifted by the offset measured with the fastest of 50 IPC pings). The server
+ * runs in a child process (faux model at ~900 events/s); the subscribers share this process.
  * Run: npm run bench:fanout
  */
 import WebSocket from "ws";
@@ -11,6 +12,18 @@ import { fmt, percentile, table } from "./lib/common.js";
 const REPLY = "fan out ".repeat(600); // ~4.8 KB: ~1200 one-token chunks
 const now = () => performance.timeOrigin + performance.now();
 const rows: string[][] = [];
+
+/** The server's clock minus ours, from the IPC ping with the shortest round trip (error ≤ half of it). */
+async function clockOffset(server: Awaited<ReturnType<typeof startServerChild>>): Promise<number> {
+  let best = { rtt: Number.POSITIVE_INFINITY, offset: 0 };
+  for (let i = 0; i < 50; i++) {
+    const sent = now();
+    const { now: theirs } = await server.request<{ now: number }>({ cmd: "now" }, (r) => "now" in r);
+    const back = now();
+    if (back - sent < best.rtt) best = { rtt: back - sent, offset: theirs - (sent + back) / 2 };
+  }
+  return best.offset;
+}
 
 /** Server CPU (µs) a raw `ws` server in its own process spends sending `frames` to `subscribers` clients. */
 async function rawFanOut(frames: string[], subscribers: number): Promise<number> {
@@ -80,13 +93,14 @@ for (const subscribers of [1, 10, 100]) {
   const cpuAfter = await cpu();
   const serverCpuUs = cpuAfter.user - cpuBefore.user + cpuAfter.system - cpuBefore.system;
   const { times } = await server.request<{ times: Array<[number, number]> }>({ cmd: "publishTimes" }, (r) => "times" in r);
+  const offset = await clockOffset(server);
   const latencies: number[] = [];
   let delivered = 0;
   for (const map of received) {
     delivered += map.size;
     for (const [seq, published] of times) {
       const at = map.get(seq);
-      if (at !== undefined) latencies.push(at - published);
+      if (at !== undefined) latencies.push(at - (published - offset));
     }
   }
   latencies.sort((a, b) => a - b);

@@ -7,6 +7,7 @@
  *   { cmd: "stop" }
  *   { cmd: "publishTimes" }              → { times: [[seq, epochMs], …] } for the session being streamed
  *   { cmd: "cpu" }                       → { user, system } µs of CPU this process has used (process.cpuUsage())
+ *   { cmd: "now" }                       → { now } this process's clock (to align it with the bench's)
  */
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
 import { createPiServer } from "./pi.js";
@@ -52,6 +53,8 @@ process.on("message", async (message: { cmd: string; n?: number; sessionId?: str
     }
     unsubscribe?.();
     process.send?.({ stopped: true });
+  } else if (message.cmd === "now") {
+    process.send?.({ now: now() });
   } else if (message.cmd === "cpu") {
     process.send?.({ cpu: process.cpuUsage() });
   } else if (message.cmd === "publishTimes") {
