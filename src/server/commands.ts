@@ -315,21 +315,20 @@ export const COMMANDS = {
     },
     async (context, fields) => {
       const { conn } = context;
-      // The new session's subscription slot is held from now on, so concurrent creates cannot pass the limit and a
-      // create never makes a session it then cannot subscribe to (PROTOCOL.md §5.5).
-      if (conn.subscriptions.size + conn.pendingCreates >= context.maxSubscriptions) {
+      // A connection's server commands run one at a time (pipelining), so nothing can take this slot meanwhile.
+      if (conn.subscriptions.size >= context.maxSubscriptions) {
         throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${context.maxSubscriptions} sessions`);
       }
-      conn.pendingCreates += 1;
-      let host: SessionHost;
-      try {
-        const { encoding: _encoding, ...request } = fields;
-        host = await context.createSession(request as CreateSessionRequest); // clients own what they create
-      } finally {
-        conn.pendingCreates -= 1;
-      }
+      const { encoding: _encoding, ...request } = fields;
+      const host = await context.createSession(request as CreateSessionRequest); // clients own what they create
       if (!conn.open) return;
-      context.subscribe(host, fields["encoding"] as Encoding | undefined);
+      try {
+        context.subscribe(host, fields["encoding"] as Encoding | undefined);
+      } catch (error) {
+        // A create the client is told failed leaves nothing behind (PROTOCOL.md §5.5).
+        await context.deleteSession(host);
+        throw error;
+      }
       context.reply({ sessionId: host.id, seq: host.hub.seq, epoch: host.hub.epoch, state: host.state() });
     },
   ),

@@ -102,3 +102,24 @@ test("anyOf composes providers; `none` refuses non-loopback peers and cannot bin
   const allowed = createPiServer({ port: 0, host: "0.0.0.0", allowUnauthenticatedRemote: true, logLevel: "silent" });
   await allowed.close();
 });
+
+test("a create whose subscription is refused leaves no session behind", async (t) => {
+  const h = await startServer(t, {
+    auth: tokenAuth({
+      tokens: [
+        { principal: "alice", token: TOKENS.alice },
+        { principal: "root", token: TOKENS.root, roles: ["admin"] },
+      ],
+    }),
+  });
+  const alice = await as(h.url, TOKENS.alice);
+  const root = await as(h.url, TOKENS.root);
+  t.after(async () => Promise.all([alice.close(), root.close()]));
+  await alice.ok({ type: "create_session", sessionId: "x" });
+  await root.ok({ type: "subscribe", sessionId: "x" }); // the admin follows alice's "x" on this connection
+  // Root's own "x" would be a second session with the same id on one connection: the subscription is refused...
+  assert.equal((await root.request({ type: "create_session", sessionId: "x" })).code, "invalid_command");
+  // ...and the session the create made is gone again.
+  const owners = h.server.sessions.list().filter((s) => s.sessionId === "x").map((s) => s.owner);
+  assert.deepEqual(owners, ["alice"]);
+});
