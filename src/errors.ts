@@ -52,21 +52,28 @@ export class PiServerError extends Error {
  * that carries none of our codes is a bug of ours or of an embedder's hook: `internal`, with the cause kept for the log.
  */
 export function toPiServerError(error: unknown): PiServerError {
+  return asCoded(error) ?? new PiServerError("internal", "Internal server error", { cause: error });
+}
+
+/** A failure pi raised, as pi refusing the command (`command_failed`), unless it already carries one of our codes. */
+export function piRefusal(error: unknown): PiServerError {
+  return (
+    asCoded(error) ??
+    new PiServerError("command_failed", error instanceof Error ? error.message : String(error), { cause: error })
+  );
+}
+
+/**
+ * `error` as our coded error if it carries one of our codes: ours, or one of our other modules' errors (e.g. the
+ * circuit's BreakerOpenError) that carry a code without our class.
+ */
+function asCoded(error: unknown): PiServerError | undefined {
   if (error instanceof PiServerError) return error;
-  // Errors of our other modules (e.g. the circuit's BreakerOpenError) carry one of our codes without our class.
   const code = (error as { code?: unknown } | null)?.code;
   if (error instanceof Error && typeof code === "string" && (ERROR_CODES as readonly string[]).includes(code)) {
     return new PiServerError(code as ErrorCode, error.message, { cause: error });
   }
-  return new PiServerError("internal", "Internal server error", { cause: error });
-}
-
-/** A failure pi raised, as pi refusing the command (`command_failed`), unless it already carries one of our codes. */
-export function piRefusal(error: unknown): Error {
-  if (error instanceof PiServerError) return error;
-  const code = (error as { code?: unknown } | null)?.code;
-  if (error instanceof Error && typeof code === "string" && (ERROR_CODES as readonly string[]).includes(code)) return error;
-  return new PiServerError("command_failed", error instanceof Error ? error.message : String(error), { cause: error });
+  return undefined;
 }
 
 /** Call into pi: what pi throws is pi's refusal (`piRefusal`); everything else a handler throws is ours (`internal`). */

@@ -31,20 +31,19 @@ export async function confine(root: string, base: string, candidate: string, wha
   const missing: string[] = [];
   let current = lexical;
   for (;;) {
-    try {
-      const real = await realpath(current);
+    const real = await realpath(current).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT" || error.code === "ENOTDIR") return undefined;
+      throw error;
+    });
+    if (real !== undefined) {
       if (!isWithin(real, root)) throw forbidden(what);
       return { path: missing.length === 0 ? real : join(real, ...missing.reverse()), exists: missing.length === 0 };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT" && (error as NodeJS.ErrnoException).code !== "ENOTDIR") {
-        throw error;
-      }
-      // A dangling symlink points somewhere that may be outside: refused rather than followed by hand.
-      if (await lstat(current).then(() => true, () => false)) throw forbidden(what);
-      const parent = dirname(current);
-      if (parent === current || !isWithin(parent, root)) throw forbidden(what);
-      missing.push(current.slice(parent.length).replace(/^[/\\]/, ""));
-      current = parent;
     }
+    // A dangling symlink points somewhere that may be outside: refused rather than followed by hand.
+    if (await lstat(current).then(() => true, () => false)) throw forbidden(what);
+    const parent = dirname(current);
+    if (parent === current || !isWithin(parent, root)) throw forbidden(what);
+    missing.push(current.slice(parent.length).replace(/^[/\\]/, ""));
+    current = parent;
   }
 }

@@ -39,6 +39,26 @@ export function detectBubblewrap(): string | undefined {
   return probe.status === 0 ? path : undefined;
 }
 
+let mounts: string[] | undefined;
+
+/** The read-only system directories (links recreated) and masked secrets: read from the host once per process. */
+function systemMounts(): string[] {
+  if (mounts) return mounts;
+  mounts = [];
+  for (const dir of SYSTEM_DIRS) {
+    let stats;
+    try {
+      stats = lstatSync(dir);
+    } catch {
+      continue;
+    }
+    if (stats.isSymbolicLink()) mounts.push("--symlink", readlinkSync(dir), dir);
+    else if (stats.isDirectory()) mounts.push("--ro-bind", dir, dir);
+  }
+  for (const file of MASKED_FILES) if (existsSync(file)) mounts.push("--ro-bind", "/dev/null", file);
+  return mounts;
+}
+
 /** The bubblewrap arguments that run a command with only `workspace` writable (adr/0011). */
 export function bwrapArgs(workspace: string, cwd: string, network: boolean): string[] {
   const args = [
@@ -52,17 +72,7 @@ export function bwrapArgs(workspace: string, cwd: string, network: boolean): str
     "ALL",
     ...(network ? [] : ["--unshare-net"]),
   ];
-  for (const dir of SYSTEM_DIRS) {
-    let stats;
-    try {
-      stats = lstatSync(dir);
-    } catch {
-      continue;
-    }
-    if (stats.isSymbolicLink()) args.push("--symlink", readlinkSync(dir), dir);
-    else if (stats.isDirectory()) args.push("--ro-bind", dir, dir);
-  }
-  for (const file of MASKED_FILES) if (existsSync(file)) args.push("--ro-bind", "/dev/null", file);
+  args.push(...systemMounts());
   args.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run");
   args.push("--bind", workspace, workspace, "--chdir", cwd);
   args.push("--clearenv", ...envArgs(sandboxEnv(workspace)));

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { Principal } from "../auth/types.js";
 import { SERVER_CLOSES, type ServerClose } from "../errors.js";
 import type { CloseReason } from "../metrics/sink.js";
-import type { Subscriber } from "./event-hub.js";
+import type { Merge, Subscriber } from "./event-hub.js";
 
 /**
  * The socket contract the protocol core needs (adr/0012: the core knows no socket library). The `ws` adapter in
@@ -44,12 +44,8 @@ const sizeOf = (frame: Frame): number => frame.length;
 
 const asText = (frame: Frame): string => (typeof frame === "string" ? frame : frame.toString("utf8"));
 
-/** How a later frame with the same key replaces a queued one: `replace` (a full partial) or `merge` (deltas). */
-export type Merge = (older: string, newer: string) => string;
-
 interface Outbound {
   frame: Frame;
-  readonly merge: Merge | undefined;
   readonly key: string | undefined;
   /** How many older frames with the same key this one replaced. */
   superseded: number;
@@ -77,8 +73,6 @@ export class Connection implements Subscriber {
   closedBy: CloseReason | undefined;
   /** Registry keys (owner + id) of the sessions this connection is subscribed to; kept by the hubs (attached/detached). */
   readonly #subscriptions = new Set<string>();
-  /** `create_session`s in progress: each holds a subscription slot until it is answered. */
-  pendingCreates = 0;
   /** Frames waiting for an earlier command's admission (in-order pipelining); undefined when none is in progress. */
   backlog: Array<string | symbol> | undefined;
   readonly log: Logger;
@@ -191,7 +185,7 @@ export class Connection implements Subscriber {
       return;
     }
     if (this.queuedFrames === 0) this.#lagSince = performance.now();
-    const entry: Outbound = { frame, key, merge, superseded: 0 };
+    const entry: Outbound = { frame, key, superseded: 0 };
     this.#queue.push(entry);
     this.#queuedBytes += sizeOf(frame);
     if (key === undefined) this.#latestByKey.clear(); // a barrier: nothing conflates across it

@@ -7,6 +7,9 @@ import { randomUUID } from "node:crypto";
  */
 export type Encoding = "full" | "delta";
 
+/** How a later frame with the same key joins a queued one: replaced by default, or `merge`d (deltas, adr/0014). */
+export type Merge = (older: string, newer: string) => string;
+
 /** Something that receives a session's event frames: a connection, or a test double. */
 export interface Subscriber {
   readonly connectionId: string;
@@ -14,7 +17,7 @@ export interface Subscriber {
    * Deliver a frame. `supersedes` names what a later frame with the same key makes redundant (a partial message or
    * tool result that only matters until the next one): a lagging subscriber may drop the older (adr/0007).
    */
-  sendFrame(frame: string | Buffer, supersedes?: string, merge?: (older: string, newer: string) => string): void;
+  sendFrame(frame: string | Buffer, supersedes?: string, merge?: Merge): void;
   /**
    * The hub added or removed this subscriber. The hub owns subscriptions; a subscriber's own list of them is kept
    * only through these two calls, so the two cannot drift.
