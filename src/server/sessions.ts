@@ -137,28 +137,29 @@ export class SessionRegistry {
    */
   resolve(principal: Principal, sessionId: string, action: AuthorizeRequest["action"], owner?: string): SessionHost {
     const host = this.#find(sessionId, owner, principal, action);
-    if (!host || !this.canAccess(principal, host, action)) throw notFound(sessionId);
+    if (!host) throw notFound(sessionId);
     return host;
   }
 
+  /** The session meant by id (and owner); with a principal, only one it may see (each candidate checked once). */
   #find(
     sessionId: string,
     owner: string | undefined,
     principal: Principal | undefined,
     action: AuthorizeRequest["action"] = "list",
   ): SessionHost | undefined {
-    if (owner !== undefined) return this.#hosts.get(keyOf(owner === "" ? undefined : owner, sessionId));
-    if (principal) {
-      const own = this.#hosts.get(keyOf(principal.id, sessionId));
-      if (own) return own;
-    }
+    const visible = (host: SessionHost | undefined) =>
+      host !== undefined && (!principal || this.canAccess(principal, host, action)) ? host : undefined;
+    if (owner !== undefined) return visible(this.#hosts.get(keyOf(owner === "" ? undefined : owner, sessionId)));
+    const own = principal && this.#hosts.get(keyOf(principal.id, sessionId));
+    if (own) return visible(own);
     const unowned = this.#hosts.get(keyOf(undefined, sessionId));
-    if (unowned) return unowned;
-    const visible = [...(this.#byId.get(sessionId) ?? [])].filter((h) => !principal || this.canAccess(principal, h, action));
-    if (visible.length > 1) {
+    if (unowned) return visible(unowned);
+    const candidates = [...(this.#byId.get(sessionId) ?? [])].filter((h) => visible(h) !== undefined);
+    if (candidates.length > 1) {
       throw new PiServerError("invalid_command", `More than one session '${sessionId}' is visible to you: add 'owner'`);
     }
-    return visible[0];
+    return candidates[0];
   }
 
   /** Programmatic API: the session with this id (and owner; without one, the unowned or the only one). */
