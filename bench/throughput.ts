@@ -18,6 +18,13 @@ interface Result {
   events: number;
   bytes: number;
   ms: number;
+  /** CPU the serving process used for the reply, ms (user + system). */
+  cpuMs: number;
+}
+
+async function cpuOf(server: ServerChild): Promise<number> {
+  const { cpu } = await server.request<{ cpu: NodeJS.CpuUsage }>({ cmd: "cpu" }, (r) => "cpu" in r);
+  return (cpu.user + cpu.system) / 1000;
 }
 
 // In-process baseline: pi's own session, serialized as pi's RPC mode would.
@@ -33,29 +40,37 @@ const unbounded = await startServerChild({
   backpressure: { lowWaterMark: GiB, highWaterMark: 2 * GiB, hardLimit: 3 * GiB },
 });
 const replay = await startServerChild({}, {}, "replay-process.ts");
+const handmade = await startServerChild({}, {}, "handmade-process.ts");
 
 async function inProcess(): Promise<Result> {
   setup.faux.setResponses([fauxAssistantMessage(REPLY)]);
   let events = 0;
   let bytes = 0;
   const start = performance.now();
+  const cpu = process.cpuUsage();
   const unsubscribe = hosted.session.subscribe((event) => {
     events += 1;
     bytes += JSON.stringify(event).length;
   });
   await hosted.session.prompt("go");
   unsubscribe();
-  return { events, bytes, ms: performance.now() - start };
+  const used = process.cpuUsage(cpu);
+  return { events, bytes, ms: performance.now() - start, cpuMs: (used.user + used.system) / 1000 };
 }
 
 const captured: string[] = [];
 
-/** A client in this process, the server in its own: subscribe, let the server stream one reply, count until agent_end. */
-async function overPiServer(server: ServerChild, capture: boolean): Promise<Result> {
+/**
+ * A client in this process, the server in its own: subscribe (pi-server), let the server stream one reply, count
+ * until agent_end.
+ */
+async function overServer(server: ServerChild, capture: boolean, piServer = true): Promise<Result> {
   const ws = new WebSocket(`ws://127.0.0.1:${server.port}`);
-  await new Promise((resolve) => ws.once("message", resolve)); // server_ready
-  ws.send(JSON.stringify({ type: "subscribe", id: "s", sessionId: "bench" }));
-  await new Promise((resolve) => ws.once("message", resolve));
+  if (piServer) {
+    await new Promise((resolve) => ws.once("message", resolve)); // server_ready
+    ws.send(JSON.stringify({ type: "subscribe", id: "s", sessionId: "bench" }));
+    await new Promise((resolve) => ws.once("message", resolve));
+  } else await new Promise((resolve) => ws.once("open", resolve));
   let events = 0;
   let bytes = 0;
   const done = new Promise<void>((resolve) => {
@@ -66,16 +81,19 @@ async function overPiServer(server: ServerChild, capture: boolean): Promise<Resu
       if (data.includes('"type":"agent_end"')) resolve();
     });
   });
+  const cpu = await cpuOf(server);
   const t0 = performance.now();
   server.send({ cmd: "stream", sessionId: "bench", text: REPLY, once: true });
   await done;
   const ms = performance.now() - t0;
+  const cpuMs = (await cpuOf(server)) - cpu;
   ws.close();
-  return { events, bytes, ms };
+  return { events, bytes, ms, cpuMs };
 }
 
 /** The same frames from a raw `ws` server in its own process. */
 async function rawWs(): Promise<Result> {
+  const cpu = await cpuOf(replay);
   const ws = new WebSocket(`ws://127.0.0.1:${replay.port}`);
   let events = 0;
   let bytes = 0;
@@ -88,12 +106,16 @@ async function rawWs(): Promise<Result> {
     });
   });
   const ms = performance.now() - t0;
+  const cpuMs = (await cpuOf(replay)) - cpu;
   ws.close();
-  return { events, bytes, ms };
+  return { events, bytes, ms, cpuMs };
 }
 
+/** The run with the median time, with the median CPU of all runs. */
 function median(results: Result[]): Result {
-  return [...results].sort((a, b) => a.ms - b.ms)[Math.floor(results.length / 2)] as Result;
+  const middle = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
+  const byTime = [...results].sort((a, b) => a.ms - b.ms)[Math.floor(results.length / 2)] as Result;
+  return { ...byTime, cpuMs: middle(results.map((r) => r.cpuMs)) };
 }
 
 async function repeat(run: () => Promise<Result>): Promise<Result> {
@@ -112,15 +134,16 @@ for (const server of [bounded, unbounded]) {
 }
 const rows: Array<[string, Result]> = [];
 rows.push(["in-process consumer (session.subscribe + JSON.stringify, pi RPC's form)", await repeat(inProcess)]);
-rows.push(["pi-server (own process) → one ws client (default watermarks)", await repeat(() => overPiServer(bounded, false))]);
-await overPiServer(unbounded, true);
-rows.push(["pi-server (own process) → one ws client (conflation off)", await repeat(() => overPiServer(unbounded, false))]);
+rows.push(["hand-written ws server around the same session (own process)", await repeat(() => overServer(handmade, false, false))]);
+rows.push(["pi-server (own process) → one ws client (default watermarks)", await repeat(() => overServer(bounded, false))]);
+await overServer(unbounded, true);
+rows.push(["pi-server (own process) → one ws client (conflation off)", await repeat(() => overServer(unbounded, false))]);
 await replay.request({ cmd: "frames", frames: captured }, (r) => "loaded" in r);
 rows.push(["raw ws (own process), the same frames", await repeat(rawWs)]);
 
 table(
   `Streaming throughput (one ${REPLY.length}-char reply, faux model at full speed, median of ${RUNS})`,
-  ["path", "events", "MB", "ms", "events/s", "MB/s"],
+  ["path", "events", "MB", "ms", "events/s", "MB/s", "server CPU ms"],
   rows.map(([name, r]) => [
     name,
     String(r.events),
@@ -128,8 +151,19 @@ table(
     fmt(r.ms, 0),
     fmt((r.events / r.ms) * 1000, 0),
     fmt(r.bytes / 2 ** 20 / (r.ms / 1000), 1),
+    fmt(r.cpuMs, 1),
   ]),
 );
-await Promise.all([bounded.close(), unbounded.close(), replay.close()]);
+const rate = (name: string) => {
+  const r = (rows.find(([row]) => row.startsWith(name)) as [string, Result])[1];
+  return r.events / r.ms;
+};
+const [piDefault, piOff] = [rate("pi-server (own process) → one ws client (default"), rate("pi-server (own process) → one ws client (conflation off")];
+process.stdout.write(
+  `pi-server events/s (default / conflation off) ÷ raw ws replay: ${fmt(piDefault / rate("raw ws"), 2)} / ${fmt(piOff / rate("raw ws"), 2)}; ` +
+    `÷ hand-written server: ${fmt(piDefault / rate("hand-written"), 2)} / ${fmt(piOff / rate("hand-written"), 2)}; ` +
+    `÷ in-process consumer: ${fmt(piDefault / rate("in-process"), 2)} / ${fmt(piOff / rate("in-process"), 2)}\n\n`,
+);
+await Promise.all([bounded.close(), unbounded.close(), replay.close(), handmade.close()]);
 await local.close();
 setup.cleanup();

@@ -8,6 +8,11 @@ export interface ServerChild {
   close(): Promise<void>;
 }
 
+function profile(): string[] {
+  const dir = process.env["PI_BENCH_CPU_PROF"];
+  return dir ? ["--cpu-prof", `--cpu-prof-dir=${dir}`] : [];
+}
+
 /** Start `server-process.ts` (or another script of bench/lib) with options; resolves once it listens. */
 export async function startServerChild(
   options: object,
@@ -15,7 +20,8 @@ export async function startServerChild(
   script = "server-process.ts",
 ): Promise<ServerChild> {
   const child: ChildProcess = fork(join(import.meta.dirname, script), [], {
-    execArgv: ["--import", "tsx", "--expose-gc"],
+    // PI_BENCH_CPU_PROF=<dir> writes a CPU profile of each child there (NODE_OPTIONS may not carry --cpu-prof).
+    execArgv: ["--import", "tsx", "--expose-gc", ...profile()],
     env: { ...process.env, ...env, PI_BENCH_OPTIONS: JSON.stringify(options) },
   });
   const port = await new Promise<number>((resolve) =>

@@ -15,7 +15,7 @@ export interface DialogAnswer {
 
 interface PendingDialog {
   /** The numbered event frame that announced the dialog; re-sent to clients that subscribe later. */
-  readonly frame: string;
+  readonly frame: Buffer;
   readonly seq: number;
   end(answer: DialogAnswer | undefined, reason: DialogEndReason): void;
 }
@@ -46,7 +46,7 @@ export class Dialogs {
    * Frames of the dialogs still waiting for an answer, oldest first; with `upToSeq`, only those announced at or
    * before it (a resuming client gets the later ones in its replay).
    */
-  pendingFrames(upToSeq = Number.POSITIVE_INFINITY): string[] {
+  pendingFrames(upToSeq = Number.POSITIVE_INFINITY): Buffer[] {
     return [...this.#pending.values()].filter((dialog) => dialog.seq <= upToSeq).map((dialog) => dialog.frame);
   }
 

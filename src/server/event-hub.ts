@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { UpdateEncoder } from "./update-encoder.js";
 
 /**
  * How a subscription receives `message_update`: `full` (pi's event without the duplicated
@@ -35,15 +36,16 @@ export interface ReplayLimits {
 
 interface Stored {
   readonly seq: number;
-  readonly frame: string;
+  /** The frame's UTF-8. */
+  readonly frame: Buffer;
 }
 
 /** What `resume` found: the frames to replay, or that the cursor cannot be served. */
-export type Resume = { readonly frames: readonly string[] } | { readonly resyncRequired: true };
+export type Resume = { readonly frames: readonly Buffer[] } | { readonly resyncRequired: true };
 
 /**
  * One per session. Stamps each event with the session's next `seq` once, serializes it once, keeps it in a bounded
- * ring for resumption, and hands the same string to every subscriber (adr/0007).
+ * ring for resumption, and hands the same bytes to every subscriber (adr/0007).
  */
 export class EventHub {
   /** Changes whenever the ring cannot be trusted: a new hub (new session, new process) has a new epoch. */
@@ -59,6 +61,8 @@ export class EventHub {
   #deltaSubscribers = 0;
   /** `{"type":"event","sessionId":…,"seq":` — the part of every frame that never changes. */
   readonly #prefix: string;
+  /** Escapes the streaming message's growing text once, not once per update (adr/0015). */
+  readonly #updates = new UpdateEncoder();
   readonly #limits: ReplayLimits;
   /**
    * Circular buffer of the last events: `#ring[(#head + i) % #ring.length]`, i < #count. It grows on demand up to
@@ -126,19 +130,17 @@ export class EventHub {
    * cannot be serialized (a cycle, a BigInt, nesting too deep for the stack) takes its seq as an `event_error`
    * naming its type, so the stream stays gap-free and the loss is visible (PROTOCOL.md §3).
    */
-  publish(event: object): string {
+  publish(event: object): Buffer {
     const update = isAssistantUpdate(event) ? updateForms(event) : undefined;
-    const body = serialize(update ? update.full : event);
     this.#seq += 1;
     const head = `${this.#prefix}${this.#seq},"event":`;
-    const frame = `${head}${body}}`;
+    // Every stored frame is UTF-8 bytes: the ring and the sockets count real bytes, and all subscribers share them.
+    const frame = update ? this.#encodeUpdate(head, update.full) : Buffer.from(`${head}${serialize(event)}}`);
+    if ((event as { type?: unknown }).type === "message_end") this.#updates.reset();
     this.#store({ seq: this.#seq, frame });
     const key = this.#supersedeKey(event as { type?: unknown; toolCallId?: unknown });
-    const fullSubscribers = this.#subscribers.size - (update ? this.#deltaSubscribers : 0);
-    // Encoded to UTF-8 once when several subscribers share it; `ws` would otherwise measure and copy it per socket.
-    const wire = fullSubscribers >= 2 ? Buffer.from(frame) : frame;
     if (update === undefined || this.#deltaSubscribers === 0) {
-      for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(wire, key);
+      for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(frame, key);
       return frame;
     }
     const deltaText = `${head}${serialize(update.delta)}}`;
@@ -146,9 +148,19 @@ export class EventHub {
     const deltaKey = deltaKeyOf(this.#sessionId, update.delta.assistantMessageEvent);
     for (const [subscriber, encoding] of this.#subscribers) {
       if (encoding === "delta") subscriber.sendFrame(deltaFrame, deltaKey, deltaKey ? mergeDeltas : undefined);
-      else subscriber.sendFrame(wire, key);
+      else subscriber.sendFrame(frame, key);
     }
     return frame;
+  }
+
+  /** A `message_update` in its full form, its growing text escaped once (adr/0015); a bad event as `event_error`. */
+  #encodeUpdate(head: string, update: object): Buffer {
+    try {
+      return this.#updates.encode(head, update);
+    } catch {
+      this.#updates.reset();
+      return Buffer.from(`${head}${serialize(update)}}`);
+    }
   }
 
   /** Send a notice (not numbered, not stored) to every subscriber. */
@@ -166,7 +178,7 @@ export class EventHub {
     if (epoch !== this.epoch || afterSeq > this.#seq || afterSeq + 1 < this.firstReplayableSeq) {
       return { resyncRequired: true };
     }
-    const frames: string[] = [];
+    const frames: Buffer[] = [];
     for (let i = 0; i < this.#count; i++) {
       const stored = this.#ring[(this.#head + i) % this.#ring.length] as Stored;
       if (stored.seq > afterSeq) frames.push(stored.frame);

@@ -5,7 +5,7 @@ import * as connectionModule from "../../../src/server/connection.js";
 import { ANONYMOUS } from "../../../src/server/core.js";
 import { EventHub } from "../../../src/server/event-hub.js";
 
-const seqOf = (frame: string) => (JSON.parse(frame) as { seq: number }).seq;
+const seqOf = (frame: string | Buffer) => (JSON.parse(String(frame)) as { seq: number }).seq;
 
 test("the ring keeps the last maxEvents events, grows on demand and replays exactly the frames after a cursor", () => {
   const hub = new EventHub("s", { maxEvents: 50, maxBytes: 1_000_000 });

@@ -1,0 +1,42 @@
+/**
+ * The server a developer would write by hand around the same pi session: plain `ws`, the faux session streaming as
+ * fast as it can, each event sent to every client as `JSON.stringify` of pi-server's frame (the same envelope, the
+ * partial once), no queue, no limits, no ring. The baseline for pi-server's own cost when the frames have to be made
+ * from pi's events, not replayed. IPC: { cmd: "stream", text } streams one reply; "cpu" and "exit" as server-process.
+ */
+import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { WebSocketServer } from "ws";
+import { fauxSetup } from "../../test/helpers/faux.js";
+
+const setup = fauxSetup();
+const cwd = join(setup.root, "work");
+mkdirSync(cwd);
+const { session } = await setup.factory({ cwd } as Parameters<typeof setup.factory>[0]);
+const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
+let seq = 0;
+session.subscribe((event) => {
+  seq += 1;
+  let shaped: object = event;
+  if (event.type === "message_update") {
+    const { partial: _partial, ...assistantMessageEvent } = event.assistantMessageEvent as { partial?: unknown };
+    shaped = { ...event, assistantMessageEvent };
+  }
+  const frame = JSON.stringify({ type: "event", sessionId: "bench", seq, event: shaped });
+  for (const client of wss.clients) client.send(frame);
+});
+wss.once("listening", () => process.send?.({ port: (wss.address() as { port: number }).port }));
+process.on("message", async (message: { cmd: string; text?: string }) => {
+  if (message.cmd === "stream") {
+    setup.faux.setResponses([fauxAssistantMessage(message.text as string)]);
+    await session.prompt("again");
+  } else if (message.cmd === "cpu") {
+    process.send?.({ cpu: process.cpuUsage() });
+  } else if (message.cmd === "exit") {
+    wss.close(() => {
+      setup.cleanup();
+      process.exit(0);
+    });
+  }
+});

@@ -1,0 +1,124 @@
+import { randomBytes } from "node:crypto";
+
+/**
+ * Encodes the `message_update` frames of one session so that the growing text of a streaming message is escaped
+ * and converted to UTF-8 once, not once per update (adr/0015). Each update carries the whole partial message, so
+ * `JSON.stringify` of every update made a reply of n chunks cost O(n²) in escaping and UTF-8 conversion. Here each
+ * `text`/`thinking` block keeps the UTF-8 JSON of the text it had at the previous update: when the new text extends
+ * it, only the tail is escaped and appended; the frame is then one copy of those bytes between the small rest of the
+ * event, which `JSON.stringify` serializes with a placeholder where each long string goes. The bytes are exactly those
+ * of `head + JSON.stringify(event) + "}"`; a block whose text changed any other way is escaped again from scratch.
+ */
+export class UpdateEncoder {
+  /** Per content index: the block's text at the last update and the UTF-8 of its JSON string body (no quotes). */
+  #blocks: Array<Body | undefined> = [];
+
+  /** The UTF-8 bytes of `head + JSON.stringify(event) + "}"`; throws whatever `JSON.stringify` throws. */
+  encode(head: string, event: { message?: unknown }): Buffer {
+    const message = event.message as { content?: unknown } | undefined;
+    if (typeof message !== "object" || message === null || !Array.isArray(message.content)) {
+      this.#blocks = [];
+      return Buffer.from(`${head}${JSON.stringify(event)}}`);
+    }
+    const content = message.content as unknown[];
+    const bodies: Body[] = [];
+    const skeleton = content.map((block, index) => {
+      const field = textField(block);
+      if (field === undefined) {
+        this.#blocks[index] = undefined;
+        return block;
+      }
+      bodies.push(this.#body(index, (block as Record<string, string>)[field] as string));
+      return { ...(block as object), [field]: placeholder(bodies.length - 1) };
+    });
+    this.#blocks.length = content.length;
+    if (bodies.length === 0) return Buffer.from(`${head}${JSON.stringify(event)}}`);
+    const outline = `${head}${JSON.stringify({ ...event, message: { ...message, content: skeleton } })}}`;
+    // Cut the outline at each placeholder (unguessable, in order) and put that block's bytes there.
+    const pieces: string[] = [];
+    let from = 0;
+    for (let i = 0; i < bodies.length; i++) {
+      const at = outline.indexOf(placeholder(i), from);
+      if (at === -1) return Buffer.from(`${head}${JSON.stringify(event)}}`); // a toJSON reshaped it: no shortcut
+      pieces.push(outline.slice(from, at));
+      from = at + placeholder(i).length;
+    }
+    pieces.push(outline.slice(from));
+    let size = 0;
+    for (let i = 0; i < pieces.length; i++) size += Buffer.byteLength(pieces[i] as string) + (bodies[i]?.used ?? 0);
+    const frame = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (let i = 0; i < pieces.length; i++) {
+      at += frame.write(pieces[i] as string, at);
+      const body = bodies[i];
+      if (body !== undefined) at += body.bytes.copy(frame, at, 0, body.used);
+    }
+    return frame;
+  }
+
+  /** Forget the message (it ended): the next one starts from scratch. */
+  reset(): void {
+    this.#blocks = [];
+  }
+
+  #body(index: number, text: string): Body {
+    const known = this.#blocks[index];
+    let body: Body;
+    if (known !== undefined && text === known.text) body = known;
+    else if (known !== undefined && extendsText(text, known.text)) body = append(known, text, escape(text.slice(known.text.length)));
+    else body = append({ text, bytes: Buffer.allocUnsafe(0), used: 0 }, text, escape(text));
+    this.#blocks[index] = body;
+    return body;
+  }
+}
+
+interface Body {
+  readonly text: string;
+  /** The JSON string body's UTF-8 in `bytes[0, used)`; `bytes` has room to grow (doubling). */
+  readonly bytes: Buffer;
+  readonly used: number;
+}
+
+/** `body` with `json` appended, for `text`. The old body's bytes may be reused: only the newest body is ever read. */
+function append(body: Body, text: string, json: string): Body {
+  const needed = body.used + Buffer.byteLength(json);
+  let bytes = body.bytes;
+  if (needed > bytes.length) {
+    bytes = Buffer.allocUnsafe(Math.max(needed, bytes.length * 2, 256));
+    body.bytes.copy(bytes, 0, 0, body.used);
+  }
+  return { text, bytes, used: body.used + bytes.write(json, body.used) };
+}
+
+/**
+ * Whether `text` is `previous` plus more, cut where escaping the two parts separately gives the same JSON as escaping
+ * the whole: not inside a surrogate pair (`JSON.stringify` escapes a lone surrogate, not a pair). The prefix is
+ * compared with `===` on a slice, which V8 does as a memory compare (`startsWith` walks the characters, ~10× slower).
+ */
+function extendsText(text: string, previous: string): boolean {
+  if (text.length <= previous.length || text.slice(0, previous.length) !== previous) return false;
+  const last = previous.charCodeAt(previous.length - 1);
+  return !(last >= 0xd800 && last <= 0xdbff);
+}
+
+const NONCE = randomBytes(12).toString("hex");
+const PLACEHOLDERS: string[] = [];
+
+/** The i-th placeholder: letters, digits and dashes only, so `JSON.stringify` leaves it as it is. */
+function placeholder(i: number): string {
+  return (PLACEHOLDERS[i] ??= `pi-server-${NONCE}-${i}`);
+}
+
+/** The name of a content block's long string field (`text` or `thinking`), if it is one of those blocks. */
+function textField(block: unknown): "text" | "thinking" | undefined {
+  if (typeof block !== "object" || block === null) return undefined;
+  const { type } = block as { type?: unknown };
+  if (type === "text" && typeof (block as { text?: unknown }).text === "string") return "text";
+  if (type === "thinking" && typeof (block as { thinking?: unknown }).thinking === "string") return "thinking";
+  return undefined;
+}
+
+/** A string's JSON form without its quotes. */
+function escape(text: string): string {
+  return JSON.stringify(text).slice(1, -1);
+}
