@@ -6,6 +6,7 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   { files: ["bin/*.js"], languageOptions: { globals: { process: "readonly" } } },
+  { files: ["bench/**/*.mjs"], languageOptions: { globals: { process: "readonly", performance: "readonly" } } },
   {
     files: ["src/**/*.ts", "test/**/*.ts", "bench/**/*.ts"],
     rules: {

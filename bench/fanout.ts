@@ -1,127 +1,127 @@
 /**
- * Fan-out: one session, 1 / 10 / 100 subscribers. Delivered events/s (all subscribers together) and p50/p99 delivery
- * latency from the moment the server published an event to the moment a subscriber's socket handed it over, on one
- * clock (the server's timestamps are shifted by the offset measured with the fastest of 50 IPC pings). The server
- * runs in a child process (faux model at ~900 events/s); the subscribers share this process.
+ * Fan-out: one session, 1 / 10 / 100 subscribers, every subscriber in its own process, every server in its own.
+ * For pi-server: delivered events/s and p50/p99 latency from the moment the server published an event to the moment
+ * a subscriber's socket handed it over, on one clock (each process's timestamps shifted by its offset from this
+ * process, measured with the fastest of 20 IPC pings). For all three servers — pi-server, a hand-written `ws` server
+ * around the same paced session, and a raw `ws` server replaying the frames pi-server sent — the server's CPU per
+ * delivered event.
  * Run: npm run bench:fanout
  */
-import WebSocket from "ws";
-import { startServerChild } from "./lib/child.js";
+import { type ServerChild, startClient, startServerChild } from "./lib/child.js";
 import { fmt, percentile, table } from "./lib/common.js";
 
 const REPLY = "fan out ".repeat(600); // ~4.8 KB: ~1200 one-token chunks
+const PACED = { PI_BENCH_TPS: "1000000", PI_BENCH_TPC: "1" }; // one chunk per timer tick: ~900 events/s
+const NO_LIMITS = { rateLimits: { connection: false, session: false, global: false } };
 const now = () => performance.timeOrigin + performance.now();
 const rows: string[][] = [];
 
-/** The server's clock minus ours, from the IPC ping with the shortest round trip (error ≤ half of it). */
-async function clockOffset(server: Awaited<ReturnType<typeof startServerChild>>): Promise<number> {
+/** The child's clock minus ours, from the IPC ping with the shortest round trip (error ≤ half of it). */
+async function clockOffset(child: ServerChild): Promise<number> {
   let best = { rtt: Number.POSITIVE_INFINITY, offset: 0 };
-  for (let i = 0; i < 50; i++) {
+  for (let i = 0; i < 20; i++) {
     const sent = now();
-    const { now: theirs } = await server.request<{ now: number }>({ cmd: "now" }, (r) => "now" in r);
+    const { now: theirs } = await child.request<{ now: number }>({ cmd: "now" }, (r) => "now" in r);
     const back = now();
     if (back - sent < best.rtt) best = { rtt: back - sent, offset: theirs - (sent + back) / 2 };
   }
   return best.offset;
 }
 
-/** Server CPU (µs) a raw `ws` server in its own process spends sending `frames` to `subscribers` clients. */
-async function rawFanOut(frames: string[], subscribers: number): Promise<number> {
-  const replay = await startServerChild({}, {}, "replay-process.ts");
-  await replay.request({ cmd: "frames", frames }, (r) => "loaded" in r);
-  const cpu = async () => (await replay.request<{ cpu: NodeJS.CpuUsage }>({ cmd: "cpu" }, (r) => "cpu" in r)).cpu;
-  const before = await cpu();
-  await Promise.all(
-    Array.from({ length: subscribers }, async () => {
-      const ws = new WebSocket(`ws://127.0.0.1:${replay.port}`);
-      let n = 0;
-      await new Promise<void>((resolve) =>
-        ws.on("message", () => {
-          n += 1;
-          if (n === frames.length) resolve();
-        }),
-      );
-      ws.terminate();
-    }),
-  );
-  const after = await cpu();
-  await replay.close();
-  return after.user - before.user + after.system - before.system;
+async function cpuUs(server: ServerChild): Promise<number> {
+  const { cpu } = await server.request<{ cpu: NodeJS.CpuUsage }>({ cmd: "cpu" }, (r) => "cpu" in r);
+  return cpu.user + cpu.system;
 }
 
-for (const subscribers of [1, 10, 100]) {
-  const server = await startServerChild(
-    { rateLimits: { connection: false, session: false, global: false } },
-    { PI_BENCH_TPS: "1000000", PI_BENCH_TPC: "1" },
-  );
-  const setup = new WebSocket(`ws://127.0.0.1:${server.port}`);
-  await new Promise((resolve) => setup.once("message", resolve));
-  setup.send(JSON.stringify({ type: "create_session", id: "c", sessionId: "fan" }));
-  await new Promise((resolve) => setup.once("message", resolve));
+interface Done {
+  times: Array<[number, number]>;
+  frames?: string[];
+}
 
-  const received: Array<Map<number, number>> = [];
-  const frames: string[] = []; // what the first subscriber received, for the raw-ws comparison
-  const ends: Array<Promise<void>> = [];
-  const sockets: WebSocket[] = [];
-  for (let i = 0; i < subscribers; i++) {
-    const ws = new WebSocket(`ws://127.0.0.1:${server.port}`);
-    await new Promise((resolve) => ws.once("message", resolve));
-    ws.send(JSON.stringify({ type: "subscribe", id: "s", sessionId: "fan" }));
-    await new Promise((resolve) => ws.once("message", resolve));
-    const times = new Map<number, number>();
-    received.push(times);
-    ends.push(
-      new Promise<void>((resolve) =>
-        ws.on("message", (data) => {
-          const at = now();
-          const text = data.toString();
-          if (i === 0) frames.push(text);
-          const seq = Number(/"seq":(\d+)/.exec(text)?.[1]);
-          times.set(seq, at);
-          if (text.includes('"type":"agent_end"')) resolve();
-        }),
-      ),
-    );
-    sockets.push(ws);
-  }
-  const cpu = async () => (await server.request<{ cpu: NodeJS.CpuUsage }>({ cmd: "cpu" }, (r) => "cpu" in r)).cpu;
-  const cpuBefore = await cpu();
+/**
+ * Start `n` subscriber processes on `port`, run `start`, and wait until each has received everything. Returns what
+ * each received and the server's CPU (µs) over the run.
+ */
+async function fanOut(
+  server: ServerChild,
+  n: number,
+  env: Record<string, string>,
+  start: () => Promise<unknown>,
+): Promise<{ subscribers: ServerChild[]; done: Done[]; cpu: number; ms: number }> {
+  const subscribers = await Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      startClient("subscriber.mjs", { PI_BENCH_URL: `ws://127.0.0.1:${server.port}`, PI_BENCH_CAPTURE: i === 0 ? "1" : "0", ...env }),
+    ),
+  );
+  const finished = subscribers.map((s) => s.next<Done>((m) => m["done"] === true));
+  const before = await cpuUs(server);
   const t0 = performance.now();
-  await server.request({ cmd: "stream", sessionId: "fan", text: REPLY, once: true }, (r) => r["stopped"] === true);
-  await Promise.all(ends);
+  await start();
+  const done = await Promise.all(finished);
   const ms = performance.now() - t0;
-  const cpuAfter = await cpu();
-  const serverCpuUs = cpuAfter.user - cpuBefore.user + cpuAfter.system - cpuBefore.system;
-  const { times } = await server.request<{ times: Array<[number, number]> }>({ cmd: "publishTimes" }, (r) => "times" in r);
-  const offset = await clockOffset(server);
+  return { subscribers, done, cpu: (await cpuUs(server)) - before, ms };
+}
+
+const closeAll = (children: ServerChild[]) => Promise.all(children.map((c) => c.close()));
+
+for (const n of [1, 10, 100]) {
+  // pi-server
+  const pi = await startServerChild(NO_LIMITS, PACED);
+  await pi.request({ cmd: "sessions", n: 1, sessionId: "fan" }, (r) => r["done"] === true);
+  const run = await fanOut(pi, n, { PI_BENCH_SUBSCRIBE: JSON.stringify({ type: "subscribe", id: "s", sessionId: "fan" }) }, () =>
+    pi.request({ cmd: "stream", sessionId: "fan", text: REPLY, once: true }, (r) => r["stopped"] === true),
+  );
+  const { times: published } = await pi.request<{ times: Array<[number, number]> }>({ cmd: "publishTimes" }, (r) => "times" in r);
+  const serverOffset = await clockOffset(pi);
   const latencies: number[] = [];
   let delivered = 0;
-  for (const map of received) {
-    delivered += map.size;
-    for (const [seq, published] of times) {
-      const at = map.get(seq);
-      if (at !== undefined) latencies.push(at - (published - offset));
+  for (const [i, subscriber] of run.subscribers.entries()) {
+    const offset = await clockOffset(subscriber);
+    const at = new Map((run.done[i] as Done).times);
+    delivered += at.size;
+    for (const [seq, when] of published) {
+      const got = at.get(seq);
+      if (got !== undefined) latencies.push(got - offset - (when - serverOffset));
     }
   }
   latencies.sort((a, b) => a - b);
-  const rawCpuUs = await rawFanOut(frames, subscribers);
+  const frames = run.done[0]?.frames ?? [];
+  await closeAll([...run.subscribers, pi]);
+
+  // A hand-written ws server around the same paced session.
+  const handmade = await startServerChild({}, PACED, "handmade-process.ts");
+  const hand = await fanOut(handmade, n, {}, () => handmade.request({ cmd: "stream", text: REPLY }, (r) => r["stopped"] === true));
+  const handDelivered = hand.done.reduce((sum, d) => sum + d.times.length, 0);
+  await closeAll([...hand.subscribers, handmade]);
+
+  // A raw ws server replaying pi-server's frames (no session, no pacing).
+  const replay = await startServerChild({}, { PI_BENCH_WAIT: "1" }, "replay-process.ts");
+  await replay.request({ cmd: "frames", frames }, (r) => "loaded" in r);
+  const raw = await fanOut(replay, n, { PI_BENCH_EXPECT: String(frames.length) }, () =>
+    replay.request({ cmd: "go" }, (r) => r["went"] === true),
+  );
+  await closeAll([...raw.subscribers, replay]);
+
+  const perDelivery = run.cpu / delivered;
+  const handPer = hand.cpu / handDelivered;
+  const rawPer = raw.cpu / (frames.length * n);
   rows.push([
-    String(subscribers),
-    String(times.length),
+    String(n),
+    String(published.length),
     String(delivered),
-    fmt((delivered / ms) * 1000, 0),
+    fmt((delivered / run.ms) * 1000, 0),
     fmt(percentile(latencies, 50), 2),
     fmt(percentile(latencies, 99), 2),
-    fmt(serverCpuUs / delivered, 2),
-    fmt(rawCpuUs / (frames.length * subscribers), 2),
-    fmt(rawCpuUs / (frames.length * subscribers) / (serverCpuUs / delivered), 2),
+    fmt(perDelivery, 2),
+    fmt(handPer, 2),
+    fmt(rawPer, 2),
+    fmt(handPer / perDelivery, 2),
+    fmt(rawPer / perDelivery, 2),
   ]);
-  for (const ws of [setup, ...sockets]) ws.terminate();
-  await server.close();
 }
 
 table(
-  "Fan-out (one session, faux model ~900 events/s, server in its own process)",
+  "Fan-out (one session, faux model ~900 events/s; servers and each subscriber in their own processes)",
   [
     "subscribers",
     "events published",
@@ -129,9 +129,11 @@ table(
     "delivered events/s",
     "p50 latency ms",
     "p99 latency ms",
-    "server CPU µs per delivery",
-    "raw ws CPU µs per delivery",
-    "raw ÷ pi-server (efficiency)",
+    "pi-server CPU µs per delivery",
+    "hand-written ws server µs",
+    "raw ws replay µs",
+    "hand-written ÷ pi-server",
+    "raw replay ÷ pi-server",
   ],
   rows,
 );

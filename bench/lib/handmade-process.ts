@@ -2,7 +2,8 @@
  * The server a developer would write by hand around the same pi session: plain `ws`, the faux session streaming as
  * fast as it can, each event sent to every client as `JSON.stringify` of pi-server's frame (the same envelope, the
  * partial once), no queue, no limits, no ring. The baseline for pi-server's own cost when the frames have to be made
- * from pi's events, not replayed. IPC: { cmd: "stream", text } streams one reply; "cpu" and "exit" as server-process.
+ * from pi's events, not replayed. PI_BENCH_TPS/PI_BENCH_TPC pace the faux model as for server-process. IPC:
+ * { cmd: "stream", text } streams one reply (→ { stopped }); "cpu" and "exit" as server-process.
  */
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
 import { mkdirSync } from "node:fs";
@@ -10,7 +11,8 @@ import { join } from "node:path";
 import { WebSocketServer } from "ws";
 import { fauxSetup } from "../../test/helpers/faux.js";
 
-const setup = fauxSetup();
+const tokensPerSecond = Number(process.env["PI_BENCH_TPS"] ?? "0") || undefined;
+const setup = fauxSetup(tokensPerSecond ? { tokensPerSecond, tokensPerChunk: Number(process.env["PI_BENCH_TPC"] ?? "1") } : {});
 const cwd = join(setup.root, "work");
 mkdirSync(cwd);
 const { session } = await setup.factory({ cwd } as Parameters<typeof setup.factory>[0]);
@@ -31,6 +33,7 @@ process.on("message", async (message: { cmd: string; text?: string }) => {
   if (message.cmd === "stream") {
     setup.faux.setResponses([fauxAssistantMessage(message.text as string)]);
     await session.prompt("again");
+    process.send?.({ stopped: true });
   } else if (message.cmd === "cpu") {
     process.send?.({ cpu: process.cpuUsage() });
   } else if (message.cmd === "exit") {
