@@ -1,16 +1,17 @@
 import { readFileSync, realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { pino } from "pino";
+import { isLoopback } from "./auth/credentials.js";
 import { jwtAuth } from "./auth/jwt.js";
 import { parseTokens, tokenAuth } from "./auth/providers.js";
-import { createPiServer, type PiServer, REDACT_PATHS } from "./server/create-server.js";
+import type { PiServer } from "./server/create-server.js";
 import { DEFAULTS, type PiServerOptions } from "./server/options.js";
 import { SERVER_VERSION } from "./version.js";
 
 /**
  * The `pi-server` command: flags and `PI_SERVER_*` variables become `createPiServer()` options. The only module that
- * reads `process.argv`/`process.env` for settings, installs signal handlers or calls `process.exit`.
+ * reads `process.argv`/`process.env` for settings, installs signal handlers or calls `process.exit`. pi and the
+ * server are imported only once the options are known, so `--help`, `--version` and usage errors stay fast.
  */
 
 const DEFAULT_PORT = 3141;
@@ -25,6 +26,7 @@ Options (environment variable in brackets):
   --cwd <dir>        working directory of new sessions         [PI_SERVER_CWD]       (default: current dir)
   --agent-dir <dir>  pi agent dir (auth, models, settings)     [PI_SERVER_AGENT_DIR] (default: $PI_CODING_AGENT_DIR or ~/.pi/agent)
   --in-memory        keep sessions in memory, not in files     [PI_SERVER_IN_MEMORY=1]
+  --allow-unauthenticated-remote  serve a non-loopback --host with --auth none [PI_SERVER_ALLOW_UNAUTHENTICATED_REMOTE=1]
   --log-level <l>    fatal|error|warn|info|debug|trace|silent  [PI_SERVER_LOG_LEVEL] (default info)
 
 Authentication and observability:
@@ -60,6 +62,23 @@ SIGINT/SIGTERM shut down gracefully.
 
 class UsageError extends Error {}
 
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+/** A setting's text from its flag, else its variable, with the name the user actually used (for messages). */
+function setting(values: Values, env: NodeJS.ProcessEnv, flag: string, variable: string): { text: string; source: string } | undefined {
+  const fromFlag = values[flag];
+  if (typeof fromFlag === "string") return { text: fromFlag, source: `--${flag}` };
+  const fromEnv = env[variable];
+  return fromEnv === undefined ? undefined : { text: fromEnv, source: variable };
+}
+
+/** A boolean flag, else its variable parsed as a boolean. */
+function switchSetting(values: Values, env: NodeJS.ProcessEnv, flag: string, variable: string): boolean | undefined {
+  if (values[flag] !== undefined) return values[flag] as boolean;
+  const text = env[variable];
+  return text === undefined ? undefined : parseBoolean(text, variable);
+}
+
 function parsePort(text: string, source: string): number {
   const port = Number(text);
   if (!/^\d+$/.test(text) || port > 65_535) throw new UsageError(`${source} must be a port number (0-65535), got '${text}'`);
@@ -87,6 +106,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       cwd: { type: "string" },
       "agent-dir": { type: "string" },
       "in-memory": { type: "boolean" },
+      "allow-unauthenticated-remote": { type: "boolean" },
       "log-level": { type: "string" },
       auth: { type: "string" },
       "token-file": { type: "string" },
@@ -115,31 +135,36 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
   if (values.help) return "help";
   if (values.version) return "version";
 
-  const portText = values.port ?? env["PI_SERVER_PORT"];
-  const logLevel = values["log-level"] ?? env["PI_SERVER_LOG_LEVEL"] ?? DEFAULTS.logLevel;
-  if (!LOG_LEVELS.includes(logLevel as LogLevel)) {
-    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${logLevel}'`);
+  const port = setting(values, env, "port", "PI_SERVER_PORT");
+  const level = setting(values, env, "log-level", "PI_SERVER_LOG_LEVEL");
+  if (level && !LOG_LEVELS.includes(level.text as LogLevel)) {
+    throw new UsageError(`${level.source} must be one of ${LOG_LEVELS.join(", ")}, got '${level.text}'`);
   }
-  const inMemoryEnv = env["PI_SERVER_IN_MEMORY"];
   const origins = values["allowed-origin"] ?? env["PI_SERVER_ALLOWED_ORIGINS"]?.split(",").filter(Boolean);
-  const metricsPort = values["metrics-port"] ?? env["PI_SERVER_METRICS_PORT"];
+  const metricsPort = setting(values, env, "metrics-port", "PI_SERVER_METRICS_PORT");
+  const agentDir = setting(values, env, "agent-dir", "PI_SERVER_AGENT_DIR");
+  const host = setting(values, env, "host", "PI_SERVER_HOST")?.text ?? DEFAULTS.host;
+  const auth = authOptions(values, env);
+  const allowRemote = switchSetting(values, env, "allow-unauthenticated-remote", "PI_SERVER_ALLOW_UNAUTHENTICATED_REMOTE");
+  if (!auth.auth && !allowRemote && !isLoopback(host) && host !== "localhost") {
+    throw new UsageError(
+      `refusing to serve ${host} without authentication: use --auth token|jwt, or --allow-unauthenticated-remote if the network is trusted`,
+    );
+  }
   return {
     ...isolationOptions(values, env),
-    ...authOptions(values, env),
+    ...auth,
+    ...(allowRemote ? { allowUnauthenticatedRemote: true } : {}),
     ...(origins?.length ? { allowedOrigins: origins } : {}),
-    ...(metricsPort === undefined ? {} : { metricsPort: parsePort(metricsPort, "--metrics-port") }),
-    port: portText === undefined ? DEFAULT_PORT : parsePort(portText, values.port ? "--port" : "PI_SERVER_PORT"),
-    host: values.host ?? env["PI_SERVER_HOST"] ?? DEFAULTS.host,
-    cwd: values.cwd ?? env["PI_SERVER_CWD"] ?? process.cwd(),
-    ...((values["agent-dir"] ?? env["PI_SERVER_AGENT_DIR"])
-      ? { agentDir: values["agent-dir"] ?? env["PI_SERVER_AGENT_DIR"] }
-      : {}),
-    inMemory: values["in-memory"] ?? (inMemoryEnv === undefined ? false : parseBoolean(inMemoryEnv, "PI_SERVER_IN_MEMORY")),
-    logLevel: logLevel as LogLevel,
+    ...(metricsPort ? { metricsPort: parsePort(metricsPort.text, metricsPort.source) } : {}),
+    port: port ? parsePort(port.text, port.source) : DEFAULT_PORT,
+    host,
+    cwd: setting(values, env, "cwd", "PI_SERVER_CWD")?.text ?? process.cwd(),
+    ...(agentDir ? { agentDir: agentDir.text } : {}),
+    inMemory: switchSetting(values, env, "in-memory", "PI_SERVER_IN_MEMORY") ?? false,
+    logLevel: (level?.text ?? DEFAULTS.logLevel) as LogLevel,
   };
 }
-
-type Values = Record<string, string | boolean | string[] | undefined>;
 
 function parseCount(text: string, source: string): number {
   if (!/^\d{1,9}$/.test(text) || Number(text) < 1) throw new UsageError(`${source} must be a positive integer, got '${text}'`);
@@ -148,61 +173,55 @@ function parseCount(text: string, source: string): number {
 
 /** Workspaces, sandbox, project extensions, pre-auth bounds and where metrics are served (flags, then env). */
 function isolationOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiServerOptions> {
-  const flagOrEnv = (flag: string, variable: string, parse: (text: string, source: string) => boolean) => {
-    if (values[flag] !== undefined) return values[flag] as boolean;
-    const text = env[variable];
-    return text === undefined ? undefined : parse(text, variable);
-  };
   const options: Partial<PiServerOptions> = {};
-  const root = (values["workspace-root"] as string | undefined) ?? env["PI_SERVER_WORKSPACE_ROOT"];
-  const shared = flagOrEnv("shared-workspace", "PI_SERVER_SHARED_WORKSPACE", parseBoolean);
+  const root = setting(values, env, "workspace-root", "PI_SERVER_WORKSPACE_ROOT")?.text;
+  const shared = switchSetting(values, env, "shared-workspace", "PI_SERVER_SHARED_WORKSPACE");
   if (root !== undefined || shared !== undefined) {
     options.workspaces = { ...(root !== undefined ? { root } : {}), ...(shared !== undefined ? { perPrincipal: !shared } : {}) };
   }
-  const sandbox = (values["sandbox"] as string | undefined) ?? env["PI_SERVER_SANDBOX"];
+  const sandbox = setting(values, env, "sandbox", "PI_SERVER_SANDBOX");
   if (sandbox !== undefined) {
-    if (sandbox !== "auto" && sandbox !== "bwrap" && sandbox !== "none") {
-      throw new UsageError(`--sandbox must be auto, bwrap or none, got '${sandbox}'`);
+    if (sandbox.text !== "auto" && sandbox.text !== "bwrap" && sandbox.text !== "none") {
+      throw new UsageError(`${sandbox.source} must be auto, bwrap or none, got '${sandbox.text}'`);
     }
-    options.sandbox = sandbox;
+    options.sandbox = sandbox.text;
   }
-  const noNetwork = values["no-network"] as boolean | undefined;
   const networkEnv = env["PI_SERVER_SANDBOX_NETWORK"];
-  if (noNetwork) options.sandboxNetwork = false;
+  if (values["no-network"]) options.sandboxNetwork = false;
   else if (networkEnv !== undefined) options.sandboxNetwork = parseBoolean(networkEnv, "PI_SERVER_SANDBOX_NETWORK");
-  const projectExtensions = flagOrEnv("project-extensions", "PI_SERVER_PROJECT_EXTENSIONS", parseBoolean);
+  const projectExtensions = switchSetting(values, env, "project-extensions", "PI_SERVER_PROJECT_EXTENSIONS");
   if (projectExtensions !== undefined) options.projectExtensions = projectExtensions;
-  const onMain = flagOrEnv("metrics-on-main-port", "PI_SERVER_METRICS_ON_MAIN_PORT", parseBoolean);
+  const onMain = switchSetting(values, env, "metrics-on-main-port", "PI_SERVER_METRICS_ON_MAIN_PORT");
   if (onMain !== undefined) options.metricsOnMainPort = onMain;
-  const metricsHost = (values["metrics-host"] as string | undefined) ?? env["PI_SERVER_METRICS_HOST"];
-  if (metricsHost !== undefined) options.metricsHost = metricsHost;
-  const maxPreAuth = (values["max-pre-auth"] as string | undefined) ?? env["PI_SERVER_MAX_PRE_AUTH"];
-  if (maxPreAuth !== undefined) options.maxPreAuthConnections = parseCount(maxPreAuth, "--max-pre-auth");
-  const preAuthTimeout = (values["pre-auth-timeout"] as string | undefined) ?? env["PI_SERVER_PRE_AUTH_TIMEOUT_MS"];
-  if (preAuthTimeout !== undefined) options.preAuthTimeoutMs = parseCount(preAuthTimeout, "--pre-auth-timeout");
+  const metricsHost = setting(values, env, "metrics-host", "PI_SERVER_METRICS_HOST");
+  if (metricsHost !== undefined) options.metricsHost = metricsHost.text;
+  const maxPreAuth = setting(values, env, "max-pre-auth", "PI_SERVER_MAX_PRE_AUTH");
+  if (maxPreAuth !== undefined) options.maxPreAuthConnections = parseCount(maxPreAuth.text, maxPreAuth.source);
+  const preAuthTimeout = setting(values, env, "pre-auth-timeout", "PI_SERVER_PRE_AUTH_TIMEOUT_MS");
+  if (preAuthTimeout !== undefined) options.preAuthTimeoutMs = parseCount(preAuthTimeout.text, preAuthTimeout.source);
   return options;
 }
 
 /** `--auth` and its settings (flags, then PI_SERVER_* variables); secrets only from files or the environment. */
 function authOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOptions, "auth"> {
-  const setting = (flag: string, variable: string) => (values[flag] as string | undefined) ?? env[variable];
-  const kind = setting("auth", "PI_SERVER_AUTH") ?? "none";
+  const text = (flag: string, variable: string) => setting(values, env, flag, variable)?.text;
+  const kind = text("auth", "PI_SERVER_AUTH") ?? "none";
   if (kind === "none") return {};
   if (kind === "token") {
-    const file = setting("token-file", "PI_SERVER_TOKEN_FILE");
+    const file = text("token-file", "PI_SERVER_TOKEN_FILE");
     const inline = env["PI_SERVER_TOKENS"];
     if (!file && !inline) throw new UsageError("--auth token needs --token-file (or PI_SERVER_TOKEN_FILE / PI_SERVER_TOKENS)");
     const tokens = inline ? parseTokens(inline.replaceAll(";", "\n"), "PI_SERVER_TOKENS") : [];
     return { auth: tokenAuth({ tokens, ...(file ? { file } : {}) }) };
   }
   if (kind !== "jwt") throw new UsageError(`--auth must be none, token or jwt, got '${kind}'`);
-  const secretFile = setting("jwt-secret-file", "PI_SERVER_JWT_SECRET_FILE");
+  const secretFile = text("jwt-secret-file", "PI_SERVER_JWT_SECRET_FILE");
   const secretEnv = env["PI_SERVER_JWT_SECRET"];
-  const jwksUrl = setting("jwt-jwks-url", "PI_SERVER_JWT_JWKS_URL");
-  const jwksFile = setting("jwt-jwks-file", "PI_SERVER_JWT_JWKS_FILE");
-  const issuer = setting("jwt-issuer", "PI_SERVER_JWT_ISSUER");
-  const audience = setting("jwt-audience", "PI_SERVER_JWT_AUDIENCE");
-  const algorithms = setting("jwt-algorithms", "PI_SERVER_JWT_ALGORITHMS")?.split(",").filter(Boolean);
+  const jwksUrl = text("jwt-jwks-url", "PI_SERVER_JWT_JWKS_URL");
+  const jwksFile = text("jwt-jwks-file", "PI_SERVER_JWT_JWKS_FILE");
+  const issuer = text("jwt-issuer", "PI_SERVER_JWT_ISSUER");
+  const audience = text("jwt-audience", "PI_SERVER_JWT_AUDIENCE");
+  const algorithms = text("jwt-algorithms", "PI_SERVER_JWT_ALGORITHMS")?.split(",").filter(Boolean);
   const missing: string[] = [];
   const keySources = [secretFile ?? secretEnv, jwksUrl, jwksFile].filter((v) => v !== undefined).length;
   if (keySources === 0) missing.push("a key: --jwt-secret-file, --jwt-jwks-url or --jwt-jwks-file");
@@ -244,6 +263,8 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
 
+  // Loaded now, not at the top: pi alone takes over a second to import.
+  const [{ pino }, { createPiServer, REDACT_PATHS }] = await Promise.all([import("pino"), import("./server/create-server.js")]);
   // Synchronous stderr logging so nothing is lost when the process exits right after shutdown.
   const { logLevel, ...serverOptions } = options;
   const logger = pino(
@@ -257,8 +278,14 @@ export async function main(argv: string[]): Promise<void> {
     const host = address?.family === "IPv6" ? `[${address.address}]` : address?.address;
     process.stdout.write(`pi-server listening on ws://${host}:${address?.port}\n`);
   } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if ((error as { code?: unknown }).code === "invalid_options") {
+      // A configuration mistake: the message says what to change; a stack trace would only hide it.
+      process.stderr.write(`pi-server: ${message}\nTry 'pi-server --help'.\n`);
+      process.exit(2);
+    }
     logger.fatal({ err: error }, "could not start");
-    process.stderr.write(`pi-server: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`pi-server: ${message}\n`);
     process.exit(1);
   }
 

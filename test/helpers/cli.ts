@@ -3,7 +3,8 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { WAIT_MS } from "./client.js";
 
-const CLI = ["--import", "tsx", join(import.meta.dirname, "../../src/cli.ts")];
+/** Node arguments that run the CLI from source. */
+export const CLI_ARGS = ["--import", "tsx", join(import.meta.dirname, "../../src/cli.ts")];
 
 export type Child = ChildProcessByStdio<null, Readable, Readable>;
 
@@ -13,7 +14,7 @@ export function cleanEnv(home: string, extra: Record<string, string> = {}): Node
 }
 
 export function run(args: string[], env: NodeJS.ProcessEnv): Child {
-  return spawn(process.execPath, [...CLI, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  return spawn(process.execPath, [...CLI_ARGS, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
 }
 
 export function collect(stream: Readable): { text: () => string } {

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { optionsFromArgs } from "../../src/cli.js";
 import { piSessionDir, SERVER_VERSION } from "../../src/index.js";
 import { attempt, TestClient } from "../helpers/client.js";
-import { cleanEnv, collect, exited, firstLine, run } from "../helpers/cli.js";
+import { CLI_ARGS, cleanEnv, collect, exited, firstLine, run } from "../helpers/cli.js";
 import { tempDir } from "../helpers/faux.js";
 import { AUDIENCE, claims, ISSUER, mintHs } from "../helpers/jwt.js";
 import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
@@ -89,6 +90,43 @@ test("CLI: --help, --version, and bad flags or env exit non-zero with a message"
   assert.equal(versionOut.text().trim(), SERVER_VERSION);
   assert.equal(await bogusExit, 2);
   assert.match(bogusErr.text(), /Unknown option '--bogus'/);
+});
+
+test("CLI: --help, --version and usage errors never load pi; the tracer that shows it does see pi when it loads", async (t) => {
+  const dir = tempDir("cli-lazy");
+  t.after(dir.cleanup);
+  const env = cleanEnv(dir.path, { PI_CODING_AGENT_DIR: dir.path });
+  const tracer = ["--import", join(import.meta.dirname, "../helpers/load-tracer.mjs")];
+  const traced = (args: string[], extraEnv: Record<string, string> = {}) => {
+    const child = spawn(process.execPath, [...tracer, ...CLI_ARGS, ...args], { env: { ...env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
+    const err = collect(child.stderr);
+    return exited(child).then((code) => ({ code, stderr: err.text() }));
+  };
+  const control = spawn(process.execPath, [...tracer, "--input-type=module", "-e", 'await import("@mariozechner/pi-coding-agent")'], {
+    cwd: join(import.meta.dirname, "../.."),
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const controlErr = collect(control.stderr);
+  const runs = await Promise.all([
+    traced(["--help"]),
+    traced(["--version"]),
+    traced(["--port", "x"]),
+    traced([], { PI_SERVER_LOG_LEVEL: "loud" }),
+    traced(["--host", "0.0.0.0"]),
+    exited(control),
+  ]);
+  for (const run of runs.slice(0, 5) as Array<{ code: number | null; stderr: string }>) {
+    assert.doesNotMatch(run.stderr, /loaded /, run.stderr);
+  }
+  assert.deepEqual(runs.slice(0, 5).map((r) => (r as { code: number | null }).code), [0, 0, 2, 2, 2]);
+  const [, , , levelEnv, remote] = runs as Array<{ stderr: string }>;
+  // Messages name what the user set (the variable, not the flag) and how to fix it; no stack trace.
+  assert.match(levelEnv?.stderr ?? "", /PI_SERVER_LOG_LEVEL must be one of/);
+  assert.match(remote?.stderr ?? "", /refusing to serve 0\.0\.0\.0 without authentication: use --auth token\|jwt, or --allow-unauthenticated-remote/);
+  assert.doesNotMatch(remote?.stderr ?? "", /\n\s+at /);
+  assert.equal(runs[5], 0);
+  assert.match(controlErr.text(), /loaded .*pi-coding-agent/);
 });
 
 test("CLI: --auth jwt with a secret file: a good token connects, a bad one gets 401; missing settings exit non-zero", async (t) => {
