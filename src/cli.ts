@@ -38,6 +38,8 @@ Authentication and observability:
   --jwt-issuer <iss>       required issuer                       [PI_SERVER_JWT_ISSUER]
   --jwt-audience <aud>     required audience                     [PI_SERVER_JWT_AUDIENCE]
   --jwt-algorithms <list>  comma-separated allow-list            [PI_SERVER_JWT_ALGORITHMS]
+  --jwt-principal-claim <c> claim (or dotted path) of the principal id [PI_SERVER_JWT_PRINCIPAL_CLAIM] (default sub)
+  --jwt-roles-claim <c>    claim (or dotted path) of the roles   [PI_SERVER_JWT_ROLES_CLAIM] (default roles; Keycloak: realm_access.roles)
   --allowed-origin <o>     allowed browser Origin (repeatable)   [PI_SERVER_ALLOWED_ORIGINS] (comma-separated)
   --metrics-port <n>       also serve /metrics /healthz /readyz on this port [PI_SERVER_METRICS_PORT]
   --metrics-host <addr>    interface of the metrics port          [PI_SERVER_METRICS_HOST]  (default ${DEFAULTS.metricsHost})
@@ -116,6 +118,8 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "jwt-issuer": { type: "string" },
       "jwt-audience": { type: "string" },
       "jwt-algorithms": { type: "string" },
+      "jwt-principal-claim": { type: "string" },
+      "jwt-roles-claim": { type: "string" },
       "allowed-origin": { type: "string", multiple: true },
       "metrics-port": { type: "string" },
       "metrics-host": { type: "string" },
@@ -222,6 +226,8 @@ function authOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOptio
   const issuer = text("jwt-issuer", "PI_SERVER_JWT_ISSUER");
   const audience = text("jwt-audience", "PI_SERVER_JWT_AUDIENCE");
   const algorithms = text("jwt-algorithms", "PI_SERVER_JWT_ALGORITHMS")?.split(",").filter(Boolean);
+  const principalClaim = text("jwt-principal-claim", "PI_SERVER_JWT_PRINCIPAL_CLAIM");
+  const rolesClaim = text("jwt-roles-claim", "PI_SERVER_JWT_ROLES_CLAIM");
   const missing: string[] = [];
   const keySources = [secretFile ?? secretEnv, jwksUrl, jwksFile].filter((v) => v !== undefined).length;
   if (keySources === 0) missing.push("a key: --jwt-secret-file, --jwt-jwks-url or --jwt-jwks-file");
@@ -239,6 +245,8 @@ function authOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOptio
         ...(jwksUrl ? { jwksUrl } : {}),
         ...(jwksFile ? { jwksFile } : {}),
         ...(algorithms ? { algorithms } : {}),
+        ...(principalClaim ? { principalClaim } : {}),
+        ...(rolesClaim ? { rolesClaim } : {}),
       }),
     };
   } catch (error) {

@@ -26,9 +26,16 @@ export interface JwtAuthOptions {
   audience: string;
   /** Accepted algorithms. @default HS256/384/512 with a secret, RS256 and ES256 with a JWKS */
   algorithms?: string[];
-  /** Claim holding the principal id. @default "sub" */
+  /**
+   * Claim holding the principal id: a claim name, or a dotted path into nested claims (`realm_access.roles` style)
+   * when no top-level claim has that exact name. @default "sub"
+   */
   principalClaim?: string;
-  /** Claim holding roles/scopes: an array or a space-separated string. @default "roles" */
+  /**
+   * Claim holding roles/scopes (an array, or a space-separated string): a name or a dotted path, as `principalClaim`.
+   * Keycloak: `realm_access.roles`; Auth0: a namespaced claim such as `https://example.com/roles`, or `permissions`.
+   * @default "roles"
+   */
   rolesClaim?: string;
   /** Clock skew allowed for exp/nbf/iat, in seconds. @default 5 */
   clockToleranceSec?: number;
@@ -52,8 +59,19 @@ function reasonFor(error: unknown): AuthFailureReason {
   return "malformed";
 }
 
+/** A claim by exact name (Auth0's namespaced claims contain dots), else by dotted path through nested objects. */
+export function claimAt(payload: JWTPayload, claim: string): unknown {
+  if (Object.hasOwn(payload, claim)) return payload[claim];
+  let value: unknown = payload;
+  for (const part of claim.split(".")) {
+    if (typeof value !== "object" || value === null || Array.isArray(value) || !Object.hasOwn(value, part)) return undefined;
+    value = (value as Record<string, unknown>)[part];
+  }
+  return value;
+}
+
 function roles(payload: JWTPayload, claim: string): string[] {
-  const value = payload[claim];
+  const value = claimAt(payload, claim);
   if (Array.isArray(value)) return value.filter((v): v is string => typeof v === "string");
   if (typeof value === "string") return value.split(" ").filter(Boolean);
   return [];
@@ -86,7 +104,7 @@ export function jwtAuth(options: JwtAuthOptions): AuthProvider {
     issuer: options.issuer,
     audience: options.audience,
     algorithms,
-    requiredClaims: ["exp", principalClaim],
+    requiredClaims: ["exp"], // the principal claim is checked below (it may be a path)
     clockTolerance: options.clockToleranceSec ?? 5,
   };
 
@@ -99,7 +117,7 @@ export function jwtAuth(options: JwtAuthOptions): AuthProvider {
           typeof key === "function"
             ? await jwtVerify(request.token, key, verifyOptions)
             : await jwtVerify(request.token, key, verifyOptions);
-        const id = payload[principalClaim];
+        const id = claimAt(payload, principalClaim);
         if (typeof id !== "string" || id === "") return refuse(401, "missing_claim", `Claim '${principalClaim}' missing`);
         return {
           ok: true,

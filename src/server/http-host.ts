@@ -1,3 +1,4 @@
+import type { AuthFailureReason } from "../auth/types.js";
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
@@ -23,8 +24,17 @@ export interface HttpHostOptions {
   readonly accept: (request: IncomingMessage, socket: Duplex, head: Buffer, principal: Principal) => void;
 }
 
-export function refuseUpgrade(socket: Duplex, status: number, text: string): void {
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+export function refuseUpgrade(socket: Duplex, status: number, text: string, header = ""): void {
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n${header}Content-Length: 0\r\n\r\n`);
+}
+
+/**
+ * The `WWW-Authenticate` header of a 401 (RFC 6750 §3): without credentials only the scheme and realm; with refused
+ * ones `invalid_token` and our bounded reason as the description (never the token or anything from it).
+ */
+export function bearerChallenge(reason: AuthFailureReason): string {
+  const detail = reason === "missing_token" ? "" : `, error="invalid_token", error_description="${reason.replaceAll("_", " ")}"`;
+  return `WWW-Authenticate: Bearer realm="pi-server"${detail}\r\n`;
 }
 
 function listenOn(server: HttpServer, port: number, host: string): Promise<void> {
@@ -97,7 +107,8 @@ export class HttpHost {
       (result) => {
         if (socket.destroyed) return;
         this.#untrack(socket);
-        if (!result.ok) refuseUpgrade(socket, result.status, result.status === 401 ? "Unauthorized" : "Forbidden");
+        if (result.ok === false && result.status === 401) refuseUpgrade(socket, 401, "Unauthorized", bearerChallenge(result.reason));
+        else if (!result.ok) refuseUpgrade(socket, result.status, "Forbidden");
         else if (!this.#options.accepting()) refuseUpgrade(socket, 503, "Service Unavailable");
         else this.#options.accept(request, socket, head, result.principal);
       },

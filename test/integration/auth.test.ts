@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import { test } from "node:test";
 import { pino } from "pino";
 import { jwtAuth } from "../../src/auth/index.js";
+import { optionsFromArgs } from "../../src/cli.js";
 import { attempt, TestClient } from "../helpers/client.js";
+import { tempDir } from "../helpers/faux.js";
 import { AUDIENCE, claims, ISSUER, mintHs, mintRs, mintUnsigned, rsaKey, startJwksServer } from "../helpers/jwt.js";
 import { startServer } from "../helpers/server.js";
 
@@ -116,6 +120,50 @@ test("HS256 shared secret; a connection is closed with 4003 when its token expir
   assert.equal(closed.code, 4003);
   assert.ok(!logs.text().includes(secret));
   assert.ok(!logs.text().includes(shortLived));
+});
+
+test("JWT claims: Keycloak's realm_access.roles and Auth0's namespaced roles by flag; a 401 says Bearer and why, never the token", async (t) => {
+  const secret = "k".repeat(40);
+  const keycloak = mintHs(
+    claims("f81d4fae", { preferred_username: "dana", realm_access: { roles: ["admin", "dev", 7] }, roles: ["ignored"] }),
+    secret,
+  );
+  const auth0 = mintHs(claims("auth0|42", { "https://example.com/roles": ["ops"], permissions: ["read:sessions"] }), secret);
+  const request = (token: string) => ({ headers: {}, url: new URL("http://localhost/"), remoteAddress: "127.0.0.1", token });
+  const dir = tempDir("jwt-claims");
+  t.after(dir.cleanup);
+  writeFileSync(join(dir.path, "secret"), secret);
+  const env = { PI_SERVER_JWT_SECRET_FILE: join(dir.path, "secret"), PI_SERVER_JWT_ISSUER: ISSUER, PI_SERVER_JWT_AUDIENCE: AUDIENCE };
+  const fromCli = (args: string[]) => {
+    const options = optionsFromArgs(["--auth", "jwt", ...args], env);
+    assert.ok(typeof options === "object" && options.auth);
+    return options.auth;
+  };
+  const kc = await fromCli(["--jwt-principal-claim", "preferred_username", "--jwt-roles-claim", "realm_access.roles"]).authenticate(request(keycloak));
+  assert.ok(kc.ok);
+  assert.equal(kc.principal.id, "dana");
+  assert.deepEqual(kc.principal.roles, ["admin", "dev"]);
+  const a0 = await fromCli(["--jwt-roles-claim", "https://example.com/roles"]).authenticate(request(auth0));
+  assert.ok(a0.ok);
+  assert.equal(a0.principal.id, "auth0|42");
+  assert.deepEqual(a0.principal.roles, ["ops"]);
+  const defaults = await fromCli([]).authenticate(request(keycloak));
+  assert.ok(defaults.ok);
+  assert.deepEqual([defaults.principal.id, defaults.principal.roles], ["f81d4fae", ["ignored"]]);
+  const noSuchPath = await fromCli(["--jwt-principal-claim", "realm_access.missing"]).authenticate(request(keycloak));
+  assert.ok(!noSuchPath.ok);
+  assert.equal(noSuchPath.reason, "missing_claim");
+
+  const h = await startServer(t, { auth: jwtAuth({ secret, issuer: ISSUER, audience: AUDIENCE }) });
+  const missing = await attempt(h.url);
+  assert.equal(missing.status, 401);
+  assert.equal(missing.wwwAuthenticate, 'Bearer realm="pi-server"');
+  const expired = mintHs(claims("dana", { exp: Math.floor(Date.now() / 1000) - 3600 }), secret);
+  const refused = await attempt(h.url, { token: expired });
+  assert.equal(refused.status, 401);
+  assert.equal(refused.wwwAuthenticate, 'Bearer realm="pi-server", error="invalid_token", error_description="expired"');
+  const forged = await attempt(h.url, { token: mintHs(claims("dana"), "x".repeat(40)) });
+  assert.equal(forged.wwwAuthenticate, 'Bearer realm="pi-server", error="invalid_token", error_description="bad signature"');
 });
 
 test("jwt configuration is checked: secret length, key-confusing algorithms, required issuer and audience", () => {
