@@ -5,6 +5,7 @@ import { isLoopback } from "./auth/credentials.js";
 import { jwtAuth } from "./auth/jwt.js";
 import { parseTokens, tokenAuth } from "./auth/providers.js";
 import type { PiServer } from "./server/create-server.js";
+import { THINKING_LEVELS } from "./server/fields.js";
 import { DEFAULTS, type PiServerOptions } from "./server/options.js";
 import { SERVER_VERSION } from "./version.js";
 
@@ -26,6 +27,8 @@ Options (environment variable in brackets):
   --cwd <dir>        working directory of new sessions         [PI_SERVER_CWD]       (default: current dir)
   --agent-dir <dir>  pi agent dir (auth, models, settings)     [PI_SERVER_AGENT_DIR] (default: $PI_CODING_AGENT_DIR or ~/.pi/agent)
   --in-memory        keep sessions in memory, not in files     [PI_SERVER_IN_MEMORY=1]
+  --model <p/id>     model of sessions created without one     [PI_SERVER_MODEL]     (default: pi's choice, logged at start)
+  --thinking <level> off|minimal|low|medium|high|xhigh          [PI_SERVER_THINKING]  (default: pi's)
   --allow-unauthenticated-remote  serve a non-loopback --host with --auth none [PI_SERVER_ALLOW_UNAUTHENTICATED_REMOTE=1]
   --log-level <l>    fatal|error|warn|info|debug|trace|silent  [PI_SERVER_LOG_LEVEL] (default info)
 
@@ -108,6 +111,8 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       cwd: { type: "string" },
       "agent-dir": { type: "string" },
       "in-memory": { type: "boolean" },
+      model: { type: "string" },
+      thinking: { type: "string" },
       "allow-unauthenticated-remote": { type: "boolean" },
       "log-level": { type: "string" },
       auth: { type: "string" },
@@ -156,6 +161,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
     );
   }
   return {
+    ...modelOptions(values, env),
     ...isolationOptions(values, env),
     ...auth,
     ...(allowRemote ? { allowUnauthenticatedRemote: true } : {}),
@@ -168,6 +174,27 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
     inMemory: switchSetting(values, env, "in-memory", "PI_SERVER_IN_MEMORY") ?? false,
     logLevel: (level?.text ?? DEFAULTS.logLevel) as LogLevel,
   };
+}
+
+/** `--model provider/id` (the id may itself contain slashes) and `--thinking`. */
+function modelOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOptions, "defaultModel" | "defaultThinkingLevel"> {
+  const options: Pick<PiServerOptions, "defaultModel" | "defaultThinkingLevel"> = {};
+  const model = setting(values, env, "model", "PI_SERVER_MODEL");
+  if (model) {
+    const slash = model.text.indexOf("/");
+    if (slash < 1 || slash === model.text.length - 1) {
+      throw new UsageError(`${model.source} must be provider/model-id (e.g. anthropic/claude-sonnet-4-5), got '${model.text}'`);
+    }
+    options.defaultModel = { provider: model.text.slice(0, slash), modelId: model.text.slice(slash + 1) };
+  }
+  const thinking = setting(values, env, "thinking", "PI_SERVER_THINKING");
+  if (thinking) {
+    if (!(THINKING_LEVELS as readonly string[]).includes(thinking.text)) {
+      throw new UsageError(`${thinking.source} must be one of ${THINKING_LEVELS.join(", ")}, got '${thinking.text}'`);
+    }
+    options.defaultThinkingLevel = thinking.text as (typeof THINKING_LEVELS)[number];
+  }
+  return options;
 }
 
 function parseCount(text: string, source: string): number {

@@ -24,6 +24,7 @@ export const ERROR_CODES = [
   "not_subscribed",
   "dialog_not_found",
   "model_not_found",
+  "no_model",
   "forbidden",
   "forbidden_path",
   "shutting_down",

@@ -61,6 +61,8 @@ export function assemble(options: AssembleOptions): Assembly {
     maxSessions: config.maxSessions,
     maxSessionsPerPrincipal: config.maxSessionsPerPrincipal,
     adminRoles: new Set(config.adminRoles),
+    defaultModel: config.defaultModel,
+    defaultThinkingLevel: config.defaultThinkingLevel,
     logger,
     host: {
       maxQueued: config.maxQueuedPerSession,

@@ -17,6 +17,7 @@ import { createEndpoints } from "./http-endpoints.js";
 import { HttpHost } from "./http-host.js";
 import { checkWorkspaceRoot, resolveSandbox } from "./isolation-setup.js";
 import { type PiServerOptions, type ResolvedConfig, resolveOptions } from "./options.js";
+import { reportModel } from "./model-setup.js";
 import { createDefaultSessionFactory, realSessionsRoot } from "./session-factory.js";
 import type { CreateSessionRequest, HostedSession, SessionSummary } from "./sessions.js";
 import { WsTransport } from "./transport.js";
@@ -119,6 +120,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
   const factory =
     config.sessionFactory ??
     createDefaultSessionFactory({ agentDir: config.agentDir, inMemory: config.inMemory, projectExtensions: config.projectExtensions });
+  if (!config.sessionFactory) reportModel(factory, config, log);
 
   let state: ServerState = "running";
   let closing: Promise<void> | undefined;

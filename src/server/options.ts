@@ -13,6 +13,7 @@ import type { BackpressureOptions } from "./connection.js";
 import type { ReplayLimits } from "./event-hub.js";
 import type { SandboxMode } from "../isolation/sandbox.js";
 import type { WorkspaceSettings } from "../isolation/workspaces.js";
+import { THINKING_LEVELS } from "./fields.js";
 import { HOOK_NAMES, type ServerHooks } from "./hooks.js";
 import type { SessionFactory } from "./session-factory.js";
 
@@ -82,6 +83,13 @@ export interface PiServerOptions {
   agentDir?: string;
   /** Default factory only: keep sessions in memory instead of pi's session files. @default false */
   inMemory?: boolean;
+  /**
+   * The model of a session created without one (`create_session.model`), for every factory. @default none: pi's
+   * choice (the agent dir's settings, else its default for the first provider with credentials)
+   */
+  defaultModel?: { provider: string; modelId: string };
+  /** The thinking level of a session created without one. @default pi's (settings, else "medium", clamped) */
+  defaultThinkingLevel?: (typeof THINKING_LEVELS)[number];
   /** Creates the pi runtime of each session. @default the factory that builds sessions the way `pi` does */
   sessionFactory?: SessionFactory;
   /** Per-class command timeouts (ms). */
@@ -229,6 +237,8 @@ export interface ResolvedConfig {
   readonly cwd: string;
   readonly agentDir: string | undefined;
   readonly inMemory: boolean;
+  readonly defaultModel: { readonly provider: string; readonly modelId: string } | undefined;
+  readonly defaultThinkingLevel: (typeof THINKING_LEVELS)[number] | undefined;
   readonly logLevel: NonNullable<PiServerOptions["logLevel"]>;
   readonly maxSessions: number;
   readonly maxSessionsPerPrincipal: number;
@@ -281,6 +291,8 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   cwd: true,
   agentDir: true,
   inMemory: true,
+  defaultModel: true,
+  defaultThinkingLevel: true,
   sessionFactory: true,
   logger: true,
   logLevel: true,
@@ -320,6 +332,23 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set(Object.keys(OPTION_KEYS));
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
 /** Thrown by `createPiServer()` for unknown, ill-typed or conflicting options. */
+function defaultModel(model: PiServerOptions["defaultModel"]): ResolvedConfig["defaultModel"] {
+  if (model === undefined) return undefined;
+  const { provider, modelId } = (model ?? {}) as { provider?: unknown; modelId?: unknown };
+  if (typeof provider !== "string" || provider === "" || typeof modelId !== "string" || modelId === "") {
+    throw new PiServerOptionsError("defaultModel must be { provider: string, modelId: string } (the CLI's --model provider/id)");
+  }
+  return Object.freeze({ provider, modelId });
+}
+
+function defaultThinkingLevel(level: unknown): ResolvedConfig["defaultThinkingLevel"] {
+  if (level === undefined) return undefined;
+  if (!(THINKING_LEVELS as readonly unknown[]).includes(level)) {
+    throw new PiServerOptionsError(`defaultThinkingLevel must be one of ${THINKING_LEVELS.join(", ")}`);
+  }
+  return level as ResolvedConfig["defaultThinkingLevel"];
+}
+
 export class PiServerOptionsError extends TypeError {
   /** Stable code of every option error (the message names the option and the problem). */
   readonly code = "invalid_options";
@@ -533,6 +562,8 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     cwd,
     agentDir: optionalString(options, "agentDir"),
     inMemory: options.inMemory ?? DEFAULTS.inMemory,
+    defaultModel: defaultModel(options.defaultModel),
+    defaultThinkingLevel: defaultThinkingLevel(options.defaultThinkingLevel),
     logLevel: options.logLevel ?? DEFAULTS.logLevel,
     maxSessions: positiveInt(options, "maxSessions", DEFAULTS.maxSessions),
     maxSessionsPerPrincipal: positiveInt(options, "maxSessionsPerPrincipal", DEFAULTS.maxSessionsPerPrincipal),

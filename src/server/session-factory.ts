@@ -14,11 +14,17 @@ import {
   DefaultPackageManager,
   defineTool,
   getAgentDir,
+  ModelRegistry,
   SessionManager,
   SettingsManager,
 } from "@mariozechner/pi-coding-agent";
 import { PiServerError } from "../errors.js";
 import { confinedFileTools } from "../isolation/confined-tools.js";
+
+/** How an operator makes a model available (the `no_model` error and the start-up warning). */
+export const NO_MODEL_ADVICE =
+  "No model is available: give a provider's credentials (its API key variable, e.g. ANTHROPIC_API_KEY, or " +
+  "<agent dir>/auth.json), define a model in <agent dir>/models.json, and choose one with --model provider/id";
 
 /** What a client (or the programmatic API) asked for when creating a session. */
 export interface SessionRequest {
@@ -47,7 +53,22 @@ export interface SessionRequest {
  * working directory). The runtime, not a bare `AgentSession`, because `new_session`,
  * `switch_session`, `fork` and `clone` exist only on the runtime (adr/0003).
  */
+/** The model a session created without one gets, and why (the default factory's start-up report). */
+export type DefaultModel =
+  | { readonly ok: true; readonly provider: string; readonly modelId: string; readonly thinkingLevel: string; readonly source: string }
+  | { readonly ok: false; readonly reason: string };
+
 export type SessionFactory = ((request: SessionRequest) => Promise<AgentSessionRuntime>) & {
+  /**
+   * Default factory: whether `model` is one pi knows (built-in catalogue or models.json) and has credentials for.
+   * Synchronous, so a bad `--model` stops the server before it listens.
+   */
+  readonly checkModel?: ((model: { provider: string; modelId: string }) => "ok" | "unknown" | "no_credentials") | undefined;
+  /**
+   * Default factory: the model pi gives a session created without one — found the way a session finds it, in a
+   * throwaway in-memory session that loads no extensions — and where that choice came from.
+   */
+  readonly describeDefaultModel?: ((preferred?: { provider: string; modelId: string }) => Promise<DefaultModel>) | undefined;
   /**
    * Where the factory's sessions keep their files, if anywhere: `switch_session` and `new_session.parentSession`
    * of confined sessions accept only session files below it (adr/0011).
@@ -166,6 +187,12 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
           ...(request.workspace !== undefined ? confinedFileTools(cwd, request.workspace) : []),
         ],
       });
+      const chosen = created.session.model;
+      if (!chosen || !services.modelRegistry.find(chosen.provider, chosen.id)) {
+        // pi left its "unknown" placeholder: every prompt would fail with TUI advice ("Use /login").
+        created.session.dispose();
+        throw new PiServerError("no_model", NO_MODEL_ADVICE);
+      }
       return { ...created, services, diagnostics: services.diagnostics };
     };
     const sessionManager = options.inMemory
@@ -174,7 +201,44 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
     return createAgentSessionRuntime(createRuntime, { cwd: request.cwd, agentDir, sessionManager });
   };
   const sessionsRoot = options.inMemory ? undefined : join(agentDir, "sessions");
-  return Object.assign(factory, { sessionsRoot });
+  const registry = () => ModelRegistry.create(authStorage, join(agentDir, "models.json"));
+  const checkModel = (model: { provider: string; modelId: string }) => {
+    const models = registry();
+    const found = models.find(model.provider, model.modelId);
+    if (!found) return "unknown" as const;
+    return models.hasConfiguredAuth(found) ? ("ok" as const) : ("no_credentials" as const);
+  };
+  const describeDefaultModel = async (preferred?: { provider: string; modelId: string }): Promise<DefaultModel> => {
+    emptyDir ??= mkdtempSync(join(tmpdir(), "pi-server-noproject-"));
+    const settingsManager = readOnlySettings(agentDir, undefined);
+    const services = await createAgentSessionServices({
+      cwd: emptyDir,
+      agentDir,
+      authStorage,
+      settingsManager,
+      resourceLoaderOptions: { noExtensions: true, noSkills: true, noPromptTemplates: true, noThemes: true, noContextFiles: true },
+    });
+    const model = preferred ? services.modelRegistry.find(preferred.provider, preferred.modelId) : undefined;
+    const { session } = await createAgentSessionFromServices({
+      services,
+      sessionManager: SessionManager.inMemory(emptyDir),
+      ...(model ? { model } : {}),
+    });
+    try {
+      const chosen = session.model;
+      if (!chosen || !services.modelRegistry.find(chosen.provider, chosen.id)) return { ok: false, reason: NO_MODEL_ADVICE };
+      const fromSettings = settingsManager.getDefaultProvider() === chosen.provider && settingsManager.getDefaultModel() === chosen.id;
+      const source = model
+        ? "--model (defaultModel)"
+        : fromSettings
+          ? `${join(agentDir, "settings.json")} (defaultProvider/defaultModel)`
+          : `pi's default for ${chosen.provider}, the first provider with credentials (pin one with --model)`;
+      return { ok: true, provider: chosen.provider, modelId: chosen.id, thinkingLevel: session.thinkingLevel, source };
+    } finally {
+      session.dispose();
+    }
+  };
+  return Object.assign(factory, { sessionsRoot, checkModel, describeDefaultModel });
 }
 
 /**

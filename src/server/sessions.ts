@@ -1,3 +1,4 @@
+import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
 import { randomUUID } from "node:crypto";
 import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
@@ -56,6 +57,9 @@ export interface SessionRegistryOptions {
   readonly logger: Logger;
   /** Told after a session is created (the server tells the principals who may see it). */
   readonly onCreated: (host: SessionHost) => void;
+  /** Model and thinking level of sessions created without them (`defaultModel`, `defaultThinkingLevel`). */
+  readonly defaultModel?: { readonly provider: string; readonly modelId: string } | undefined;
+  readonly defaultThinkingLevel?: ThinkingLevel | undefined;
   /** The embedder's rule of who may see a session (hooks.ts); the default rule's answer is passed to it. */
   readonly authorize?: ServerHooks["authorize"] | undefined;
 }
@@ -193,7 +197,7 @@ export class SessionRegistry {
     if (this.#hosts.has(key) || this.#reserved.has(key) || this.#hosts.has(unownedKey) || this.#reserved.has(unownedKey)) {
       throw new PiServerError("session_exists", `Session '${sessionId}' already exists`);
     }
-    const model = request.model;
+    const model = request.model ?? this.#options.defaultModel;
     if (model !== undefined && (typeof model.provider !== "string" || typeof model.modelId !== "string")) {
       throw new PiServerError("invalid_command", "field 'model' must be { provider: string, modelId: string }");
     }
@@ -217,7 +221,9 @@ export class SessionRegistry {
           cwd: placement.cwd,
           workspace: placement.workspace,
           ...(model ? { model } : {}),
-          ...(request.thinkingLevel ? { thinkingLevel: request.thinkingLevel } : {}),
+          ...((request.thinkingLevel ?? options.defaultThinkingLevel)
+            ? { thinkingLevel: request.thinkingLevel ?? options.defaultThinkingLevel }
+            : {}),
         },
         { ...options.host, owner, key },
       );
@@ -226,7 +232,8 @@ export class SessionRegistry {
       if (!same) this.#byId.set(sessionId, (same = new Set()));
       same.add(host);
       created = true;
-      options.logger.info({ sessionId, owner, cwd: host.cwd }, "session created");
+      const { provider, id: modelId } = host.session.model ?? {};
+      options.logger.info({ sessionId, principal: owner, cwd: host.cwd, provider, model: modelId }, "session created");
       options.onCreated(host);
       return host;
     } finally {

@@ -46,3 +46,27 @@ export function firstLine(stream: Readable): Promise<string> {
     });
   });
 }
+
+/** The first JSON log line on `stream` whose `msg` is `msg`, parsed; rejects after a bounded wait. */
+export function logLine(stream: Readable, msg: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let buffer = "";
+    const timer = setTimeout(() => reject(new Error(`no log line "${msg}" in: ${buffer}`)), WAIT_MS * 2);
+    stream.on("data", (chunk: Buffer | string) => {
+      buffer += chunk.toString();
+      for (const line of buffer.split("\n")) {
+        if (!line.startsWith("{")) continue;
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          if (entry["msg"] === msg) {
+            clearTimeout(timer);
+            resolve(entry);
+            return;
+          }
+        } catch {
+          // a partial line: wait for the rest
+        }
+      }
+    });
+  });
+}

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { optionsFromArgs } from "../../src/cli.js";
 import { piSessionDir, SERVER_VERSION } from "../../src/index.js";
 import { attempt, TestClient } from "../helpers/client.js";
-import { CLI_ARGS, cleanEnv, collect, exited, firstLine, run } from "../helpers/cli.js";
+import { CLI_ARGS, cleanEnv, collect, exited, firstLine, logLine, run } from "../helpers/cli.js";
 import { tempDir } from "../helpers/faux.js";
 import { AUDIENCE, claims, ISSUER, mintHs } from "../helpers/jwt.js";
 import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
@@ -54,6 +54,57 @@ test("CLI: --port 0, listening line, real file-backed session over an OpenAI-com
   assert.equal(await exit, 0);
   assert.equal((await client.closed).code, 1001);
   assert.match(stderr.text(), /"msg":"closed"/, "logs are pino JSON on stderr");
+});
+
+test("CLI models: the start-up line names the default model and its source, or warns; create_session without any fails with no_model", async (t) => {
+  const dir = tempDir("cli-models");
+  t.after(dir.cleanup);
+  const llm = await startOpenAiServer();
+  t.after(() => llm.close());
+  const bare = join(dir.path, "bare"); // no credentials, no models.json
+  const configured = join(dir.path, "configured");
+  mkdirSync(bare);
+  mkdirSync(configured);
+  writeFileSync(join(configured, "models.json"), modelsJson(llm.baseUrl));
+  const start = (agentDir: string, args: string[]) => {
+    const child = run(["--port", "0", "--in-memory", "--cwd", dir.path, ...args], cleanEnv(dir.path, { PI_CODING_AGENT_DIR: agentDir }));
+    t.after(() => child.kill("SIGKILL"));
+    return child;
+  };
+  const [none, pinned, chosen] = [start(bare, []), start(configured, ["--model", "local/echo-1", "--thinking", "low"]), start(configured, [])];
+  const unknown = start(configured, ["--model", "local/nope"]);
+  const unknownErr = collect(unknown.stderr);
+  const [noneLog, pinnedLog, chosenLog, noneLine] = await Promise.all([
+    logLine(none.stderr, "no model configured: create_session will fail with no_model"),
+    logLine(pinned.stderr, "default model"),
+    logLine(chosen.stderr, "default model"),
+    firstLine(none.stdout),
+  ]);
+  assert.equal(noneLog["level"], 40);
+  assert.match(String(noneLog["advice"]), /API key variable.*models\.json.*--model provider\/id/);
+  assert.deepEqual([pinnedLog["provider"], pinnedLog["model"], pinnedLog["source"]], ["local", "echo-1", "--model (defaultModel)"]);
+  assert.deepEqual([chosenLog["provider"], chosenLog["model"]], ["local", "echo-1"]);
+  assert.match(String(chosenLog["source"]), /pi's default for local, the first provider with credentials/);
+
+  const url = /listening on (\S+)$/.exec(noneLine)?.[1] as string;
+  const client = await TestClient.connect(url);
+  const refused = await client.request({ type: "create_session", sessionId: "x" });
+  assert.equal(refused.success, false);
+  assert.equal((refused as { code?: string }).code, "no_model");
+  assert.equal((await client.ok<{ sessions: unknown[] }>({ type: "list_sessions" })).sessions.length, 0);
+  await client.close();
+
+  const pinnedUrl = /listening on (\S+)$/.exec(await firstLine(pinned.stdout))?.[1] as string;
+  const pinnedClient = await TestClient.connect(pinnedUrl);
+  const created = await pinnedClient.ok<{ state: { model: { id: string } } }>({ type: "create_session", sessionId: "p" });
+  assert.equal(created.state.model.id, "echo-1");
+  await pinnedClient.close();
+
+  assert.equal(await exited(unknown), 2);
+  assert.match(unknownErr.text(), /--model\) local\/nope is not a model pi knows/);
+  assert.doesNotMatch(unknownErr.text(), /\n\s+at /);
+  assert.throws(() => optionsFromArgs(["--model", "no-slash"], {}), /--model must be provider\/model-id/);
+  assert.throws(() => optionsFromArgs([], { PI_SERVER_THINKING: "max" }), /PI_SERVER_THINKING must be one of off/);
 });
 
 test("CLI: --help, --version, and bad flags or env exit non-zero with a message", async (t) => {
