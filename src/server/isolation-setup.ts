@@ -21,7 +21,7 @@ export function resolveSandbox(config: ResolvedConfig, log: Logger): Sandbox {
   if (config.sandbox === "bwrap") throw new PiServerOptionsError("sandbox 'bwrap': bubblewrap (bwrap) is not installed or cannot create namespaces here");
   if (config.authenticated) {
     throw new PiServerOptionsError(
-      "authentication is enabled but no sandbox is available: install bubblewrap (apt-get install bubblewrap) or set sandbox: 'none' explicitly",
+      "authentication is enabled but no sandbox is available: install bubblewrap (apt-get install bubblewrap) or set sandbox: 'none' (--sandbox none) explicitly",
     );
   }
   log.warn("sandbox: bubblewrap is not available; bash runs without a sandbox (install bubblewrap)");

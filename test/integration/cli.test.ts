@@ -225,9 +225,11 @@ test("CLI: with --auth and no sandbox available it refuses to start unless --san
   const refusedExit = exited(refused);
   const required = run([...args, "--sandbox", "bwrap"], env);
   const requiredExit = exited(required);
-  assert.equal(await refusedExit, 1);
-  assert.match(refusedErr.text(), /no sandbox is available: install bubblewrap .* or set sandbox: 'none' explicitly/);
-  assert.equal(await requiredExit, 1);
+  // A configuration error: exit code 2, the message names the flag, no stack trace.
+  assert.equal(await refusedExit, 2);
+  assert.match(refusedErr.text(), /no sandbox is available: install bubblewrap .* or set sandbox: 'none' \(--sandbox none\) explicitly/);
+  assert.doesNotMatch(refusedErr.text(), /\n\s+at /);
+  assert.equal(await requiredExit, 2);
 
   const explicit = run([...args, "--sandbox", "none"], env);
   t.after(() => explicit.kill("SIGKILL"));
