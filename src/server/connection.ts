@@ -103,7 +103,7 @@ export class Connection implements Subscriber {
     this.principal = principal;
     this.#backpressure = backpressure;
     this.#onServerClose = onServerClose;
-    this.log = logger.child({ connId: this.connectionId, principal: principal.id });
+    this.log = logger.child({ connectionId: this.connectionId, principal: principal.id });
   }
 
   get open(): boolean {

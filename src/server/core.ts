@@ -55,6 +55,9 @@ export interface ConnectionEvent {
 /** The principal of connections opened without authentication (tests, `noServer` embedders calling `opened`). */
 export const ANONYMOUS: Principal = Object.freeze({ id: "anonymous", roles: [], claims: {} });
 
+/** How a prompt's run ended (the `run ended` log line; the runs metric uses the same values). */
+export type RunOutcome = "ok" | "error" | "aborted" | "timeout";
+
 /** A binary frame in the backlog: refused, but in its turn like any other frame. */
 const BINARY = Symbol("binary frame");
 
@@ -227,7 +230,7 @@ export class ServerCore {
     this.#measure(command, coded.code, startedAt);
     if (coded.code === "rate_limited") this.#metrics?.rateLimited(String(coded.details?.["scope"]));
     if (coded.code === "internal") conn.log.error({ err: coded.cause ?? error, command }, "internal error");
-    else conn.log.debug({ code: coded.code, command, msg: coded.message }, "command refused");
+    else conn.log.debug({ code: coded.code, command, reason: coded.message }, "command refused");
     conn.send({ type: "response", id, command, success: false, code: coded.code, error: coded.message, ...coded.details });
   }
 
@@ -420,6 +423,11 @@ export class ServerCore {
 
   /** A prompt's run is a task of its own: bounded by `timeouts.run`, cancellable by the prompt's id. */
   #trackRun(conn: Connection, command: Command, host: SessionHost, run: Promise<void>): void {
+    const log = conn.log.child({ sessionId: host.id, commandId: command.id });
+    const startedAt = performance.now();
+    log.info("run started");
+    const ended = (outcome: RunOutcome, code?: string) =>
+      log.info({ outcome, durationMs: Math.round(performance.now() - startedAt), ...(code ? { code } : {}) }, "run ended");
     this.#engine
       .run({
         owner: conn.connectionId,
@@ -429,7 +437,13 @@ export class ServerCore {
         work: () => run,
         stop: (reason) => host.stopRun(reason, command.id),
       })
-      .catch((error: unknown) => conn.log.info({ code: toPiServerError(error).code, sessionId: host.id }, "run stopped"));
+      .then(
+        () => ended(host.lastRunOutcome()),
+        (error: unknown) => {
+          const { code } = toPiServerError(error);
+          ended(code === "timeout" ? "timeout" : code === "cancelled" || code === "shutting_down" ? "aborted" : "error", code);
+        },
+      );
   }
 
   /** The session a command addresses, as its principal may see it (PROTOCOL.md §5.2). */

@@ -85,6 +85,8 @@ export class SessionHost {
   readonly dialogs: Dialogs;
   readonly #runtime: AgentSessionRuntime;
   readonly #log: Logger;
+  /** Outcome of the latest LLM call (reset when a prompt starts): the run's outcome. */
+  #lastCall: LlmCallReport["outcome"] | undefined;
   readonly #options: SessionHostOptions;
   /** Prompt runs accepted by pi and not yet settled. */
   readonly #runs = new Set<Promise<void>>();
@@ -160,6 +162,15 @@ export class SessionHost {
     return { state: this.state(), messages: this.session.messages };
   }
 
+  /**
+   * How the last run ended, from its last LLM call: pi ends a run whose call failed or was aborted normally (and
+   * does not keep the failed message).
+   */
+  lastRunOutcome(): "ok" | "error" | "aborted" {
+    const last = this.#lastCall;
+    return last === "error" || last === "refused" ? "error" : last === "aborted" ? "aborted" : "ok";
+  }
+
   /** A prompt run, compaction or bash command is in progress. */
   get busy(): boolean {
     const session = this.session;
@@ -178,6 +189,7 @@ export class SessionHost {
     options: Parameters<AgentSession["prompt"]>[1],
     onRun: (run: Promise<void>) => void,
   ): Promise<void> {
+    this.#lastCall = undefined;
     return new Promise<void>((accept, refuse) => {
       let accepted = false;
       const markAccepted = () => {
@@ -279,7 +291,17 @@ export class SessionHost {
     // Every LLM call of this agent passes its model's breaker (adr/0006). A new session object needs it again.
     session.agent.streamFn = guardStreamFn(session.agent.streamFn, this.#options.breakers, {
       firstTokenTimeoutMs: this.#options.firstTokenTimeoutMs,
-      ...(this.#options.onLlmCall ? { onCall: this.#options.onLlmCall } : {}),
+      onCall: (report) => {
+        this.#lastCall = report.outcome;
+        this.#options.onLlmCall?.(report);
+        if (report.outcome === "error" || report.outcome === "refused") {
+          // The upstream's own words (status and message) are in errorMessage; nothing from the request is logged.
+          this.#log.warn(
+            { provider: report.provider, model: report.model, outcome: report.outcome, durationMs: Math.round(report.durationMs), error: report.message?.errorMessage },
+            "llm call failed",
+          );
+        }
+      },
     });
     this.#unsubscribe?.();
     this.#unsubscribe = session.subscribe((event) => {

@@ -270,6 +270,6 @@ export class SessionRegistry {
     await host.dispose();
     host.hub.notify({ type: "session_deleted", sessionId, reason });
     for (const subscriber of [...host.hub.subscribers()]) host.hub.delete(subscriber);
-    this.#options.logger.info({ sessionId, owner: host.owner, reason }, "session deleted");
+    this.#options.logger.info({ sessionId, principal: host.owner, reason }, "session deleted");
   }
 }

@@ -71,7 +71,7 @@ export class WsTransport {
     });
     ws.on("error", (error) => {
       // ws closes the socket itself after errors such as an oversized frame (1009); log and let `close` clean up.
-      this.#log.debug({ err: error, connId: handle.connectionId }, "websocket error");
+      this.#log.debug({ err: error, connectionId: handle.connectionId }, "websocket error");
     });
     const stopHeartbeat = this.#startHeartbeat(ws, handle.connectionId);
     ws.on("close", () => {
@@ -95,7 +95,7 @@ export class WsTransport {
       pongTimer = setTimeout(() => {
         this.heartbeatTerminations += 1;
         terminated = true;
-        this.#log.info({ connId: connectionId }, "no pong within the heartbeat timeout; terminating");
+        this.#log.info({ connectionId }, "no pong within the heartbeat timeout; terminating");
         ws.terminate();
       }, this.#heartbeat.timeoutMs);
       pongTimer.unref();
