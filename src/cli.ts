@@ -161,6 +161,8 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
     );
   }
   return {
+    // The operator's process: Node's and the process's own series too (embedded, the app decides).
+    metrics: { defaultMetrics: true },
     ...modelOptions(values, env),
     ...isolationOptions(values, env),
     ...auth,

@@ -17,7 +17,7 @@ class UpstreamError extends Error {}
 export interface LlmCallReport {
   readonly provider: string;
   readonly model: string;
-  /** ms from the call to its first content event; undefined if none came. */
+  /** ms from the call to its first content event (text, thinking or tool call); undefined if none came. */
   readonly firstTokenMs: number | undefined;
   readonly durationMs: number;
   readonly outcome: "ok" | "error" | "aborted" | "refused";
@@ -66,9 +66,10 @@ export function guardStreamFn(
     let forward: Promise<void> | undefined;
     const forwardEvents = async (stream: AsyncIterable<AssistantMessageEvent>, slow: NodeJS.Timeout) => {
       for await (const event of stream) {
-        if (firstTokenMs === undefined && event.type !== "start") {
+        if (event.type !== "start") clearTimeout(slow); // the upstream answered, even if with an error
+        // A first token is content: an upstream error or an empty "done" is not one (time-to-first-token metric).
+        if (firstTokenMs === undefined && event.type !== "start" && event.type !== "error" && event.type !== "done") {
           firstTokenMs = performance.now() - startedAt;
-          clearTimeout(slow);
         }
         out.push(event);
         if (event.type === "done") final = event.message;

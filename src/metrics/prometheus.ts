@@ -5,8 +5,10 @@ import type { CloseReason, CoreTotals, MetricsSink } from "./sink.js";
 export interface PrometheusMetricsOptions {
   /** Register into this registry instead of a new one (never the global default). */
   registry?: Registry;
-  /** Also collect prom-client's default process metrics. @default false */
+  /** Also collect prom-client's default process metrics (`process_*`, `nodejs_*`). @default false (the CLI: true) */
   defaultMetrics?: boolean;
+  /** The versions `pi_server_build_info` reports. */
+  build?: { version: string; pi: string };
 }
 
 /** A sink backed by prom-client, with its own Registry per server instance (adr/0010). */
@@ -25,6 +27,10 @@ export class PrometheusMetrics implements MetricsSink {
   readonly #llmTokens: Counter<"provider" | "model" | "kind">;
   readonly #llmCost: Counter<"provider" | "model">;
   readonly #slowConsumers: Counter;
+  readonly #runs: Counter<"outcome">;
+  readonly #runDuration: Histogram<"outcome">;
+  readonly #activeRuns: Gauge;
+  readonly #toolCalls: Counter<"tool" | "outcome">;
 
   constructor(options: PrometheusMetricsOptions = {}) {
     const registry = options.registry ?? new Registry();
@@ -108,6 +114,22 @@ export class PrometheusMetrics implements MetricsSink {
     });
     this.#llmTokens = counter("pi_server_llm_tokens_total", "LLM tokens, by kind (input, output, cache_read, cache_write).", ["provider", "model", "kind"] as const);
     this.#llmCost = counter("pi_server_llm_cost_dollars_total", "LLM cost in US dollars as reported by pi's model prices.", ["provider", "model"] as const);
+    this.#runs = counter("pi_server_runs_total", "Prompt runs, by outcome (ok, error, aborted, timeout).", ["outcome"] as const);
+    this.#runDuration = new Histogram({
+      name: "pi_server_run_duration_seconds",
+      help: "Duration of prompt runs, by outcome.",
+      labelNames: ["outcome"],
+      buckets: [0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800],
+      registers,
+    });
+    this.#activeRuns = new Gauge({ name: "pi_server_runs_active", help: "Prompt runs in progress.", registers });
+    this.#toolCalls = counter("pi_server_tool_calls_total", "Tool calls the agents made, by tool and outcome (ok, error).", ["tool", "outcome"] as const);
+    new Gauge({
+      name: "pi_server_build_info",
+      help: "Always 1; the labels name the running build.",
+      labelNames: ["version", "node", "pi"],
+      registers,
+    }).set({ version: options.build?.version ?? "unknown", node: process.version, pi: options.build?.pi ?? "unknown" }, 1);
     if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   }
 
@@ -157,6 +179,20 @@ export class PrometheusMetrics implements MetricsSink {
       }
       if (usage.cost.total > 0) this.#llmCost.inc(labels, usage.cost.total);
     }
+  }
+
+  runStarted(): void {
+    this.#activeRuns.inc();
+  }
+
+  runEnded(outcome: "ok" | "error" | "aborted" | "timeout", seconds: number): void {
+    this.#activeRuns.dec();
+    this.#runs.inc({ outcome });
+    this.#runDuration.observe({ outcome }, seconds);
+  }
+
+  toolCall(tool: string, outcome: "ok" | "error"): void {
+    this.#toolCalls.inc({ tool, outcome });
   }
 
   /** The exposition text and its content type. */

@@ -27,6 +27,11 @@ export interface MetricsSink {
   rateLimited(scope: string): void;
   breakerTransition(kind: string, key: string, to: string): void;
   llmCall(report: LlmCallReport): void;
+  /** A prompt's run began, and ended with `outcome` after `seconds`. */
+  runStarted(): void;
+  runEnded(outcome: "ok" | "error" | "aborted" | "timeout", seconds: number): void;
+  /** A tool call finished (`tool` is one of the session's tools, or "unknown"). */
+  toolCall(tool: string, outcome: "ok" | "error"): void;
   /** Gives the sink a way to read totals and gauges at scrape time. */
   attach(totals: () => CoreTotals): void;
 }

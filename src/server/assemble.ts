@@ -73,6 +73,7 @@ export function assemble(options: AssembleOptions): Assembly {
       replay: config.replay,
       maxPendingDialogs: config.maxPendingDialogsPerSession,
       onLlmCall: metrics ? (report) => metrics.llmCall(report) : undefined,
+      onToolCall: metrics ? (tool, outcome) => metrics.toolCall(tool, outcome) : undefined,
       sandbox: options.sandbox ?? { kind: "none", bwrapPath: undefined, network: true },
       sessionsRoot: options.sessionsRoot ?? realSessionsRoot(factory),
     },

@@ -426,8 +426,12 @@ export class ServerCore {
     const log = conn.log.child({ sessionId: host.id, commandId: command.id });
     const startedAt = performance.now();
     log.info("run started");
-    const ended = (outcome: RunOutcome, code?: string) =>
-      log.info({ outcome, durationMs: Math.round(performance.now() - startedAt), ...(code ? { code } : {}) }, "run ended");
+    this.#metrics?.runStarted();
+    const ended = (outcome: RunOutcome, code?: string) => {
+      const ms = performance.now() - startedAt;
+      this.#metrics?.runEnded(outcome, ms / 1000);
+      log.info({ outcome, durationMs: Math.round(ms), ...(code ? { code } : {}) }, "run ended");
+    };
     this.#engine
       .run({
         owner: conn.connectionId,

@@ -2,10 +2,11 @@ import { EventEmitter } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
-import { getAgentDir } from "@mariozechner/pi-coding-agent";
+import { getAgentDir, VERSION as PI_VERSION } from "@mariozechner/pi-coding-agent";
 import { type Logger, pino } from "pino";
 import type { Principal } from "../auth/types.js";
 import { PiServerError, SERVER_CLOSES } from "../errors.js";
+import { SERVER_VERSION } from "../version.js";
 import { Workspaces } from "../isolation/workspaces.js";
 import { PrometheusMetrics, type PrometheusMetricsOptions } from "../metrics/prometheus.js";
 import type { MetricsSink } from "../metrics/sink.js";
@@ -108,7 +109,7 @@ function createLogger(config: ResolvedConfig): Logger {
 function resolveMetrics(option: PiServerOptions["metrics"]): MetricsSink | undefined {
   if (option === false) return undefined;
   if (option && typeof (option as MetricsSink).attach === "function") return option as MetricsSink;
-  return new PrometheusMetrics(option as PrometheusMetricsOptions | undefined);
+  return new PrometheusMetrics({ build: { version: SERVER_VERSION, pi: PI_VERSION }, ...(option as PrometheusMetricsOptions | undefined) });
 }
 
 /** Create a pi-server from one options object (see `PiServerOptions`): the wiring of the parts. */

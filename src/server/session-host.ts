@@ -40,6 +40,8 @@ export interface SessionHostOptions {
   readonly replay: ReplayLimits;
   readonly maxPendingDialogs: number;
   readonly onLlmCall?: ((report: LlmCallReport) => void) | undefined;
+  /** A tool call ended; `tool` is one of the session's tools or "unknown" (a model may name anything). */
+  readonly onToolCall?: ((tool: string, outcome: "ok" | "error") => void) | undefined;
   /** The sandbox every bash execution of the session runs in (adr/0011). */
   readonly sandbox: Sandbox;
   /** Real path of the server's session files (undefined: sessions are not kept in files). */
@@ -307,8 +309,12 @@ export class SessionHost {
     this.#unsubscribe = session.subscribe((event) => {
       // A throwing listener would make pi skip persisting the event (adr/0013 §1): never let one escape.
       try {
-        if (event.type === "tool_execution_end" && event.toolName === "bash") {
-          removeBashLog((event.result as { details?: { fullOutputPath?: unknown } } | undefined)?.details?.fullOutputPath);
+        if (event.type === "tool_execution_end") {
+          if (event.toolName === "bash") {
+            removeBashLog((event.result as { details?: { fullOutputPath?: unknown } } | undefined)?.details?.fullOutputPath);
+          }
+          const known = session.agent.state.tools.some((tool) => tool.name === event.toolName);
+          this.#options.onToolCall?.(known ? event.toolName : "unknown", event.isError ? "error" : "ok");
         }
         this.hub.publish(event);
       } catch (error) {

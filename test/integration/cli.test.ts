@@ -32,6 +32,11 @@ test("CLI: --port 0, listening line, real file-backed session over an OpenAI-com
   assert.ok(match, `unexpected listening line: ${line}`);
   assert.notEqual(match[2], "0");
 
+  // The CLI's /metrics carries Node's and the process's own series (embedded servers do not, unless asked).
+  const metrics = await (await fetch(`${(match[1] as string).replace("ws://", "http://")}/metrics`)).text();
+  assert.match(metrics, /^process_cpu_seconds_total /m);
+  assert.match(metrics, /^nodejs_heap_size_used_bytes /m);
+
   const client = await TestClient.connect(match[1] as string);
   const created = await client.ok<{ state: { model: { provider: string; id: string }; sessionFile: string } }>({
     type: "create_session",

@@ -4,7 +4,7 @@ import { writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage, fauxToolCall } from "@mariozechner/pi-ai";
 import { tempDir } from "../helpers/faux.js";
 import { startServer } from "../helpers/server.js";
 
@@ -20,6 +20,11 @@ function counter(text: string, name: string, labels: string): number {
   return line ? Number(line.split(" ").at(-1)) : 0;
 }
 
+function gaugeValue(text: string, name: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.split(" ").at(-1));
+}
+
 /** A port that was free a moment ago (Prometheus needs a fixed listen address). */
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -31,7 +36,11 @@ async function freePort(): Promise<number> {
 
 test("every pi_server_* family passes promtool check metrics with no lint problem", async (t) => {
   const h = await startServer(t);
-  h.faux.setResponses([fauxAssistantMessage("metrics please")]);
+  h.faux.setResponses([
+    // One real bash call, one call of a tool the session does not have (a model may name anything).
+    fauxAssistantMessage([fauxToolCall("bash", { command: "true" }), fauxToolCall("rm_rf_everything", {})], { stopReason: "toolUse" }),
+    fauxAssistantMessage("metrics please"),
+  ]);
   const client = await h.connect();
   await client.ok({ type: "create_session", sessionId: "m" });
   await client.ok({ type: "prompt", sessionId: "m", message: "hi" });
@@ -50,17 +59,56 @@ test("every pi_server_* family passes promtool check metrics with no lint proble
     "pi_server_llm_time_to_first_token_seconds",
     "pi_server_llm_tokens_total",
     "pi_server_breaker_state",
+    "pi_server_runs_total",
+    "pi_server_run_duration_seconds",
+    "pi_server_runs_active",
+    "pi_server_tool_calls_total",
+    "pi_server_build_info",
   ]) {
     assert.match(text, new RegExp(`^# TYPE ${family} `, "m"), family);
   }
   assert.equal(counter(text, "pi_server_commands_total", 'command="get_state",outcome="session_not_found"'), 1);
   assert.equal(counter(text, "pi_server_commands_total", 'command="invalid",outcome="unknown_command"'), 1, "bounded labels");
   assert.ok(!text.includes('session="'), "no session ids as labels");
+  assert.equal(counter(text, "pi_server_runs_total", 'outcome="ok"'), 1);
+  assert.equal(gaugeValue(text, "pi_server_runs_active"), 0);
+  assert.equal(counter(text, "pi_server_tool_calls_total", 'tool="bash",outcome="ok"'), 1);
+  assert.equal(counter(text, "pi_server_tool_calls_total", 'tool="unknown",outcome="error"'), 1, "tool names from the model are not labels");
+  assert.ok(!text.includes("rm_rf_everything"));
+  assert.match(text, /^pi_server_build_info\{version="\d+\.\d+\.\d+",node="v\d+[^"]*",pi="0\.\d+\.\d+"\} 1$/m);
+  assert.doesNotMatch(text, /^nodejs_/m, "embedded: no process metrics unless asked");
 
   const check = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
   assert.equal(check.error, undefined, `promtool must be installed (.ci/run installs Debian's prometheus): ${check.error}`);
   assert.equal(check.status, 0, `promtool: ${check.stdout}${check.stderr}`);
   assert.equal(`${check.stdout}${check.stderr}`.trim(), "");
+});
+
+test("runs: active while streaming, counted by outcome; a failed LLM call is not a time-to-first-token sample", async (t) => {
+  const h = await startServer(t, {}, { tokensPerSecond: 200 });
+  const http = h.url.replace("ws://", "http://");
+  h.faux.setResponses([
+    fauxAssistantMessage("a reply long enough to still be streaming when the metrics are read ".repeat(4)),
+    () => {
+      throw new Error("upstream said 500");
+    },
+  ]);
+  const client = await h.connect();
+  await client.ok({ type: "create_session", sessionId: "r" });
+  await client.ok({ type: "prompt", sessionId: "r", message: "one" });
+  await client.waitForEvent("r", "message_update");
+  assert.equal(gaugeValue(await metricsText(http), "pi_server_runs_active"), 1);
+  await client.waitForEvent("r", "agent_end");
+  const from = client.frames.length;
+  await client.ok({ type: "prompt", sessionId: "r", message: "two" });
+  await client.waitForEvent("r", "agent_end", () => true, from);
+  const text = await metricsText(http);
+  assert.equal(gaugeValue(text, "pi_server_runs_active"), 0);
+  assert.equal(counter(text, "pi_server_runs_total", 'outcome="ok"'), 1);
+  assert.equal(counter(text, "pi_server_runs_total", 'outcome="error"'), 1);
+  const labels = (extra = "") => `provider="faux",model="faux-1"${extra}`;
+  assert.equal(counter(text, "pi_server_llm_call_duration_seconds_count", labels(',outcome="error"')), 1);
+  assert.equal(counter(text, "pi_server_llm_time_to_first_token_seconds_count", labels()), 1, "only the call that streamed");
 });
 
 test("a real Prometheus scrapes the server: target up, command counter matches what was sent", async (t) => {
@@ -110,13 +158,16 @@ test("a real Prometheus scrapes the server: target up, command counter matches w
   const deadline = Date.now() + 30_000;
   let up: string | undefined;
   let pings: string | undefined;
-  while (Date.now() < deadline && (up !== "1" || pings !== String(PINGS))) {
+  let build: string | undefined;
+  while (Date.now() < deadline && (up !== "1" || pings !== String(PINGS) || build !== "1")) {
     up = await query('up{job="pi"}');
     pings = await query('pi_server_commands_total{job="pi",command="ping",outcome="ok"}');
-    if (up !== "1" || pings !== String(PINGS)) await new Promise((resolve) => setTimeout(resolve, 250));
+    build = await query('pi_server_build_info{job="pi"}');
+    if (up !== "1" || pings !== String(PINGS) || build !== "1") await new Promise((resolve) => setTimeout(resolve, 250));
   }
   assert.equal(up, "1", `target not up; prometheus said: ${prometheusLog.slice(-2000)}`);
   assert.equal(pings, String(PINGS));
+  assert.equal(build, "1", "a series added by issue 11 reaches Prometheus");
 });
 
 test("two servers in one process keep separate counts (own registries)", async (t) => {
