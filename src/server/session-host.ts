@@ -299,7 +299,7 @@ export class SessionHost {
         if (report.outcome === "error" || report.outcome === "refused") {
           // The upstream's own words (status and message) are in errorMessage; nothing from the request is logged.
           this.#log.warn(
-            { provider: report.provider, model: report.model, outcome: report.outcome, durationMs: Math.round(report.durationMs), error: report.message?.errorMessage },
+            { provider: report.provider, model: report.model, outcome: report.outcome, durationMs: Math.round(report.durationMs), error: report.message?.errorMessage?.slice(0, 500) },
             "llm call failed",
           );
         }
