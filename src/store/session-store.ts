@@ -1,0 +1,139 @@
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { join } from "node:path";
+
+/**
+ * What the server keeps of a session so it can list and restore it after a restart (issue 12): never the
+ * conversation itself, which stays in pi's session file.
+ */
+export interface SessionRecord {
+  readonly version: 1;
+  readonly sessionId: string;
+  /** The principal that owns it; undefined for an unowned (server-created) session. */
+  readonly owner: string | undefined;
+  readonly shares: readonly string[];
+  readonly cwd: string;
+  readonly workspace: string | undefined;
+  /** pi's session file (absolute), or undefined for a session kept in memory. */
+  readonly sessionFile: string | undefined;
+  readonly model: { readonly provider: string; readonly modelId: string } | undefined;
+  readonly thinkingLevel: string | undefined;
+  readonly createdAt: number;
+  readonly lastActiveAt: number;
+  readonly epoch: string;
+  readonly lastSeq: number;
+}
+
+/** A record that could not be read: reported and skipped, never guessed at. */
+export interface StoreProblem {
+  readonly file: string;
+  readonly reason: string;
+}
+
+/** Where session records live. `put` resolves only once the record is durable. */
+export interface SessionStore {
+  put(record: SessionRecord): Promise<void>;
+  delete(owner: string | undefined, sessionId: string): Promise<void>;
+  list(): Promise<{ records: SessionRecord[]; problems: StoreProblem[] }>;
+}
+
+/**
+ * Records as one JSON file each under `<dir>`, named by a hash of owner and id (so neither ever becomes a path).
+ * Each write is atomic: a temp file written and fsynced, renamed over the record, and the directory fsynced, so
+ * after a crash a record is either the old one or the new one, whole. Temp files a crash left behind are removed
+ * when the store is listed.
+ */
+export class FileSessionStore implements SessionStore {
+  readonly #dir: string;
+
+  constructor(dir: string) {
+    this.#dir = dir;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+
+  async put(record: SessionRecord): Promise<void> {
+    const problem = validate(record);
+    if (problem) throw new TypeError(`invalid session record: ${problem}`);
+    const file = join(this.#dir, fileName(record.owner, record.sessionId));
+    const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+    const fd = openSync(temp, "wx", 0o600);
+    try {
+      writeSync(fd, `${JSON.stringify(record)}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, file);
+    this.#syncDir();
+  }
+
+  async delete(owner: string | undefined, sessionId: string): Promise<void> {
+    rmSync(join(this.#dir, fileName(owner, sessionId)), { force: true });
+    this.#syncDir();
+  }
+
+  async list(): Promise<{ records: SessionRecord[]; problems: StoreProblem[] }> {
+    const records: SessionRecord[] = [];
+    const problems: StoreProblem[] = [];
+    for (const name of readdirSync(this.#dir)) {
+      if (name.includes(".tmp-")) {
+        rmSync(join(this.#dir, name), { force: true }); // a write a crash interrupted: the record itself is intact
+        continue;
+      }
+      if (!name.endsWith(".json")) continue;
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(readFileSync(join(this.#dir, name), "utf8"));
+      } catch (error) {
+        problems.push({ file: name, reason: `not JSON: ${error instanceof Error ? error.message : String(error)}` });
+        continue;
+      }
+      const problem = validate(parsed);
+      if (problem) problems.push({ file: name, reason: problem });
+      else if (name !== fileName((parsed as SessionRecord).owner, (parsed as SessionRecord).sessionId)) {
+        problems.push({ file: name, reason: "the record's owner and id do not match its file name" });
+      } else records.push(parsed as SessionRecord);
+    }
+    return { records, problems };
+  }
+
+  #syncDir(): void {
+    const fd = openSync(this.#dir, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+function fileName(owner: string | undefined, sessionId: string): string {
+  // The same owner/id split as the registry's key: "-" unowned, "+" owned (adr/0011).
+  const key = owner === undefined ? `-\n${sessionId}` : `+${owner}\n${sessionId}`;
+  return `${createHash("sha256").update(key).digest("hex")}.json`;
+}
+
+const optionalString = (value: unknown) => value === undefined || typeof value === "string";
+const time = (value: unknown) => typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+
+/** The first thing wrong with a record's shape, or undefined when it is a whole, valid record. */
+export function validate(value: unknown): string | undefined {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return "not an object";
+  const r = value as Record<string, unknown>;
+  if (r["version"] !== 1) return "unknown version";
+  if (typeof r["sessionId"] !== "string" || r["sessionId"] === "") return "sessionId";
+  if (!optionalString(r["owner"])) return "owner";
+  if (!Array.isArray(r["shares"]) || r["shares"].some((s) => typeof s !== "string")) return "shares";
+  if (typeof r["cwd"] !== "string" || r["cwd"] === "") return "cwd";
+  if (!optionalString(r["workspace"])) return "workspace";
+  if (!optionalString(r["sessionFile"])) return "sessionFile";
+  const model = r["model"] as Record<string, unknown> | undefined;
+  if (model !== undefined && (typeof model !== "object" || model === null || typeof model["provider"] !== "string" || typeof model["modelId"] !== "string")) {
+    return "model";
+  }
+  if (!optionalString(r["thinkingLevel"])) return "thinkingLevel";
+  if (!time(r["createdAt"]) || !time(r["lastActiveAt"])) return "times";
+  if (typeof r["epoch"] !== "string" || r["epoch"] === "") return "epoch";
+  if (!time(r["lastSeq"])) return "lastSeq";
+  return undefined;
+}
