@@ -64,7 +64,8 @@ async function fanOut(
 
 const closeAll = (children: ServerChild[]) => Promise.all(children.map((c) => c.close()));
 
-for (const n of [1, 10, 100]) {
+const LEVELS = (process.env["LEVELS"] ?? "1,10,100").split(",").map(Number);
+for (const n of LEVELS) {
   // pi-server
   const pi = await startServerChild(NO_LIMITS, PACED);
   await pi.request({ cmd: "sessions", n: 1, sessionId: "fan" }, (r) => r["done"] === true);
