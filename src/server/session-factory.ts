@@ -47,17 +47,17 @@ export interface SessionRequest {
   readonly bashOperations: BashOperations;
 }
 
+/** The model a session created without one gets, and why (the default factory's start-up report). */
+export type DefaultModel =
+  | { readonly ok: true; readonly provider: string; readonly modelId: string; readonly thinkingLevel: string; readonly source: string }
+  | { readonly ok: false; readonly reason: string };
+
 /**
  * Builds the pi runtime of one server session. A factory whose sessions live in memory passes every session manager
  * pi hands its runtime factory through `keepInMemory` (pi's `newSession()` would otherwise write into the server's
  * working directory). The runtime, not a bare `AgentSession`, because `new_session`,
  * `switch_session`, `fork` and `clone` exist only on the runtime (adr/0003).
  */
-/** The model a session created without one gets, and why (the default factory's start-up report). */
-export type DefaultModel =
-  | { readonly ok: true; readonly provider: string; readonly modelId: string; readonly thinkingLevel: string; readonly source: string }
-  | { readonly ok: false; readonly reason: string };
-
 export type SessionFactory = ((request: SessionRequest) => Promise<AgentSessionRuntime>) & {
   /**
    * Default factory: whether `model` is one pi knows (built-in catalogue or models.json) and has credentials for.
