@@ -1,0 +1,85 @@
+/**
+ * Idempotent execution (issue 12): a command carrying an `idempotencyKey` runs at most once per principal and key.
+ * A repeat with the same command shares the first execution (in flight) or gets its stored outcome (settled), marked
+ * replayed; a repeat with a different command is a conflict. Outcomes — failures too — are kept for `ttlMs` after
+ * they settle and for at most `maxEntries` keys (the oldest settled ones go first; executions in flight are never
+ * dropped). Not yet wired into the command pipeline, nor journaled for crashes.
+ */
+export interface IdempotencyOptions {
+  readonly maxEntries: number;
+  readonly ttlMs: number;
+  readonly now?: () => number;
+}
+
+/** The same key came with a different command. */
+export class IdempotencyConflict extends Error {
+  constructor(readonly key: string) {
+    super(`idempotencyKey '${key}' was already used for a different command`);
+    this.name = "IdempotencyConflict";
+  }
+}
+
+interface Entry {
+  readonly fingerprint: string;
+  readonly outcome: Promise<unknown>;
+  /** When the execution settled (undefined while in flight). */
+  settledAt: number | undefined;
+}
+
+export class IdempotencyCache {
+  readonly #options: IdempotencyOptions;
+  /** Insertion-ordered: the first settled entry is the oldest one. */
+  readonly #entries = new Map<string, Entry>();
+
+  constructor(options: IdempotencyOptions) {
+    this.#options = options;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * Run `execute` unless `principal` already ran `key`: then share or replay that outcome (same `fingerprint`) or
+   * throw `IdempotencyConflict` (different). `fingerprint` identifies the command (its type and fields).
+   */
+  async run<T>(principal: string, key: string, fingerprint: string, execute: () => Promise<T>): Promise<{ value: T; replayed: boolean }> {
+    this.#expire();
+    const id = `${principal}\n${key}`;
+    const known = this.#entries.get(id);
+    if (known !== undefined) {
+      if (known.fingerprint !== fingerprint) throw new IdempotencyConflict(key);
+      return { value: (await known.outcome) as T, replayed: true };
+    }
+    const outcome = execute();
+    const entry: Entry = { fingerprint, outcome, settledAt: undefined };
+    this.#entries.set(id, entry);
+    this.#evict();
+    const settle = () => {
+      entry.settledAt = this.#now();
+      this.#evict();
+    };
+    outcome.then(settle, settle);
+    return { value: await outcome, replayed: false };
+  }
+
+  #now(): number {
+    return (this.#options.now ?? Date.now)();
+  }
+
+  #expire(): void {
+    const cutoff = this.#now() - this.#options.ttlMs;
+    for (const [id, entry] of this.#entries) {
+      if (entry.settledAt !== undefined && entry.settledAt <= cutoff) this.#entries.delete(id);
+    }
+  }
+
+  /** Over `maxEntries`: drop the oldest settled outcomes (in-flight executions stay: their callers wait on them). */
+  #evict(): void {
+    if (this.#entries.size <= this.#options.maxEntries) return;
+    for (const [id, entry] of this.#entries) {
+      if (this.#entries.size <= this.#options.maxEntries) return;
+      if (entry.settledAt !== undefined) this.#entries.delete(id);
+    }
+  }
+}
