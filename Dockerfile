@@ -1,6 +1,6 @@
 # pi-server in a container. Build: docker build -t pi-server .
 # Run:   docker run -p 3141:3141 -e PI_SERVER_AUTH=jwt -e PI_SERVER_JWT_JWKS_URL=… -e PI_SERVER_JWT_ISSUER=… \
-#          -e PI_SERVER_JWT_AUDIENCE=pi-server -v pi-agent:/home/pi/.pi/agent pi-server
+#          -e PI_SERVER_JWT_AUDIENCE=pi-server -v pi-data:/var/lib/pi-server pi-server
 # (bubblewrap inside a container needs user namespaces: run with --security-opt seccomp=unconfined or a profile that
 #  allows them, or pass PI_SERVER_SANDBOX=none and let the container be the sandbox.)
 
@@ -16,15 +16,16 @@ FROM node:20-bookworm-slim
 # tini reaps zombies and forwards signals; bubblewrap is the sandbox for the agents' bash; git and ripgrep for tools.
 RUN apt-get update && apt-get install -y --no-install-recommends tini bubblewrap git ripgrep ca-certificates \
   && rm -rf /var/lib/apt/lists/*
-RUN useradd --create-home --uid 10001 pi
+# Agent dir (auth, models, settings, sessions) and workspaces live in one volume, as in the systemd unit.
+RUN useradd --create-home --uid 10001 pi \
+  && mkdir -p /var/lib/pi-server/agent /var/lib/pi-server/workspaces && chown -R pi:pi /var/lib/pi-server
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json PROTOCOL.md README.md LICENSE ./
 COPY bin ./bin
 USER pi
-ENV NODE_ENV=production PI_SERVER_HOST=0.0.0.0 PI_SERVER_PORT=3141 PI_SERVER_WORKSPACE_ROOT=/home/pi/workspaces
-RUN mkdir -p /home/pi/workspaces /home/pi/.pi/agent
+ENV NODE_ENV=production PI_SERVER_HOST=0.0.0.0 PI_SERVER_PORT=3141 PI_CODING_AGENT_DIR=/var/lib/pi-server/agent PI_SERVER_WORKSPACE_ROOT=/var/lib/pi-server/workspaces
 EXPOSE 3141
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
   CMD ["node", "-e", "fetch('http://127.0.0.1:3141/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
