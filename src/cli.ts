@@ -1,12 +1,11 @@
 import { readFileSync, realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { isLoopback } from "./auth/credentials.js";
 import { jwtAuth } from "./auth/jwt.js";
 import { parseTokens, tokenAuth } from "./auth/providers.js";
 import type { PiServer } from "./server/create-server.js";
 import { THINKING_LEVELS } from "./server/fields.js";
-import { DEFAULTS, type PiServerOptions } from "./server/options.js";
+import { DEFAULTS, type PiServerOptions, servesRemotePeers } from "./server/options.js";
 import { SERVER_VERSION } from "./version.js";
 
 /**
@@ -155,7 +154,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
   const host = setting(values, env, "host", "PI_SERVER_HOST")?.text ?? DEFAULTS.host;
   const auth = authOptions(values, env);
   const allowRemote = switchSetting(values, env, "allow-unauthenticated-remote", "PI_SERVER_ALLOW_UNAUTHENTICATED_REMOTE");
-  if (!auth.auth && !allowRemote && !isLoopback(host) && host !== "localhost") {
+  if (!auth.auth && !allowRemote && servesRemotePeers(host)) {
     throw new UsageError(
       `refusing to serve ${host} without authentication: use --auth token|jwt, or --allow-unauthenticated-remote if the network is trusted`,
     );

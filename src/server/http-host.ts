@@ -1,9 +1,8 @@
-import type { AuthFailureReason } from "../auth/types.js";
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
-import type { Principal } from "../auth/types.js";
+import type { AuthFailureReason, Principal } from "../auth/types.js";
 import type { ResolvedConfig } from "./options.js";
 import type { GateResult } from "./upgrade-gate.js";
 

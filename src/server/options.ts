@@ -331,7 +331,11 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set(Object.keys(OPTION_KEYS));
 
 const LOG_LEVELS = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
-/** Thrown by `createPiServer()` for unknown, ill-typed or conflicting options. */
+/** Whether binding `host` lets peers other than this machine connect (then no authentication needs an opt-in). */
+export function servesRemotePeers(host: string): boolean {
+  return !isLoopback(host) && host !== "localhost";
+}
+
 function defaultModel(model: PiServerOptions["defaultModel"]): ResolvedConfig["defaultModel"] {
   if (model === undefined) return undefined;
   const { provider, modelId } = (model ?? {}) as { provider?: unknown; modelId?: unknown };
@@ -349,6 +353,7 @@ function defaultThinkingLevel(level: unknown): ResolvedConfig["defaultThinkingLe
   return level as ResolvedConfig["defaultThinkingLevel"];
 }
 
+/** Thrown by `createPiServer()` for unknown, ill-typed or conflicting options. */
 export class PiServerOptionsError extends TypeError {
   /** Stable code of every option error (the message names the option and the problem). */
   readonly code = "invalid_options";
@@ -508,7 +513,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   }
   if (options.auth === undefined && !options.allowUnauthenticatedRemote && mode === "port") {
     const host = options.host ?? DEFAULTS.host;
-    if (!isLoopback(host) && host !== "localhost") {
+    if (servesRemotePeers(host)) {
       throw new PiServerOptionsError(
         `refusing to serve ${host} without authentication: set auth, or allowUnauthenticatedRemote: true`,
       );

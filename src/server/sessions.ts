@@ -10,6 +10,7 @@ import type { Workspaces } from "../isolation/workspaces.js";
 import type { AuthorizeRequest, ServerHooks } from "./hooks.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
 import { SessionHost, type SessionHostOptions, type SessionState } from "./session-host.js";
+import { keyOf } from "./session-key.js";
 
 /** What the programmatic API hands out for a session. */
 export interface HostedSession {
@@ -62,12 +63,6 @@ export interface SessionRegistryOptions {
   readonly defaultThinkingLevel?: ThinkingLevel | undefined;
   /** The embedder's rule of who may see a session (hooks.ts); the default rule's answer is passed to it. */
   readonly authorize?: ServerHooks["authorize"] | undefined;
-}
-
-/** Registry key: session ids are scoped by owner, so one principal's ids tell nothing about another's (adr/0011). */
-function keyOf(owner: string | undefined, sessionId: string): string {
-  // "-" marks unowned, "+" an owner, so no principal id (not even "") can collide with the unowned namespace.
-  return owner === undefined ? `-\n${sessionId}` : `+${owner}\n${sessionId}`;
 }
 
 /** The one answer for a session that does not exist and for one the principal may not see. */

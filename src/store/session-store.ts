@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { keyOf } from "../server/session-key.js";
 
 /**
  * What the server keeps of a session so it can list and restore it after a restart (issue 12): never the
@@ -107,10 +108,9 @@ export class FileSessionStore implements SessionStore {
   }
 }
 
+/** A hash of the registry's key (owner and id): neither ever becomes part of a path. */
 function fileName(owner: string | undefined, sessionId: string): string {
-  // The same owner/id split as the registry's key: "-" unowned, "+" owned (adr/0011).
-  const key = owner === undefined ? `-\n${sessionId}` : `+${owner}\n${sessionId}`;
-  return `${createHash("sha256").update(key).digest("hex")}.json`;
+  return `${createHash("sha256").update(keyOf(owner, sessionId)).digest("hex")}.json`;
 }
 
 const optionalString = (value: unknown) => value === undefined || typeof value === "string";

@@ -88,7 +88,7 @@ test("runs: active while streaming, counted by outcome; a failed LLM call is not
   const h = await startServer(t, {}, { tokensPerSecond: 200 });
   const http = h.url.replace("ws://", "http://");
   h.faux.setResponses([
-    fauxAssistantMessage("a reply long enough to still be streaming when the metrics are read ".repeat(4)),
+    fauxAssistantMessage("a reply long enough to still be streaming when the metrics are read ".repeat(20)),
     () => {
       throw new Error("upstream said 500");
     },
