@@ -29,6 +29,12 @@ export const ERROR_CODES = [
   "forbidden_path",
   "shutting_down",
   "command_failed",
+  "session_unavailable",
+  "session_lost",
+  "session_locked",
+  "store_failed",
+  "idempotency_conflict",
+  "interrupted_by_restart",
   "internal",
 ] as const;
 

@@ -19,6 +19,11 @@ export class Lane {
     return this.#queue.size + this.#queue.pending;
   }
 
+  /** Nothing runs or waits. */
+  get idle(): boolean {
+    return this.depth === 0;
+  }
+
   /** Tasks waiting (not running). */
   get waiting(): number {
     return this.#queue.size;

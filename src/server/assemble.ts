@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import type { Logger } from "pino";
 import { type BreakerChange, Breakers } from "../circuit/breakers.js";
 import { Engine } from "../governor/engine.js";
@@ -9,7 +10,7 @@ import { SERVER_VERSION } from "../version.js";
 import { ServerCore, type ServerCoreOptions } from "./core.js";
 import type { ResolvedConfig } from "./options.js";
 import { realSessionsRoot, type SessionFactory } from "./session-factory.js";
-import { SessionRegistry } from "./sessions.js";
+import { type PersistenceOptions, SessionRegistry } from "./sessions.js";
 
 /** Everything behind the transport, wired from one resolved config. */
 export interface Assembly {
@@ -34,6 +35,10 @@ export interface AssembleOptions {
   readonly metrics?: MetricsSink | undefined;
   readonly onConnection?: ServerCoreOptions["onConnection"];
   readonly onDisconnect?: ServerCoreOptions["onDisconnect"];
+  /** Stored sessions (issue 12). @default none: sessions live as long as the process */
+  readonly persistence?: PersistenceOptions | undefined;
+  /** Where the idempotency journal lives. @default none: outcomes are kept in memory only */
+  readonly dataDir?: string | undefined;
 }
 
 /** Build the protocol core and the governor around it. Used by `createPiServer` and by unit tests (no port). */
@@ -53,8 +58,11 @@ export function assemble(options: AssembleOptions): Assembly {
     }
   };
   const breakers = new Breakers(config.breakers, onBreakerChange);
+  const sessionsRoot = options.sessionsRoot ?? realSessionsRoot(factory);
   const registry: SessionRegistry = new SessionRegistry({
     factory,
+    persistence: options.persistence,
+    sessionsRoot,
     defaultCwd: config.cwd,
     workspaces: options.workspaces ?? new Workspaces(config.workspaces),
     engine,
@@ -75,7 +83,7 @@ export function assemble(options: AssembleOptions): Assembly {
       onLlmCall: metrics ? (report) => metrics.llmCall(report) : undefined,
       onToolCall: metrics ? (tool, outcome) => metrics.toolCall(tool, outcome) : undefined,
       sandbox: options.sandbox ?? { kind: "none", bwrapPath: undefined, network: true },
-      sessionsRoot: options.sessionsRoot ?? realSessionsRoot(factory),
+      sessionsRoot,
     },
     onCreated: (host) => core.announce(host),
     authorize: config.hooks.authorize,
@@ -95,6 +103,7 @@ export function assemble(options: AssembleOptions): Assembly {
     onConnection: options.onConnection,
     onDisconnect: options.onDisconnect,
     hooks: config.hooks,
+    idempotency: { ...config.idempotency, journalPath: options.dataDir && join(options.dataDir, "idempotency.jsonl") },
   });
   return { core, registry, engine, limits, breakers };
 }

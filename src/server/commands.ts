@@ -61,6 +61,8 @@ export interface ServerCommandContext {
   subscribe(host: SessionHost, encoding: Encoding | undefined): void;
   createSession(request: CreateSessionRequest): Promise<SessionHost>;
   deleteSession(host: SessionHost): Promise<void>;
+  /** Delete the session the command addresses, live or dormant (a dormant one is not restored for it). */
+  deleteAddressed(): Promise<void>;
   listSessions(): unknown[];
   cancel(commandId: string): "queued" | "running" | undefined;
   /** Send the response now (at most once); used where nothing may slip in between it and what follows. */
@@ -334,7 +336,7 @@ export const COMMANDS = {
   ),
   list_sessions: server({}, (context) => ({ sessions: context.listSessions() })),
   delete_session: server({ sessionId: str }, async (context, fields) => {
-    await context.deleteSession(context.resolve());
+    await context.deleteAddressed();
     return { sessionId: fields["sessionId"] };
   }),
   subscribe: server({ sessionId: str, afterSeq: { type: "integer", optional: true }, epoch: optStr, encoding }, (context, fields) => {
@@ -348,6 +350,7 @@ export const COMMANDS = {
       context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch });
       // Dialogs still waiting for an answer are re-sent to a client that just subscribed (PROTOCOL.md §3.1).
       for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
+      host.publishNotices(); // after the response: a restored session's run_interrupted reaches this subscriber live
       return undefined;
     }
     // Resumption (PROTOCOL.md §3.2): all of this is synchronous, so no live event can slip in between.
@@ -355,6 +358,7 @@ export const COMMANDS = {
     if ("resyncRequired" in resume) {
       context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch, resyncRequired: true, snapshot: host.snapshot() });
       for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
+      host.publishNotices();
       return undefined;
     }
     context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch, replayed: resume.frames.length });
@@ -405,6 +409,16 @@ export const COMMANDS = {
 } as const satisfies Record<string, CommandDef>;
 
 export type CommandType = keyof typeof COMMANDS;
+
+/**
+ * Commands an `idempotencyKey` does not apply to (PROTOCOL.md §2.4): reads and connection-scoped commands change no
+ * session state, so a retry simply runs again (a retried subscribe must subscribe the new connection).
+ */
+const RERUN_ON_RETRY: ReadonlySet<string> = new Set(["list_sessions", "list_stored_sessions", "subscribe", "unsubscribe", "cancel", "ping"]);
+
+export function rerunsOnRetry(type: string, def: CommandDef): boolean {
+  return (def.scope === "session" && def.read !== undefined) || RERUN_ON_RETRY.has(type);
+}
 
 /** Commands addressed to one session (pi RPC's); the others are server commands. */
 export type SessionCommandType = {

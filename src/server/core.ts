@@ -6,13 +6,15 @@ import type { Engine } from "../governor/engine.js";
 import type { Admission, RateLimits } from "../governor/rate-limit.js";
 import type { CloseReason, MetricsSink } from "../metrics/sink.js";
 import { type BackpressureOptions, Connection, type PeerSocket } from "./connection.js";
-import type { ServerCommandContext, ServerCommandDef, SessionCommandDef } from "./commands.js";
+import { rerunsOnRetry, type ServerCommandContext, type ServerCommandDef, type SessionCommandDef } from "./commands.js";
 import type { Encoding } from "./event-hub.js";
 import type { ServerHooks } from "./hooks.js";
 import { COMMANDS, type Command, isParseFailure, PROTOCOL_VERSION, parseCommand } from "./protocol.js";
 import { MAX_TIMER_MS, type Timeouts } from "./options.js";
 import type { SessionHost } from "./session-host.js";
-import type { SessionRegistry } from "./sessions.js";
+import { DormantSession, type SessionRegistry } from "./sessions.js";
+import { IdempotencyCache, IdempotencyConflict } from "./idempotency.js";
+import { IdempotencyJournal, type JournalEntry, type StoredOutcome } from "../store/idempotency-journal.js";
 
 /** What the transport calls for one connection. */
 export interface ConnectionHandle {
@@ -44,6 +46,8 @@ export interface ServerCoreOptions {
   readonly onDisconnect?: ((event: ConnectionEvent) => void) | undefined;
   /** The embedder's hooks (`onCommand`, `onSessionCreate`; `authorize` is the registry's). */
   readonly hooks?: ServerHooks | undefined;
+  /** Retention of keyed outcomes, and the journal that keeps them across restarts (none: memory only). */
+  readonly idempotency?: { readonly ttlMs: number; readonly maxEntries: number; readonly journalPath?: string | undefined } | undefined;
 }
 
 export interface ConnectionEvent {
@@ -90,6 +94,13 @@ export class ServerCore {
   readonly #expiryTimers = new Map<Connection, NodeJS.Timeout>();
   readonly #onDisconnect: ServerCoreOptions["onDisconnect"];
   readonly #hooks: ServerHooks;
+  readonly #idempotency: IdempotencyCache;
+  readonly #journal: IdempotencyJournal | undefined;
+  /** Keyed commands journaled `accepted` and not yet `done` (kept as accepted when the journal is rewritten). */
+  readonly #unfinished = new Map<string, JournalEntry>();
+  /** Stored state still loading (`load`): frames wait. */
+  #loading: Promise<void> | undefined;
+  #loadError: unknown;
   #accepting = true;
 
   constructor(options: ServerCoreOptions) {
@@ -107,6 +118,45 @@ export class ServerCore {
     this.#metrics = options.metrics;
     this.#onDisconnect = options.onDisconnect;
     this.#hooks = options.hooks ?? {};
+    const retention = options.idempotency ?? { ttlMs: 24 * 60 * 60_000, maxEntries: 10_000 };
+    this.#idempotency = new IdempotencyCache(retention);
+    this.#journal = retention.journalPath === undefined ? undefined : new IdempotencyJournal(retention.journalPath, 2 * retention.maxEntries + 100);
+  }
+
+  /**
+   * Load what outlives the process: stored sessions (listed as dormant) and the idempotency journal (a key accepted
+   * but never finished becomes `interrupted_by_restart`). Frames that arrive meanwhile wait in their backlog.
+   */
+  load(): Promise<void> {
+    const loading = (async () => {
+      await this.#registry.load();
+      const journal = this.#journal;
+      if (!journal) return;
+      for (const entry of await journal.load()) {
+        const value: StoredOutcome = entry.outcome ?? {
+          success: false,
+          code: "interrupted_by_restart",
+          error: "The server restarted before this command finished; it was not run again",
+        };
+        this.#idempotency.restore({ principal: entry.principal, key: entry.key, fingerprint: entry.fingerprint, value, settledAt: entry.at });
+      }
+      await journal.rewrite(this.#journalEntries());
+    })();
+    this.#loading = loading.then(
+      () => {
+        this.#loading = undefined;
+      },
+      (error: unknown) => {
+        this.#loadError = error;
+        this.#loading = undefined;
+      },
+    );
+    return loading;
+  }
+
+  /** Close the journal (shutdown). */
+  async closeJournal(): Promise<void> {
+    await this.#journal?.close();
   }
 
   get connectionCount(): number {
@@ -278,6 +328,8 @@ export class ServerCore {
    * for it), undefined otherwise. Everything a command's entry in the table says is applied here.
    */
   #admit(conn: Connection, text: string | typeof BINARY): Promise<unknown> | undefined {
+    const loading = this.#loading;
+    if (loading) return loading.then(() => this.#admit(conn, text));
     const startedAt = this.#metrics ? performance.now() : 0;
     if (text === BINARY) {
       this.#fail(conn, undefined, "parse", new PiServerError("bad_frame", "Binary frames are not supported; send JSON text"), startedAt);
@@ -306,6 +358,142 @@ export class ServerCore {
       answer.fail(new PiServerError("duplicate_id", `A command with id '${id}' is still in flight on this connection`));
       return undefined;
     }
+    if (this.#loadError !== undefined) {
+      answer.fail(new PiServerError("store_failed", "The server could not load its stored state; see its log"));
+      return undefined;
+    }
+    // A dormant session is restored first (one restore however many ask), then the frame is admitted again.
+    const dormant = this.#dormantTarget(conn, parsed);
+    if (dormant) return this.#registry.restore(dormant).then(() => this.#admit(conn, text), answer.fail);
+    if (parsed.idempotencyKey !== undefined && !rerunsOnRetry(type, def)) return this.#once(conn, parsed, answer, startedAt);
+    return this.#proceed(conn, parsed, answer, startedAt);
+  }
+
+  /** The dormant session a command addresses, if it does and may see it (delete_session needs no runtime). */
+  #dormantTarget(conn: Connection, command: Command): DormantSession | undefined {
+    if (command.sessionId === undefined || command.type === "create_session" || command.type === "delete_session") return undefined;
+    try {
+      const entry = this.#registry.resolveEntry(conn.principal, command.sessionId, command.type, command.fields["owner"] as string | undefined);
+      return entry instanceof DormantSession ? entry : undefined;
+    } catch {
+      return undefined; // answered by the normal path
+    }
+  }
+
+  /**
+   * A keyed command (PROTOCOL.md §2.4): run once per principal and key. The first execution is journaled `accepted`
+   * before it does anything and `done` when it finished (a prompt: when its run ended); a repeat gets the first
+   * outcome, marked `replayed`, without being charged to rate limits; a different command under the key conflicts.
+   * Later frames of the connection wait only until the first execution was admitted.
+   */
+  #once(conn: Connection, command: Command, answer: Answer, startedAt: number): Promise<unknown> {
+    const principal = conn.principal.id;
+    const key = command.idempotencyKey as string;
+    const fingerprint = fingerprintOf(command);
+    let admitted!: () => void;
+    const held = new Promise<void>((resolve) => {
+      admitted = resolve;
+    });
+    let executed = false;
+    this.#idempotency
+      .run(principal, key, fingerprint, () => {
+        executed = true;
+        return this.#executeOnce(conn, command, answer, startedAt, { principal, key, fingerprint, outcome: undefined, at: Date.now() }, admitted);
+      })
+      .then(
+        ({ value, replayed }) => {
+          if (replayed) this.#replay(conn, command, value as StoredOutcome, startedAt);
+        },
+        (error: unknown) =>
+          answer.fail(error instanceof IdempotencyConflict ? new PiServerError("idempotency_conflict", error.message) : error),
+      );
+    if (!executed) admitted();
+    return held;
+  }
+
+  #executeOnce(conn: Connection, command: Command, answer: Answer, startedAt: number, entry: JournalEntry, admitted: () => void): Promise<StoredOutcome> {
+    const id = `${entry.principal}\n${entry.key}`;
+    const journal = this.#journal;
+    return new Promise<StoredOutcome>((settle) => {
+      let run: Promise<void> | undefined;
+      let finished = false;
+      const finish = (outcome: StoredOutcome) => {
+        if (finished) return;
+        finished = true;
+        settle(outcome);
+        if (!journal) return;
+        const write = () => {
+          this.#unfinished.delete(id);
+          journal
+            .done(entry.principal, entry.key, entry.fingerprint, outcome)
+            .then(() => (journal.oversized ? journal.rewrite(this.#journalEntries()) : undefined))
+            .catch((error: unknown) => this.#log.error({ err: error }, "idempotency journal write failed"));
+        };
+        // A prompt is done when its run ended: a crash before that answers the retry `interrupted_by_restart`.
+        if (run) void run.then(write, write);
+        else write();
+      };
+      const recording: Answer = {
+        ok: (data) => {
+          answer.ok(data);
+          finish(data === undefined ? { success: true } : { success: true, data });
+        },
+        fail: (error) => {
+          const coded = toPiServerError(error);
+          answer.fail(coded);
+          finish({ success: false, code: coded.code, error: coded.message, ...(coded.details ? { details: { ...coded.details } } : {}) });
+        },
+      };
+      const start = () => {
+        const pending = this.#proceed(conn, command, recording, startedAt, (r) => {
+          run = r;
+        });
+        if (pending) void pending.finally(admitted);
+        else admitted();
+      };
+      if (!journal) {
+        start();
+        return;
+      }
+      this.#unfinished.set(id, entry);
+      journal.accepted(entry.principal, entry.key, entry.fingerprint).then(start, (error: unknown) => {
+        this.#unfinished.delete(id);
+        admitted();
+        recording.fail(new PiServerError("store_failed", "The command could not be journaled; it did not run", { cause: error }));
+      });
+    });
+  }
+
+  /** A repeat of a keyed command: the first outcome again, marked `replayed`. */
+  #replay(conn: Connection, command: Command, outcome: StoredOutcome, startedAt: number): void {
+    const { id, type } = command;
+    this.#measure(type, outcome.success ? "ok" : outcome.code, startedAt);
+    if (outcome.success) {
+      conn.send({ type: "response", id, command: type, success: true, ...("data" in outcome ? { data: outcome.data } : {}), replayed: true });
+    } else {
+      conn.send({ type: "response", id, command: type, success: false, code: outcome.code, error: outcome.error, ...outcome.details, replayed: true });
+    }
+  }
+
+  /** What the journal keeps now: settled outcomes, and keys still running as `accepted`. */
+  #journalEntries(): JournalEntry[] {
+    const entries: JournalEntry[] = [];
+    for (const kept of this.#idempotency.settled()) {
+      if (this.#unfinished.has(`${kept.principal}\n${kept.key}`)) continue;
+      entries.push({ principal: kept.principal, key: kept.key, fingerprint: kept.fingerprint, outcome: kept.value as StoredOutcome, at: kept.settledAt });
+    }
+    return [...entries, ...this.#unfinished.values()];
+  }
+
+  /** Everything after parsing: hooks, limits, resolution, then the command's task (or its inline answer). */
+  #proceed(
+    conn: Connection,
+    parsed: Command,
+    answer: Answer,
+    startedAt: number,
+    observeRun?: (run: Promise<void>) => void,
+  ): Promise<unknown> | undefined {
+    const { id, type, def } = parsed;
     let admission: Admission | undefined;
     try {
       if (!this.#accepting) throw new PiServerError("shutting_down", "The server is shutting down");
@@ -346,7 +534,8 @@ export class ServerCore {
         }
         return undefined;
       }
-      this.#runSessionCommand(conn, parsed, def, host, refund).then(answer.ok, answer.fail);
+      host.publishNotices();
+      this.#runSessionCommand(conn, parsed, def, host, refund, observeRun).then(answer.ok, answer.fail);
       return undefined;
     }
     return this.#runServerCommand(conn, parsed, def, answer, refund).then(answer.ok, answer.fail);
@@ -356,7 +545,14 @@ export class ServerCore {
    * A session command as an engine task: lane commands wait their turn, control commands start at once (adr/0001);
    * the task's signal carries timeout, cancel, deletion and shutdown to the work (adr/0004).
    */
-  #runSessionCommand(conn: Connection, command: Command, def: SessionCommandDef, host: SessionHost, refund: () => void): Promise<unknown> {
+  #runSessionCommand(
+    conn: Connection,
+    command: Command,
+    def: SessionCommandDef,
+    host: SessionHost,
+    refund: () => void,
+    observeRun?: (run: Promise<void>) => void,
+  ): Promise<unknown> {
     const stop = def.stop;
     return this.#engine.run({
       owner: conn.connectionId,
@@ -368,7 +564,13 @@ export class ServerCore {
       admit: () => this.#checkAdmissible(host, command, def),
       unstarted: refund,
       work: (signal) =>
-        def.run(host, command.fields, { signal, onRun: (run) => this.#trackRun(conn, command, host, run) }),
+        def.run(host, command.fields, {
+          signal,
+          onRun: (run) => {
+            observeRun?.(run);
+            this.#trackRun(conn, command, host, run);
+          },
+        }),
     });
   }
 
@@ -386,10 +588,14 @@ export class ServerCore {
         return this.#registry.create(rewritten, conn.principal.id);
       },
       deleteSession: (host) => this.#registry.delete(host),
+      deleteAddressed: () =>
+        this.#registry.delete(
+          this.#registry.resolveEntry(conn.principal, command.sessionId as string, command.type, command.fields["owner"] as string | undefined),
+        ),
       listSessions: () =>
-        [...this.#registry.hosts()]
-          .filter((host) => this.#registry.canAccess(conn.principal, host, "list"))
-          .map((host) => this.#registry.summary(host)),
+        [...this.#registry.entries()]
+          .filter((entry) => this.#registry.canAccess(conn.principal, entry, "list"))
+          .map((entry) => this.#registry.summary(entry)),
       cancel: (commandId) => this.#engine.cancel(conn.connectionId, commandId),
       reply: (data) => answer.ok(data),
       refund,
@@ -477,4 +683,17 @@ export class ServerCore {
     const frame = JSON.stringify({ type: "session_created", sessionId: host.id });
     for (const conn of this.#connections) if (this.#registry.canAccess(conn.principal, host, "notify")) conn.sendFrame(frame);
   }
+}
+
+/** A command's identity for idempotency: its type, session and fields (keys sorted), never its id or key. */
+function fingerprintOf(command: Command): string {
+  return JSON.stringify([command.type, command.sessionId ?? null, canonical(command.fields)]);
+}
+
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (typeof value !== "object" || value === null) return value;
+  const sorted: Record<string, unknown> = {};
+  for (const key of Object.keys(value).sort()) sorted[key] = canonical((value as Record<string, unknown>)[key]);
+  return sorted;
 }

@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { getAgentDir, VERSION as PI_VERSION } from "@mariozechner/pi-coding-agent";
 import { type Logger, pino } from "pino";
@@ -20,7 +21,8 @@ import { checkWorkspaceRoot, resolveSandbox } from "./isolation-setup.js";
 import { type PiServerOptions, type ResolvedConfig, resolveOptions } from "./options.js";
 import { reportModel } from "./model-setup.js";
 import { createDefaultSessionFactory, realSessionsRoot } from "./session-factory.js";
-import type { CreateSessionRequest, HostedSession, SessionSummary } from "./sessions.js";
+import { type CreateSessionRequest, DormantSession, type HostedSession, type SessionSummary } from "./sessions.js";
+import { FileSessionStore } from "../store/session-store.js";
 import { WsTransport } from "./transport.js";
 import { createUpgradeGate } from "./upgrade-gate.js";
 
@@ -29,8 +31,10 @@ export type { ServerHealth, ServerState } from "./health.js";
 /** The programmatic sessions API. */
 export interface SessionsApi {
   create(request?: CreateSessionRequest): Promise<HostedSession>;
-  /** The session with this id and owner (without `owner`: the unowned one, or the only one with that id). */
+  /** The live session with this id and owner (without `owner`: the unowned one, or the only one with that id). */
   get(sessionId: string, owner?: string): HostedSession | undefined;
+  /** The session with this id and owner, restored first if it is dormant (issue 12). */
+  open(sessionId: string, owner?: string): Promise<HostedSession>;
   list(): SessionSummary[];
   /** Abort, dispose and forget the session; its subscribers get `session_deleted`. */
   delete(sessionId: string, owner?: string): Promise<void>;
@@ -127,9 +131,13 @@ export function createPiServer(options: PiServerOptions): PiServer {
   let closing: Promise<void> | undefined;
   const events = new EventEmitter<PiServerEvents>();
   const metrics = resolveMetrics(config.metrics);
+  const dataDir = config.dataDir ?? (config.sessionFactory || config.inMemory ? undefined : join(config.agentDir ?? getAgentDir(), "pi-server"));
+  const store = config.store ?? (dataDir === undefined ? undefined : new FileSessionStore(join(dataDir, "sessions")));
   const { core, registry, engine, limits, breakers } = assemble({
     config,
     factory,
+    persistence: { store, ...config.restore },
+    dataDir,
     workspaces: new Workspaces(config.workspaces),
     sandbox,
     sessionsRoot: realSessionsRoot(factory),
@@ -139,6 +147,12 @@ export function createPiServer(options: PiServerOptions): PiServer {
     onConnection: (event) => events.emit("connection", event),
     onDisconnect: (event) => events.emit("disconnect", event),
   });
+  // Stored sessions are listed before the first command is admitted (the core holds frames until then).
+  let starting = true;
+  const loaded = core.load().finally(() => {
+    starting = false;
+  });
+  loaded.catch((error: unknown) => log.error({ err: error }, "stored sessions could not be loaded"));
   const transport = new WsTransport(core, { maxPayload: config.maxPayload, heartbeat: config.heartbeat, logger: log });
   const health = () =>
     readHealth({ state: () => state, core, registry, engine, limits, breakers, heartbeatTerminations: () => transport.heartbeatTerminations });
@@ -158,7 +172,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     };
   });
   const endpointSources = {
-    ready: () => state === "running",
+    ready: () => (state !== "running" ? false : starting ? "starting" : true),
     openBreakers: () => breakers.all().filter((b) => b.state !== "closed").map((b) => `${b.kind}:${b.key}`),
     scrape: metrics instanceof PrometheusMetrics ? () => metrics.scrape() : undefined,
   };
@@ -178,8 +192,14 @@ export function createPiServer(options: PiServerOptions): PiServer {
       if (state !== "running") return Promise.reject(new PiServerError("shutting_down", "The server is shutting down"));
       return registry.create(request);
     },
-    get: (sessionId, owner) => registry.get(sessionId, owner),
-    list: () => [...registry.hosts()].map((h) => registry.summary(h)),
+    get: (sessionId, owner) => registry.getLive(sessionId, owner),
+    open: async (sessionId, owner) => {
+      await loaded;
+      const found = registry.get(sessionId, owner);
+      if (!found) throw new PiServerError("session_not_found", `Session '${sessionId}' does not exist`);
+      return found instanceof DormantSession ? registry.restore(found) : found;
+    },
+    list: () => [...registry.entries()].map((entry) => registry.summary(entry)),
     delete: async (sessionId, owner) => {
       const found = registry.get(sessionId, owner);
       if (!found) throw new PiServerError("session_not_found", `Session '${sessionId}' does not exist`);
@@ -208,7 +228,9 @@ export function createPiServer(options: PiServerOptions): PiServer {
       ]);
       clearTimeout(timer);
     }
-    await Promise.allSettled(hosts.map((h) => registry.delete(h, "shutdown")));
+    await Promise.allSettled(hosts.map((h) => registry.unloadForShutdown(h)));
+    await registry.flush(); // every record written before the process may exit
+    await core.closeJournal();
     // Queued and aborted lane commands settle (and are answered) before their sockets close.
     await Promise.allSettled(hosts.map((h) => h.lane.onIdle()));
     engine.abortAll(new PiServerError("shutting_down", "The server is shutting down"));
@@ -232,7 +254,10 @@ export function createPiServer(options: PiServerOptions): PiServer {
     get connectionCount() {
       return core.connectionCount;
     },
-    listen: () => host.listen(),
+    listen: async () => {
+      await loaded;
+      return host.listen();
+    },
     address: () => host.address(),
     metricsAddress: () => host.metricsAddress(),
     handleHttp: endpoints,

@@ -74,7 +74,9 @@ export class EventHub {
   #bytes = 0;
   #seq = 0;
 
-  constructor(sessionId: string, limits: ReplayLimits, key: string = sessionId) {
+  /** `firstSeq`: the seq a restored session had reached before the restart; numbering continues above it. */
+  constructor(sessionId: string, limits: ReplayLimits, key: string = sessionId, firstSeq = 0) {
+    this.#seq = firstSeq;
     this.#sessionId = sessionId;
     this.#key = key;
     this.#messageKey = `${sessionId}\0message`;

@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 
 export interface EndpointSources {
   /** Is the server accepting work? */
-  readonly ready: () => boolean;
+  /** true: ready; false: shutting down; a string: not ready yet, and why (e.g. "starting"). */
+  readonly ready: () => boolean | string;
   /** Breakers currently open (reported by /readyz). */
   readonly openBreakers: () => string[];
   /** The metrics exposition, if the metrics sink offers one. */
@@ -29,7 +30,7 @@ export function createEndpoints(sources: EndpointSources): (request: IncomingMes
     }
     if (path === "/readyz") {
       const ready = sources.ready();
-      const status = ready ? "ready" : "shutting_down";
+      const status = ready === true ? "ready" : ready === false ? "shutting_down" : ready;
       json(response, ready ? 200 : 503, sources.detailed ? { status, openBreakers: sources.openBreakers() } : { status });
       return true;
     }

@@ -3,7 +3,7 @@
  * A repeat with the same command shares the first execution (in flight) or gets its stored outcome (settled), marked
  * replayed; a repeat with a different command is a conflict. Outcomes — failures too — are kept for `ttlMs` after
  * they settle and for at most `maxEntries` keys (the oldest settled ones go first; executions in flight are never
- * dropped). Not yet wired into the command pipeline, nor journaled for crashes.
+ * dropped). The core journals what it keeps here (src/store/idempotency-journal.ts) and restores it at start.
  */
 export interface IdempotencyOptions {
   readonly maxEntries: number;
@@ -20,10 +20,23 @@ export class IdempotencyConflict extends Error {
 }
 
 interface Entry {
+  readonly principal: string;
+  readonly key: string;
   readonly fingerprint: string;
   readonly outcome: Promise<unknown>;
   /** When the execution settled (undefined while in flight). */
   settledAt: number | undefined;
+  /** What it resolved to, once settled. */
+  value?: unknown;
+}
+
+/** A settled outcome, as the journal keeps it. */
+export interface SettledOutcome {
+  readonly principal: string;
+  readonly key: string;
+  readonly fingerprint: string;
+  readonly value: unknown;
+  readonly settledAt: number;
 }
 
 export class IdempotencyCache {
@@ -52,15 +65,39 @@ export class IdempotencyCache {
       return { value: (await known.outcome) as T, replayed: true };
     }
     const outcome = execute();
-    const entry: Entry = { fingerprint, outcome, settledAt: undefined };
+    const entry: Entry = { principal, key, fingerprint, outcome, settledAt: undefined };
     this.#entries.set(id, entry);
     this.#evict();
-    const settle = () => {
-      entry.settledAt = this.#now();
-      this.#evict();
-    };
-    outcome.then(settle, settle);
+    outcome.then(
+      (value) => {
+        entry.value = value;
+        entry.settledAt = this.#now();
+        this.#evict();
+      },
+      () => {
+        entry.settledAt = this.#now();
+        this.#evict();
+      },
+    );
     return { value: await outcome, replayed: false };
+  }
+
+  /** Put back an outcome kept across a restart (the journal's). */
+  restore(outcome: SettledOutcome): void {
+    const { principal, key, fingerprint, value, settledAt } = outcome;
+    this.#entries.set(`${principal}\n${key}`, { principal, key, fingerprint, outcome: Promise.resolve(value), settledAt, value });
+    this.#expire();
+    this.#evict();
+  }
+
+  /** The outcomes kept now that resolved (oldest first), for the journal's rewrite. */
+  settled(): SettledOutcome[] {
+    this.#expire();
+    const kept: SettledOutcome[] = [];
+    for (const { principal, key, fingerprint, value, settledAt } of this.#entries.values()) {
+      if (settledAt !== undefined && value !== undefined) kept.push({ principal, key, fingerprint, value, settledAt });
+    }
+    return kept;
   }
 
   #now(): number {

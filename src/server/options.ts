@@ -13,6 +13,7 @@ import type { BackpressureOptions } from "./connection.js";
 import type { ReplayLimits } from "./event-hub.js";
 import type { SandboxMode } from "../isolation/sandbox.js";
 import type { WorkspaceSettings } from "../isolation/workspaces.js";
+import type { SessionStore } from "../store/session-store.js";
 import { THINKING_LEVELS } from "./fields.js";
 import { HOOK_NAMES, type ServerHooks } from "./hooks.js";
 import type { SessionFactory } from "./session-factory.js";
@@ -81,8 +82,19 @@ export interface PiServerOptions {
   cwd?: string;
   /** pi agent dir for the default session factory. @default `$PI_CODING_AGENT_DIR` or `~/.pi/agent` */
   agentDir?: string;
-  /** Default factory only: keep sessions in memory instead of pi's session files. @default false */
+  /** Default factory only: keep sessions in memory instead of pi's session files (and keep no records). @default false */
   inMemory?: boolean;
+  /**
+   * Where the server keeps what outlives the process (session records, the idempotency journal) (issue 12).
+   * @default `<agentDir>/pi-server` with the default factory (none with `inMemory`); none with a custom factory
+   */
+  dataDir?: string;
+  /** Where session records go instead of files under `dataDir` (e.g. a shared store). */
+  store?: SessionStore;
+  /** How stored sessions come back: all at start (`eager`), or on first use; idle unload; a cap on live ones. */
+  restore?: { eager?: boolean; idleUnloadMs?: number; maxLive?: number };
+  /** How long and how many outcomes of commands sent with an `idempotencyKey` are kept. */
+  idempotency?: { ttlMs?: number; maxEntries?: number };
   /**
    * The model of a session created without one (`create_session.model`), for every factory. @default none: pi's
    * choice (the agent dir's settings, else its default for the first provider with credentials)
@@ -187,6 +199,8 @@ export const DEFAULTS = {
   dialogTimeoutMs: 5 * 60_000,
   shutdownGraceMs: 10_000,
   inMemory: false,
+  restore: { eager: false, maxLive: 1000 },
+  idempotency: { ttlMs: 24 * 60 * 60_000, maxEntries: 10_000 },
   logLevel: "info",
   maxSessions: 1000,
   maxSessionsPerPrincipal: 100,
@@ -237,6 +251,10 @@ export interface ResolvedConfig {
   readonly cwd: string;
   readonly agentDir: string | undefined;
   readonly inMemory: boolean;
+  readonly dataDir: string | undefined;
+  readonly store: SessionStore | undefined;
+  readonly restore: { readonly eager: boolean; readonly idleUnloadMs: number | undefined; readonly maxLive: number };
+  readonly idempotency: { readonly ttlMs: number; readonly maxEntries: number };
   readonly defaultModel: { readonly provider: string; readonly modelId: string } | undefined;
   readonly defaultThinkingLevel: (typeof THINKING_LEVELS)[number] | undefined;
   readonly logLevel: NonNullable<PiServerOptions["logLevel"]>;
@@ -291,6 +309,10 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   cwd: true,
   agentDir: true,
   inMemory: true,
+  dataDir: true,
+  store: true,
+  restore: true,
+  idempotency: true,
   defaultModel: true,
   defaultThinkingLevel: true,
   sessionFactory: true,
@@ -383,6 +405,16 @@ function positiveInt(options: PiServerOptions, key: keyof PiServerOptions, fallb
 }
 
 /** Merge a nested group of integer options over its defaults; unknown keys are refused. */
+function restore(value: PiServerOptions["restore"]): ResolvedConfig["restore"] {
+  if (value !== undefined && (typeof value !== "object" || value === null || Array.isArray(value))) {
+    throw new PiServerOptionsError("restore must be an object");
+  }
+  const { eager, ...numbers } = (value ?? {}) as Record<string, unknown>;
+  if (eager !== undefined && typeof eager !== "boolean") throw new PiServerOptionsError("restore.eager must be a boolean");
+  const { idleUnloadMs, maxLive } = group("restore", numbers, { idleUnloadMs: 0, maxLive: DEFAULTS.restore.maxLive }, { idleUnloadMs: 0 });
+  return { eager: eager ?? DEFAULTS.restore.eager, idleUnloadMs: idleUnloadMs === 0 ? undefined : idleUnloadMs, maxLive };
+}
+
 function group<T extends Record<string, number>>(
   name: string,
   value: unknown,
@@ -534,6 +566,12 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (options.sessionFactory !== undefined && (options.agentDir !== undefined || options.inMemory !== undefined)) {
     throw new PiServerOptionsError("agentDir and inMemory configure the default factory; not valid with sessionFactory");
   }
+  if (options.inMemory === true && (options.dataDir !== undefined || options.store !== undefined)) {
+    throw new PiServerOptionsError("inMemory keeps nothing across restarts: not valid with dataDir or store");
+  }
+  if (options.store !== undefined && ["put", "delete", "list"].some((m) => typeof (options.store as unknown as Record<string, unknown>)?.[m] !== "function")) {
+    throw new PiServerOptionsError("store must be a SessionStore (put, delete and list functions)");
+  }
   if (options.clock !== undefined && typeof options.clock?.now !== "function") {
     throw new PiServerOptionsError("clock must be an object with a now() function");
   }
@@ -567,6 +605,10 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     cwd,
     agentDir: optionalString(options, "agentDir"),
     inMemory: options.inMemory ?? DEFAULTS.inMemory,
+    dataDir: optionalString(options, "dataDir"),
+    store: options.store,
+    restore: Object.freeze(restore(options.restore)),
+    idempotency: Object.freeze(group("idempotency", options.idempotency, DEFAULTS.idempotency)),
     defaultModel: defaultModel(options.defaultModel),
     defaultThinkingLevel: defaultThinkingLevel(options.defaultThinkingLevel),
     logLevel: options.logLevel ?? DEFAULTS.logLevel,

@@ -5,6 +5,9 @@ import { checkField, type FieldSpec, MAX_ID_LENGTH, MAX_JSON_DEPTH, nestedDeeper
 export { COMMANDS, type CommandType, type ServerCommandType, type SessionCommandType } from "./commands.js";
 export { MAX_ID_LENGTH, SESSION_ID_PATTERN } from "./fields.js";
 
+/** `idempotencyKey`: optional on every command, 1 to 128 characters like an id. */
+const IDEMPOTENCY_KEY: FieldSpec = { ...str, optional: true, maxLength: MAX_ID_LENGTH };
+
 /** Protocol version in `server_ready` (PROTOCOL.md). */
 export const PROTOCOL_VERSION = 1;
 
@@ -15,6 +18,8 @@ export interface Command {
   readonly sessionId: string | undefined;
   readonly def: CommandDef;
   readonly fields: Readonly<Record<string, unknown>>;
+  /** The client's key for running this command at most once (PROTOCOL.md §2.4). */
+  readonly idempotencyKey: string | undefined;
 }
 
 /** A frame that is not a valid command; `id`/`command` are echoed when they could be read. */
@@ -82,7 +87,11 @@ export function parseCommand(text: string): Command | ParseFailure {
     const problem = check("owner", OWNER_FIELD);
     if (problem) return fail("invalid_command", problem);
   }
-  return { type, id, sessionId: sessionId as string | undefined, def: spec, fields };
+  const idempotencyKey = frame["idempotencyKey"];
+  const keyProblem = checkField("idempotencyKey", IDEMPOTENCY_KEY, idempotencyKey);
+  if (keyProblem) return fail("invalid_command", keyProblem);
+  if (idempotencyKey === "") return fail("invalid_command", "field 'idempotencyKey' must not be empty");
+  return { type, id, sessionId: sessionId as string | undefined, def: spec, fields, idempotencyKey: idempotencyKey as string | undefined };
 }
 
 export function isParseFailure(result: Command | ParseFailure): result is ParseFailure {

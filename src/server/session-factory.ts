@@ -41,6 +41,12 @@ export interface SessionRequest {
   readonly model?: { readonly provider: string; readonly modelId: string };
   readonly thinkingLevel?: ThinkingLevel;
   /**
+   * Continue the conversation in this pi session file (a restored or opened session, issue 12) instead of starting a
+   * new one. Never a client's path: the server takes it from its own store or from its listing of the principal's
+   * stored conversations. A factory that keeps sessions in memory ignores it.
+   */
+  readonly sessionFile?: string;
+  /**
    * Bash execution guarded by the server's bash breaker. A factory should build the agent's bash tool on it
    * (`createBashToolDefinition(cwd, { operations })`), as the default factory does, so tool calls are protected too.
    */
@@ -195,9 +201,12 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
       }
       return { ...created, services, diagnostics: services.diagnostics };
     };
+    const sessionDir = piSessionDir(request.cwd, agentDir);
     const sessionManager = options.inMemory
       ? SessionManager.inMemory(request.cwd)
-      : SessionManager.create(request.cwd, piSessionDir(request.cwd, agentDir));
+      : request.sessionFile !== undefined
+        ? SessionManager.open(request.sessionFile, sessionDir, request.cwd)
+        : SessionManager.create(request.cwd, sessionDir);
     return createAgentSessionRuntime(createRuntime, { cwd: request.cwd, agentDir, sessionManager });
   };
   const sessionsRoot = options.inMemory ? undefined : join(agentDir, "sessions");

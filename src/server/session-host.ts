@@ -46,7 +46,11 @@ export interface SessionHostOptions {
   readonly sandbox: Sandbox;
   /** Real path of the server's session files (undefined: sessions are not kept in files). */
   readonly sessionsRoot: string | undefined;
+  /** Told when a prompt run starts or ends and when pi replaced the session (the registry persists its record). */
+  readonly onChange?: ((host: SessionHost, change: SessionChange) => void) | undefined;
 }
+
+export type SessionChange = "run_started" | "run_ended" | "rebound";
 
 /** What the registry adds for each session. */
 export interface SessionIdentity {
@@ -54,6 +58,9 @@ export interface SessionIdentity {
   readonly owner: string | undefined;
   /** The registry's key (owner + id): groups its engine tasks and its subscriptions. */
   readonly key: string;
+  /** A restored session: when it was first created, and the seq its events had reached (numbering goes on). */
+  readonly createdAt?: number | undefined;
+  readonly firstSeq?: number | undefined;
 }
 
 /** Delay of the second removal of a bash log: pi opens its log stream asynchronously (see removeBashLog). */
@@ -81,7 +88,9 @@ export class SessionHost {
   readonly key: string;
   /** The workspace the session is confined to (undefined: unconfined, no authentication). */
   readonly workspace: string | undefined;
-  readonly createdAt = Date.now();
+  readonly createdAt: number;
+  /** Last time a command or subscription resolved to it (idle unload and the live-session cap unload the oldest). */
+  lastActiveAt = Date.now();
   readonly lane: Lane;
   readonly hub: EventHub;
   readonly dialogs: Dialogs;
@@ -95,6 +104,8 @@ export class SessionHost {
   /** Process groups of the session's running bash commands: killed when the session ends. */
   readonly #groups = new ProcessGroups();
   #unsubscribe: (() => void) | undefined;
+  /** Events kept back until someone can see them (`interrupted`). */
+  readonly #notices: object[] = [];
   #disposed: Promise<void> | undefined;
 
   private constructor(
@@ -108,11 +119,12 @@ export class SessionHost {
     this.workspace = request.workspace;
     this.owner = identity.owner;
     this.key = identity.key;
+    this.createdAt = identity.createdAt ?? Date.now();
     this.#runtime = runtime;
     this.#options = options;
     this.#log = options.logger.child({ sessionId: this.id });
     this.lane = new Lane(options.maxQueued);
-    this.hub = new EventHub(this.id, options.replay, identity.key);
+    this.hub = new EventHub(this.id, options.replay, identity.key, identity.firstSeq);
     this.dialogs = new Dialogs(this.hub, options.dialogTimeoutMs, options.maxPendingDialogs, this.#log);
   }
 
@@ -138,7 +150,10 @@ export class SessionHost {
       throw error;
     }
     // pi calls this after every replacement (new_session, switch_session, fork, clone, extension-initiated ones).
-    runtime.setRebindSession(() => host.#bind());
+    runtime.setRebindSession(async () => {
+      await host.#bind();
+      options.onChange?.(host, "rebound");
+    });
     return host;
   }
 
@@ -173,6 +188,25 @@ export class SessionHost {
     return last === "error" || last === "refused" ? "error" : last === "aborted" ? "aborted" : "ok";
   }
 
+  /**
+   * A run was cut off by a crash before this restore (issue 12): `run_interrupted` is published once, when the first
+   * subscriber arrives or the first command runs, whichever is first, so a client sees it live.
+   */
+  interrupted(reason: "server_restart"): void {
+    this.#notices.push({ type: "run_interrupted", reason });
+  }
+
+  /** Publish what `interrupted` kept back (once). */
+  publishNotices(): void {
+    const notices = this.#notices.splice(0);
+    for (const notice of notices) this.hub.publish(notice);
+  }
+
+  /** A prompt run is in progress (accepted by pi and not yet ended). */
+  get running(): boolean {
+    return this.#runs.size > 0;
+  }
+
   /** A prompt run, compaction or bash command is in progress. */
   get busy(): boolean {
     const session = this.session;
@@ -197,6 +231,7 @@ export class SessionHost {
       const markAccepted = () => {
         if (accepted) return;
         accepted = true;
+        this.#options.onChange?.(this, "run_started");
         onRun(run);
         accept();
       };
@@ -209,7 +244,10 @@ export class SessionHost {
             else this.#log.warn({ err: error }, "prompt run failed after it was accepted");
           },
         )
-        .finally(() => this.#runs.delete(run));
+        .finally(() => {
+          this.#runs.delete(run);
+          if (accepted) this.#options.onChange?.(this, "run_ended");
+        });
       this.#runs.add(run);
     });
   }

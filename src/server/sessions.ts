@@ -1,5 +1,6 @@
 import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
 import { randomUUID } from "node:crypto";
+import { access } from "node:fs/promises";
 import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
 import { PiServerError } from "../errors.js";
@@ -9,8 +10,10 @@ import type { Engine } from "../governor/engine.js";
 import type { Workspaces } from "../isolation/workspaces.js";
 import type { AuthorizeRequest, ServerHooks } from "./hooks.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
-import { SessionHost, type SessionHostOptions, type SessionState } from "./session-host.js";
+import { type SessionChange, SessionHost, type SessionHostOptions, type SessionState } from "./session-host.js";
 import { keyOf } from "./session-key.js";
+import type { SessionRecord, SessionStore } from "../store/session-store.js";
+import { checkSessionFile } from "../isolation/session-files.js";
 
 /** What the programmatic API hands out for a session. */
 export interface HostedSession {
@@ -29,8 +32,48 @@ export interface SessionSummary {
   readonly owner: string | undefined;
   readonly cwd: string;
   readonly createdAt: number;
+  readonly lastActiveAt: number;
+  /** `live`: its pi runtime is loaded; `dormant`: stored, restored by its first command or subscribe. */
+  readonly status: "live" | "dormant";
+  readonly messageCount: number;
   readonly subscribers: number;
-  readonly state: SessionState;
+  /** pi's `get_state` (live sessions only). */
+  readonly state?: SessionState;
+}
+
+/**
+ * A stored session whose pi runtime is not loaded (after a restart, or unloaded when idle): listed and resolvable
+ * like a live one, restored by the first command or subscribe that addresses it (issue 12).
+ */
+export class DormantSession {
+  readonly id: string;
+  readonly owner: string | undefined;
+  readonly key: string;
+  record: SessionRecord;
+  /** The restore in progress: concurrent commands share it (single flight). */
+  restoring: Promise<SessionHost> | undefined;
+
+  constructor(record: SessionRecord) {
+    this.id = record.sessionId;
+    this.owner = record.owner;
+    this.key = keyOf(record.owner, record.sessionId);
+    this.record = record;
+  }
+}
+
+/** A session as the registry knows it: live or dormant. */
+export type SessionEntry = SessionHost | DormantSession;
+
+/** What the registry does with stored sessions (issue 12). */
+export interface PersistenceOptions {
+  /** Where records go; undefined: sessions live only as long as the process (`inMemory`). */
+  readonly store: SessionStore | undefined;
+  /** Restore every stored session at start instead of on first use. */
+  readonly eager: boolean;
+  /** Unload a live session back to dormant after this long without use, subscribers or work (undefined: never). */
+  readonly idleUnloadMs: number | undefined;
+  /** At most this many live sessions: the least recently used idle one is unloaded to make room. */
+  readonly maxLive: number;
 }
 
 export interface CreateSessionRequest {
@@ -63,6 +106,9 @@ export interface SessionRegistryOptions {
   readonly defaultThinkingLevel?: ThinkingLevel | undefined;
   /** The embedder's rule of who may see a session (hooks.ts); the default rule's answer is passed to it. */
   readonly authorize?: ServerHooks["authorize"] | undefined;
+  readonly persistence?: PersistenceOptions | undefined;
+  /** Real path of the factory's session files (restored confined sessions must keep theirs there). */
+  readonly sessionsRoot?: string | undefined;
 }
 
 /** The one answer for a session that does not exist and for one the principal may not see. */
@@ -71,48 +117,100 @@ function notFound(sessionId: string): PiServerError {
 }
 
 /**
- * The server's sessions. Ids are scoped by owner: Alice's `build` and Bob's `build` are two sessions, and a
- * principal addresses its own by id (others' it may see, by id when that is unambiguous, or with `owner`).
- * Creation reserves its id and its quota slots synchronously, before the first await, so concurrent creates can
- * neither share an id nor pass a limit (PROTOCOL.md §5).
+ * The server's sessions, live and dormant. Ids are scoped by owner: Alice's `build` and Bob's `build` are two
+ * sessions, and a principal addresses its own by id (others' it may see, by id when that is unambiguous, or with
+ * `owner`). Creation reserves its id and its quota slots synchronously, before the first await, so concurrent
+ * creates can neither share an id nor pass a limit (PROTOCOL.md §5). With a store, every session kept in a pi
+ * session file has a record that outlives the process (adr/0017).
  */
 export class SessionRegistry {
-  /** By key (owner + id). */
+  /** Live sessions by key (owner + id). */
   readonly #hosts = new Map<string, SessionHost>();
+  /** Stored sessions not loaded, by key. */
+  readonly #dormant = new Map<string, DormantSession>();
   /** By id, for lookups of sessions the principal does not own (shared, unowned, admin). */
-  readonly #byId = new Map<string, Set<SessionHost>>();
+  readonly #byId = new Map<string, Set<SessionEntry>>();
   /** Keys of creates in progress. */
   readonly #reserved = new Set<string>();
-  /** Sessions (live or being created) per owning principal. */
+  /** Sessions (live, dormant or being created) per owning principal. */
   readonly #owned = new Map<string, number>();
   /** Key → other principals the owner (or the embedder) shared it with. */
   readonly #shares = new Map<string, Set<string>>();
+  /** Key → the last record write queued for it: writes of one session happen in order, the newest last. */
+  readonly #writes = new Map<string, Promise<void>>();
   readonly #options: SessionRegistryOptions;
+  readonly #persistence: PersistenceOptions;
+  #idleTimer: NodeJS.Timeout | undefined;
 
   constructor(options: SessionRegistryOptions) {
     this.#options = options;
+    this.#persistence = options.persistence ?? { store: undefined, eager: false, idleUnloadMs: undefined, maxLive: Infinity };
+    const host = options.host;
+    const onChange = host.onChange;
+    this.#hostOptions = {
+      ...host,
+      onChange: (changed, change) => {
+        onChange?.(changed, change);
+        this.#changed(changed, change);
+      },
+    };
+    const idle = this.#persistence.idleUnloadMs;
+    if (idle !== undefined && this.#persistence.store) {
+      this.#idleTimer = setInterval(() => this.#unloadIdle(), Math.max(1_000, Math.min(idle / 4, 60_000)));
+      this.#idleTimer.unref();
+    }
   }
 
+  readonly #hostOptions: SessionHostOptions;
+
+  /** Live sessions. */
   get size(): number {
     return this.#hosts.size;
+  }
+
+  get dormantCount(): number {
+    return this.#dormant.size;
   }
 
   hosts(): IterableIterator<SessionHost> {
     return this.#hosts.values();
   }
 
+  /** Live and dormant sessions. */
+  *entries(): IterableIterator<SessionEntry> {
+    yield* this.#hosts.values();
+    yield* this.#dormant.values();
+  }
+
   byKey(key: string): SessionHost | undefined {
     return this.#hosts.get(key);
   }
 
-  summary(host: SessionHost): SessionSummary {
+  summary(entry: SessionEntry): SessionSummary {
+    if (entry instanceof DormantSession) {
+      const r = entry.record;
+      return {
+        sessionId: r.sessionId,
+        owner: r.owner,
+        cwd: r.cwd,
+        createdAt: r.createdAt,
+        lastActiveAt: r.lastActiveAt,
+        status: "dormant",
+        messageCount: r.messageCount,
+        subscribers: 0,
+      };
+    }
+    const state = entry.state();
     return {
-      sessionId: host.id,
-      owner: host.owner,
-      cwd: host.cwd,
-      createdAt: host.createdAt,
-      subscribers: host.hub.subscriberCount,
-      state: host.state(),
+      sessionId: entry.id,
+      owner: entry.owner,
+      cwd: entry.cwd,
+      createdAt: entry.createdAt,
+      lastActiveAt: entry.lastActiveAt,
+      status: "live",
+      messageCount: state.messageCount,
+      subscribers: entry.hub.subscriberCount,
+      state,
     };
   }
 
@@ -120,24 +218,34 @@ export class SessionRegistry {
    * May `principal` see and use the session for `action`? By default owner, shared principals and admins may, and
    * unowned sessions are open; an `authorize` hook decides with that answer in hand.
    */
-  canAccess(principal: Principal, host: SessionHost, action: AuthorizeRequest["action"]): boolean {
+  canAccess(principal: Principal, entry: SessionEntry, action: AuthorizeRequest["action"]): boolean {
     const allowed =
-      host.owner === undefined ||
-      host.owner === principal.id ||
-      this.#shares.get(host.key)?.has(principal.id) === true ||
+      entry.owner === undefined ||
+      entry.owner === principal.id ||
+      this.#shares.get(entry.key)?.has(principal.id) === true ||
       principal.roles.some((role) => this.#options.adminRoles.has(role));
     const hook = this.#options.authorize;
-    return hook ? hook({ principal, sessionId: host.id, owner: host.owner, action, allowed }) : allowed;
+    return hook ? hook({ principal, sessionId: entry.id, owner: entry.owner, action, allowed }) : allowed;
   }
 
   /**
    * The session `principal` means by `sessionId` (and `owner`, when given): its own first, then the one other
    * session of that id it may see. One it may not see answers exactly like one that does not exist.
    */
+  resolveEntry(principal: Principal, sessionId: string, action: AuthorizeRequest["action"], owner?: string): SessionEntry {
+    const entry = this.#find(sessionId, owner, principal, action);
+    if (!entry) throw notFound(sessionId);
+    if (entry instanceof SessionHost) entry.lastActiveAt = Date.now();
+    return entry;
+  }
+
+  /** Like `resolveEntry`, for a session that must be live (the core restores dormant ones before it asks). */
   resolve(principal: Principal, sessionId: string, action: AuthorizeRequest["action"], owner?: string): SessionHost {
-    const host = this.#find(sessionId, owner, principal, action);
-    if (!host) throw notFound(sessionId);
-    return host;
+    const entry = this.resolveEntry(principal, sessionId, action, owner);
+    if (entry instanceof DormantSession) {
+      throw new PiServerError("session_unavailable", `Session '${sessionId}' was unloaded meanwhile; try again`);
+    }
+    return entry;
   }
 
   /** The session meant by id (and owner); with a principal, only one it may see (each candidate checked once). */
@@ -146,13 +254,14 @@ export class SessionRegistry {
     owner: string | undefined,
     principal: Principal | undefined,
     action: AuthorizeRequest["action"] = "list",
-  ): SessionHost | undefined {
-    const visible = (host: SessionHost | undefined) =>
-      host !== undefined && (!principal || this.canAccess(principal, host, action)) ? host : undefined;
-    if (owner !== undefined) return visible(this.#hosts.get(keyOf(owner === "" ? undefined : owner, sessionId)));
-    const own = principal && this.#hosts.get(keyOf(principal.id, sessionId));
+  ): SessionEntry | undefined {
+    const visible = (entry: SessionEntry | undefined) =>
+      entry !== undefined && (!principal || this.canAccess(principal, entry, action)) ? entry : undefined;
+    const at = (key: string) => this.#hosts.get(key) ?? this.#dormant.get(key);
+    if (owner !== undefined) return visible(at(keyOf(owner === "" ? undefined : owner, sessionId)));
+    const own = principal && at(keyOf(principal.id, sessionId));
     if (own) return visible(own);
-    const unowned = this.#hosts.get(keyOf(undefined, sessionId));
+    const unowned = at(keyOf(undefined, sessionId));
     if (unowned) return visible(unowned);
     const candidates = [...(this.#byId.get(sessionId) ?? [])].filter((h) => visible(h) !== undefined);
     if (candidates.length > 1) {
@@ -162,21 +271,28 @@ export class SessionRegistry {
   }
 
   /** Programmatic API: the session with this id (and owner; without one, the unowned or the only one). */
-  get(sessionId: string, owner?: string): SessionHost | undefined {
+  get(sessionId: string, owner?: string): SessionEntry | undefined {
     return this.#find(sessionId, owner, undefined);
   }
 
+  /** Programmatic API: the live session with this id, if it is live. */
+  getLive(sessionId: string, owner?: string): SessionHost | undefined {
+    const entry = this.get(sessionId, owner);
+    return entry instanceof SessionHost ? entry : undefined;
+  }
+
   share(sessionId: string, principalId: string, owner?: string): void {
-    const host = this.get(sessionId, owner);
-    if (!host) throw notFound(sessionId);
-    let shared = this.#shares.get(host.key);
-    if (!shared) this.#shares.set(host.key, (shared = new Set()));
+    const entry = this.get(sessionId, owner);
+    if (!entry) throw notFound(sessionId);
+    let shared = this.#shares.get(entry.key);
+    if (!shared) this.#shares.set(entry.key, (shared = new Set()));
     shared.add(principalId);
+    this.#persistEntry(entry);
   }
 
   unshare(sessionId: string, principalId: string, owner?: string): void {
-    const host = this.get(sessionId, owner);
-    if (host) this.#shares.get(host.key)?.delete(principalId);
+    const entry = this.get(sessionId, owner);
+    if (entry && this.#shares.get(entry.key)?.delete(principalId)) this.#persistEntry(entry);
   }
 
   /** Create a session; `principal` (when the request came from a client) owns it and counts against its limit. */
@@ -189,7 +305,7 @@ export class SessionRegistry {
     const key = keyOf(owner, sessionId);
     // An unowned session is visible to everyone, so colliding with it reveals nothing.
     const unownedKey = keyOf(undefined, sessionId);
-    if (this.#hosts.has(key) || this.#reserved.has(key) || this.#hosts.has(unownedKey) || this.#reserved.has(unownedKey)) {
+    if (this.#taken(key) || this.#taken(unownedKey)) {
       throw new PiServerError("session_exists", `Session '${sessionId}' already exists`);
     }
     const model = request.model ?? this.#options.defaultModel;
@@ -197,7 +313,7 @@ export class SessionRegistry {
       throw new PiServerError("invalid_command", "field 'model' must be { provider: string, modelId: string }");
     }
     const options = this.#options;
-    if (this.#hosts.size + this.#reserved.size >= options.maxSessions) {
+    if (this.#hosts.size + this.#dormant.size + this.#reserved.size >= options.maxSessions) {
       throw new PiServerError("too_many_sessions", `The server hosts its maximum of ${options.maxSessions} sessions`);
     }
     if (principal !== undefined && (this.#owned.get(principal) ?? 0) >= options.maxSessionsPerPrincipal) {
@@ -205,27 +321,25 @@ export class SessionRegistry {
     }
     // Reserve the key and the quota slots before the first await (released below if the create fails).
     this.#reserved.add(key);
-    if (owner !== undefined) this.#owned.set(owner, (this.#owned.get(owner) ?? 0) + 1);
+    this.#count(owner, 1);
     let created = false;
     try {
+      await this.#makeRoom();
       const placement = await options.workspaces.place(owner, request.cwd, options.defaultCwd);
+      const thinkingLevel = request.thinkingLevel ?? options.defaultThinkingLevel;
       const host = await SessionHost.create(
         options.factory,
-        {
-          sessionId,
-          cwd: placement.cwd,
-          workspace: placement.workspace,
-          ...(model ? { model } : {}),
-          ...((request.thinkingLevel ?? options.defaultThinkingLevel)
-            ? { thinkingLevel: request.thinkingLevel ?? options.defaultThinkingLevel }
-            : {}),
-        },
-        { ...options.host, owner, key },
+        { sessionId, cwd: placement.cwd, workspace: placement.workspace, ...(model ? { model } : {}), ...(thinkingLevel ? { thinkingLevel } : {}) },
+        { ...this.#hostOptions, owner, key },
       );
-      this.#hosts.set(key, host);
-      let same = this.#byId.get(sessionId);
-      if (!same) this.#byId.set(sessionId, (same = new Set()));
-      same.add(host);
+      this.#add(host);
+      try {
+        await this.#persist(host, true); // answered success only once its record is durable
+      } catch (error) {
+        this.#remove(host);
+        await host.dispose();
+        throw new PiServerError("store_failed", "The session could not be stored; it was not created", { cause: error });
+      }
       created = true;
       const { provider, id: modelId } = host.session.model ?? {};
       options.logger.info({ sessionId, principal: owner, cwd: host.cwd, provider, model: modelId }, "session created");
@@ -233,38 +347,283 @@ export class SessionRegistry {
       return host;
     } finally {
       this.#reserved.delete(key);
-      if (!created) this.#release(owner);
+      if (!created) this.#count(owner, -1);
     }
   }
 
-  #release(owner: string | undefined): void {
+  #taken(key: string): boolean {
+    return this.#hosts.has(key) || this.#dormant.has(key) || this.#reserved.has(key);
+  }
+
+  #count(owner: string | undefined, delta: 1 | -1): void {
     if (owner === undefined) return;
-    const n = (this.#owned.get(owner) ?? 1) - 1;
+    const n = (this.#owned.get(owner) ?? 0) + delta;
     if (n <= 0) this.#owned.delete(owner);
     else this.#owned.set(owner, n);
   }
 
-  /** Remove and dispose the session; its subscribers get `session_deleted`. */
-  async delete(host: SessionHost, reason: "deleted" | "shutdown" = "deleted"): Promise<void> {
-    if (this.#hosts.get(host.key) !== host) throw notFound(host.id);
+  #index(entry: SessionEntry, add: boolean): void {
+    let same = this.#byId.get(entry.id);
+    if (add) {
+      if (!same) this.#byId.set(entry.id, (same = new Set()));
+      same.add(entry);
+    } else {
+      same?.delete(entry);
+      if (same?.size === 0) this.#byId.delete(entry.id);
+    }
+  }
+
+  #add(host: SessionHost): void {
+    this.#hosts.set(host.key, host);
+    this.#index(host, true);
+  }
+
+  /** Forget a live session's runtime entry (not its quota slot, shares or record). */
+  #remove(host: SessionHost): void {
     this.#hosts.delete(host.key);
-    const same = this.#byId.get(host.id);
-    same?.delete(host);
-    if (same?.size === 0) this.#byId.delete(host.id);
-    this.#release(host.owner);
-    this.#shares.delete(host.key);
-    const sessionId = host.id;
-    host.dialogs.cancelAll(reason); // before the running commands are stopped, so dialogs say why
+    this.#index(host, false);
+  }
+
+  /** Remove and dispose the session (live or dormant) and its record; subscribers get `session_deleted`. */
+  async delete(entry: SessionEntry): Promise<void> {
+    if (entry instanceof DormantSession) {
+      if (this.#dormant.get(entry.key) !== entry) throw notFound(entry.id);
+      this.#dormant.delete(entry.key);
+      this.#index(entry, false);
+    } else {
+      if (this.#hosts.get(entry.key) !== entry) throw notFound(entry.id);
+      this.#remove(entry);
+      await this.#stop(entry, new PiServerError("session_not_found", `Session '${entry.id}' was deleted`), "deleted");
+    }
+    this.#count(entry.owner, -1);
+    this.#shares.delete(entry.key);
+    await this.#unstore(entry);
+    this.#options.logger.info({ sessionId: entry.id, principal: entry.owner, reason: "deleted" }, "session deleted");
+  }
+
+  /**
+   * Shutdown: stop and dispose a live session but keep its record (with its final seq), so the next start lists it
+   * as dormant; without a store it is gone like a deleted one. Subscribers get `session_deleted` (reason shutdown).
+   */
+  async unloadForShutdown(host: SessionHost): Promise<void> {
+    if (this.#hosts.get(host.key) !== host) return;
+    this.#remove(host);
+    await this.#stop(host, new PiServerError("shutting_down", "The server is shutting down"), "shutdown");
+    await this.#persist(host).catch(() => undefined); // logged by #persist
+    this.#options.logger.info({ sessionId: host.id, principal: host.owner, reason: "shutdown" }, "session deleted");
+  }
+
+  /** Stop the session's work and runtime and tell its subscribers (the entry is already out of the maps). */
+  async #stop(host: SessionHost, reason: PiServerError, why: "deleted" | "shutdown" | "unloaded"): Promise<void> {
+    host.dialogs.cancelAll(why === "unloaded" ? "deleted" : why); // before the running commands are stopped, so dialogs say why
     // Queued commands are answered and never run; running ones are stopped (the engine calls their stop).
-    this.#options.engine.abortGroup(
-      host.key,
-      reason === "shutdown"
-        ? new PiServerError("shutting_down", "The server is shutting down")
-        : new PiServerError("session_not_found", `Session '${sessionId}' was deleted`),
-    );
+    this.#options.engine.abortGroup(host.key, reason);
     await host.dispose();
-    host.hub.notify({ type: "session_deleted", sessionId, reason });
-    for (const subscriber of [...host.hub.subscribers()]) host.hub.delete(subscriber);
-    this.#options.logger.info({ sessionId, principal: host.owner, reason }, "session deleted");
+    if (why !== "unloaded") {
+      host.hub.notify({ type: "session_deleted", sessionId: host.id, reason: why });
+      for (const subscriber of [...host.hub.subscribers()]) host.hub.delete(subscriber);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Stored sessions (issue 12, adr/0017)
+
+  /**
+   * List the store's records as dormant sessions (a corrupt record is logged and skipped, never guessed at); with
+   * `eager`, restore them all. Called once, before the server takes commands.
+   */
+  async load(): Promise<void> {
+    const store = this.#persistence.store;
+    if (!store) return;
+    const { records, problems } = await store.list();
+    const log = this.#options.logger;
+    for (const problem of problems) log.warn({ file: problem.file, reason: problem.reason }, "session record skipped");
+    for (const record of records) {
+      const dormant = new DormantSession(record);
+      if (this.#taken(dormant.key)) continue;
+      this.#dormant.set(dormant.key, dormant);
+      this.#index(dormant, true);
+      this.#count(dormant.owner, 1);
+      if (record.shares.length > 0) this.#shares.set(dormant.key, new Set(record.shares));
+    }
+    log.info({ sessions: records.length, skipped: problems.length }, "stored sessions listed");
+    if (this.#persistence.eager) {
+      for (const dormant of [...this.#dormant.values()].slice(0, this.#persistence.maxLive)) {
+        await this.restore(dormant).catch(() => undefined); // logged by #restore
+      }
+    }
+  }
+
+  /** Build a dormant session's runtime; concurrent callers share one restore. */
+  restore(dormant: DormantSession): Promise<SessionHost> {
+    dormant.restoring ??= this.#restore(dormant).finally(() => {
+      dormant.restoring = undefined;
+    });
+    return dormant.restoring;
+  }
+
+  async #restore(dormant: DormantSession): Promise<SessionHost> {
+    const record = dormant.record;
+    const options = this.#options;
+    const log = options.logger.child({ sessionId: record.sessionId, principal: record.owner });
+    try {
+      await this.#makeRoom();
+      // The record's cwd must still be in its owner's workspace (real paths, today's configuration).
+      const placement = await options.workspaces.place(record.owner, record.cwd, options.defaultCwd);
+      const file = record.sessionFile;
+      const exists = file !== undefined && (await access(file).then(() => true, () => false));
+      if (file !== undefined && !exists && record.messageCount > 0) {
+        throw new PiServerError("session_lost", `Session '${record.sessionId}' lost its pi session file; delete it`);
+      }
+      if (exists && placement.workspace !== undefined) {
+        // Defence in depth: a confined session's file is a pi session of that workspace, in the server's storage.
+        await checkSessionFile({ cwd: placement.cwd, workspace: placement.workspace, sessionsRoot: options.sessionsRoot }, file);
+      }
+      // A conversation brings its model and thinking level back from its file; a session that never spoke uses the record's.
+      const fresh = !exists;
+      const host = await SessionHost.create(
+        options.factory,
+        {
+          sessionId: record.sessionId,
+          cwd: placement.cwd,
+          workspace: placement.workspace,
+          ...(file !== undefined ? { sessionFile: file } : {}),
+          ...(fresh && record.model ? { model: record.model } : {}),
+          ...(fresh && record.thinkingLevel ? { thinkingLevel: record.thinkingLevel as never } : {}),
+        },
+        { ...this.#hostOptions, owner: record.owner, key: dormant.key, createdAt: record.createdAt, firstSeq: record.lastSeq },
+      );
+      if (this.#dormant.get(dormant.key) !== dormant) {
+        await host.dispose(); // deleted while it was being restored
+        throw notFound(record.sessionId);
+      }
+      this.#dormant.delete(dormant.key);
+      this.#index(dormant, false);
+      this.#add(host);
+      if (record.runActive) host.interrupted("server_restart");
+      void this.#persist(host).catch(() => undefined); // the new epoch, and the interrupted run is over
+      log.info({ messages: host.state().messageCount, interrupted: record.runActive }, "session restored");
+      return host;
+    } catch (error) {
+      log.warn({ err: error }, "session restore failed");
+      throw error;
+    }
+  }
+
+  /** Over `maxLive`: unload the least recently used idle sessions; refuse when every live one is in use. */
+  async #makeRoom(): Promise<void> {
+    const { maxLive, store } = this.#persistence;
+    while (this.#hosts.size + this.#restoringCount() > maxLive) {
+      const idle = [...this.#hosts.values()].filter((h) => this.#unloadable(h)).sort((a, b) => a.lastActiveAt - b.lastActiveAt);
+      const oldest = idle[0];
+      if (!store || !oldest) {
+        throw new PiServerError("too_many_sessions", `${maxLive} sessions are live and in use; try again later`);
+      }
+      await this.#unload(oldest);
+    }
+  }
+
+  #restoringCount(): number {
+    let n = 0;
+    for (const dormant of this.#dormant.values()) if (dormant.restoring) n += 1;
+    return n + this.#reserved.size;
+  }
+
+  /** Idle: no subscribers, no run, no queued or running command. */
+  #unloadable(host: SessionHost): boolean {
+    return host.hub.subscriberCount === 0 && !host.busy && host.lane.idle && host.session.sessionFile !== undefined;
+  }
+
+  #unloadIdle(): void {
+    const cutoff = Date.now() - (this.#persistence.idleUnloadMs ?? Infinity);
+    for (const host of [...this.#hosts.values()]) {
+      if (host.lastActiveAt <= cutoff && this.#unloadable(host)) void this.#unload(host);
+    }
+  }
+
+  /** Back to dormant: the record is written, the runtime disposed, the session listed as before. */
+  async #unload(host: SessionHost): Promise<void> {
+    if (this.#hosts.get(host.key) !== host) return;
+    this.#remove(host);
+    const dormant = new DormantSession(this.#record(host));
+    this.#dormant.set(dormant.key, dormant);
+    this.#index(dormant, true);
+    await this.#stop(host, new PiServerError("session_unavailable", "The session was unloaded"), "unloaded");
+    await this.#persist(host).catch(() => undefined);
+    this.#options.logger.info({ sessionId: host.id, principal: host.owner }, "session unloaded");
+  }
+
+  /** The record of a live session as it is now. */
+  #record(host: SessionHost): SessionRecord {
+    const session = host.session;
+    const model = session.model;
+    return {
+      version: 1,
+      sessionId: host.id,
+      owner: host.owner,
+      shares: [...(this.#shares.get(host.key) ?? [])],
+      cwd: host.cwd,
+      workspace: host.workspace,
+      sessionFile: session.sessionFile,
+      model: model ? { provider: model.provider, modelId: model.id } : undefined,
+      thinkingLevel: session.thinkingLevel,
+      createdAt: host.createdAt,
+      lastActiveAt: host.lastActiveAt,
+      epoch: host.hub.epoch,
+      lastSeq: host.hub.seq,
+      messageCount: session.messages.length,
+      name: session.sessionName,
+      runActive: host.running,
+    };
+  }
+
+  #changed(host: SessionHost, change: SessionChange): void {
+    if (change === "run_ended") host.lastActiveAt = Date.now();
+    if (this.#hosts.get(host.key) === host) void this.#persist(host).catch(() => undefined);
+  }
+
+  #persistEntry(entry: SessionEntry): void {
+    if (entry instanceof SessionHost) {
+      void this.#persist(entry).catch(() => undefined);
+      return;
+    }
+    entry.record = { ...entry.record, shares: [...(this.#shares.get(entry.key) ?? [])] };
+    const record = entry.record;
+    void this.#write(entry.key, (store) => store.put(record)).catch(() => undefined);
+  }
+
+  /**
+   * Write the session's record (built when its turn comes, so the newest state wins). Sessions kept only in memory
+   * have nothing to restore and no record. Failures are logged; `strict` (create) rethrows them.
+   */
+  #persist(host: SessionHost, strict = false): Promise<void> {
+    if (host.session.sessionFile === undefined) return Promise.resolve();
+    return this.#write(host.key, (store) => store.put(this.#record(host)), strict);
+  }
+
+  #unstore(entry: SessionEntry): Promise<void> {
+    return this.#write(entry.key, (store) => store.delete(entry.owner, entry.id)).catch(() => undefined);
+  }
+
+  #write(key: string, write: (store: SessionStore) => Promise<void>, strict = true): Promise<void> {
+    const store = this.#persistence.store;
+    if (!store) return Promise.resolve();
+    const previous = this.#writes.get(key) ?? Promise.resolve();
+    const next = previous.then(
+      () => write(store),
+      () => write(store),
+    );
+    const settled = next.catch((error: unknown) => {
+      this.#options.logger.error({ err: error, key }, "session record write failed");
+      if (strict) throw error;
+    });
+    this.#writes.set(key, next.catch(() => undefined));
+    return settled;
+  }
+
+  /** Resolves once every record write queued so far is done (shutdown). */
+  async flush(): Promise<void> {
+    clearInterval(this.#idleTimer);
+    await Promise.allSettled([...this.#writes.values()]);
   }
 }

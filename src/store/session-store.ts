@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { mkdirSync } from "node:fs";
+import { open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { keyOf } from "../server/session-key.js";
 
@@ -23,6 +24,12 @@ export interface SessionRecord {
   readonly lastActiveAt: number;
   readonly epoch: string;
   readonly lastSeq: number;
+  /** Messages in the conversation when the record was written (listed for dormant sessions). */
+  readonly messageCount: number;
+  /** pi's session name, if one was set. */
+  readonly name: string | undefined;
+  /** A prompt run was in progress when the record was written: true after a crash mid-run (`run_interrupted`). */
+  readonly runActive: boolean;
 }
 
 /** A record that could not be read: reported and skipped, never guessed at. */
@@ -57,34 +64,34 @@ export class FileSessionStore implements SessionStore {
     if (problem) throw new TypeError(`invalid session record: ${problem}`);
     const file = join(this.#dir, fileName(record.owner, record.sessionId));
     const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-    const fd = openSync(temp, "wx", 0o600);
+    const handle = await open(temp, "wx", 0o600);
     try {
-      writeSync(fd, `${JSON.stringify(record)}\n`);
-      fsyncSync(fd);
+      await handle.writeFile(`${JSON.stringify(record)}\n`);
+      await handle.sync();
     } finally {
-      closeSync(fd);
+      await handle.close();
     }
-    renameSync(temp, file);
-    this.#syncDir();
+    await rename(temp, file);
+    await syncDir(this.#dir);
   }
 
   async delete(owner: string | undefined, sessionId: string): Promise<void> {
-    rmSync(join(this.#dir, fileName(owner, sessionId)), { force: true });
-    this.#syncDir();
+    await rm(join(this.#dir, fileName(owner, sessionId)), { force: true });
+    await syncDir(this.#dir);
   }
 
   async list(): Promise<{ records: SessionRecord[]; problems: StoreProblem[] }> {
     const records: SessionRecord[] = [];
     const problems: StoreProblem[] = [];
-    for (const name of readdirSync(this.#dir)) {
+    for (const name of await readdir(this.#dir)) {
       if (name.includes(".tmp-")) {
-        rmSync(join(this.#dir, name), { force: true }); // a write a crash interrupted: the record itself is intact
+        await rm(join(this.#dir, name), { force: true }); // a write a crash interrupted: the record itself is intact
         continue;
       }
       if (!name.endsWith(".json")) continue;
       let parsed: unknown;
       try {
-        parsed = JSON.parse(readFileSync(join(this.#dir, name), "utf8"));
+        parsed = JSON.parse(await readFile(join(this.#dir, name), "utf8"));
       } catch (error) {
         problems.push({ file: name, reason: `not JSON: ${error instanceof Error ? error.message : String(error)}` });
         continue;
@@ -97,14 +104,15 @@ export class FileSessionStore implements SessionStore {
     }
     return { records, problems };
   }
+}
 
-  #syncDir(): void {
-    const fd = openSync(this.#dir, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+/** fsync a directory, so a rename or removal in it survives a crash. */
+export async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 
@@ -135,5 +143,8 @@ export function validate(value: unknown): string | undefined {
   if (!time(r["createdAt"]) || !time(r["lastActiveAt"])) return "times";
   if (typeof r["epoch"] !== "string" || r["epoch"] === "") return "epoch";
   if (!time(r["lastSeq"])) return "lastSeq";
+  if (!time(r["messageCount"])) return "messageCount";
+  if (!optionalString(r["name"])) return "name";
+  if (typeof r["runActive"] !== "boolean") return "runActive";
   return undefined;
 }

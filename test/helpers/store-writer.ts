@@ -21,6 +21,9 @@ for (let seq = 1; ; seq++) {
     lastActiveAt: seq,
     epoch: "e",
     lastSeq: seq,
+    messageCount: 0,
+    name: undefined,
+    runActive: false,
   });
   process.send?.({ key, seq });
 }

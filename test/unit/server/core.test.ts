@@ -53,15 +53,15 @@ test("a connection gets server_ready first; closing it releases its subscription
 
   handle.message(JSON.stringify({ type: "create_session", id: "1", sessionId: "s" }));
   await socket.next((f) => f["id"] === "1");
-  assert.equal(registry.get("s")?.hub.subscriberCount, 1);
+  assert.equal(registry.getLive("s")?.hub.subscriberCount, 1);
 
   // A command in flight when the peer goes away: its late response must not be sent.
   handle.message(JSON.stringify({ type: "bash", id: "2", sessionId: "s", command: "sleep 0.2; echo late" }));
   handle.closed();
   socket.closedWith = 1006;
-  assert.equal(registry.get("s")?.hub.subscriberCount, 0);
+  assert.equal(registry.getLive("s")?.hub.subscriberCount, 0);
   assert.equal(core.connectionCount, 0);
-  await registry.get("s")?.lane.onIdle();
+  await registry.getLive("s")?.lane.onIdle();
   assert.equal(socket.frames.filter((f) => f["id"] === "2").length, 0);
 });
 
@@ -73,17 +73,17 @@ test("subscribe answers before any later event, with the seq to continue from", 
   const ownerHandle = core.opened(owner);
   ownerHandle.message(JSON.stringify({ type: "create_session", id: "c", sessionId: "s" }));
   await owner.next((f) => f["id"] === "c");
-  await registry.get("s")?.session.prompt("first");
+  await registry.getLive("s")?.session.prompt("first");
 
   const late = new FakeSocket();
   const lateHandle = core.opened(late);
   lateHandle.message(JSON.stringify({ type: "subscribe", id: "sub", sessionId: "s" }));
   const sub = (await late.next((f) => f["id"] === "sub")) as { data: { seq: number } };
-  const seqAtSubscribe = registry.get("s")?.hub.seq ?? -1;
+  const seqAtSubscribe = registry.getLive("s")?.hub.seq ?? -1;
   assert.equal(sub.data.seq, seqAtSubscribe);
   assert.ok(seqAtSubscribe > 0);
 
-  await registry.get("s")?.session.prompt("second");
+  await registry.getLive("s")?.session.prompt("second");
   const events = late.frames.filter((f) => f["type"] === "event") as Array<{ seq: number }>;
   assert.equal(events[0]?.seq, seqAtSubscribe + 1);
   assert.deepEqual(

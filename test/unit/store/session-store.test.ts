@@ -20,6 +20,9 @@ const record = (overrides: Partial<SessionRecord> = {}): SessionRecord => ({
   lastActiveAt: 1_700_000_000_500,
   epoch: "epoch-1",
   lastSeq: 42,
+  messageCount: 4,
+  name: undefined,
+  runActive: false,
   ...overrides,
 });
 
