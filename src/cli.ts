@@ -25,7 +25,11 @@ Options (environment variable in brackets):
   --host <addr>      interface to bind                         [PI_SERVER_HOST]      (default ${DEFAULTS.host})
   --cwd <dir>        working directory of new sessions         [PI_SERVER_CWD]       (default: current dir)
   --agent-dir <dir>  pi agent dir (auth, models, settings)     [PI_SERVER_AGENT_DIR] (default: $PI_CODING_AGENT_DIR or ~/.pi/agent)
-  --in-memory        keep sessions in memory, not in files     [PI_SERVER_IN_MEMORY=1]
+  --in-memory        keep sessions in memory, not in files     [PI_SERVER_IN_MEMORY=1] (nothing survives a restart)
+  --data-dir <dir>   session records, idempotency journal      [PI_SERVER_DATA_DIR]  (default: <agent dir>/pi-server)
+  --eager-restore    restore stored sessions at start           [PI_SERVER_EAGER_RESTORE=1] (default: on first use)
+  --idle-unload <ms> unload sessions idle this long (0: never)  [PI_SERVER_IDLE_UNLOAD_MS] (default 0)
+  --max-live-sessions <n> live sessions at most; idle ones unload [PI_SERVER_MAX_LIVE_SESSIONS] (default ${DEFAULTS.restore.maxLive})
   --model <p/id>     model of sessions created without one     [PI_SERVER_MODEL]     (default: pi's choice, logged at start)
   --thinking <level> off|minimal|low|medium|high|xhigh          [PI_SERVER_THINKING]  (default: pi's)
   --allow-unauthenticated-remote  serve a non-loopback --host with --auth none [PI_SERVER_ALLOW_UNAUTHENTICATED_REMOTE=1]
@@ -110,6 +114,10 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       cwd: { type: "string" },
       "agent-dir": { type: "string" },
       "in-memory": { type: "boolean" },
+      "data-dir": { type: "string" },
+      "eager-restore": { type: "boolean" },
+      "idle-unload": { type: "string" },
+      "max-live-sessions": { type: "string" },
       model: { type: "string" },
       thinking: { type: "string" },
       "allow-unauthenticated-remote": { type: "boolean" },
@@ -164,6 +172,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
     metrics: { defaultMetrics: true },
     ...modelOptions(values, env),
     ...isolationOptions(values, env),
+    ...durabilityOptions(values, env),
     ...auth,
     ...(allowRemote ? { allowUnauthenticatedRemote: true } : {}),
     ...(origins?.length ? { allowedOrigins: origins } : {}),
@@ -201,6 +210,22 @@ function modelOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOpti
 function parseCount(text: string, source: string): number {
   if (!/^\d{1,9}$/.test(text) || Number(text) < 1) throw new UsageError(`${source} must be a positive integer, got '${text}'`);
   return Number(text);
+}
+
+/** Where records live and how stored sessions come back (flags, then env). */
+function durabilityOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiServerOptions> {
+  const options: Partial<PiServerOptions> = {};
+  const dataDir = setting(values, env, "data-dir", "PI_SERVER_DATA_DIR");
+  if (dataDir !== undefined) options.dataDir = dataDir.text;
+  const restore: NonNullable<PiServerOptions["restore"]> = {};
+  const eager = switchSetting(values, env, "eager-restore", "PI_SERVER_EAGER_RESTORE");
+  if (eager !== undefined) restore.eager = eager;
+  const idle = setting(values, env, "idle-unload", "PI_SERVER_IDLE_UNLOAD_MS");
+  if (idle !== undefined) restore.idleUnloadMs = idle.text === "0" ? 0 : parseCount(idle.text, idle.source);
+  const maxLive = setting(values, env, "max-live-sessions", "PI_SERVER_MAX_LIVE_SESSIONS");
+  if (maxLive !== undefined) restore.maxLive = parseCount(maxLive.text, maxLive.source);
+  if (Object.keys(restore).length > 0) options.restore = restore;
+  return options;
 }
 
 /** Workspaces, sandbox, project extensions, pre-auth bounds and where metrics are served (flags, then env). */

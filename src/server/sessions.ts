@@ -1,5 +1,6 @@
 import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
 import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
 import { access } from "node:fs/promises";
 import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
@@ -571,7 +572,8 @@ export class SessionRegistry {
       lastActiveAt: host.lastActiveAt,
       epoch: host.hub.epoch,
       lastSeq: host.hub.seq,
-      messageCount: session.messages.length,
+      // pi writes its file only once a reply exists: until then nothing of the conversation would survive.
+      messageCount: session.sessionFile !== undefined && existsSync(session.sessionFile) ? session.messages.length : 0,
       name: session.sessionName,
       runActive: host.running,
     };
