@@ -15,7 +15,9 @@ export {
 } from "./server/session-factory.js";
 export type { SessionState } from "./server/session-host.js";
 export type { CreateSessionRequest, HostedSession, SessionSummary } from "./server/sessions.js";
+export type { StoredConversation } from "./isolation/stored-sessions.js";
 export { SERVER_VERSION } from "./version.js";
+export { FileSessionStore, type SessionRecord, type SessionStore, type StoreProblem } from "./store/session-store.js";
 export { confinedFileTools } from "./isolation/confined-tools.js";
 export type { SandboxMode } from "./isolation/sandbox.js";
 export { workspaceName } from "./isolation/workspaces.js";

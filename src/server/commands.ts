@@ -64,6 +64,10 @@ export interface ServerCommandContext {
   /** Delete the session the command addresses, live or dormant (a dormant one is not restored for it). */
   deleteAddressed(): Promise<void>;
   listSessions(): unknown[];
+  /** The principal's sessions and its unhosted pi conversations (list_stored_sessions). */
+  listStored(): Promise<unknown>;
+  /** Host a stored conversation of the principal's as a new session (open_session { storedId }). */
+  openStored(storedId: string, sessionId: string | undefined): Promise<SessionHost>;
   cancel(commandId: string): "queued" | "running" | undefined;
   /** Send the response now (at most once); used where nothing may slip in between it and what follows. */
   reply(data?: unknown): void;
@@ -152,6 +156,27 @@ const imgs = (f: Fields) => f["images"] as ImageContent[] | undefined;
 
 /** `encoding` of subscribe and create_session: how this subscription receives `message_update` (PROTOCOL.md §3.5). */
 const encoding: FieldSpec = { type: "string", optional: true, values: ["full", "delta"] };
+
+/** A connection's server commands run one at a time (pipelining), so nothing can take this slot meanwhile. */
+function checkSubscriptionRoom(context: ServerCommandContext): void {
+  if (context.conn.subscriptions.size >= context.maxSubscriptions) {
+    throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${context.maxSubscriptions} sessions`);
+  }
+}
+
+/** Subscribe the connection to a session it just created or opened and answer with its cursor and state. */
+async function subscribeAndReply(context: ServerCommandContext, fields: Fields, host: SessionHost, created: boolean): Promise<void> {
+  if (!context.conn.open) return;
+  try {
+    context.subscribe(host, fields["encoding"] as Encoding | undefined);
+  } catch (error) {
+    // A create the client is told failed leaves nothing behind (PROTOCOL.md §5.5).
+    if (created) await context.deleteSession(host);
+    throw error;
+  }
+  context.reply({ sessionId: host.id, seq: host.hub.seq, epoch: host.hub.epoch, state: host.state() });
+  host.publishNotices();
+}
 
 const notSubscribed = (sessionId: unknown) =>
   new PiServerError("not_subscribed", `Not subscribed to session '${String(sessionId)}'`);
@@ -316,24 +341,26 @@ export const COMMANDS = {
       encoding,
     },
     async (context, fields) => {
-      const { conn } = context;
-      // A connection's server commands run one at a time (pipelining), so nothing can take this slot meanwhile.
-      if (conn.subscriptions.size >= context.maxSubscriptions) {
-        throw new PiServerError("too_many_subscriptions", `A connection may subscribe to ${context.maxSubscriptions} sessions`);
-      }
+      checkSubscriptionRoom(context);
       const { encoding: _encoding, ...request } = fields;
-      const host = await context.createSession(request as CreateSessionRequest); // clients own what they create
-      if (!conn.open) return;
-      try {
-        context.subscribe(host, fields["encoding"] as Encoding | undefined);
-      } catch (error) {
-        // A create the client is told failed leaves nothing behind (PROTOCOL.md §5.5).
-        await context.deleteSession(host);
-        throw error;
-      }
-      context.reply({ sessionId: host.id, seq: host.hub.seq, epoch: host.hub.epoch, state: host.state() });
+      // clients own what they create; `sessionFile` is not a field of theirs (the parser keeps declared fields only)
+      await subscribeAndReply(context, fields, await context.createSession(request as CreateSessionRequest), true);
     },
   ),
+  list_stored_sessions: server({}, (context) => context.listStored()),
+  // A dormant session of the principal's is restored by the core before this runs (like any addressed command).
+  open_session: server({ sessionId: optStr, storedId: optStr, encoding }, async (context, fields) => {
+    const storedId = optS(fields, "storedId");
+    if (storedId === undefined && fields["sessionId"] === undefined) {
+      throw new PiServerError("invalid_command", "open_session needs 'sessionId' (a session of yours) or 'storedId' (list_stored_sessions)");
+    }
+    checkSubscriptionRoom(context);
+    if (storedId === undefined) {
+      await subscribeAndReply(context, fields, context.resolve(), false);
+      return;
+    }
+    await subscribeAndReply(context, fields, await context.openStored(storedId, optS(fields, "sessionId")), true);
+  }),
   list_sessions: server({}, (context) => ({ sessions: context.listSessions() })),
   delete_session: server({ sessionId: str }, async (context, fields) => {
     await context.deleteAddressed();

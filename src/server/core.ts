@@ -596,6 +596,8 @@ export class ServerCore {
         [...this.#registry.entries()]
           .filter((entry) => this.#registry.canAccess(conn.principal, entry, "list"))
           .map((entry) => this.#registry.summary(entry)),
+      listStored: () => this.#registry.listStored(conn.principal),
+      openStored: (storedId, sessionId) => this.#registry.openStored(conn.principal, storedId, sessionId),
       cancel: (commandId) => this.#engine.cancel(conn.connectionId, commandId),
       reply: (data) => answer.ok(data),
       refund,

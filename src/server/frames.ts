@@ -8,14 +8,16 @@ import type { ErrorCode } from "../errors.js";
 import type { CommandType } from "./commands.js";
 import type { DialogEndReason } from "./dialogs.js";
 import type { SessionSummary } from "./sessions.js";
+import type { StoredConversation } from "../isolation/stored-sessions.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Client → server
 
 /** A pi RPC command addressed to one server session. */
-export type SessionCommandFrame = RpcCommand & { readonly sessionId: string; readonly owner?: string };
+export type SessionCommandFrame = RpcCommand & { readonly sessionId: string; readonly owner?: string; readonly idempotencyKey?: string };
 
-type Id = { readonly id?: string };
+/** `idempotencyKey`: run at most once per principal and key (PROTOCOL.md §2.4); on every command. */
+type Id = { readonly id?: string; readonly idempotencyKey?: string };
 
 /** The server's own commands (PROTOCOL.md §2.2). */
 export type ServerCommandFrame =
@@ -28,6 +30,8 @@ export type ServerCommandFrame =
       readonly encoding?: "full" | "delta";
     })
   | (Id & { readonly type: "list_sessions" })
+  | (Id & { readonly type: "list_stored_sessions" })
+  | (Id & { readonly type: "open_session"; readonly sessionId?: string; readonly storedId?: string; readonly encoding?: "full" | "delta" })
   | (Id & { readonly type: "delete_session"; readonly sessionId: string; readonly owner?: string })
   | (Id & {
       readonly type: "subscribe";
@@ -75,16 +79,20 @@ export interface ErrorResponseFrame {
   /** With `rate_limited`. */
   readonly retryAfterMs?: number;
   readonly scope?: "connection" | "session" | "global";
+  /** The stored outcome of an earlier command with the same `idempotencyKey` (PROTOCOL.md §2.4). */
+  readonly replayed?: true;
 }
 
 type Ok<C extends string, D = undefined> = D extends undefined
-  ? { readonly type: "response"; readonly id?: string; readonly command: C; readonly success: true }
-  : { readonly type: "response"; readonly id?: string; readonly command: C; readonly success: true; readonly data: D };
+  ? { readonly type: "response"; readonly id?: string; readonly command: C; readonly success: true; readonly replayed?: true }
+  : { readonly type: "response"; readonly id?: string; readonly command: C; readonly success: true; readonly data: D; readonly replayed?: true };
 
 /** Successful responses of the server commands. */
 export type ServerResponseFrame =
   | Ok<"create_session", { sessionId: string; seq: number; epoch: string; state: RpcSessionState }>
   | Ok<"list_sessions", { sessions: SessionSummary[] }>
+  | Ok<"list_stored_sessions", { sessions: SessionSummary[]; conversations: Array<Omit<StoredConversation, "path">> }>
+  | Ok<"open_session", { sessionId: string; seq: number; epoch: string; state: RpcSessionState }>
   | Ok<"delete_session", { sessionId: string }>
   | Ok<
       "subscribe",
@@ -132,6 +140,7 @@ export type ServerSessionEvent =
   | { readonly type: "circuit"; readonly breaker: "llm" | "bash"; readonly key: string; readonly state: "open" | "halfOpen" | "closed" }
   | { readonly type: "extension_error"; readonly extensionPath: string; readonly event: string; readonly error: string }
   | { readonly type: "event_error"; readonly eventType: string; readonly message: string }
+  | { readonly type: "run_interrupted"; readonly reason: "server_restart" }
   | ExtensionUiRequestEvent;
 
 export type SessionEvent = AgentSessionEvent | ServerSessionEvent;

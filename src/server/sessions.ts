@@ -1,7 +1,7 @@
 import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { access } from "node:fs/promises";
+import { access, realpath } from "node:fs/promises";
 import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
 import { PiServerError } from "../errors.js";
@@ -15,6 +15,7 @@ import { type SessionChange, SessionHost, type SessionHostOptions, type SessionS
 import { keyOf } from "./session-key.js";
 import type { SessionRecord, SessionStore } from "../store/session-store.js";
 import { checkSessionFile } from "../isolation/session-files.js";
+import { listStoredConversations, type StoredConversation } from "../isolation/stored-sessions.js";
 
 /** What the programmatic API hands out for a session. */
 export interface HostedSession {
@@ -87,6 +88,11 @@ export interface CreateSessionRequest {
   cwd?: string | undefined;
   model?: SessionRequest["model"];
   thinkingLevel?: SessionRequest["thinkingLevel"];
+  /**
+   * Host an existing pi conversation (open_session, or the programmatic API). Never taken from a client's frame:
+   * the server finds it in its own listing of the principal's conversations.
+   */
+  sessionFile?: string | undefined;
 }
 
 export interface SessionRegistryOptions {
@@ -330,7 +336,14 @@ export class SessionRegistry {
       const thinkingLevel = request.thinkingLevel ?? options.defaultThinkingLevel;
       const host = await SessionHost.create(
         options.factory,
-        { sessionId, cwd: placement.cwd, workspace: placement.workspace, ...(model ? { model } : {}), ...(thinkingLevel ? { thinkingLevel } : {}) },
+        {
+          sessionId,
+          cwd: placement.cwd,
+          workspace: placement.workspace,
+          ...(model ? { model } : {}),
+          ...(thinkingLevel ? { thinkingLevel } : {}),
+          ...(request.sessionFile !== undefined ? { sessionFile: request.sessionFile } : {}),
+        },
         { ...this.#hostOptions, owner, key },
       );
       this.#add(host);
@@ -430,6 +443,37 @@ export class SessionRegistry {
   // Stored sessions (issue 12, adr/0017)
 
   /**
+   * `list_stored_sessions`: the principal's own sessions (live and dormant) and pi's conversations in its workspace
+   * that no session hosts (by `storedId`, never by path).
+   */
+  async listStored(principal: Principal): Promise<{ sessions: SessionSummary[]; conversations: Array<Omit<StoredConversation, "path">> }> {
+    const own = [...this.entries()].filter((entry) => entry.owner === principal.id);
+    const conversations = (await this.#conversations(principal)).map(({ path: _path, ...visible }) => visible);
+    return { sessions: own.map((entry) => this.summary(entry)), conversations };
+  }
+
+  /** pi's conversations in the principal's workspace that no session (anyone's) hosts. */
+  async #conversations(principal: Principal): Promise<StoredConversation[]> {
+    const root = this.#options.sessionsRoot;
+    if (root === undefined) return [];
+    const { workspaces, defaultCwd } = this.#options;
+    const scope = workspaces.settings.confined ? await workspaces.workspaceOf(principal.id) : await realpath(defaultCwd);
+    const hosted = new Set<string>();
+    for (const entry of this.entries()) {
+      const file = entry instanceof DormantSession ? entry.record.sessionFile : entry.session.sessionFile;
+      if (file !== undefined) hosted.add(file);
+    }
+    return (await listStoredConversations(root, scope)).filter((c) => !hosted.has(c.path));
+  }
+
+  /** `open_session { storedId }`: host one of the principal's unhosted pi conversations as a new session of its. */
+  async openStored(principal: Principal, storedId: string, sessionId: string | undefined): Promise<SessionHost> {
+    const found = (await this.#conversations(principal)).find((c) => c.storedId === storedId);
+    if (!found) throw new PiServerError("session_not_found", `No stored conversation '${storedId}' of yours (or it is open already)`);
+    return this.create({ sessionId, cwd: found.cwd, sessionFile: found.path }, principal.id);
+  }
+
+  /**
    * List the store's records as dormant sessions (a corrupt record is logged and skipped, never guessed at); with
    * `eager`, restore them all. Called once, before the server takes commands.
    */
@@ -468,7 +512,7 @@ export class SessionRegistry {
     const options = this.#options;
     const log = options.logger.child({ sessionId: record.sessionId, principal: record.owner });
     try {
-      await this.#makeRoom();
+      await this.#makeRoom(dormant);
       // The record's cwd must still be in its owner's workspace (real paths, today's configuration).
       const placement = await options.workspaces.place(record.owner, record.cwd, options.defaultCwd);
       const file = record.sessionFile;
@@ -511,10 +555,14 @@ export class SessionRegistry {
     }
   }
 
-  /** Over `maxLive`: unload the least recently used idle sessions; refuse when every live one is in use. */
-  async #makeRoom(): Promise<void> {
+  /**
+   * Room for one more live session under `maxLive` (creates in progress and other restores count): unload the least
+   * recently used idle sessions; refuse when every live one is in use. `restoring`: the caller's restore (a create
+   * already counts itself among the reserved keys).
+   */
+  async #makeRoom(restoring?: DormantSession): Promise<void> {
     const { maxLive, store } = this.#persistence;
-    while (this.#hosts.size + this.#restoringCount() > maxLive) {
+    while (this.#hosts.size + this.#restoringCount(restoring) + (restoring ? 1 : 0) > maxLive) {
       const idle = [...this.#hosts.values()].filter((h) => this.#unloadable(h)).sort((a, b) => a.lastActiveAt - b.lastActiveAt);
       const oldest = idle[0];
       if (!store || !oldest) {
@@ -524,9 +572,9 @@ export class SessionRegistry {
     }
   }
 
-  #restoringCount(): number {
+  #restoringCount(except: DormantSession | undefined): number {
     let n = 0;
-    for (const dormant of this.#dormant.values()) if (dormant.restoring) n += 1;
+    for (const dormant of this.#dormant.values()) if (dormant.restoring && dormant !== except) n += 1;
     return n + this.#reserved.size;
   }
 

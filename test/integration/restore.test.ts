@@ -1,0 +1,209 @@
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type TestContext, test } from "node:test";
+import { SessionManager } from "@mariozechner/pi-coding-agent";
+import pino from "pino";
+import {
+  createDefaultSessionFactory,
+  createPiServer,
+  piSessionDir,
+  type PiServerOptions,
+  type SessionFactory,
+  tokenAuth,
+  workspaceName,
+} from "../../src/index.js";
+import { connectAs, type TestClient } from "../helpers/client.js";
+import { tempDir } from "../helpers/faux.js";
+import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
+
+const TOKENS = { alice: "alice-token-0123456789", bob: "bob-token-0123456789ab" } as const;
+type Summary = { sessionId: string; status: string; messageCount: number };
+
+/** Servers started one after the other on the same agent dir, data dir and workspaces; the factory counts builds. */
+async function setup(t: TestContext) {
+  const dir = tempDir("restore");
+  const llm = await startOpenAiServer();
+  const agentDir = join(dir.path, "agent");
+  mkdirSync(agentDir);
+  writeFileSync(join(agentDir, "models.json"), modelsJson(llm.baseUrl));
+  writeFileSync(join(agentDir, "settings.json"), JSON.stringify({ retry: { enabled: false }, compaction: { enabled: false } }));
+  const servers: Array<{ close(): Promise<void> }> = [];
+  const clients: TestClient[] = [];
+  t.after(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    for (const server of servers) await server.close();
+    await llm.close();
+    dir.cleanup();
+  });
+  const builds = { count: 0 };
+  const inner = createDefaultSessionFactory({ agentDir, projectExtensions: false });
+  const factory: SessionFactory = Object.assign((request: Parameters<SessionFactory>[0]) => {
+    builds.count += 1;
+    return inner(request);
+  }, { sessionsRoot: inner.sessionsRoot });
+  const root = join(dir.path, "ws");
+  const start = async (options: Partial<PiServerOptions> = {}, logger?: pino.Logger) => {
+    const server = createPiServer({
+      port: 0,
+      ...(logger ? { logger } : { logLevel: "silent" as const }),
+      sessionFactory: factory,
+      dataDir: join(dir.path, "data"),
+      defaultModel: { provider: "local", modelId: "echo-1" },
+      workspaces: { root },
+      sandbox: "none",
+      shutdownGraceMs: 0,
+      auth: tokenAuth({ tokens: [{ principal: "alice", token: TOKENS.alice }, { principal: "bob", token: TOKENS.bob }] }),
+      ...options,
+    });
+    servers.push(server);
+    const address = await server.listen();
+    const url = `ws://127.0.0.1:${address?.port}`;
+    return {
+      server,
+      connect: async (who: keyof typeof TOKENS) => {
+        const client = await connectAs(url, TOKENS[who]);
+        clients.push(client);
+        return client;
+      },
+    };
+  };
+  const converse = async (client: TestClient, sessionId: string, message: string) => {
+    const from = client.frames.length;
+    await client.ok({ type: "prompt", sessionId, message });
+    await client.waitForEvent(sessionId, "agent_end", () => true, from);
+  };
+  return { dir: dir.path, agentDir, root, llm, builds, start, converse };
+}
+
+test("20 concurrent subscribes to a dormant session build one runtime; all get the same epoch", async (t) => {
+  const env = await setup(t);
+  const first = await env.start();
+  const alice = await first.connect("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  await env.converse(alice, "s", "hello");
+  await first.server.close();
+
+  const second = await env.start();
+  const before = env.builds.count;
+  const clients = await Promise.all(Array.from({ length: 20 }, () => second.connect("alice")));
+  const answers = await Promise.all(clients.map((c) => c.ok<{ epoch: string }>({ type: "subscribe", sessionId: "s" })));
+  assert.equal(env.builds.count - before, 1, "one runtime was built");
+  assert.equal(new Set(answers.map((a) => a.epoch)).size, 1);
+  // Bob asking for it neither sees it nor restores it.
+  const bob = await second.connect("bob");
+  assert.equal((await bob.request({ type: "subscribe", sessionId: "s" })).code, "session_not_found");
+});
+
+test("the live cap unloads the least recently used idle session; eager restore loads them at start; idle ones unload", async (t) => {
+  const env = await setup(t);
+  const first = await env.start();
+  const alice = await first.connect("alice");
+  for (const id of ["a", "b", "c"]) {
+    await alice.ok({ type: "create_session", sessionId: id });
+    await env.converse(alice, id, `hi ${id}`);
+  }
+  await first.server.close();
+
+  // maxLive 2: the third restore unloads the oldest idle one (nobody subscribed, nothing running).
+  const capped = await env.start({ restore: { maxLive: 2 } });
+  const a2 = await capped.connect("alice");
+  for (const id of ["a", "b", "c"]) {
+    assert.equal((await a2.ok<{ messageCount: number }>({ type: "get_state", sessionId: id })).messageCount, 2);
+  }
+  const status = async (client: TestClient) =>
+    Object.fromEntries((await client.ok<{ sessions: Summary[] }>({ type: "list_sessions" })).sessions.map((s) => [s.sessionId, s.status]));
+  assert.deepEqual(await status(a2), { a: "dormant", b: "live", c: "live" });
+  // Subscribed sessions are never unloaded: with both live ones subscribed, a third cannot come in.
+  await a2.ok({ type: "subscribe", sessionId: "b" });
+  await a2.ok({ type: "subscribe", sessionId: "c" });
+  assert.equal((await a2.request({ type: "get_state", sessionId: "a" })).code, "too_many_sessions");
+  await capped.server.close();
+
+  const eager = await env.start({ restore: { eager: true } });
+  const a3 = await eager.connect("alice");
+  assert.deepEqual(await status(a3), { a: "live", b: "live", c: "live" });
+  await eager.server.close();
+
+  // Idle unload: told by the log line, no sleeping.
+  const lines: Array<Record<string, unknown>> = [];
+  let unloaded: () => void;
+  const allUnloaded = new Promise<void>((resolve) => {
+    unloaded = resolve;
+  });
+  const logger = pino({ level: "info" }, {
+    write: (line: string) => {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      lines.push(entry);
+      if (lines.filter((l) => l["msg"] === "session unloaded").length === 3) unloaded();
+    },
+  });
+  const idle = await env.start({ restore: { eager: true, idleUnloadMs: 1_000 } }, logger);
+  await allUnloaded;
+  const a4 = await idle.connect("alice");
+  assert.deepEqual(await status(a4), { a: "dormant", b: "dormant", c: "dormant" });
+  assert.equal((await a4.ok<{ messageCount: number }>({ type: "get_state", sessionId: "b" })).messageCount, 2);
+});
+
+test("list_stored_sessions shows the principal's sessions and pi's own conversations in its workspace; open_session hosts one by storedId, never by path", async (t) => {
+  const env = await setup(t);
+  // A conversation `pi` itself left in alice's workspace (and one in bob's).
+  const write = (principal: string, text: string) => {
+    const cwd = join(env.root, workspaceName(principal), "project");
+    mkdirSync(cwd, { recursive: true });
+    const manager = SessionManager.create(cwd, piSessionDir(cwd, env.agentDir));
+    manager.appendMessage({ role: "user", content: [{ type: "text", text }], timestamp: Date.now() });
+    manager.appendMessage({
+      role: "assistant",
+      content: [{ type: "text", text: "noted" }],
+      api: "openai-completions",
+      provider: "local",
+      model: "echo-1",
+      usage: { input: 1, output: 1, cacheRead: 0, cacheWrite: 0, totalTokens: 2, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
+      stopReason: "stop",
+      timestamp: Date.now(),
+    });
+    return manager.getSessionFile() as string;
+  };
+  // realpath: the workspace root may sit behind a symlinked temp dir
+  const server = await env.start();
+  const alice = await server.connect("alice");
+  const bob = await server.connect("bob");
+  await alice.ok({ type: "create_session", sessionId: "mine" });
+  const file = write("alice", "what pi saw");
+  write("bob", "bob's secret");
+
+  type Listing = { sessions: Summary[]; conversations: Array<Record<string, unknown>> };
+  const listing = await alice.ok<Listing>({ type: "list_stored_sessions" });
+  assert.deepEqual(listing.sessions.map((s) => s.sessionId), ["mine"]);
+  assert.equal(listing.conversations.length, 1);
+  const [conversation] = listing.conversations;
+  assert.equal(conversation?.["firstMessage"], "what pi saw");
+  assert.equal(conversation?.["messageCount"], 2);
+  assert.equal(conversation?.["path"], undefined, "no path is ever shown");
+  const bobs = await bob.ok<Listing>({ type: "list_stored_sessions" });
+  assert.deepEqual(bobs.conversations.map((c) => c["firstMessage"]), ["bob's secret"]);
+
+  // Bob cannot open alice's conversation by its id, nor anyone a path.
+  const storedId = conversation?.["storedId"] as string;
+  assert.equal((await bob.request({ type: "open_session", storedId })).code, "session_not_found");
+  assert.equal((await alice.request({ type: "open_session", storedId: file })).code, "session_not_found");
+  assert.equal((await alice.request({ type: "open_session", storedId: "../../../etc/passwd" })).code, "session_not_found");
+  assert.equal((await alice.request({ type: "open_session" })).code, "invalid_command");
+
+  const opened = await alice.ok<{ sessionId: string; state: { messageCount: number; sessionFile: string } }>({
+    type: "open_session",
+    storedId,
+    sessionId: "resumed",
+  });
+  assert.equal(opened.sessionId, "resumed");
+  assert.equal(opened.state.messageCount, 2);
+  await env.converse(alice, "resumed", "and now?");
+  assert.match(readFileSync(file, "utf8"), /and now\?/, "the conversation continued in pi's own file");
+  // Hosted now: it is no longer offered, so it cannot be opened twice.
+  assert.equal((await alice.ok<Listing>({ type: "list_stored_sessions" })).conversations.length, 0);
+  assert.equal((await alice.request({ type: "open_session", storedId })).code, "session_not_found");
+  // open_session { sessionId } opens (restores, subscribes) one of the principal's own.
+  const own = await alice.request({ type: "open_session", sessionId: "mine" });
+  assert.equal(own.success, true);
+});
