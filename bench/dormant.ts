@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { SessionManager } from "@mariozechner/pi-coding-agent";
 import { FileSessionStore } from "../src/store/session-store.js";
 import { piSessionDir } from "../src/server/session-factory.js";
-import { environment, fmt, table } from "./lib/common.js";
+import { fmt, table } from "./lib/common.js";
 
 const COUNTS = (process.env["COUNTS"] ?? "0,200,2000").split(",").map(Number);
 const RUNS = Number(process.env["RUNS"] ?? 5);
@@ -116,7 +116,6 @@ for (const n of COUNTS) {
     n === 0 ? "—" : fmt((heap - baseHeap) / n / 1024, 2),
   ]);
 }
-console.log(environment());
 table(
   `Start-up with stored (dormant) sessions, built CLI, median of ${RUNS} starts (runs in brackets)`,
   ["stored sessions", "ms to listening", "ms to /readyz 200", "heap used MB", "heap per dormant session KiB"],

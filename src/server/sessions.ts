@@ -15,6 +15,7 @@ import { type SessionChange, SessionHost, type SessionHostOptions, type SessionS
 import { keyOf } from "./session-key.js";
 import type { SessionRecord, SessionStore } from "../store/session-store.js";
 import { checkSessionFile } from "../isolation/session-files.js";
+import { lockSessionFile } from "../store/file-lock.js";
 import { listStoredConversations, type StoredConversation } from "../isolation/stored-sessions.js";
 
 /** What the programmatic API hands out for a session. */
@@ -145,6 +146,8 @@ export class SessionRegistry {
   readonly #shares = new Map<string, Set<string>>();
   /** Key → the last record write queued for it: writes of one session happen in order, the newest last. */
   readonly #writes = new Map<string, Promise<void>>();
+  /** Key → release of the lock on the pi file a live session hosts (restored or opened ones). */
+  readonly #locks = new Map<string, () => void>();
   readonly #options: SessionRegistryOptions;
   readonly #persistence: PersistenceOptions;
   #idleTimer: NodeJS.Timeout | undefined;
@@ -330,7 +333,9 @@ export class SessionRegistry {
     this.#reserved.add(key);
     this.#count(owner, 1);
     let created = false;
+    let release: (() => void) | undefined;
     try {
+      if (request.sessionFile !== undefined) release = lockSessionFile(request.sessionFile);
       await this.#makeRoom();
       const placement = await options.workspaces.place(owner, request.cwd, options.defaultCwd);
       const thinkingLevel = request.thinkingLevel ?? options.defaultThinkingLevel;
@@ -355,13 +360,17 @@ export class SessionRegistry {
         throw new PiServerError("store_failed", "The session could not be stored; it was not created", { cause: error });
       }
       created = true;
+      if (release) this.#locks.set(key, release);
       const { provider, id: modelId } = host.session.model ?? {};
       options.logger.info({ sessionId, principal: owner, cwd: host.cwd, provider, model: modelId }, "session created");
       options.onCreated(host);
       return host;
     } finally {
       this.#reserved.delete(key);
-      if (!created) this.#count(owner, -1);
+      if (!created) {
+        this.#count(owner, -1);
+        release?.();
+      }
     }
   }
 
@@ -392,7 +401,7 @@ export class SessionRegistry {
     this.#index(host, true);
   }
 
-  /** Forget a live session's runtime entry (not its quota slot, shares or record). */
+  /** Forget a live session's runtime entry (not its quota slot, shares, record or file lock). */
   #remove(host: SessionHost): void {
     this.#hosts.delete(host.key);
     this.#index(host, false);
@@ -433,6 +442,9 @@ export class SessionRegistry {
     // Queued commands are answered and never run; running ones are stopped (the engine calls their stop).
     this.#options.engine.abortGroup(host.key, reason);
     await host.dispose();
+    // Only once pi has stopped writing may another process take the conversation.
+    this.#locks.get(host.key)?.();
+    this.#locks.delete(host.key);
     if (why !== "unloaded") {
       host.hub.notify({ type: "session_deleted", sessionId: host.id, reason: why });
       for (const subscriber of [...host.hub.subscribers()]) host.hub.delete(subscriber);
@@ -511,6 +523,7 @@ export class SessionRegistry {
     const record = dormant.record;
     const options = this.#options;
     const log = options.logger.child({ sessionId: record.sessionId, principal: record.owner });
+    let release: (() => void) | undefined;
     try {
       await this.#makeRoom(dormant);
       // The record's cwd must still be in its owner's workspace (real paths, today's configuration).
@@ -524,6 +537,8 @@ export class SessionRegistry {
         // Defence in depth: a confined session's file is a pi session of that workspace, in the server's storage.
         await checkSessionFile({ cwd: placement.cwd, workspace: placement.workspace, sessionsRoot: options.sessionsRoot }, file);
       }
+      // One writer per conversation: another pi-server holding the file makes this restore refuse.
+      release = exists ? lockSessionFile(file) : undefined;
       // A conversation brings its model and thinking level back from its file; a session that never spoke uses the record's.
       const fresh = !exists;
       const host = await SessionHost.create(
@@ -545,11 +560,14 @@ export class SessionRegistry {
       this.#dormant.delete(dormant.key);
       this.#index(dormant, false);
       this.#add(host);
+      if (release) this.#locks.set(dormant.key, release);
+      release = undefined;
       if (record.runActive) host.interrupted("server_restart");
       void this.#persist(host).catch(() => undefined); // the new epoch, and the interrupted run is over
       log.info({ messages: host.state().messageCount, interrupted: record.runActive }, "session restored");
       return host;
     } catch (error) {
+      release?.();
       log.warn({ err: error }, "session restore failed");
       throw error;
     }

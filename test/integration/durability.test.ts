@@ -182,3 +182,26 @@ test("kill -9 while sessions are being created, again and again: the store alway
   assert.ok(answered.size >= 8, `${answered.size} creates were answered`);
   assert.equal(await last.stop(), 0);
 });
+
+test("one writer per conversation across processes: a second pi-server on the same data dir answers session_locked while the first hosts it", async (t) => {
+  const harness = await durableHarness(t);
+  const first = await harness.start();
+  const alice = await first.connect("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  const from = alice.frames.length;
+  await alice.ok({ type: "prompt", sessionId: "s", message: "hi" });
+  await alice.waitForEvent("s", "agent_end", () => true, from);
+  assert.equal(await first.stop(), 0);
+
+  const a = await harness.start();
+  const b = await harness.start();
+  const onA = await a.connect("alice");
+  const onB = await b.connect("alice");
+  await onA.ok({ type: "subscribe", sessionId: "s" });
+  const refused = await onB.request({ type: "subscribe", sessionId: "s" });
+  assert.equal(refused.code, "session_locked");
+  assert.match(String(refused.error), new RegExp(`process ${a.child.pid}`));
+  assert.equal(await a.stop(), 0);
+  await onB.ok({ type: "subscribe", sessionId: "s" });
+  assert.equal(await b.stop(), 0);
+});

@@ -207,3 +207,23 @@ test("list_stored_sessions shows the principal's sessions and pi's own conversat
   const own = await alice.request({ type: "open_session", sessionId: "mine" });
   assert.equal(own.success, true);
 });
+
+test("one writer per conversation: a second server on the same data dir cannot open a session the first one hosts, until it lets go", async (t) => {
+  const env = await setup(t);
+  const first = await env.start();
+  const alice = await first.connect("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  await env.converse(alice, "s", "hello");
+  await first.server.close();
+
+  const a = await env.start();
+  const b = await env.start();
+  const onA = await a.connect("alice");
+  const onB = await b.connect("alice");
+  assert.equal((await onA.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, 2);
+  const refused = await onB.request({ type: "get_state", sessionId: "s" });
+  assert.equal(refused.code, "session_locked");
+  assert.match(String(refused.error), /already hosts it/); // both servers live in this test's process
+  await a.server.close(); // lets go of the file
+  assert.equal((await onB.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, 2);
+});
