@@ -149,6 +149,8 @@ export class SessionRegistry {
   /** Key → release of the lock on the pi file a live session hosts (restored or opened ones). */
   readonly #locks = new Map<string, () => void>();
   readonly #options: SessionRegistryOptions;
+  /** The host options with the registry's own change listener added. */
+  readonly #hostOptions: SessionHostOptions;
   readonly #persistence: PersistenceOptions;
   #idleTimer: NodeJS.Timeout | undefined;
 
@@ -170,8 +172,6 @@ export class SessionRegistry {
       this.#idleTimer.unref();
     }
   }
-
-  readonly #hostOptions: SessionHostOptions;
 
   /** Live sessions. */
   get size(): number {

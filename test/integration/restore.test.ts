@@ -73,16 +73,22 @@ async function setup(t: TestContext) {
     await client.ok({ type: "prompt", sessionId, message });
     await client.waitForEvent(sessionId, "agent_end", () => true, from);
   };
-  return { dir: dir.path, agentDir, root, llm, builds, start, converse };
+  /** Sessions of alice's with one exchange each, on a server that is then closed: stored sessions to restore. */
+  const seed = async (ids: string[]) => {
+    const first = await start();
+    const alice = await first.connect("alice");
+    for (const id of ids) {
+      await alice.ok({ type: "create_session", sessionId: id });
+      await converse(alice, id, `hi ${id}`);
+    }
+    await first.server.close();
+  };
+  return { dir: dir.path, agentDir, root, llm, builds, start, converse, seed };
 }
 
 test("20 concurrent subscribes to a dormant session build one runtime; all get the same epoch", async (t) => {
   const env = await setup(t);
-  const first = await env.start();
-  const alice = await first.connect("alice");
-  await alice.ok({ type: "create_session", sessionId: "s" });
-  await env.converse(alice, "s", "hello");
-  await first.server.close();
+  await env.seed(["s"]);
 
   const second = await env.start();
   const before = env.builds.count;
@@ -97,13 +103,7 @@ test("20 concurrent subscribes to a dormant session build one runtime; all get t
 
 test("the live cap unloads the least recently used idle session; eager restore loads them at start; idle ones unload", async (t) => {
   const env = await setup(t);
-  const first = await env.start();
-  const alice = await first.connect("alice");
-  for (const id of ["a", "b", "c"]) {
-    await alice.ok({ type: "create_session", sessionId: id });
-    await env.converse(alice, id, `hi ${id}`);
-  }
-  await first.server.close();
+  await env.seed(["a", "b", "c"]);
 
   // maxLive 2: the third restore unloads the oldest idle one (nobody subscribed, nothing running).
   const capped = await env.start({ restore: { maxLive: 2 } });
@@ -210,11 +210,7 @@ test("list_stored_sessions shows the principal's sessions and pi's own conversat
 
 test("one writer per conversation: a second server on the same data dir cannot open a session the first one hosts, until it lets go", async (t) => {
   const env = await setup(t);
-  const first = await env.start();
-  const alice = await first.connect("alice");
-  await alice.ok({ type: "create_session", sessionId: "s" });
-  await env.converse(alice, "s", "hello");
-  await first.server.close();
+  await env.seed(["s"]);
 
   const a = await env.start();
   const b = await env.start();
