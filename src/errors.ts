@@ -32,6 +32,7 @@ export const ERROR_CODES = [
   "session_unavailable",
   "session_lost",
   "session_locked",
+  "session_conflict",
   "store_failed",
   "idempotency_conflict",
   "interrupted_by_restart",

@@ -40,6 +40,11 @@ export class Lane {
     return this.#queue.add(task, signal ? { signal } : {}) as Promise<T>;
   }
 
+  /** Queue `task` ahead of every waiting task, whatever the bound (the server's own work, never a client's). */
+  runFirst<T>(task: () => Promise<T>): Promise<T> {
+    return this.#queue.add(task, { priority: 1 }) as Promise<T>;
+  }
+
   /** Resolves when nothing runs or waits. */
   onIdle(): Promise<void> {
     return this.#queue.onIdle();

@@ -3,6 +3,7 @@ import type { ImageContent } from "@mariozechner/pi-ai";
 import type { Principal } from "../auth/types.js";
 import { fromPi, PiServerError } from "../errors.js";
 import { checkSessionFile, exportInto } from "../isolation/session-files.js";
+import { lockSessionFile } from "../store/file-lock.js";
 import type { Connection } from "./connection.js";
 import type { DialogAnswer } from "./dialogs.js";
 import {
@@ -274,6 +275,11 @@ export const COMMANDS = {
     { sessionPath: pathStr },
     async (host, f) => {
       const path = await checkSessionFile(host.pathScope(), s(f, "sessionPath"));
+      // One writer per conversation: refused if another session or process holds it (the lock follows on rebind).
+      if (path !== host.session.sessionFile) {
+        const probe = lockSessionFile(path);
+        probe();
+      }
       return fromPi(() => host.runtime.switchSession(path));
     },
     { idleOnly: true },

@@ -623,6 +623,8 @@ export class ServerCore {
     if (def.idleOnly && host.busy) {
       throw new PiServerError("session_busy", `'${command.type}' needs an idle session; abort the running work first`);
     }
+    // Stopping work and answering dialogs write nothing of the conversation; everything else waits for its reload.
+    if (def.limit !== "exempt") host.checkConversation();
     const model = host.session.model;
     if (def.llm && model && this.#breakers.llmRefusing(model.provider, model.id)) {
       throw new PiServerError("circuit_open", `The circuit for ${model.provider}/${model.id} is open; try again later`);

@@ -141,6 +141,8 @@ export type ServerSessionEvent =
   | { readonly type: "extension_error"; readonly extensionPath: string; readonly event: string; readonly error: string }
   | { readonly type: "event_error"; readonly eventType: string; readonly message: string }
   | { readonly type: "run_interrupted"; readonly reason: "server_restart" }
+  | { readonly type: "session_conflict"; readonly reason: "file_changed" }
+  | { readonly type: "session_reloaded"; readonly reason: "file_changed"; readonly messageCount: number }
   | ExtensionUiRequestEvent;
 
 export type SessionEvent = AgentSessionEvent | ServerSessionEvent;

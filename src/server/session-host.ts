@@ -1,12 +1,13 @@
-import { unlink } from "node:fs";
+import { existsSync, unlink } from "node:fs";
 import type { AgentSession, AgentSessionRuntime, BashOperations } from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
 import type { Breakers } from "../circuit/breakers.js";
 import { guardBashOperations, guardStreamFn, type LlmCallReport } from "../circuit/guards.js";
-import { fromPi, type PiServerError, piRefusal } from "../errors.js";
+import { fromPi, PiServerError, piRefusal } from "../errors.js";
 import { Lane } from "../governor/lane.js";
 import { ProcessGroups, type Sandbox, sandboxedBashOperations } from "../isolation/sandbox.js";
 import type { PathScope } from "../isolation/session-files.js";
+import { type ConversationGuard, guardConversation } from "../store/conversation-guard.js";
 import { createUiContext, Dialogs } from "./dialogs.js";
 import { EventHub, type ReplayLimits } from "./event-hub.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
@@ -104,6 +105,8 @@ export class SessionHost {
   /** Process groups of the session's running bash commands: killed when the session ends. */
   readonly #groups = new ProcessGroups();
   #unsubscribe: (() => void) | undefined;
+  /** Stops pi's writes to the conversation's file once another process wrote to it (undefined: kept in memory). */
+  #guard: ConversationGuard | undefined;
   /** Events kept back until someone can see them (`interrupted`). */
   readonly #notices: object[] = [];
   #disposed: Promise<void> | undefined;
@@ -200,6 +203,52 @@ export class SessionHost {
   publishNotices(): void {
     const notices = this.#notices.splice(0);
     for (const notice of notices) this.hub.publish(notice);
+  }
+
+  /**
+   * Refuse work on a conversation whose file another process changed (checked when a command's turn comes, so a
+   * change made while the session was idle is noticed before anything is written); it is reloaded from the file
+   * first, and commands after the reload proceed.
+   */
+  checkConversation(): void {
+    if (this.#guard?.check()) {
+      throw new PiServerError("session_conflict", "The conversation's file was changed by another process; it is being reloaded from the file");
+    }
+  }
+
+  /**
+   * The file changed under us (issue 12 item 6): pi's writes are already stopped. Subscribers are told, the work
+   * that would have written is stopped, and once it has, the conversation is reloaded from the file as it is now
+   * (the other writer's history wins; what we had not written yet is dropped, never forked).
+   */
+  #conflict(file: string): void {
+    this.#log.warn({ file }, "the conversation's file was changed by another process; stopped writing to it");
+    this.hub.publish({ type: "session_conflict", reason: "file_changed" });
+    const session = this.session;
+    session.abortBash();
+    session.abortCompaction();
+    session.abortRetry();
+    if (this.#runs.size > 0) {
+      this.stopRun(new PiServerError("session_conflict", "The conversation's file was changed by another process"), undefined);
+    }
+    // Ahead of queued commands: they run on the reloaded conversation.
+    this.lane.runFirst(() => this.#reload(file)).catch((error: unknown) => this.#log.warn({ err: error }, "reload after a conflict failed"));
+  }
+
+  async #reload(file: string): Promise<void> {
+    await this.idle();
+    if (this.disposed || this.session.sessionFile !== file) return;
+    if (!existsSync(file)) {
+      this.#log.warn({ file }, "the conversation's file is gone; the session stays refused until it is deleted");
+      return;
+    }
+    const { cancelled } = await this.#runtime.switchSession(file); // reads the file as it is now; rebinds (a new guard)
+    if (cancelled) {
+      this.#log.warn({ file }, "an extension cancelled the reload; the session stays refused");
+      return;
+    }
+    this.#log.info({ file, messages: this.session.messages.length }, "conversation reloaded from its file");
+    this.hub.publish({ type: "session_reloaded", reason: "file_changed", messageCount: this.session.messages.length });
   }
 
   /** A prompt run is in progress (accepted by pi and not yet ended). */
@@ -328,6 +377,9 @@ export class SessionHost {
 
   async #bind(): Promise<void> {
     const session = this.#runtime.session;
+    this.#guard = session.sessionManager.isPersisted()
+      ? guardConversation(session.sessionManager, (file) => this.#conflict(file))
+      : undefined;
     // Every LLM call of this agent passes its model's breaker (adr/0006). A new session object needs it again.
     session.agent.streamFn = guardStreamFn(session.agent.streamFn, this.#options.breakers, {
       firstTokenTimeoutMs: this.#options.firstTokenTimeoutMs,

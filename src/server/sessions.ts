@@ -15,7 +15,7 @@ import { type SessionChange, SessionHost, type SessionHostOptions, type SessionS
 import { keyOf } from "./session-key.js";
 import type { SessionRecord, SessionStore } from "../store/session-store.js";
 import { checkSessionFile } from "../isolation/session-files.js";
-import { lockSessionFile } from "../store/file-lock.js";
+import { type FileLock, lockSessionFile } from "../store/file-lock.js";
 import { listStoredConversations, type StoredConversation } from "../isolation/stored-sessions.js";
 
 /** What the programmatic API hands out for a session. */
@@ -146,8 +146,8 @@ export class SessionRegistry {
   readonly #shares = new Map<string, Set<string>>();
   /** Key → the last record write queued for it: writes of one session happen in order, the newest last. */
   readonly #writes = new Map<string, Promise<void>>();
-  /** Key → release of the lock on the pi file a live session hosts (restored or opened ones). */
-  readonly #locks = new Map<string, () => void>();
+  /** Key → the pi file a live session writes now and the release of its lock. */
+  readonly #locks = new Map<string, FileLock>();
   readonly #options: SessionRegistryOptions;
   /** The host options with the registry's own change listener added. */
   readonly #hostOptions: SessionHostOptions;
@@ -333,9 +333,10 @@ export class SessionRegistry {
     this.#reserved.add(key);
     this.#count(owner, 1);
     let created = false;
-    let release: (() => void) | undefined;
+    let taken: FileLock | undefined;
     try {
-      if (request.sessionFile !== undefined) release = lockSessionFile(request.sessionFile);
+      // An existing conversation: refused before anything is built if another process writes it.
+      if (request.sessionFile !== undefined) taken = { file: request.sessionFile, release: lockSessionFile(request.sessionFile) };
       await this.#makeRoom();
       const placement = await options.workspaces.place(owner, request.cwd, options.defaultCwd);
       const thinkingLevel = request.thinkingLevel ?? options.defaultThinkingLevel;
@@ -360,7 +361,7 @@ export class SessionRegistry {
         throw new PiServerError("store_failed", "The session could not be stored; it was not created", { cause: error });
       }
       created = true;
-      if (release) this.#locks.set(key, release);
+      this.#hold(host, taken);
       const { provider, id: modelId } = host.session.model ?? {};
       options.logger.info({ sessionId, principal: owner, cwd: host.cwd, provider, model: modelId }, "session created");
       options.onCreated(host);
@@ -369,7 +370,7 @@ export class SessionRegistry {
       this.#reserved.delete(key);
       if (!created) {
         this.#count(owner, -1);
-        release?.();
+        taken?.release();
       }
     }
   }
@@ -443,7 +444,7 @@ export class SessionRegistry {
     this.#options.engine.abortGroup(host.key, reason);
     await host.dispose();
     // Only once pi has stopped writing may another process take the conversation.
-    this.#locks.get(host.key)?.();
+    this.#locks.get(host.key)?.release();
     this.#locks.delete(host.key);
     if (why !== "unloaded") {
       host.hub.notify({ type: "session_deleted", sessionId: host.id, reason: why });
@@ -523,7 +524,7 @@ export class SessionRegistry {
     const record = dormant.record;
     const options = this.#options;
     const log = options.logger.child({ sessionId: record.sessionId, principal: record.owner });
-    let release: (() => void) | undefined;
+    let taken: FileLock | undefined;
     try {
       await this.#makeRoom(dormant);
       // The record's cwd must still be in its owner's workspace (real paths, today's configuration).
@@ -538,7 +539,7 @@ export class SessionRegistry {
         await checkSessionFile({ cwd: placement.cwd, workspace: placement.workspace, sessionsRoot: options.sessionsRoot }, file);
       }
       // One writer per conversation: another pi-server holding the file makes this restore refuse.
-      release = exists ? lockSessionFile(file) : undefined;
+      if (exists) taken = { file, release: lockSessionFile(file) };
       // A conversation brings its model and thinking level back from its file; a session that never spoke uses the record's.
       const fresh = !exists;
       const host = await SessionHost.create(
@@ -560,14 +561,14 @@ export class SessionRegistry {
       this.#dormant.delete(dormant.key);
       this.#index(dormant, false);
       this.#add(host);
-      if (release) this.#locks.set(dormant.key, release);
-      release = undefined;
+      this.#hold(host, taken);
+      taken = undefined;
       if (record.runActive) host.interrupted("server_restart");
       void this.#persist(host).catch(() => undefined); // the new epoch, and the interrupted run is over
       log.info({ messages: host.state().messageCount, interrupted: record.runActive }, "session restored");
       return host;
     } catch (error) {
-      release?.();
+      taken?.release();
       log.warn({ err: error }, "session restore failed");
       throw error;
     }
@@ -647,7 +648,31 @@ export class SessionRegistry {
 
   #changed(host: SessionHost, change: SessionChange): void {
     if (change === "run_ended") host.lastActiveAt = Date.now();
-    if (this.#hosts.get(host.key) === host) void this.#persist(host).catch(() => undefined);
+    if (this.#hosts.get(host.key) !== host) return;
+    if (change === "rebound") this.#hold(host); // new_session, switch_session, fork: another file
+    void this.#persist(host).catch(() => undefined);
+  }
+
+  /**
+   * Hold the lock on the file the session writes now, letting go of the one it wrote before; `taken`: the lock taken
+   * before the session was built. A file another process holds is not locked (logged): the session's conversation
+   * guard still stops pi's writes after another writer's.
+   */
+  #hold(host: SessionHost, taken?: FileLock): void {
+    const file = host.session.sessionFile;
+    const held = this.#locks.get(host.key) ?? taken;
+    if (held !== undefined && held.file === file) {
+      this.#locks.set(host.key, held);
+      return;
+    }
+    held?.release();
+    this.#locks.delete(host.key);
+    if (file === undefined) return;
+    try {
+      this.#locks.set(host.key, { file, release: lockSessionFile(file) });
+    } catch (error) {
+      this.#options.logger.warn({ err: error, sessionId: host.id, principal: host.owner }, "the session's new conversation file is not locked");
+    }
   }
 
   #persistEntry(entry: SessionEntry): void {

@@ -2,6 +2,12 @@ import { readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { PiServerError } from "../errors.js";
 
+/** A lock held on a conversation's file. */
+export interface FileLock {
+  readonly file: string;
+  readonly release: () => void;
+}
+
 /** Files this process holds (two sessions of one server never host the same conversation either). */
 const held = new Set<string>();
 

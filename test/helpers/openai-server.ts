@@ -8,6 +8,8 @@ export interface ScriptedReply {
   delayMs?: number;
   /** Answer with this HTTP error status instead of a stream. */
   status?: number;
+  /** Send the first chunk of text, then wait for this before the rest (a reply the test holds mid-stream). */
+  hold?: Promise<void>;
   /** Send the first chunk, then drop the connection (an upstream failure nobody can retry mid-stream). */
   disconnect?: boolean;
 }
@@ -95,6 +97,7 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
       if (reply.delayMs) await new Promise((resolve) => setTimeout(resolve, reply.delayMs));
       if (response.destroyed) return;
       response.write(chunk({ content: reply.text.slice(i, i + size) }, null));
+      if (i === 0 && reply.hold) await reply.hold;
     }
     response.write(chunk({}, "stop", { usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } }));
     response.write("data: [DONE]\n\n");

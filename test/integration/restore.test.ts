@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
 import { SessionManager } from "@mariozechner/pi-coding-agent";
@@ -19,6 +19,21 @@ import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
 
 const TOKENS = { alice: "alice-token-0123456789", bob: "bob-token-0123456789ab" } as const;
 type Summary = { sessionId: string; status: string; messageCount: number };
+
+/** One exchange written by pi's own SessionManager, as `pi` does: a user message and a reply. */
+function exchange(manager: SessionManager, text: string): void {
+  manager.appendMessage({ role: "user", content: [{ type: "text", text }], timestamp: Date.now() });
+  manager.appendMessage({
+    role: "assistant",
+    content: [{ type: "text", text: "noted" }],
+    api: "openai-completions",
+    provider: "local",
+    model: "echo-1",
+    usage: { input: 1, output: 1, cacheRead: 0, cacheWrite: 0, totalTokens: 2, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
+    stopReason: "stop",
+    timestamp: Date.now(),
+  });
+}
 
 /** Servers started one after the other on the same agent dir, data dir and workspaces; the factory counts builds. */
 async function setup(t: TestContext) {
@@ -152,17 +167,7 @@ test("list_stored_sessions shows the principal's sessions and pi's own conversat
     const cwd = join(env.root, workspaceName(principal), "project");
     mkdirSync(cwd, { recursive: true });
     const manager = SessionManager.create(cwd, piSessionDir(cwd, env.agentDir));
-    manager.appendMessage({ role: "user", content: [{ type: "text", text }], timestamp: Date.now() });
-    manager.appendMessage({
-      role: "assistant",
-      content: [{ type: "text", text: "noted" }],
-      api: "openai-completions",
-      provider: "local",
-      model: "echo-1",
-      usage: { input: 1, output: 1, cacheRead: 0, cacheWrite: 0, totalTokens: 2, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
-      stopReason: "stop",
-      timestamp: Date.now(),
-    });
+    exchange(manager, text);
     return manager.getSessionFile() as string;
   };
   // realpath: the workspace root may sit behind a symlinked temp dir
@@ -220,6 +225,74 @@ test("one writer per conversation: a second server on the same data dir cannot o
   const refused = await onB.request({ type: "get_state", sessionId: "s" });
   assert.equal(refused.code, "session_locked");
   assert.match(String(refused.error), /already hosts it/); // both servers live in this test's process
-  await a.server.close(); // lets go of the file
+  // A session created on A holds its new file too, and the lock follows it to the next conversation (new_session).
+  await onA.ok({ type: "create_session", sessionId: "fresh" });
+  await env.converse(onA, "fresh", "hello");
+  const c = await env.start(); // lists "fresh" as dormant
+  const onC = await c.connect("alice");
+  assert.equal((await onC.request({ type: "get_state", sessionId: "fresh" })).code, "session_locked");
+  const before = (await onA.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "fresh" })).sessionFile;
+  await onA.ok({ type: "new_session", sessionId: "fresh" });
+  const after = (await onA.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "fresh" })).sessionFile;
+  assert.notEqual(after, before);
+  assert.equal(existsSync(`${before}.lock`), false, "the old conversation is let go");
+  assert.equal(JSON.parse(readFileSync(`${after}.lock`, "utf8")).pid, process.pid, "the new one is held");
+
+  // Nor may a session switch to a conversation another one hosts.
+  const held = (await onA.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "s" })).sessionFile;
+  assert.equal((await onA.request({ type: "switch_session", sessionId: "fresh", sessionPath: held })).code, "session_locked");
+
+  await a.server.close(); // lets go of the files
   assert.equal((await onB.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, 2);
+  assert.equal(existsSync(`${after}.lock`), false);
+});
+
+test("`pi` writing to a conversation the server hosts: noticed before our next write, subscribers told, reloaded from the file, never forked", async (t) => {
+  const env = await setup(t);
+  const server = await env.start();
+  const alice = await server.connect("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  await env.converse(alice, "s", "first");
+  const { sessionFile: file } = await alice.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "s" });
+  /** Every entry hangs on the one before it: one history, no branch. */
+  const assertOneHistory = () => {
+    const entries = readFileSync(file, "utf8").trim().split("\n").slice(1).map((line) => JSON.parse(line) as { id: string; parentId: string | null });
+    entries.forEach((entry, i) => assert.equal(entry.parentId, i === 0 ? null : entries[i - 1]?.id, `entry ${i} continues the one before it`));
+  };
+  const text = (messages: Array<{ content: unknown }>) => messages.map((m) => JSON.stringify(m.content));
+
+  // While the session is idle, `pi` continues the conversation in the same file.
+  exchange(SessionManager.open(file), "pi was here");
+  let from = alice.frames.length;
+  const asked = env.llm.requests.length;
+  const refused = await alice.request({ type: "prompt", sessionId: "s", message: "second" });
+  assert.equal(refused.code, "session_conflict");
+  await alice.waitForEvent("s", "session_conflict", (e) => e["reason"] === "file_changed", from);
+  assert.equal((await alice.waitForEvent("s", "session_reloaded", () => true, from)).event["messageCount"], 4);
+  assert.equal(env.llm.requests.length, asked, "the refused prompt reached no model");
+  await env.converse(alice, "s", "second");
+  assert.match(JSON.stringify(env.llm.requests.at(-1)?.["messages"]), /pi was here/, "the model saw pi's turn");
+  assertOneHistory();
+
+  // During a run: pi writes while our reply streams; our reply is never written after pi's lines.
+  let release = () => {};
+  env.llm.replies.push({ text: "our reply that must not land", chunks: 4, hold: new Promise<void>((resolve) => (release = resolve)) });
+  from = alice.frames.length;
+  await alice.ok({ type: "prompt", sessionId: "s", message: "third" });
+  await alice.waitForEvent("s", "message_update", () => true, from);
+  exchange(SessionManager.open(file), "pi again");
+  release();
+  await alice.waitForEvent("s", "session_conflict", () => true, from);
+  assert.equal((await alice.waitForEvent("s", "run_aborted", () => true, from)).event["reason"], "session_conflict");
+  await alice.waitForEvent("s", "session_reloaded", () => true, from);
+  assert.doesNotMatch(readFileSync(file, "utf8"), /must not land/);
+  assertOneHistory();
+  const { messages } = await alice.ok<{ messages: Array<{ content: unknown }> }>({ type: "get_messages", sessionId: "s" });
+  const seen = text(messages).join(" ");
+  assert.match(seen, /pi again/);
+  assert.doesNotMatch(seen, /must not land/);
+  assert.equal(messages.length, 9, "our first and second exchanges, pi's two, and our third prompt without its reply");
+  // And the session goes on.
+  await env.converse(alice, "s", "fourth");
+  assertOneHistory();
 });
