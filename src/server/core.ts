@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { Principal } from "../auth/types.js";
 import type { Breakers } from "../circuit/breakers.js";
-import { PiServerError, piRefusal, SERVER_CLOSES, type ServerClose, toPiServerError } from "../errors.js";
+import { type ErrorCode, PiServerError, piRefusal, SERVER_CLOSES, type ServerClose, toPiServerError } from "../errors.js";
 import type { Engine } from "../governor/engine.js";
 import type { Admission, RateLimits } from "../governor/rate-limit.js";
 import type { CloseReason, MetricsSink } from "../metrics/sink.js";
@@ -119,7 +119,7 @@ export class ServerCore {
     this.#onDisconnect = options.onDisconnect;
     this.#hooks = options.hooks ?? {};
     const retention = options.idempotency ?? { ttlMs: 24 * 60 * 60_000, maxEntries: 10_000 };
-    this.#idempotency = new IdempotencyCache(retention);
+    this.#idempotency = new IdempotencyCache({ ...retention, forget: (value) => notRun(value as StoredOutcome) });
     this.#journal = retention.journalPath === undefined ? undefined : new IdempotencyJournal(retention.journalPath, 2 * retention.maxEntries + 100);
   }
 
@@ -424,8 +424,7 @@ export class ServerCore {
         if (!journal) return;
         const write = () => {
           this.#unfinished.delete(id);
-          journal
-            .done(entry.principal, entry.key, entry.fingerprint, outcome)
+          (notRun(outcome) ? journal.dropped(entry.principal, entry.key, entry.fingerprint) : journal.done(entry.principal, entry.key, entry.fingerprint, outcome))
             .then(() => (journal.oversized ? journal.rewrite(this.#journalEntries()) : undefined))
             .catch((error: unknown) => this.#log.error({ err: error }, "idempotency journal write failed"));
         };
@@ -687,6 +686,26 @@ export class ServerCore {
     const frame = JSON.stringify({ type: "session_created", sessionId: host.id });
     for (const conn of this.#connections) if (this.#registry.canAccess(conn.principal, host, "notify")) conn.sendFrame(frame);
   }
+}
+
+/**
+ * Refusals given before a command did anything: a keyed command answered so is not kept, and its retry runs (a
+ * client told "rate limited" or "busy" retries with the same key, as PROTOCOL.md §2.4 says).
+ */
+const REFUSED_BEFORE_RUNNING: ReadonlySet<string> = new Set<ErrorCode>([
+  "rate_limited",
+  "queue_full",
+  "session_busy",
+  "circuit_open",
+  "session_conflict",
+  "session_locked",
+  "session_unavailable",
+  "too_many_sessions",
+  "store_failed",
+]);
+
+function notRun(outcome: StoredOutcome): boolean {
+  return !outcome.success && REFUSED_BEFORE_RUNNING.has(outcome.code);
 }
 
 /** A command's identity for idempotency: its type, session and fields (keys sorted), never its id or key. */

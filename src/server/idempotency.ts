@@ -1,13 +1,19 @@
 /**
  * Idempotent execution (issue 12): a command carrying an `idempotencyKey` runs at most once per principal and key.
  * A repeat with the same command shares the first execution (in flight) or gets its stored outcome (settled), marked
- * replayed; a repeat with a different command is a conflict. Outcomes — failures too — are kept for `ttlMs` after
+ * replayed; a repeat with a different command is a conflict. Outcomes — failures too, but not refusals before the
+ * command ran (`forget`) — are kept for `ttlMs` after
  * they settle and for at most `maxEntries` keys (the oldest settled ones go first; executions in flight are never
  * dropped). The core journals what it keeps here (src/store/idempotency-journal.ts) and restores it at start.
  */
 export interface IdempotencyOptions {
   readonly maxEntries: number;
   readonly ttlMs: number;
+  /**
+   * An outcome that says the command never ran (refused before it started: rate limited, queue full, busy…): not
+   * kept, so a retry with the key runs. Callers sharing the execution in flight still get it.
+   */
+  readonly forget?: (value: unknown) => boolean;
   readonly now?: () => number;
 }
 
@@ -70,6 +76,10 @@ export class IdempotencyCache {
     this.#evict();
     outcome.then(
       (value) => {
+        if (this.#options.forget?.(value) && this.#entries.get(id) === entry) {
+          this.#entries.delete(id);
+          return;
+        }
         entry.value = value;
         entry.settledAt = this.#now();
         this.#evict();

@@ -11,7 +11,8 @@ export type StoredOutcome =
 /** One line of the journal. */
 type Line =
   | { readonly t: "accepted"; readonly p: string; readonly k: string; readonly f: string; readonly at: number }
-  | { readonly t: "done"; readonly p: string; readonly k: string; readonly f: string; readonly o: StoredOutcome; readonly at: number };
+  | { readonly t: "done"; readonly p: string; readonly k: string; readonly f: string; readonly o: StoredOutcome; readonly at: number }
+  | { readonly t: "dropped"; readonly p: string; readonly k: string; readonly f: string; readonly at: number };
 
 /** What the journal knew at start: settled outcomes, and keys accepted whose outcome never got written. */
 export interface JournalEntry {
@@ -26,7 +27,7 @@ export interface JournalEntry {
 /**
  * The idempotency journal (issue 12): an append-only JSON-lines file under the data dir. `accepted` is written and
  * fsynced before a keyed command does any work, `done` with its outcome when it finished (for a prompt, when its run
- * ended), so after a crash a retried key is never executed twice. A torn last line (the crash) is ignored. The file
+ * ended) or `dropped` when it was refused before it ran (the key may be used again), so after a crash a retried key is never executed twice. A torn last line (the crash) is ignored. The file
  * is rewritten at start with what is still kept, and again whenever it has grown past `maxLines`.
  */
 export class IdempotencyJournal {
@@ -55,6 +56,7 @@ export class IdempotencyJournal {
       if (!line) continue;
       const id = `${line.p}\n${line.k}`;
       entries.delete(id); // re-inserted: Map order is the order of the newest line
+      if (line.t === "dropped") continue;
       entries.set(id, { principal: line.p, key: line.k, fingerprint: line.f, outcome: line.t === "done" ? line.o : undefined, at: line.at });
     }
     return [...entries.values()];
@@ -90,6 +92,11 @@ export class IdempotencyJournal {
   /** The outcome, for replay after a restart (not fsynced: if it is lost, the retry gets `interrupted_by_restart`). */
   done(principal: string, key: string, fingerprint: string, outcome: StoredOutcome): Promise<void> {
     return this.#append({ t: "done", p: principal, k: key, f: fingerprint, o: outcome, at: Date.now() }, false);
+  }
+
+  /** The command was refused before it ran: the key is free again (not fsynced: if lost, the retry gets `interrupted_by_restart`). */
+  dropped(principal: string, key: string, fingerprint: string): Promise<void> {
+    return this.#append({ t: "dropped", p: principal, k: key, f: fingerprint, at: Date.now() }, false);
   }
 
   /** True when the file has grown past its bound and should be rewritten. */
@@ -134,7 +141,7 @@ function parseLine(raw: string): Line | undefined {
     return undefined;
   }
   if (typeof v["at"] !== "number") return undefined;
-  if (v["t"] === "accepted") return v as Line;
+  if (v["t"] === "accepted" || v["t"] === "dropped") return v as Line;
   const o = v["o"] as Record<string, unknown> | undefined;
   if (v["t"] === "done" && typeof o === "object" && o !== null && typeof o["success"] === "boolean") return v as Line;
   return undefined;

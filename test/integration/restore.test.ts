@@ -265,12 +265,18 @@ test("`pi` writing to a conversation the server hosts: noticed before our next w
   exchange(SessionManager.open(file), "pi was here");
   let from = alice.frames.length;
   const asked = env.llm.requests.length;
-  const refused = await alice.request({ type: "prompt", sessionId: "s", message: "second" });
+  const second = { type: "prompt", sessionId: "s", message: "second", idempotencyKey: "second" };
+  const refused = await alice.request(second);
   assert.equal(refused.code, "session_conflict");
   await alice.waitForEvent("s", "session_conflict", (e) => e["reason"] === "file_changed", from);
   assert.equal((await alice.waitForEvent("s", "session_reloaded", () => true, from)).event["messageCount"], 4);
   assert.equal(env.llm.requests.length, asked, "the refused prompt reached no model");
-  await env.converse(alice, "s", "second");
+  // Refused before it ran, so its key is free: the retry runs (it is not replayed).
+  from = alice.frames.length;
+  const retried = await alice.request(second);
+  assert.equal(retried.success, true);
+  assert.equal(retried["replayed"], undefined);
+  await alice.waitForEvent("s", "agent_end", () => true, from);
   assert.match(JSON.stringify(env.llm.requests.at(-1)?.["messages"]), /pi was here/, "the model saw pi's turn");
   assertOneHistory();
 

@@ -71,3 +71,20 @@ test("replays are marked; keys are per principal; outcomes expire after ttlMs an
   assert.deepEqual(await slow, { value: "done", replayed: false });
   assert.deepEqual(await again, { value: "done", replayed: true });
 });
+
+test("an outcome that says the command never ran is not kept: the retry runs; a concurrent duplicate still shares it", async () => {
+  const cache = new IdempotencyCache({ maxEntries: 10, ttlMs: 1_000, forget: (value) => value === "refused" });
+  const answers = ["refused", "ran"];
+  let runs = 0;
+  const work = async () => {
+    runs += 1;
+    return answers.shift() as string;
+  };
+  const first = cache.run("alice", "k", "prompt:hi", work);
+  const duplicate = cache.run("alice", "k", "prompt:hi", work);
+  assert.deepEqual(await first, { value: "refused", replayed: false });
+  assert.deepEqual(await duplicate, { value: "refused", replayed: true });
+  assert.deepEqual(await cache.run("alice", "k", "prompt:hi", work), { value: "ran", replayed: false }, "the retry ran");
+  assert.deepEqual(await cache.run("alice", "k", "prompt:hi", work), { value: "ran", replayed: true }, "and is kept");
+  assert.equal(runs, 2);
+});

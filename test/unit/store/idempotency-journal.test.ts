@@ -37,5 +37,11 @@ test("the journal keeps the newest line per principal and key, ignores a torn la
     (await reopened.load()).map((e) => `${e.principal}/${e.key}`),
     ["alice/k2", "bob/k1", "carol/k0", "carol/k1", "carol/k2"],
   );
+  // A key refused before it ran is dropped: free again after a restart.
+  await reopened.dropped("carol", "k1", "f");
+  assert.deepEqual(
+    (await reopened.load()).map((e) => `${e.principal}/${e.key}`),
+    ["alice/k2", "bob/k1", "carol/k0", "carol/k2"],
+  );
   await reopened.close();
 });
