@@ -1,0 +1,525 @@
+import { Emitter } from "./emitter.js";
+import { PiClientError } from "./errors.js";
+import { SessionHandle, type SessionHandleOptions } from "./session.js";
+import type {
+  CloseInfo,
+  CommandType,
+  DataOf,
+  EventFrame,
+  FieldsOf,
+  NoticeFrame,
+  ServerFrame,
+  WebSocketConstructor,
+  WebSocketLike,
+} from "./types.js";
+
+/** What to do after the server or the network closed the connection. */
+export type RetryDecision = "retry" | "refresh" | "stop";
+
+export interface RetryOptions {
+  /** First backoff ceiling. @default 250 */
+  readonly initialDelayMs?: number;
+  /** Largest backoff ceiling. @default 10_000 */
+  readonly maxDelayMs?: number;
+  /** @default 2 */
+  readonly factor?: number;
+  /** Give up after this many failed attempts in a row. @default Infinity */
+  readonly maxAttempts?: number;
+}
+
+export interface KeepAliveOptions {
+  /** Send `ping` this long after the last one was answered. @default 15_000 */
+  readonly intervalMs?: number;
+  /** A `ping` unanswered this long means the connection is dead (half-open): it is dropped and resumed. @default 5_000 */
+  readonly timeoutMs?: number;
+}
+
+export interface ClientEvents {
+  connecting: () => void;
+  connected: (info: { connectionId: string; serverVersion: string; protocolVersion: number }) => void;
+  disconnected: (close: CloseInfo) => void;
+  reconnecting: (attempt: number, delayMs: number) => void;
+  /** A session's subscription was answered `resyncRequired`: its handle emitted `resync` with the snapshot. */
+  resynced: (sessionId: string) => void;
+  error: (error: Error) => void;
+  /** Closed for good (`close()`, or the client gave up). */
+  closed: () => void;
+  /** `session_created`, `session_deleted`, `server_shutdown`. */
+  notice: (frame: NoticeFrame) => void;
+}
+
+export type ClientStatus = "idle" | "connecting" | "connected" | "reconnecting" | "closed";
+
+type Resolvable<T> = T | (() => T | Promise<T>);
+
+export interface PiClientOptions {
+  /** `ws://` or `wss://` URL, or a function giving it (called on every connect). */
+  readonly url: Resolvable<string>;
+  /** Bearer token, or a function giving a fresh one (called on every connect, so a 4003 close gets a new one). */
+  readonly token?: Resolvable<string | undefined>;
+  /** The WebSocket class: the global one by default (browsers, Node ≥ 22); `ws` on Node 20. */
+  readonly WebSocketImpl?: WebSocketConstructor;
+  /**
+   * How the token travels: `header` (`Authorization`, only `ws` can) or `subprotocol` (`bearer.<token>`, what
+   * browsers can). @default "header" with `WebSocketImpl`, else "subprotocol"
+   */
+  readonly tokenTransport?: "header" | "subprotocol";
+  /** Backoff between reconnects (exponential, full jitter); false: never reconnect. */
+  readonly retry?: RetryOptions | false;
+  /** @default retry on 1001, 1006, 1012, 1013, 4001; refresh the token and retry on 4003; stop on anything else */
+  readonly shouldRetry?: (close: CloseInfo) => RetryDecision;
+  /** Application-level `ping` that finds a half-open connection; false: off. */
+  readonly keepAlive?: KeepAliveOptions | false;
+  /** @default 30_000 */
+  readonly requestTimeoutMs?: number;
+  /** Connect on the first request instead of at once. @default false */
+  readonly lazy?: boolean;
+  readonly on?: Partial<ClientEvents>;
+}
+
+export interface RequestOptions {
+  readonly signal?: AbortSignal;
+  /** Run at most once (PROTOCOL.md §2.4); such a command is also resent after a reconnect. */
+  readonly idempotencyKey?: string;
+  readonly timeoutMs?: number;
+}
+
+/** Commands that change nothing: resent after a reconnect without asking. */
+const READ_ONLY: ReadonlySet<string> = new Set([
+  "get_state",
+  "get_messages",
+  "get_available_models",
+  "get_session_stats",
+  "get_fork_messages",
+  "get_last_assistant_text",
+  "get_commands",
+  "list_sessions",
+  "list_stored_sessions",
+  "ping",
+]);
+
+const RETRY_CODES: ReadonlySet<number> = new Set([1001, 1006, 1012, 1013, 4001]);
+const SUBPROTOCOL = "pi-server.v1";
+const OPEN = 1;
+
+export function defaultShouldRetry(close: CloseInfo): RetryDecision {
+  if (close.code === 4003) return "refresh";
+  return RETRY_CODES.has(close.code) ? "retry" : "stop";
+}
+
+interface Pending {
+  readonly id: string;
+  readonly frame: Record<string, unknown>;
+  /** Resent after a reconnect (read-only or keyed); otherwise failed with `connection_lost`. */
+  readonly retryable: boolean;
+  sent: boolean;
+  readonly resolve: (data: unknown) => void;
+  readonly reject: (error: Error) => void;
+  readonly cleanup: () => void;
+}
+
+/** One socket's listeners, so that a replaced socket can be let go of completely. */
+interface Attached {
+  readonly ws: WebSocketLike;
+  readonly detach: () => void;
+}
+
+/**
+ * A pi-server client (PROTOCOL.md): one WebSocket, reconnected with backoff while the client is open; requests
+ * matched to responses; session handles resubscribed from their cursors after every reconnect. `close()` is final.
+ */
+export class PiClient {
+  readonly #options: PiClientOptions;
+  readonly #emitter = new Emitter<ClientEvents>();
+  readonly #pending = new Map<string, Pending>();
+  readonly #handles = new Map<string, SessionHandle>();
+  #status: ClientStatus = "idle";
+  #socket: Attached | undefined;
+  #ready = false;
+  #attempt = 0;
+  #nextId = 0;
+  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  #pingTimer: ReturnType<typeof setTimeout> | undefined;
+  #pongTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Sockets opened so far (tests and diagnostics). */
+  #opened = 0;
+
+  constructor(options: PiClientOptions) {
+    this.#options = options;
+    for (const [type, listener] of Object.entries(options.on ?? {})) {
+      if (listener) this.#emitter.on(type as keyof ClientEvents, listener as never);
+    }
+    if (!options.lazy) this.#connect();
+  }
+
+  get status(): ClientStatus {
+    return this.#status;
+  }
+
+  /** Sockets opened over the client's life. */
+  get socketsOpened(): number {
+    return this.#opened;
+  }
+
+  on<K extends keyof ClientEvents>(type: K, listener: ClientEvents[K]): () => void {
+    return this.#emitter.on(type, listener);
+  }
+
+  /**
+   * Send a command and resolve with its response `data`; reject with a `PiClientError` (the server's code, or
+   * `connection_lost` with `maybeExecuted`, `request_timeout`, `aborted`, `client_closed`).
+   */
+  request<T extends CommandType>(type: T, fields: FieldsOf<T>, options: RequestOptions = {}): Promise<DataOf<T>> {
+    const frame: Record<string, unknown> = { ...(fields as object), type };
+    if (options.idempotencyKey !== undefined) frame["idempotencyKey"] = options.idempotencyKey;
+    const retryable = READ_ONLY.has(type) || options.idempotencyKey !== undefined;
+    return this.#send(frame, retryable, options) as Promise<DataOf<T>>;
+  }
+
+  /** Cancel a command this client sent (by the id it was sent with). */
+  cancel(commandId: string): Promise<DataOf<"cancel">> {
+    return this.request("cancel", { commandId });
+  }
+
+  /** A handle on a session (replacing this client's previous handle for the same id, which is closed). */
+  session(sessionId: string, options: SessionHandleOptions = {}): SessionHandle {
+    this.#handles.get(sessionId)?.release("handle_closed");
+    const handle = new SessionHandle(sessionId, options, {
+      request: (type, fields, requestOptions) => this.request(type, fields as never, requestOptions),
+      subscribe: (h) => this.#subscribe(h),
+      answerDialog: (frame) => this.#send(frame, false, {}).then(() => undefined),
+      released: (h) => {
+        if (this.#handles.get(h.sessionId) === h) this.#handles.delete(h.sessionId);
+      },
+    });
+    this.#handles.set(sessionId, handle);
+    return handle;
+  }
+
+  /** Create a session and return its handle, subscribed (the creator is). */
+  async createSession(fields: FieldsOf<"create_session"> = {}, options: RequestOptions & SessionHandleOptions = {}): Promise<SessionHandle> {
+    const data = await this.request("create_session", { ...fields, ...(options.encoding ? { encoding: options.encoding } : {}) }, options);
+    const handle = this.session(data.sessionId, options);
+    handle.subscribed({ seq: data.seq, epoch: data.epoch });
+    return handle;
+  }
+
+  /** Open a stored session (`sessionId` or `storedId`) and return its handle, subscribed. */
+  async openSession(fields: FieldsOf<"open_session">, options: RequestOptions & SessionHandleOptions = {}): Promise<SessionHandle> {
+    const data = await this.request("open_session", { ...fields, ...(options.encoding ? { encoding: options.encoding } : {}) }, options);
+    const handle = this.session(data.sessionId, options);
+    handle.subscribed({ seq: data.seq, epoch: data.epoch });
+    return handle;
+  }
+
+  listSessions(options?: RequestOptions): Promise<DataOf<"list_sessions">["sessions"]> {
+    return this.request("list_sessions", {}, options).then((data) => data.sessions);
+  }
+
+  listStoredSessions(options?: RequestOptions): Promise<DataOf<"list_stored_sessions">> {
+    return this.request("list_stored_sessions", {}, options);
+  }
+
+  async deleteSession(sessionId: string, options?: RequestOptions & { owner?: string }): Promise<void> {
+    await this.request("delete_session", { sessionId, ...(options?.owner ? { owner: options.owner } : {}) }, options);
+    this.#handles.get(sessionId)?.release("handle_closed");
+  }
+
+  /**
+   * Close for good: every timer cleared, every socket closed, every pending request failed with `client_closed`,
+   * every handle closed. Nothing reconnects afterwards.
+   */
+  close(): void {
+    if (this.#status === "closed") return;
+    this.#status = "closed";
+    this.#clearTimers();
+    const socket = this.#socket;
+    this.#socket = undefined;
+    this.#ready = false;
+    if (socket) {
+      socket.detach();
+      if (socket.ws.readyState === OPEN) socket.ws.close(1000, "client closed");
+      else terminate(socket.ws);
+    }
+    this.#failAll(new PiClientError("client_closed", "The client was closed"), () => true);
+    for (const handle of [...this.#handles.values()]) handle.release("client_closed");
+    this.#emitter.emit("closed");
+    this.#emitter.clear();
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Connection
+
+  #connect(): void {
+    if (this.#status === "closed" || this.#socket || this.#reconnectTimer) return;
+    this.#status = this.#attempt === 0 ? "connecting" : "reconnecting";
+    this.#emitter.emit("connecting");
+    void this.#open().catch((error: unknown) => {
+      // The URL or token function failed: like a connection that failed.
+      this.#emitter.emit("error", error instanceof Error ? error : new Error(String(error)));
+      this.#scheduleReconnect({ code: 1006, reason: "connect failed" });
+    });
+  }
+
+  async #open(): Promise<void> {
+    const url = await resolve(this.#options.url);
+    const token = await resolve(this.#options.token);
+    if (this.#status === "closed" || this.#socket) return;
+    const Impl = this.#options.WebSocketImpl ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!Impl) throw new Error("No WebSocket: pass WebSocketImpl (the `ws` package on Node 20)");
+    const transport = this.#options.tokenTransport ?? (this.#options.WebSocketImpl ? "header" : "subprotocol");
+    let ws: WebSocketLike;
+    if (token === undefined) ws = new Impl(url, [SUBPROTOCOL]);
+    else if (transport === "header") ws = new Impl(url, [SUBPROTOCOL], { headers: { authorization: `Bearer ${token}` } });
+    else ws = new Impl(url, [SUBPROTOCOL, `bearer.${token}`]);
+    this.#opened += 1;
+    this.#socket = this.#attach(ws);
+  }
+
+  #attach(ws: WebSocketLike): Attached {
+    const onMessage = (event: { data: unknown }) => this.#onMessage(ws, event.data);
+    const onClose = (event: { code: number; reason: string }) => this.#onClose(ws, { code: event.code, reason: event.reason });
+    const onError = () => undefined; // a close follows every error
+    ws.addEventListener("message", onMessage as never);
+    ws.addEventListener("close", onClose as never);
+    ws.addEventListener("error", onError as never);
+    return {
+      ws,
+      detach: () => {
+        ws.removeEventListener("message", onMessage as never);
+        ws.removeEventListener("close", onClose as never);
+        // The error listener stays: `ws` throws an error event nobody listens to (e.g. closing while connecting).
+      },
+    };
+  }
+
+  #onMessage(ws: WebSocketLike, data: unknown): void {
+    if (this.#socket?.ws !== ws) return;
+    let frame: ServerFrame;
+    try {
+      frame = JSON.parse(String(data)) as ServerFrame;
+    } catch {
+      this.#emitter.emit("error", new Error("The server sent a frame that is not JSON"));
+      return;
+    }
+    switch (frame.type) {
+      case "server_ready":
+        this.#onReady(frame);
+        return;
+      case "response":
+        this.#onResponse(frame as unknown as Record<string, unknown>);
+        return;
+      case "event":
+        this.#handles.get(frame.sessionId)?.receive(frame as EventFrame);
+        return;
+      default:
+        if (frame.type === "session_deleted") this.#handles.get(frame.sessionId)?.release("handle_closed", "session_deleted");
+        this.#emitter.emit("notice", frame);
+    }
+  }
+
+  #onReady(frame: { connectionId: string; serverVersion: string; protocolVersion: number }): void {
+    this.#ready = true;
+    this.#attempt = 0;
+    this.#status = "connected";
+    this.#emitter.emit("connected", { connectionId: frame.connectionId, serverVersion: frame.serverVersion, protocolVersion: frame.protocolVersion });
+    this.#schedulePing();
+    // Subscriptions first, then whatever waited for the connection, in the order it was asked for.
+    for (const handle of this.#handles.values()) if (handle.wantsSubscription) void handle.resubscribe();
+    for (const pending of this.#pending.values()) if (!pending.sent) this.#transmit(pending);
+  }
+
+  #onResponse(frame: Record<string, unknown>): void {
+    const pending = this.#pending.get(String(frame["id"]));
+    if (!pending) return;
+    pending.cleanup();
+    if (frame["success"] === true) {
+      pending.resolve(frame["data"]);
+      return;
+    }
+    pending.reject(
+      new PiClientError(String(frame["code"]), String(frame["error"]), {
+        ...(typeof frame["retryAfterMs"] === "number" ? { retryAfterMs: frame["retryAfterMs"] } : {}),
+        replayed: frame["replayed"] === true,
+      }),
+    );
+  }
+
+  #onClose(ws: WebSocketLike, close: CloseInfo): void {
+    if (this.#socket?.ws !== ws) return;
+    this.#dropSocket();
+    this.#emitter.emit("disconnected", close);
+    // Sent and not answered: resent if that is safe, otherwise the caller must decide.
+    this.#failAll(
+      new PiClientError("connection_lost", `The connection closed (${close.code}) before the response; the command may have run`, { maybeExecuted: true }),
+      (pending) => pending.sent && !pending.retryable,
+    );
+    for (const pending of this.#pending.values()) pending.sent = false;
+    for (const handle of this.#handles.values()) handle.disconnected();
+    const decision = (this.#options.shouldRetry ?? defaultShouldRetry)(close);
+    if (decision === "stop" || this.#options.retry === false) {
+      this.#emitter.emit("error", new PiClientError("client_closed", `The server closed the connection (${close.code} ${close.reason}); not reconnecting`));
+      this.close();
+      return;
+    }
+    this.#scheduleReconnect(close, decision === "refresh");
+  }
+
+  /** Forget the current socket: listeners off, keep-alive stopped. */
+  #dropSocket(): void {
+    this.#socket?.detach();
+    this.#socket = undefined;
+    this.#ready = false;
+    clearTimeout(this.#pingTimer);
+    clearTimeout(this.#pongTimer);
+    this.#pingTimer = this.#pongTimer = undefined;
+  }
+
+  #scheduleReconnect(close: CloseInfo, immediately = false): void {
+    if (this.#status === "closed") return;
+    const retry = this.#options.retry === false ? {} : (this.#options.retry ?? {});
+    this.#attempt += 1;
+    if (this.#attempt > (retry.maxAttempts ?? Infinity)) {
+      this.#emitter.emit("error", new PiClientError("client_closed", `Gave up reconnecting after ${this.#attempt - 1} attempts (last close ${close.code})`));
+      this.close();
+      return;
+    }
+    const ceiling = Math.min(retry.maxDelayMs ?? 10_000, (retry.initialDelayMs ?? 250) * (retry.factor ?? 2) ** (this.#attempt - 1));
+    const delay = immediately && this.#attempt === 1 ? 0 : Math.round(Math.random() * ceiling);
+    this.#status = "reconnecting";
+    this.#emitter.emit("reconnecting", this.#attempt, delay);
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = undefined;
+      this.#connect();
+    }, delay);
+  }
+
+  #schedulePing(): void {
+    const keepAlive = this.#options.keepAlive;
+    if (keepAlive === false) return;
+    const intervalMs = keepAlive?.intervalMs ?? 15_000;
+    const timeoutMs = keepAlive?.timeoutMs ?? 5_000;
+    const socket = this.#socket;
+    this.#pingTimer = setTimeout(() => {
+      this.#pingTimer = undefined;
+      if (this.#socket !== socket || !socket) return;
+      this.#pongTimer = setTimeout(() => {
+        // No answer: the connection is half-open. Let go of it without waiting for a close that will not come.
+        if (this.#socket !== socket) return;
+        this.#emitter.emit("error", new Error(`No answer to ping within ${timeoutMs} ms: the connection is dead`));
+        terminate(socket.ws);
+        this.#onClose(socket.ws, { code: 1006, reason: "keep-alive timeout" });
+      }, timeoutMs);
+      this.#send({ type: "ping" }, false, { timeoutMs: Number.MAX_SAFE_INTEGER }).then(
+        () => {
+          if (this.#socket !== socket) return;
+          clearTimeout(this.#pongTimer);
+          this.#pongTimer = undefined;
+          this.#schedulePing();
+        },
+        () => undefined, // the connection went: the next one pings again
+      );
+    }, intervalMs);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Requests
+
+  #send(frame: Record<string, unknown>, retryable: boolean, options: RequestOptions): Promise<unknown> {
+    if (this.#status === "closed") return Promise.reject(new PiClientError("client_closed", "The client is closed"));
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(new PiClientError("aborted", "The request was aborted"));
+    // A dialog answer carries the dialog's id; everything else gets ours.
+    const id = typeof frame["id"] === "string" ? frame["id"] : `c${++this.#nextId}`;
+    return new Promise((resolvePromise, rejectPromise) => {
+      const giveUp = (error: PiClientError) => {
+        const pending = this.#pending.get(id);
+        if (!pending) return;
+        pending.cleanup();
+        // Sent: tell the server to stop it too (best effort).
+        if (pending.sent && frame["type"] !== "cancel" && frame["type"] !== "ping") void this.request("cancel", { commandId: id }).catch(() => undefined);
+        rejectPromise(new PiClientError(error.code, error.message, { maybeExecuted: pending.sent }));
+      };
+      const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs ?? 30_000;
+      const timer = timeoutMs < Number.MAX_SAFE_INTEGER
+        ? setTimeout(() => giveUp(new PiClientError("request_timeout", `No response within ${timeoutMs} ms`)), timeoutMs)
+        : undefined;
+      const onAbort = () => giveUp(new PiClientError("aborted", "The request was aborted"));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const pending: Pending = {
+        id,
+        frame: { ...frame, id },
+        retryable,
+        sent: false,
+        resolve: resolvePromise,
+        reject: rejectPromise,
+        cleanup: () => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+          this.#pending.delete(id);
+        },
+      };
+      this.#pending.set(id, pending);
+      if (this.#ready) this.#transmit(pending);
+      else this.#connect();
+    });
+  }
+
+  #transmit(pending: Pending): void {
+    const ws = this.#socket?.ws;
+    if (!ws || !this.#ready || ws.readyState !== OPEN) return;
+    pending.sent = true;
+    ws.send(JSON.stringify(pending.frame));
+  }
+
+  #failAll(error: PiClientError, which: (pending: Pending) => boolean): void {
+    for (const pending of [...this.#pending.values()]) {
+      if (!which(pending)) continue;
+      pending.cleanup();
+      pending.reject(error);
+    }
+  }
+
+  #clearTimers(): void {
+    clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#pingTimer);
+    clearTimeout(this.#pongTimer);
+    this.#reconnectTimer = this.#pingTimer = this.#pongTimer = undefined;
+  }
+
+  /** Subscribe a handle from its cursor (first time or after a reconnect). */
+  #subscribe(handle: SessionHandle): Promise<DataOf<"subscribe">> {
+    const cursor = handle.cursor;
+    const fields: Record<string, unknown> = { sessionId: handle.sessionId };
+    if (handle.owner !== undefined) fields["owner"] = handle.owner;
+    if (handle.encoding !== undefined) fields["encoding"] = handle.encoding;
+    if (cursor) {
+      fields["afterSeq"] = cursor.seq;
+      fields["epoch"] = cursor.epoch;
+    }
+    return this.#send({ ...fields, type: "subscribe" }, true, {}).then((data) => {
+      const answer = data as DataOf<"subscribe">;
+      if (answer.resyncRequired) this.#emitter.emit("resynced", handle.sessionId);
+      return answer;
+    });
+  }
+}
+
+export function createPiClient(options: PiClientOptions): PiClient {
+  return new PiClient(options);
+}
+
+async function resolve<T>(value: Resolvable<T>): Promise<T> {
+  return typeof value === "function" ? await (value as () => T | Promise<T>)() : value;
+}
+
+/** Drop a socket at once (`ws` has terminate; a browser's close() is all there is). */
+function terminate(ws: WebSocketLike): void {
+  const killable = ws as WebSocketLike & { terminate?: () => void };
+  try {
+    if (killable.terminate) killable.terminate();
+    else ws.close();
+  } catch {
+    // already closed
+  }
+}

@@ -1,0 +1,176 @@
+import type { SessionFrame, SessionHandle } from "./session.js";
+import type { SessionEvent } from "./types.js";
+
+type Message = { role?: string; content?: unknown[] } & Record<string, unknown>;
+type Block = Record<string, unknown> & { type?: string };
+type DialogRequest = Extract<SessionEvent, { type: "extension_ui_request" }>;
+
+export interface PendingTool {
+  readonly toolCallId: string;
+  readonly toolName: string;
+  readonly args: unknown;
+  readonly partialResult?: unknown;
+}
+
+/** What a UI renders of a session, rebuilt from its frames (either wire encoding). */
+export interface SessionView {
+  /** The conversation's finished messages (user, assistant, tool results…). */
+  readonly messages: readonly Message[];
+  /** The assistant message being streamed, if any. */
+  readonly streaming: Message | undefined;
+  readonly pendingTools: Readonly<Record<string, PendingTool>>;
+  readonly queue: { readonly steering: readonly string[]; readonly followUp: readonly string[] };
+  /** Dialogs waiting for an answer, by id. */
+  readonly dialogs: Readonly<Record<string, DialogRequest>>;
+  readonly isStreaming: boolean;
+  readonly lastSeq: number;
+  /** The view may lag the session (compaction or a reload replaced its messages): call `refresh()`. */
+  readonly stale: boolean;
+}
+
+export const EMPTY_VIEW: SessionView = {
+  messages: [],
+  streaming: undefined,
+  pendingTools: {},
+  queue: { steering: [], followUp: [] },
+  dialogs: {},
+  isStreaming: false,
+  lastSeq: 0,
+  stale: false,
+};
+
+/** The pure reducer: the view after one frame. Never mutates `view`. */
+export function reduceSession(view: SessionView, frame: SessionFrame): SessionView {
+  if (frame.type === "resync") {
+    const { state, messages } = frame.snapshot;
+    return {
+      ...EMPTY_VIEW,
+      messages: messages as Message[],
+      isStreaming: state.isStreaming,
+      lastSeq: frame.seq,
+    };
+  }
+  const next = reduceEvent(view, frame.event);
+  return { ...next, lastSeq: frame.seq };
+}
+
+function reduceEvent(view: SessionView, event: SessionEvent): SessionView {
+  switch (event.type) {
+    case "agent_start":
+      return { ...view, isStreaming: true };
+    case "agent_end":
+      return { ...view, isStreaming: false, streaming: undefined, pendingTools: {} };
+    case "message_start": {
+      const message = event.message as unknown as Message;
+      return message.role === "assistant" ? { ...view, streaming: message } : view;
+    }
+    case "message_update": {
+      const full = (event as unknown as { message?: Message }).message;
+      if (full) return { ...view, streaming: full }; // `full` encoding: the whole partial message
+      const update = (event as { assistantMessageEvent?: Record<string, unknown> }).assistantMessageEvent;
+      return view.streaming && update ? { ...view, streaming: applyDelta(view.streaming, update) } : view;
+    }
+    case "message_end": {
+      const message = event.message as unknown as Message;
+      return { ...view, messages: [...view.messages, message], streaming: message.role === "assistant" ? undefined : view.streaming };
+    }
+    case "tool_execution_start":
+      return {
+        ...view,
+        pendingTools: { ...view.pendingTools, [event.toolCallId]: { toolCallId: event.toolCallId, toolName: event.toolName, args: event.args } },
+      };
+    case "tool_execution_update": {
+      const known = view.pendingTools[event.toolCallId];
+      if (!known) return view;
+      return { ...view, pendingTools: { ...view.pendingTools, [event.toolCallId]: { ...known, partialResult: event.partialResult } } };
+    }
+    case "tool_execution_end": {
+      const { [event.toolCallId]: _done, ...rest } = view.pendingTools;
+      return { ...view, pendingTools: rest };
+    }
+    case "queue_update":
+      return { ...view, queue: { steering: [...event.steering], followUp: [...event.followUp] } };
+    case "extension_ui_request": {
+      if (event.method === "cancel") {
+        const { [event.id]: _gone, ...rest } = view.dialogs;
+        return { ...view, dialogs: rest };
+      }
+      if (!["select", "confirm", "input", "editor"].includes(event.method)) return view;
+      return { ...view, dialogs: { ...view.dialogs, [event.id]: event } };
+    }
+    case "compaction_end":
+    case "session_reloaded":
+      return { ...view, stale: true };
+    default:
+      return view;
+  }
+}
+
+/** A `delta` encoding update applied to the streaming message (pi-ai's AssistantMessageEvent, without `partial`). */
+function applyDelta(message: Message, update: Record<string, unknown>): Message {
+  const index = typeof update["contentIndex"] === "number" ? update["contentIndex"] : -1;
+  const content = [...((message.content ?? []) as Block[])];
+  const set = (block: Block) => {
+    content[index] = block;
+    return { ...message, content };
+  };
+  const at = content[index] ?? {};
+  switch (update["type"]) {
+    case "text_start":
+      return set({ type: "text", text: "" });
+    case "text_delta":
+      return set({ ...at, type: "text", text: `${String(at["text"] ?? "")}${String(update["delta"])}` });
+    case "text_end":
+      return set({ ...at, type: "text", text: update["content"] });
+    case "thinking_start":
+      return set({ type: "thinking", thinking: "" });
+    case "thinking_delta":
+      return set({ ...at, type: "thinking", thinking: `${String(at["thinking"] ?? "")}${String(update["delta"])}` });
+    case "thinking_end":
+      return set({ ...at, type: "thinking", thinking: update["content"] });
+    case "toolcall_start":
+      return set({ type: "toolCall", id: "", name: "", arguments: {}, partialJson: "" });
+    case "toolcall_delta":
+      return set({ ...at, partialJson: `${String(at["partialJson"] ?? "")}${String(update["delta"])}` });
+    case "toolcall_end":
+      return set(update["toolCall"] as Block);
+    default:
+      return message;
+  }
+}
+
+export interface SessionStore {
+  getSnapshot(): SessionView;
+  /** `listener` runs after every change (React's `useSyncExternalStore(store.subscribe, store.getSnapshot)`). */
+  subscribe(listener: () => void): () => void;
+  /** Replace the messages with the session's (after compaction or a reload: `stale`). */
+  refresh(): Promise<void>;
+  dispose(): void;
+}
+
+/** A store of `handle`'s view: every frame the handle delivers goes through `reduceSession`. */
+export function createSessionStore(handle: SessionHandle, initial: SessionView = EMPTY_VIEW): SessionStore {
+  let view = initial;
+  const listeners = new Set<() => void>();
+  const set = (next: SessionView) => {
+    if (next === view) return;
+    view = next;
+    for (const listener of [...listeners]) listener();
+  };
+  const off = handle.on("*", (frame) => set(reduceSession(view, frame)));
+  return {
+    getSnapshot: () => view,
+    subscribe: (listener) => {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    refresh: async () => {
+      const messages = (await handle.getMessages()) as unknown as Message[];
+      set({ ...view, messages, stale: false });
+    },
+    dispose: () => {
+      off();
+      listeners.clear();
+    },
+  };
+}
