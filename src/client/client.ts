@@ -139,6 +139,8 @@ export class PiClient {
   #attempt = 0;
   #nextId = 0;
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Between deciding to connect and having a socket (the URL and token are being resolved). */
+  #opening = false;
   #pingTimer: ReturnType<typeof setTimeout> | undefined;
   #pongTimer: ReturnType<typeof setTimeout> | undefined;
   /** Sockets opened so far (tests and diagnostics). */
@@ -251,14 +253,19 @@ export class PiClient {
   // Connection
 
   #connect(): void {
-    if (this.#status === "closed" || this.#socket || this.#reconnectTimer) return;
+    if (this.#status === "closed" || this.#socket || this.#reconnectTimer || this.#opening) return;
+    this.#opening = true;
     this.#status = this.#attempt === 0 ? "connecting" : "reconnecting";
     this.#emitter.emit("connecting");
-    void this.#open().catch((error: unknown) => {
-      // The URL or token function failed: like a connection that failed.
-      this.#emitter.emit("error", error instanceof Error ? error : new Error(String(error)));
-      this.#scheduleReconnect({ code: 1006, reason: "connect failed" });
-    });
+    void this.#open()
+      .finally(() => {
+        this.#opening = false;
+      })
+      .catch((error: unknown) => {
+        // The URL or token function failed, or the WebSocket could not be made: like a connection that failed.
+        this.#emitter.emit("error", error instanceof Error ? error : new Error(String(error)));
+        this.#scheduleReconnect({ code: 1006, reason: "connect failed" });
+      });
   }
 
   async #open(): Promise<void> {
@@ -323,6 +330,7 @@ export class PiClient {
     this.#attempt = 0;
     this.#status = "connected";
     this.#emitter.emit("connected", { connectionId: frame.connectionId, serverVersion: frame.serverVersion, protocolVersion: frame.protocolVersion });
+    if ((this.#status as ClientStatus) === "closed") return; // a listener closed the client
     this.#schedulePing();
     // Subscriptions first, then whatever waited for the connection, in the order it was asked for.
     for (const handle of this.#handles.values()) if (handle.wantsSubscription) void handle.resubscribe();
@@ -387,11 +395,12 @@ export class PiClient {
     const ceiling = Math.min(retry.maxDelayMs ?? 10_000, (retry.initialDelayMs ?? 250) * (retry.factor ?? 2) ** (this.#attempt - 1));
     const delay = immediately && this.#attempt === 1 ? 0 : Math.round(Math.random() * ceiling);
     this.#status = "reconnecting";
-    this.#emitter.emit("reconnecting", this.#attempt, delay);
+    // The timer exists before listeners run, so that a listener's close() clears it.
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = undefined;
       this.#connect();
     }, delay);
+    this.#emitter.emit("reconnecting", this.#attempt, delay);
   }
 
   #schedulePing(): void {
