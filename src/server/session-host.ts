@@ -48,7 +48,8 @@ export interface SessionHostOptions {
   /** Real path of the server's session files (undefined: sessions are not kept in files). */
   readonly sessionsRoot: string | undefined;
   /** Told when a prompt run starts or ends and when pi replaced the session (the registry persists its record). */
-  readonly onChange?: ((host: SessionHost, change: SessionChange) => void) | undefined;
+  /** Told of changes worth recording; for `run_started`, the prompt is answered once the returned promise settles. */
+  readonly onChange?: ((host: SessionHost, change: SessionChange) => Promise<void> | void) | undefined;
 }
 
 export type SessionChange = "run_started" | "run_ended" | "rebound";
@@ -280,9 +281,10 @@ export class SessionHost {
       const markAccepted = () => {
         if (accepted) return;
         accepted = true;
-        this.#options.onChange?.(this, "run_started");
+        // Answered once the run is on record (a client told "accepted" then learns of a crash as run_interrupted).
+        const recorded = this.#options.onChange?.(this, "run_started");
         onRun(run);
-        accept();
+        void Promise.resolve(recorded).then(accept, accept);
       };
       const run: Promise<void> = this.session
         .prompt(message, { ...options, source: "rpc", preflightResult: (ok) => ok && markAccepted() })

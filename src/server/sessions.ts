@@ -161,9 +161,13 @@ export class SessionRegistry {
     const onChange = host.onChange;
     this.#hostOptions = {
       ...host,
-      onChange: (changed, change) => {
-        onChange?.(changed, change);
-        this.#changed(changed, change);
+      onChange: async (changed, change) => {
+        try {
+          await onChange?.(changed, change);
+        } catch (error) {
+          options.logger.warn({ err: error, sessionId: changed.id }, "onChange failed");
+        }
+        await this.#changed(changed, change);
       },
     };
     const idle = this.#persistence.idleUnloadMs;
@@ -646,11 +650,12 @@ export class SessionRegistry {
     };
   }
 
-  #changed(host: SessionHost, change: SessionChange): void {
+  /** Record the change; resolves once it is stored (never rejects: a failed write is logged by #persist). */
+  async #changed(host: SessionHost, change: SessionChange): Promise<void> {
     if (change === "run_ended") host.lastActiveAt = Date.now();
     if (this.#hosts.get(host.key) !== host) return;
     if (change === "rebound") this.#hold(host); // new_session, switch_session, fork: another file
-    void this.#persist(host).catch(() => undefined);
+    await this.#persist(host).catch(() => undefined);
   }
 
   /**

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import { createServer as createTcpServer, connect as connectTcp, type AddressInfo, type Socket } from "node:net";
+import { createServer as createTcpServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
@@ -10,6 +10,7 @@ import { createSessionStore, PiClientError, type SessionFrame, type WebSocketCon
 import { createDefaultSessionFactory, createPiServer, jwtAuth } from "../../src/index.js";
 import { durableHarness, TOKENS } from "../helpers/durable-cli.js";
 import { mintHs } from "../helpers/jwt.js";
+import { tcpProxy } from "../helpers/proxy.js";
 import { isEvent, nextClientEvent, nextFrame, sdkClient, WAIT_MS } from "../helpers/sdk.js";
 import { tempDir } from "../helpers/faux.js";
 import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
@@ -144,45 +145,10 @@ test("close() during a backoff wait: no socket is opened afterwards, and a proce
   assert.equal(report.socketsAfter, report.socketsBefore, "no socket after close()");
 });
 
-/** A TCP proxy whose connections can be frozen: nothing passes either way, nothing closes (a half-open path). */
-async function freezableProxy(target: string) {
-  const { hostname, port } = new URL(target);
-  const pairs: Array<[Socket, Socket]> = [];
-  const server = createTcpServer((downstream) => {
-    const upstream = connectTcp(Number(port), hostname);
-    downstream.pipe(upstream);
-    upstream.pipe(downstream);
-    const end = () => {
-      downstream.destroy();
-      upstream.destroy();
-    };
-    downstream.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
-    pairs.push([downstream, upstream]);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    freeze: () => {
-      for (const [downstream, upstream] of pairs) {
-        downstream.unpipe(upstream);
-        upstream.unpipe(downstream);
-        downstream.pause();
-        upstream.pause();
-      }
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const pair of pairs) for (const socket of pair) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
 test("a half-open connection: keep-alive finds it within interval + timeout, and the resume replays a contiguous seq range", async (t) => {
   const h = await startServer(t, {}, { tokensPerSecond: 400 });
   h.faux.setResponses([fauxAssistantMessage("a reply long enough to be streaming when the path freezes ".repeat(6))]);
-  const proxy = await freezableProxy(h.url);
+  const proxy = await tcpProxy(h.url);
   t.after(proxy.close);
   const intervalMs = 200;
   const timeoutMs = 300;
