@@ -287,14 +287,14 @@ export class PiClient {
     const onMessage = (event: { data: unknown }) => this.#onMessage(ws, event.data);
     const onClose = (event: { code: number; reason: string }) => this.#onClose(ws, { code: event.code, reason: event.reason });
     const onError = () => undefined; // a close follows every error
-    ws.addEventListener("message", onMessage as never);
-    ws.addEventListener("close", onClose as never);
-    ws.addEventListener("error", onError as never);
+    ws.addEventListener("message", onMessage as (event: unknown) => void);
+    ws.addEventListener("close", onClose as (event: unknown) => void);
+    ws.addEventListener("error", onError as (event: unknown) => void);
     return {
       ws,
       detach: () => {
-        ws.removeEventListener("message", onMessage as never);
-        ws.removeEventListener("close", onClose as never);
+        ws.removeEventListener("message", onMessage as (event: unknown) => void);
+        ws.removeEventListener("close", onClose as (event: unknown) => void);
         // The error listener stays: `ws` throws an error event nobody listens to (e.g. closing while connecting).
       },
     };

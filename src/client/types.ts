@@ -31,8 +31,8 @@ export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  addEventListener(type: "open" | "message" | "close" | "error", listener: (event: never) => void): void;
-  removeEventListener(type: "open" | "message" | "close" | "error", listener: (event: never) => void): void;
+  addEventListener(type: "open" | "message" | "close" | "error", listener: (event: unknown) => void): void;
+  removeEventListener(type: "open" | "message" | "close" | "error", listener: (event: unknown) => void): void;
 }
 
 /** `new WebSocketImpl(url, protocols, options)`; `options.headers` is used only with `tokenTransport: "header"` (ws). */
