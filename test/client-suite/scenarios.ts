@@ -281,6 +281,34 @@ export const scenarios: Scenario[] = [
     },
   },
   {
+    name: "a handle resumed from a stored cursor (a page reload) replays what it missed through events(); waitForIdle",
+    async run(env, clients) {
+      await env.reply(["one", "two"]);
+      const first = clients.make(env);
+      const session = await first.createSession();
+      await session.promptAndWait("before the reload");
+      const saved = session.cursor;
+      ok(saved !== undefined, "a cursor");
+      await session.prompt("while the page was gone");
+      await session.waitForIdle();
+      equal((await session.getState()).isStreaming, false, "idle after waitForIdle");
+      const until = session.cursor?.seq as number;
+
+      // A new client (the reloaded page) resumes from the saved cursor and iterates the missed frames.
+      const reloaded = clients.make(env).session(session.sessionId, { cursor: saved });
+      const frames: SessionFrame[] = [];
+      for await (const frame of reloaded.events()) {
+        frames.push(frame);
+        if (frame.type === "event" && frame.seq >= until) break;
+      }
+      ok(!frames.some((f) => f.type === "resync"), "resumed, not resynced");
+      equal(frames[0]?.type === "event" ? frames[0].seq : -1, (saved?.seq as number) + 1, "starts right after the cursor");
+      assertContiguous(frames);
+      ok(frames.some((f) => f.type === "event" && f.event.type === "agent_end"), "the missed run is there");
+      equal(reloaded.listenerCount, 0, "the iterator let go when the loop ended");
+    },
+  },
+  {
     name: "close() is final: pending and later requests fail with client_closed, no socket is opened again",
     async run(env, clients) {
       const { Impl, sockets } = counting(env.WebSocketImpl);
