@@ -11,6 +11,7 @@ import { SessionManager } from "@mariozechner/pi-coding-agent";
 import { FileSessionStore } from "../src/store/session-store.js";
 import { piSessionDir } from "../src/server/session-factory.js";
 import { fmt, table } from "./lib/common.js";
+import { writeExchange } from "../test/helpers/pi-messages.js";
 
 const COUNTS = (process.env["COUNTS"] ?? "0,200,2000").split(",").map(Number);
 const RUNS = Number(process.env["RUNS"] ?? 5);
@@ -31,17 +32,7 @@ async function prepare(n: number): Promise<{ dir: string; agentDir: string; data
   const store = new FileSessionStore(join(dataDir, "sessions"));
   for (let i = 0; i < n; i++) {
     const manager = SessionManager.create(cwd, piSessionDir(cwd, agentDir));
-    manager.appendMessage({ role: "user", content: [{ type: "text", text: `question ${i}` }], timestamp: Date.now() });
-    manager.appendMessage({
-      role: "assistant",
-      content: [{ type: "text", text: "answer" }],
-      api: "openai-completions",
-      provider: "local",
-      model: "echo-1",
-      usage: { input: 1, output: 1, cacheRead: 0, cacheWrite: 0, totalTokens: 2, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
-      stopReason: "stop",
-      timestamp: Date.now(),
-    });
+    writeExchange(manager, `question ${i}`, "answer");
     await store.put({
       version: 1,
       sessionId: `s${i}`,

@@ -115,28 +115,19 @@ function applyDelta(message: Message, update: Record<string, unknown>): Message 
     return { ...message, content };
   };
   const at = content[index] ?? {};
-  switch (update["type"]) {
-    case "text_start":
-      return set({ type: "text", text: "" });
-    case "text_delta":
-      return set({ ...at, type: "text", text: `${String(at["text"] ?? "")}${String(update["delta"])}` });
-    case "text_end":
-      return set({ ...at, type: "text", text: update["content"] });
-    case "thinking_start":
-      return set({ type: "thinking", thinking: "" });
-    case "thinking_delta":
-      return set({ ...at, type: "thinking", thinking: `${String(at["thinking"] ?? "")}${String(update["delta"])}` });
-    case "thinking_end":
-      return set({ ...at, type: "thinking", thinking: update["content"] });
-    case "toolcall_start":
-      return set({ type: "toolCall", id: "", name: "", arguments: {}, partialJson: "" });
-    case "toolcall_delta":
-      return set({ ...at, partialJson: `${String(at["partialJson"] ?? "")}${String(update["delta"])}` });
-    case "toolcall_end":
-      return set(update["toolCall"] as Block);
-    default:
-      return message;
+  const [kind, phase] = String(update["type"]).split("_");
+  // text_* and thinking_* grow the block's field of that name; toolcall_* keep the raw JSON until the call is whole.
+  if (kind === "text" || kind === "thinking") {
+    if (phase === "start") return set({ type: kind, [kind]: "" });
+    if (phase === "delta") return set({ ...at, type: kind, [kind]: `${String(at[kind] ?? "")}${String(update["delta"])}` });
+    if (phase === "end") return set({ ...at, type: kind, [kind]: update["content"] });
   }
+  if (kind === "toolcall") {
+    if (phase === "start") return set({ type: "toolCall", id: "", name: "", arguments: {}, partialJson: "" });
+    if (phase === "delta") return set({ ...at, partialJson: `${String(at["partialJson"] ?? "")}${String(update["delta"])}` });
+    if (phase === "end") return set(update["toolCall"] as Block);
+  }
+  return message;
 }
 
 export interface SessionStore {

@@ -16,24 +16,10 @@ import {
 import { connectAs, type TestClient } from "../helpers/client.js";
 import { tempDir } from "../helpers/faux.js";
 import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
+import { writeExchange } from "../helpers/pi-messages.js";
 
 const TOKENS = { alice: "alice-token-0123456789", bob: "bob-token-0123456789ab" } as const;
 type Summary = { sessionId: string; status: string; messageCount: number };
-
-/** One exchange written by pi's own SessionManager, as `pi` does: a user message and a reply. */
-function exchange(manager: SessionManager, text: string): void {
-  manager.appendMessage({ role: "user", content: [{ type: "text", text }], timestamp: Date.now() });
-  manager.appendMessage({
-    role: "assistant",
-    content: [{ type: "text", text: "noted" }],
-    api: "openai-completions",
-    provider: "local",
-    model: "echo-1",
-    usage: { input: 1, output: 1, cacheRead: 0, cacheWrite: 0, totalTokens: 2, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
-    stopReason: "stop",
-    timestamp: Date.now(),
-  });
-}
 
 /** Servers started one after the other on the same agent dir, data dir and workspaces; the factory counts builds. */
 async function setup(t: TestContext) {
@@ -167,7 +153,7 @@ test("list_stored_sessions shows the principal's sessions and pi's own conversat
     const cwd = join(env.root, workspaceName(principal), "project");
     mkdirSync(cwd, { recursive: true });
     const manager = SessionManager.create(cwd, piSessionDir(cwd, env.agentDir));
-    exchange(manager, text);
+    writeExchange(manager, text);
     return manager.getSessionFile() as string;
   };
   // realpath: the workspace root may sit behind a symlinked temp dir
@@ -262,7 +248,7 @@ test("`pi` writing to a conversation the server hosts: noticed before our next w
   const text = (messages: Array<{ content: unknown }>) => messages.map((m) => JSON.stringify(m.content));
 
   // While the session is idle, `pi` continues the conversation in the same file.
-  exchange(SessionManager.open(file), "pi was here");
+  writeExchange(SessionManager.open(file), "pi was here");
   let from = alice.frames.length;
   const asked = env.llm.requests.length;
   const second = { type: "prompt", sessionId: "s", message: "second", idempotencyKey: "second" };
@@ -286,7 +272,7 @@ test("`pi` writing to a conversation the server hosts: noticed before our next w
   from = alice.frames.length;
   await alice.ok({ type: "prompt", sessionId: "s", message: "third" });
   await alice.waitForEvent("s", "message_update", () => true, from);
-  exchange(SessionManager.open(file), "pi again");
+  writeExchange(SessionManager.open(file), "pi again");
   release();
   await alice.waitForEvent("s", "session_conflict", () => true, from);
   assert.equal((await alice.waitForEvent("s", "run_aborted", () => true, from)).event["reason"], "session_conflict");

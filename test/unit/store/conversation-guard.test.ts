@@ -5,18 +5,8 @@ import { test } from "node:test";
 import { SessionManager } from "@mariozechner/pi-coding-agent";
 import { guardConversation } from "../../../src/store/conversation-guard.js";
 import { tempDir } from "../../helpers/faux.js";
+import { assistantMessage as assistant, userMessage as user } from "../../helpers/pi-messages.js";
 
-const user = (text: string) => ({ role: "user" as const, content: [{ type: "text" as const, text }], timestamp: Date.now() });
-const assistant = (text: string) => ({
-  role: "assistant" as const,
-  content: [{ type: "text" as const, text }],
-  api: "openai-completions" as const,
-  provider: "local",
-  model: "echo-1",
-  usage: { input: 1, output: 1, cacheRead: 0, cacheWrite: 0, totalTokens: 2, cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0 } },
-  stopReason: "stop" as const,
-  timestamp: Date.now(),
-});
 const lines = (file: string) => readFileSync(file, "utf8").trim().split("\n");
 
 test("a guarded conversation keeps being written while only we write it, and stops at the first write after another process's", (t) => {
