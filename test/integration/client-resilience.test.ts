@@ -220,3 +220,32 @@ test("a 5 s JWT: the 4003 close calls the token function again and the stream re
   assert.deepEqual(store.getSnapshot().messages, await session.getMessages());
   assert.match(JSON.stringify(store.getSnapshot().messages), /every piece of it/);
 });
+
+test("a protocol error (1009, frame too big) stops the client for good; abort and timeout reject and cancel on the server", async (t) => {
+  const h = await startServer(t, { maxPayload: 4096 }, { tokensPerSecond: 50 });
+  h.faux.setResponses([fauxAssistantMessage("slow ".repeat(200))]);
+  const client = sdkClient(t, { url: h.url, retry: { initialDelayMs: 10, maxDelayMs: 50 } });
+  const session = await client.createSession({ sessionId: "p" });
+
+  // A command aborted by its signal after it was sent: rejected at once (maybeExecuted), and cancelled on the server.
+  const controller = new AbortController();
+  const bashing = session.bash("sleep 30", { signal: controller.signal }); // sent at once: the client is connected
+  controller.abort();
+  await assert.rejects(bashing, (error: PiClientError) => error.code === "aborted" && error.maybeExecuted);
+  // The server stopped it: the session accepts the next bash at once (a running one would hold the lane for 30 s).
+  assert.equal((await session.bash("echo next", { timeoutMs: 10_000 })).output.trim(), "next");
+
+  // No answer in time: request_timeout (the client cancels it on the server too).
+  await assert.rejects(session.bash("sleep 30", { timeoutMs: 200 }), (error: PiClientError) => error.code === "request_timeout" && error.maybeExecuted);
+  assert.equal((await session.bash("echo after", { timeoutMs: 10_000 })).output.trim(), "after");
+
+  const closed = nextClientEvent(client, "closed");
+  const errors: Error[] = [];
+  client.on("error", (error) => errors.push(error));
+  const tooBig = session.prompt("x".repeat(10_000));
+  await assert.rejects(tooBig, (error: PiClientError) => error.code === "connection_lost" || error.code === "client_closed");
+  await closed;
+  assert.equal(client.status, "closed");
+  assert.match(String(errors.at(-1)?.message), /1009/);
+  assert.equal(client.socketsOpened, 1, "it did not reconnect");
+});
