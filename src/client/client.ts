@@ -72,6 +72,8 @@ export interface PiClientOptions {
   readonly keepAlive?: KeepAliveOptions | false;
   /** @default 30_000 */
   readonly requestTimeoutMs?: number;
+  /** A connection not ready (`server_ready`) this long after it was opened is dropped and retried. @default 10_000 */
+  readonly connectTimeoutMs?: number;
   /** Connect on the first request instead of at once. @default false */
   readonly lazy?: boolean;
   readonly on?: Partial<ClientEvents>;
@@ -143,6 +145,7 @@ export class PiClient {
   #opening = false;
   #pingTimer: ReturnType<typeof setTimeout> | undefined;
   #pongTimer: ReturnType<typeof setTimeout> | undefined;
+  #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   /** Sockets opened so far (tests and diagnostics). */
   #opened = 0;
 
@@ -280,7 +283,14 @@ export class PiClient {
     else if (transport === "header") ws = new Impl(url, [SUBPROTOCOL], { headers: { authorization: `Bearer ${token}` } });
     else ws = new Impl(url, [SUBPROTOCOL, `bearer.${token}`]);
     this.#opened += 1;
-    this.#socket = this.#attach(ws);
+    const socket = this.#attach(ws);
+    this.#socket = socket;
+    // A server (or proxy) that takes the connection and never answers: give up on it like on a dropped one.
+    this.#handshakeTimer = setTimeout(() => {
+      if (this.#socket !== socket || this.#ready) return;
+      terminate(ws);
+      this.#onClose(ws, { code: 1006, reason: "connect timeout" });
+    }, this.#options.connectTimeoutMs ?? 10_000);
   }
 
   #attach(ws: WebSocketLike): Attached {
@@ -326,6 +336,8 @@ export class PiClient {
   }
 
   #onReady(frame: { connectionId: string; serverVersion: string; protocolVersion: number }): void {
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
     this.#ready = true;
     this.#attempt = 0;
     this.#status = "connected";
@@ -380,7 +392,8 @@ export class PiClient {
     this.#ready = false;
     clearTimeout(this.#pingTimer);
     clearTimeout(this.#pongTimer);
-    this.#pingTimer = this.#pongTimer = undefined;
+    clearTimeout(this.#handshakeTimer);
+    this.#pingTimer = this.#pongTimer = this.#handshakeTimer = undefined;
   }
 
   #scheduleReconnect(close: CloseInfo, immediately = false): void {
@@ -493,7 +506,8 @@ export class PiClient {
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#pingTimer);
     clearTimeout(this.#pongTimer);
-    this.#reconnectTimer = this.#pingTimer = this.#pongTimer = undefined;
+    clearTimeout(this.#handshakeTimer);
+    this.#reconnectTimer = this.#pingTimer = this.#pongTimer = this.#handshakeTimer = undefined;
   }
 
   /** Subscribe a handle from its cursor (first time or after a reconnect). */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import { createServer as createTcpServer, type AddressInfo } from "node:net";
+import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
@@ -248,4 +248,24 @@ test("a protocol error (1009, frame too big) stops the client for good; abort an
   assert.equal(client.status, "closed");
   assert.match(String(errors.at(-1)?.message), /1009/);
   assert.equal(client.socketsOpened, 1, "it did not reconnect");
+});
+
+test("a server that takes the connection and never answers: the connect timeout drops it and the client tries again", async (t) => {
+  const accepted: Socket[] = [];
+  const silent = createTcpServer((socket) => accepted.push(socket.on("error", () => undefined))); // accepts, never speaks
+  await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  t.after(() => {
+    for (const socket of accepted) socket.destroy();
+    silent.close();
+  });
+  const url = `ws://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  const client = sdkClient(t, { url, connectTimeoutMs: 200, retry: { initialDelayMs: 10, maxDelayMs: 20 }, lazy: true });
+  const dropped = nextClientEvent(client, "disconnected");
+  const retried = nextClientEvent(client, "reconnecting");
+  const answer = client.listSessions().catch((error: unknown) => error);
+  const [close] = await dropped;
+  assert.equal(close.reason, "connect timeout");
+  await retried;
+  client.close();
+  assert.equal((await answer as PiClientError).code, "client_closed", "the waiting request ends with the client");
 });
