@@ -118,6 +118,11 @@ interface Pending {
   readonly resolve: (data: unknown) => void;
   readonly reject: (error: Error) => void;
   readonly cleanup: () => void;
+  /**
+   * Runs synchronously when the success arrives, before any later frame: frames read together are dispatched in
+   * one go, so a handle that must see the events following its response is made or updated here, not in a `then`.
+   */
+  readonly onSuccess: ((data: unknown) => void) | undefined;
 }
 
 /** One socket's listeners, so that a replaced socket can be let go of completely. */
@@ -202,19 +207,26 @@ export class PiClient {
   }
 
   /** Create a session and return its handle, subscribed (the creator is). */
-  async createSession(fields: FieldsOf<"create_session"> = {}, options: RequestOptions & SessionHandleOptions = {}): Promise<SessionHandle> {
-    const data = await this.request("create_session", { ...fields, ...(options.encoding ? { encoding: options.encoding } : {}) }, options);
-    const handle = this.session(data.sessionId, options);
-    handle.subscribed({ seq: data.seq, epoch: data.epoch });
-    return handle;
+  createSession(fields: FieldsOf<"create_session"> = {}, options: RequestOptions & SessionHandleOptions = {}): Promise<SessionHandle> {
+    return this.#subscribedBy("create_session", fields, options);
   }
 
   /** Open a stored session (`sessionId` or `storedId`) and return its handle, subscribed. */
-  async openSession(fields: FieldsOf<"open_session">, options: RequestOptions & SessionHandleOptions = {}): Promise<SessionHandle> {
-    const data = await this.request("open_session", { ...fields, ...(options.encoding ? { encoding: options.encoding } : {}) }, options);
-    const handle = this.session(data.sessionId, options);
-    handle.subscribed({ seq: data.seq, epoch: data.epoch });
-    return handle;
+  openSession(fields: FieldsOf<"open_session">, options: RequestOptions & SessionHandleOptions = {}): Promise<SessionHandle> {
+    return this.#subscribedBy("open_session", fields, options);
+  }
+
+  /** A command whose success subscribes this connection: the handle exists before the events that follow arrive. */
+  async #subscribedBy(type: "create_session" | "open_session", fields: object, options: RequestOptions & SessionHandleOptions): Promise<SessionHandle> {
+    const frame: Record<string, unknown> = { ...fields, ...(options.encoding ? { encoding: options.encoding } : {}), type };
+    if (options.idempotencyKey !== undefined) frame["idempotencyKey"] = options.idempotencyKey;
+    let handle: SessionHandle | undefined;
+    await this.#send(frame, options.idempotencyKey !== undefined, options, (data) => {
+      const { sessionId, seq, epoch } = data as { sessionId: string; seq: number; epoch: string };
+      handle = this.session(sessionId, options);
+      handle.subscribed({ seq, epoch });
+    });
+    return handle as SessionHandle;
   }
 
   listSessions(options?: RequestOptions): Promise<DataOf<"list_sessions">["sessions"]> {
@@ -354,6 +366,7 @@ export class PiClient {
     if (!pending) return;
     pending.cleanup();
     if (frame["success"] === true) {
+      pending.onSuccess?.(frame["data"]);
       pending.resolve(frame["data"]);
       return;
     }
@@ -447,7 +460,7 @@ export class PiClient {
   // ---------------------------------------------------------------------------------------------------------------
   // Requests
 
-  #send(frame: Record<string, unknown>, retryable: boolean, options: RequestOptions): Promise<unknown> {
+  #send(frame: Record<string, unknown>, retryable: boolean, options: RequestOptions, onSuccess?: (data: unknown) => void): Promise<unknown> {
     if (this.#status === "closed") return Promise.reject(new PiClientError("client_closed", "The client is closed"));
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(new PiClientError("aborted", "The request was aborted"));
@@ -473,6 +486,7 @@ export class PiClient {
         frame: { ...frame, id },
         retryable,
         sent: false,
+        onSuccess,
         resolve: resolvePromise,
         reject: rejectPromise,
         cleanup: () => {
@@ -520,11 +534,11 @@ export class PiClient {
       fields["afterSeq"] = cursor.seq;
       fields["epoch"] = cursor.epoch;
     }
-    return this.#send({ ...fields, type: "subscribe" }, true, {}).then((data) => {
+    return this.#send({ ...fields, type: "subscribe" }, true, {}, (data) => {
       const answer = data as DataOf<"subscribe">;
+      handle.onSubscribed(answer); // before the replayed or live events read with it
       if (answer.resyncRequired) this.#emitter.emit("resynced", handle.sessionId);
-      return answer;
-    });
+    }) as Promise<DataOf<"subscribe">>;
   }
 }
 

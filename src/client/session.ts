@@ -408,6 +408,21 @@ export class SessionHandle {
     });
   }
 
+  /** The answer to our subscribe, applied as it arrives (before the events read with it). */
+  onSubscribed(answer: DataOf<"subscribe">): void {
+    if (this.#closed) return;
+    if (answer.resyncRequired && answer.snapshot) {
+      this.#cursor = { seq: answer.seq, epoch: answer.epoch };
+      this.#streaming = answer.snapshot.state.isStreaming;
+      if (!this.#streaming) for (const waiter of [...this.#idleWaiters]) waiter.resolve();
+      const resync: ResyncFrame = { type: "resync", sessionId: this.sessionId, seq: answer.seq, epoch: answer.epoch, snapshot: answer.snapshot };
+      this.#deliver(resync, "resync");
+    } else {
+      // Resumed (the events after our cursor follow), or a first subscribe: live events follow from seq + 1.
+      this.#cursor = { seq: this.#cursor?.seq ?? answer.seq, epoch: answer.epoch };
+    }
+  }
+
   disconnected(): void {
     // The stream will resume from the cursor; nothing else to do until then.
   }
@@ -452,24 +467,9 @@ export class SessionHandle {
   }
 
   #subscribeNow(): Promise<DataOf<"subscribe">> {
-    this.#subscribing ??= this.#link
-      .subscribe(this)
-      .then((answer) => {
-        if (answer.resyncRequired && answer.snapshot) {
-          this.#cursor = { seq: answer.seq, epoch: answer.epoch };
-          this.#streaming = answer.snapshot.state.isStreaming;
-          if (!this.#streaming) for (const waiter of [...this.#idleWaiters]) waiter.resolve();
-          const resync: ResyncFrame = { type: "resync", sessionId: this.sessionId, seq: answer.seq, epoch: answer.epoch, snapshot: answer.snapshot };
-          this.#deliver(resync, "resync");
-        } else {
-          // Resumed (events after our cursor follow), or a first subscribe: live events follow from seq + 1.
-          this.#cursor = { seq: this.#cursor?.seq ?? answer.seq, epoch: answer.epoch };
-        }
-        return answer;
-      })
-      .finally(() => {
-        this.#subscribing = undefined;
-      });
+    this.#subscribing ??= this.#link.subscribe(this).finally(() => {
+      this.#subscribing = undefined;
+    });
     return this.#subscribing;
   }
 

@@ -31,6 +31,8 @@ test("server kill -9 mid-reply, restarted: the client reconnects with backoff, r
   client.on("reconnecting", (_attempt, delay) => delays.push(delay));
   const session = await client.createSession({ sessionId: "k" });
   const store = createSessionStore(session);
+  const order: string[] = [];
+  session.on("*", (frame) => order.push(frame.type === "resync" ? "resync" : frame.event.type));
   await session.promptAndWait("first");
 
   let release = () => {};
@@ -51,6 +53,7 @@ test("server kill -9 mid-reply, restarted: the client reconnects with backoff, r
   assert.ok(delays.length >= 1, "it backed off");
   assert.ok(delays.every((d) => d >= 0 && d <= 400), `delays within the ceiling: ${delays.join(", ")}`);
   await interrupted; // sent right after the resync (both may come in one read)
+  assert.ok(order.indexOf("resync") < order.lastIndexOf("run_interrupted"), `delivered in order: ${order.slice(-3).join(", ")}`);
   assert.deepEqual(store.getSnapshot().messages, await session.getMessages());
   assert.equal(store.getSnapshot().isStreaming, false);
   // And the session goes on through the same handle.
