@@ -34,6 +34,7 @@ Options (environment variable in brackets):
   --thinking <level> off|minimal|low|medium|high|xhigh          [PI_SERVER_THINKING]  (default: pi's)
   --allow-unauthenticated-remote  serve a non-loopback --host with --auth none [PI_SERVER_ALLOW_UNAUTHENTICATED_REMOTE=1]
   --log-level <l>    fatal|error|warn|info|debug|trace|silent  [PI_SERVER_LOG_LEVEL] (default info)
+  --console          serve the browser console at /console      [PI_SERVER_CONSOLE=1]  (default off)
 
 Authentication and observability:
   --auth <kind>            none|token|jwt                        [PI_SERVER_AUTH]          (default none: loopback only)
@@ -114,6 +115,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       cwd: { type: "string" },
       "agent-dir": { type: "string" },
       "in-memory": { type: "boolean" },
+      console: { type: "boolean" },
       "data-dir": { type: "string" },
       "eager-restore": { type: "boolean" },
       "idle-unload": { type: "string" },
@@ -182,6 +184,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
     cwd: setting(values, env, "cwd", "PI_SERVER_CWD")?.text ?? process.cwd(),
     ...(agentDir ? { agentDir: agentDir.text } : {}),
     inMemory: switchSetting(values, env, "in-memory", "PI_SERVER_IN_MEMORY") ?? false,
+    console: switchSetting(values, env, "console", "PI_SERVER_CONSOLE") ?? false,
     logLevel: (level?.text ?? DEFAULTS.logLevel) as LogLevel,
   };
 }

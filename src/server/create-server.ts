@@ -15,6 +15,7 @@ import { assemble } from "./assemble.js";
 import type { PeerSocket } from "./connection.js";
 import { ANONYMOUS, type ConnectionEvent, type ConnectionHandle } from "./core.js";
 import { readHealth, type ServerHealth, type ServerState } from "./health.js";
+import { createConsoleEndpoint } from "./console-endpoint.js";
 import { createEndpoints } from "./http-endpoints.js";
 import { HttpHost } from "./http-host.js";
 import { checkWorkspaceRoot, resolveSandbox } from "./isolation-setup.js";
@@ -176,7 +177,9 @@ export function createPiServer(options: PiServerOptions): PiServer {
     openBreakers: () => breakers.all().filter((b) => b.state !== "closed").map((b) => `${b.kind}:${b.key}`),
     scrape: metrics instanceof PrometheusMetrics ? () => metrics.scrape() : undefined,
   };
-  const endpoints = createEndpoints({ ...endpointSources, detailed: config.metricsOnMainPort });
+  const probes = createEndpoints({ ...endpointSources, detailed: config.metricsOnMainPort });
+  const consolePage = config.console ? createConsoleEndpoint(config.path) : undefined;
+  const endpoints = (request: IncomingMessage, response: ServerResponse) => probes(request, response) || (consolePage?.(request, response) ?? false);
   const host = new HttpHost({
     config,
     log,

@@ -84,6 +84,8 @@ export interface PiServerOptions {
   agentDir?: string;
   /** Default factory only: keep sessions in memory instead of pi's session files (and keep no records). @default false */
   inMemory?: boolean;
+  /** Serve the browser console at `/console` on the main port (issue 14; the page speaks the protocol like any client). @default false */
+  console?: boolean;
   /**
    * Where the server keeps what outlives the process (session records, the idempotency journal) (issue 12).
    * @default `<agentDir>/pi-server` with the default factory (none with `inMemory`); none with a custom factory
@@ -199,6 +201,7 @@ export const DEFAULTS = {
   dialogTimeoutMs: 5 * 60_000,
   shutdownGraceMs: 10_000,
   inMemory: false,
+  console: false,
   restore: { eager: false, maxLive: 1000 },
   idempotency: { ttlMs: 24 * 60 * 60_000, maxEntries: 10_000 },
   logLevel: "info",
@@ -251,6 +254,7 @@ export interface ResolvedConfig {
   readonly cwd: string;
   readonly agentDir: string | undefined;
   readonly inMemory: boolean;
+  readonly console: boolean;
   readonly dataDir: string | undefined;
   readonly store: SessionStore | undefined;
   readonly restore: { readonly eager: boolean; readonly idleUnloadMs: number | undefined; readonly maxLive: number };
@@ -309,6 +313,7 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   cwd: true,
   agentDir: true,
   inMemory: true,
+  console: true,
   dataDir: true,
   store: true,
   restore: true,
@@ -471,6 +476,13 @@ function breakers(value: PiServerOptions["breakers"]): BreakerSettings {
   };
 }
 
+function flag(options: PiServerOptions, key: "console", fallback: boolean): boolean {
+  const value = options[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") throw new PiServerOptionsError(`${key} must be a boolean`);
+  return value;
+}
+
 function optionalString(options: PiServerOptions, key: keyof PiServerOptions): string | undefined {
   const value = options[key];
   if (value !== undefined && (typeof value !== "string" || value === "")) {
@@ -605,6 +617,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     cwd,
     agentDir: optionalString(options, "agentDir"),
     inMemory: options.inMemory ?? DEFAULTS.inMemory,
+    console: flag(options, "console", DEFAULTS.console),
     dataDir: optionalString(options, "dataDir"),
     store: options.store,
     restore: Object.freeze(restore(options.restore)),

@@ -1,28 +1,16 @@
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { test } from "node:test";
-import { pino } from "pino";
 import { jwtAuth } from "../../src/auth/index.js";
 import { optionsFromArgs } from "../../src/cli.js";
 import { attempt, TestClient } from "../helpers/client.js";
 import { tempDir } from "../helpers/faux.js";
 import { AUDIENCE, claims, ISSUER, mintHs, mintRs, mintUnsigned, rsaKey, startJwksServer } from "../helpers/jwt.js";
+import { captureLogs } from "../helpers/logs.js";
 import { startServer } from "../helpers/server.js";
 
 /** Every log line the server writes during a test, to prove no credential leaks into logs. */
-function captureLogs(): { logger: pino.Logger; text: () => string } {
-  let text = "";
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      text += chunk.toString();
-      done();
-    },
-  });
-  return { logger: pino({ level: "trace" }, sink), text: () => text };
-}
-
 async function authFailures(baseUrl: string): Promise<Record<string, number>> {
   const body = await (await fetch(`${baseUrl}/metrics`)).text();
   const counts: Record<string, number> = {};

@@ -1,0 +1,137 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { tokenAuth } from "../../src/index.js";
+import { captureLogs } from "../helpers/logs.js";
+import { startServer } from "../helpers/server.js";
+// @ts-expect-error -- a plain ESM build script without types
+import { buildConsole } from "../../scripts/build-console.mjs";
+
+const TOKEN = "console-token-0123456789abcdef";
+const ARTIFACTS = process.env["PI_SERVER_ARTIFACTS"] ?? join(import.meta.dirname, "../../.artifacts");
+const WAIT_MS = 15_000;
+
+const confirmExtension: ExtensionFactory = (pi) => {
+  pi.registerCommand("deploy", {
+    description: "asks before deploying",
+    handler: async (_args, ctx) => {
+      const ok = await ctx.ui.confirm("Deploy to production?", "This ships the current branch.");
+      ctx.ui.notify(`deploy:${ok}`, "info");
+    },
+  });
+};
+
+function chromiumPath(): string {
+  const found = [process.env["CHROMIUM_PATH"], "/usr/lib/chromium/chromium", "/usr/bin/chromium"].find((p) => p && existsSync(p));
+  if (!found) throw new Error("chromium is missing: run scripts/provision.sh (apt-get install chromium)");
+  return found;
+}
+
+async function launch(t: { after(fn: () => Promise<void>): void }): Promise<Browser> {
+  const browser = await chromium.launch({ executablePath: chromiumPath(), args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] });
+  t.after(() => browser.close());
+  return browser;
+}
+
+/** A console page, connected with the token (typed into the page, as a person would). */
+async function openConsole(browser: Browser, base: string, urls: string[]): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on("request", (request) => urls.push(request.url()));
+  page.on("websocket", (ws) => urls.push(ws.url()));
+  await page.goto(`${base}/console`);
+  await page.fill("#token", TOKEN);
+  await page.click("#connect button");
+  await page.waitForSelector("#status.connected", { timeout: WAIT_MS });
+  return page;
+}
+
+async function shot(page: Page, name: string): Promise<string> {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const path = join(ARTIFACTS, `console-${name}.png`);
+  await page.screenshot({ path });
+  return path;
+}
+
+test("the console: live session list, streamed text, dialogs in two browsers, steer and abort, CSP, no token in URLs or logs", async (t) => {
+  await buildConsole();
+  const logs = captureLogs();
+  const h = await startServer(
+    t,
+    { console: true, auth: tokenAuth({ tokens: [{ principal: "ops", token: TOKEN }] }), logger: logs.logger, dialogTimeoutMs: 60_000 },
+    { extensionFactories: [confirmExtension], tokensPerSecond: 120 },
+  );
+  const base = h.url.replace("ws://", "http://");
+  const page0 = await fetch(`${base}/console`);
+  assert.equal(page0.status, 200);
+  const csp = page0.headers.get("content-security-policy") ?? "";
+  assert.match(csp, /default-src 'none'/);
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+
+  const browser = await launch(t);
+  const urls: string[] = [];
+  const page = await openConsole(browser, base, urls);
+
+  // A session created by another client shows up in the list within 1 s.
+  const api = await openApi(h.url);
+  t.after(() => api.close());
+  await api.ok({ type: "create_session", sessionId: "from-elsewhere" });
+  await page.waitForSelector('#sessions li[data-session-id="from-elsewhere"]', { timeout: 1_000 });
+
+  // Open it, prompt, and the page's text equals get_last_assistant_text.
+  h.faux.setResponses([fauxAssistantMessage("Here is the plan:\n1. read the code\n2. change it\n3. run the tests")]);
+  await page.click('#sessions li[data-session-id="from-elsewhere"]');
+  await page.waitForSelector("#input:not([disabled])");
+  await page.fill("#input", "What is the plan?");
+  await page.press("#input", "Enter");
+  await page.waitForSelector("#messages .msg.assistant", { timeout: WAIT_MS });
+  await page.waitForSelector("#session-head .badge.idle", { timeout: WAIT_MS });
+  const shown = await page.locator("#messages .msg.assistant .text").last().textContent();
+  const { text } = await api.ok<{ text: string }>({ type: "get_last_assistant_text", sessionId: "from-elsewhere" });
+  assert.equal(shown, text);
+  await shot(page, "conversation");
+
+  // A confirm dialog: answered in this browser context, the other context's modal closes, told why.
+  const second = await openConsole(browser, base, urls);
+  await second.click('#sessions li[data-session-id="from-elsewhere"]');
+  await second.waitForSelector("#input:not([disabled])");
+  await page.fill("#input", "/deploy");
+  await page.press("#input", "Enter");
+  await page.waitForSelector("#modal:not([hidden])", { timeout: WAIT_MS });
+  await second.waitForSelector("#modal:not([hidden])", { timeout: WAIT_MS });
+  await shot(page, "dialog");
+  await page.click("#modal button.primary"); // Yes
+  await second.waitForSelector("#modal", { state: "hidden", timeout: WAIT_MS });
+  await second.waitForSelector(".toast:has-text('Dialog closed (answered)')", { timeout: WAIT_MS });
+  await page.waitForSelector(".toast:has-text('deploy:true')", { timeout: WAIT_MS });
+
+  // Steer while streaming, then abort: the stop reason shown is "aborted".
+  h.faux.setResponses([fauxAssistantMessage("a long answer that keeps streaming ".repeat(40)), fauxAssistantMessage("after the steer")]);
+  await page.fill("#input", "Write a long answer");
+  await page.press("#input", "Enter");
+  await page.waitForSelector("#streaming .stream", { timeout: WAIT_MS });
+  await page.waitForSelector("#send:has-text('Steer')");
+  await page.fill("#input", "Shorter, please");
+  await page.press("#input", "Enter");
+  await page.click("#abort");
+  await page.waitForSelector("#messages .msg.assistant .stop-reason:has-text('aborted')", { timeout: WAIT_MS });
+  await shot(page, "aborted");
+
+  // The token never travelled in a URL, and the server never logged it.
+  assert.ok(urls.length > 3);
+  for (const url of urls) assert.ok(!url.includes(TOKEN), `the token is in ${url}`);
+  assert.ok(!logs.text().includes(TOKEN), "the token is in the server's logs");
+});
+
+/** A raw protocol client with the token (the test's own view of the server). */
+async function openApi(url: string) {
+  const { TestClient } = await import("../helpers/client.js");
+  const client = new TestClient(url, { headers: { authorization: `Bearer ${TOKEN}` } });
+  await client.ready;
+  return client;
+}
