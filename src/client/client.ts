@@ -342,7 +342,9 @@ export class PiClient {
         this.#handles.get(frame.sessionId)?.receive(frame as EventFrame);
         return;
       default:
-        if (frame.type === "session_deleted") this.#handles.get(frame.sessionId)?.release("handle_closed", "session_deleted");
+        // "shutdown" is the server stopping: a stored session comes back, and the resubscribe after the reconnect
+        // finds out (a session that did not survive answers session_not_found, which releases the handle).
+        if (frame.type === "session_deleted" && frame.reason === "deleted") this.#handles.get(frame.sessionId)?.release("handle_closed", "session_deleted");
         this.#emitter.emit("notice", frame);
     }
   }

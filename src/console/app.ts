@@ -106,7 +106,9 @@ async function refreshSessions(): Promise<void> {
   try {
     sessions = await client.listSessions();
   } catch (error) {
-    toast(`Could not list sessions: ${(error as Error).message}`, "error");
+    // Losing the connection is shown by the status badge; the list comes back with it.
+    const quiet = error instanceof PiClientError && ["shutting_down", "connection_lost", "client_closed", "request_timeout"].includes(error.code);
+    if (!quiet) toast(`Could not list sessions: ${(error as Error).message}`, "error");
     return;
   }
   renderSessions();

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
+import { type AddressInfo, createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
 import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { tokenAuth } from "../../src/index.js";
+import { durableHarness, TOKENS as DURABLE_TOKENS } from "../helpers/durable-cli.js";
 import { captureLogs } from "../helpers/logs.js";
 import { startServer } from "../helpers/server.js";
 // @ts-expect-error -- a plain ESM build script without types
@@ -135,3 +137,44 @@ async function openApi(url: string) {
   await client.ready;
   return client;
 }
+
+test("the console across a server restart: a resynced banner, and as many message elements as get_messages", async (t) => {
+  await buildConsole();
+  const env = await durableHarness(t);
+  const probe = createNetServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  const args = ["--port", String(port), "--console"];
+  let server = await env.start(args);
+  const base = `http://127.0.0.1:${port}`;
+
+  const browser = await launch(t);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  await page.goto(`${base}/console`);
+  await page.fill("#token", DURABLE_TOKENS.alice);
+  await page.click("#connect button");
+  await page.waitForSelector("#status.connected", { timeout: WAIT_MS });
+  await page.click("#create");
+  await page.waitForSelector("#input:not([disabled])", { timeout: WAIT_MS });
+  for (const question of ["first question", "second question"]) {
+    await page.fill("#input", question);
+    await page.press("#input", "Enter");
+    await page.waitForSelector(`#messages .msg.user:has-text('${question}')`, { timeout: WAIT_MS });
+    await page.waitForSelector("#session-head .badge.idle", { timeout: WAIT_MS });
+  }
+  const sessionId = await page.locator("#session-head strong").textContent();
+
+  assert.equal(await server.stop(), 0);
+  await page.waitForSelector("#status.reconnecting", { timeout: WAIT_MS });
+  server = await env.start(args);
+  await page.waitForSelector("#banner:not([hidden])", { timeout: WAIT_MS });
+  await page.waitForSelector("#status.connected", { timeout: WAIT_MS });
+  assert.match(String(await page.locator("#banner").textContent()), /Resynced/);
+  const alice = await server.connect("alice");
+  const { messages } = await alice.ok<{ messages: unknown[] }>({ type: "get_messages", sessionId });
+  assert.equal(messages.length, 4);
+  assert.equal(await page.locator("#messages .msg").count(), messages.length);
+  await shot(page, "resynced");
+});
