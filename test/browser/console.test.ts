@@ -178,3 +178,8 @@ test("the console across a server restart: a resynced banner, and as many messag
   assert.equal(await page.locator("#messages .msg").count(), messages.length);
   await shot(page, "resynced");
 });
+
+test("without --console there is no /console", async (t) => {
+  const h = await startServer(t);
+  assert.equal((await fetch(`${h.url.replace("ws://", "http://")}/console`)).status, 404);
+});
