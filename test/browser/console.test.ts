@@ -181,5 +181,5 @@ test("the console across a server restart: a resynced banner, and as many messag
 
 test("without --console there is no /console", async (t) => {
   const h = await startServer(t);
-  assert.equal((await fetch(`${h.url.replace("ws://", "http://")}/console`)).status, 404);
+  assert.equal((await fetch(`${h.url.replace("ws://", "http://")}/console`)).status, 426, "the main port only upgrades");
 });
