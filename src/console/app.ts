@@ -37,6 +37,8 @@ let sessions: Summary[] = [];
 let current: { handle: SessionHandle; store: SessionStore; off: Array<() => void>; rendered: number; opened: boolean } | undefined;
 let countdown: ReturnType<typeof setInterval> | undefined;
 let commands: Array<{ name: string; description?: string }> = [];
+/** Images chosen for the next message (base64, as pi takes them). */
+let attachments: Array<{ type: "image"; data: string; mimeType: string; name: string }> = [];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Connection
@@ -116,7 +118,7 @@ async function refreshSessions(): Promise<void> {
 
 function stateOf(summary: Summary): string {
   if (summary.status === "dormant") return "dormant";
-  if (current?.handle.sessionId === summary.sessionId && Object.keys(current.store.getSnapshot().dialogs).length > 0) return "dialog";
+  if ((summary.pendingDialogs ?? 0) > 0) return "dialog";
   if (summary.state?.isCompacting) return "compacting";
   if (summary.state?.isStreaming) return "streaming";
   return "idle";
@@ -191,7 +193,7 @@ async function openSession(sessionId: string): Promise<void> {
     return;
   }
   current.opened = true; // the first snapshot is how the page starts, not news
-  for (const id of ["input", "send", "follow-up", "abort"]) $<HTMLButtonElement>(id).disabled = false;
+  for (const id of ["input", "send", "follow-up", "abort", "attach-button"]) $<HTMLButtonElement>(id).disabled = false;
   renderSessions();
   render();
   commands = await handle.getCommands().catch(() => []);
@@ -348,7 +350,10 @@ function uiRequest(event: Record<string, unknown>): void {
       document.title = `${String(event["title"])} — pi-server console`;
       break;
     case "setStatus":
-      toast(`${String(event["statusKey"])}: ${String(event["statusText"] ?? "")}`, "info");
+      keyed("status", String(event["statusKey"]), event["statusText"] === undefined ? undefined : [String(event["statusText"])]);
+      break;
+    case "setWidget":
+      keyed("widget", String(event["widgetKey"]), Array.isArray(event["widgetLines"]) ? (event["widgetLines"] as unknown[]).map(String) : undefined);
       break;
     case "cancel":
       // The handle has already closed the modal (its signal aborted); say why.
@@ -359,6 +364,24 @@ function uiRequest(event: Record<string, unknown>): void {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Dialogs
+
+/** An extension's status line or widget, by key (undefined lines remove it). */
+function keyed(kind: "status" | "widget", key: string, lines: string[] | undefined): void {
+  const area = $("extension-ui");
+  const id = `${kind}:${key}`;
+  const existing = [...area.children].find((child) => (child as HTMLElement).dataset["key"] === id);
+  if (!lines) {
+    existing?.remove();
+    area.hidden = area.childElementCount === 0;
+    return;
+  }
+  const box = el(kind === "status" ? "span" : "div", kind, kind === "status" ? `${key}: ${lines.join(" ")}` : undefined);
+  box.dataset["key"] = id;
+  if (kind === "widget") box.append(el("div", "widget-title", key), ...lines.map((line) => el("div", "", line)));
+  if (existing) existing.replaceWith(box);
+  else area.append(box);
+  area.hidden = false;
+}
 
 /** Dialogs this page put up, until the server says how each ended. */
 const shownDialogs = new Set<string>();
@@ -416,13 +439,48 @@ async function send(kind: "auto" | "followUp"): Promise<void> {
   input.value = "";
   $("suggestions").hidden = true;
   const streaming = current.store.getSnapshot().isStreaming;
+  const images = attachments.map(({ type, data, mimeType }) => ({ type, data, mimeType }));
+  // The whole frame must fit the server's limit (a bigger one closes the connection with 1009).
+  const size = new TextEncoder().encode(JSON.stringify({ type: "prompt", id: "c0000", sessionId: current.handle.sessionId, message, images })).length + 100;
+  if (size > maxPayload()) {
+    toast(`Too big to send: ${Math.ceil(size / 1024)} KiB, the server takes ${Math.floor(maxPayload() / 1024)} KiB per message; the images were removed`, "error");
+    input.value = message;
+    setAttachments([]);
+    return;
+  }
+  setAttachments([]);
   try {
-    if (kind === "followUp") await current.handle.followUp(message);
-    else if (streaming) await current.handle.steer(message);
-    else await current.handle.prompt(message, { idempotencyKey: crypto.randomUUID() });
+    const withImages = images.length ? images : undefined;
+    if (kind === "followUp") await current.handle.followUp(message, withImages);
+    else if (streaming) await current.handle.steer(message, withImages);
+    else await current.handle.prompt(message, { idempotencyKey: crypto.randomUUID(), ...(withImages ? { images: withImages } : {}) });
   } catch (error) {
     toast((error as Error).message, "error");
     input.value = message;
+  }
+}
+
+function maxPayload(): number {
+  return Number(document.querySelector<HTMLMetaElement>('meta[name="pi-server-max-payload"]')?.content) || 1024 * 1024;
+}
+
+function setAttachments(next: typeof attachments): void {
+  attachments = next;
+  $("attachments").textContent = next.length ? `${next.map((a) => a.name).join(", ")} (${Math.ceil(next.reduce((n, a) => n + a.data.length, 0) / 1024)} KiB)` : "";
+}
+
+async function attach(files: FileList | null): Promise<void> {
+  const read = (file: File) =>
+    new Promise<(typeof attachments)[number]>((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve({ type: "image", data: String(reader.result).split(",")[1] ?? "", mimeType: file.type, name: file.name });
+      reader.onerror = () => reject(reader.error ?? new Error("unreadable"));
+      reader.readAsDataURL(file);
+    });
+  try {
+    setAttachments([...attachments, ...(await Promise.all([...(files ?? [])].map(read)))]);
+  } catch (error) {
+    toast(`Could not read the image: ${(error as Error).message}`, "error");
   }
 }
 
@@ -482,6 +540,13 @@ $("input").addEventListener("keydown", (event) => {
 });
 $("input").addEventListener("input", suggest);
 $("follow-up").addEventListener("click", () => void send("followUp"));
+$("attach-button").addEventListener("click", () => $("attach").click());
+$("attach").addEventListener("change", () => {
+  const input = $<HTMLInputElement>("attach");
+  void attach(input.files).then(() => {
+    input.value = "";
+  });
+});
 $("abort").addEventListener("click", () => void current?.handle.abort().catch((error: Error) => toast(error.message, "error")));
 $("debug").addEventListener("change", () => render());
 connect();

@@ -23,15 +23,17 @@ const FILES: Record<string, { file: string; type: string }> = {
 
 /**
  * `GET /console` and its two assets (issue 14), read once from `assets` and kept. The page learns the WebSocket
- * path from a meta tag; it holds no secret (the token is typed into it).
+ * path and the frame size limit from meta tags; it holds no secret (the token is typed into it).
  */
-export function createConsoleEndpoint(wsPath: string, assets = CONSOLE_ASSETS): (request: IncomingMessage, response: ServerResponse) => boolean {
+export function createConsoleEndpoint(wsPath: string, maxPayload: number, assets = CONSOLE_ASSETS): (request: IncomingMessage, response: ServerResponse) => boolean {
   const cache = new Map<string, Promise<Buffer>>();
   const load = (file: string) => {
     let body = cache.get(file);
     if (!body) {
       body = readFile(join(assets, file)).then((bytes) =>
-        file === "index.html" ? Buffer.from(bytes.toString("utf8").replace("%WS_PATH%", escapeAttribute(wsPath))) : bytes,
+        file === "index.html"
+          ? Buffer.from(bytes.toString("utf8").replace("%WS_PATH%", escapeAttribute(wsPath)).replace("%MAX_PAYLOAD%", String(maxPayload)))
+          : bytes,
       );
       body.catch(() => cache.delete(file)); // built later: try again next time
       cache.set(file, body);

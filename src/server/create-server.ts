@@ -178,7 +178,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     scrape: metrics instanceof PrometheusMetrics ? () => metrics.scrape() : undefined,
   };
   const probes = createEndpoints({ ...endpointSources, detailed: config.metricsOnMainPort });
-  const consolePage = config.console ? createConsoleEndpoint(config.path) : undefined;
+  const consolePage = config.console ? createConsoleEndpoint(config.path, config.maxPayload) : undefined;
   const endpoints = (request: IncomingMessage, response: ServerResponse) => probes(request, response) || (consolePage?.(request, response) ?? false);
   const host = new HttpHost({
     config,

@@ -40,6 +40,8 @@ export interface SessionSummary {
   readonly status: "live" | "dormant";
   readonly messageCount: number;
   readonly subscribers: number;
+  /** Extension dialogs waiting for an answer (live sessions only). */
+  readonly pendingDialogs?: number;
   /** pi's `get_state` (live sessions only). */
   readonly state?: SessionState;
 }
@@ -224,6 +226,7 @@ export class SessionRegistry {
       status: "live",
       messageCount: state.messageCount,
       subscribers: entry.hub.subscriberCount,
+      pendingDialogs: entry.dialogs.size,
       state,
     };
   }

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { type AddressInfo, createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage, fauxToolCall } from "@mariozechner/pi-ai";
 import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { tokenAuth } from "../../src/index.js";
@@ -18,6 +18,13 @@ const ARTIFACTS = process.env["PI_SERVER_ARTIFACTS"] ?? join(import.meta.dirname
 const WAIT_MS = 15_000;
 
 const confirmExtension: ExtensionFactory = (pi) => {
+  pi.registerCommand("decorate", {
+    description: "status line and widget",
+    handler: async (_args, ctx) => {
+      ctx.ui.setStatus("build", "green");
+      ctx.ui.setWidget("todo", ["write tests", "ship"]);
+    },
+  });
   pi.registerCommand("deploy", {
     description: "asks before deploying",
     handler: async (_args, ctx) => {
@@ -64,7 +71,7 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
   const logs = captureLogs();
   const h = await startServer(
     t,
-    { console: true, auth: tokenAuth({ tokens: [{ principal: "ops", token: TOKEN }] }), logger: logs.logger, dialogTimeoutMs: 60_000 },
+    { console: true, auth: tokenAuth({ tokens: [{ principal: "ops", token: TOKEN }] }), logger: logs.logger, dialogTimeoutMs: 60_000, maxPayload: 64 * 1024 },
     { extensionFactories: [confirmExtension], tokensPerSecond: 120 },
   );
   const base = h.url.replace("ws://", "http://");
@@ -106,11 +113,49 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
   await page.press("#input", "Enter");
   await page.waitForSelector("#modal:not([hidden])", { timeout: WAIT_MS });
   await second.waitForSelector("#modal:not([hidden])", { timeout: WAIT_MS });
+  await page.waitForSelector('#sessions li[data-session-id="from-elsewhere"] .badge.dialog', { timeout: WAIT_MS });
   await shot(page, "dialog");
   await page.click("#modal button.primary"); // Yes
   await second.waitForSelector("#modal", { state: "hidden", timeout: WAIT_MS });
   await second.waitForSelector(".toast:has-text('Dialog closed (answered)')", { timeout: WAIT_MS });
   await page.waitForSelector(".toast:has-text('deploy:true')", { timeout: WAIT_MS });
+
+  // Extensions' status lines and widgets are shown.
+  await page.fill("#input", "/decorate");
+  await page.press("#input", "Enter");
+  await page.waitForSelector("#extension-ui .status:has-text('build: green')", { timeout: WAIT_MS });
+  await page.waitForSelector("#extension-ui .widget:has-text('write tests')", { timeout: WAIT_MS });
+
+  // A tool call: its card shows the command, its result the real bash output.
+  h.faux.setResponses([fauxAssistantMessage([fauxToolCall("bash", { command: "echo from-bash" })], { stopReason: "toolUse" }), fauxAssistantMessage("The command printed from-bash.")]);
+  await page.fill("#input", "Run a command");
+  await page.press("#input", "Enter");
+  await page.waitForSelector("#messages .tool pre:has-text('$ echo from-bash')", { timeout: WAIT_MS });
+  await page.waitForSelector("#messages .msg.toolResult pre:has-text('from-bash')", { timeout: WAIT_MS });
+  await page.waitForSelector("#messages .msg.assistant:has-text('The command printed')", { timeout: WAIT_MS });
+  await page.waitForSelector('#sessions li[data-session-id="from-elsewhere"] .badge.idle', { timeout: WAIT_MS });
+  await shot(page, "tools");
+
+  // Images: a small one travels with the prompt; one over the frame limit is refused in the page, nothing is sent.
+  h.faux.setResponses([fauxAssistantMessage("A red pixel.")]);
+  const pixel = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==", "base64");
+  await page.setInputFiles("#attach", { name: "pixel.png", mimeType: "image/png", buffer: pixel });
+  await page.waitForSelector("#attachments:has-text('pixel.png')");
+  await page.fill("#input", "What is this?");
+  await page.press("#input", "Enter");
+  await page.waitForSelector("#messages .msg.assistant:has-text('A red pixel.')", { timeout: WAIT_MS });
+  const { messages } = await api.ok<{ messages: Array<{ role: string; content: Array<{ type: string; data?: string }> }> }>({ type: "get_messages", sessionId: "from-elsewhere" });
+  const asked = messages.filter((m) => m.role === "user").at(-1);
+  assert.equal(asked?.content.find((c) => c.type === "image")?.data, pixel.toString("base64"));
+  await page.setInputFiles("#attach", { name: "huge.png", mimeType: "image/png", buffer: Buffer.alloc(80 * 1024, 7) });
+  await page.fill("#input", "And this?");
+  await page.press("#input", "Enter");
+  await page.waitForSelector(".toast:has-text('Too big to send')", { timeout: WAIT_MS });
+  assert.equal(await page.inputValue("#input"), "And this?", "the message stays in the composer");
+  assert.equal(await page.textContent("#attachments"), "", "the image that does not fit is dropped");
+  const after = await api.ok<{ messages: unknown[] }>({ type: "get_messages", sessionId: "from-elsewhere" });
+  assert.equal(after.messages.length, messages.length, "nothing was sent");
+  assert.equal(await page.locator("#status.connected").count(), 1, "and the connection is intact");
 
   // Steer while streaming, then abort: the stop reason shown is "aborted".
   h.faux.setResponses([fauxAssistantMessage("a long answer that keeps streaming ".repeat(40)), fauxAssistantMessage("after the steer")]);

@@ -19,16 +19,16 @@ async function serve(t: { after(fn: () => Promise<void>): void }, handle: (req: 
 test("the console endpoint serves its three files with the CSP, fills in the WebSocket path, and nothing else", async (t) => {
   const dir = tempDir("console");
   t.after(dir.cleanup);
-  writeFileSync(join(dir.path, "index.html"), '<meta name="pi-server-path" content="%WS_PATH%">');
+  writeFileSync(join(dir.path, "index.html"), '<meta name="pi-server-path" content="%WS_PATH%"><meta content="%MAX_PAYLOAD%">');
   writeFileSync(join(dir.path, "console.js"), "export {};");
   writeFileSync(join(dir.path, "console.css"), "body{}");
-  const base = await serve(t, createConsoleEndpoint('/agents"><script>', dir.path));
+  const base = await serve(t, createConsoleEndpoint('/agents"><script>', 4096, dir.path));
 
   const page = await fetch(`${base}/console`);
   assert.equal(page.status, 200);
   assert.equal(page.headers.get("content-security-policy"), CONSOLE_CSP);
   assert.equal(page.headers.get("x-content-type-options"), "nosniff");
-  assert.equal(await page.text(), '<meta name="pi-server-path" content="/agents&#34;&#62;&#60;script&#62;">', "the path is escaped");
+  assert.equal(await page.text(), '<meta name="pi-server-path" content="/agents&#34;&#62;&#60;script&#62;"><meta content="4096">', "the path is escaped");
   const script = await fetch(`${base}/console/console.js`);
   assert.match(String(script.headers.get("content-type")), /^text\/javascript/);
   assert.equal((await fetch(`${base}/console/../package.json`)).status, 404, "only the three files");
@@ -39,7 +39,7 @@ test("the console endpoint serves its three files with the CSP, fills in the Web
 test("an unbuilt console answers 503 with what to do", async (t) => {
   const dir = tempDir("console-empty");
   t.after(dir.cleanup);
-  const base = await serve(t, createConsoleEndpoint("/", dir.path));
+  const base = await serve(t, createConsoleEndpoint("/", 4096, dir.path));
   const response = await fetch(`${base}/console`);
   assert.equal(response.status, 503);
   assert.match(await response.text(), /npm run build/);
