@@ -86,6 +86,7 @@ export function assemble(options: AssembleOptions): Assembly {
       sessionsRoot,
     },
     onCreated: (host) => core.announce(host),
+    onDeleted: (entry, told) => core.announceDeleted(entry, told),
     authorize: config.hooks.authorize,
   });
   const core: ServerCore = new ServerCore({

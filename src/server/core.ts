@@ -12,7 +12,7 @@ import type { ServerHooks } from "./hooks.js";
 import { COMMANDS, type Command, isParseFailure, PROTOCOL_VERSION, parseCommand } from "./protocol.js";
 import { MAX_TIMER_MS, type Timeouts } from "./options.js";
 import type { SessionHost } from "./session-host.js";
-import { DormantSession, type SessionRegistry } from "./sessions.js";
+import { DormantSession, type SessionEntry, type SessionRegistry } from "./sessions.js";
 import { IdempotencyCache, IdempotencyConflict } from "./idempotency.js";
 import { IdempotencyJournal, type JournalEntry, type StoredOutcome } from "../store/idempotency-journal.js";
 
@@ -683,8 +683,18 @@ export class ServerCore {
 
   /** `session_created` goes only to connections whose principal may see the session. */
   announce(host: SessionHost): void {
-    const frame = JSON.stringify({ type: "session_created", sessionId: host.id });
-    for (const conn of this.#connections) if (this.#registry.canAccess(conn.principal, host, "notify")) conn.sendFrame(frame);
+    this.#notify(host, JSON.stringify({ type: "session_created", sessionId: host.id }), new Set());
+  }
+
+  /** `session_deleted` likewise, to those its subscribers were not (they were told with their subscription). */
+  announceDeleted(entry: SessionEntry, told: ReadonlySet<string>): void {
+    this.#notify(entry, JSON.stringify({ type: "session_deleted", sessionId: entry.id, reason: "deleted" }), told);
+  }
+
+  #notify(entry: SessionEntry, frame: string, told: ReadonlySet<string>): void {
+    for (const conn of this.#connections) {
+      if (!told.has(conn.connectionId) && this.#registry.canAccess(conn.principal, entry, "notify")) conn.sendFrame(frame);
+    }
   }
 }
 

@@ -111,6 +111,8 @@ export interface SessionRegistryOptions {
   readonly logger: Logger;
   /** Told after a session is created (the server tells the principals who may see it). */
   readonly onCreated: (host: SessionHost) => void;
+  /** Told after a session is deleted, with the connections its subscribers were (they were told already). */
+  readonly onDeleted?: ((entry: SessionEntry, told: ReadonlySet<string>) => void) | undefined;
   /** Model and thinking level of sessions created without them (`defaultModel`, `defaultThinkingLevel`). */
   readonly defaultModel?: { readonly provider: string; readonly modelId: string } | undefined;
   readonly defaultThinkingLevel?: ThinkingLevel | undefined;
@@ -417,6 +419,7 @@ export class SessionRegistry {
 
   /** Remove and dispose the session (live or dormant) and its record; subscribers get `session_deleted`. */
   async delete(entry: SessionEntry): Promise<void> {
+    const told = new Set<string>();
     if (entry instanceof DormantSession) {
       if (this.#dormant.get(entry.key) !== entry) throw notFound(entry.id);
       this.#dormant.delete(entry.key);
@@ -424,8 +427,10 @@ export class SessionRegistry {
     } else {
       if (this.#hosts.get(entry.key) !== entry) throw notFound(entry.id);
       this.#remove(entry);
+      for (const subscriber of entry.hub.subscribers()) told.add(subscriber.connectionId);
       await this.#stop(entry, new PiServerError("session_not_found", `Session '${entry.id}' was deleted`), "deleted");
     }
+    this.#options.onDeleted?.(entry, told); // while its shares still say who may know
     this.#count(entry.owner, -1);
     this.#shares.delete(entry.key);
     await this.#unstore(entry);

@@ -169,6 +169,21 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
   await page.waitForSelector("#messages .msg.assistant .stop-reason:has-text('aborted')", { timeout: WAIT_MS });
   await shot(page, "aborted");
 
+  // Slash commands come from get_commands; the debug toggle shows where the stream is.
+  await page.fill("#input", "/dep");
+  await page.waitForSelector("#suggestions button:has-text('/deploy')", { timeout: WAIT_MS });
+  await page.fill("#input", "");
+  await page.check("#debug");
+  await page.waitForSelector("#debug-line:has-text('epoch')", { timeout: WAIT_MS });
+
+  // Delete from the list.
+  await api.ok({ type: "create_session", sessionId: "doomed" });
+  await page.waitForSelector('#sessions li[data-session-id="doomed"]', { timeout: WAIT_MS });
+  await page.click('#sessions li[data-session-id="doomed"] .delete');
+  await page.waitForSelector('#sessions li[data-session-id="doomed"]', { state: "detached", timeout: WAIT_MS });
+  const listed = await api.ok<{ sessions: Array<{ sessionId: string }> }>({ type: "list_sessions" });
+  assert.deepEqual(listed.sessions.map((x) => x.sessionId), ["from-elsewhere"]);
+
   // The token never travelled in a URL, and the server never logged it.
   assert.ok(urls.length > 3);
   for (const url of urls) assert.ok(!url.includes(TOKEN), `the token is in ${url}`);

@@ -123,3 +123,23 @@ test("a create whose subscription is refused leaves no session behind", async (t
   const owners = h.server.sessions.list().filter((s) => s.sessionId === "x").map((s) => s.owner);
   assert.deepEqual(owners, ["alice"]);
 });
+
+test("session_deleted reaches every connection that may see the session (subscribers once), and nobody else", async (t) => {
+  const h = await startServer(t, {
+    auth: tokenAuth({ tokens: [{ principal: "alice", token: TOKENS.alice }, { principal: "bob", token: TOKENS.bob }] }),
+  });
+  const owner = await as(h.url, TOKENS.alice); // subscribed (it created the session)
+  const watcher = await as(h.url, TOKENS.alice); // same principal, not subscribed: a session list
+  const stranger = await as(h.url, TOKENS.bob);
+  t.after(async () => Promise.all([owner.close(), watcher.close(), stranger.close()]));
+  await owner.ok({ type: "create_session", sessionId: "gone" });
+  await watcher.waitFor((f) => f.type === "session_created" && f["sessionId"] === "gone");
+  await owner.ok({ type: "delete_session", sessionId: "gone" });
+  await watcher.waitFor((f) => f.type === "session_deleted" && f["sessionId"] === "gone" && f["reason"] === "deleted");
+  await owner.waitFor((f) => f.type === "session_deleted" && f["sessionId"] === "gone");
+  // Ordered after the deletion on bob's connection: had bob been told, it would be here by now.
+  await stranger.ok({ type: "list_sessions" });
+  await owner.ok({ type: "list_sessions" });
+  assert.equal(owner.frames.filter((f) => f.type === "session_deleted").length, 1, "the subscriber is told once");
+  assert.ok(!stranger.frames.some((f) => f.type === "session_deleted" || f.type === "session_created"), "bob learns nothing of alice's session");
+});
