@@ -242,7 +242,7 @@ function renderHead(view: SessionView): void {
 }
 
 function renderMessage(message: Message, className = "msg"): HTMLElement {
-  const box = el("div", `${className} ${message.role ?? ""}`);
+  const box = el("div", `${className} ${message.role ?? ""}${message["isError"] === true ? " error" : ""}`);
   const role = el("div", "role", message.role === "toolResult" ? `result · ${message.toolName ?? ""}` : message.role ?? "message");
   if (message.role === "assistant" && message.stopReason && message.stopReason !== "stop" && message.stopReason !== "toolUse" && className === "msg") {
     role.append(el("span", "stop-reason", message.stopReason));

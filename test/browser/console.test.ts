@@ -3,7 +3,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { type AddressInfo, createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { fauxAssistantMessage, fauxToolCall } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage, fauxThinking, fauxToolCall } from "@mariozechner/pi-ai";
 import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { tokenAuth } from "../../src/index.js";
@@ -127,11 +127,21 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
   await page.waitForSelector("#extension-ui .widget:has-text('write tests')", { timeout: WAIT_MS });
 
   // A tool call: its card shows the command, its result the real bash output.
-  h.faux.setResponses([fauxAssistantMessage([fauxToolCall("bash", { command: "echo from-bash" })], { stopReason: "toolUse" }), fauxAssistantMessage("The command printed from-bash.")]);
+  h.faux.setResponses([
+    fauxAssistantMessage(
+      [fauxThinking("First run it, then fix the notes."), fauxToolCall("bash", { command: "echo from-bash" }), fauxToolCall("edit", { path: "notes.txt", oldText: "old line", newText: "new line" })],
+      { stopReason: "toolUse" },
+    ),
+    fauxAssistantMessage("The command printed from-bash."),
+  ]);
   await page.fill("#input", "Run a command");
   await page.press("#input", "Enter");
   await page.waitForSelector("#messages .tool pre:has-text('$ echo from-bash')", { timeout: WAIT_MS });
   await page.waitForSelector("#messages .msg.toolResult pre:has-text('from-bash')", { timeout: WAIT_MS });
+  await page.waitForSelector("#messages .tool .diff .del:has-text('- old line')", { timeout: WAIT_MS });
+  await page.waitForSelector("#messages .tool .diff .add:has-text('+ new line')", { timeout: WAIT_MS });
+  assert.equal(await page.locator("#messages details.thinking").count(), 1);
+  assert.equal(await page.locator("#messages details.thinking[open]").count(), 0, "thinking starts collapsed");
   await page.waitForSelector("#messages .msg.assistant:has-text('The command printed')", { timeout: WAIT_MS });
   await page.waitForSelector('#sessions li[data-session-id="from-elsewhere"] .badge.idle', { timeout: WAIT_MS });
   await shot(page, "tools");
