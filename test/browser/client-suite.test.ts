@@ -1,22 +1,14 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { build } from "esbuild";
-import { chromium } from "playwright-core";
 import type { ScenarioResult } from "../client-suite/scenarios.js";
 import { scenarios } from "../client-suite/scenarios.js";
 import { startSuiteServer, SUITE_TOKEN } from "../client-suite/server.js";
-
-/** Debian's chromium (scripts/provision.sh installs it); CHROMIUM_PATH overrides. */
-function chromiumPath(): string {
-  const candidates = [process.env["CHROMIUM_PATH"], "/usr/lib/chromium/chromium", "/usr/bin/chromium"];
-  const found = candidates.find((path) => path !== undefined && existsSync(path));
-  if (!found) throw new Error("chromium is missing: run scripts/provision.sh (apt-get install chromium)");
-  return found;
-}
+import { launchChromium } from "../helpers/chromium.js";
 
 const PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pi-server client suite</title>
@@ -51,8 +43,7 @@ test("the client suite, bundled to one ESM file, passes in headless Chromium aga
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   t.after(() => new Promise<void>((resolve) => http.close(() => resolve())));
 
-  const browser = await chromium.launch({ executablePath: chromiumPath(), args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
   const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
   const problems: string[] = [];
   page.on("pageerror", (error) => problems.push(String(error)));

@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { type AddressInfo, createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fauxAssistantMessage, fauxThinking, fauxToolCall } from "@mariozechner/pi-ai";
 import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { tokenAuth } from "../../src/index.js";
+import { launchChromium } from "../helpers/chromium.js";
 import { durableHarness, TOKENS as DURABLE_TOKENS } from "../helpers/durable-cli.js";
 import { captureLogs } from "../helpers/logs.js";
 import { startServer } from "../helpers/server.js";
@@ -33,18 +34,6 @@ const confirmExtension: ExtensionFactory = (pi) => {
     },
   });
 };
-
-function chromiumPath(): string {
-  const found = [process.env["CHROMIUM_PATH"], "/usr/lib/chromium/chromium", "/usr/bin/chromium"].find((p) => p && existsSync(p));
-  if (!found) throw new Error("chromium is missing: run scripts/provision.sh (apt-get install chromium)");
-  return found;
-}
-
-async function launch(t: { after(fn: () => Promise<void>): void }): Promise<Browser> {
-  const browser = await chromium.launch({ executablePath: chromiumPath(), args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] });
-  t.after(() => browser.close());
-  return browser;
-}
 
 /** A console page, connected with the token (typed into the page, as a person would). */
 async function openConsole(browser: Browser, base: string, urls: string[]): Promise<Page> {
@@ -82,7 +71,7 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
   assert.match(csp, /script-src 'self'/);
   assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
 
-  const browser = await launch(t);
+  const browser = await launchChromium(t);
   const urls: string[] = [];
   const page = await openConsole(browser, base, urls);
 
@@ -219,7 +208,7 @@ test("the console across a server restart: a resynced banner, and as many messag
   let server = await env.start(args);
   const base = `http://127.0.0.1:${port}`;
 
-  const browser = await launch(t);
+  const browser = await launchChromium(t);
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   await page.goto(`${base}/console`);
