@@ -2,7 +2,8 @@
 # Installs the system programs the tests need (Debian packages), or fails at once with the command to run.
 # Run first by `npm test`; `.ci/run` runs `npm test` too. Needed: bubblewrap (bash sandbox), prometheus + promtool
 # (metrics tests), ripgrep and fd-find (pi's grep and find tools; pi would try to download them otherwise),
-# systemd-analyze (checks deploy/pi-server.service), chromium (the client suite in a real browser, via playwright-core).
+# systemd-analyze (checks deploy/pi-server.service), chromium (the client suite in a real browser, via playwright-core),
+# redis-server (several nodes on Redis).
 set -eu
 
 missing=""
@@ -13,6 +14,7 @@ need prometheus prometheus
 need rg ripgrep
 need systemd-analyze systemd
 need chromium chromium
+need redis-server redis-server
 if ! command -v fd >/dev/null 2>&1 && ! command -v fdfind >/dev/null 2>&1; then missing="$missing fd-find"; fi
 missing=$(echo "$missing" | tr ' ' '\n' | sort -u | tr '\n' ' ' | sed 's/^ *//; s/ *$//')
 [ -z "$missing" ] && exit 0

@@ -1,0 +1,147 @@
+import type { LeaseStore, LeaseToken } from "./lease-store.js";
+
+export type LostReason = "taken" | "expired" | "released";
+
+export interface LeaseKeeperOptions {
+  readonly store: LeaseStore;
+  readonly ttlMs: number;
+  /**
+   * How long before a lease could expire this process stops relying on it (clock drift, a late timer, a paused
+   * process). A lease is valid until `(when its last successful claim or renew was SENT) + ttl − margin`.
+   */
+  readonly marginMs: number;
+  /** Renew this often. @default ttl / 3 */
+  readonly renewEveryMs?: number;
+  /** A held lease was lost (taken by another, or it could not be renewed in time): stop acting on it. */
+  readonly onLost: (token: LeaseToken, reason: LostReason) => void;
+  readonly now?: () => number;
+}
+
+interface Held {
+  token: LeaseToken;
+  validUntil: number;
+  timer: NodeJS.Timeout;
+  renewing: boolean;
+}
+
+/**
+ * Keeps leases alive and knows, without asking Redis, whether each may still be relied on (issue 15). Validity is
+ * counted from when the last successful claim or renew was sent, minus a safety margin, so a process that was paused
+ * (SIGSTOP, a long GC) finds its leases already invalid when it wakes and drops them before anyone could have taken
+ * them over — self-fencing. A lost lease is never re-adopted: claiming again yields a new token and a higher fence.
+ */
+export class LeaseKeeper {
+  readonly #options: LeaseKeeperOptions;
+  readonly #held = new Map<string, Held>();
+  #stopped = false;
+
+  constructor(options: LeaseKeeperOptions) {
+    if (options.marginMs >= options.ttlMs) throw new Error("the safety margin must be shorter than the lease TTL");
+    this.#options = options;
+  }
+
+  get size(): number {
+    return this.#held.size;
+  }
+
+  keys(): string[] {
+    return [...this.#held.keys()];
+  }
+
+  /** Claim `key` for `holder` and keep it; undefined when someone else holds it. */
+  async claim(key: string, holder: string): Promise<LeaseToken | undefined> {
+    if (this.#stopped) throw new Error("the lease keeper is stopped");
+    const sentAt = this.#now();
+    const token = await this.#options.store.claim(key, holder, this.#options.ttlMs);
+    if (!token) return undefined;
+    if (this.#stopped) {
+      await this.#options.store.release(token).catch(() => undefined);
+      throw new Error("the lease keeper is stopped");
+    }
+    this.#keep(token, sentAt);
+    return token;
+  }
+
+  /** The token of `key` if it is held and still valid; a lapsed one is dropped here (self-fencing). */
+  valid(key: string): LeaseToken | undefined {
+    const held = this.#held.get(key);
+    if (!held) return undefined;
+    if (this.#now() >= held.validUntil) {
+      this.#lose(held, "expired");
+      return undefined;
+    }
+    return held.token;
+  }
+
+  /** Give `key` back (compare-and-delete). */
+  async release(key: string): Promise<void> {
+    const held = this.#held.get(key);
+    if (!held) return;
+    this.#forget(held);
+    await this.#options.store.release(held.token);
+  }
+
+  /** Drop every lease without telling Redis (they expire there): after this process fenced itself. */
+  dropAll(reason: LostReason): LeaseToken[] {
+    const dropped = [...this.#held.values()];
+    for (const held of dropped) this.#lose(held, reason);
+    return dropped.map((held) => held.token);
+  }
+
+  /** Stop renewing and give every lease back (compare-and-delete); nothing is claimed or renewed afterwards. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    const all = [...this.#held.values()];
+    for (const held of all) this.#forget(held);
+    await Promise.allSettled(all.map((held) => this.#options.store.release(held.token)));
+  }
+
+  #keep(token: LeaseToken, sentAt: number): void {
+    const every = this.#options.renewEveryMs ?? Math.max(1, Math.floor(this.#options.ttlMs / 3));
+    const held: Held = {
+      token,
+      validUntil: sentAt + this.#options.ttlMs - this.#options.marginMs,
+      renewing: false,
+      timer: setInterval(() => void this.#renew(held), every),
+    };
+    held.timer.unref();
+    this.#held.set(token.key, held);
+  }
+
+  async #renew(held: Held): Promise<void> {
+    if (this.#held.get(held.token.key) !== held) return;
+    // A late timer (a paused process) finds the lease lapsed: drop it before trying anything.
+    if (this.#now() >= held.validUntil) {
+      this.#lose(held, "expired");
+      return;
+    }
+    if (held.renewing) return;
+    held.renewing = true;
+    const sentAt = this.#now();
+    try {
+      const renewed = await this.#options.store.renew(held.token, this.#options.ttlMs);
+      if (this.#held.get(held.token.key) !== held) return;
+      if (renewed) held.validUntil = sentAt + this.#options.ttlMs - this.#options.marginMs;
+      else this.#lose(held, "taken");
+    } catch {
+      // Redis unreachable: keep trying until the lease lapses (the check above then fences it).
+    } finally {
+      held.renewing = false;
+    }
+  }
+
+  #lose(held: Held, reason: LostReason): void {
+    if (this.#held.get(held.token.key) !== held) return;
+    this.#forget(held);
+    this.#options.onLost(held.token, reason);
+  }
+
+  #forget(held: Held): void {
+    clearInterval(held.timer);
+    if (this.#held.get(held.token.key) === held) this.#held.delete(held.token.key);
+  }
+
+  #now(): number {
+    return (this.#options.now ?? Date.now)();
+  }
+}

@@ -1,0 +1,75 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createServer, type AddressInfo } from "node:net";
+import { Redis } from "ioredis";
+
+export interface RedisServer {
+  readonly port: number;
+  readonly url: string;
+  /** A client for the test's own look at Redis (closed with the server). */
+  client(): Redis;
+  /** Stop the server (SIGTERM, no persistence); `start()` brings it back on the same port, empty. */
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+/** Debian's redis-server on 127.0.0.1 and a free port, nothing written to disk; stopped after the test. */
+export async function startRedis(t: { after(fn: () => Promise<void>): void }): Promise<RedisServer> {
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const clients: Redis[] = [];
+  const start = async () => {
+    const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--notify-keyspace-events", "Ex"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child = proc;
+    await new Promise<void>((resolve, reject) => {
+      let out = "";
+      const timer = setTimeout(() => reject(new Error(`redis-server did not start: ${out}`)), 15_000);
+      proc.stdout?.on("data", (chunk: Buffer) => {
+        out += chunk.toString();
+        if (out.includes("Ready to accept connections")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      proc.on("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`redis-server exited (${code}): ${out}`));
+      });
+    });
+  };
+  const stop = async () => {
+    const proc = child;
+    child = undefined;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+    proc.kill("SIGTERM");
+    await exited;
+  };
+  await start();
+  t.after(async () => {
+    for (const client of clients) client.disconnect();
+    await stop();
+  });
+  const url = `redis://127.0.0.1:${port}`;
+  return {
+    port,
+    url,
+    client: () => {
+      const client = new Redis(url, { maxRetriesPerRequest: 1 });
+      client.on("error", () => undefined); // the tests stop Redis on purpose
+      clients.push(client);
+      return client;
+    },
+    stop,
+    start,
+  };
+}

@@ -1,0 +1,191 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import fc from "fast-check";
+import { Redis } from "ioredis";
+import { LeaseKeeper, type LostReason } from "../../src/cluster/lease-keeper.js";
+import { LeaseStore, type LeaseToken } from "../../src/cluster/lease-store.js";
+import { startRedis } from "../helpers/redis.js";
+
+const WAIT_MS = 15_000;
+
+function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no ${what} within ${WAIT_MS} ms`)), WAIT_MS);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+test("a lease: one holder at a time, fences only increase, renew and release only with the exact token", async (t) => {
+  const redis = await startRedis(t);
+  const store = new LeaseStore(redis.client());
+  const a = await store.claim("s1", "node-a", 60_000);
+  assert.equal(a?.fence, 1);
+  assert.equal(await store.claim("s1", "node-b", 60_000), undefined, "held: nobody else gets it");
+  assert.equal(await store.renew(a as LeaseToken, 60_000), true);
+  assert.equal(await store.release(a as LeaseToken), true);
+  const b = await store.claim("s1", "node-b", 60_000);
+  assert.equal(b?.fence, 2, "the next holder's fence is higher");
+  // The old holder's token is worthless now: it neither extends nor deletes the new holder's lease.
+  assert.equal(await store.renew(a as LeaseToken, 60_000), false);
+  assert.equal(await store.release(a as LeaseToken), false);
+  assert.deepEqual(await store.owner("s1"), { holder: "node-b", fence: 2 });
+  // Even a holder with the same name gets a new fence after a release: a restarted process never inherits a claim.
+  await store.release(b as LeaseToken);
+  const again = await store.claim("s1", "node-b", 60_000);
+  assert.equal(again?.fence, 3);
+  assert.equal(await store.renew(b as LeaseToken, 60_000), false, "the old incarnation's token does not renew the new one");
+  await assert.rejects(store.claim("s2", "bad:holder", 1_000), /may not contain/);
+});
+
+test("an expired lease is Redis's to remove, and the next claim gets a higher fence", async (t) => {
+  const redis = await startRedis(t);
+  const store = new LeaseStore(redis.client());
+  const events = redis.client();
+  await events.subscribe("__keyevent@0__:expired");
+  const expired = new Promise<string>((resolve) => events.on("message", (_channel, key: string) => resolve(key)));
+  const a = await store.claim("s1", "node-a", 100);
+  assert.equal(await within(expired, "expiry"), "s1");
+  assert.equal(await store.renew(a as LeaseToken, 60_000), false, "too late to renew");
+  assert.equal((await store.claim("s1", "node-b", 60_000))?.fence, 2);
+});
+
+test("concurrent claims of a free lease: exactly one wins", async (t) => {
+  const redis = await startRedis(t);
+  const clients = Array.from({ length: 8 }, () => new LeaseStore(redis.client()));
+  for (let round = 0; round < 20; round++) {
+    const key = `race-${round}`;
+    const results = await Promise.all(clients.map((store, i) => store.claim(key, `node-${i}`, 60_000)));
+    const winners = results.filter((r) => r !== undefined);
+    assert.equal(winners.length, 1);
+    assert.equal(winners[0]?.fence, 1);
+  }
+});
+
+test("property: any sequence of claim / renew / release / expiry by three holders keeps one owner and monotonic fences", async (t) => {
+  const redis = await startRedis(t);
+  const raw = redis.client();
+  const store = new LeaseStore(redis.client());
+  const holders = ["a", "b", "c"] as const;
+  type Op = { kind: "claim" | "renew" | "release"; who: (typeof holders)[number] } | { kind: "expire" };
+  const op = fc.oneof(
+    fc.record({ kind: fc.constantFrom("claim", "renew", "release"), who: fc.constantFrom(...holders) }) as fc.Arbitrary<Op>,
+    fc.constant({ kind: "expire" } as Op),
+  );
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
+      const key = `prop-${run++}`;
+      // The model: who holds the key (by token value) and the last fence handed out.
+      let owner: string | undefined;
+      let lastFence = 0;
+      const tokens = new Map<string, LeaseToken>();
+      for (const step of ops) {
+        if (step.kind === "expire") {
+          await raw.del(key); // what Redis does when the TTL runs out
+          owner = undefined;
+          continue;
+        }
+        const mine = tokens.get(step.who);
+        if (step.kind === "claim") {
+          const token = await store.claim(key, step.who, 60_000);
+          assert.equal(token !== undefined, owner === undefined, "a claim succeeds exactly when nobody holds the key");
+          if (token) {
+            assert.ok(token.fence > lastFence, "fences only increase");
+            lastFence = token.fence;
+            owner = token.value;
+            tokens.set(step.who, token);
+          }
+        } else if (step.kind === "renew") {
+          const renewed = mine ? await store.renew(mine, 60_000) : false;
+          assert.equal(renewed, mine !== undefined && owner === mine.value, "only the current token renews");
+        } else {
+          const released = mine ? await store.release(mine) : false;
+          assert.equal(released, mine !== undefined && owner === mine.value, "only the current token releases");
+          if (released) owner = undefined;
+        }
+        const actual = await raw.get(key);
+        assert.equal(actual ?? undefined, owner, "Redis holds exactly the model's owner");
+      }
+    }),
+    { numRuns: 100 },
+  );
+});
+
+test("the keeper renews past the TTL, drops a lease that was taken, and fences itself when Redis is gone", async (t) => {
+  const redis = await startRedis(t);
+  let renewals = 0;
+  let twentyRenewals!: () => void;
+  const renewedEnough = new Promise<void>((resolve) => (twentyRenewals = resolve));
+  const connection = new Redis(redis.url, { maxRetriesPerRequest: 0, enableOfflineQueue: false });
+  connection.on("error", () => undefined); // Redis is stopped on purpose below
+  t.after(async () => connection.disconnect());
+  await new Promise((resolve) => connection.once("ready", resolve)); // commands fail fast while disconnected
+  class CountingStore extends LeaseStore {
+    override renew(token: LeaseToken, ttl: number): Promise<boolean> {
+      if (++renewals === 20) twentyRenewals();
+      return super.renew(token, ttl);
+    }
+  }
+  const inner = new CountingStore(connection);
+  const store = inner;
+  const lost: Array<{ key: string; reason: LostReason }> = [];
+  let onLost: (() => void) | undefined;
+  const keeper = new LeaseKeeper({
+    store,
+    ttlMs: 300,
+    marginMs: 100,
+    renewEveryMs: 30,
+    onLost: (token, reason) => {
+      lost.push({ key: token.key, reason });
+      onLost?.();
+    },
+  });
+  t.after(() => keeper.stop());
+  const token = await keeper.claim("kept", "node-a");
+  assert.ok(token);
+  // Renewed well past one TTL: still ours.
+  await within(renewedEnough, "20 renewals"); // 20 × 30 ms: twice the TTL
+  assert.deepEqual(await inner.owner("kept"), { holder: "node-a", fence: 1 });
+  assert.ok(keeper.valid("kept"));
+
+  // Taken behind our back (as after an expiry): the next renewal finds out and drops it.
+  const raw = redis.client();
+  await raw.set("kept", "node-b:2");
+  await within(new Promise<void>((resolve) => (onLost = resolve)), "lost lease");
+  assert.deepEqual(lost, [{ key: "kept", reason: "taken" }]);
+  assert.equal(keeper.valid("kept"), undefined);
+  assert.equal(await raw.get("kept"), "node-b:2", "the new holder's lease is untouched");
+
+  // Redis gone: renewals fail, and the lease is dropped once it lapses — before Redis could give it to anyone.
+  assert.ok(await keeper.claim("other", "node-a"));
+  const fenced = new Promise<void>((resolve) => (onLost = resolve));
+  await redis.stop();
+  await within(fenced, "self-fencing");
+  assert.deepEqual(lost.at(-1), { key: "other", reason: "expired" });
+  await redis.start();
+});
+
+test("a paused process finds its leases lapsed when it wakes and drops them before using them", async (t) => {
+  const redis = await startRedis(t);
+  let now = 1_000_000;
+  const lost: LostReason[] = [];
+  const keeper = new LeaseKeeper({
+    store: new LeaseStore(redis.client()),
+    ttlMs: 1_000,
+    marginMs: 200,
+    renewEveryMs: 60_000, // no renewal happens in this test
+    now: () => now,
+    onLost: (_token, reason) => lost.push(reason),
+  });
+  t.after(() => keeper.stop());
+  await keeper.claim("paused", "node-a");
+  now += 799;
+  assert.ok(keeper.valid("paused"), "valid until ttl − margin after the claim was sent");
+  now += 1; // SIGSTOP … SIGCONT: the clock moved on without us
+  assert.equal(keeper.valid("paused"), undefined);
+  assert.deepEqual(lost, ["expired"]);
+  assert.throws(() => new LeaseKeeper({ store: new LeaseStore(redis.client()), ttlMs: 100, marginMs: 100, onLost: () => undefined }), /margin/);
+});
