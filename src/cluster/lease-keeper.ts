@@ -49,10 +49,10 @@ export class LeaseKeeper {
   }
 
   /** Claim `key` for `holder` and keep it; undefined when someone else holds it. */
-  async claim(key: string, holder: string): Promise<LeaseToken | undefined> {
+  async claim(key: string, holder: string, options: { fenced?: boolean } = {}): Promise<LeaseToken | undefined> {
     if (this.#stopped) throw new Error("the lease keeper is stopped");
     const sentAt = this.#now();
-    const token = await this.#options.store.claim(key, holder, this.#options.ttlMs);
+    const token = await this.#options.store.claim(key, holder, this.#options.ttlMs, options);
     if (!token) return undefined;
     if (this.#stopped) {
       await this.#options.store.release(token).catch(() => undefined);

@@ -14,6 +14,11 @@ local fence = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'PX', ARGV[2])
 return fence`;
 
+/** A lease without a fence (a node's registration: its id is never reused, so nothing needs ordering). */
+const CLAIM_PLAIN = `
+if redis.call('SET', KEYS[1], ARGV[1] .. ':0', 'NX', 'PX', ARGV[2]) then return 0 end
+return false`;
+
 const RENEW = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`;
@@ -38,6 +43,7 @@ export interface LeaseOwner {
 
 type Scripted = Redis & {
   piClaim(key: string, fenceKey: string, holder: string, ttlMs: number): Promise<number | null>;
+  piClaimPlain(key: string, holder: string, ttlMs: number): Promise<number | null>;
   piRenew(key: string, value: string, ttlMs: number): Promise<number>;
   piRelease(key: string, value: string): Promise<number>;
 };
@@ -48,15 +54,22 @@ export class LeaseStore {
   constructor(redis: Redis) {
     // defineCommand sends the script by its SHA (EVALSHA) and loads it once if Redis does not know it.
     redis.defineCommand("piClaim", { numberOfKeys: 2, lua: CLAIM });
+    redis.defineCommand("piClaimPlain", { numberOfKeys: 1, lua: CLAIM_PLAIN });
     redis.defineCommand("piRenew", { numberOfKeys: 1, lua: RENEW });
     redis.defineCommand("piRelease", { numberOfKeys: 1, lua: RELEASE });
     this.#redis = redis as Scripted;
   }
 
-  /** Take `key` for `holder` if nobody holds it; the token carries a fence higher than any before it on this key. */
-  async claim(key: string, holder: string, ttlMs: number): Promise<LeaseToken | undefined> {
+  /**
+   * Take `key` for `holder` if nobody holds it; the token carries a fence higher than any before it on this key
+   * (kept in `<key>:fence`), or 0 with `fenced: false` (nothing but the lease key is written).
+   */
+  async claim(key: string, holder: string, ttlMs: number, options: { fenced?: boolean } = {}): Promise<LeaseToken | undefined> {
     if (holder.includes(":")) throw new Error("a lease holder id may not contain ':'");
-    const fence = await this.#redis.piClaim(key, `${key}:fence`, holder, ttlMs);
+    const fence =
+      options.fenced === false
+        ? await this.#redis.piClaimPlain(key, holder, ttlMs)
+        : await this.#redis.piClaim(key, `${key}:fence`, holder, ttlMs);
     if (fence === null) return undefined;
     return { key, holder, fence, value: `${holder}:${fence}` };
   }

@@ -1,0 +1,153 @@
+import { randomUUID } from "node:crypto";
+import type { Redis } from "ioredis";
+import { LeaseKeeper, type LostReason } from "./lease-keeper.js";
+import { LeaseStore, type LeaseToken } from "./lease-store.js";
+
+export interface ClusterNodeOptions {
+  readonly redis: Redis;
+  /** Key prefix shared by the cluster. @default "pi:" */
+  readonly prefix?: string;
+  /** Lease TTL of the node key and of session leases. @default 10_000 */
+  readonly ttlMs?: number;
+  /** Stop relying on a lease this long before it could expire. @default ttl / 5 */
+  readonly marginMs?: number;
+  /** The node lost its identity (could not renew in time, or its key was gone): every session lease was dropped. */
+  readonly onFenced?: (info: { oldId: string; newId: string | undefined; sessions: string[] }) => void;
+  /** A session lease was lost while the node stayed registered. */
+  readonly onSessionLost?: (sessionKey: string, reason: LostReason) => void;
+  readonly now?: () => number;
+}
+
+/**
+ * One pi-server process in a cluster (issue 15): a registration under a fresh id that nobody ever reuses
+ * (`<prefix>node:<id>`, a lease renewed by compare-and-renew), and the session leases it holds
+ * (`<prefix>session:<key>`). If the node cannot keep its registration it fences itself: every session lease is
+ * dropped, and it registers again as a new incarnation; it never re-adopts what the old one held. `stop()` is final.
+ */
+export class ClusterNode {
+  readonly #options: ClusterNodeOptions;
+  readonly #store: LeaseStore;
+  readonly #prefix: string;
+  readonly #ttlMs: number;
+  #id: string;
+  #registration: LeaseKeeper;
+  #sessions: LeaseKeeper;
+  #stopped = false;
+  #incarnations = 0;
+
+  private constructor(options: ClusterNodeOptions) {
+    this.#options = options;
+    this.#store = new LeaseStore(options.redis);
+    this.#prefix = options.prefix ?? "pi:";
+    this.#ttlMs = options.ttlMs ?? 10_000;
+    this.#id = "";
+    this.#registration = this.#keeper(() => undefined);
+    this.#sessions = this.#keeper(() => undefined);
+  }
+
+  static async start(options: ClusterNodeOptions): Promise<ClusterNode> {
+    const node = new ClusterNode(options);
+    await node.#register();
+    return node;
+  }
+
+  /** This incarnation's id (a new one after self-fencing). */
+  get id(): string {
+    return this.#id;
+  }
+
+  get incarnations(): number {
+    return this.#incarnations;
+  }
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  /** Claim a session for this node; undefined when another node owns it. */
+  async claimSession(sessionKey: string): Promise<LeaseToken | undefined> {
+    if (this.#stopped) throw new Error("the node is stopped");
+    if (!this.#registration.valid(this.#nodeKey(this.#id))) throw new Error("the node is not registered (fenced)");
+    return this.#sessions.claim(this.#sessionKey(sessionKey), this.#id);
+  }
+
+  /** The lease of a session this node may act for right now (checked before every write). */
+  ownedSession(sessionKey: string): LeaseToken | undefined {
+    if (!this.#registration.valid(this.#nodeKey(this.#id))) return undefined;
+    return this.#sessions.valid(this.#sessionKey(sessionKey));
+  }
+
+  async releaseSession(sessionKey: string): Promise<void> {
+    await this.#sessions.release(this.#sessionKey(sessionKey));
+  }
+
+  /** Who owns a session now (any node). */
+  async sessionOwner(sessionKey: string): Promise<{ nodeId: string; fence: number } | undefined> {
+    const owner = await this.#store.owner(this.#sessionKey(sessionKey));
+    return owner && { nodeId: owner.holder, fence: owner.fence };
+  }
+
+  /**
+   * Leave for good: stop renewing, give every session lease back and delete the node key (each a compare-and-set),
+   * in that order. Nothing registers or claims afterwards.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    await this.#sessions.stop();
+    await this.#registration.stop();
+  }
+
+  async #register(): Promise<void> {
+    if (this.#stopped) return;
+    const id = randomUUID();
+    const registration = this.#keeper((_token, reason) => this.#fence(id, reason));
+    const token = await registration.claim(this.#nodeKey(id), id, { fenced: false });
+    if (!token) throw new Error("a fresh node id was already registered"); // a UUID collision: never expected
+    this.#id = id;
+    this.#registration = registration;
+    this.#sessions = this.#keeper((lost, reason) => this.#options.onSessionLost?.(lost.key.slice(this.#prefix.length + "session:".length), reason));
+    this.#incarnations += 1;
+  }
+
+  /** The registration lapsed: drop every session lease (they lapse no later than it), then come back as someone new. */
+  #fence(oldId: string, _reason: LostReason): void {
+    if (oldId !== this.#id) return;
+    const sessions = this.#sessions.dropAll("expired").map((token) => token.key.slice(this.#prefix.length + "session:".length));
+    if (this.#stopped) return;
+    void this.#register().then(
+      () => this.#options.onFenced?.({ oldId, newId: this.#id, sessions }),
+      () => {
+        // Redis still unreachable: try again on the next renewal period, as a new incarnation again.
+        this.#options.onFenced?.({ oldId, newId: undefined, sessions });
+        this.#retryRegister(oldId);
+      },
+    );
+  }
+
+  #retryRegister(oldId: string): void {
+    const timer = setTimeout(() => {
+      if (this.#stopped || this.#id !== oldId) return;
+      void this.#register().catch(() => this.#retryRegister(oldId));
+    }, Math.max(50, Math.floor(this.#ttlMs / 3)));
+    timer.unref();
+  }
+
+  #keeper(onLost: (token: LeaseToken, reason: LostReason) => void): LeaseKeeper {
+    return new LeaseKeeper({
+      store: this.#store,
+      ttlMs: this.#ttlMs,
+      marginMs: this.#options.marginMs ?? Math.floor(this.#ttlMs / 5),
+      onLost,
+      ...(this.#options.now ? { now: this.#options.now } : {}),
+    });
+  }
+
+  #nodeKey(id: string): string {
+    return `${this.#prefix}node:${id}`;
+  }
+
+  #sessionKey(key: string): string {
+    return `${this.#prefix}session:${key}`;
+  }
+}

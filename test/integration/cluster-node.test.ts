@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import { setTimeout as delay } from "node:timers/promises";
+import { test } from "node:test";
+import { ClusterNode } from "../../src/cluster/node.js";
+import { startRedis } from "../helpers/redis.js";
+
+const WAIT_MS = 15_000;
+
+function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no ${what} within ${WAIT_MS} ms`)), WAIT_MS);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+test("nodes register under fresh ids, own sessions exclusively, and leave no key behind after a graceful stop — nor come back", async (t) => {
+  const redis = await startRedis(t);
+  const raw = redis.client();
+  const ttlMs = 150;
+  const a = await ClusterNode.start({ redis: redis.client(), ttlMs });
+  const b = await ClusterNode.start({ redis: redis.client(), ttlMs });
+  t.after(() => Promise.all([a.stop(), b.stop()]).then(() => undefined));
+  assert.notEqual(a.id, b.id);
+  assert.ok(await a.claimSession("alice/s1"));
+  assert.equal(await b.claimSession("alice/s1"), undefined);
+  assert.deepEqual(await b.sessionOwner("alice/s1"), { nodeId: a.id, fence: 1 });
+  assert.ok(a.ownedSession("alice/s1"));
+  assert.equal(b.ownedSession("alice/s1"), undefined);
+
+  const gone = a.id;
+  await a.stop();
+  const left = (await raw.keys("pi:*")).sort();
+  assert.ok(!left.some((key) => key.includes(gone)), `a key of the stopped node remains: ${left.join(", ")}`);
+  assert.deepEqual(left, [`pi:node:${b.id}`, "pi:session:alice/s1:fence"]);
+  await assert.rejects(a.claimSession("alice/s2"), /stopped/);
+  // What re-registration would look like is a new node key: none appears while three TTLs pass.
+  await delay(3 * ttlMs);
+  assert.deepEqual((await raw.keys("pi:node:*")).sort(), [`pi:node:${b.id}`]);
+  // The session is free for the other node, with a higher fence.
+  assert.equal((await b.claimSession("alice/s1"))?.fence, 2);
+});
+
+test("a node whose registration lapses (a paused process) fences itself: its sessions are dropped, it comes back as a new id and does not reclaim them", async (t) => {
+  const redis = await startRedis(t);
+  let skew = 0;
+  const now = () => Date.now() + skew;
+  const fenced: Array<{ oldId: string; newId: string | undefined; sessions: string[] }> = [];
+  let onFenced = () => {};
+  const node = await ClusterNode.start({
+    redis: redis.client(),
+    ttlMs: 300,
+    now,
+    onFenced: (info) => {
+      fenced.push(info);
+      onFenced();
+    },
+  });
+  t.after(() => node.stop());
+  const first = node.id;
+  const lease = await node.claimSession("alice/s1");
+  assert.ok(lease);
+
+  // The process "sleeps" past its validity: as far as its clock can tell, SIGSTOP … SIGCONT.
+  const fencing = new Promise<void>((resolve) => (onFenced = resolve));
+  skew = 10_000;
+  assert.equal(node.ownedSession("alice/s1"), undefined, "nothing is acted on once the lease has lapsed");
+  await within(fencing, "self-fencing");
+  assert.equal(fenced[0]?.oldId, first);
+  assert.deepEqual(fenced[0]?.sessions, ["alice/s1"]);
+  assert.notEqual(node.id, first, "registered again under a new id");
+  assert.equal(node.incarnations, 2);
+  assert.equal(node.ownedSession("alice/s1"), undefined, "the old claim is not re-adopted");
+  // The old lease is still in Redis until it expires there; a claim now fails, and succeeds with a new fence after.
+  const owner = await node.sessionOwner("alice/s1");
+  if (owner) {
+    assert.equal(owner.nodeId, first);
+    assert.equal(await node.claimSession("alice/s1"), undefined);
+  }
+  const events = redis.client();
+  await events.subscribe("__keyevent@0__:expired");
+  const expired = new Promise<void>((resolve) => events.on("message", (_c, key: string) => key === "pi:session:alice/s1" && resolve()));
+  if (await node.sessionOwner("alice/s1")) await within(expired, "expiry of the old lease");
+  const again = await node.claimSession("alice/s1");
+  assert.equal(again?.fence, 2);
+  assert.equal(again?.holder, node.id);
+});
