@@ -89,18 +89,9 @@ export class FileSessionStore implements SessionStore {
         continue;
       }
       if (!name.endsWith(".json")) continue;
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(await readFile(join(this.#dir, name), "utf8"));
-      } catch (error) {
-        problems.push({ file: name, reason: `not JSON: ${error instanceof Error ? error.message : String(error)}` });
-        continue;
-      }
-      const problem = validate(parsed);
-      if (problem) problems.push({ file: name, reason: problem });
-      else if (name !== fileName((parsed as SessionRecord).owner, (parsed as SessionRecord).sessionId)) {
-        problems.push({ file: name, reason: "the record's owner and id do not match its file name" });
-      } else records.push(parsed as SessionRecord);
+      const read = readRecord(name, await readFile(join(this.#dir, name), "utf8"), fileName);
+      if ("reason" in read) problems.push(read);
+      else records.push(read);
     }
     return { records, problems };
   }
@@ -116,9 +107,35 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/** A hash of the registry's key (owner and id): neither ever becomes part of a path. */
+/**
+ * One stored record read back: parsed, validated, and checked against the name it was stored under (a record copied
+ * to another name is not adopted). A problem is reported, never guessed around.
+ */
+export function readRecord(
+  name: string,
+  text: string,
+  nameOf: (owner: string | undefined, sessionId: string) => string,
+): SessionRecord | StoreProblem {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    return { file: name, reason: `not JSON: ${error instanceof Error ? error.message : String(error)}` };
+  }
+  const problem = validate(parsed);
+  if (problem) return { file: name, reason: problem };
+  const record = parsed as SessionRecord;
+  if (name !== nameOf(record.owner, record.sessionId)) return { file: name, reason: "the record's owner and id do not match the name it is stored under" };
+  return record;
+}
+
+/** A hash of the registry's key (owner and id): neither ever becomes part of a path or a storage key. */
+export function recordName(owner: string | undefined, sessionId: string): string {
+  return createHash("sha256").update(keyOf(owner, sessionId)).digest("hex");
+}
+
 function fileName(owner: string | undefined, sessionId: string): string {
-  return `${createHash("sha256").update(keyOf(owner, sessionId)).digest("hex")}.json`;
+  return `${recordName(owner, sessionId)}.json`;
 }
 
 const optionalString = (value: unknown) => value === undefined || typeof value === "string";

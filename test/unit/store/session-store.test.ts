@@ -5,26 +5,9 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { FileSessionStore, type SessionRecord } from "../../../src/store/session-store.js";
 import { tempDir } from "../../helpers/faux.js";
+import { sessionRecord } from "../../helpers/records.js";
 
-const record = (overrides: Partial<SessionRecord> = {}): SessionRecord => ({
-  version: 1,
-  sessionId: "s1",
-  owner: "alice",
-  shares: ["bob"],
-  cwd: "/srv/ws/alice",
-  workspace: "/srv/ws/alice",
-  sessionFile: "/srv/agent/sessions/x.jsonl",
-  model: { provider: "anthropic", modelId: "claude" },
-  thinkingLevel: "low",
-  createdAt: 1_700_000_000_000,
-  lastActiveAt: 1_700_000_000_500,
-  epoch: "epoch-1",
-  lastSeq: 42,
-  messageCount: 4,
-  name: undefined,
-  runActive: false,
-  ...overrides,
-});
+const record = sessionRecord;
 
 test("records round-trip, are scoped by owner and id, overwrite and delete; names never come from ids", async (t) => {
   const dir = tempDir("store");
@@ -64,7 +47,7 @@ test("a corrupt, half-written, misshapen or misplaced record is reported and ski
     [
       ["a", "not JSON"],
       ["b", "shares"],
-      ["c", "the record's owner and id do not match its file name"],
+      ["c", "the record's owner and id do not match the name it is stored under"],
     ],
   );
   assert.ok(!readdirSync(dir.path).some((name) => name.includes(".tmp-")));
