@@ -1,3 +1,4 @@
+import { atMost } from "./bounded.js";
 import type { LeaseStore, LeaseToken } from "./lease-store.js";
 
 export type LostReason = "taken" | "expired" | "released";
@@ -93,7 +94,8 @@ export class LeaseKeeper {
     this.#stopped = true;
     const all = [...this.#held.values()];
     for (const held of all) this.#forget(held);
-    await Promise.allSettled(all.map((held) => this.#options.store.release(held.token)));
+    // Bounded: with Redis unreachable the leases expire there by themselves; a shutdown does not wait for it.
+    await atMost(Promise.allSettled(all.map((held) => this.#options.store.release(held.token))), 2_000);
   }
 
   #keep(token: LeaseToken, sentAt: number): void {

@@ -1,0 +1,179 @@
+import { randomUUID } from "node:crypto";
+import type { Redis } from "ioredis";
+import { atMost } from "./bounded.js";
+
+/** A forwarded request failed on the other node, or no answer came before its deadline. */
+export class BusError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "BusError";
+  }
+}
+
+export interface NodeBusOptions {
+  /** For writes (XADD, PEXPIRE, DEL). */
+  readonly redis: Redis;
+  /** A connection of its own: the bus blocks on it (XREAD BLOCK). */
+  readonly blocking: Redis;
+  readonly nodeId: string;
+  /** Key prefix shared by the cluster. @default "pi:" */
+  readonly prefix?: string;
+  /** A node's streams expire this long after their last message (a crashed node leaves nothing for long). @default 60_000 */
+  readonly idleTtlMs?: number;
+  /** Answers a request from another node; what it throws (with a `code`) goes back as the error. */
+  readonly handle: (body: unknown, from: string) => Promise<unknown>;
+}
+
+interface Pending {
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+const MAX_LEN = "10000";
+
+/**
+ * Request/reply between nodes over Redis Streams (issue 15): every node reads its own inbox
+ * (`<prefix>inbox:<node>`) and replies stream (`<prefix>replies:<node>`) with one blocking read. A request carries
+ * the sender, a correlation id and a deadline; a request found after its deadline is dropped unanswered (its sender
+ * has given up), so a slow or restarted node never acts on stale work. Streams are trimmed and expire when idle;
+ * `stop()` deletes this node's.
+ */
+export class NodeBus {
+  readonly #options: NodeBusOptions;
+  readonly #prefix: string;
+  readonly #pending = new Map<string, Pending>();
+  #stopped = false;
+  #loop: Promise<void> | undefined;
+
+  constructor(options: NodeBusOptions) {
+    this.#options = options;
+    this.#prefix = options.prefix ?? "pi:";
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** Send `body` to node `to`; resolves with its answer, rejects with a `BusError` (`timeout` after `timeoutMs`). */
+  async request(to: string, body: unknown, timeoutMs: number): Promise<unknown> {
+    if (this.#stopped) throw new BusError("bus_stopped", "the node is stopping");
+    const id = randomUUID();
+    const deadline = Date.now() + timeoutMs;
+    const answer = new Promise<unknown>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new BusError("timeout", `node ${to} did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      timer.unref();
+      this.#pending.set(id, { resolve, reject, timer });
+    });
+    const inbox = this.#inbox(to);
+    await this.#options.redis
+      .multi()
+      .xadd(inbox, "MAXLEN", "~", MAX_LEN, "*", "m", JSON.stringify({ id, from: this.#options.nodeId, deadline, body }))
+      .pexpire(inbox, this.#idleTtl())
+      .exec();
+    return answer;
+  }
+
+  /** Stop reading, fail what is still waiting, and delete this node's streams. Final. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#options.blocking.disconnect(); // ends the blocking read (a read queued while Redis is away may not notice)
+    if (this.#loop) await atMost(this.#loop, 1_000);
+    for (const [id, pending] of this.#pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new BusError("bus_stopped", "the node is stopping"));
+      this.#pending.delete(id);
+    }
+    await atMost(this.#options.redis.del(this.#inbox(this.#options.nodeId), this.#replies(this.#options.nodeId)), 2_000);
+  }
+
+  async #run(): Promise<void> {
+    const inbox = this.#inbox(this.#options.nodeId);
+    const replies = this.#replies(this.#options.nodeId);
+    // From the start: the streams belong to this node id alone, which is new with each process (nothing old to skip),
+    // and a request sent before the first read must not be missed.
+    let inboxFrom = "0-0";
+    let repliesFrom = "0-0";
+    while (!this.#stopped) {
+      let result: Array<[string, Array<[string, string[]]>]> | null;
+      try {
+        result = (await this.#options.blocking.xread("BLOCK", 1_000, "STREAMS", inbox, replies, inboxFrom, repliesFrom)) as typeof result;
+      } catch {
+        if (this.#stopped) return;
+        // Reconnecting: ioredis retries; the deadlines bound what waits meanwhile. Paced, never a busy loop.
+        await new Promise((resolve) => setTimeout(resolve, 100).unref());
+        continue;
+      }
+      for (const [stream, entries] of result ?? []) {
+        for (const [entryId, fields] of entries) {
+          const message = parse(fields[1]);
+          if (stream === inbox) {
+            inboxFrom = entryId;
+            if (message) void this.#answer(message);
+          } else {
+            repliesFrom = entryId;
+            if (message) this.#settle(message);
+          }
+        }
+      }
+    }
+  }
+
+  async #answer(message: Record<string, unknown>): Promise<void> {
+    const { id, from, deadline, body } = message as { id?: unknown; from?: unknown; deadline?: unknown; body?: unknown };
+    if (typeof id !== "string" || typeof from !== "string" || typeof deadline !== "number") return;
+    if (Date.now() > deadline) return; // its sender has given up: doing it now would be doing it behind its back
+    let reply: Record<string, unknown>;
+    try {
+      reply = { id, ok: true, body: await this.#options.handle(body, from) };
+    } catch (error) {
+      const code = typeof (error as { code?: unknown }).code === "string" ? (error as { code: string }).code : "internal";
+      reply = { id, ok: false, code, message: error instanceof Error ? error.message : String(error) };
+    }
+    if (this.#stopped) return;
+    const stream = this.#replies(from);
+    await this.#options.redis
+      .multi()
+      .xadd(stream, "MAXLEN", "~", MAX_LEN, "*", "m", JSON.stringify(reply))
+      .pexpire(stream, this.#idleTtl())
+      .exec()
+      .catch(() => undefined);
+  }
+
+  #settle(message: Record<string, unknown>): void {
+    const pending = typeof message["id"] === "string" ? this.#pending.get(message["id"]) : undefined;
+    if (!pending) return; // timed out already
+    this.#pending.delete(message["id"] as string);
+    clearTimeout(pending.timer);
+    if (message["ok"] === true) pending.resolve(message["body"]);
+    else pending.reject(new BusError(String(message["code"]), String(message["message"])));
+  }
+
+  #idleTtl(): number {
+    return this.#options.idleTtlMs ?? 60_000;
+  }
+
+  #inbox(node: string): string {
+    return `${this.#prefix}inbox:${node}`;
+  }
+
+  #replies(node: string): string {
+    return `${this.#prefix}replies:${node}`;
+  }
+}
+
+function parse(text: string | undefined): Record<string, unknown> | undefined {
+  try {
+    const value = JSON.parse(text ?? "") as unknown;
+    return typeof value === "object" && value !== null ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
