@@ -8,22 +8,15 @@ import {
   type SessionHandle,
   type WebSocketConstructor,
 } from "../../src/client/index.js";
+import { within } from "./wait.js";
 
-export const WAIT_MS = 15_000;
+export { WAIT_MS } from "./wait.js";
 
 /** A client on `ws`, closed after the test. Keep-alive off unless asked for (tests drive it). */
 export function sdkClient(t: { after(fn: () => void): void }, options: Partial<PiClientOptions> & Pick<PiClientOptions, "url">): PiClient {
   const client = createPiClient({ WebSocketImpl: WebSocket as unknown as WebSocketConstructor, keepAlive: false, ...options });
   t.after(() => client.close());
   return client;
-}
-
-function bounded<T>(promise: Promise<T>, what: string, timeoutMs = WAIT_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs} ms`)), timeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** The next frame the handle delivers that matches. */
@@ -34,7 +27,7 @@ export function nextFrame(handle: SessionHandle, match: (frame: SessionFrame) =>
       if (match(frame)) resolve(frame);
     });
   });
-  return bounded(seen, what).finally(off);
+  return within(seen, what).finally(off);
 }
 
 export const isEvent = (type: string) => (frame: SessionFrame) => frame.type === "event" && frame.event.type === type;
@@ -47,5 +40,5 @@ export function nextClientEvent<K extends keyof ClientEvents>(client: PiClient, 
       if (match(...args)) resolve(args);
     }) as ClientEvents[K]);
   });
-  return bounded(seen, `client ${String(type)}`).finally(off);
+  return within(seen, `client ${String(type)}`).finally(off);
 }

@@ -3,18 +3,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { test } from "node:test";
 import { ClusterNode } from "../../src/cluster/node.js";
 import { startRedis } from "../helpers/redis.js";
-
-const WAIT_MS = 15_000;
-
-function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no ${what} within ${WAIT_MS} ms`)), WAIT_MS);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+import { within } from "../helpers/wait.js";
 
 test("nodes register under fresh ids, own sessions exclusively, and leave no key behind after a graceful stop — nor come back", async (t) => {
   const redis = await startRedis(t);

@@ -5,18 +5,7 @@ import { Redis } from "ioredis";
 import { LeaseKeeper, type LostReason } from "../../src/cluster/lease-keeper.js";
 import { LeaseStore, type LeaseToken } from "../../src/cluster/lease-store.js";
 import { startRedis } from "../helpers/redis.js";
-
-const WAIT_MS = 15_000;
-
-function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no ${what} within ${WAIT_MS} ms`)), WAIT_MS);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+import { within } from "../helpers/wait.js";
 
 test("a lease: one holder at a time, fences only increase, renew and release only with the exact token", async (t) => {
   const redis = await startRedis(t);
