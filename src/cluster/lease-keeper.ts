@@ -22,6 +22,8 @@ interface Held {
   token: LeaseToken;
   validUntil: number;
   timer: NodeJS.Timeout;
+  /** Fires when the lease lapses without a renewal: it is dropped then, not at the next renewal tick. */
+  lapse: NodeJS.Timeout | undefined;
   renewing: boolean;
 }
 
@@ -104,10 +106,21 @@ export class LeaseKeeper {
       token,
       validUntil: sentAt + this.#options.ttlMs - this.#options.marginMs,
       renewing: false,
+      lapse: undefined,
       timer: setInterval(() => void this.#renew(held), every),
     };
     held.timer.unref();
     this.#held.set(token.key, held);
+    this.#armLapse(held);
+  }
+
+  #armLapse(held: Held): void {
+    clearTimeout(held.lapse);
+    held.lapse = setTimeout(() => {
+      if (this.#now() >= held.validUntil) this.#lose(held, "expired");
+      else this.#armLapse(held); // renewed meanwhile
+    }, Math.max(0, held.validUntil - this.#now()));
+    held.lapse.unref();
   }
 
   async #renew(held: Held): Promise<void> {
@@ -123,8 +136,10 @@ export class LeaseKeeper {
     try {
       const renewed = await this.#options.store.renew(held.token, this.#options.ttlMs);
       if (this.#held.get(held.token.key) !== held) return;
-      if (renewed) held.validUntil = sentAt + this.#options.ttlMs - this.#options.marginMs;
-      else this.#lose(held, "taken");
+      if (renewed) {
+        held.validUntil = sentAt + this.#options.ttlMs - this.#options.marginMs;
+        this.#armLapse(held);
+      } else this.#lose(held, "taken");
     } catch {
       // Redis unreachable: keep trying until the lease lapses (the check above then fences it).
     } finally {
@@ -140,6 +155,7 @@ export class LeaseKeeper {
 
   #forget(held: Held): void {
     clearInterval(held.timer);
+    clearTimeout(held.lapse);
     if (this.#held.get(held.token.key) === held) this.#held.delete(held.token.key);
   }
 

@@ -13,6 +13,8 @@ export interface ClusterNodeOptions {
   readonly marginMs?: number;
   /** The node lost its identity (could not renew in time, or its key was gone): every session lease was dropped. */
   readonly onFenced?: (info: { oldId: string; newId: string | undefined; sessions: string[] }) => void;
+  /** Registered under `id` (at start, and again after each self-fencing). */
+  readonly onRegistered?: (id: string) => void;
   /** A session lease was lost while the node stayed registered. */
   readonly onSessionLost?: (sessionKey: string, reason: LostReason) => void;
   readonly now?: () => number;
@@ -108,6 +110,7 @@ export class ClusterNode {
     this.#registration = registration;
     this.#sessions = this.#keeper((lost, reason) => this.#options.onSessionLost?.(lost.key.slice(this.#prefix.length + "session:".length), reason));
     this.#incarnations += 1;
+    this.#options.onRegistered?.(id);
   }
 
   /** The registration lapsed: drop every session lease (they lapse no later than it), then come back as someone new. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { setTimeout as delay } from "node:timers/promises";
 import { test } from "node:test";
+import { Redis } from "ioredis";
 import { ClusterNode } from "../../src/cluster/node.js";
 import { startRedis } from "../helpers/redis.js";
 import { within } from "../helpers/wait.js";
@@ -75,4 +76,48 @@ test("a node whose registration lapses (a paused process) fences itself: its ses
   const again = await node.claimSession("alice/s1");
   assert.equal(again?.fence, 2);
   assert.equal(again?.holder, node.id);
+});
+
+test("Redis stopped for 5 s: the node fences itself within its TTL and registers again as someone new when Redis is back", async (t) => {
+  const redis = await startRedis(t);
+  const connection = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 100 });
+  connection.on("error", () => undefined);
+  t.after(async () => connection.disconnect());
+  await new Promise((resolve) => connection.once("ready", resolve));
+  const events: Array<{ oldId: string; newId: string | undefined; sessions: string[] }> = [];
+  let notify = () => {};
+  let onRegistered = (_id: string) => {};
+  const node = await ClusterNode.start({
+    redis: connection,
+    ttlMs: 1_000,
+    onRegistered: (id) => onRegistered(id),
+    onFenced: (info) => {
+      events.push(info);
+      notify();
+    },
+  });
+  t.after(() => node.stop());
+  const first = node.id;
+  assert.ok(await node.claimSession("alice/s1"));
+
+  const fenced = new Promise<void>((resolve) => (notify = resolve));
+  const stoppedAt = Date.now();
+  await redis.stop();
+  await within(fenced, "self-fencing");
+  const fencedAfterMs = Date.now() - stoppedAt;
+  assert.ok(fencedAfterMs < 1_000, `fenced ${fencedAfterMs} ms after Redis went away, inside the TTL`);
+  assert.equal(node.ownedSession("alice/s1"), undefined);
+  assert.deepEqual(events[0]?.sessions, ["alice/s1"]);
+  assert.equal(events[0]?.newId, undefined, "nobody to register with yet");
+
+  // Redis comes back (empty, as after a restart without persistence): the node registers under a fresh id.
+  const registered = new Promise<string>((resolve) => (onRegistered = resolve));
+  await delay(Math.max(0, 5_000 - (Date.now() - stoppedAt))); // the outage itself lasts 5 s
+  assert.equal(node.id, first, "no registration while Redis is away");
+  await redis.start();
+  assert.equal(await within(registered, "a new registration"), node.id);
+  assert.notEqual(node.id, first);
+  assert.equal(await connection.exists(`pi:node:${node.id}`), 1);
+  assert.equal(await connection.exists(`pi:node:${first}`), 0);
+  assert.ok(await node.claimSession("alice/s1"), "the session can be claimed again (a fresh lease)");
 });
