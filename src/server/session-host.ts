@@ -47,8 +47,10 @@ export interface SessionHostOptions {
   readonly sandbox: Sandbox;
   /** Real path of the server's session files (undefined: sessions are not kept in files). */
   readonly sessionsRoot: string | undefined;
-  /** Told when a prompt run starts or ends and when pi replaced the session (the registry persists its record). */
-  /** Told of changes worth recording; for `run_started`, the prompt is answered once the returned promise settles. */
+  /**
+   * Told when a prompt run starts or ends and when pi replaced the session (the registry persists its record); for
+   * `run_started`, the prompt is answered once the returned promise settles.
+   */
   readonly onChange?: ((host: SessionHost, change: SessionChange) => Promise<void> | void) | undefined;
 }
 
