@@ -84,10 +84,13 @@ export class LeaseKeeper {
     await this.#options.store.release(held.token);
   }
 
-  /** Drop every lease without telling Redis (they expire there): after this process fenced itself. */
-  dropAll(reason: LostReason): LeaseToken[] {
+  /**
+   * Drop every lease without telling Redis (they expire there), after this process fenced itself. The caller reports
+   * what it dropped (the returned tokens); `onLost` is not called for them, so each loss is reported once.
+   */
+  dropAll(): LeaseToken[] {
     const dropped = [...this.#held.values()];
-    for (const held of dropped) this.#lose(held, reason);
+    for (const held of dropped) this.#forget(held);
     return dropped.map((held) => held.token);
   }
 

@@ -116,7 +116,7 @@ export class ClusterNode {
   /** The registration lapsed: drop every session lease (they lapse no later than it), then come back as someone new. */
   #fence(oldId: string, _reason: LostReason): void {
     if (oldId !== this.#id) return;
-    const sessions = this.#sessions.dropAll("expired").map((token) => token.key.slice(this.#prefix.length + "session:".length));
+    const sessions = this.#sessions.dropAll().map((token) => token.key.slice(this.#prefix.length + "session:".length));
     if (this.#stopped) return;
     void this.#register().then(
       () => this.#options.onFenced?.({ oldId, newId: this.#id, sessions }),

@@ -87,10 +87,12 @@ test("Redis stopped for 5 s: the node fences itself within its TTL and registers
   const events: Array<{ oldId: string; newId: string | undefined; sessions: string[] }> = [];
   let notify = () => {};
   let onRegistered = (_id: string) => {};
+  const lostAlone: string[] = [];
   const node = await ClusterNode.start({
     redis: connection,
     ttlMs: 1_000,
     onRegistered: (id) => onRegistered(id),
+    onSessionLost: (key) => lostAlone.push(key),
     onFenced: (info) => {
       events.push(info);
       notify();
@@ -107,7 +109,8 @@ test("Redis stopped for 5 s: the node fences itself within its TTL and registers
   const fencedAfterMs = Date.now() - stoppedAt;
   assert.ok(fencedAfterMs < 1_000, `fenced ${fencedAfterMs} ms after Redis went away, inside the TTL`);
   assert.equal(node.ownedSession("alice/s1"), undefined);
-  assert.deepEqual(events[0]?.sessions, ["alice/s1"]);
+  // Dropped by its own lapse or with the node's: whichever timer fired first, it is gone, and only once.
+  assert.deepEqual([...lostAlone, ...(events[0]?.sessions ?? [])], ["alice/s1"]);
   assert.equal(events[0]?.newId, undefined, "nobody to register with yet");
 
   // Redis comes back (empty, as after a restart without persistence): the node registers under a fresh id.
