@@ -35,7 +35,17 @@ export interface RunningServer {
 export async function durableHarness(t: TestContext): Promise<DurableHarness> {
   const temp = tempDir("durable");
   const llm = await startOpenAiServer();
+  const children: Child[] = [];
+  // One hook, in this order: no server may still be writing into the temp dir while it is removed.
   t.after(async () => {
+    await Promise.all(
+      children.map((child) => {
+        if (child.exitCode !== null || child.signalCode !== null) return undefined;
+        const gone = exited(child);
+        child.kill("SIGKILL");
+        return gone;
+      }),
+    );
     await llm.close();
     temp.cleanup();
   });
@@ -49,10 +59,6 @@ export async function durableHarness(t: TestContext): Promise<DurableHarness> {
     "--port", "0", "--auth", "token", "--token-file", join(temp.path, "tokens"), "--workspace-root", join(temp.path, "ws"),
     "--data-dir", dataDir, "--model", "local/echo-1", "--sandbox", "none",
   ];
-  const children: Child[] = [];
-  t.after(() => {
-    for (const child of children) child.kill("SIGKILL");
-  });
   return {
     dir: temp.path,
     dataDir,
