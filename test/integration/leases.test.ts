@@ -178,3 +178,59 @@ test("a paused process finds its leases lapsed when it wakes and drops them befo
   assert.deepEqual(lost, ["expired"]);
   assert.throws(() => new LeaseKeeper({ store: new LeaseStore(redis.client()), ttlMs: 100, marginMs: 100, onLost: () => undefined }), /margin/);
 });
+
+test("property: concurrent interleavings of claim / renew / release / expiry — one owner, fences monotonic, stale tokens powerless", async (t) => {
+  const redis = await startRedis(t);
+  const raw = redis.client();
+  // Each holder talks over its own connection, so their commands really interleave at the server.
+  const stores = { a: new LeaseStore(redis.client()), b: new LeaseStore(redis.client()), c: new LeaseStore(redis.client()) };
+  type Who = keyof typeof stores;
+  type Op = { kind: "claim" | "renew" | "release"; who: Who } | { kind: "expire" };
+  const op = fc.oneof(
+    fc.record({ kind: fc.constantFrom("claim", "renew", "release"), who: fc.constantFrom<Who>("a", "b", "c") }) as fc.Arbitrary<Op>,
+    fc.constant({ kind: "expire" } as Op),
+  );
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.array(op, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 12 }), async (batches) => {
+      const key = `interleave-${run++}`;
+      const tokens = new Map<Who, LeaseToken>();
+      const fences: number[] = [];
+      for (const batch of batches) {
+        const ownerBefore = (await raw.get(key)) ?? undefined;
+        const before = new Map(tokens);
+        const results = await Promise.all(
+          batch.map(async (step) => {
+            if (step.kind === "expire") return raw.del(key).then(() => ({ step, ok: true, token: undefined }));
+            const store = stores[step.who];
+            const mine = before.get(step.who);
+            if (step.kind === "claim") {
+              const token = await store.claim(key, step.who, 60_000);
+              return { step, ok: token !== undefined, token };
+            }
+            const ok = mine ? await (step.kind === "renew" ? store.renew(mine, 60_000) : store.release(mine)) : false;
+            return { step, ok, token: undefined };
+          }),
+        );
+        const claimed = results.filter((r) => r.step.kind === "claim" && r.ok).map((r) => r.token as LeaseToken);
+        const freeing = batch.filter((s) => s.kind === "expire" || s.kind === "release").length;
+        assert.ok(claimed.length <= (ownerBefore === undefined ? 1 : 0) + freeing, "a claim succeeds only on a free key");
+        for (const token of claimed.sort((x, y) => x.fence - y.fence)) {
+          assert.ok(token.fence > (fences.at(-1) ?? 0), "fences only increase");
+          fences.push(token.fence);
+          tokens.set(token.holder as Who, token);
+        }
+        for (const r of results) {
+          if ((r.step.kind === "renew" || r.step.kind === "release") && r.ok) {
+            assert.equal(before.get(r.step.who)?.value, ownerBefore, "only the token current before the batch could renew or release");
+          }
+        }
+        const ownerAfter = (await raw.get(key)) ?? undefined;
+        if (ownerAfter !== undefined) {
+          assert.ok([...tokens.values()].some((token) => token.value === ownerAfter), "Redis holds a token some claim returned");
+        }
+      }
+    }),
+    { numRuns: 100 },
+  );
+});
