@@ -390,7 +390,6 @@ export class PiClient {
       (pending) => pending.sent && !pending.retryable,
     );
     for (const pending of this.#pending.values()) pending.sent = false;
-    for (const handle of this.#handles.values()) handle.disconnected();
     const decision = (this.#options.shouldRetry ?? defaultShouldRetry)(close);
     if (decision === "stop" || this.#options.retry === false) {
       this.#emitter.emit("error", new PiClientError("client_closed", `The server closed the connection (${close.code} ${close.reason}); not reconnecting`));

@@ -59,7 +59,6 @@ export interface HandleLink {
 }
 
 type Listener = (frame: SessionFrame) => void;
-type Waiter = { resolve: () => void; reject: (error: Error) => void };
 
 const QUESTIONS: ReadonlySet<string> = new Set(["select", "confirm", "input", "editor"]);
 
@@ -81,7 +80,10 @@ export class SessionHandle {
   #streaming: boolean | undefined;
   readonly #listeners = new Map<string, Set<Listener>>();
   readonly #iterators = new Set<{ push(frame: SessionFrame): void; end(error?: Error): void }>();
-  readonly #idleWaiters = new Set<Waiter>();
+  /** Resolvers of waitForIdle calls: run (and removed) when the session becomes idle. */
+  readonly #idle = new Set<() => void>();
+  /** Whatever still waits on the handle (waitForIdle, promptAndWait): failed when it is released. */
+  readonly #pending = new Set<(error: Error) => void>();
   #dialogHandler: DialogHandler | undefined;
   readonly #dialogs = new Map<string, AbortController>();
 
@@ -108,7 +110,7 @@ export class SessionHandle {
 
   /** Listeners and iterators attached (diagnostics: a released handle has none). */
   get listenerCount(): number {
-    let n = this.#iterators.size + this.#idleWaiters.size;
+    let n = this.#iterators.size + this.#pending.size;
     for (const set of this.#listeners.values()) n += set.size;
     return n;
   }
@@ -334,19 +336,18 @@ export class SessionHandle {
     if (this.#streaming === undefined) this.#streaming = (await this.getState()).isStreaming;
     if (!this.#streaming) return;
     await new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve: () => {
-          options.signal?.removeEventListener("abort", onAbort);
-          resolve();
-        },
-        reject,
+      const settle = (error?: Error) => {
+        this.#idle.delete(idle);
+        this.#pending.delete(settle);
+        options.signal?.removeEventListener("abort", onAbort);
+        if (error) reject(error);
+        else resolve();
       };
-      const onAbort = () => {
-        this.#idleWaiters.delete(waiter);
-        reject(new PiClientError("aborted", "waitForIdle was aborted"));
-      };
+      const idle = () => settle();
+      const onAbort = () => settle(new PiClientError("aborted", "waitForIdle was aborted"));
       options.signal?.addEventListener("abort", onAbort, { once: true });
-      this.#idleWaiters.add(waiter);
+      this.#idle.add(idle);
+      this.#pending.add(settle);
     });
   }
 
@@ -370,11 +371,10 @@ export class SessionHandle {
           resolve({ events, messages, stopReason: last?.stopReason });
         }
       });
-      const waiter: Waiter = { resolve: () => undefined, reject };
-      this.#idleWaiters.add(waiter); // released with the handle
+      this.#pending.add(reject); // failed if the handle is released first
       stop = () => {
         off();
-        this.#idleWaiters.delete(waiter);
+        this.#pending.delete(reject);
       };
     });
     try {
@@ -414,17 +414,13 @@ export class SessionHandle {
     if (answer.resyncRequired && answer.snapshot) {
       this.#cursor = { seq: answer.seq, epoch: answer.epoch };
       this.#streaming = answer.snapshot.state.isStreaming;
-      if (!this.#streaming) for (const waiter of [...this.#idleWaiters]) waiter.resolve();
+      if (!this.#streaming) this.#becameIdle();
       const resync: ResyncFrame = { type: "resync", sessionId: this.sessionId, seq: answer.seq, epoch: answer.epoch, snapshot: answer.snapshot };
       this.#deliver(resync, "resync");
     } else {
       // Resumed (the events after our cursor follow), or a first subscribe: live events follow from seq + 1.
       this.#cursor = { seq: this.#cursor?.seq ?? answer.seq, epoch: answer.epoch };
     }
-  }
-
-  disconnected(): void {
-    // The stream will resume from the cursor; nothing else to do until then.
   }
 
   /** An event frame for this session. */
@@ -437,7 +433,7 @@ export class SessionHandle {
     if (event.type === "agent_start") this.#streaming = true;
     if (event.type === "agent_end") {
       this.#streaming = false;
-      for (const waiter of [...this.#idleWaiters]) waiter.resolve();
+      this.#becameIdle();
     }
     if (event.type === "extension_ui_request") this.#dialog(event);
     this.#deliver(frame, event.type);
@@ -450,8 +446,9 @@ export class SessionHandle {
     const error = new PiClientError(code, why === undefined ? `The handle of '${this.sessionId}' was closed` : `Session '${this.sessionId}': ${why}`);
     for (const controller of this.#dialogs.values()) controller.abort();
     this.#dialogs.clear();
-    for (const waiter of [...this.#idleWaiters]) waiter.reject(error);
-    this.#idleWaiters.clear();
+    for (const fail of [...this.#pending]) fail(error);
+    this.#pending.clear();
+    this.#idle.clear();
     for (const sink of [...this.#iterators]) sink.end();
     this.#listeners.clear();
     this.#dialogHandler = undefined;
@@ -471,6 +468,10 @@ export class SessionHandle {
       this.#subscribing = undefined;
     });
     return this.#subscribing;
+  }
+
+  #becameIdle(): void {
+    for (const resolve of [...this.#idle]) resolve(); // each removes itself
   }
 
   #deliver(frame: SessionFrame, type: string): void {

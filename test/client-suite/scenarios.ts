@@ -292,6 +292,7 @@ export const scenarios: Scenario[] = [
       await session.prompt("while the page was gone");
       await session.waitForIdle();
       equal((await session.getState()).isStreaming, false, "idle after waitForIdle");
+      equal(session.listenerCount, 0, "a settled waitForIdle leaves nothing behind");
       const until = session.cursor?.seq as number;
 
       // A new client (the reloaded page) resumes from the saved cursor and iterates the missed frames.
