@@ -2,7 +2,8 @@ import type { IncomingMessage } from "node:http";
 
 /** The subprotocol a browser offers next to `bearer.<token>`; the server selects and echoes it. */
 export const SUBPROTOCOL = "pi-server.v1";
-const BEARER_PROTOCOL_PREFIX = "bearer.";
+/** Browsers send their token as the subprotocol `bearer.<token>` (they cannot set headers). */
+export const BEARER_PROTOCOL_PREFIX = "bearer.";
 
 /**
  * The bearer credential of an upgrade request: `Authorization: Bearer …`, else a `bearer.<token>` entry of

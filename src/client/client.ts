@@ -1,3 +1,6 @@
+// Constants shared with the server (these modules have no runtime dependencies: the client stays free of Node).
+import { BEARER_PROTOCOL_PREFIX, SUBPROTOCOL } from "../auth/credentials.js";
+import { CLOSE_CODES } from "../errors.js";
 import { Emitter } from "./emitter.js";
 import { PiClientError } from "./errors.js";
 import { SessionHandle, type SessionHandleOptions } from "./session.js";
@@ -100,12 +103,12 @@ const READ_ONLY: ReadonlySet<string> = new Set([
   "ping",
 ]);
 
-const RETRY_CODES: ReadonlySet<number> = new Set([1001, 1006, 1012, 1013, 4001]);
-const SUBPROTOCOL = "pi-server.v1";
+// 1006: dropped without a close frame; 1012/1013: service restart / try again later (RFC 6455 registry).
+const RETRY_CODES: ReadonlySet<number> = new Set([CLOSE_CODES.goingAway, 1006, 1012, 1013, CLOSE_CODES.slowConsumer]);
 const OPEN = 1;
 
 export function defaultShouldRetry(close: CloseInfo): RetryDecision {
-  if (close.code === 4003) return "refresh";
+  if (close.code === CLOSE_CODES.tokenExpired) return "refresh";
   return RETRY_CODES.has(close.code) ? "retry" : "stop";
 }
 
@@ -293,7 +296,7 @@ export class PiClient {
     let ws: WebSocketLike;
     if (token === undefined) ws = new Impl(url, [SUBPROTOCOL]);
     else if (transport === "header") ws = new Impl(url, [SUBPROTOCOL], { headers: { authorization: `Bearer ${token}` } });
-    else ws = new Impl(url, [SUBPROTOCOL, `bearer.${token}`]);
+    else ws = new Impl(url, [SUBPROTOCOL, `${BEARER_PROTOCOL_PREFIX}${token}`]);
     this.#opened += 1;
     const socket = this.#attach(ws);
     this.#socket = socket;
