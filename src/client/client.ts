@@ -183,10 +183,15 @@ export class PiClient {
    * `connection_lost` with `maybeExecuted`, `request_timeout`, `aborted`, `client_closed`).
    */
   request<T extends CommandType>(type: T, fields: FieldsOf<T>, options: RequestOptions = {}): Promise<DataOf<T>> {
-    const frame: Record<string, unknown> = { ...(fields as object), type };
+    return this.#command(type, fields, options) as Promise<DataOf<T>>;
+  }
+
+  /** Send a command; resent after a reconnect when that is safe (a read, or a keyed command). */
+  #command(type: string, fields: object, options: RequestOptions, onSuccess?: (data: unknown) => void): Promise<unknown> {
+    const frame: Record<string, unknown> = { ...fields, type };
     if (options.idempotencyKey !== undefined) frame["idempotencyKey"] = options.idempotencyKey;
     const retryable = READ_ONLY.has(type) || options.idempotencyKey !== undefined;
-    return this.#send(frame, retryable, options) as Promise<DataOf<T>>;
+    return this.#send(frame, retryable, options, onSuccess);
   }
 
   /** Cancel a command this client sent (by the id it was sent with). */
@@ -221,10 +226,8 @@ export class PiClient {
 
   /** A command whose success subscribes this connection: the handle exists before the events that follow arrive. */
   async #subscribedBy(type: "create_session" | "open_session", fields: object, options: RequestOptions & SessionHandleOptions): Promise<SessionHandle> {
-    const frame: Record<string, unknown> = { ...fields, ...(options.encoding ? { encoding: options.encoding } : {}), type };
-    if (options.idempotencyKey !== undefined) frame["idempotencyKey"] = options.idempotencyKey;
     let handle: SessionHandle | undefined;
-    await this.#send(frame, options.idempotencyKey !== undefined, options, (data) => {
+    await this.#command(type, { ...fields, ...(options.encoding ? { encoding: options.encoding } : {}) }, options, (data) => {
       const { sessionId, seq, epoch } = data as { sessionId: string; seq: number; epoch: string };
       handle = this.session(sessionId, options);
       handle.subscribed({ seq, epoch });

@@ -31,9 +31,10 @@ export class ClusterNode {
   readonly #store: LeaseStore;
   readonly #prefix: string;
   readonly #ttlMs: number;
-  #id: string;
-  #registration: LeaseKeeper;
-  #sessions: LeaseKeeper;
+  // Set by #register before start() returns.
+  #id!: string;
+  #registration!: LeaseKeeper;
+  #sessions!: LeaseKeeper;
   #stopped = false;
   #incarnations = 0;
 
@@ -42,9 +43,6 @@ export class ClusterNode {
     this.#store = new LeaseStore(options.redis);
     this.#prefix = options.prefix ?? "pi:";
     this.#ttlMs = options.ttlMs ?? 10_000;
-    this.#id = "";
-    this.#registration = this.#keeper(() => undefined);
-    this.#sessions = this.#keeper(() => undefined);
   }
 
   static async start(options: ClusterNodeOptions): Promise<ClusterNode> {
