@@ -228,7 +228,7 @@ export const scenarios: Scenario[] = [
     },
   },
   {
-    name: "a keyed prompt whose response was lost is resent: exactly one agent_start; unkeyed, it fails with maybeExecuted",
+    name: "a keyed prompt whose response was lost is resent: exactly one agent_start; unkeyed, it fails with maybeExecuted; reads resend by themselves",
     async run(env, clients) {
       await env.reply(["once", "twice"]);
       const client = clients.make(env, { WebSocketImpl: losingResponseOf(env.WebSocketImpl, "prompt", env.cut) });
@@ -241,9 +241,14 @@ export const scenarios: Scenario[] = [
       equal(starts.length, 1, "agent_start events");
       const messages = await session.getMessages();
       equal(messages.filter((m) => (m as { role?: string }).role === "user").length, 1, "one user message: it ran once");
+      equal(client.socketsOpened, 2, "answered on the second connection");
 
       const unkeyed = clients.make(env, { WebSocketImpl: losingResponseOf(env.WebSocketImpl, "prompt", env.cut) });
       await rejects(unkeyed.session(session.sessionId).prompt("again"), (e) => e.code === "connection_lost" && e.maybeExecuted === true, "unkeyed prompt");
+
+      const reader = clients.make(env, { WebSocketImpl: losingResponseOf(env.WebSocketImpl, "get_state", env.cut) });
+      equal((await reader.session(session.sessionId).getState()).sessionId !== undefined, true, "a read is simply resent");
+      equal(reader.socketsOpened, 2, "after a reconnect");
     },
   },
   {

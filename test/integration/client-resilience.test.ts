@@ -5,8 +5,7 @@ import { createServer as createTcpServer, type AddressInfo, type Socket } from "
 import { join } from "node:path";
 import { test } from "node:test";
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
-import WebSocket from "ws";
-import { createSessionStore, PiClientError, type SessionFrame, type WebSocketConstructor } from "../../src/client/index.js";
+import { createSessionStore, PiClientError, type SessionFrame } from "../../src/client/index.js";
 import { createDefaultSessionFactory, createPiServer, jwtAuth } from "../../src/index.js";
 import { durableHarness, TOKENS } from "../helpers/durable-cli.js";
 import { mintHs } from "../helpers/jwt.js";
@@ -59,64 +58,6 @@ test("server kill -9 mid-reply, restarted: the client reconnects with backoff, r
   // And the session goes on through the same handle.
   await session.promptAndWait("third");
   assert.deepEqual(store.getSnapshot().messages, await session.getMessages());
-});
-
-/** `ws` that drops the connection the first time a response to `command` arrives, before the client sees it. */
-function droppingResponseOf(command: string) {
-  let armed = true;
-  class Dropping extends WebSocket {
-    constructor(url: string, protocols?: string | string[], options?: WebSocket.ClientOptions) {
-      super(url, protocols, options);
-      const add = this.addEventListener.bind(this) as (type: string, listener: unknown) => void;
-      const wrappers = new Map<unknown, unknown>();
-      Object.assign(this, {
-        addEventListener: (type: string, listener: (event: { data: unknown }) => void) => {
-          if (type !== "message") return add(type, listener);
-          const wrapped = (event: { data: unknown }) => {
-            const frame = JSON.parse(String(event.data)) as { type?: string; command?: string };
-            if (armed && frame.type === "response" && frame.command === command) {
-              armed = false;
-              this.terminate();
-              return;
-            }
-            listener(event);
-          };
-          wrappers.set(listener, wrapped);
-          add(type, wrapped);
-        },
-      });
-      const remove = WebSocket.prototype.removeEventListener.bind(this) as (type: string, listener: unknown) => void;
-      Object.assign(this, { removeEventListener: (type: string, listener: unknown) => remove(type, wrappers.get(listener) ?? listener) });
-    }
-  }
-  return Dropping as unknown as WebSocketConstructor;
-}
-
-test("a keyed prompt whose response the connection lost is resent after the reconnect: exactly one agent_start; an unkeyed one fails maybeExecuted", async (t) => {
-  const h = await startServer(t);
-  h.faux.setResponses([fauxAssistantMessage("once"), fauxAssistantMessage("twice")]);
-  const observer = await h.connect();
-  const client = sdkClient(t, { url: h.url, WebSocketImpl: droppingResponseOf("prompt"), retry: { initialDelayMs: 10, maxDelayMs: 50 } });
-  const session = await client.createSession({ sessionId: "i" });
-  await observer.ok({ type: "subscribe", sessionId: "i" });
-  const starts: SessionFrame[] = [];
-  session.on("agent_start", (frame) => starts.push(frame));
-  const ended = nextFrame(session, isEvent("agent_end"), "agent_end");
-  await session.prompt("hello", { idempotencyKey: "p-1" }); // resolves with the replayed response
-  await ended;
-  await observer.waitForEvent("i", "agent_end");
-  assert.equal(starts.length, 1);
-  assert.equal(observer.events("i").filter((f) => f.event.type === "agent_start").length, 1, "the server ran it once");
-  assert.equal(client.socketsOpened, 2);
-
-  // Without a key the client cannot know: it says so.
-  const unkeyed = sdkClient(t, { url: h.url, WebSocketImpl: droppingResponseOf("prompt"), retry: { initialDelayMs: 10, maxDelayMs: 50 } });
-  const again = unkeyed.session("i");
-  await assert.rejects(again.prompt("hello again"), (error: PiClientError) => error.code === "connection_lost" && error.maybeExecuted);
-  // Read-only commands are simply resent.
-  const reader = sdkClient(t, { url: h.url, WebSocketImpl: droppingResponseOf("get_state"), retry: { initialDelayMs: 10, maxDelayMs: 50 } });
-  assert.equal((await reader.session("i").getState()).sessionId !== undefined, true);
-  assert.equal(reader.socketsOpened, 2);
 });
 
 test("close() during a backoff wait: no socket is opened afterwards, and a process that used only the client exits by itself", async () => {
