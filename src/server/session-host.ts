@@ -227,15 +227,20 @@ export class SessionHost {
   #conflict(file: string): void {
     this.#log.warn({ file }, "the conversation's file was changed by another process; stopped writing to it");
     this.hub.publish({ type: "session_conflict", reason: "file_changed" });
-    const session = this.session;
-    session.abortBash();
-    session.abortCompaction();
-    session.abortRetry();
+    this.#abortSideWork();
     if (this.#runs.size > 0) {
       this.stopRun(new PiServerError("session_conflict", "The conversation's file was changed by another process"), undefined);
     }
     // Ahead of queued commands: they run on the reloaded conversation.
     this.lane.runFirst(() => this.#reload(file)).catch((error: unknown) => this.#log.warn({ err: error }, "reload after a conflict failed"));
+  }
+
+  /** Stop what runs beside a prompt: bash, compaction, a pending retry. */
+  #abortSideWork(): void {
+    const session = this.session;
+    session.abortBash();
+    session.abortCompaction();
+    session.abortRetry();
   }
 
   async #reload(file: string): Promise<void> {
@@ -358,9 +363,7 @@ export class SessionHost {
   async #dispose(): Promise<void> {
     this.dialogs.cancelAll("deleted");
     const session = this.session;
-    session.abortBash();
-    session.abortCompaction();
-    session.abortRetry();
+    this.#abortSideWork();
     try {
       await session.abort();
     } catch (error) {

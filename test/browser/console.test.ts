@@ -8,6 +8,7 @@ import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
 import type { Browser, Page } from "playwright-core";
 import { tokenAuth } from "../../src/index.js";
 import { launchChromium } from "../helpers/chromium.js";
+import { connectAs } from "../helpers/client.js";
 import { durableHarness, TOKENS as DURABLE_TOKENS } from "../helpers/durable-cli.js";
 import { captureLogs } from "../helpers/logs.js";
 import { startServer } from "../helpers/server.js";
@@ -35,17 +36,29 @@ const confirmExtension: ExtensionFactory = (pi) => {
   });
 };
 
-/** A console page, connected with the token (typed into the page, as a person would). */
-async function openConsole(browser: Browser, base: string, urls: string[]): Promise<Page> {
+/** A console page, connected with the token (typed into the page, as a person would); its URLs go to `urls`. */
+async function openConsole(browser: Browser, base: string, urls: string[] = [], token = TOKEN): Promise<Page> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on("request", (request) => urls.push(request.url()));
   page.on("websocket", (ws) => urls.push(ws.url()));
   await page.goto(`${base}/console`);
-  await page.fill("#token", TOKEN);
+  await page.fill("#token", token);
   await page.click("#connect button");
   await page.waitForSelector("#status.connected", { timeout: WAIT_MS });
   return page;
+}
+
+/** Type into the composer and press Enter. */
+async function say(page: Page, text: string): Promise<void> {
+  await page.fill("#input", text);
+  await page.press("#input", "Enter");
+}
+
+/** Open a session from the list and wait until the composer takes input. */
+async function pick(page: Page, sessionId: string): Promise<void> {
+  await page.click(`#sessions li[data-session-id="${sessionId}"]`);
+  await page.waitForSelector("#input:not([disabled])", { timeout: WAIT_MS });
 }
 
 async function shot(page: Page, name: string): Promise<string> {
@@ -76,17 +89,15 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
   const page = await openConsole(browser, base, urls);
 
   // A session created by another client shows up in the list within 1 s.
-  const api = await openApi(h.url);
+  const api = await connectAs(h.url, TOKEN); // the test's own view of the server
   t.after(() => api.close());
   await api.ok({ type: "create_session", sessionId: "from-elsewhere" });
   await page.waitForSelector('#sessions li[data-session-id="from-elsewhere"]', { timeout: 1_000 });
 
   // Open it, prompt, and the page's text equals get_last_assistant_text.
   h.faux.setResponses([fauxAssistantMessage("Here is the plan:\n1. read the code\n2. change it\n3. run the tests")]);
-  await page.click('#sessions li[data-session-id="from-elsewhere"]');
-  await page.waitForSelector("#input:not([disabled])");
-  await page.fill("#input", "What is the plan?");
-  await page.press("#input", "Enter");
+  await pick(page, "from-elsewhere");
+  await say(page, "What is the plan?");
   await page.waitForSelector("#messages .msg.assistant", { timeout: WAIT_MS });
   await page.waitForSelector("#session-head .badge.idle", { timeout: WAIT_MS });
   const shown = await page.locator("#messages .msg.assistant .text").last().textContent();
@@ -96,10 +107,8 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
 
   // A confirm dialog: answered in this browser context, the other context's modal closes, told why.
   const second = await openConsole(browser, base, urls);
-  await second.click('#sessions li[data-session-id="from-elsewhere"]');
-  await second.waitForSelector("#input:not([disabled])");
-  await page.fill("#input", "/deploy");
-  await page.press("#input", "Enter");
+  await pick(second, "from-elsewhere");
+  await say(page, "/deploy");
   await page.waitForSelector("#modal:not([hidden])", { timeout: WAIT_MS });
   await second.waitForSelector("#modal:not([hidden])", { timeout: WAIT_MS });
   await page.waitForSelector('#sessions li[data-session-id="from-elsewhere"] .badge.dialog', { timeout: WAIT_MS });
@@ -110,8 +119,7 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
   await page.waitForSelector(".toast:has-text('deploy:true')", { timeout: WAIT_MS });
 
   // Extensions' status lines and widgets are shown.
-  await page.fill("#input", "/decorate");
-  await page.press("#input", "Enter");
+  await say(page, "/decorate");
   await page.waitForSelector("#extension-ui .status:has-text('build: green')", { timeout: WAIT_MS });
   await page.waitForSelector("#extension-ui .widget:has-text('write tests')", { timeout: WAIT_MS });
 
@@ -123,8 +131,7 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
     ),
     fauxAssistantMessage("The command printed from-bash."),
   ]);
-  await page.fill("#input", "Run a command");
-  await page.press("#input", "Enter");
+  await say(page, "Run a command");
   await page.waitForSelector("#messages .tool pre:has-text('$ echo from-bash')", { timeout: WAIT_MS });
   await page.waitForSelector("#messages .msg.toolResult pre:has-text('from-bash')", { timeout: WAIT_MS });
   await page.waitForSelector("#messages .tool .diff .del:has-text('- old line')", { timeout: WAIT_MS });
@@ -140,15 +147,13 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
   const pixel = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==", "base64");
   await page.setInputFiles("#attach", { name: "pixel.png", mimeType: "image/png", buffer: pixel });
   await page.waitForSelector("#attachments:has-text('pixel.png')");
-  await page.fill("#input", "What is this?");
-  await page.press("#input", "Enter");
+  await say(page, "What is this?");
   await page.waitForSelector("#messages .msg.assistant:has-text('A red pixel.')", { timeout: WAIT_MS });
   const { messages } = await api.ok<{ messages: Array<{ role: string; content: Array<{ type: string; data?: string }> }> }>({ type: "get_messages", sessionId: "from-elsewhere" });
   const asked = messages.filter((m) => m.role === "user").at(-1);
   assert.equal(asked?.content.find((c) => c.type === "image")?.data, pixel.toString("base64"));
   await page.setInputFiles("#attach", { name: "huge.png", mimeType: "image/png", buffer: Buffer.alloc(80 * 1024, 7) });
-  await page.fill("#input", "And this?");
-  await page.press("#input", "Enter");
+  await say(page, "And this?");
   await page.waitForSelector(".toast:has-text('Too big to send')", { timeout: WAIT_MS });
   assert.equal(await page.inputValue("#input"), "And this?", "the message stays in the composer");
   assert.equal(await page.textContent("#attachments"), "", "the image that does not fit is dropped");
@@ -158,12 +163,10 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
 
   // Steer while streaming, then abort: the stop reason shown is "aborted".
   h.faux.setResponses([fauxAssistantMessage("a long answer that keeps streaming ".repeat(40)), fauxAssistantMessage("after the steer")]);
-  await page.fill("#input", "Write a long answer");
-  await page.press("#input", "Enter");
+  await say(page, "Write a long answer");
   await page.waitForSelector("#streaming .stream", { timeout: WAIT_MS });
   await page.waitForSelector("#send:has-text('Steer')");
-  await page.fill("#input", "Shorter, please");
-  await page.press("#input", "Enter");
+  await say(page, "Shorter, please");
   await page.click("#abort");
   await page.waitForSelector("#messages .msg.assistant .stop-reason:has-text('aborted')", { timeout: WAIT_MS });
   await shot(page, "aborted");
@@ -189,13 +192,6 @@ test("the console: live session list, streamed text, dialogs in two browsers, st
   assert.ok(!logs.text().includes(TOKEN), "the token is in the server's logs");
 });
 
-/** A raw protocol client with the token (the test's own view of the server). */
-async function openApi(url: string) {
-  const { TestClient } = await import("../helpers/client.js");
-  const client = new TestClient(url, { headers: { authorization: `Bearer ${TOKEN}` } });
-  await client.ready;
-  return client;
-}
 
 test("the console across a server restart: a resynced banner, and as many message elements as get_messages", async (t) => {
   await buildConsole();
@@ -209,17 +205,11 @@ test("the console across a server restart: a resynced banner, and as many messag
   const base = `http://127.0.0.1:${port}`;
 
   const browser = await launchChromium(t);
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-  await page.goto(`${base}/console`);
-  await page.fill("#token", DURABLE_TOKENS.alice);
-  await page.click("#connect button");
-  await page.waitForSelector("#status.connected", { timeout: WAIT_MS });
+  const page = await openConsole(browser, base, [], DURABLE_TOKENS.alice);
   await page.click("#create");
   await page.waitForSelector("#input:not([disabled])", { timeout: WAIT_MS });
   for (const question of ["first question", "second question"]) {
-    await page.fill("#input", question);
-    await page.press("#input", "Enter");
+    await say(page, question);
     await page.waitForSelector(`#messages .msg.user:has-text('${question}')`, { timeout: WAIT_MS });
     await page.waitForSelector("#session-head .badge.idle", { timeout: WAIT_MS });
   }
