@@ -182,7 +182,7 @@ async function openSession(sessionId: string): Promise<void> {
   current = { handle, store, off: [], rendered: 0, opened: false };
   $("messages").replaceChildren();
   $("notices").replaceChildren();
-  current.off.push(store.subscribe(() => render()));
+  current.off.push(store.subscribe(scheduleRender));
   current.off.push(handle.on("*", (frame) => notice(frame)));
   handle.onDialog((request, { signal }) => ask(request, signal));
   try {
@@ -197,6 +197,17 @@ async function openSession(sessionId: string): Promise<void> {
   renderSessions();
   render();
   commands = await handle.getCommands().catch(() => []);
+}
+
+let renderQueued = false;
+/** A streaming reply changes the view per token: draw it at most once per frame. */
+function scheduleRender(): void {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
 }
 
 function render(): void {
