@@ -12,7 +12,7 @@ import type { ServerHooks } from "./hooks.js";
 import { COMMANDS, type Command, isParseFailure, PROTOCOL_VERSION, parseCommand } from "./protocol.js";
 import { MAX_TIMER_MS, type Timeouts } from "./options.js";
 import type { SessionHost } from "./session-host.js";
-import { DormantSession, type SessionEntry, type SessionRegistry } from "./sessions.js";
+import type { DormantSession, SessionEntry, SessionRegistry } from "./sessions.js";
 import { IdempotencyCache, IdempotencyConflict } from "./idempotency.js";
 import { IdempotencyJournal, type JournalEntry, type StoredOutcome } from "../store/idempotency-journal.js";
 
@@ -372,12 +372,7 @@ export class ServerCore {
   /** The dormant session a command addresses, if it does and may see it (delete_session needs no runtime). */
   #dormantTarget(conn: Connection, command: Command): DormantSession | undefined {
     if (command.sessionId === undefined || command.type === "create_session" || command.type === "delete_session") return undefined;
-    try {
-      const entry = this.#registry.resolveEntry(conn.principal, command.sessionId, command.type, command.fields["owner"] as string | undefined);
-      return entry instanceof DormantSession ? entry : undefined;
-    } catch {
-      return undefined; // answered by the normal path
-    }
+    return this.#registry.findDormant(conn.principal, command.sessionId, command.type, command.fields["owner"] as string | undefined);
   }
 
   /**

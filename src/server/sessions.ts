@@ -258,6 +258,21 @@ export class SessionRegistry {
     return entry;
   }
 
+  /**
+   * The dormant session a command means, if it means one the principal may see. Only looked for when a session of
+   * that id is dormant at all, so a command for a live session is authorized once (by `resolve`), not twice.
+   */
+  findDormant(principal: Principal, sessionId: string, action: AuthorizeRequest["action"], owner?: string): DormantSession | undefined {
+    const same = this.#byId.get(sessionId);
+    if (!same || ![...same].some((entry) => entry instanceof DormantSession)) return undefined;
+    try {
+      const entry = this.#find(sessionId, owner, principal, action);
+      return entry instanceof DormantSession ? entry : undefined;
+    } catch {
+      return undefined; // answered by the normal path
+    }
+  }
+
   /** Like `resolveEntry`, for a session that must be live (the core restores dormant ones before it asks). */
   resolve(principal: Principal, sessionId: string, action: AuthorizeRequest["action"], owner?: string): SessionHost {
     const entry = this.resolveEntry(principal, sessionId, action, owner);

@@ -113,3 +113,23 @@ test("hooks are checked when the server is created", async () => {
   assert.throws(() => createPiServer({ noServer: true, hooks: { onConnect: () => undefined } as never }), (e: unknown) => e instanceof PiServerOptionsError && /unknown hook 'hooks.onConnect'/.test(e.message));
   assert.throws(() => createPiServer({ noServer: true, hooks: { authorize: true } as never }), /hooks.authorize must be a function/);
 });
+
+test("authorize is asked once per session command (an audit hook sees each command once)", async (t) => {
+  const asked: string[] = [];
+  const h = await startServer(t, {
+    auth,
+    hooks: {
+      authorize: ({ action, allowed }) => {
+        asked.push(action);
+        return allowed;
+      },
+    },
+  });
+  const alice = await connectAs(h.url, TOKENS.alice);
+  t.after(() => alice.close());
+  await alice.ok({ type: "create_session", sessionId: "audited" });
+  asked.length = 0;
+  await alice.ok({ type: "get_state", sessionId: "audited" });
+  await alice.ok({ type: "bash", sessionId: "audited", command: "true" });
+  assert.equal(asked.length, 2, `authorize was asked: ${asked.join(", ")}`);
+});
