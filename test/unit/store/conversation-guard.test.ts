@@ -9,12 +9,17 @@ import { assistantMessage as assistant, userMessage as user } from "../../helper
 
 const lines = (file: string) => readFileSync(file, "utf8").trim().split("\n");
 
-test("a guarded conversation keeps being written while only we write it, and stops at the first write after another process's", (t) => {
+/** A new pi conversation in a temp dir, guarded; the conflicts it reported. */
+function guarded(t: { after(fn: () => void): void }) {
   const dir = tempDir("guard");
   t.after(dir.cleanup);
   const manager = SessionManager.create(dir.path, join(dir.path, "sessions"));
   const conflicts: string[] = [];
-  const guard = guardConversation(manager, (file) => conflicts.push(file));
+  return { manager, conflicts, guard: guardConversation(manager, (file) => conflicts.push(file)) };
+}
+
+test("a guarded conversation keeps being written while only we write it, and stops at the first write after another process's", (t) => {
+  const { manager, conflicts, guard } = guarded(t);
 
   // pi writes nothing until the first assistant message, then everything: all of it ours.
   manager.appendMessage(user("one"));
@@ -36,14 +41,11 @@ test("a guarded conversation keeps being written while only we write it, and sto
 });
 
 test("check() notices a change while we are idle; a file deleted under us stops our writes too", (t) => {
-  const dir = tempDir("guard");
-  t.after(dir.cleanup);
   const open = () => {
-    const manager = SessionManager.create(dir.path, join(dir.path, "sessions"));
-    manager.appendMessage(user("a"));
-    manager.appendMessage(assistant("b"));
-    const conflicts: string[] = [];
-    return { manager, conflicts, guard: guardConversation(manager, (file) => conflicts.push(file)), file: manager.getSessionFile() as string };
+    const conversation = guarded(t);
+    conversation.manager.appendMessage(user("a"));
+    conversation.manager.appendMessage(assistant("b"));
+    return { ...conversation, file: conversation.manager.getSessionFile() as string };
   };
 
   const idle = open();
@@ -60,11 +62,7 @@ test("check() notices a change while we are idle; a file deleted under us stops 
 });
 
 test("a new file of the manager's (new session) is taken as found, not as a conflict", (t) => {
-  const dir = tempDir("guard");
-  t.after(dir.cleanup);
-  const manager = SessionManager.create(dir.path, join(dir.path, "sessions"));
-  const conflicts: string[] = [];
-  const guard = guardConversation(manager, (file) => conflicts.push(file));
+  const { manager, conflicts, guard } = guarded(t);
   manager.appendMessage(user("a"));
   manager.appendMessage(assistant("b"));
   const first = manager.getSessionFile() as string;
