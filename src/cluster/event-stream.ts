@@ -3,24 +3,26 @@ import type { LeaseToken } from "./lease-store.js";
 
 /**
  * A session's events in a Redis Stream (issue 15), entry id `<seq>-0`, so any node can serve a resume and a new
- * owner continues the same numbering. An append is fenced: it happens only while the appender's lease token is
- * still the session's owner value, and Redis itself refuses an id at or below the stream's top. Trimmed to the
- * replay window (approximately: `MAXLEN ~`).
+ * owner continues the same numbering. Each entry keeps the frame and the epoch of the hub that numbered it. An
+ * append is fenced: it happens only while the appender's lease token is still the session's owner value, and Redis
+ * itself refuses an id at or below the stream's top. Trimmed to the replay window (approximately: `MAXLEN ~`).
  */
 const APPEND = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[2], 'f', ARGV[4])
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[2], 'f', ARGV[4], 'e', ARGV[5])
 if type(added) == 'table' and added.err then return -2 end
 return 1`;
 
 export type AppendResult = "appended" | "fenced" | "out_of_order";
 
-type Scripted = Redis & { piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string): Promise<number> };
+type Scripted = Redis & {
+  piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string, epoch: string): Promise<number>;
+};
 
-export interface StreamRead {
-  readonly frames: Array<{ seq: number; frame: string }>;
-  /** False when events after `afterSeq` were already trimmed away: the reader must resync from a snapshot. */
-  readonly complete: boolean;
+/** What a resume found in the stream: every frame after the cursor, up to `lastSeq`. */
+export interface StreamReplay {
+  readonly frames: string[];
+  readonly lastSeq: number;
 }
 
 export class EventStreams {
@@ -36,9 +38,9 @@ export class EventStreams {
     this.#maxLen = maxLen;
   }
 
-  /** Append event `seq` of the session whose lease is `token` (its key is the owner key). */
-  async append(stream: string, token: LeaseToken, seq: number, frame: string): Promise<AppendResult> {
-    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, this.#maxLen, frame);
+  /** Append event `seq` (numbered by the hub of `epoch`) of the session whose lease is `token`. */
+  async append(stream: string, token: LeaseToken, seq: number, frame: string, epoch = ""): Promise<AppendResult> {
+    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, this.#maxLen, frame, epoch);
     if (result === 1) return "appended";
     if (result === -1) {
       this.fencedAppends += 1;
@@ -54,18 +56,33 @@ export class EventStreams {
     return entry ? seqOf(entry[0]) : undefined;
   }
 
-  /** Events after `afterSeq`, oldest first (at most `count`). */
-  async read(stream: string, afterSeq: number, count = 1_000): Promise<StreamRead> {
-    const entries = await this.#redis.xrange(stream, `${afterSeq + 1}-0`, "+", "COUNT", count);
-    const frames = entries.map(([id, fields]) => ({ seq: seqOf(id), frame: fields[1] ?? "" }));
-    if (frames.length > 0 && (frames[0]?.seq ?? 0) > afterSeq + 1) return { frames, complete: false };
-    if (frames.length === 0) {
-      // Nothing after it: complete only if afterSeq is not older than what was trimmed away.
-      const [first] = await this.#redis.xrange(stream, "-", "+", "COUNT", 1);
-      return { frames, complete: first === undefined || seqOf(first[0]) <= afterSeq + 1 };
+  /**
+   * The frames after a client's cursor, if the stream can prove it has all of them: the entry at `afterSeq` is still
+   * there and was numbered in `epoch` (so the client saw that very event, not another one that later took its seq),
+   * and the entries after it are gap-free. `afterSeq` 0 needs the stream to start at seq 1. Otherwise undefined: the
+   * client resyncs from a snapshot. At most `max` frames (more is a resync too).
+   */
+  async replay(stream: string, afterSeq: number, epoch: string | undefined, max: number): Promise<StreamReplay | undefined> {
+    const entries = await this.#redis.xrange(stream, afterSeq === 0 ? "1-0" : `${afterSeq}-0`, "+", "COUNT", max + 1);
+    let expected = afterSeq;
+    if (afterSeq > 0) {
+      const first = entries.shift();
+      if (!first || seqOf(first[0]) !== afterSeq || field(first[1], "e") !== epoch) return undefined;
     }
-    return { frames, complete: true };
+    if (entries.length > max) return undefined;
+    const frames: string[] = [];
+    for (const [id, fields] of entries) {
+      expected += 1;
+      if (seqOf(id) !== expected) return undefined; // a gap: an append that never reached Redis
+      frames.push(field(fields, "f") ?? "");
+    }
+    return { frames, lastSeq: expected };
   }
+}
+
+function field(fields: string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+  return undefined;
 }
 
 function seqOf(id: string): number {

@@ -25,6 +25,11 @@ export interface NodeBusOptions {
   readonly idleTtlMs?: number;
   /** Answers a request from another node; what it throws (with a `code`) goes back as the error. */
   readonly handle: (body: unknown, from: string) => Promise<unknown>;
+  /**
+   * Takes a one-way message (`send`), synchronously and in the order its sender sent it (messages of one sender
+   * to one node are never reordered).
+   */
+  readonly receive?: ((body: unknown, from: string) => void) | undefined;
 }
 
 interface Pending {
@@ -71,13 +76,26 @@ export class NodeBus {
       timer.unref();
       this.#pending.set(id, { resolve, reject, timer });
     });
-    const inbox = this.#inbox(to);
+    await this.#post(this.#inbox(to), { id, from: this.#options.nodeId, deadline, body });
+    return answer;
+  }
+
+  /**
+   * A one-way message to node `to` (no answer, no deadline); messages from this node to one node arrive in order.
+   * Resolves once Redis has it; rejects when it could not be written.
+   */
+  async send(to: string, body: unknown): Promise<void> {
+    if (this.#stopped) throw new BusError("bus_stopped", "the node is stopping");
+    await this.#post(this.#inbox(to), { from: this.#options.nodeId, body });
+  }
+
+  /** Append to a stream that expires when nobody writes to it any more. */
+  async #post(stream: string, message: object): Promise<void> {
     await this.#options.redis
       .multi()
-      .xadd(inbox, "MAXLEN", "~", MAX_LEN, "*", "m", JSON.stringify({ id, from: this.#options.nodeId, deadline, body }))
-      .pexpire(inbox, this.#idleTtl())
+      .xadd(stream, "MAXLEN", "~", MAX_LEN, "*", "m", JSON.stringify(message))
+      .pexpire(stream, this.#options.idleTtlMs ?? 60_000)
       .exec();
-    return answer;
   }
 
   /** Stop reading, fail what is still waiting, and delete this node's streams. Final. */
@@ -116,13 +134,23 @@ export class NodeBus {
           const message = parse(fields[1]);
           if (stream === inbox) {
             inboxFrom = entryId;
-            if (message) void this.#answer(message);
+            if (message && message["id"] === undefined) this.#receive(message);
+            else if (message) void this.#answer(message);
           } else {
             repliesFrom = entryId;
             if (message) this.#settle(message);
           }
         }
       }
+    }
+  }
+
+  #receive(message: Record<string, unknown>): void {
+    if (typeof message["from"] !== "string") return;
+    try {
+      this.#options.receive?.(message["body"], message["from"]);
+    } catch {
+      // the receiver's own fault: one bad message never stops the bus
     }
   }
 
@@ -138,13 +166,7 @@ export class NodeBus {
       reply = { id, ok: false, code, message: error instanceof Error ? error.message : String(error) };
     }
     if (this.#stopped) return;
-    const stream = this.#replies(from);
-    await this.#options.redis
-      .multi()
-      .xadd(stream, "MAXLEN", "~", MAX_LEN, "*", "m", JSON.stringify(reply))
-      .pexpire(stream, this.#idleTtl())
-      .exec()
-      .catch(() => undefined);
+    await this.#post(this.#replies(from), reply).catch(() => undefined);
   }
 
   #settle(message: Record<string, unknown>): void {
@@ -154,10 +176,6 @@ export class NodeBus {
     clearTimeout(pending.timer);
     if (message["ok"] === true) pending.resolve(message["body"]);
     else pending.reject(new BusError(String(message["code"]), String(message["message"])));
-  }
-
-  #idleTtl(): number {
-    return this.#options.idleTtlMs ?? 60_000;
   }
 
   #inbox(node: string): string {

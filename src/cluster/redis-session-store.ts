@@ -1,29 +1,80 @@
 import type { Redis } from "ioredis";
+import { PiServerError } from "../errors.js";
 import { readRecord, recordName, type SessionRecord, type SessionStore, type StoreProblem, validate } from "../store/session-store.js";
+
+/** A session's lease key, and the value it holds while the lease is ours (undefined: it is not ours). */
+export type RecordFence = (owner: string | undefined, sessionId: string) => { readonly key: string; readonly value: string | undefined };
+
+/** Write only while `KEYS[2]` (the session's lease) holds `ARGV[1]`; delete also when nobody holds it. */
+const PUT = `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+return 1`;
+const DELETE = `
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[2])
+return 1`;
+
+type Scripted = Redis & {
+  piRecordPut(hash: string, lease: string, token: string, field: string, value: string): Promise<number>;
+  piRecordDelete(hash: string, lease: string, token: string, field: string): Promise<number>;
+};
 
 /**
  * Session records in Redis (issue 15), for nodes that share one store: one hash (`<prefix>records`), a field per
  * session named by a hash of owner and id (never the id itself), the record as JSON, validated on the way in and on
- * the way out (a bad field is reported and skipped, never guessed). A `put` is answered once Redis has it; how
- * durable that is on disk is Redis's configuration (appendonly, fsync policy): see README "Running several nodes".
+ * the way out (a bad field is reported and skipped, never guessed). With a `fence`, a node writes a record only
+ * while it holds the session's lease, and deletes one only while it holds it or nobody does: a node that lost a
+ * session can never overwrite what its new owner wrote. A `put` is answered once Redis has it; how durable that is
+ * on disk is Redis's configuration (appendonly, fsync policy): see README "Running several nodes".
  */
 export class RedisSessionStore implements SessionStore {
-  readonly #redis: Redis;
+  readonly #redis: Scripted;
   readonly #key: string;
+  readonly #fence: RecordFence | undefined;
+  /** Writes refused because the session's lease was not (or no longer) ours. */
+  fencedWrites = 0;
 
-  constructor(redis: Redis, prefix = "pi:") {
-    this.#redis = redis;
+  constructor(redis: Redis, prefix = "pi:", fence?: RecordFence) {
+    redis.defineCommand("piRecordPut", { numberOfKeys: 2, lua: PUT });
+    redis.defineCommand("piRecordDelete", { numberOfKeys: 2, lua: DELETE });
+    this.#redis = redis as Scripted;
     this.#key = `${prefix}records`;
+    this.#fence = fence;
   }
 
   async put(record: SessionRecord): Promise<void> {
     const problem = validate(record);
     if (problem) throw new TypeError(`invalid session record: ${problem}`);
-    await this.#redis.hset(this.#key, recordName(record.owner, record.sessionId), JSON.stringify(record));
+    const name = recordName(record.owner, record.sessionId);
+    if (!this.#fence) {
+      await this.#redis.hset(this.#key, name, JSON.stringify(record));
+      return;
+    }
+    const lease = this.#fence(record.owner, record.sessionId);
+    if (lease.value === undefined || (await this.#redis.piRecordPut(this.#key, lease.key, lease.value, name, JSON.stringify(record))) !== 1) {
+      this.#refused(record.sessionId);
+    }
   }
 
   async delete(owner: string | undefined, sessionId: string): Promise<void> {
-    await this.#redis.hdel(this.#key, recordName(owner, sessionId));
+    const name = recordName(owner, sessionId);
+    if (!this.#fence) {
+      await this.#redis.hdel(this.#key, name);
+      return;
+    }
+    const lease = this.#fence(owner, sessionId);
+    if ((await this.#redis.piRecordDelete(this.#key, lease.key, lease.value ?? "", name)) !== 1) this.#refused(sessionId);
+  }
+
+  /** One record, or undefined (also for a bad one: `list` reports those). */
+  async get(owner: string | undefined, sessionId: string): Promise<SessionRecord | undefined> {
+    const name = recordName(owner, sessionId);
+    const text = await this.#redis.hget(this.#key, name);
+    if (text === null) return undefined;
+    const read = readRecord(name, text, recordName);
+    return "reason" in read ? undefined : read;
   }
 
   async list(): Promise<{ records: SessionRecord[]; problems: StoreProblem[] }> {
@@ -43,5 +94,10 @@ export class RedisSessionStore implements SessionStore {
       else records.push(read);
     }
     return { records, problems };
+  }
+
+  #refused(sessionId: string): never {
+    this.fencedWrites += 1;
+    throw new PiServerError("session_unavailable", `Session '${sessionId}' is owned by another node now`);
   }
 }

@@ -43,6 +43,8 @@ export interface SessionStore {
   put(record: SessionRecord): Promise<void>;
   delete(owner: string | undefined, sessionId: string): Promise<void>;
   list(): Promise<{ records: SessionRecord[]; problems: StoreProblem[] }>;
+  /** One record (a store shared by several nodes: a session another node created is found by this). */
+  get?(owner: string | undefined, sessionId: string): Promise<SessionRecord | undefined>;
 }
 
 /**

@@ -4,15 +4,19 @@ import { EventStreams } from "../../src/cluster/event-stream.js";
 import { LeaseStore, type LeaseToken } from "../../src/cluster/lease-store.js";
 import { startRedis } from "../helpers/redis.js";
 
-test("a session's event stream: entries are its seqs, appends are fenced by the lease, reads resume or say resync", async (t) => {
+test("a session's event stream: entries are its seqs, appends are fenced by the lease, a cursor resumes only when the stream proves it", async (t) => {
   const redis = await startRedis(t);
   const leases = new LeaseStore(redis.client());
   const streams = new EventStreams(redis.client(), 5);
   const owner = (await leases.claim("pi:session:s1", "node-a", 60_000)) as LeaseToken;
-  for (let seq = 1; seq <= 3; seq++) assert.equal(await streams.append("pi:events:s1", owner, seq, `{"n":${seq}}`), "appended");
+  for (let seq = 1; seq <= 3; seq++) assert.equal(await streams.append("pi:events:s1", owner, seq, `{"n":${seq}}`, "e1"), "appended");
   assert.equal(await streams.last("pi:events:s1"), 3);
-  assert.deepEqual(await streams.read("pi:events:s1", 1), { frames: [{ seq: 2, frame: '{"n":2}' }, { seq: 3, frame: '{"n":3}' }], complete: true });
-  assert.deepEqual(await streams.read("pi:events:s1", 3), { frames: [], complete: true });
+  assert.deepEqual(await streams.replay("pi:events:s1", 1, "e1", 100), { frames: ['{"n":2}', '{"n":3}'], lastSeq: 3 });
+  assert.deepEqual(await streams.replay("pi:events:s1", 3, "e1", 100), { frames: [], lastSeq: 3 });
+  assert.deepEqual(await streams.replay("pi:events:s1", 0, undefined, 100), { frames: ['{"n":1}', '{"n":2}', '{"n":3}'], lastSeq: 3 });
+  assert.equal(await streams.replay("pi:events:s1", 1, "other-epoch", 100), undefined, "a cursor of another epoch saw other events");
+  assert.equal(await streams.replay("pi:events:s1", 4, "e1", 100), undefined, "a cursor ahead of the stream");
+  assert.equal(await streams.replay("pi:events:s1", 0, undefined, 2), undefined, "more than the caller takes");
   // Redis refuses an id at or below the top.
   assert.equal(await streams.append("pi:events:s1", owner, 3, "again"), "out_of_order");
 
@@ -22,13 +26,17 @@ test("a session's event stream: entries are its seqs, appends are fenced by the 
   const next = (await leases.claim("pi:session:s1", "node-b", 60_000)) as LeaseToken;
   assert.equal(await streams.append("pi:events:s1", owner, 4, "late"), "fenced");
   assert.equal(streams.fencedAppends, 1);
-  assert.equal(await streams.append("pi:events:s1", next, 4, '{"n":4}'), "appended");
+  assert.equal(await streams.append("pi:events:s1", next, 4, '{"n":4}', "e2"), "appended");
+  // The new owner numbers on in its own epoch: a cursor of the old one still resumes across the change.
+  assert.deepEqual(await streams.replay("pi:events:s1", 3, "e1", 100), { frames: ['{"n":4}'], lastSeq: 4 });
+  // An event that never reached the stream leaves a gap: whoever needs it resyncs.
+  assert.equal(await streams.append("pi:events:s1", next, 6, '{"n":6}', "e2"), "appended");
+  assert.equal(await streams.replay("pi:events:s1", 3, "e1", 100), undefined);
+  assert.deepEqual(await streams.replay("pi:events:s1", 6, "e2", 100), { frames: [], lastSeq: 6 });
 
   // Trimmed to the window: a reader far behind is told to resync, one inside the window resumes.
-  for (let seq = 5; seq <= 200; seq++) await streams.append("pi:events:s1", next, seq, `{"n":${seq}}`);
-  const behind = await streams.read("pi:events:s1", 2);
-  assert.equal(behind.complete, false);
-  const recent = await streams.read("pi:events:s1", 198);
-  assert.deepEqual(recent, { frames: [{ seq: 199, frame: '{"n":199}' }, { seq: 200, frame: '{"n":200}' }], complete: true });
+  for (let seq = 7; seq <= 200; seq++) await streams.append("pi:events:s1", next, seq, `{"n":${seq}}`, "e2");
+  assert.equal(await streams.replay("pi:events:s1", 7, "e2", 1_000), undefined, "trimmed away");
+  assert.deepEqual(await streams.replay("pi:events:s1", 198, "e2", 1_000), { frames: ['{"n":199}', '{"n":200}'], lastSeq: 200 });
   assert.ok((await raw.xlen("pi:events:s1")) < 200, "trimmed");
 });

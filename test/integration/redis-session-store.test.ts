@@ -30,3 +30,31 @@ test("the Redis session store: records round-trip, scoped by owner and id, overw
   assert.equal(records.length, 2);
   assert.deepEqual(problems.map((p) => p.reason.split(":")[0]).sort(), ["not JSON", "shares", "the record's owner and id do not match the name it is stored under"]);
 });
+
+test("with a fence, a node writes a record only while it holds the session's lease, and deletes one only if nobody else holds it", async (t) => {
+  const redis = await startRedis(t);
+  const raw = redis.client();
+  const held = new Map<string, string>(); // lease key → our value
+  const leaseKey = (owner: string | undefined, id: string) => `pi:session:${recordName(owner, id)}`;
+  const store = new RedisSessionStore(redis.client(), "pi:", (owner, id) => ({ key: leaseKey(owner, id), value: held.get(leaseKey(owner, id)) }));
+  await assert.rejects(store.put(record()), (error: { code?: string }) => error.code === "session_unavailable", "no lease: no write");
+  assert.equal(await store.get("alice", "s1"), undefined);
+
+  const key = leaseKey("alice", "s1");
+  await raw.set(key, "node-a:1");
+  held.set(key, "node-a:1");
+  await store.put(record({ lastSeq: 5 }));
+  assert.equal((await store.get("alice", "s1"))?.lastSeq, 5);
+
+  // The lease passed to node-b: our late write is refused and counted, node-b's record stays.
+  await raw.set(key, "node-b:2");
+  await assert.rejects(store.put(record({ lastSeq: 4 })), /owned by another node/);
+  await assert.rejects(store.delete("alice", "s1"), /owned by another node/);
+  assert.equal(store.fencedWrites, 3);
+  assert.equal((await store.get("alice", "s1"))?.lastSeq, 5);
+
+  // Nobody holds it: a dormant session's record may be deleted.
+  await raw.del(key);
+  await store.delete("alice", "s1");
+  assert.equal(await store.get("alice", "s1"), undefined);
+});
