@@ -39,6 +39,7 @@ export interface LeaseToken {
 export interface LeaseOwner {
   readonly holder: string;
   readonly fence: number;
+  readonly remainingMs: number;
 }
 
 type Scripted = Redis & {
@@ -84,10 +85,16 @@ export class LeaseStore {
     return (await this.#redis.piRelease(token.key, token.value)) === 1;
   }
 
+  /** Who holds `key` now, and for how long at most (ms). */
   async owner(key: string): Promise<LeaseOwner | undefined> {
-    const value = await this.#redis.get(key);
+    const [[, value], [, ttl]] = (await this.#redis.multi().get(key).pttl(key).exec()) as [[unknown, string | null], [unknown, number]];
     if (value === null) return undefined;
     const at = value.lastIndexOf(":");
-    return { holder: value.slice(0, at), fence: Number(value.slice(at + 1)) };
+    return { holder: value.slice(0, at), fence: Number(value.slice(at + 1)), remainingMs: Math.max(0, ttl) };
+  }
+
+  /** Whether anyone holds `key` now. */
+  async held(key: string): Promise<boolean> {
+    return (await this.#redis.exists(key)) === 1;
   }
 }

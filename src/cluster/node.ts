@@ -36,6 +36,8 @@ export class ClusterNode {
   #registration!: LeaseKeeper;
   #sessions!: LeaseKeeper;
   #stopped = false;
+  /** Shutdown began: nothing registers or claims any more (the leases held are still renewed until `stop`). */
+  #leaving = false;
   #incarnations = 0;
 
   private constructor(options: ClusterNodeOptions) {
@@ -64,9 +66,24 @@ export class ClusterNode {
     return this.#stopped;
   }
 
+  /** Registered now (false between a self-fencing and the next registration). */
+  get registered(): boolean {
+    return !this.#stopped && this.#registration.valid(this.#nodeKey(this.#id)) !== undefined;
+  }
+
+  /** Session leases held. */
+  get sessionLeases(): number {
+    return this.#sessions.size;
+  }
+
+  /** Shutdown began: no new claims, no new registration; held leases stay renewed until `stop()`. */
+  leave(): void {
+    this.#leaving = true;
+  }
+
   /** Claim a session for this node; undefined when another node owns it. */
   async claimSession(sessionKey: string): Promise<LeaseToken | undefined> {
-    if (this.#stopped) throw new Error("the node is stopped");
+    if (this.#stopped || this.#leaving) throw new Error("the node is leaving the cluster");
     if (!this.#registration.valid(this.#nodeKey(this.#id))) throw new Error("the node is not registered (fenced)");
     return this.#sessions.claim(this.#sessionKey(sessionKey), this.#id);
   }
@@ -81,10 +98,20 @@ export class ClusterNode {
     await this.#sessions.release(this.#sessionKey(sessionKey));
   }
 
-  /** Who owns a session now (any node). */
-  async sessionOwner(sessionKey: string): Promise<{ nodeId: string; fence: number } | undefined> {
+  /** Who owns a session now (any node), and how long its lease lasts at most without a renewal. */
+  async sessionOwner(sessionKey: string): Promise<{ nodeId: string; fence: number; remainingMs: number } | undefined> {
     const owner = await this.#store.owner(this.#sessionKey(sessionKey));
-    return owner && { nodeId: owner.holder, fence: owner.fence };
+    return owner && { nodeId: owner.holder, fence: owner.fence, remainingMs: owner.remainingMs };
+  }
+
+  /** Whether node `id` is registered now (its key expires by itself when it dies). */
+  async alive(id: string): Promise<boolean> {
+    return this.#store.held(this.#nodeKey(id));
+  }
+
+  /** The lease key of a session, and its value while this node holds it. */
+  sessionLease(sessionKey: string): { key: string; value: string | undefined } {
+    return { key: this.#sessionKey(sessionKey), value: this.ownedSession(sessionKey)?.value };
   }
 
   /**
@@ -99,7 +126,7 @@ export class ClusterNode {
   }
 
   async #register(): Promise<void> {
-    if (this.#stopped) return;
+    if (this.#stopped || this.#leaving) return;
     const id = randomUUID();
     const registration = this.#keeper((_token, reason) => this.#fence(id, reason));
     const token = await registration.claim(this.#nodeKey(id), id, { fenced: false });
@@ -116,6 +143,10 @@ export class ClusterNode {
     if (oldId !== this.#id) return;
     const sessions = this.#sessions.dropAll().map((token) => token.key.slice(this.#prefix.length + "session:".length));
     if (this.#stopped) return;
+    if (this.#leaving) {
+      this.#options.onFenced?.({ oldId, newId: undefined, sessions }); // its sessions stop; no new incarnation
+      return;
+    }
     void this.#register().then(
       () => this.#options.onFenced?.({ oldId, newId: this.#id, sessions }),
       () => {
@@ -128,7 +159,7 @@ export class ClusterNode {
 
   #retryRegister(oldId: string): void {
     const timer = setTimeout(() => {
-      if (this.#stopped || this.#id !== oldId) return;
+      if (this.#stopped || this.#leaving || this.#id !== oldId) return;
       void this.#register().catch(() => this.#retryRegister(oldId));
     }, Math.max(50, Math.floor(this.#ttlMs / 3)));
     timer.unref();

@@ -64,7 +64,7 @@ export interface ServerCommandContext {
   deleteSession(host: SessionHost): Promise<void>;
   /** Delete the session the command addresses, live or dormant (a dormant one is not restored for it). */
   deleteAddressed(): Promise<void>;
-  listSessions(): unknown[];
+  listSessions(): Promise<unknown[]>;
   /** The principal's sessions and its unhosted pi conversations (list_stored_sessions). */
   listStored(): Promise<unknown>;
   /** Host a stored conversation of the principal's as a new session (open_session { storedId }). */
@@ -75,6 +75,11 @@ export interface ServerCommandContext {
   /** The command did no session work after all: give its rate-limit admission back. */
   refund(): void;
   readonly maxSubscriptions: number;
+  /**
+   * A cluster's stored events (issue 15): the frames after a cursor the ring cannot serve (a restored session, or
+   * another node numbered them), if the session's stream proves it has them all.
+   */
+  replayStored?(host: SessionHost, afterSeq: number, epoch: string | undefined): Promise<{ frames: readonly string[]; lastSeq: number } | undefined>;
 }
 
 interface Common {
@@ -367,18 +372,25 @@ export const COMMANDS = {
     }
     await subscribeAndReply(context, fields, await context.openStored(storedId, optS(fields, "sessionId")), true);
   }),
-  list_sessions: server({}, (context) => ({ sessions: context.listSessions() })),
+  list_sessions: server({}, async (context) => ({ sessions: await context.listSessions() })),
   delete_session: server({ sessionId: str }, async (context, fields) => {
     await context.deleteAddressed();
     return { sessionId: fields["sessionId"] };
   }),
-  subscribe: server({ sessionId: str, afterSeq: { type: "integer", optional: true }, epoch: optStr, encoding }, (context, fields) => {
+  subscribe: server({ sessionId: str, afterSeq: { type: "integer", optional: true }, epoch: optStr, encoding }, async (context, fields) => {
     const { conn } = context;
     const sessionId = fields["sessionId"];
-    const host = context.resolve();
+    const afterSeq = fields["afterSeq"] as number | undefined;
+    const epoch = fields["epoch"] as string | undefined;
+    let host = context.resolve();
+    // A cursor the ring cannot serve may still be in the cluster's stream: read that first, the rest comes from the ring.
+    let stored: { frames: readonly string[]; lastSeq: number } | undefined;
+    if (afterSeq !== undefined && context.replayStored && "resyncRequired" in host.hub.resume(afterSeq, epoch)) {
+      stored = await context.replayStored(host, afterSeq, epoch);
+      host = context.resolve();
+    }
     context.subscribe(host, fields["encoding"] as Encoding | undefined);
     const hub = host.hub;
-    const afterSeq = fields["afterSeq"] as number | undefined;
     if (afterSeq === undefined) {
       context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch });
       // Dialogs still waiting for an answer are re-sent to a client that just subscribed (PROTOCOL.md §3.1).
@@ -387,14 +399,16 @@ export const COMMANDS = {
       return undefined;
     }
     // Resumption (PROTOCOL.md §3.2): all of this is synchronous, so no live event can slip in between.
-    const resume = hub.resume(afterSeq, fields["epoch"] as string | undefined);
+    const resume = stored ? hub.resume(stored.lastSeq, hub.epoch) : hub.resume(afterSeq, epoch);
     if ("resyncRequired" in resume) {
       context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch, resyncRequired: true, snapshot: host.snapshot() });
       for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
       host.publishNotices();
       return undefined;
     }
-    context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch, replayed: resume.frames.length });
+    const older = stored?.frames ?? [];
+    context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch, replayed: older.length + resume.frames.length });
+    for (const frame of older) conn.sendFrame(frame);
     for (const frame of resume.frames) conn.sendFrame(frame);
     for (const frame of host.dialogs.pendingFrames(afterSeq)) conn.sendFrame(frame);
     context.refund(); // answered from the ring: no session work was done

@@ -48,6 +48,23 @@ export interface ServerCoreOptions {
   readonly hooks?: ServerHooks | undefined;
   /** Retention of keyed outcomes, and the journal that keeps them across restarts (none: memory only). */
   readonly idempotency?: { readonly ttlMs: number; readonly maxEntries: number; readonly journalPath?: string | undefined } | undefined;
+  /** Set when the server is one node of a cluster. */
+  readonly router?: CommandRouter | undefined;
+}
+
+/** Where commands for sessions hosted by another node go (a cluster, issue 15). */
+export interface CommandRouter {
+  /**
+   * `local`: admit it here. `forwarded`: the router sent it to the session's node, whose answer and events will
+   * come back through it. A promise: the router is finding out where the session lives (the connection's later
+   * frames wait meanwhile, so their order holds).
+   */
+  route(conn: Connection, command: Command, text: string): "local" | "forwarded" | Promise<"local" | "forwarded">;
+  /** The connection closed: what was forwarded for it ends. */
+  closed(conn: Connection): void;
+  /** Learn the sessions other nodes created (before `list_sessions` answers). */
+  refresh(): Promise<void>;
+  replayStored?: ServerCommandContext["replayStored"];
 }
 
 export interface ConnectionEvent {
@@ -102,6 +119,7 @@ export class ServerCore {
   #loading: Promise<void> | undefined;
   #loadError: unknown;
   #accepting = true;
+  readonly #router: CommandRouter | undefined;
 
   constructor(options: ServerCoreOptions) {
     this.#registry = options.registry;
@@ -118,6 +136,7 @@ export class ServerCore {
     this.#metrics = options.metrics;
     this.#onDisconnect = options.onDisconnect;
     this.#hooks = options.hooks ?? {};
+    this.#router = options.router;
     const retention = options.idempotency ?? { ttlMs: 24 * 60 * 60_000, maxEntries: 10_000 };
     this.#idempotency = new IdempotencyCache({ ...retention, forget: (value) => notRun(value as StoredOutcome) });
     this.#journal = retention.journalPath === undefined ? undefined : new IdempotencyJournal(retention.journalPath, 2 * retention.maxEntries + 100);
@@ -220,6 +239,11 @@ export class ServerCore {
     this.#accepting = false;
   }
 
+  /** Close these connections (their session moved to another node, issue 15). */
+  close(connectionIds: ReadonlySet<string>, close: ServerClose, reason: CloseReason): void {
+    for (const conn of [...this.#connections]) if (connectionIds.has(conn.connectionId)) conn.close(close, reason);
+  }
+
   /** Close every connection (shutdown). */
   closeAll(close: ServerClose): void {
     for (const conn of [...this.#connections]) conn.close(close, "shutdown");
@@ -247,6 +271,7 @@ export class ServerCore {
     this.#metrics?.connectionClosed(reason ?? conn.closedBy ?? "client");
     // Nobody awaits its queued commands any more; running ones (and prompt runs) go on: sessions outlive connections.
     this.#engine.abortQueued(conn.connectionId, new PiServerError("cancelled", "The connection closed"));
+    this.#router?.closed(conn);
     for (const key of [...conn.subscriptions]) {
       const host = this.#registry.byKey(key);
       if (!host) continue;
@@ -362,10 +387,23 @@ export class ServerCore {
       answer.fail(new PiServerError("store_failed", "The server could not load its stored state; see its log"));
       return undefined;
     }
+    const router = this.#router;
+    if (router && (parsed.sessionId !== undefined || type === "cancel") && type !== "create_session") {
+      const where = router.route(conn, parsed, text);
+      if (where === "forwarded") return undefined;
+      if (where !== "local") {
+        return where.then((found) => (found === "local" ? this.#admitHere(conn, text, parsed, answer, startedAt) : undefined), answer.fail);
+      }
+    }
+    return this.#admitHere(conn, text, parsed, answer, startedAt);
+  }
+
+  /** Admit a parsed command for this node's sessions. */
+  #admitHere(conn: Connection, text: string, parsed: Command, answer: Answer, startedAt: number): Promise<unknown> | undefined {
     // A dormant session is restored first (one restore however many ask), then the frame is admitted again.
     const dormant = this.#dormantTarget(conn, parsed);
     if (dormant) return this.#registry.restore(dormant).then(() => this.#admit(conn, text), answer.fail);
-    if (parsed.idempotencyKey !== undefined && !rerunsOnRetry(type, def)) return this.#once(conn, parsed, answer, startedAt);
+    if (parsed.idempotencyKey !== undefined && !rerunsOnRetry(parsed.type, parsed.def)) return this.#once(conn, parsed, answer, startedAt);
     return this.#proceed(conn, parsed, answer, startedAt);
   }
 
@@ -586,15 +624,18 @@ export class ServerCore {
         this.#registry.delete(
           this.#registry.resolveEntry(conn.principal, command.sessionId as string, command.type, command.fields["owner"] as string | undefined),
         ),
-      listSessions: () =>
-        [...this.#registry.entries()]
+      listSessions: async () => {
+        await this.#router?.refresh();
+        return [...this.#registry.entries()]
           .filter((entry) => this.#registry.canAccess(conn.principal, entry, "list"))
-          .map((entry) => this.#registry.summary(entry)),
+          .map((entry) => this.#registry.summary(entry));
+      },
       listStored: () => this.#registry.listStored(conn.principal),
       openStored: (storedId, sessionId) => this.#registry.openStored(conn.principal, storedId, sessionId),
       cancel: (commandId) => this.#engine.cancel(conn.connectionId, commandId),
       reply: (data) => answer.ok(data),
       refund,
+      ...(this.#router?.replayStored ? { replayStored: this.#router.replayStored } : {}),
     };
     return this.#engine.run({
       owner: conn.connectionId,

@@ -52,6 +52,8 @@ export interface SessionHostOptions {
    * `run_started`, the prompt is answered once the returned promise settles.
    */
   readonly onChange?: ((host: SessionHost, change: SessionChange) => Promise<void> | void) | undefined;
+  /** Told every numbered event frame of the session (a cluster appends them to its stream, issue 15). */
+  readonly onPublished?: ((host: SessionHost, seq: number, frame: Buffer, epoch: string) => void) | undefined;
 }
 
 export type SessionChange = "run_started" | "run_ended" | "rebound";
@@ -130,7 +132,14 @@ export class SessionHost {
     this.#options = options;
     this.#log = options.logger.child({ sessionId: this.id });
     this.lane = new Lane(options.maxQueued);
-    this.hub = new EventHub(this.id, options.replay, identity.key, identity.firstSeq);
+    const onPublished = options.onPublished;
+    this.hub = new EventHub(
+      this.id,
+      options.replay,
+      identity.key,
+      identity.firstSeq,
+      onPublished && ((seq, frame, epoch) => onPublished(this, seq, frame, epoch)),
+    );
     this.dialogs = new Dialogs(this.hub, options.dialogTimeoutMs, options.maxPendingDialogs, this.#log);
   }
 

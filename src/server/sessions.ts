@@ -79,6 +79,27 @@ export interface PersistenceOptions {
   readonly idleUnloadMs: number | undefined;
   /** At most this many live sessions: the least recently used idle one is unloaded to make room. */
   readonly maxLive: number;
+  /** Lock pi's session files against other processes on this machine. @default true (a cluster's leases replace it) */
+  readonly lockFiles?: boolean | undefined;
+}
+
+/** A session as the cluster names it: by owner and id. */
+export interface SessionName {
+  readonly owner: string | undefined;
+  readonly id: string;
+}
+
+/**
+ * A cluster's hold on sessions (issue 15). Without one, this process owns every session it hosts; with one, it
+ * hosts only those it holds a lease on.
+ */
+export interface Ownership {
+  /** Before a session is created or restored here: true once this node holds it, false when another node does. */
+  claim(session: SessionName): Promise<boolean>;
+  /** After a session stopped being hosted here (deleted, unloaded, shut down) and its record was written. */
+  release(session: SessionName): Promise<void>;
+  /** The seq a restored session numbers on from (at least the record's: a new owner continues the numbering). */
+  firstSeq(record: SessionRecord): Promise<number>;
 }
 
 export interface CreateSessionRequest {
@@ -121,6 +142,8 @@ export interface SessionRegistryOptions {
   readonly persistence?: PersistenceOptions | undefined;
   /** Real path of the factory's session files (restored confined sessions must keep theirs there). */
   readonly sessionsRoot?: string | undefined;
+  /** Set when the server is one node of a cluster. */
+  readonly ownership?: Ownership | undefined;
 }
 
 /** The one answer for a session that does not exist and for one the principal may not see. */
@@ -357,10 +380,19 @@ export class SessionRegistry {
     this.#reserved.add(key);
     this.#count(owner, 1);
     let created = false;
+    let claimed = false;
     let taken: FileLock | undefined;
     try {
+      const ownership = options.ownership;
+      if (ownership) {
+        // One cluster-wide name: whoever holds the lease, or a stored session nobody hosts now, has it already.
+        claimed = await ownership.claim({ owner, id: sessionId });
+        if (!claimed || (await this.#persistence.store?.get?.(owner, sessionId)) !== undefined) {
+          throw new PiServerError("session_exists", `Session '${sessionId}' already exists`);
+        }
+      }
       // An existing conversation: refused before anything is built if another process writes it.
-      if (request.sessionFile !== undefined) taken = { file: request.sessionFile, release: lockSessionFile(request.sessionFile) };
+      if (request.sessionFile !== undefined) taken = this.#lock(request.sessionFile);
       await this.#makeRoom();
       const placement = await options.workspaces.place(owner, request.cwd, options.defaultCwd);
       const thinkingLevel = request.thinkingLevel ?? options.defaultThinkingLevel;
@@ -395,6 +427,7 @@ export class SessionRegistry {
       if (!created) {
         this.#count(owner, -1);
         taken?.release();
+        if (claimed) void options.ownership?.release({ owner, id: sessionId });
       }
     }
   }
@@ -449,6 +482,7 @@ export class SessionRegistry {
     this.#count(entry.owner, -1);
     this.#shares.delete(entry.key);
     await this.#unstore(entry);
+    if (!(entry instanceof DormantSession)) await this.#release(entry);
     this.#options.logger.info({ sessionId: entry.id, principal: entry.owner, reason: "deleted" }, "session deleted");
   }
 
@@ -461,6 +495,7 @@ export class SessionRegistry {
     this.#remove(host);
     await this.#stop(host, new PiServerError("shutting_down", "The server is shutting down"), "shutdown");
     await this.#persist(host).catch(() => undefined); // logged by #persist
+    await this.#release(host);
     this.#options.logger.info({ sessionId: host.id, principal: host.owner, reason: "shutdown" }, "session deleted");
   }
 
@@ -523,14 +558,7 @@ export class SessionRegistry {
     const { records, problems } = await store.list();
     const log = this.#options.logger;
     for (const problem of problems) log.warn({ file: problem.file, reason: problem.reason }, "session record skipped");
-    for (const record of records) {
-      const dormant = new DormantSession(record);
-      if (this.#taken(dormant.key)) continue;
-      this.#dormant.set(dormant.key, dormant);
-      this.#index(dormant, true);
-      this.#count(dormant.owner, 1);
-      if (record.shares.length > 0) this.#shares.set(dormant.key, new Set(record.shares));
-    }
+    for (const record of records) this.adopt(record);
     log.info({ sessions: records.length, skipped: problems.length }, "stored sessions listed");
     if (this.#persistence.eager) {
       for (const dormant of [...this.#dormant.values()].slice(0, this.#persistence.maxLive)) {
@@ -552,7 +580,12 @@ export class SessionRegistry {
     const options = this.#options;
     const log = options.logger.child({ sessionId: record.sessionId, principal: record.owner });
     let taken: FileLock | undefined;
+    let claimed = false;
     try {
+      if (options.ownership) {
+        claimed = await options.ownership.claim(dormant);
+        if (!claimed) throw new PiServerError("session_unavailable", `Session '${record.sessionId}' is hosted by another node now; try again`);
+      }
       await this.#makeRoom(dormant);
       // The record's cwd must still be in its owner's workspace (real paths, today's configuration).
       const placement = await options.workspaces.place(record.owner, record.cwd, options.defaultCwd);
@@ -566,7 +599,7 @@ export class SessionRegistry {
         await checkSessionFile({ cwd: placement.cwd, workspace: placement.workspace, sessionsRoot: options.sessionsRoot }, file);
       }
       // One writer per conversation: another pi-server holding the file makes this restore refuse.
-      if (exists) taken = { file, release: lockSessionFile(file) };
+      if (exists) taken = this.#lock(file);
       // A conversation brings its model and thinking level back from its file; a session that never spoke uses the record's.
       const fresh = !exists;
       const host = await SessionHost.create(
@@ -579,7 +612,13 @@ export class SessionRegistry {
           ...(fresh && record.model ? { model: record.model } : {}),
           ...(fresh && record.thinkingLevel ? { thinkingLevel: record.thinkingLevel as never } : {}),
         },
-        { ...this.#hostOptions, owner: record.owner, key: dormant.key, createdAt: record.createdAt, firstSeq: record.lastSeq },
+        {
+          ...this.#hostOptions,
+          owner: record.owner,
+          key: dormant.key,
+          createdAt: record.createdAt,
+          firstSeq: options.ownership ? await options.ownership.firstSeq(record) : record.lastSeq,
+        },
       );
       if (this.#dormant.get(dormant.key) !== dormant) {
         await host.dispose(); // deleted while it was being restored
@@ -596,6 +635,7 @@ export class SessionRegistry {
       return host;
     } catch (error) {
       taken?.release();
+      if (claimed) void options.ownership?.release(dormant);
       log.warn({ err: error }, "session restore failed");
       throw error;
     }
@@ -645,7 +685,61 @@ export class SessionRegistry {
     this.#index(dormant, true);
     await this.#stop(host, new PiServerError("session_unavailable", "The session was unloaded"), "unloaded");
     await this.#persist(host).catch(() => undefined);
+    await this.#release(host);
     this.#options.logger.info({ sessionId: host.id, principal: host.owner }, "session unloaded");
+  }
+
+  /** Give the session's lease back (a cluster's), once nothing of it runs here any more. */
+  async #release(host: SessionHost): Promise<void> {
+    await this.#options.ownership?.release({ owner: host.owner, id: host.id }).catch((error: unknown) => {
+      this.#options.logger.warn({ err: error, sessionId: host.id }, "session lease release failed (it expires by itself)");
+    });
+  }
+
+  /**
+   * The cluster took the session away (issue 15: its lease lapsed or another node holds it): stop everything of it
+   * at once, writing nothing (its record and file are the new owner's now), and list it as dormant again. Returns
+   * the connections that were subscribed (the server closes them: they resume wherever the session lives now).
+   */
+  async fence(key: string): Promise<Set<string>> {
+    const host = this.#hosts.get(key);
+    const subscribers = new Set<string>();
+    if (!host) return subscribers;
+    this.#remove(host);
+    const dormant = new DormantSession(this.#record(host));
+    this.#dormant.set(dormant.key, dormant);
+    this.#index(dormant, true);
+    for (const subscriber of host.hub.subscribers()) subscribers.add(subscriber.connectionId);
+    for (const subscriber of [...host.hub.subscribers()]) host.hub.delete(subscriber);
+    await this.#stop(host, new PiServerError("session_unavailable", "The session moved to another node"), "unloaded");
+    this.#options.logger.warn({ sessionId: host.id, principal: host.owner }, "session fenced: another node may own it now");
+    return subscribers;
+  }
+
+  /**
+   * A session another node created (issue 15), found in the shared store: listed here as dormant, so the usual
+   * paths (authorization, restore or forwarding) apply to it. Nothing if this node knows it already.
+   */
+  adopt(record: SessionRecord): void {
+    const dormant = new DormantSession(record);
+    if (this.#taken(dormant.key)) return;
+    this.#dormant.set(dormant.key, dormant);
+    this.#index(dormant, true);
+    this.#count(dormant.owner, 1);
+    if (record.shares.length > 0) this.#shares.set(dormant.key, new Set(record.shares));
+  }
+
+  /**
+   * The entry a principal's address would name, before any authorization (the cluster's router asks where it
+   * lives; the normal path then decides whether the principal may see it). Ambiguous addresses: undefined.
+   */
+  locate(principal: Principal, sessionId: string, owner?: string): SessionEntry | undefined {
+    const at = (key: string) => this.#hosts.get(key) ?? this.#dormant.get(key);
+    if (owner !== undefined) return at(keyOf(owner === "" ? undefined : owner, sessionId));
+    const found = at(keyOf(principal.id, sessionId)) ?? at(keyOf(undefined, sessionId));
+    if (found) return found;
+    const same = this.#byId.get(sessionId);
+    return same?.size === 1 ? [...same][0] : undefined;
   }
 
   /** The record of a live session as it is now. */
@@ -697,10 +791,16 @@ export class SessionRegistry {
     this.#locks.delete(host.key);
     if (file === undefined) return;
     try {
-      this.#locks.set(host.key, { file, release: lockSessionFile(file) });
+      this.#locks.set(host.key, this.#lock(file));
     } catch (error) {
       this.#options.logger.warn({ err: error, sessionId: host.id, principal: host.owner }, "the session's new conversation file is not locked");
     }
+  }
+
+  /** The lock of one conversation file (a no-op lock where a cluster's leases keep one writer). */
+  #lock(file: string): FileLock {
+    if (this.#persistence.lockFiles === false) return { file, release: () => undefined };
+    return { file, release: lockSessionFile(file) };
   }
 
   #persistEntry(entry: SessionEntry): void {
