@@ -36,6 +36,11 @@ Options (environment variable in brackets):
   --log-level <l>    fatal|error|warn|info|debug|trace|silent  [PI_SERVER_LOG_LEVEL] (default info)
   --console          serve the browser console at /console      [PI_SERVER_CONSOLE=1]  (default off)
 
+Several nodes (see README "Running several nodes"):
+  --redis-url <url>  join a cluster on this Redis 7              [PI_SERVER_REDIS_URL]   (redis:// or rediss://)
+  --node-url <url>   how clients reach this node directly        [PI_SERVER_NODE_URL]
+  --lease-ttl <ms>   node and session lease TTL                  [PI_SERVER_LEASE_TTL_MS] (default 10000)
+
 Authentication and observability:
   --auth <kind>            none|token|jwt                        [PI_SERVER_AUTH]          (default none: loopback only)
   --token-file <path>      lines of principal:token[:roles]      [PI_SERVER_TOKEN_FILE]    (or PI_SERVER_TOKENS, same format, ";"-separated)
@@ -117,6 +122,9 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "in-memory": { type: "boolean" },
       console: { type: "boolean" },
       "data-dir": { type: "string" },
+      "redis-url": { type: "string" },
+      "node-url": { type: "string" },
+      "lease-ttl": { type: "string" },
       "eager-restore": { type: "boolean" },
       "idle-unload": { type: "string" },
       "max-live-sessions": { type: "string" },
@@ -228,6 +236,19 @@ function durabilityOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiSe
   const maxLive = setting(values, env, "max-live-sessions", "PI_SERVER_MAX_LIVE_SESSIONS");
   if (maxLive !== undefined) restore.maxLive = parseCount(maxLive.text, maxLive.source);
   if (Object.keys(restore).length > 0) options.restore = restore;
+  const redisUrl = setting(values, env, "redis-url", "PI_SERVER_REDIS_URL");
+  const nodeUrl = setting(values, env, "node-url", "PI_SERVER_NODE_URL");
+  const leaseTtl = setting(values, env, "lease-ttl", "PI_SERVER_LEASE_TTL_MS");
+  if (redisUrl === undefined && (nodeUrl !== undefined || leaseTtl !== undefined)) {
+    throw new UsageError(`${(nodeUrl ?? leaseTtl)?.source} needs --redis-url`);
+  }
+  if (redisUrl !== undefined) {
+    options.cluster = {
+      redisUrl: redisUrl.text,
+      ...(nodeUrl !== undefined ? { nodeUrl: nodeUrl.text } : {}),
+      ...(leaseTtl !== undefined ? { leaseTtlMs: parseCount(leaseTtl.text, leaseTtl.source) } : {}),
+    };
+  }
   return options;
 }
 

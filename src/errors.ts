@@ -104,6 +104,11 @@ export const CLOSE_CODES = {
   slowConsumer: 4001,
   /** The credential the connection was opened with expired; reconnect with a fresh one. */
   tokenExpired: 4003,
+  /**
+   * A session the connection used moved to another node of the cluster (its node fenced itself, died or shut
+   * down); reconnect and resume with `subscribe { afterSeq, epoch }` (WebSocket's "service restart").
+   */
+  serviceRestart: 1012,
 } as const;
 
 /**
@@ -114,6 +119,7 @@ export const SERVER_CLOSES = {
   shutdown: { code: CLOSE_CODES.goingAway, reason: "server shutting down" },
   slowConsumer: { code: CLOSE_CODES.slowConsumer, reason: "slow consumer: resume with subscribe { afterSeq, epoch }" },
   tokenExpired: { code: CLOSE_CODES.tokenExpired, reason: "token expired: reconnect with a fresh token" },
+  sessionMoved: { code: CLOSE_CODES.serviceRestart, reason: "session moved to another node: reconnect and resume with subscribe { afterSeq, epoch }" },
 } as const;
 
 export type ServerClose = (typeof SERVER_CLOSES)[keyof typeof SERVER_CLOSES];

@@ -11,8 +11,11 @@ export interface ClusterNodeOptions {
   readonly ttlMs?: number;
   /** Stop relying on a lease this long before it could expire. @default ttl / 5 */
   readonly marginMs?: number;
-  /** The node lost its identity (could not renew in time, or its key was gone): every session lease was dropped. */
-  readonly onFenced?: (info: { oldId: string; newId: string | undefined; sessions: string[] }) => void;
+  /**
+   * The node lost its identity (could not renew in time, or its key was gone): every session lease was dropped.
+   * Told at once, before it tries to register again (`onRegistered` tells when it did).
+   */
+  readonly onFenced?: (info: { oldId: string; sessions: string[] }) => void;
   /** Registered under `id` (at start, and again after each self-fencing). */
   readonly onRegistered?: (id: string) => void;
   /** A session lease was lost while the node stayed registered. */
@@ -143,18 +146,10 @@ export class ClusterNode {
     if (oldId !== this.#id) return;
     const sessions = this.#sessions.dropAll().map((token) => token.key.slice(this.#prefix.length + "session:".length));
     if (this.#stopped) return;
-    if (this.#leaving) {
-      this.#options.onFenced?.({ oldId, newId: undefined, sessions }); // its sessions stop; no new incarnation
-      return;
-    }
-    void this.#register().then(
-      () => this.#options.onFenced?.({ oldId, newId: this.#id, sessions }),
-      () => {
-        // Redis still unreachable: try again on the next renewal period, as a new incarnation again.
-        this.#options.onFenced?.({ oldId, newId: undefined, sessions });
-        this.#retryRegister(oldId);
-      },
-    );
+    this.#options.onFenced?.({ oldId, sessions }); // the sessions stop before anything else happens
+    if (this.#leaving) return;
+    // Redis still unreachable: try again every third of a TTL, as a new incarnation again.
+    void this.#register().catch(() => this.#retryRegister(oldId));
   }
 
   #retryRegister(oldId: string): void {

@@ -96,6 +96,15 @@ export class PrometheusMetrics implements MetricsSink {
     totalCounter("pi_server_events_conflated_total", "Superseded partial frames dropped for lagging clients.", (t) => t.eventsConflated);
     this.#slowConsumers = counter("pi_server_slow_consumer_disconnects_total", "Connections closed for not reading fast enough.");
     totalCounter("pi_server_heartbeat_terminations_total", "Connections terminated for a missed pong.", (t) => t.heartbeatTerminations);
+    gauge("pi_server_cluster_leases", "Session leases this node holds (0 outside a cluster).", (t) => t.cluster?.leases ?? 0);
+    totalCounter("pi_server_cluster_forwarded_frames_total", "Client frames forwarded to the node that hosts their session.", (t) => t.cluster?.forwardedFrames ?? 0);
+    totalCounter("pi_server_cluster_relayed_frames_total", "Frames from other nodes passed on to this node's clients.", (t) => t.cluster?.relayedFrames ?? 0);
+    totalCounter(
+      "pi_server_cluster_fencing_rejections_total",
+      "Writes refused because the session's lease was not ours (any more): stream appends, records, lost tunnel frames.",
+      (t) => t.cluster?.fencingRejections ?? 0,
+    );
+    gauge("pi_server_redis_latency_seconds", "Round trip of the last PING to Redis (0 outside a cluster).", (t) => t.cluster?.redisLatencySeconds ?? 0);
     this.#authFailures = counter("pi_server_auth_failures_total", "Upgrade requests refused by authentication, by reason.", ["reason"] as const);
     gauge("pi_server_pending_dialogs", "Extension dialogs waiting for an answer.", (t) => t.pendingDialogs);
     this.#llmFirstToken = new Histogram({

@@ -1,6 +1,6 @@
 import type { LlmCallReport } from "../circuit/guards.js";
 
-export type CloseReason = "client" | "server" | "heartbeat" | "slow_consumer" | "shutdown" | "token_expired";
+export type CloseReason = "client" | "server" | "heartbeat" | "slow_consumer" | "shutdown" | "token_expired" | "fenced";
 
 /** Running totals the core keeps anyway; a metrics implementation reads them at scrape time (no hot-path cost). */
 export interface CoreTotals {
@@ -13,6 +13,14 @@ export interface CoreTotals {
   readonly queuedCommands: number;
   readonly pendingDialogs: number;
   readonly breakers: ReadonlyArray<{ kind: string; key: string; state: "closed" | "open" | "halfOpen" }>;
+  /** A cluster node's figures (issue 15); absent on a single server. */
+  readonly cluster?: {
+    readonly leases: number;
+    readonly forwardedFrames: number;
+    readonly relayedFrames: number;
+    readonly fencingRejections: number;
+    readonly redisLatencySeconds: number | undefined;
+  };
 }
 
 /**

@@ -7,10 +7,18 @@ import type { Sandbox } from "../isolation/sandbox.js";
 import { Workspaces } from "../isolation/workspaces.js";
 import type { MetricsSink } from "../metrics/sink.js";
 import { SERVER_VERSION } from "../version.js";
-import { ServerCore, type ServerCoreOptions } from "./core.js";
+import { type CommandRouter, ServerCore, type ServerCoreOptions } from "./core.js";
+import type { SessionHost } from "./session-host.js";
 import type { ResolvedConfig } from "./options.js";
 import { realSessionsRoot, type SessionFactory } from "./session-factory.js";
-import { type PersistenceOptions, SessionRegistry } from "./sessions.js";
+import { type Ownership, type PersistenceOptions, SessionRegistry } from "./sessions.js";
+
+/** What a cluster plugs in (issue 15): who owns sessions, where commands go, where events are kept. */
+export interface ClusterSeams {
+  readonly ownership: Ownership;
+  readonly router: CommandRouter;
+  published(host: SessionHost, seq: number, frame: Buffer, epoch: string): void;
+}
 
 /** Everything behind the transport, wired from one resolved config. */
 export interface Assembly {
@@ -39,11 +47,13 @@ export interface AssembleOptions {
   readonly persistence?: PersistenceOptions | undefined;
   /** Where the idempotency journal lives. @default none: outcomes are kept in memory only */
   readonly dataDir?: string | undefined;
+  /** One node of a cluster. @default a single server */
+  readonly cluster?: ClusterSeams | undefined;
 }
 
 /** Build the protocol core and the governor around it. Used by `createPiServer` and by unit tests (no port). */
 export function assemble(options: AssembleOptions): Assembly {
-  const { config, factory, logger, clock, metrics } = options;
+  const { config, factory, logger, clock, metrics, cluster } = options;
   const engine = new Engine();
   const limits = new RateLimits(config.rateLimits, clock);
   // Circuit changes reach the subscribers of the sessions they affect: the model's sessions, or all for bash.
@@ -84,7 +94,9 @@ export function assemble(options: AssembleOptions): Assembly {
       onToolCall: metrics ? (tool, outcome) => metrics.toolCall(tool, outcome) : undefined,
       sandbox: options.sandbox ?? { kind: "none", bwrapPath: undefined, network: true },
       sessionsRoot,
+      onPublished: cluster && ((host, seq, frame, epoch) => cluster.published(host, seq, frame, epoch)),
     },
+    ownership: cluster?.ownership,
     onCreated: (host) => core.announce(host),
     onDeleted: (entry, told) => core.announceDeleted(entry, told),
     authorize: config.hooks.authorize,
@@ -105,6 +117,7 @@ export function assemble(options: AssembleOptions): Assembly {
     onDisconnect: options.onDisconnect,
     hooks: config.hooks,
     idempotency: { ...config.idempotency, journalPath: options.dataDir && join(options.dataDir, "idempotency.jsonl") },
+    router: cluster?.router,
   });
   return { core, registry, engine, limits, breakers };
 }

@@ -144,10 +144,12 @@ export class ServerCore {
 
   /**
    * Load what outlives the process: stored sessions (listed as dormant) and the idempotency journal (a key accepted
-   * but never finished becomes `interrupted_by_restart`). Frames that arrive meanwhile wait in their backlog.
+   * but never finished becomes `interrupted_by_restart`). Frames that arrive meanwhile wait in their backlog, also
+   * while `before` (a cluster's start) is still pending.
    */
-  load(): Promise<void> {
+  load(before?: Promise<void>): Promise<void> {
     const loading = (async () => {
+      await before; // joining a cluster
       await this.#registry.load();
       const journal = this.#journal;
       if (!journal) return;

@@ -25,6 +25,7 @@ import { createDefaultSessionFactory, realSessionsRoot } from "./session-factory
 import { type CreateSessionRequest, DormantSession, type HostedSession, type SessionSummary } from "./sessions.js";
 import { FileSessionStore } from "../store/session-store.js";
 import { WsTransport } from "./transport.js";
+import { Cluster } from "../cluster/cluster.js";
 import { createUpgradeGate } from "./upgrade-gate.js";
 
 export type { ServerHealth, ServerState } from "./health.js";
@@ -133,11 +134,14 @@ export function createPiServer(options: PiServerOptions): PiServer {
   const events = new EventEmitter<PiServerEvents>();
   const metrics = resolveMetrics(config.metrics);
   const dataDir = config.dataDir ?? (config.sessionFactory || config.inMemory ? undefined : join(config.agentDir ?? getAgentDir(), "pi-server"));
-  const store = config.store ?? (dataDir === undefined ? undefined : new FileSessionStore(join(dataDir, "sessions")));
+  const cluster = config.cluster && new Cluster({ ...config.cluster, replayMaxEvents: config.replay.maxEvents, logger: log });
+  const store = cluster?.store ?? config.store ?? (dataDir === undefined ? undefined : new FileSessionStore(join(dataDir, "sessions")));
   const { core, registry, engine, limits, breakers } = assemble({
     config,
     factory,
-    persistence: { store, ...config.restore },
+    // In a cluster, leases keep one writer per conversation across machines (a pid lock cannot).
+    persistence: { store, ...config.restore, lockFiles: cluster === undefined },
+    cluster: cluster && { ownership: cluster, router: cluster, published: (host, seq, frame, epoch) => cluster.published(host, seq, frame, epoch) },
     dataDir,
     workspaces: new Workspaces(config.workspaces),
     sandbox,
@@ -150,7 +154,8 @@ export function createPiServer(options: PiServerOptions): PiServer {
   });
   // Stored sessions are listed before the first command is admitted (the core holds frames until then).
   let starting = true;
-  const loaded = core.load().finally(() => {
+  const joined = cluster?.start({ core, registry, engine, maxConnections: config.maxConnections });
+  const loaded = core.load(joined).finally(() => {
     starting = false;
   });
   loaded.catch((error: unknown) => log.error({ err: error }, "stored sessions could not be loaded"));
@@ -170,10 +175,12 @@ export function createPiServer(options: PiServerOptions): PiServer {
       queuedCommands: snapshot.queues.reduce((n, q) => n + q.depth, 0),
       pendingDialogs: snapshot.sessionsDetail.reduce((n, s) => n + s.pendingDialogs, 0),
       breakers: snapshot.breakers,
+      ...(cluster ? { cluster: cluster.stats() } : {}),
     };
   });
   const endpointSources = {
-    ready: () => (state !== "running" ? false : starting ? "starting" : true),
+    // A node that lost Redis (or its registration) takes no new clients until it is back.
+    ready: () => (state !== "running" ? false : starting ? "starting" : cluster && !cluster.ready ? false : true),
     openBreakers: () => breakers.all().filter((b) => b.state !== "closed").map((b) => `${b.kind}:${b.key}`),
     scrape: metrics instanceof PrometheusMetrics ? () => metrics.scrape() : undefined,
   };
@@ -216,6 +223,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
   async function runClose(): Promise<void> {
     state = "closing";
     log.info({ graceMs: config.shutdownGraceMs }, "shutting down");
+    cluster?.leave(); // no claim and no registration from now on
     core.stopAccepting();
     core.broadcast({ type: "server_shutdown", graceMs: config.abortRunsOnShutdown ? 0 : config.shutdownGraceMs });
     host.stopRouting(); // our own HTTP listeners stay up during the grace period: /readyz says 503, upgrades get 503
@@ -240,6 +248,8 @@ export function createPiServer(options: PiServerOptions): PiServer {
     limits.close();
     breakers.shutdown();
     core.closeAll(SERVER_CLOSES.shutdown);
+    // Leases released and the node key deleted (each a compare-and-set), the bus stopped, then Redis closed.
+    await cluster?.stop();
     await transport.close();
     await transport.drain(1_000); // let the 1001 close frames reach their clients
     host.close();

@@ -95,6 +95,21 @@ export interface PiServerOptions {
   store?: SessionStore;
   /** How stored sessions come back: all at start (`eager`), or on first use; idle unload; a cap on live ones. */
   restore?: { eager?: boolean; idleUnloadMs?: number; maxLive?: number };
+  /**
+   * Run as one node of several on Redis (issue 15, README "Running several nodes"): session records, ownership
+   * leases and event streams live in Redis, pi's session files on a directory every node shares (the agent dir's
+   * `sessions`), and a client on any node reaches any session. Each node needs its own `dataDir`.
+   */
+  cluster?: {
+    /** `redis://[user:password@]host:port[/db]` (or `rediss://`) of a Redis 7. */
+    redisUrl: string;
+    /** How clients reach this node directly (logged; shown to operators). */
+    nodeUrl?: string;
+    /** TTL of node registrations and session leases: the longest a dead node's sessions stay unreachable. @default 10_000 */
+    leaseTtlMs?: number;
+    /** Prefix of every key the cluster uses (several clusters on one Redis). @default "pi:" */
+    prefix?: string;
+  };
   /** How long and how many outcomes of commands sent with an `idempotencyKey` are kept. */
   idempotency?: { ttlMs?: number; maxEntries?: number };
   /**
@@ -258,6 +273,9 @@ export interface ResolvedConfig {
   readonly dataDir: string | undefined;
   readonly store: SessionStore | undefined;
   readonly restore: { readonly eager: boolean; readonly idleUnloadMs: number | undefined; readonly maxLive: number };
+  readonly cluster:
+    | { readonly redisUrl: string; readonly nodeUrl: string | undefined; readonly leaseTtlMs: number; readonly prefix: string }
+    | undefined;
   readonly idempotency: { readonly ttlMs: number; readonly maxEntries: number };
   readonly defaultModel: { readonly provider: string; readonly modelId: string } | undefined;
   readonly defaultThinkingLevel: (typeof THINKING_LEVELS)[number] | undefined;
@@ -317,6 +335,7 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   dataDir: true,
   store: true,
   restore: true,
+  cluster: true,
   idempotency: true,
   defaultModel: true,
   defaultThinkingLevel: true,
@@ -418,6 +437,35 @@ function restore(value: PiServerOptions["restore"]): ResolvedConfig["restore"] {
   if (eager !== undefined && typeof eager !== "boolean") throw new PiServerOptionsError("restore.eager must be a boolean");
   const { idleUnloadMs, maxLive } = group("restore", numbers, { idleUnloadMs: 0, maxLive: DEFAULTS.restore.maxLive }, { idleUnloadMs: 0 });
   return { eager: eager ?? DEFAULTS.restore.eager, idleUnloadMs: idleUnloadMs === 0 ? undefined : idleUnloadMs, maxLive };
+}
+
+/** The cluster group: a Redis URL, this node's URL, the lease TTL and the key prefix, checked to their full shape. */
+function cluster(value: PiServerOptions["cluster"]): ResolvedConfig["cluster"] {
+  if (value === undefined) return undefined;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new PiServerOptionsError("cluster must be an object");
+  const { redisUrl, nodeUrl, prefix, ...numbers } = value as Record<string, unknown>;
+  const url = (name: string, text: unknown, protocols: readonly string[]) => {
+    let parsed: URL | undefined;
+    try {
+      parsed = typeof text === "string" ? new URL(text) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || !protocols.includes(parsed.protocol)) {
+      throw new PiServerOptionsError(`cluster.${name} must be a ${protocols.map((p) => `${p}//`).join(" or ")} URL`);
+    }
+    return text as string;
+  };
+  if (prefix !== undefined && (typeof prefix !== "string" || !/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix))) {
+    throw new PiServerOptionsError("cluster.prefix must match [A-Za-z0-9_.:-]{1,64}");
+  }
+  const { leaseTtlMs } = group("cluster", numbers, { leaseTtlMs: 10_000 }, { leaseTtlMs: 300 });
+  return Object.freeze({
+    redisUrl: url("redisUrl", redisUrl, ["redis:", "rediss:"]),
+    nodeUrl: nodeUrl === undefined ? undefined : url("nodeUrl", nodeUrl, ["ws:", "wss:", "http:", "https:"]),
+    leaseTtlMs,
+    prefix: (prefix as string | undefined) ?? "pi:",
+  });
 }
 
 function group<T extends Record<string, number>>(
@@ -581,6 +629,9 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (options.inMemory === true && (options.dataDir !== undefined || options.store !== undefined)) {
     throw new PiServerOptionsError("inMemory keeps nothing across restarts: not valid with dataDir or store");
   }
+  if (options.cluster !== undefined && (options.inMemory === true || options.store !== undefined)) {
+    throw new PiServerOptionsError("cluster keeps records in Redis and conversations in files: not valid with inMemory or store");
+  }
   if (options.store !== undefined && ["put", "delete", "list"].some((m) => typeof (options.store as unknown as Record<string, unknown>)?.[m] !== "function")) {
     throw new PiServerOptionsError("store must be a SessionStore (put, delete and list functions)");
   }
@@ -621,6 +672,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     dataDir: optionalString(options, "dataDir"),
     store: options.store,
     restore: Object.freeze(restore(options.restore)),
+    cluster: cluster(options.cluster),
     idempotency: Object.freeze(group("idempotency", options.idempotency, DEFAULTS.idempotency)),
     defaultModel: defaultModel(options.defaultModel),
     defaultThinkingLevel: defaultThinkingLevel(options.defaultThinkingLevel),

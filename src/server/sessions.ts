@@ -96,6 +96,8 @@ export interface SessionName {
 export interface Ownership {
   /** Before a session is created or restored here: true once this node holds it, false when another node does. */
   claim(session: SessionName): Promise<boolean>;
+  /** A session is created under a name nobody else has: whatever an earlier session of that name left is cleared. */
+  fresh(session: SessionName): Promise<void>;
   /** After a session stopped being hosted here (deleted, unloaded, shut down) and its record was written. */
   release(session: SessionName): Promise<void>;
   /** The seq a restored session numbers on from (at least the record's: a new owner continues the numbering). */
@@ -390,6 +392,7 @@ export class SessionRegistry {
         if (!claimed || (await this.#persistence.store?.get?.(owner, sessionId)) !== undefined) {
           throw new PiServerError("session_exists", `Session '${sessionId}' already exists`);
         }
+        await ownership.fresh({ owner, id: sessionId });
       }
       // An existing conversation: refused before anything is built if another process writes it.
       if (request.sessionFile !== undefined) taken = this.#lock(request.sessionFile);
@@ -727,6 +730,47 @@ export class SessionRegistry {
     this.#index(dormant, true);
     this.#count(dormant.owner, 1);
     if (record.shares.length > 0) this.#shares.set(dormant.key, new Set(record.shares));
+  }
+
+  /**
+   * What the shared store says of a session now (issue 15): its newer record replaces a dormant entry's, and a
+   * dormant session whose record is gone (deleted on another node) is forgotten. Live sessions are this node's own.
+   */
+  sync(name: SessionName, record: SessionRecord | undefined): void {
+    const key = keyOf(name.owner, name.id);
+    const dormant = this.#dormant.get(key);
+    if (record === undefined) {
+      if (!dormant || dormant.restoring) return;
+      this.#dormant.delete(key);
+      this.#index(dormant, false);
+      this.#count(dormant.owner, -1);
+      this.#shares.delete(key);
+      return;
+    }
+    if (!dormant) {
+      this.adopt(record);
+      return;
+    }
+    dormant.record = record;
+    if (record.shares.length > 0) this.#shares.set(key, new Set(record.shares));
+    else this.#shares.delete(key);
+  }
+
+  /** `sync` with the whole store: every record, and dormant sessions it no longer has are forgotten. */
+  syncAll(records: readonly SessionRecord[]): void {
+    const stored = new Set<string>();
+    for (const record of records) {
+      stored.add(keyOf(record.owner, record.sessionId));
+      this.sync({ owner: record.owner, id: record.sessionId }, record);
+    }
+    for (const dormant of [...this.#dormant.values()]) {
+      if (!stored.has(dormant.key)) this.sync(dormant, undefined);
+    }
+  }
+
+  /** The dormant session of this name, if it is dormant here. */
+  dormant(name: SessionName): DormantSession | undefined {
+    return this.#dormant.get(keyOf(name.owner, name.id));
   }
 
   /**

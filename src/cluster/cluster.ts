@@ -1,0 +1,390 @@
+import { setTimeout as delay } from "node:timers/promises";
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+import { PiServerError, SERVER_CLOSES } from "../errors.js";
+import type { Engine } from "../governor/engine.js";
+import type { Connection } from "../server/connection.js";
+import type { CommandRouter, ServerCore } from "../server/core.js";
+import type { Command } from "../server/protocol.js";
+import { keyOf } from "../server/session-key.js";
+import { SessionHost } from "../server/session-host.js";
+import type { DormantSession, Ownership, SessionName, SessionRegistry } from "../server/sessions.js";
+import { recordName, type SessionRecord } from "../store/session-store.js";
+import { atMost } from "./bounded.js";
+import { EventStreams } from "./event-stream.js";
+import { NodeBus } from "./node-bus.js";
+import { ClusterNode } from "./node.js";
+import { RedisSessionStore } from "./redis-session-store.js";
+import { parseTunnelMessage, Tunnels } from "./tunnels.js";
+
+export interface ClusterOptions {
+  /** `redis://…` of the Redis 7 the nodes share. */
+  readonly redisUrl: string;
+  /** How clients reach this node directly (told in logs and to operators; redirects are not built). */
+  readonly nodeUrl: string | undefined;
+  /** Key prefix of everything the cluster keeps in Redis. */
+  readonly prefix: string;
+  /** TTL of node registrations and session leases. */
+  readonly leaseTtlMs: number;
+  /** Events a session's stream keeps (the replay window). */
+  readonly replayMaxEvents: number;
+  readonly logger: Logger;
+}
+
+/** What the cluster works with once the server is assembled. */
+export interface ClusterParts {
+  readonly core: ServerCore;
+  readonly registry: SessionRegistry;
+  readonly engine: Engine;
+  /** Connections this node serves at most (incoming tunnels count). */
+  readonly maxConnections: number;
+}
+
+/** Scrape-time figures (metrics). */
+export interface ClusterStats {
+  readonly registered: boolean;
+  readonly leases: number;
+  readonly forwardedFrames: number;
+  readonly relayedFrames: number;
+  readonly fencingRejections: number;
+  readonly redisLatencySeconds: number | undefined;
+}
+
+/**
+ * One node of a cluster on Redis (issue 15, adr/0021): owns sessions by lease (ClusterNode), keeps their records in
+ * Redis (RedisSessionStore) and their events in streams (EventStreams), and routes commands for sessions another
+ * node hosts through a tunnel to it (Tunnels over NodeBus). A session nobody hosts is claimed and restored by the
+ * node a client asks. When its registration lapses the node fences itself: its sessions stop, their subscribers
+ * are closed with 1012 (they resume wherever the session lives next), and it comes back as a new incarnation.
+ */
+export class Cluster implements Ownership, CommandRouter {
+  readonly store: RedisSessionStore;
+  readonly #options: ClusterOptions;
+  readonly #redis: Redis;
+  readonly #streams: EventStreams;
+  readonly #tunnels: Tunnels;
+  readonly #log: Logger;
+  #parts!: ClusterParts;
+  #node: ClusterNode | undefined;
+  #bus: NodeBus | undefined;
+  /** Sessions this node holds, by cluster key. */
+  readonly #held = new Map<string, SessionName>();
+  /** Where sessions hosted elsewhere were last found (a cache: a wrong entry costs one extra hop). */
+  readonly #remote = new Map<string, { node: string; name: SessionName }>();
+  readonly #keys = new WeakMap<SessionHost, string>();
+  #watch: NodeJS.Timeout | undefined;
+  #leaving = false;
+  #redisLatency: number | undefined;
+  #appendFailures = 0;
+
+  constructor(options: ClusterOptions) {
+    this.#options = options;
+    this.#log = options.logger.child({ component: "cluster" });
+    // Fail fast while disconnected (adr/0020): a renewal or append queued now and sent after a reconnect could act
+    // for a lease we had already given up. No reconnecting once the node is leaving.
+    this.#redis = new Redis(options.redisUrl, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (times) => (this.#leaving ? null : Math.min(100 * times, 1_000)),
+    });
+    let down = false;
+    this.#redis.on("error", (error: Error) => {
+      if (!down) this.#log.warn({ err: error }, "Redis unreachable");
+      down = true;
+    });
+    this.#redis.on("ready", () => {
+      if (down) this.#log.info("Redis reachable again");
+      down = false;
+    });
+    this.store = new RedisSessionStore(this.#redis, options.prefix, (owner, id) => this.#lease(recordName(owner, id)));
+    this.#streams = new EventStreams(this.#redis, options.replayMaxEvents);
+    this.#tunnels = new Tunnels({
+      send: async (to, message) => {
+        if (!this.#bus) throw new Error("not registered");
+        await this.#bus.send(to, message);
+      },
+      open: (socket, principal) => this.#parts.core.opened(socket, principal),
+      maxIncoming: () => Math.max(0, this.#parts.maxConnections - this.#parts.core.connectionCount + this.#tunnels.incomingCount),
+      logger: this.#log,
+    });
+  }
+
+  /** Connect and register; the server takes no command before this resolves. */
+  async start(parts: ClusterParts): Promise<void> {
+    this.#parts = parts;
+    await this.#redis.connect();
+    this.#node = await ClusterNode.start({
+      redis: this.#redis,
+      prefix: this.#options.prefix,
+      ttlMs: this.#options.leaseTtlMs,
+      onRegistered: (id) => this.#registered(id),
+      onFenced: ({ oldId, sessions }) => this.#fenced(oldId, sessions),
+      onSessionLost: (key, reason) => {
+        this.#log.warn({ session: key, reason }, "session lease lost");
+        void this.#lost(key);
+      },
+    });
+    this.#watch = setInterval(() => void this.#watchPeers(), Math.max(50, Math.floor(this.#options.leaseTtlMs / 3)));
+    this.#watch.unref();
+  }
+
+  /** This incarnation's id (undefined before start). */
+  get nodeId(): string | undefined {
+    return this.#node?.id;
+  }
+
+  /** Registered and Redis reachable (`/readyz`). */
+  get ready(): boolean {
+    return this.#redis.status === "ready" && this.#node?.registered === true;
+  }
+
+  stats(): ClusterStats {
+    return {
+      registered: this.#node?.registered === true,
+      leases: this.#node?.sessionLeases ?? 0,
+      forwardedFrames: this.#tunnels.forwarded,
+      relayedFrames: this.#tunnels.relayed,
+      fencingRejections: this.#streams.fencedAppends + this.store.fencedWrites + this.#appendFailures + this.#tunnels.gaps,
+      redisLatencySeconds: this.#redisLatency,
+    };
+  }
+
+  /** Shutdown began: no new claims or registrations from now on (held leases are renewed until `stop`). */
+  leave(): void {
+    this.#leaving = true;
+    this.#node?.leave();
+  }
+
+  /**
+   * The last step of a shutdown, after the sessions were unloaded (their leases given back) and the connections
+   * closed: the remaining leases released and the node key deleted (compare-and-set), the bus stopped, Redis closed.
+   */
+  async stop(): Promise<void> {
+    this.leave();
+    clearInterval(this.#watch);
+    await this.#node?.stop();
+    await this.#bus?.stop();
+    await atMost(this.#redis.quit(), 1_000);
+    this.#redis.disconnect();
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Ownership (the registry asks)
+
+  async claim(name: SessionName): Promise<boolean> {
+    const key = clusterKey(name);
+    let token;
+    try {
+      token = await this.#nodeOrFail().claimSession(key);
+    } catch (error) {
+      throw new PiServerError("session_unavailable", "This node cannot take sessions right now; try again", { cause: error });
+    }
+    if (!token) return false;
+    this.#held.set(key, name);
+    this.#remote.delete(key);
+    return true;
+  }
+
+  async fresh(name: SessionName): Promise<void> {
+    await this.#redis.del(this.#streamKey(clusterKey(name)));
+  }
+
+  async release(name: SessionName): Promise<void> {
+    const key = clusterKey(name);
+    this.#held.delete(key);
+    await this.#node?.releaseSession(key);
+  }
+
+  async firstSeq(record: SessionRecord): Promise<number> {
+    const last = await this.#streams.last(this.#streamKey(recordName(record.owner, record.sessionId)));
+    return Math.max(record.lastSeq, last ?? 0);
+  }
+
+  /** Every numbered event of a session hosted here goes to its stream, fenced by the lease. */
+  published(host: SessionHost, seq: number, frame: Buffer, epoch: string): void {
+    let key = this.#keys.get(host);
+    if (key === undefined) {
+      key = clusterKey(host);
+      this.#keys.set(host, key);
+    }
+    const token = this.#node?.ownedSession(key);
+    if (!token) {
+      this.#appendFailures += 1; // the lease lapsed: the host is being fenced
+      return;
+    }
+    this.#streams.append(this.#streamKey(key), token, seq, frame.toString("utf8"), epoch).catch(() => {
+      this.#appendFailures += 1; // Redis away: the stream has a gap, and a resume across it resyncs
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Routing (the core asks)
+
+  readonly replayStored = (host: SessionHost, afterSeq: number, epoch: string | undefined) =>
+    this.#streams.replay(this.#streamKey(clusterKey(host)), afterSeq, epoch, this.#options.replayMaxEvents);
+
+  route(conn: Connection, command: Command, text: string): "local" | "forwarded" | Promise<"local" | "forwarded"> {
+    if (command.type === "cancel") {
+      const commandId = command.fields["commandId"] as string;
+      const node = this.#tunnels.nodeOfCommand(conn, commandId);
+      if (node === undefined || this.#parts.engine.has(conn.connectionId, commandId)) return "local";
+      this.#tunnels.forward(conn, node, text, command.id);
+      return "forwarded";
+    }
+    const entry = this.#parts.registry.locate(conn.principal, command.sessionId as string, command.fields["owner"] as string | undefined);
+    if (entry instanceof SessionHost) return "local";
+    const remote = entry && this.#remote.get(clusterKey(entry));
+    if (remote) {
+      this.#tunnels.forward(conn, remote.node, text, command.id);
+      return "forwarded";
+    }
+    return this.#find(conn, command, text);
+  }
+
+  closed(conn: Connection): void {
+    this.#tunnels.connectionClosed(conn);
+  }
+
+  async refresh(): Promise<void> {
+    this.#parts.registry.syncAll((await this.store.list()).records);
+  }
+
+  /** Where a session not live here lives: the store's newest record, then its lease. */
+  async #find(conn: Connection, command: Command, text: string): Promise<"local" | "forwarded"> {
+    const { registry } = this.#parts;
+    const sessionId = command.sessionId as string;
+    const owner = command.fields["owner"] as string | undefined;
+    const candidates = owner !== undefined ? [owner === "" ? undefined : owner] : [conn.principal.id, undefined];
+    const known = registry.locate(conn.principal, sessionId, owner);
+    if (known && !candidates.includes(known.owner)) candidates.push(known.owner);
+    for (const candidate of candidates) {
+      registry.sync({ owner: candidate, id: sessionId }, await this.store.get(candidate, sessionId));
+    }
+    const entry = registry.locate(conn.principal, sessionId, owner);
+    if (!entry || entry instanceof SessionHost) return "local"; // not found, or restored here meanwhile
+    const node = await this.#hostOf(entry);
+    if (node === undefined || !conn.open) return "local";
+    this.#tunnels.forward(conn, node, text, command.id);
+    return "forwarded";
+  }
+
+  /**
+   * The node hosting a session, or undefined when nobody does (this node may claim it). A holder whose node is gone
+   * keeps its lease until it expires (at most one TTL): that is waited for.
+   */
+  async #hostOf(name: SessionName): Promise<string | undefined> {
+    const node = this.#nodeOrFail();
+    const key = clusterKey(name);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const holder = await node.sessionOwner(key);
+      if (!holder || holder.nodeId === node.id) return undefined;
+      if (await node.alive(holder.nodeId)) {
+        this.#remote.set(key, { node: holder.nodeId, name: { owner: name.owner, id: name.id } });
+        return holder.nodeId;
+      }
+      await delay(Math.min(holder.remainingMs + 25, this.#options.leaseTtlMs));
+    }
+    throw new PiServerError("session_unavailable", "The session's node went away; try again");
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Membership
+
+  #registered(id: string): void {
+    const previous = this.#bus;
+    this.#bus = new NodeBus({
+      redis: this.#redis,
+      blocking: this.#redis.duplicate({ enableOfflineQueue: true }),
+      nodeId: id,
+      prefix: this.#options.prefix,
+      handle: () => Promise.reject(new PiServerError("invalid_command", "no requests are served")),
+      receive: (body, from) => {
+        const message = parseTunnelMessage(body);
+        if (message) this.#tunnels.receive(message, from);
+      },
+    });
+    this.#bus.start();
+    void previous?.stop();
+    this.#log.info({ nodeId: id, nodeUrl: this.#options.nodeUrl }, "registered in the cluster");
+  }
+
+  /** The registration lapsed: every session and tunnel of the old incarnation stops now. */
+  #fenced(oldId: string, sessions: string[]): void {
+    this.#log.warn({ nodeId: oldId, sessions: sessions.length }, "fenced: this node lost its registration; its sessions stop");
+    this.#tunnels.closeAll();
+    this.#remote.clear();
+    for (const key of sessions) void this.#lost(key);
+  }
+
+  /** A session's lease is gone: stop it here and close its subscribers (they resume where it lives next). */
+  async #lost(key: string): Promise<void> {
+    const name = this.#held.get(key);
+    this.#held.delete(key);
+    if (!name) return;
+    const subscribers = await this.#parts.registry.fence(keyOf(name.owner, name.id));
+    this.#parts.core.close(subscribers, SERVER_CLOSES.sessionMoved, "fenced");
+  }
+
+  /** Peers this node has tunnels with or routes to: the gone ones' tunnels close, and their sessions are taken over. */
+  async #watchPeers(): Promise<void> {
+    const node = this.#node;
+    if (!node || this.#leaving) return;
+    const peers = this.#tunnels.peers();
+    for (const remote of this.#remote.values()) peers.add(remote.node);
+    try {
+      const startedAt = performance.now();
+      await this.#redis.ping();
+      this.#redisLatency = (performance.now() - startedAt) / 1000;
+      for (const peer of peers) {
+        if (!(await node.alive(peer))) this.#peerGone(peer);
+      }
+    } catch {
+      // Redis away: our own leases lapse by themselves; nothing is decided about others meanwhile.
+    }
+  }
+
+  #peerGone(peer: string): void {
+    const closed = this.#tunnels.nodeGone(peer);
+    const orphans: DormantSession[] = [];
+    for (const [key, remote] of [...this.#remote]) {
+      if (remote.node !== peer) continue;
+      this.#remote.delete(key);
+      const dormant = this.#parts.registry.dormant(remote.name);
+      if (dormant) orphans.push(dormant);
+    }
+    this.#log.warn({ node: peer, connectionsClosed: closed, sessions: orphans.length }, "a node left the cluster; taking over its sessions we used");
+    for (const dormant of orphans) void this.#takeOver(dormant);
+  }
+
+  /** Restore a session whose node died, once its lease expired (another node may win it: then nothing happens). */
+  async #takeOver(dormant: DormantSession): Promise<void> {
+    try {
+      if ((await this.#hostOf(dormant)) !== undefined) return;
+      const record = await this.store.get(dormant.owner, dormant.id);
+      this.#parts.registry.sync(dormant, record);
+      const current = this.#parts.registry.dormant(dormant);
+      if (current) await this.#parts.registry.restore(current);
+    } catch (error) {
+      this.#log.debug({ err: error, sessionId: dormant.id }, "session not taken over");
+    }
+  }
+
+  #nodeOrFail(): ClusterNode {
+    if (!this.#node) throw new PiServerError("session_unavailable", "This node has not joined the cluster yet; try again");
+    return this.#node;
+  }
+
+  #lease(key: string): { key: string; value: string | undefined } {
+    return this.#nodeOrFail().sessionLease(key);
+  }
+
+  #streamKey(key: string): string {
+    return `${this.#options.prefix}events:${key}`;
+  }
+}
+
+/** The cluster's key of a session: a hash of owner and id (fixed length, nothing a client chose reaches a key). */
+function clusterKey(name: { readonly owner: string | undefined; readonly id: string }): string {
+  return recordName(name.owner, name.id);
+}
