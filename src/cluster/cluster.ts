@@ -125,7 +125,9 @@ export class Cluster implements Ownership, CommandRouter {
         void this.#lost(key);
       },
     });
-    this.#watch = setInterval(() => void this.#watchPeers(), Math.max(50, Math.floor(this.#options.leaseTtlMs / 3)));
+    // A tenth of the TTL: a dead peer's sessions are taken over soon after its lease expired (a PING and an EXISTS
+    // per peer node each time).
+    this.#watch = setInterval(() => void this.#watchPeers(), Math.max(50, Math.floor(this.#options.leaseTtlMs / 10)));
     this.#watch.unref();
   }
 

@@ -411,6 +411,7 @@ export const COMMANDS = {
     for (const frame of older) conn.sendFrame(frame);
     for (const frame of resume.frames) conn.sendFrame(frame);
     for (const frame of host.dialogs.pendingFrames(afterSeq)) conn.sendFrame(frame);
+    host.publishNotices(); // a session restored by another node resumes from its stream: run_interrupted follows live
     context.refund(); // answered from the ring: no session work was done
     return undefined;
   }),

@@ -584,6 +584,7 @@ export class SessionRegistry {
     const log = options.logger.child({ sessionId: record.sessionId, principal: record.owner });
     let taken: FileLock | undefined;
     let claimed = false;
+    const startedAt = performance.now();
     try {
       if (options.ownership) {
         claimed = await options.ownership.claim(dormant);
@@ -634,7 +635,8 @@ export class SessionRegistry {
       taken = undefined;
       if (record.runActive) host.interrupted("server_restart");
       void this.#persist(host).catch(() => undefined); // the new epoch, and the interrupted run is over
-      log.info({ messages: host.state().messageCount, interrupted: record.runActive }, "session restored");
+      const durationMs = Math.round(performance.now() - startedAt);
+      log.info({ messages: host.state().messageCount, interrupted: record.runActive, durationMs }, "session restored");
       return host;
     } catch (error) {
       taken?.release();

@@ -13,8 +13,11 @@ export interface DurableHarness {
   readonly dataDir: string;
   readonly agentDir: string;
   readonly llm: OpenAiServer;
-  /** Start the CLI on the same agent dir, data dir and workspaces (a restart, after the previous one ended). */
-  start(extraArgs?: string[]): Promise<RunningServer>;
+  /**
+   * Start the CLI on the same agent dir, data dir and workspaces (a restart, after the previous one ended);
+   * `dataDir`: a data dir of its own (several nodes on one agent dir).
+   */
+  start(extraArgs?: string[], options?: { dataDir?: string }): Promise<RunningServer>;
 }
 
 export interface RunningServer {
@@ -55,17 +58,17 @@ export async function durableHarness(t: TestContext): Promise<DurableHarness> {
   writeFileSync(join(agentDir, "models.json"), modelsJson(llm.baseUrl));
   writeFileSync(join(agentDir, "settings.json"), JSON.stringify({ retry: { enabled: false }, compaction: { enabled: false } }));
   writeFileSync(join(temp.path, "tokens"), `alice:${TOKENS.alice}\nbob:${TOKENS.bob}\n`);
-  const args = [
+  const args = (data: string) => [
     "--port", "0", "--auth", "token", "--token-file", join(temp.path, "tokens"), "--workspace-root", join(temp.path, "ws"),
-    "--data-dir", dataDir, "--model", "local/echo-1", "--sandbox", "none",
+    "--data-dir", data, "--model", "local/echo-1", "--sandbox", "none",
   ];
   return {
     dir: temp.path,
     dataDir,
     agentDir,
     llm,
-    start: async (extraArgs = []) => {
-      const child = run([...args, ...extraArgs], cleanEnv(temp.path, { PI_CODING_AGENT_DIR: agentDir }));
+    start: async (extraArgs = [], options = {}) => {
+      const child = run([...args(options.dataDir ?? dataDir), ...extraArgs], cleanEnv(temp.path, { PI_CODING_AGENT_DIR: agentDir }));
       children.push(child);
       const stderr = collect(child.stderr);
       const line = await firstLine(child.stdout).catch((error: unknown) => {

@@ -20,6 +20,8 @@ export interface OpenAiServer {
   readonly requests: Array<Record<string, unknown>>;
   /** Replies to give, in order; when empty, a request is answered with "ok". */
   readonly replies: ScriptedReply[];
+  /** Requests being answered now, and the most there ever were at once. */
+  readonly concurrency: { active: number; max: number };
   /** Resolves when the n-th request (1-based) has been closed by the client before the reply finished. */
   clientClosed(n: number): Promise<void>;
   close(): Promise<void>;
@@ -55,6 +57,7 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
     return promise;
   };
 
+  const concurrency = { active: 0, max: 0 };
   const server: Server = createServer(async (request, response) => {
     if (request.method !== "POST" || !request.url?.endsWith("/chat/completions")) {
       response.writeHead(404).end();
@@ -62,6 +65,11 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
     }
     const body = JSON.parse(await readBody(request)) as Record<string, unknown>;
     requests.push(body);
+    concurrency.active += 1;
+    concurrency.max = Math.max(concurrency.max, concurrency.active);
+    response.on("close", () => {
+      concurrency.active -= 1;
+    });
     const n = requests.length;
     closedSignal(n);
     const reply = replies.shift() ?? { text: "ok" };
@@ -110,6 +118,7 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
     baseUrl: `http://127.0.0.1:${port}/v1`,
     requests,
     replies,
+    concurrency,
     clientClosed: closedSignal,
     close: () =>
       new Promise<void>((resolve) => {
