@@ -106,6 +106,7 @@ export class Cluster implements Ownership, CommandRouter {
       },
       open: (socket, principal) => this.#parts.core.opened(socket, principal),
       maxIncoming: () => Math.max(0, this.#parts.maxConnections - this.#parts.core.connectionCount + this.#tunnels.incomingCount),
+      onMoved: (node) => this.#forget(node),
       logger: this.#log,
     });
   }
@@ -314,6 +315,10 @@ export class Cluster implements Ownership, CommandRouter {
   /** The registration lapsed: every session and tunnel of the old incarnation stops now. */
   #fenced(oldId: string, sessions: string[]): void {
     this.#log.warn({ nodeId: oldId, sessions: sessions.length }, "fenced: this node lost its registration; its sessions stop");
+    // Nothing more is read for the old incarnation (a message queued while paused is not acted on).
+    const bus = this.#bus;
+    this.#bus = undefined;
+    void bus?.stop();
     this.#tunnels.closeAll();
     this.#remote.clear();
     for (const key of sessions) void this.#lost(key);
@@ -346,15 +351,21 @@ export class Cluster implements Ownership, CommandRouter {
     }
   }
 
-  #peerGone(peer: string): void {
-    const closed = this.#tunnels.nodeGone(peer);
+  /** Forget where node `node` hosted sessions (it left, or gave them up); returns those now dormant here. */
+  #forget(node: string): DormantSession[] {
     const orphans: DormantSession[] = [];
     for (const [key, remote] of [...this.#remote]) {
-      if (remote.node !== peer) continue;
+      if (remote.node !== node) continue;
       this.#remote.delete(key);
       const dormant = this.#parts.registry.dormant(remote.name);
       if (dormant) orphans.push(dormant);
     }
+    return orphans;
+  }
+
+  #peerGone(peer: string): void {
+    const closed = this.#tunnels.nodeGone(peer);
+    const orphans = this.#forget(peer);
     this.#log.warn({ node: peer, connectionsClosed: closed, sessions: orphans.length }, "a node left the cluster; taking over its sessions we used");
     for (const dormant of orphans) void this.#takeOver(dormant);
   }

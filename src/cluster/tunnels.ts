@@ -25,6 +25,8 @@ export interface TunnelsOptions {
   readonly open: (socket: PeerSocket, principal: Principal) => ConnectionHandle;
   /** Incoming tunnels this node accepts at most (they are connections here). */
   readonly maxIncoming: () => number;
+  /** A node closed a tunnel because it is shutting down or lost its sessions (1001, 1012): they live elsewhere now. */
+  readonly onMoved?: ((node: string) => void) | undefined;
   readonly logger: Logger;
 }
 
@@ -157,6 +159,7 @@ export class Tunnels {
         this.#relay(from, message.tid, message.n, message.frame);
         return;
       case "closed": {
+        if (message.code === 1001 || message.code === SERVER_CLOSES.sessionMoved.code) this.#options.onMoved?.(from);
         const tunnel = this.#outgoing.get(outgoingKey(from, message.tid));
         if (!tunnel) return;
         this.#drop(tunnel);

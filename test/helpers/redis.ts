@@ -1,5 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Redis } from "ioredis";
 
 export interface RedisServer {
@@ -7,7 +10,10 @@ export interface RedisServer {
   readonly url: string;
   /** A client for the test's own look at Redis (closed with the server). */
   client(): Redis;
-  /** Stop the server (SIGTERM, no persistence); `start()` brings it back on the same port, empty. */
+  /**
+   * Stop the server (SIGTERM); `start()` brings it back on the same port: empty, or with what it had when started
+   * with `persist` (an append-only file fsynced on every write, in a temp dir).
+   */
   stop(): Promise<void>;
   start(): Promise<void>;
 }
@@ -20,13 +26,15 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** Debian's redis-server on 127.0.0.1 and a free port, nothing written to disk; stopped after the test. */
-export async function startRedis(t: { after(fn: () => Promise<void>): void }): Promise<RedisServer> {
+/** Debian's redis-server on 127.0.0.1 and a free port, nothing written to disk unless `persist`; stopped after the test. */
+export async function startRedis(t: { after(fn: () => Promise<void>): void }, options: { persist?: boolean } = {}): Promise<RedisServer> {
   const port = await freePort();
+  const dir = options.persist ? mkdtempSync(join(tmpdir(), "pi-redis-")) : undefined;
+  const persistence = dir ? ["--dir", dir, "--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
   let child: ChildProcess | undefined;
   const clients: Redis[] = [];
   const start = async () => {
-    const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--notify-keyspace-events", "Ex"], {
+    const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...persistence, "--notify-keyspace-events", "Ex"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     child = proc;
@@ -58,6 +66,7 @@ export async function startRedis(t: { after(fn: () => Promise<void>): void }): P
   t.after(async () => {
     for (const client of clients) client.disconnect();
     await stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
   const url = `redis://127.0.0.1:${port}`;
   return {

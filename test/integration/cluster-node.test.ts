@@ -16,7 +16,9 @@ test("nodes register under fresh ids, own sessions exclusively, and leave no key
   assert.notEqual(a.id, b.id);
   assert.ok(await a.claimSession("alice/s1"));
   assert.equal(await b.claimSession("alice/s1"), undefined);
-  assert.deepEqual(await b.sessionOwner("alice/s1"), { nodeId: a.id, fence: 1 });
+  const owner = await b.sessionOwner("alice/s1");
+  assert.deepEqual({ ...owner, remainingMs: 0 }, { nodeId: a.id, fence: 1, remainingMs: 0 });
+  assert.ok(owner && owner.remainingMs <= ttlMs);
   assert.ok(a.ownedSession("alice/s1"));
   assert.equal(b.ownedSession("alice/s1"), undefined);
 
@@ -25,7 +27,7 @@ test("nodes register under fresh ids, own sessions exclusively, and leave no key
   const left = (await raw.keys("pi:*")).sort();
   assert.ok(!left.some((key) => key.includes(gone)), `a key of the stopped node remains: ${left.join(", ")}`);
   assert.deepEqual(left, [`pi:node:${b.id}`, "pi:session:alice/s1:fence"]);
-  await assert.rejects(a.claimSession("alice/s2"), /stopped/);
+  await assert.rejects(a.claimSession("alice/s2"), /leaving/);
   // What re-registration would look like is a new node key: none appears while three TTLs pass.
   await delay(3 * ttlMs);
   assert.deepEqual((await raw.keys("pi:node:*")).sort(), [`pi:node:${b.id}`]);

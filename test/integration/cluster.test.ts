@@ -6,6 +6,7 @@ import type { EventFrame, TestClient } from "../helpers/client.js";
 import { durableHarness, type DurableHarness, type RunningServer } from "../helpers/durable-cli.js";
 import { type RedisServer, startRedis } from "../helpers/redis.js";
 import { within } from "../helpers/wait.js";
+import { setTimeout as delay } from "node:timers/promises";
 
 /** Lease TTL of the test clusters: short, so failover is quick, and long enough for a loaded 2-core machine. */
 const TTL_MS = 2_000;
@@ -14,17 +15,19 @@ interface Cluster {
   readonly redis: RedisServer;
   readonly harness: DurableHarness;
   /** Start node `name` (its own data dir; the agent dir, workspaces and Redis are shared). */
-  node(name: string): Promise<RunningServer>;
+  node(name: string, extraArgs?: string[]): Promise<RunningServer>;
 }
 
-async function cluster(t: TestContext): Promise<Cluster> {
-  const redis = await startRedis(t);
+async function cluster(t: TestContext, options: { persist?: boolean } = {}): Promise<Cluster> {
+  const redis = await startRedis(t, options);
   const harness = await durableHarness(t);
   return {
     redis,
     harness,
-    node: (name) =>
-      harness.start(["--redis-url", redis.url, "--lease-ttl", String(TTL_MS), "--log-level", "info"], { dataDir: join(harness.dir, `data-${name}`) }),
+    node: (name, extraArgs = []) =>
+      harness.start(["--redis-url", redis.url, "--lease-ttl", String(TTL_MS), "--log-level", "info", ...extraArgs], {
+        dataDir: join(harness.dir, `data-${name}`),
+      }),
   };
 }
 
@@ -81,11 +84,11 @@ function logLines(server: RunningServer, msg: string): Array<Record<string, unkn
   return lines;
 }
 
-/** The first log line of `server` with this message: one it wrote already, or the next. */
-function logged(server: RunningServer, msg: string): Promise<Record<string, unknown>> {
+/** The `n`-th log line of `server` with this message (1-based): one it wrote already, or a coming one. */
+function logged(server: RunningServer, msg: string, n = 1): Promise<Record<string, unknown>> {
   return new Promise((resolve) => {
     const look = () => {
-      const found = logLines(server, msg)[0];
+      const found = logLines(server, msg)[n - 1];
       if (!found) return false;
       server.child.stderr.off("data", look);
       resolve(found);
@@ -145,4 +148,158 @@ test("kill -9 the owner mid-run: another node restores the session within the le
   assert.equal(harness.llm.concurrency.max, 1, "the model never saw two runs of the session at once");
   const seqs = again.events("s1").map((frame) => frame.seq);
   assert.deepEqual(seqs, [...new Set(seqs)].sort((x, y) => x - y), "no seq twice, in order");
+});
+
+/** `/readyz` of a node: its HTTP status. */
+async function readyz(server: RunningServer): Promise<number> {
+  return (await fetch(`${server.url.replace(/^ws/, "http").replace(/\/$/, "")}/readyz`)).status;
+}
+
+/** Every key in Redis that names this node id, in its name or (string keys) its value. */
+async function keysNaming(redis: RedisServer, nodeId: string): Promise<string[]> {
+  const raw = redis.client();
+  const naming: string[] = [];
+  for (const key of await raw.keys("*")) {
+    if (key.includes(nodeId)) naming.push(key);
+    else if ((await raw.type(key)) === "string" && (await raw.get(key))?.includes(nodeId)) naming.push(key);
+  }
+  return naming;
+}
+
+test("a graceful stop leaves no key of the node behind, nothing of it comes back within 3 × TTL, and its sessions move on", async (t) => {
+  const { node, redis } = await cluster(t);
+  const [a, b] = await Promise.all([node("a"), node("b")]);
+  const onA = await a.connect("alice");
+  await onA.ok({ type: "create_session", sessionId: "s1" });
+  const onB = await b.connect("alice");
+  const { epoch } = await onB.ok<{ epoch: string }>({ type: "subscribe", sessionId: "s1" }); // through a tunnel to A
+  const [idA] = nodeIds(a);
+  assert.ok(idA);
+  assert.notDeepEqual(await keysNaming(redis, idA), [], "A is registered and holds s1");
+
+  assert.equal(await a.stop(), 0);
+  assert.deepEqual(await keysNaming(redis, idA), [], "no node key, lease, inbox or reply stream of A is left");
+  assert.equal((await onB.closed).code, 1012, "B's client is told the session moved");
+  const back = await b.connect("alice");
+  const resumed = await back.ok<{ resyncRequired?: boolean }>({ type: "subscribe", sessionId: "s1", afterSeq: 0, epoch });
+  assert.equal(resumed.resyncRequired, undefined);
+  assert.equal((await lease(redis, "alice", "s1"))?.holder, nodeIds(b)[0], "B hosts the session now");
+  await delay(3 * TTL_MS); // the time that passes is the subject
+  assert.deepEqual(await keysNaming(redis, idA), [], "nothing re-registered or re-claimed under A's id");
+  assert.equal(logLines(a, "registered in the cluster").length, 1, "A registered once, never again during its shutdown");
+});
+
+test("SIGSTOP a node for 2 × TTL: on waking it has fenced itself, does not reclaim its session, and registers under a new id", async (t) => {
+  const { node, redis } = await cluster(t);
+  const [a, b] = await Promise.all([node("a"), node("b")]);
+  const onA = await a.connect("alice");
+  await onA.ok({ type: "create_session", sessionId: "s1" });
+  const [idA] = nodeIds(a);
+  const first = await lease(redis, "alice", "s1");
+  assert.equal(first?.holder, idA);
+
+  a.child.kill("SIGSTOP");
+  const stoppedAt = Date.now();
+  t.after(() => a.child.kill("SIGCONT"));
+  // Meanwhile a client of B asks for the session: its command goes to A, which does not answer. Once A's
+  // registration expired, B tells its client the session moved (1012) and takes the session over.
+  const onB = await b.connect("alice");
+  onB.send({ type: "get_state", sessionId: "s1", id: "paused" });
+  assert.equal((await onB.closed).code, 1012);
+  assert.ok(!onB.frames.some((frame) => frame["id"] === "paused"), "nothing answered for the paused node");
+  const retried = await b.connect("alice");
+  await retried.ok({ type: "get_state", sessionId: "s1" });
+  const second = await lease(redis, "alice", "s1");
+  assert.equal(second?.holder, nodeIds(b)[0]);
+  assert.ok((second?.fence ?? 0) > (first?.fence ?? 0));
+
+  await delay(Math.max(0, 2 * TTL_MS - (Date.now() - stoppedAt))); // the pause itself is the subject
+  a.child.kill("SIGCONT");
+  await within(logged(a, "fenced: this node lost its registration; its sessions stop"), "A fencing itself");
+  assert.equal((await onA.closed).code, 1012, "A's subscriber is closed with the documented code");
+  const renewed = await within(logged(a, "registered in the cluster", 2), "A's new registration");
+  assert.notEqual(renewed["nodeId"], idA, "a new incarnation");
+  assert.deepEqual(await lease(redis, "alice", "s1"), second, "A did not reclaim the session");
+  assert.equal(await redis.client().exists(`pi:node:${idA}`), 0);
+  // A client of A still reaches the session, on B.
+  const viaA = await a.connect("alice");
+  await viaA.ok({ type: "get_state", sessionId: "s1" });
+  assert.deepEqual(await lease(redis, "alice", "s1"), second);
+});
+
+test("a node restarted on the same host and port never inherits the old process's claims", async (t) => {
+  const { node, redis } = await cluster(t);
+  const a = await node("a");
+  const port = new URL(a.url).port;
+  const onA = await a.connect("alice");
+  await onA.ok({ type: "create_session", sessionId: "s1" });
+  const [oldId] = nodeIds(a);
+  const first = await lease(redis, "alice", "s1");
+  await a.kill();
+
+  const again = await node("a", ["--port", port]);
+  assert.equal(new URL(again.url).port, port);
+  const [newId] = nodeIds(again);
+  assert.notEqual(newId, oldId);
+  const pttl = await redis.client().pttl(`pi:session:${recordName("alice", "s1")}`);
+  const askedAt = Date.now();
+  const client = await again.connect("alice");
+  await client.ok({ type: "get_state", sessionId: "s1" });
+  if (pttl > 0) assert.ok(Date.now() - askedAt >= pttl - 50, "the old claim was waited out, not taken over");
+  const now = await lease(redis, "alice", "s1");
+  assert.equal(now?.holder, newId);
+  assert.equal(now?.fence, (first?.fence ?? 0) + 1, "a fresh claim with the next fence");
+});
+
+test("Redis stopped for 5 s: nodes fence themselves and say not ready, then register anew; a client resyncs where the stream lost events", async (t) => {
+  const { node, harness, redis } = await cluster(t, { persist: true });
+  const [a, c] = await Promise.all([node("a"), node("c")]);
+  const onA = await a.connect("alice");
+  const { epoch } = await onA.ok<{ epoch: string }>({ type: "create_session", sessionId: "s1" });
+  let release = () => {};
+  harness.llm.replies.push({ text: "a reply that goes on while Redis is away", chunks: 8, hold: new Promise<void>((resolve) => (release = resolve)) });
+  t.after(() => release());
+  await onA.ok({ type: "prompt", sessionId: "s1", message: "start" });
+  await onA.waitForEvent("s1", "message_update");
+  const [idA] = nodeIds(a);
+  const [idC] = nodeIds(c);
+
+  await redis.stop();
+  const stoppedAt = Date.now();
+  const before = onA.lastSeq("s1");
+  release(); // these events reach the client, never the stream
+  await onA.waitFor((frame) => frame.type === "event" && (frame["seq"] as number) > before);
+  assert.equal((await onA.closed).code, 1012, "A fenced itself and closed its subscriber");
+  const fencedMs = Date.now() - stoppedAt;
+  assert.ok(fencedMs < TTL_MS + 1_000, `fenced ${fencedMs} ms after Redis went away`);
+  assert.equal(await readyz(a), 503);
+  assert.equal(await readyz(c), 503);
+  t.diagnostic(`Redis stopped → A fenced and closed its subscriber after ${fencedMs} ms (TTL ${TTL_MS} ms)`);
+
+  await delay(Math.max(0, 5_000 - (Date.now() - stoppedAt))); // the outage lasts 5 s: its length is the subject
+  await redis.start();
+  const [renewedA, renewedC] = await Promise.all([
+    within(logged(a, "registered in the cluster", 2), "A registering anew"),
+    within(logged(c, "registered in the cluster", 2), "C registering anew"),
+  ]);
+  assert.notEqual(renewedA["nodeId"], idA);
+  assert.notEqual(renewedC["nodeId"], idC);
+  assert.equal(await readyz(a), 200);
+  assert.equal(await readyz(c), 200);
+
+  // The client comes back through C: what it saw last never reached the stream, so it resyncs from a snapshot.
+  const back = await c.connect("alice");
+  const resumed = await back.ok<{ resyncRequired?: boolean; snapshot?: { messages: unknown[] } }>({
+    type: "subscribe",
+    sessionId: "s1",
+    afterSeq: onA.lastSeq("s1"),
+    epoch,
+  });
+  assert.equal(resumed.resyncRequired, true);
+  assert.ok(Array.isArray(resumed.snapshot?.messages));
+  await back.waitForEvent("s1", "run_interrupted");
+  harness.llm.replies.push({ text: "after the outage" });
+  await back.ok({ type: "prompt", sessionId: "s1", message: "again" });
+  await back.waitForEvent("s1", "agent_end");
+  assert.equal(harness.llm.concurrency.max, 1);
 });
