@@ -367,7 +367,7 @@ export class ServerCore {
       this.#fail(conn, parsed.id, parsed.command, parsed.error, startedAt);
       return undefined;
     }
-    const { id, type, def } = parsed;
+    const { id, type } = parsed;
     let answered = false;
     const answer: Answer = {
       ok: (data) => {

@@ -12,6 +12,8 @@ export interface ScriptedReply {
   hold?: Promise<void>;
   /** Send the first chunk, then drop the connection (an upstream failure nobody can retry mid-stream). */
   disconnect?: boolean;
+  /** Told as each text chunk is written (benchmarks time its way to the client). */
+  onChunk?: (index: number, text: string) => void;
 }
 
 export interface OpenAiServer {
@@ -104,6 +106,7 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
       if (response.destroyed) return;
       if (reply.delayMs) await new Promise((resolve) => setTimeout(resolve, reply.delayMs));
       if (response.destroyed) return;
+      reply.onChunk?.(i / size, reply.text.slice(i, i + size));
       response.write(chunk({ content: reply.text.slice(i, i + size) }, null));
       if (i === 0 && reply.hold) await reply.hold;
     }
