@@ -109,6 +109,8 @@ export const CLOSE_CODES = {
    * down); reconnect and resume with `subscribe { afterSeq, epoch }` (WebSocket's "service restart").
    */
   serviceRestart: 1012,
+  /** The node hosting a session the connection addressed serves all the connections it may: try again later. */
+  tryAgainLater: 1013,
 } as const;
 
 /**
@@ -120,6 +122,7 @@ export const SERVER_CLOSES = {
   slowConsumer: { code: CLOSE_CODES.slowConsumer, reason: "slow consumer: resume with subscribe { afterSeq, epoch }" },
   tokenExpired: { code: CLOSE_CODES.tokenExpired, reason: "token expired: reconnect with a fresh token" },
   sessionMoved: { code: CLOSE_CODES.serviceRestart, reason: "session moved to another node: reconnect and resume with subscribe { afterSeq, epoch }" },
+  nodeFull: { code: CLOSE_CODES.tryAgainLater, reason: "the node hosting the session is at its connection limit: try again later" },
 } as const;
 
 export type ServerClose = (typeof SERVER_CLOSES)[keyof typeof SERVER_CLOSES];

@@ -47,6 +47,8 @@ export interface ClusterStats {
   readonly forwardedFrames: number;
   readonly relayedFrames: number;
   readonly fencingRejections: number;
+  /** Events that never reached their stream (Redis failed) and tunnel frames lost on the bus. */
+  readonly lostFrames: number;
   readonly redisLatencySeconds: number | undefined;
 }
 
@@ -75,7 +77,10 @@ export class Cluster implements Ownership, CommandRouter {
   #watch: NodeJS.Timeout | undefined;
   #leaving = false;
   #redisLatency: number | undefined;
-  #appendFailures = 0;
+  /** Events not appended because the lease had lapsed here (the host is being fenced). */
+  #unownedAppends = 0;
+  /** Appends Redis failed (their stream has a gap: a resume across it resyncs). */
+  #failedAppends = 0;
 
   constructor(options: ClusterOptions) {
     this.#options = options;
@@ -148,7 +153,8 @@ export class Cluster implements Ownership, CommandRouter {
       leases: this.#node?.sessionLeases ?? 0,
       forwardedFrames: this.#tunnels.forwarded,
       relayedFrames: this.#tunnels.relayed,
-      fencingRejections: this.#streams.fencedAppends + this.store.fencedWrites + this.#appendFailures + this.#tunnels.gaps,
+      fencingRejections: this.#streams.fencedAppends + this.store.fencedWrites + this.#unownedAppends,
+      lostFrames: this.#failedAppends + this.#tunnels.lost,
       redisLatencySeconds: this.#redisLatency,
     };
   }
@@ -213,11 +219,11 @@ export class Cluster implements Ownership, CommandRouter {
     }
     const token = this.#node?.ownedSession(key);
     if (!token) {
-      this.#appendFailures += 1; // the lease lapsed: the host is being fenced
+      this.#unownedAppends += 1;
       return;
     }
     this.#streams.append(this.#streamKey(key), token, seq, frame.toString("utf8"), epoch).catch(() => {
-      this.#appendFailures += 1; // Redis away: the stream has a gap, and a resume across it resyncs
+      this.#failedAppends += 1;
     });
   }
 

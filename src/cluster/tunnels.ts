@@ -62,8 +62,8 @@ export class Tunnels {
   /** Frames sent to and received from other nodes (the forwards metric). */
   forwarded = 0;
   relayed = 0;
-  /** Tunnel frames that arrived out of order or went missing (the client was made to resume). */
-  gaps = 0;
+  /** Tunnel frames that went missing on the bus (the client was made to resume). */
+  lost = 0;
 
   constructor(options: TunnelsOptions) {
     this.#options = options;
@@ -163,7 +163,7 @@ export class Tunnels {
         const tunnel = this.#outgoing.get(outgoingKey(from, message.tid));
         if (!tunnel) return;
         this.#drop(tunnel);
-        tunnel.conn.close(message.code === SERVER_CLOSES.tokenExpired.code ? SERVER_CLOSES.tokenExpired : SERVER_CLOSES.sessionMoved, "fenced");
+        tunnel.conn.close(closeFor(message.code), "fenced");
       }
     }
   }
@@ -172,7 +172,7 @@ export class Tunnels {
     const key = incomingKey(from, tid);
     if (this.#incoming.has(key)) return;
     if (this.#incoming.size >= this.#options.maxIncoming()) {
-      void this.#options.send(from, { k: "closed", tid, code: 1013 }).catch(() => undefined);
+      void this.#options.send(from, { k: "closed", tid, code: SERVER_CLOSES.nodeFull.code }).catch(() => undefined);
       return;
     }
     let closed = false;
@@ -214,7 +214,7 @@ export class Tunnels {
     if (!tunnel) return;
     if (n !== tunnel.next) {
       // A frame went missing (trimmed from the bus while we lagged): the client resumes from its cursor.
-      this.gaps += 1;
+      this.lost += 1;
       this.#drop(tunnel);
       tunnel.conn.close(SERVER_CLOSES.sessionMoved, "fenced");
       return;
@@ -239,6 +239,13 @@ export class Tunnels {
     mine?.delete(tunnel.to);
     if (mine?.size === 0) this.#byConn.delete(tunnel.conn);
   }
+}
+
+/** How the entry node closes its client when the owner closed their tunnel with `code`. */
+function closeFor(code: number) {
+  if (code === SERVER_CLOSES.tokenExpired.code) return SERVER_CLOSES.tokenExpired;
+  if (code === SERVER_CLOSES.nodeFull.code) return SERVER_CLOSES.nodeFull;
+  return SERVER_CLOSES.sessionMoved;
 }
 
 function outgoingKey(node: string, tid: string): string {

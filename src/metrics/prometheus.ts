@@ -101,8 +101,13 @@ export class PrometheusMetrics implements MetricsSink {
     totalCounter("pi_server_cluster_relayed_frames_total", "Frames from other nodes passed on to this node's clients.", (t) => t.cluster?.relayedFrames ?? 0);
     totalCounter(
       "pi_server_cluster_fencing_rejections_total",
-      "Writes refused because the session's lease was not ours (any more): stream appends, records, lost tunnel frames.",
+      "Writes refused because the session's lease was not (or no longer) this node's: stream appends and records.",
       (t) => t.cluster?.fencingRejections ?? 0,
+    );
+    totalCounter(
+      "pi_server_cluster_lost_frames_total",
+      "Events that never reached their Redis stream (Redis failed) and tunnel frames lost between nodes.",
+      (t) => t.cluster?.lostFrames ?? 0,
     );
     gauge("pi_server_redis_latency_seconds", "Round trip of the last PING to Redis (0 outside a cluster).", (t) => t.cluster?.redisLatencySeconds ?? 0);
     this.#authFailures = counter("pi_server_auth_failures_total", "Upgrade requests refused by authentication, by reason.", ["reason"] as const);

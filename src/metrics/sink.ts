@@ -19,6 +19,7 @@ export interface CoreTotals {
     readonly forwardedFrames: number;
     readonly relayedFrames: number;
     readonly fencingRejections: number;
+    readonly lostFrames: number;
     readonly redisLatencySeconds: number | undefined;
   };
 }

@@ -110,6 +110,12 @@ test("CLI models: the start-up line names the default model and its source, or w
   assert.doesNotMatch(unknownErr.text(), /\n\s+at /);
   assert.throws(() => optionsFromArgs(["--model", "no-slash"], {}), /--model must be provider\/model-id/);
   assert.throws(() => optionsFromArgs([], { PI_SERVER_THINKING: "max" }), /PI_SERVER_THINKING must be one of off/);
+  const clustered = optionsFromArgs(["--redis-url", "redis://10.0.0.5:6379", "--lease-ttl", "5000"], { PI_SERVER_NODE_URL: "wss://n1.example" });
+  assert.deepEqual(clustered !== "help" && clustered !== "version" && clustered.cluster, {
+    redisUrl: "redis://10.0.0.5:6379",
+    nodeUrl: "wss://n1.example",
+    leaseTtlMs: 5000,
+  });
 });
 
 test("CLI: --help, --version, and bad flags or env exit non-zero with a message", async (t) => {
@@ -136,6 +142,8 @@ test("CLI: --help, --version, and bad flags or env exit non-zero with a message"
     [["--log-level", "loud"], {}, /--log-level/],
     [["--sandbox", "docker"], {}, /--sandbox must be auto, bwrap or none/],
     [["--max-pre-auth", "0"], {}, /--max-pre-auth must be a positive integer/],
+    [["--node-url", "ws://10.0.0.2:3141"], {}, /--node-url needs --redis-url/],
+    [["--redis-url", "redis://127.0.0.1", "--lease-ttl", "soon"], {}, /--lease-ttl must be a positive integer/],
   ] as const) {
     assert.throws(() => optionsFromArgs([...args], { ...env, ...extraEnv }), pattern, `${args.join(" ")} ${JSON.stringify(extraEnv)}`);
   }

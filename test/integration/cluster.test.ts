@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { recordName } from "../../src/store/session-store.js";
-import type { EventFrame, TestClient } from "../helpers/client.js";
+import { createPiServer } from "../../src/index.js";
+import { type EventFrame, TestClient } from "../helpers/client.js";
 import { durableHarness, type DurableHarness, type RunningServer } from "../helpers/durable-cli.js";
 import { type RedisServer, startRedis } from "../helpers/redis.js";
 import { within } from "../helpers/wait.js";
@@ -25,7 +26,7 @@ async function cluster(t: TestContext, options: { persist?: boolean } = {}): Pro
     redis,
     harness,
     node: (name, extraArgs = []) =>
-      harness.start(["--redis-url", redis.url, "--lease-ttl", String(TTL_MS), "--log-level", "info", ...extraArgs], {
+      harness.start(["--redis-url", redis.url, "--lease-ttl", String(TTL_MS), "--log-level", "info", "--metrics-on-main-port", ...extraArgs], {
         dataDir: join(harness.dir, `data-${name}`),
       }),
   };
@@ -63,7 +64,25 @@ test("a session created on node A is subscribed and prompted from node C: both s
   const missing = await bob.request({ type: "get_state", sessionId: "no-such" });
   assert.equal(refused.code, "session_not_found");
   assert.equal(refused.error?.replace("s1", "?"), missing.error?.replace("no-such", "?"));
+
+  // What an operator sees: A holds the lease, C forwarded and relayed frames, both measured Redis.
+  const [onAMetrics, onCMetrics] = await Promise.all([metrics(a), metrics(c)]);
+  assert.equal(onAMetrics["pi_server_cluster_leases"], 1);
+  assert.equal(onCMetrics["pi_server_cluster_leases"], 0);
+  assert.ok((onCMetrics["pi_server_cluster_forwarded_frames_total"] ?? 0) >= 4, "subscribe, prompt, get_messages, bob's get_state");
+  assert.ok((onCMetrics["pi_server_cluster_relayed_frames_total"] ?? 0) > seen.length, "events and answers came back through C");
+  assert.equal(onAMetrics["pi_server_cluster_forwarded_frames_total"], 0);
+  assert.ok((onAMetrics["pi_server_redis_latency_seconds"] ?? 0) > 0);
+  assert.equal(onAMetrics["pi_server_cluster_fencing_rejections_total"], 0);
 });
+
+/** A node's metrics without labels, by name. */
+async function metrics(server: RunningServer): Promise<Record<string, number>> {
+  const text = await (await fetch(`${server.url.replace(/^ws/, "http").replace(/\/$/, "")}/metrics`)).text();
+  const values: Record<string, number> = {};
+  for (const match of text.matchAll(/^(pi_server_[a-z_]+) (\S+)$/gm)) values[match[1] as string] = Number(match[2]);
+  return values;
+}
 
 /** Node ids a node registered under, in order (its log). */
 function nodeIds(server: RunningServer): string[] {
@@ -286,6 +305,7 @@ test("Redis stopped for 5 s: nodes fence themselves and say not ready, then regi
   assert.notEqual(renewedC["nodeId"], idC);
   assert.equal(await readyz(a), 200);
   assert.equal(await readyz(c), 200);
+  assert.ok(((await metrics(a))["pi_server_cluster_lost_frames_total"] ?? 0) > 0, "the events Redis never got are counted");
 
   // The client comes back through C: what it saw last never reached the stream, so it resyncs from a snapshot.
   const back = await c.connect("alice");
@@ -302,4 +322,40 @@ test("Redis stopped for 5 s: nodes fence themselves and say not ready, then regi
   await back.ok({ type: "prompt", sessionId: "s1", message: "again" });
   await back.waitForEvent("s1", "agent_end");
   assert.equal(harness.llm.concurrency.max, 1);
+});
+
+test("tunnels count as connections of the hosting node: one over its limit is refused and its client told to try again later (1013)", async (t) => {
+  const redis = await startRedis(t);
+  const harness = await durableHarness(t);
+  const server = (name: string, maxConnections: number) => {
+    const created = createPiServer({
+      port: 0,
+      logLevel: "silent",
+      agentDir: harness.agentDir,
+      dataDir: join(harness.dir, `data-${name}`),
+      cwd: harness.dir,
+      defaultModel: { provider: "local", modelId: "echo-1" },
+      sandbox: "none",
+      maxConnections,
+      cluster: { redisUrl: redis.url, leaseTtlMs: TTL_MS },
+    });
+    t.after(() => created.close());
+    return created;
+  };
+  const a = server("a", 2);
+  const b = server("b", 10);
+  const [addressA, addressB] = await Promise.all([a.listen(), b.listen()]);
+  const direct = await TestClient.connect(`ws://127.0.0.1:${addressA?.port}`);
+  await direct.ok({ type: "create_session", sessionId: "s1" });
+  const first = await TestClient.connect(`ws://127.0.0.1:${addressB?.port}`);
+  await first.ok({ type: "subscribe", sessionId: "s1" }); // A serves 2 connections now: the client and this tunnel
+  assert.equal(a.connectionCount, 2);
+  const second = await TestClient.connect(`ws://127.0.0.1:${addressB?.port}`);
+  second.send({ type: "subscribe", sessionId: "s1", id: "over" });
+  const closed = await second.closed;
+  assert.equal(closed.code, 1013);
+  assert.match(closed.reason, /connection limit/);
+  assert.equal(a.connectionCount, 2, "nothing more is held on A");
+  // The first tunnel still works.
+  assert.equal((await first.request({ type: "get_state", sessionId: "s1" })).success, true);
 });
