@@ -40,6 +40,7 @@ Several nodes (see README "Running several nodes"):
   --redis-url <url>  join a cluster on this Redis 7              [PI_SERVER_REDIS_URL]   (redis:// or rediss://)
   --node-url <url>   how clients reach this node directly        [PI_SERVER_NODE_URL]
   --lease-ttl <ms>   node and session lease TTL                  [PI_SERVER_LEASE_TTL_MS] (default 10000)
+  --redirect         send clients to the hosting node's --node-url [PI_SERVER_REDIRECT=1] (default: forward)
 
 Authentication and observability:
   --auth <kind>            none|token|jwt                        [PI_SERVER_AUTH]          (default none: loopback only)
@@ -125,6 +126,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "redis-url": { type: "string" },
       "node-url": { type: "string" },
       "lease-ttl": { type: "string" },
+      redirect: { type: "boolean" },
       "eager-restore": { type: "boolean" },
       "idle-unload": { type: "string" },
       "max-live-sessions": { type: "string" },
@@ -239,13 +241,16 @@ function durabilityOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiSe
   const redisUrl = setting(values, env, "redis-url", "PI_SERVER_REDIS_URL");
   const nodeUrl = setting(values, env, "node-url", "PI_SERVER_NODE_URL");
   const leaseTtl = setting(values, env, "lease-ttl", "PI_SERVER_LEASE_TTL_MS");
-  if (redisUrl === undefined && (nodeUrl !== undefined || leaseTtl !== undefined)) {
-    throw new UsageError(`${(nodeUrl ?? leaseTtl)?.source} needs --redis-url`);
+  const redirect = switchSetting(values, env, "redirect", "PI_SERVER_REDIRECT");
+  if (redisUrl === undefined && (nodeUrl !== undefined || leaseTtl !== undefined || redirect !== undefined)) {
+    throw new UsageError(`${(nodeUrl ?? leaseTtl)?.source ?? "--redirect"} needs --redis-url`);
   }
+  if (redirect === true && nodeUrl === undefined) throw new UsageError("--redirect needs --node-url (where the other nodes send this node's clients)");
   if (redisUrl !== undefined) {
     options.cluster = {
       redisUrl: redisUrl.text,
       ...(nodeUrl !== undefined ? { nodeUrl: nodeUrl.text } : {}),
+      ...(redirect !== undefined ? { redirect } : {}),
       ...(leaseTtl !== undefined ? { leaseTtlMs: parseCount(leaseTtl.text, leaseTtl.source) } : {}),
     };
   }

@@ -33,6 +33,7 @@ export const ERROR_CODES = [
   "session_lost",
   "session_locked",
   "session_conflict",
+  "session_elsewhere",
   "store_failed",
   "idempotency_conflict",
   "interrupted_by_restart",

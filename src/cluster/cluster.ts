@@ -20,8 +20,10 @@ import { parseTunnelMessage, Tunnels } from "./tunnels.js";
 export interface ClusterOptions {
   /** `redis://…` of the Redis 7 the nodes share. */
   readonly redisUrl: string;
-  /** How clients reach this node directly (told in logs and to operators; redirects are not built). */
+  /** How clients reach this node directly (logged, and published for the other nodes' redirects). */
   readonly nodeUrl: string | undefined;
+  /** Send clients to the hosting node's URL (`session_elsewhere`) instead of forwarding their commands there. */
+  readonly redirect: boolean;
   /** Key prefix of everything the cluster keeps in Redis. */
   readonly prefix: string;
   /** TTL of node registrations and session leases. */
@@ -124,6 +126,7 @@ export class Cluster implements Ownership, CommandRouter {
       redis: this.#redis,
       prefix: this.#options.prefix,
       ttlMs: this.#options.leaseTtlMs,
+      url: this.#options.nodeUrl,
       onRegistered: (id) => this.#registered(id),
       onFenced: ({ oldId, sessions }) => this.#fenced(oldId, sessions),
       onSessionLost: (key, reason) => {
@@ -244,10 +247,7 @@ export class Cluster implements Ownership, CommandRouter {
     const entry = this.#parts.registry.locate(conn.principal, command.sessionId as string, command.fields["owner"] as string | undefined);
     if (entry instanceof SessionHost) return "local";
     const remote = entry && this.#remote.get(clusterKey(entry));
-    if (remote) {
-      this.#tunnels.forward(conn, remote.node, text, command.id);
-      return "forwarded";
-    }
+    if (remote) return this.#toHost(conn, command, text, remote.node, entry);
     return this.#find(conn, command, text);
   }
 
@@ -274,8 +274,40 @@ export class Cluster implements Ownership, CommandRouter {
     if (!entry || entry instanceof SessionHost) return "local"; // not found, or restored here meanwhile
     const node = await this.#hostOf(entry);
     if (node === undefined || !conn.open) return "local";
-    this.#tunnels.forward(conn, node, text, command.id);
-    return "forwarded";
+    return this.#toHost(conn, command, text, node);
+  }
+
+  /**
+   * A command for a session node `node` hosts: forwarded through the tunnel, or answered with a redirect. `cached`:
+   * the session whose host was remembered, not just looked up (a redirect checks that the host is still there).
+   */
+  #toHost(conn: Connection, command: Command, text: string, node: string, cached?: SessionName): "forwarded" | Promise<"local" | "forwarded"> {
+    if (!this.#options.redirect) {
+      this.#tunnels.forward(conn, node, text, command.id);
+      return "forwarded";
+    }
+    return this.#redirect(conn, command, text, node, cached);
+  }
+
+  /**
+   * Redirect mode: the client is told the hosting node's URL (`session_elsewhere`, PROTOCOL.md §5.7) and reconnects
+   * there. Authorized here first, so a session the principal may not see is answered like one that does not exist
+   * (the redirect would otherwise tell that it exists, and where). A node that published no URL is forwarded to.
+   */
+  async #redirect(conn: Connection, command: Command, text: string, node: string, cached: SessionName | undefined): Promise<"local" | "forwarded"> {
+    const sessionId = command.sessionId as string;
+    this.#parts.registry.resolveEntry(conn.principal, sessionId, command.type, command.fields["owner"] as string | undefined);
+    const registration = await this.#nodeOrFail().registration(node);
+    if (!registration && cached) {
+      this.#remote.delete(clusterKey(cached)); // the remembered host left: find where the session is now
+      return this.#find(conn, command, text);
+    }
+    if (registration?.url === undefined) {
+      this.#tunnels.forward(conn, node, text, command.id);
+      return "forwarded";
+    }
+    const { url } = registration;
+    throw new PiServerError("session_elsewhere", `Session '${sessionId}' is hosted by another node: connect to ${url}`, { details: { url } });
   }
 
   /**
@@ -302,9 +334,11 @@ export class Cluster implements Ownership, CommandRouter {
 
   #registered(id: string): void {
     const previous = this.#bus;
+    const blocking = this.#redis.duplicate({ enableOfflineQueue: true });
+    blocking.on("error", () => undefined); // the main connection reports Redis being away, once
     this.#bus = new NodeBus({
       redis: this.#redis,
-      blocking: this.#redis.duplicate({ enableOfflineQueue: true }),
+      blocking,
       nodeId: id,
       prefix: this.#options.prefix,
       handle: () => Promise.reject(new PiServerError("invalid_command", "no requests are served")),

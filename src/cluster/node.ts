@@ -7,6 +7,8 @@ export interface ClusterNodeOptions {
   readonly redis: Redis;
   /** Key prefix shared by the cluster. @default "pi:" */
   readonly prefix?: string;
+  /** How clients reach this node (published in its registration, read by `registration`). */
+  readonly url?: string | undefined;
   /** Lease TTL of the node key and of session leases. @default 10_000 */
   readonly ttlMs?: number;
   /** Stop relying on a lease this long before it could expire. @default ttl / 5 */
@@ -112,6 +114,14 @@ export class ClusterNode {
     return this.#store.held(this.#nodeKey(id));
   }
 
+  /** What node `id` published with its registration (its URL, if it gave one); undefined when it is not registered. */
+  async registration(id: string): Promise<{ url: string | undefined } | undefined> {
+    const holder = (await this.#store.owner(this.#nodeKey(id)))?.holder;
+    if (holder === undefined) return undefined;
+    const encoded = holder.split(".")[1];
+    return { url: encoded ? Buffer.from(encoded, "base64url").toString("utf8") : undefined };
+  }
+
   /** The lease key of a session, and its value while this node holds it. */
   sessionLease(sessionKey: string): { key: string; value: string | undefined } {
     return { key: this.#sessionKey(sessionKey), value: this.ownedSession(sessionKey)?.value };
@@ -132,7 +142,9 @@ export class ClusterNode {
     if (this.#stopped || this.#leaving) return;
     const id = randomUUID();
     const registration = this.#keeper((_token, reason) => this.#fence(id, reason));
-    const token = await registration.claim(this.#nodeKey(id), id, { fenced: false });
+    // The URL rides in the registration's value (base64url: no ':'), so it lives and dies with the node key.
+    const holder = this.#options.url === undefined ? id : `${id}.${Buffer.from(this.#options.url).toString("base64url")}`;
+    const token = await registration.claim(this.#nodeKey(id), holder, { fenced: false });
     if (!token) throw new Error("a fresh node id was already registered"); // a UUID collision: never expected
     this.#id = id;
     this.#registration = registration;

@@ -15,6 +15,7 @@ export interface CoreTotals {
   readonly breakers: ReadonlyArray<{ kind: string; key: string; state: "closed" | "open" | "halfOpen" }>;
   /** A cluster node's figures (issue 15); absent on a single server. */
   readonly cluster?: {
+    readonly registered: boolean;
     readonly leases: number;
     readonly forwardedFrames: number;
     readonly relayedFrames: number;

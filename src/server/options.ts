@@ -103,8 +103,14 @@ export interface PiServerOptions {
   cluster?: {
     /** `redis://[user:password@]host:port[/db]` (or `rediss://`) of a Redis 7. */
     redisUrl: string;
-    /** How clients reach this node directly (logged; shown to operators). */
+    /** How clients reach this node directly (logged; what other nodes redirect clients to with `redirect`). */
     nodeUrl?: string;
+    /**
+     * Answer a command for a session another node hosts with `session_elsewhere` and that node's `nodeUrl`, instead
+     * of forwarding it there (PROTOCOL.md §5.7). Needs `nodeUrl`. A node that published no URL is still forwarded to.
+     * @default false
+     */
+    redirect?: boolean;
     /** TTL of node registrations and session leases: the longest a dead node's sessions stay unreachable. @default 10_000 */
     leaseTtlMs?: number;
     /** Prefix of every key the cluster uses (several clusters on one Redis). @default "pi:" */
@@ -274,7 +280,13 @@ export interface ResolvedConfig {
   readonly store: SessionStore | undefined;
   readonly restore: { readonly eager: boolean; readonly idleUnloadMs: number | undefined; readonly maxLive: number };
   readonly cluster:
-    | { readonly redisUrl: string; readonly nodeUrl: string | undefined; readonly leaseTtlMs: number; readonly prefix: string }
+    | {
+        readonly redisUrl: string;
+        readonly nodeUrl: string | undefined;
+        readonly redirect: boolean;
+        readonly leaseTtlMs: number;
+        readonly prefix: string;
+      }
     | undefined;
   readonly idempotency: { readonly ttlMs: number; readonly maxEntries: number };
   readonly defaultModel: { readonly provider: string; readonly modelId: string } | undefined;
@@ -443,7 +455,7 @@ function restore(value: PiServerOptions["restore"]): ResolvedConfig["restore"] {
 function cluster(value: PiServerOptions["cluster"]): ResolvedConfig["cluster"] {
   if (value === undefined) return undefined;
   if (typeof value !== "object" || value === null || Array.isArray(value)) throw new PiServerOptionsError("cluster must be an object");
-  const { redisUrl, nodeUrl, prefix, ...numbers } = value as Record<string, unknown>;
+  const { redisUrl, nodeUrl, redirect, prefix, ...numbers } = value as Record<string, unknown>;
   const url = (name: string, text: unknown, protocols: readonly string[]) => {
     let parsed: URL | undefined;
     try {
@@ -459,10 +471,15 @@ function cluster(value: PiServerOptions["cluster"]): ResolvedConfig["cluster"] {
   if (prefix !== undefined && (typeof prefix !== "string" || !/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix))) {
     throw new PiServerOptionsError("cluster.prefix must match [A-Za-z0-9_.:-]{1,64}");
   }
+  if (redirect !== undefined && typeof redirect !== "boolean") throw new PiServerOptionsError("cluster.redirect must be a boolean");
+  if (redirect === true && nodeUrl === undefined) {
+    throw new PiServerOptionsError("cluster.redirect needs cluster.nodeUrl (where the other nodes send this node's clients)");
+  }
   const { leaseTtlMs } = group("cluster", numbers, { leaseTtlMs: 10_000 }, { leaseTtlMs: 300 });
   return Object.freeze({
     redisUrl: url("redisUrl", redisUrl, ["redis:", "rediss:"]),
     nodeUrl: nodeUrl === undefined ? undefined : url("nodeUrl", nodeUrl, ["ws:", "wss:", "http:", "https:"]),
+    redirect: redirect === true,
     leaseTtlMs,
     prefix: (prefix as string | undefined) ?? "pi:",
   });

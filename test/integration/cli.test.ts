@@ -116,6 +116,8 @@ test("CLI models: the start-up line names the default model and its source, or w
     nodeUrl: "wss://n1.example",
     leaseTtlMs: 5000,
   });
+  const redirecting = optionsFromArgs(["--redis-url", "redis://10.0.0.5:6379", "--node-url", "wss://n1.example", "--redirect"], {});
+  assert.equal(redirecting !== "help" && redirecting !== "version" && redirecting.cluster?.redirect, true);
 });
 
 test("CLI: --help, --version, and bad flags or env exit non-zero with a message", async (t) => {
@@ -144,6 +146,8 @@ test("CLI: --help, --version, and bad flags or env exit non-zero with a message"
     [["--max-pre-auth", "0"], {}, /--max-pre-auth must be a positive integer/],
     [["--node-url", "ws://10.0.0.2:3141"], {}, /--node-url needs --redis-url/],
     [["--redis-url", "redis://127.0.0.1", "--lease-ttl", "soon"], {}, /--lease-ttl must be a positive integer/],
+    [["--redirect"], {}, /--redirect needs --redis-url/],
+    [["--redis-url", "redis://127.0.0.1", "--redirect"], {}, /--redirect needs --node-url/],
   ] as const) {
     assert.throws(() => optionsFromArgs([...args], { ...env, ...extraEnv }), pattern, `${args.join(" ")} ${JSON.stringify(extraEnv)}`);
   }

@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { recordName } from "../../src/store/session-store.js";
-import { createPiServer } from "../../src/index.js";
-import { type EventFrame, TestClient } from "../helpers/client.js";
-import { durableHarness, type DurableHarness, type RunningServer } from "../helpers/durable-cli.js";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { createPiServer, tokenAuth } from "../../src/index.js";
+import { connectAs, type EventFrame, TestClient } from "../helpers/client.js";
+import { durableHarness, type DurableHarness, type RunningServer, TOKENS } from "../helpers/durable-cli.js";
 import { type RedisServer, startRedis } from "../helpers/redis.js";
 import { within } from "../helpers/wait.js";
 import { setTimeout as delay } from "node:timers/promises";
@@ -67,6 +69,7 @@ test("a session created on node A is subscribed and prompted from node C: both s
 
   // What an operator sees: A holds the lease, C forwarded and relayed frames, both measured Redis.
   const [onAMetrics, onCMetrics] = await Promise.all([metrics(a), metrics(c)]);
+  assert.equal(onAMetrics["pi_server_cluster_registered"], 1);
   assert.equal(onAMetrics["pi_server_cluster_leases"], 1);
   assert.equal(onCMetrics["pi_server_cluster_leases"], 0);
   assert.ok((onCMetrics["pi_server_cluster_forwarded_frames_total"] ?? 0) >= 4, "subscribe, prompt, get_messages, bob's get_state");
@@ -358,4 +361,68 @@ test("tunnels count as connections of the hosting node: one over its limit is re
   assert.equal(a.connectionCount, 2, "nothing more is held on A");
   // The first tunnel still works.
   assert.equal((await first.request({ type: "get_state", sessionId: "s1" })).success, true);
+});
+
+test("redirect mode: a node answers a command for a session another node hosts with session_elsewhere and that node's URL", async (t) => {
+  const redis = await startRedis(t);
+  const harness = await durableHarness(t);
+  const auth = tokenAuth({ tokens: Object.entries(TOKENS).map(([principal, token]) => ({ principal, token })) });
+  // Each node's URL is known before it is assembled: the app's HTTP server listens first (server mode).
+  const node = async (name: string) => {
+    const http = createServer((_req, res) => res.end("app"));
+    const port = await new Promise<number>((resolve) => http.listen(0, "127.0.0.1", () => resolve((http.address() as AddressInfo).port)));
+    const url = `ws://127.0.0.1:${port}/pi`;
+    const server = createPiServer({
+      server: http,
+      path: "/pi",
+      auth,
+      logLevel: "silent",
+      agentDir: harness.agentDir,
+      dataDir: join(harness.dir, `data-${name}`),
+      workspaces: { root: join(harness.dir, "ws") },
+      defaultModel: { provider: "local", modelId: "echo-1" },
+      sandbox: "none",
+      cluster: { redisUrl: redis.url, leaseTtlMs: TTL_MS, nodeUrl: url, redirect: true },
+    });
+    t.after(async () => {
+      await server.close(); // its WebSockets first: the HTTP server closes once no connection is left
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+    });
+    await server.listen();
+    return { server, url };
+  };
+  const [a, b] = await Promise.all([node("a"), node("b")]);
+  const aliceOnA = await connectAs(a.url, TOKENS.alice);
+  await aliceOnA.ok({ type: "create_session", sessionId: "s1" });
+
+  const aliceOnB = await connectAs(b.url, TOKENS.alice);
+  const moved = await aliceOnB.request({ type: "subscribe", sessionId: "s1" });
+  assert.equal(moved.success, false);
+  assert.equal(moved.code, "session_elsewhere");
+  assert.equal(moved["url"], a.url);
+  assert.equal(a.server.connectionCount, 1, "nothing was forwarded: no tunnel on A");
+  // Asked again (B now remembers the host), a prompt is redirected too and never runs.
+  const prompt = await aliceOnB.request({ type: "prompt", sessionId: "s1", message: "through B" });
+  assert.equal(prompt.code, "session_elsewhere");
+  assert.equal(harness.llm.requests.length, 0);
+
+  // A session bob may not see is not redirected: it answers like one that does not exist.
+  const bobOnB = await connectAs(b.url, TOKENS.bob);
+  const refused = await bobOnB.request({ type: "get_state", sessionId: "s1" });
+  const missing = await bobOnB.request({ type: "get_state", sessionId: "no-such" });
+  assert.equal(refused.code, "session_not_found");
+  assert.equal(refused["url"], undefined);
+  assert.equal(refused.error?.replace("s1", "?"), missing.error?.replace("no-such", "?"));
+
+  // The client follows the redirect: on A the session streams as usual.
+  const followed = await connectAs(moved["url"] as string, TOKENS.alice);
+  await followed.ok({ type: "subscribe", sessionId: "s1" });
+  harness.llm.replies.push({ text: "served where the session lives", chunks: 3 });
+  await followed.ok({ type: "prompt", sessionId: "s1", message: "on A" });
+  await followed.waitForEvent("s1", "agent_end");
+
+  // A stops (its lease given back): B no longer sends anyone there, it restores the session and serves it itself.
+  await a.server.close();
+  const messages = await aliceOnB.ok<{ messages: unknown[] }>({ type: "get_messages", sessionId: "s1" });
+  assert.equal(messages.messages.length, 2);
 });

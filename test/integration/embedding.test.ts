@@ -152,6 +152,8 @@ test("options are validated at the edge with precise errors", async () => {
     [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", prefix: "a b" } }, /cluster.prefix must match/],
     [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", leaseTtlMs: 100 } }, /cluster.leaseTtlMs must be an integer in \[300/],
     [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", bogus: 1 } }, /unknown option 'cluster.bogus'/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", redirect: "yes" } }, /cluster.redirect must be a boolean/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", redirect: true } }, /cluster.redirect needs cluster.nodeUrl/],
     [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1" }, inMemory: true }, /not valid with inMemory or store/],
     [
       { port: 0, auth: tokenAuth({ tokens: [{ principal: "a", token: "a-token-0123456789abc" }] }), agentDir: "/srv/pi/agent", workspaces: { root: "/srv/pi" } },
