@@ -3,6 +3,7 @@ import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { PiServerError, SERVER_CLOSES } from "../errors.js";
 import type { Engine } from "../governor/engine.js";
+import type { ClusterTotals } from "../metrics/sink.js";
 import type { Connection } from "../server/connection.js";
 import type { CommandRouter, ServerCore } from "../server/core.js";
 import type { Command } from "../server/protocol.js";
@@ -40,18 +41,6 @@ export interface ClusterParts {
   readonly engine: Engine;
   /** Connections this node serves at most (incoming tunnels count). */
   readonly maxConnections: number;
-}
-
-/** Scrape-time figures (metrics). */
-export interface ClusterStats {
-  readonly registered: boolean;
-  readonly leases: number;
-  readonly forwardedFrames: number;
-  readonly relayedFrames: number;
-  readonly fencingRejections: number;
-  /** Events that never reached their stream (Redis failed) and tunnel frames lost on the bus. */
-  readonly lostFrames: number;
-  readonly redisLatencySeconds: number | undefined;
 }
 
 /**
@@ -150,7 +139,7 @@ export class Cluster implements Ownership, CommandRouter {
     return this.#redis.status === "ready" && this.#node?.registered === true;
   }
 
-  stats(): ClusterStats {
+  stats(): ClusterTotals {
     return {
       registered: this.#node?.registered === true,
       leases: this.#node?.sessionLeases ?? 0,

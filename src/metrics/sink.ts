@@ -14,15 +14,20 @@ export interface CoreTotals {
   readonly pendingDialogs: number;
   readonly breakers: ReadonlyArray<{ kind: string; key: string; state: "closed" | "open" | "halfOpen" }>;
   /** A cluster node's figures (issue 15); absent on a single server. */
-  readonly cluster?: {
-    readonly registered: boolean;
-    readonly leases: number;
-    readonly forwardedFrames: number;
-    readonly relayedFrames: number;
-    readonly fencingRejections: number;
-    readonly lostFrames: number;
-    readonly redisLatencySeconds: number | undefined;
-  };
+  readonly cluster?: ClusterTotals;
+}
+
+/** A cluster node's scrape-time figures. */
+export interface ClusterTotals {
+  readonly registered: boolean;
+  readonly leases: number;
+  readonly forwardedFrames: number;
+  readonly relayedFrames: number;
+  /** Writes refused because the lease was not (or no longer) this node's: stream appends and records. */
+  readonly fencingRejections: number;
+  /** Events that never reached their stream (Redis failed) and tunnel frames lost on the bus. */
+  readonly lostFrames: number;
+  readonly redisLatencySeconds: number | undefined;
 }
 
 /**
