@@ -41,6 +41,8 @@ export interface ClusterParts {
   readonly engine: Engine;
   /** Connections this node serves at most (incoming tunnels count). */
   readonly maxConnections: number;
+  /** Answers one connection may await from one other node at most (its forwarded commands in flight). */
+  readonly maxPipelinedFrames: number;
 }
 
 /**
@@ -101,6 +103,7 @@ export class Cluster implements Ownership, CommandRouter {
         await this.#bus.send(to, message);
       },
       open: (socket, principal) => this.#parts.core.opened(socket, principal),
+      maxAwaiting: () => this.#parts.maxPipelinedFrames,
       maxIncoming: () => Math.max(0, this.#parts.maxConnections - this.#parts.core.connectionCount + this.#tunnels.incomingCount),
       onMoved: (node) => this.#forget(node),
       logger: this.#log,
@@ -230,8 +233,7 @@ export class Cluster implements Ownership, CommandRouter {
       const commandId = command.fields["commandId"] as string;
       const node = this.#tunnels.nodeOfCommand(conn, commandId);
       if (node === undefined || this.#parts.engine.has(conn.connectionId, commandId)) return "local";
-      this.#tunnels.forward(conn, node, text, command.id);
-      return "forwarded";
+      return this.#forward(conn, node, text, command);
     }
     const entry = this.#parts.registry.locate(conn.principal, command.sessionId as string, command.fields["owner"] as string | undefined);
     if (entry instanceof SessionHost) return "local";
@@ -271,11 +273,19 @@ export class Cluster implements Ownership, CommandRouter {
    * the session whose host was remembered, not just looked up (a redirect checks that the host is still there).
    */
   #toHost(conn: Connection, command: Command, text: string, node: string, cached?: SessionName): "forwarded" | Promise<"local" | "forwarded"> {
-    if (!this.#options.redirect) {
-      this.#tunnels.forward(conn, node, text, command.id);
-      return "forwarded";
-    }
+    if (!this.#options.redirect) return this.#forward(conn, node, text, command);
     return this.#redirect(conn, command, text, node, cached);
+  }
+
+  /**
+   * Through the tunnel to `node`, unless this connection already awaits `maxPipelinedFrames` answers from there
+   * (each is held in Redis until the host reads it): then `queue_full`, as a connection's backlog is bounded here.
+   * Commands exempt from rate limits (abort, cancel, dialog answers) always pass, as they bypass lanes.
+   */
+  #forward(conn: Connection, node: string, text: string, command: Command): "forwarded" | Promise<never> {
+    if (this.#tunnels.forward(conn, node, text, command.id, command.def.limit === "exempt")) return "forwarded";
+    const limit = this.#parts.maxPipelinedFrames;
+    return Promise.reject(new PiServerError("queue_full", `More than ${limit} commands of this connection await an answer from the session's node`));
   }
 
   /**
@@ -291,10 +301,7 @@ export class Cluster implements Ownership, CommandRouter {
       this.#remote.delete(clusterKey(cached)); // the remembered host left: find where the session is now
       return this.#find(conn, command, text);
     }
-    if (registration?.url === undefined) {
-      this.#tunnels.forward(conn, node, text, command.id);
-      return "forwarded";
-    }
+    if (registration?.url === undefined) return this.#forward(conn, node, text, command);
     const { url } = registration;
     throw new PiServerError("session_elsewhere", `Session '${sessionId}' is hosted by another node: connect to ${url}`, { details: { url } });
   }

@@ -38,6 +38,7 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** Messages a stream keeps at most for a reader that is behind (older ones are trimmed: a tunnel notices the gap). */
 const MAX_LEN = "10000";
 
 /**
@@ -141,6 +142,12 @@ export class NodeBus {
             if (message) this.#settle(message);
           }
         }
+      }
+      // What was read is done with: a stream holds only what its reader has not seen yet (reading does not remove
+      // entries, so a busy inbox would otherwise keep its last MAX_LEN messages, each up to a client's frame size).
+      // MAX_LEN stays the bound for a reader that lags or died. Sent before any answer to what was read.
+      if (result) {
+        void this.#options.redis.multi().xtrim(inbox, "MINID", inboxFrom).xtrim(replies, "MINID", repliesFrom).exec().catch(() => undefined);
       }
     }
   }

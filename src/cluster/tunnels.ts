@@ -23,6 +23,8 @@ export interface TunnelsOptions {
   readonly send: (to: string, message: TunnelMessage) => Promise<void>;
   /** Serve a socket for a principal (the core's `opened`). */
   readonly open: (socket: PeerSocket, principal: Principal) => ConnectionHandle;
+  /** Answers one tunnel may await at most (forwarded commands not yet answered). */
+  readonly maxAwaiting: () => number;
   /** Incoming tunnels this node accepts at most (they are connections here). */
   readonly maxIncoming: () => number;
   /** A node closed a tunnel because it is shutting down or lost its sessions (1001, 1012): they live elsewhere now. */
@@ -37,6 +39,8 @@ interface Outgoing {
   readonly tid: string;
   /** The number of the next frame expected from the owner. */
   next: number;
+  /** Forwarded commands whose response has not come back (every command gets exactly one). */
+  awaiting: number;
   /** Ids of commands sent through it, newest last (a `cancel` goes where its command went). */
   readonly commands: Set<string>;
 }
@@ -53,6 +57,8 @@ interface Incoming {
 const MAX_REMEMBERED = 1_000;
 /** Frames from another node that tell about that node, not about the session: not passed on. */
 const NODE_NOTICE = '{"type":"server_shutdown"';
+/** How every response frame begins (the core writes `type` first). */
+const RESPONSE = '{"type":"response"';
 
 export class Tunnels {
   readonly #options: TunnelsOptions;
@@ -73,11 +79,15 @@ export class Tunnels {
     return this.#incoming.size;
   }
 
-  /** Send a client's frame to node `to`, opening the tunnel first if needed. */
-  forward(conn: Connection, to: string, text: string, commandId: string | undefined): void {
+  /**
+   * Send a client's command to node `to`, opening the tunnel first if needed; false (nothing sent) when the tunnel
+   * already awaits `maxAwaiting` answers, unless `control` (a command that must always get through: abort, cancel…).
+   */
+  forward(conn: Connection, to: string, text: string, commandId: string | undefined, control = false): boolean {
     let tunnel = this.#byConn.get(conn)?.get(to);
+    if (tunnel && !control && tunnel.awaiting >= this.#options.maxAwaiting()) return false;
     if (!tunnel) {
-      tunnel = { conn, to, tid: conn.connectionId, next: 0, commands: new Set() };
+      tunnel = { conn, to, tid: conn.connectionId, next: 0, awaiting: 0, commands: new Set() };
       this.#outgoing.set(outgoingKey(to, tunnel.tid), tunnel);
       let mine = this.#byConn.get(conn);
       if (!mine) this.#byConn.set(conn, (mine = new Map()));
@@ -90,7 +100,9 @@ export class Tunnels {
       if (tunnel.commands.size > MAX_REMEMBERED) tunnel.commands.delete(tunnel.commands.values().next().value as string);
     }
     this.forwarded += 1;
+    tunnel.awaiting += 1;
     this.#post(tunnel, { k: "frame", tid: tunnel.tid, text });
+    return true;
   }
 
   /** The node a command of this connection was forwarded to, if it was. */
@@ -221,6 +233,7 @@ export class Tunnels {
     }
     tunnel.next += 1;
     if (n === 0 || frame.startsWith(NODE_NOTICE)) return; // the owner's server_ready, or its own shutdown notice
+    if (frame.startsWith(RESPONSE)) tunnel.awaiting -= 1;
     this.relayed += 1;
     tunnel.conn.sendFrame(frame);
   }

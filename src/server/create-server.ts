@@ -154,7 +154,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
   });
   // Stored sessions are listed before the first command is admitted (the core holds frames until then).
   let starting = true;
-  const joined = cluster?.start({ core, registry, engine, maxConnections: config.maxConnections });
+  const joined = cluster?.start({ core, registry, engine, maxConnections: config.maxConnections, maxPipelinedFrames: config.maxPipelinedFrames });
   const loaded = core.load(joined).finally(() => {
     starting = false;
   });

@@ -4,7 +4,7 @@ import { test, type TestContext } from "node:test";
 import { recordName } from "../../src/store/session-store.js";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createPiServer, tokenAuth } from "../../src/index.js";
+import { createPiServer, type PiServerOptions, tokenAuth } from "../../src/index.js";
 import { connectAs, type EventFrame, TestClient } from "../helpers/client.js";
 import { durableHarness, type DurableHarness, type RunningServer, TOKENS } from "../helpers/durable-cli.js";
 import { type RedisServer, startRedis } from "../helpers/redis.js";
@@ -327,33 +327,44 @@ test("Redis stopped for 5 s: nodes fence themselves and say not ready, then regi
   assert.equal(harness.llm.concurrency.max, 1);
 });
 
-test("tunnels count as connections of the hosting node: one over its limit is refused and its client told to try again later (1013)", async (t) => {
+/**
+ * A node embedded in this process (`createPiServer`), on the harness's agent dir and model, closed when the test
+ * ends. `options` adds to (or replaces) the defaults; `cluster` adds to the cluster settings.
+ */
+function embeddedNode(t: TestContext, redis: RedisServer, harness: DurableHarness, name: string, options: Omit<PiServerOptions, "cluster"> & { cluster?: Partial<NonNullable<PiServerOptions["cluster"]>> } = {}) {
+  const { cluster: clusterOptions, ...rest } = options;
+  const server = createPiServer({
+    logLevel: "silent",
+    agentDir: harness.agentDir,
+    dataDir: join(harness.dir, `data-${name}`),
+    cwd: harness.dir,
+    defaultModel: { provider: "local", modelId: "echo-1" },
+    sandbox: "none",
+    ...rest,
+    cluster: { redisUrl: redis.url, leaseTtlMs: TTL_MS, ...clusterOptions },
+  });
+  t.after(() => server.close());
+  return server;
+}
+
+/** Two embedded nodes on their own ports: their servers and a client URL for each. */
+async function twoNodes(t: TestContext, options: { a?: Partial<PiServerOptions>; b?: Partial<PiServerOptions> } = {}) {
   const redis = await startRedis(t);
   const harness = await durableHarness(t);
-  const server = (name: string, maxConnections: number) => {
-    const created = createPiServer({
-      port: 0,
-      logLevel: "silent",
-      agentDir: harness.agentDir,
-      dataDir: join(harness.dir, `data-${name}`),
-      cwd: harness.dir,
-      defaultModel: { provider: "local", modelId: "echo-1" },
-      sandbox: "none",
-      maxConnections,
-      cluster: { redisUrl: redis.url, leaseTtlMs: TTL_MS },
-    });
-    t.after(() => created.close());
-    return created;
-  };
-  const a = server("a", 2);
-  const b = server("b", 10);
+  const a = embeddedNode(t, redis, harness, "a", { port: 0, ...options.a });
+  const b = embeddedNode(t, redis, harness, "b", { port: 0, ...options.b });
   const [addressA, addressB] = await Promise.all([a.listen(), b.listen()]);
-  const direct = await TestClient.connect(`ws://127.0.0.1:${addressA?.port}`);
+  return { a, b, urlA: `ws://127.0.0.1:${addressA?.port}`, urlB: `ws://127.0.0.1:${addressB?.port}` };
+}
+
+test("tunnels count as connections of the hosting node: one over its limit is refused and its client told to try again later (1013)", async (t) => {
+  const { a, urlA, urlB } = await twoNodes(t, { a: { maxConnections: 2 } });
+  const direct = await TestClient.connect(urlA);
   await direct.ok({ type: "create_session", sessionId: "s1" });
-  const first = await TestClient.connect(`ws://127.0.0.1:${addressB?.port}`);
+  const first = await TestClient.connect(urlB);
   await first.ok({ type: "subscribe", sessionId: "s1" }); // A serves 2 connections now: the client and this tunnel
   assert.equal(a.connectionCount, 2);
-  const second = await TestClient.connect(`ws://127.0.0.1:${addressB?.port}`);
+  const second = await TestClient.connect(urlB);
   second.send({ type: "subscribe", sessionId: "s1", id: "over" });
   const closed = await second.closed;
   assert.equal(closed.code, 1013);
@@ -361,6 +372,26 @@ test("tunnels count as connections of the hosting node: one over its limit is re
   assert.equal(a.connectionCount, 2, "nothing more is held on A");
   // The first tunnel still works.
   assert.equal((await first.request({ type: "get_state", sessionId: "s1" })).success, true);
+});
+
+test("a connection awaits at most maxPipelinedFrames answers from another node: more are refused queue_full there; control commands still pass", async (t) => {
+  const { urlA, urlB } = await twoNodes(t, { b: { maxPipelinedFrames: 2 } });
+  const direct = await TestClient.connect(urlA);
+  await direct.ok({ type: "create_session", sessionId: "s1" });
+  const viaB = await TestClient.connect(urlB);
+  await viaB.ok({ type: "subscribe", sessionId: "s1" });
+  // Two commands that stay unanswered on A: a running bash and one queued behind it on the session's lane.
+  const running = viaB.request({ type: "bash", sessionId: "s1", command: "sleep 30", id: "b1" });
+  const queued = viaB.request({ type: "bash", sessionId: "s1", command: "sleep 30", id: "b2" });
+  const refused = await viaB.request({ type: "get_state", sessionId: "s1" });
+  assert.equal(refused.code, "queue_full");
+  assert.match(refused.error ?? "", /await an answer from the session's node/);
+  // cancel and abort_bash are never held back: they end both, and the connection may send again.
+  assert.equal((await viaB.request({ type: "cancel", sessionId: "s1", commandId: "b2" })).success, true);
+  assert.equal((await viaB.request({ type: "abort_bash", sessionId: "s1" })).success, true);
+  assert.equal((await queued).code, "cancelled");
+  await running;
+  assert.equal((await viaB.request({ type: "get_state", sessionId: "s1" })).success, true);
 });
 
 test("redirect mode: a node answers a command for a session another node hosts with session_elsewhere and that node's URL", async (t) => {
@@ -372,22 +403,15 @@ test("redirect mode: a node answers a command for a session another node hosts w
     const http = createServer((_req, res) => res.end("app"));
     const port = await new Promise<number>((resolve) => http.listen(0, "127.0.0.1", () => resolve((http.address() as AddressInfo).port)));
     const url = `ws://127.0.0.1:${port}/pi`;
-    const server = createPiServer({
+    const server = embeddedNode(t, redis, harness, name, {
       server: http,
       path: "/pi",
       auth,
-      logLevel: "silent",
-      agentDir: harness.agentDir,
-      dataDir: join(harness.dir, `data-${name}`),
       workspaces: { root: join(harness.dir, "ws") },
-      defaultModel: { provider: "local", modelId: "echo-1" },
-      sandbox: "none",
-      cluster: { redisUrl: redis.url, leaseTtlMs: TTL_MS, nodeUrl: url, redirect: true },
+      cluster: { nodeUrl: url, redirect: true },
     });
-    t.after(async () => {
-      await server.close(); // its WebSockets first: the HTTP server closes once no connection is left
-      await new Promise<void>((resolve) => http.close(() => resolve()));
-    });
+    // After the server's own close (registered first, so it runs first): the HTTP server closes once no WebSocket is left.
+    t.after(() => new Promise<void>((resolve) => http.close(() => resolve())));
     await server.listen();
     return { server, url };
   };

@@ -26,6 +26,8 @@ test("nodes ask each other over Redis: answers and errors come back; an absent n
   assert.deepEqual(seen, ["node-a", "node-a"]);
   const answers = await Promise.all(Array.from({ length: 50 }, (_, n) => a.request("node-b", { n }, 5_000)));
   assert.deepEqual(answers, Array.from({ length: 50 }, (_, n) => ({ doubled: n * 2 })), "each reply reaches its own request");
+  // B trimmed what it read before it answered (one connection, in order): only the last message read is left.
+  assert.ok((await raw.xlen("pi:inbox:node-b")) <= 1, "a read inbox does not keep its messages");
 
   await assert.rejects(a.request("node-gone", { n: 1 }, 200), (error: BusError) => error.code === "timeout");
 
