@@ -205,8 +205,11 @@ export class Cluster implements Ownership, CommandRouter {
     return Math.max(record.lastSeq, last ?? 0);
   }
 
-  /** Every numbered event of a session hosted here goes to its stream, fenced by the lease. */
-  published(host: SessionHost, seq: number, frame: Buffer, epoch: string): void {
+  /**
+   * Every numbered event of a session hosted here goes to its stream, fenced by the lease, and the stream keeps as
+   * many events as the session's ring (`kept`): so it is bounded by `replay.maxBytes` as well as `maxEvents`.
+   */
+  published(host: SessionHost, seq: number, frame: Buffer, epoch: string, kept: number): void {
     let key = this.#keys.get(host);
     if (key === undefined) {
       key = clusterKey(host);
@@ -217,7 +220,7 @@ export class Cluster implements Ownership, CommandRouter {
       this.#unownedAppends += 1;
       return;
     }
-    this.#streams.append(this.#streamKey(key), token, seq, frame.toString("utf8"), epoch).catch(() => {
+    this.#streams.append(this.#streamKey(key), token, seq, frame.toString("utf8"), epoch, kept).catch(() => {
       this.#failedAppends += 1;
     });
   }

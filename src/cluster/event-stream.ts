@@ -38,9 +38,13 @@ export class EventStreams {
     this.#maxLen = maxLen;
   }
 
-  /** Append event `seq` (numbered by the hub of `epoch`) of the session whose lease is `token`. */
-  async append(stream: string, token: LeaseToken, seq: number, frame: string, epoch = ""): Promise<AppendResult> {
-    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, this.#maxLen, frame, epoch);
+  /**
+   * Append event `seq` (numbered by the hub of `epoch`) of the session whose lease is `token`; the stream then keeps
+   * about `keep` entries (at most the replay window, at least this one: the top seq must survive for a new owner).
+   */
+  async append(stream: string, token: LeaseToken, seq: number, frame: string, epoch = "", keep = this.#maxLen): Promise<AppendResult> {
+    const maxLen = Math.max(1, Math.min(keep, this.#maxLen));
+    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, frame, epoch);
     if (result === 1) return "appended";
     if (result === -1) {
       this.fencedAppends += 1;

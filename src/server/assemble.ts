@@ -17,7 +17,8 @@ import { type Ownership, type PersistenceOptions, SessionRegistry } from "./sess
 export interface ClusterSeams {
   readonly ownership: Ownership;
   readonly router: CommandRouter;
-  published(host: SessionHost, seq: number, frame: Buffer, epoch: string): void;
+  /** Every numbered event of a session hosted here, and how many events its ring keeps (the stream keeps as many). */
+  published(host: SessionHost, seq: number, frame: Buffer, epoch: string, kept: number): void;
 }
 
 /** Everything behind the transport, wired from one resolved config. */
@@ -94,7 +95,7 @@ export function assemble(options: AssembleOptions): Assembly {
       onToolCall: metrics ? (tool, outcome) => metrics.toolCall(tool, outcome) : undefined,
       sandbox: options.sandbox ?? { kind: "none", bwrapPath: undefined, network: true },
       sessionsRoot,
-      onPublished: cluster && ((host, seq, frame, epoch) => cluster.published(host, seq, frame, epoch)),
+      onPublished: cluster?.published,
     },
     ownership: cluster?.ownership,
     onCreated: (host) => core.announce(host),

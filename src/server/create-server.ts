@@ -141,7 +141,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     factory,
     // In a cluster, leases keep one writer per conversation across machines (a pid lock cannot).
     persistence: { store, ...config.restore, lockFiles: cluster === undefined },
-    cluster: cluster && { ownership: cluster, router: cluster, published: (host, seq, frame, epoch) => cluster.published(host, seq, frame, epoch) },
+    cluster: cluster && { ownership: cluster, router: cluster, published: (...event) => cluster.published(...event) },
     dataDir,
     workspaces: new Workspaces(config.workspaces),
     sandbox,

@@ -73,18 +73,19 @@ export class EventHub {
   #count = 0;
   #bytes = 0;
   #seq = 0;
-  readonly #onPublished: ((seq: number, frame: Buffer, epoch: string) => void) | undefined;
+  readonly #onPublished: ((seq: number, frame: Buffer, epoch: string, kept: number) => void) | undefined;
 
   /**
    * `firstSeq`: the seq a restored session had reached before the restart; numbering continues above it.
-   * `onPublished`: told every numbered frame (a cluster appends it to the session's stream, issue 15).
+   * `onPublished`: told every numbered frame and how many events the ring keeps with it (within both replay limits):
+   * a cluster appends it to the session's stream and trims the stream to as many (issue 15).
    */
   constructor(
     sessionId: string,
     limits: ReplayLimits,
     key: string = sessionId,
     firstSeq = 0,
-    onPublished?: (seq: number, frame: Buffer, epoch: string) => void,
+    onPublished?: (seq: number, frame: Buffer, epoch: string, kept: number) => void,
   ) {
     this.#seq = firstSeq;
     this.#onPublished = onPublished;
@@ -151,7 +152,7 @@ export class EventHub {
     const frame = update ? this.#encodeUpdate(head, update.full) : Buffer.from(`${head}${serialize(event)}}`);
     if ((event as { type?: unknown }).type === "message_end") this.#updates.reset();
     this.#store({ seq: this.#seq, frame });
-    this.#onPublished?.(this.#seq, frame, this.epoch);
+    this.#onPublished?.(this.#seq, frame, this.epoch, this.#count);
     const key = this.#supersedeKey(event as { type?: unknown; toolCallId?: unknown });
     if (update === undefined || this.#deltaSubscribers === 0) {
       for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(frame, key);

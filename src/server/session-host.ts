@@ -53,7 +53,7 @@ export interface SessionHostOptions {
    */
   readonly onChange?: ((host: SessionHost, change: SessionChange) => Promise<void> | void) | undefined;
   /** Told every numbered event frame of the session (a cluster appends them to its stream, issue 15). */
-  readonly onPublished?: ((host: SessionHost, seq: number, frame: Buffer, epoch: string) => void) | undefined;
+  readonly onPublished?: ((host: SessionHost, seq: number, frame: Buffer, epoch: string, kept: number) => void) | undefined;
 }
 
 export type SessionChange = "run_started" | "run_ended" | "rebound";
@@ -138,7 +138,7 @@ export class SessionHost {
       options.replay,
       identity.key,
       identity.firstSeq,
-      onPublished && ((seq, frame, epoch) => onPublished(this, seq, frame, epoch)),
+      onPublished && ((seq, frame, epoch, kept) => onPublished(this, seq, frame, epoch, kept)),
     );
     this.dialogs = new Dialogs(this.hub, options.dialogTimeoutMs, options.maxPendingDialogs, this.#log);
   }

@@ -374,6 +374,32 @@ test("tunnels count as connections of the hosting node: one over its limit is re
   assert.equal((await first.request({ type: "get_state", sessionId: "s1" })).success, true);
 });
 
+test("a session's Redis stream keeps what its replay ring keeps: bounded by replay.maxBytes, not only by the event count", async (t) => {
+  const redis = await startRedis(t);
+  const harness = await durableHarness(t);
+  const maxBytes = 32 * 1024;
+  const node = embeddedNode(t, redis, harness, "a", { port: 0, replay: { maxBytes } });
+  const client = await TestClient.connect(`ws://127.0.0.1:${(await node.listen())?.port}`);
+  await client.ok({ type: "create_session", sessionId: "s1" });
+  // Every update carries the whole partial message: 40 updates of a 20,000-character reply are ~400 KiB of frames.
+  harness.llm.replies.push({ text: "x".repeat(20_000), chunks: 40 });
+  await client.ok({ type: "prompt", sessionId: "s1", message: "a long one" });
+  const end = await client.waitForEvent("s1", "agent_end");
+  const sent = client.events("s1").reduce((sum, frame) => sum + Buffer.byteLength(JSON.stringify(frame)), 0);
+  assert.ok(sent > 10 * maxBytes, `the reply's frames (${sent} bytes) are far over the ring's bytes`);
+
+  const raw = redis.client();
+  const stream = `pi:events:${recordName("anonymous", "s1")}`;
+  // The hub does not await its appends: block until the last event is in the stream (at once if it is).
+  assert.ok(await raw.xread("BLOCK", 15_000, "STREAMS", stream, `${end.seq - 1}-0`), "the last event reached the stream");
+  const entries = await raw.xrange(stream, "-", "+");
+  const stored = entries.reduce((sum, [, fields]) => sum + Buffer.byteLength(fields[1] ?? ""), 0);
+  const largest = Math.max(...entries.map(([, fields]) => Buffer.byteLength(fields[1] ?? "")));
+  // `MAXLEN ~` trims whole nodes of the stream: allow one more node's worth (an entry this size fills one).
+  assert.ok(stored <= maxBytes + 2 * largest, `the stream holds ${stored} bytes in ${entries.length} entries`);
+  assert.equal(Number(entries.at(-1)?.[0].split("-")[0]), end.seq, "the newest event is kept");
+});
+
 test("a connection awaits at most maxPipelinedFrames answers from another node: more are refused queue_full there; control commands still pass", async (t) => {
   const { urlA, urlB } = await twoNodes(t, { b: { maxPipelinedFrames: 2 } });
   const direct = await TestClient.connect(urlA);
