@@ -266,7 +266,13 @@ test("a node restarted on the same host and port never inherits the old process'
   const pttl = await redis.client().pttl(`pi:session:${recordName("alice", "s1")}`);
   const askedAt = Date.now();
   const client = await again.connect("alice");
-  await client.ok({ type: "get_state", sessionId: "s1" });
+  const answer = await client.request({ type: "get_state", sessionId: "s1" }).catch(() => undefined);
+  if (answer?.success !== true) {
+    // Asked while the dead process's registration had not expired yet: a dead node cannot be told from a paused one,
+    // so the command went to it and the client was closed with 1012 once it expired (PROTOCOL §5.7). It reconnects.
+    assert.equal((await client.closed).code, 1012, `first answer: ${JSON.stringify(answer)}`);
+    await (await again.connect("alice")).ok({ type: "get_state", sessionId: "s1" });
+  }
   if (pttl > 0) assert.ok(Date.now() - askedAt >= pttl - 50, "the old claim was waited out, not taken over");
   const now = await lease(redis, "alice", "s1");
   assert.equal(now?.holder, newId);
