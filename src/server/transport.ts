@@ -7,6 +7,7 @@ import type { Principal } from "../auth/types.js";
 import type { PeerSocket } from "./connection.js";
 import type { ServerCore } from "./core.js";
 import type { HeartbeatOptions } from "./options.js";
+import { type Corkable, WriteBatcher } from "./write-batcher.js";
 
 /** Time a closing peer gets to read what is buffered and answer the close frame before it is cut off. */
 const CLOSE_HANDSHAKE_MS = 5_000;
@@ -21,6 +22,7 @@ export class WsTransport {
   readonly #log: Logger;
   readonly #sockets = new Set<WebSocket>();
   readonly #heartbeat: HeartbeatOptions;
+  readonly #batcher = new WriteBatcher();
   #onEmpty: (() => void) | undefined;
   /** Connections terminated because their pong did not come (for metrics and tests). */
   heartbeatTerminations = 0;
@@ -51,9 +53,15 @@ export class WsTransport {
   #attach(ws: WebSocket, principal: Principal): void {
     this.#sockets.add(ws);
     let closeTimer: NodeJS.Timeout | undefined;
+    // ws keeps its net.Socket private; a burst of frames in one turn is corked on it (adr/0022).
+    const batch = this.#batcher.add((ws as unknown as { _socket: Corkable })._socket);
     const peer: PeerSocket = {
-      // A Buffer is a text frame's UTF-8, shared by several sockets (adr/0014): sent as text, never as binary.
-      send: (frame, sent) => (typeof frame === "string" ? ws.send(frame, sent) : ws.send(frame, { binary: false }, sent)),
+      send: (frame, sent) => {
+        batch.wrote(frame.length);
+        // A Buffer is a text frame's UTF-8, shared by several sockets (adr/0014): sent as text, never as binary.
+        if (typeof frame === "string") ws.send(frame, sent);
+        else ws.send(frame, { binary: false }, sent);
+      },
       close: (code, reason) => {
         ws.close(code, reason);
         // ws waits 30 s for the peer's close frame; a peer that does not read would hold its buffers that long.
