@@ -3,8 +3,8 @@
  * For pi-server: delivered events/s and p50/p99 latency from the moment the server published an event to the moment
  * a subscriber's socket handed it over, on one clock (each process's timestamps shifted by its offset from this
  * process, measured with the fastest of 20 IPC pings). For all three servers — pi-server, a hand-written `ws` server
- * around the same paced session, and a raw `ws` server replaying the frames pi-server sent — the server's CPU per
- * delivered event.
+ * around the same paced session, and a raw `ws` server replaying the frames pi-server sent (all at once, and paced:
+ * each at the moment pi-server published it) — the server's CPU per delivered event.
  * Run: npm run bench:fanout
  */
 import { type ServerChild, startClient, startServerChild } from "./lib/child.js";
@@ -101,11 +101,22 @@ for (const n of LEVELS) {
   const raw = await fanOut(replay, n, { PI_BENCH_EXPECT: String(frames.length) }, () =>
     replay.request({ cmd: "go" }, (r) => r["went"] === true),
   );
+  // The same replay, each frame sent when pi-server published it: the same bytes at the same pace, no session.
+  const firstPublished = published[0]?.[1] ?? 0;
+  const publishedAt = new Map(published);
+  const offsets = frames.map((frame) => (publishedAt.get(Number(/"seq":(\d+)/.exec(frame)?.[1])) ?? firstPublished) - firstPublished);
   await closeAll([...raw.subscribers, replay]);
+  const pacer = await startServerChild({}, { PI_BENCH_WAIT: "1" }, "replay-process.ts");
+  await pacer.request({ cmd: "frames", frames, offsets }, (r) => "loaded" in r);
+  const rawPaced = await fanOut(pacer, n, { PI_BENCH_EXPECT: String(frames.length) }, () =>
+    pacer.request({ cmd: "go", paced: true }, (r) => r["went"] === true),
+  );
+  await closeAll([...rawPaced.subscribers, pacer]);
 
   const perDelivery = run.cpu / delivered;
   const handPer = hand.cpu / handDelivered;
   const rawPer = raw.cpu / (frames.length * n);
+  const pacedPer = rawPaced.cpu / (frames.length * n);
   rows.push([
     String(n),
     String(published.length),
@@ -116,8 +127,10 @@ for (const n of LEVELS) {
     fmt(perDelivery, 2),
     fmt(handPer, 2),
     fmt(rawPer, 2),
+    fmt(pacedPer, 2),
     fmt(handPer / perDelivery, 2),
     fmt(rawPer / perDelivery, 2),
+    fmt(pacedPer / perDelivery, 2),
   ]);
 }
 
@@ -133,8 +146,10 @@ table(
     "pi-server CPU µs per delivery",
     "hand-written ws server µs",
     "raw ws replay µs",
+    "raw ws paced replay µs",
     "hand-written ÷ pi-server",
     "raw replay ÷ pi-server",
+    "paced replay ÷ pi-server",
   ],
   rows,
 );
