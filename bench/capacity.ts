@@ -10,7 +10,7 @@ const N = Number(process.env["N"] ?? 1000);
 const rss = async (server: Awaited<ReturnType<typeof startServerChild>>) =>
   (await server.request<{ rss: number; heapUsed: number }>({ cmd: "rss" }, (r) => "rss" in r));
 
-const server = await startServerChild({ maxConnections: N + 10, maxSessions: N + 10, rateLimits: { connection: false, session: false, global: false } });
+const server = await startServerChild({ maxConnections: N + 10, maxSessions: N + 10, restore: { maxLive: N + 10 }, rateLimits: { connection: false, session: false, global: false } });
 // Warm up: one session and one connection, so lazy module state is not charged to the first of N.
 await server.request({ cmd: "sessions", n: 1 }, (r) => r["done"] === true);
 const warm = new WebSocket(`ws://127.0.0.1:${server.port}`);
