@@ -9,6 +9,7 @@ import { connect as tcpConnect } from "node:net";
 import { test } from "node:test";
 import type { ResponseFrame, TestClient } from "../helpers/client.js";
 import { eventually, processesMatching, startSecureCli } from "../helpers/secure-cli.js";
+import { within } from "../helpers/wait.js";
 
 /** A sleep duration no other test uses, so `ps` finds exactly this test's processes. */
 const tag = () => `sleep ${String(4_000_000 + Math.floor(Math.random() * 999_999))}`;
@@ -107,14 +108,18 @@ test("pre-auth connections are bounded in count and time", async (t) => {
   const cli = await startSecureCli(t, ["--max-pre-auth", "10", "--pre-auth-timeout", "1000"]);
   const port = Number(new URL(cli.http).port);
   const started = performance.now();
-  const sockets = Array.from({ length: 25 }, (_, i) => {
-    const socket = tcpConnect(port, "127.0.0.1");
+  const sockets = Array.from({ length: 25 }, () => tcpConnect(port, "127.0.0.1"));
+  const closes = sockets.map((socket, i) => {
     socket.on("error", () => undefined);
     // Some send half a request and stall (slowloris); the others send nothing.
     if (i % 2 === 0) socket.write("GET / HTTP/1.1\r\nHost: x\r\n");
     return new Promise<number>((resolve) => socket.on("close", () => resolve(performance.now() - started)));
   });
-  const closedAfter = await Promise.all(sockets);
+  t.after(() => sockets.forEach((socket) => socket.destroy()));
+  const closedAfter = await within(Promise.all(closes), "close of every pre-auth connection").catch((error: Error) => {
+    const open = sockets.filter((s) => !s.closed).map((s) => `${s.readyState} local ${String(s.localPort)} wrote ${s.bytesWritten}`);
+    throw new Error(`${error.message}; still open: ${open.join("; ")}`);
+  });
   closedAfter.sort((x, y) => x - y);
   const early = closedAfter.filter((ms) => ms < 900).length;
   t.diagnostic(`closed after (ms): ${closedAfter.map((ms) => ms.toFixed(0)).join(", ")}`);
