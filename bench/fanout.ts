@@ -5,6 +5,7 @@
  * process, measured with the fastest of 20 IPC pings). For all three servers — pi-server, a hand-written `ws` server
  * around the same paced session, and a raw `ws` server replaying the frames pi-server sent (all at once, and paced:
  * each at the moment pi-server published it) — the server's CPU per delivered event.
+ * Every server streams once to warm up before the stream that is measured (WARMUP=0: the first, cold one).
  * Run: npm run bench:fanout
  */
 import { type ServerChild, startClient, startServerChild } from "./lib/child.js";
@@ -38,9 +39,13 @@ interface Done {
   frames?: string[];
 }
 
+/** WARMUP=0 measures each server's first stream, in a cold process (JIT compilation, lazy imports and all). */
+const WARMUP = process.env["WARMUP"] !== "0";
+
 /**
- * Start `n` subscriber processes on `port`, run `start`, and wait until each has received everything. Returns what
- * each received and the server's CPU (µs) over the run.
+ * Start `n` subscriber processes on `port`, run `start` once to warm the server up (unless WARMUP=0) and once more,
+ * and wait until each has received everything. Returns what each received of the second run and the server's CPU
+ * (µs) over it: a long-running server is measured, not its first minute.
  */
 async function fanOut(
   server: ServerChild,
@@ -50,9 +55,19 @@ async function fanOut(
 ): Promise<{ subscribers: ServerChild[]; done: Done[]; cpu: number; ms: number }> {
   const subscribers = await Promise.all(
     Array.from({ length: n }, (_, i) =>
-      startClient("subscriber.mjs", { PI_BENCH_URL: `ws://127.0.0.1:${server.port}`, PI_BENCH_CAPTURE: i === 0 ? "1" : "0", ...env }),
+      startClient("subscriber.mjs", {
+        PI_BENCH_URL: `ws://127.0.0.1:${server.port}`,
+        PI_BENCH_CAPTURE: i === 0 ? "1" : "0",
+        PI_BENCH_WARMUP: WARMUP ? "1" : "0",
+        ...env,
+      }),
     ),
   );
+  if (WARMUP) {
+    const warm = subscribers.map((s) => s.next((m) => m["warm"] === true));
+    await start();
+    await Promise.all(warm);
+  }
   const finished = subscribers.map((s) => s.next<Done>((m) => m["done"] === true));
   const before = await cpuUs(server);
   const t0 = performance.now();
@@ -72,6 +87,7 @@ for (const n of LEVELS) {
   const run = await fanOut(pi, n, { PI_BENCH_SUBSCRIBE: JSON.stringify({ type: "subscribe", id: "s", sessionId: "fan" }) }, () =>
     pi.request({ cmd: "stream", sessionId: "fan", text: REPLY, once: true }, (r) => r["stopped"] === true),
   );
+  // The last stream's (each `stream` starts a new list).
   const { times: published } = await pi.request<{ times: Array<[number, number]> }>({ cmd: "publishTimes" }, (r) => "times" in r);
   const serverOffset = await clockOffset(pi);
   const latencies: number[] = [];
