@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import WebSocket from "ws";
+import { WAIT_MS, within } from "./wait.js";
 
 /** Any frame the server sends. */
 export type Frame = Record<string, unknown> & { type: string };
@@ -15,7 +16,7 @@ export type ResponseFrame = Frame & {
 };
 
 /** Generous bound for a loaded 2-core machine; tests wait on frames, never sleep. */
-export const WAIT_MS = 15_000;
+export { WAIT_MS };
 
 interface Waiter {
   predicate: (frame: Frame) => boolean;
@@ -140,6 +141,11 @@ export class TestClient {
 
   events(sessionId: string): EventFrame[] {
     return this.frames.filter((f): f is EventFrame => f.type === "event" && f["sessionId"] === sessionId);
+  }
+
+  /** The close of the socket (code and reason), or a rejection once `timeoutMs` passed. */
+  closing(timeoutMs = WAIT_MS): Promise<{ code: number; reason: string }> {
+    return within(this.closed, "close of the socket", timeoutMs);
   }
 
   async close(): Promise<void> {

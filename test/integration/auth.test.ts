@@ -104,7 +104,7 @@ test("HS256 shared secret; a connection is closed with 4003 when its token expir
   const shortLived = mintHs(claims("carol", { exp: now + 2 }), secret);
   const client = new TestClient(h.url, { headers: { authorization: `Bearer ${shortLived}` } });
   await client.ready;
-  const closed = await client.closed;
+  const closed = await client.closing();
   assert.equal(closed.code, 4003);
   assert.ok(!logs.text().includes(secret));
   assert.ok(!logs.text().includes(shortLived));

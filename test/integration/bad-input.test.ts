@@ -57,7 +57,7 @@ test("an oversized frame closes that connection with 1009; other clients are una
   const other = await h.connect();
   await other.ok({ type: "create_session", sessionId: "s" });
   big.send({ type: "prompt", sessionId: "s", message: "x".repeat(5000) });
-  const closed = await big.closed;
+  const closed = await big.closing();
   assert.equal(closed.code, 1009);
   const state = await other.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" });
   assert.equal(state.messageCount, 0, "the oversized prompt never reached the session");

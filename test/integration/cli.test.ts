@@ -57,7 +57,7 @@ test("CLI: --port 0, listening line, real file-backed session over an OpenAI-com
   const exit = exited(child);
   child.kill("SIGTERM");
   assert.equal(await exit, 0);
-  assert.equal((await client.closed).code, 1001);
+  assert.equal((await client.closing()).code, 1001);
   assert.match(stderr.text(), /"msg":"closed"/, "logs are pino JSON on stderr");
 });
 

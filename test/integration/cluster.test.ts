@@ -147,7 +147,7 @@ test("kill -9 the owner mid-run: another node restores the session within the le
   const killedAt = Date.now();
   await a.kill();
   // C's client is told the session moved (1012), C takes it over once A's lease expired.
-  assert.equal((await onC.closed).code, 1012);
+  assert.equal((await onC.closing()).code, 1012);
   const restored = await within(logged(c, "session restored"), "the take-over on C");
   const tookMs = (restored["time"] as number) - killedAt;
   const restoreMs = restored["durationMs"] as number;
@@ -201,7 +201,7 @@ test("a graceful stop leaves no key of the node behind, nothing of it comes back
 
   assert.equal(await a.stop(), 0);
   assert.deepEqual(await keysNaming(redis, idA), [], "no node key, lease, inbox or reply stream of A is left");
-  assert.equal((await onB.closed).code, 1012, "B's client is told the session moved");
+  assert.equal((await onB.closing()).code, 1012, "B's client is told the session moved");
   const back = await b.connect("alice");
   const resumed = await back.ok<{ resyncRequired?: boolean }>({ type: "subscribe", sessionId: "s1", afterSeq: 0, epoch });
   assert.equal(resumed.resyncRequired, undefined);
@@ -227,7 +227,7 @@ test("SIGSTOP a node for 2 × TTL: on waking it has fenced itself, does not recl
   // registration expired, B tells its client the session moved (1012) and takes the session over.
   const onB = await b.connect("alice");
   onB.send({ type: "get_state", sessionId: "s1", id: "paused" });
-  assert.equal((await onB.closed).code, 1012);
+  assert.equal((await onB.closing()).code, 1012);
   assert.ok(!onB.frames.some((frame) => frame["id"] === "paused"), "nothing answered for the paused node");
   const retried = await b.connect("alice");
   await retried.ok({ type: "get_state", sessionId: "s1" });
@@ -238,7 +238,7 @@ test("SIGSTOP a node for 2 × TTL: on waking it has fenced itself, does not recl
   await delay(Math.max(0, 2 * TTL_MS - (Date.now() - stoppedAt))); // the pause itself is the subject
   a.child.kill("SIGCONT");
   await within(logged(a, "fenced: this node lost its registration; its sessions stop"), "A fencing itself");
-  assert.equal((await onA.closed).code, 1012, "A's subscriber is closed with the documented code");
+  assert.equal((await onA.closing()).code, 1012, "A's subscriber is closed with the documented code");
   const renewed = await within(logged(a, "registered in the cluster", 2), "A's new registration");
   assert.notEqual(renewed["nodeId"], idA, "a new incarnation");
   assert.deepEqual(await lease(redis, "alice", "s1"), second, "A did not reclaim the session");
@@ -270,7 +270,7 @@ test("a node restarted on the same host and port never inherits the old process'
   if (answer?.success !== true) {
     // Asked while the dead process's registration had not expired yet: a dead node cannot be told from a paused one,
     // so the command went to it and the client was closed with 1012 once it expired (PROTOCOL §5.7). It reconnects.
-    assert.equal((await client.closed).code, 1012, `first answer: ${JSON.stringify(answer)}`);
+    assert.equal((await client.closing()).code, 1012, `first answer: ${JSON.stringify(answer)}`);
     await (await again.connect("alice")).ok({ type: "get_state", sessionId: "s1" });
   }
   if (pttl > 0) assert.ok(Date.now() - askedAt >= pttl - 50, "the old claim was waited out, not taken over");
@@ -297,7 +297,7 @@ test("Redis stopped for 5 s: nodes fence themselves and say not ready, then regi
   const before = onA.lastSeq("s1");
   release(); // these events reach the client, never the stream
   await onA.waitFor((frame) => frame.type === "event" && (frame["seq"] as number) > before);
-  assert.equal((await onA.closed).code, 1012, "A fenced itself and closed its subscriber");
+  assert.equal((await onA.closing()).code, 1012, "A fenced itself and closed its subscriber");
   const fencedMs = Date.now() - stoppedAt;
   assert.ok(fencedMs < TTL_MS + 1_000, `fenced ${fencedMs} ms after Redis went away`);
   assert.equal(await readyz(a), 503);
@@ -372,7 +372,7 @@ test("tunnels count as connections of the hosting node: one over its limit is re
   assert.equal(a.connectionCount, 2);
   const second = await TestClient.connect(urlB);
   second.send({ type: "subscribe", sessionId: "s1", id: "over" });
-  const closed = await second.closed;
+  const closed = await second.closing();
   assert.equal(closed.code, 1013);
   assert.match(closed.reason, /connection limit/);
   assert.equal(a.connectionCount, 2, "nothing more is held on A");

@@ -104,7 +104,7 @@ async function supervisedStop(t: TestContext, cmd: string[], env: Record<string,
   child.kill("SIGTERM");
   assert.equal(await exit, 0, stderr.text().slice(-2000));
   assert.deepEqual(processesWith(marker), [], "nothing the server started outlives it");
-  assert.equal((await client.closed).code, 1001);
+  assert.equal((await client.closing()).code, 1001);
 }
 
 test("the systemd unit verifies, runs node itself and stops the whole control group", (t) => {

@@ -64,7 +64,7 @@ for (const [mode, embed] of Object.entries(MODES)) {
 
     await server.close();
     await client.waitFor((f) => f.type === "server_shutdown");
-    assert.equal((await client.closed).code, 1001);
+    assert.equal((await client.closing()).code, 1001);
     assert.equal(server.state, "closed");
     assert.deepEqual(server.sessions.list(), []);
     await server.close(); // idempotent
@@ -90,7 +90,7 @@ test("close() during a run: in-flight commands get terminal responses, the run i
   assert.equal((await bash).code, "shutting_down");
   assert.equal((await queued).code, "shutting_down");
   await client.waitFor((f) => f.type === "session_deleted" && f["reason"] === "shutdown");
-  assert.equal((await client.closed).code, 1001);
+  assert.equal((await client.closing()).code, 1001);
 });
 
 test("after close() starts, new commands and new connections are refused", async (t) => {

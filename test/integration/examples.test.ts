@@ -39,7 +39,7 @@ for (const example of ["node-http", "express", "fastify"]) {
     child.kill("SIGTERM");
     const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no exit after SIGTERM: ${stderr.text()}`)), WAIT_MS).unref());
     assert.equal(await Promise.race([exit, timeout]), 0, stderr.text());
-    assert.equal((await client.closed).code, 1001);
+    assert.equal((await client.closing()).code, 1001);
   });
 }
 

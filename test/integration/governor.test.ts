@@ -203,7 +203,7 @@ test("session and connection limits", async (t) => {
   await h.connect();
   const { TestClient } = await import("../helpers/client.js");
   const third = new TestClient(h.url);
-  await third.closed;
+  await third.closing();
   assert.equal(third.frames.length, 0, "a connection over maxConnections never opens");
   assert.equal(h.server.connectionCount, 2);
 });

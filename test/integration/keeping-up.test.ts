@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { fauxAssistantMessage } from "@mariozechner/pi-ai";
 import { startServer } from "../helpers/server.js";
+import { within } from "../helpers/wait.js";
 
 const RUNS = Number(process.env["PI_SERVER_KEEPUP_RUNS"] ?? 2);
 const CHUNKS = 4_000;
@@ -23,7 +24,11 @@ test(`a reader in its own process that keeps up receives every frame of a ${CHUN
   const results: Array<{ events: number; conflated: number }> = [];
   const seqOf = () => h.server.health().sessionsDetail.find((d) => d.sessionId === "s")?.seq ?? 0;
   for (let run = 0; run < RUNS; run++) {
-    const reader = fork(join(import.meta.dirname, "../helpers/reader-process.ts"), [h.url, "s"], { execArgv: ["--import", "tsx"] });
+    // Not on the test's stdout: the runner reads a file's results from it until every holder has closed it.
+    const reader = fork(join(import.meta.dirname, "../helpers/reader-process.ts"), [h.url, "s"], {
+      execArgv: ["--import", "tsx"],
+      stdio: ["ignore", "ignore", "inherit", "ipc"],
+    });
     t.after(() => reader.kill());
     const messages: Array<Record<string, number | boolean>> = [];
     const report = new Promise<{ events: number; conflated: number; lastSeq: number }>((resolve) =>
@@ -32,13 +37,13 @@ test(`a reader in its own process that keeps up receives every frame of a ${CHUN
         if ("events" in m) resolve(m as unknown as { events: number; conflated: number; lastSeq: number });
       }),
     );
-    await new Promise<void>((resolve) => reader.on("message", (m: { subscribed?: boolean }) => m.subscribed && resolve()));
+    await within(new Promise<void>((resolve) => reader.on("message", (m: { subscribed?: boolean }) => m.subscribed && resolve())), "reader's subscription");
     const from = driver.frames.length;
     const seqBefore = seqOf();
     h.faux.setResponses([fauxAssistantMessage("abcd".repeat(CHUNKS * TOKENS_PER_CHUNK))]);
     await driver.ok({ type: "prompt", sessionId: "s", message: `run ${run}` });
     await driver.waitForEvent("s", "agent_end", () => true, from);
-    const seen = await report;
+    const seen = await within(report, "reader's report");
     results.push(seen);
     assert.equal(seen.conflated, 0, `run ${run}: ${seen.conflated} conflated frames`);
     assert.equal(seen.events, seqOf() - seqBefore, `run ${run}: every event published arrived`);

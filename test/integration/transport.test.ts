@@ -140,7 +140,7 @@ test("a slow consumer past its lag limit is closed with 4001 and resumes from it
   await fast.ok({ type: "prompt", sessionId: "s", message: "stream a lot" });
   await slowGone;
   slow.thaw(); // read what was already on the wire, then the close frame
-  assert.equal((await slow.closed).code, 4001);
+  assert.equal((await slow.closing()).code, 4001);
   await fast.waitForEvent("s", "agent_end");
 
   const lastSeq = slow.lastSeq("s");
@@ -244,5 +244,5 @@ test("abortRunsOnShutdown aborts runs at once instead of waiting for the grace p
   assert.equal((await client.waitFor((f) => f.type === "server_shutdown"))["graceMs"], 0);
   const aborted = await client.waitForEvent("s", "run_aborted");
   assert.equal(aborted.event["reason"], "shutting_down");
-  assert.equal((await client.closed).code, 1001);
+  assert.equal((await client.closing()).code, 1001);
 });

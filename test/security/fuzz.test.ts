@@ -173,7 +173,7 @@ test(`fuzz: ${FRAMES} generated frames over live sockets, every one answered or 
   const reconnect = async (action: () => void, allowed: ReadonlySet<number> = CLOSE_CODES) => {
     await settle();
     action();
-    const { code } = await client.closed;
+    const { code } = await client.closing();
     assert.ok(allowed.has(code), `undocumented close code ${code}`);
     closes.set(code, (closes.get(code) ?? 0) + 1);
     await open();
