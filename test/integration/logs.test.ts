@@ -6,6 +6,7 @@ import { connectAs } from "../helpers/client.js";
 import { cleanEnv, collect, exited, firstLine, run } from "../helpers/cli.js";
 import { tempDir } from "../helpers/faux.js";
 import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
+import { within } from "../helpers/wait.js";
 
 test("logs: every line of a busy run is one JSON object with one msg; session, run and upstream lines carry their fields", async (t) => {
   const dir = tempDir("logs");
@@ -40,8 +41,8 @@ test("logs: every line of a busy run is one JSON object with one msg; session, r
   const exit = exited(child);
   const stderrEnded = new Promise((resolve) => child.stderr.on("end", resolve));
   child.kill("SIGTERM");
-  assert.equal(await exit, 0);
-  await stderrEnded;
+  assert.equal(await within(exit, "the server's exit"), 0);
+  await within(stderrEnded, "the end of the server's stderr");
 
   const lines = stderr.text().split("\n").filter((line) => line !== "");
   const entries = lines.map((line) => {

@@ -17,6 +17,7 @@ import { connectAs, type TestClient } from "../helpers/client.js";
 import { tempDir } from "../helpers/faux.js";
 import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
 import { writeExchange } from "../helpers/pi-messages.js";
+import { within } from "../helpers/wait.js";
 
 const TOKENS = { alice: "alice-token-0123456789", bob: "bob-token-0123456789ab" } as const;
 type Summary = { sessionId: string; status: string; messageCount: number };
@@ -140,7 +141,7 @@ test("the live cap unloads the least recently used idle session; eager restore l
     },
   });
   const idle = await env.start({ restore: { eager: true, idleUnloadMs: 1_000 } }, logger);
-  await allUnloaded;
+  await within(allUnloaded, "three idle unloads");
   const a4 = await idle.connect("alice");
   assert.deepEqual(await status(a4), { a: "dormant", b: "dormant", c: "dormant" });
   assert.equal((await a4.ok<{ messageCount: number }>({ type: "get_state", sessionId: "b" })).messageCount, 2);
