@@ -95,7 +95,7 @@ export function assemble(options: AssembleOptions): Assembly {
       onToolCall: metrics ? (tool, outcome) => metrics.toolCall(tool, outcome) : undefined,
       sandbox: options.sandbox ?? { kind: "none", bwrapPath: undefined, network: true },
       sessionsRoot,
-      onPublished: cluster?.published,
+      onPublished: cluster && ((...event) => cluster.published(...event)),
     },
     ownership: cluster?.ownership,
     onCreated: (host) => core.announce(host),

@@ -27,7 +27,7 @@ export class WriteBatcher {
   #scheduled = false;
   readonly #endTurn = () => this.#uncorkAll();
 
-  /** One socket's handle: call `wrote(bytes)` before each frame is written to it. */
+  /** One socket's handle: call `wrote(size)` before each frame is written to it (a text frame's length will do). */
   add(socket: Corkable): { wrote(bytes: number): void } {
     const batch: Batch = { socket, touched: false, corked: false, bytes: 0 };
     return { wrote: (bytes) => this.#wrote(batch, bytes) };
