@@ -10,6 +10,7 @@ import type { Command } from "../server/protocol.js";
 import { keyOf } from "../server/session-key.js";
 import { SessionHost } from "../server/session-host.js";
 import type { DormantSession, Ownership, SessionName, SessionRegistry } from "../server/sessions.js";
+import { type FrameBytes, frameText } from "../server/wire-frame.js";
 import { recordName, type SessionRecord } from "../store/session-store.js";
 import { atMost } from "./bounded.js";
 import { EventStreams } from "./event-stream.js";
@@ -209,7 +210,7 @@ export class Cluster implements Ownership, CommandRouter {
    * Every numbered event of a session hosted here goes to its stream, fenced by the lease, and the stream keeps as
    * many events as the session's ring (`kept`): so it is bounded by `replay.maxBytes` as well as `maxEvents`.
    */
-  published(host: SessionHost, seq: number, frame: Buffer, epoch: string, kept: number): void {
+  published(host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number): void {
     let key = this.#keys.get(host);
     if (key === undefined) {
       key = clusterKey(host);
@@ -220,7 +221,7 @@ export class Cluster implements Ownership, CommandRouter {
       this.#unownedAppends += 1;
       return;
     }
-    this.#streams.append(this.#streamKey(key), token, seq, frame.toString("utf8"), epoch, kept).catch(() => {
+    this.#streams.append(this.#streamKey(key), token, seq, frameText(frame), epoch, kept).catch(() => {
       this.#failedAppends += 1;
     });
   }

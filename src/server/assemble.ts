@@ -12,13 +12,14 @@ import type { SessionHost } from "./session-host.js";
 import type { ResolvedConfig } from "./options.js";
 import { realSessionsRoot, type SessionFactory } from "./session-factory.js";
 import { type Ownership, type PersistenceOptions, SessionRegistry } from "./sessions.js";
+import type { FrameBytes } from "./wire-frame.js";
 
 /** What a cluster plugs in (issue 15): who owns sessions, where commands go, where events are kept. */
 export interface ClusterSeams {
   readonly ownership: Ownership;
   readonly router: CommandRouter;
   /** Every numbered event of a session hosted here, and how many events its ring keeps (the stream keeps as many). */
-  published(host: SessionHost, seq: number, frame: Buffer, epoch: string, kept: number): void;
+  published(host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number): void;
 }
 
 /** Everything behind the transport, wired from one resolved config. */

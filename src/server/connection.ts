@@ -4,6 +4,7 @@ import type { Principal } from "../auth/types.js";
 import { SERVER_CLOSES, type ServerClose } from "../errors.js";
 import type { CloseReason } from "../metrics/sink.js";
 import type { Merge, Subscriber } from "./event-hub.js";
+import { type Frame, frameText, PartedFrame, type TextFrame } from "./wire-frame.js";
 
 /**
  * The socket contract the protocol core needs (adr/0012: the core knows no socket library). The `ws` adapter in
@@ -14,7 +15,12 @@ export interface PeerSocket {
    * Queue a text frame; `sent` runs once it has been handed to the operating system. A `Buffer` is the frame's UTF-8,
    * encoded once by the event hub for all its subscribers: send it as a text frame as it is.
    */
-  send(frame: Frame, sent?: (error?: Error) => void): void;
+  send(frame: TextFrame, sent?: (error?: Error) => void): void;
+  /**
+   * Optional: queue one text frame whose UTF-8 is `parts` in order, without joining them (the `ws` adapter sends them
+   * as the fragments of one message). Without it a frame in parts is joined and goes through `send` (adr/0023).
+   */
+  sendParts?(parts: readonly Buffer[], sent?: (error?: Error) => void): void;
   close(code: number, reason: string): void;
   /** Bytes queued for sending but not yet written to the network. */
   readonly bufferedAmount: number;
@@ -36,13 +42,8 @@ export interface BackpressureOptions {
   readonly conflateAfterMs: number;
 }
 
-/** A text frame: a string, or its UTF-8 bytes encoded once for many subscribers (adr/0014). */
-export type Frame = string | Buffer;
-
 /** Bytes a frame occupies (UTF-16 units for strings: exact for the ASCII of JSON, an estimate for other text). */
 const sizeOf = (frame: Frame): number => frame.length;
-
-const asText = (frame: Frame): string => (typeof frame === "string" ? frame : frame.toString("utf8"));
 
 interface Outbound {
   frame: Frame;
@@ -170,14 +171,16 @@ export class Connection implements Subscriber {
 
   #write(frame: Frame): void {
     this.stats.framesSent += 1;
-    this.#socket.send(frame, this.#onSent);
+    if (!(frame instanceof PartedFrame)) this.#socket.send(frame, this.#onSent);
+    else if (this.#socket.sendParts) this.#socket.sendParts(frame.parts, this.#onSent);
+    else this.#socket.send(frame.joined(), this.#onSent);
   }
 
   #enqueue(frame: Frame, key: string | undefined, merge: Merge | undefined): void {
     const previous = key === undefined ? undefined : this.#latestByKey.get(key);
     if (previous && this.#conflating()) {
       // The newer partial carries everything the older one did; deltas are merged instead (nothing is lost).
-      const next = merge ? merge(asText(previous.frame), asText(frame)) : frame;
+      const next = merge ? merge(frameText(previous.frame), frameText(frame)) : frame;
       this.#queuedBytes += sizeOf(next) - sizeOf(previous.frame);
       previous.frame = next;
       previous.superseded += 1;
@@ -233,5 +236,5 @@ export class Connection implements Subscriber {
 
 /** Tell the client how many superseded frames this one replaces (PROTOCOL.md §3.3). Slow path only. */
 function markConflated(frame: Frame, superseded: number): string {
-  return `{"conflated":${superseded},${asText(frame).slice(1)}`;
+  return `{"conflated":${superseded},${frameText(frame).slice(1)}`;
 }

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { ExtensionUIContext, ExtensionUIDialogOptions } from "@mariozechner/pi-coding-agent";
 import type { Logger } from "pino";
 import type { EventHub } from "./event-hub.js";
+import type { FrameBytes } from "./wire-frame.js";
 import { MAX_TIMER_MS } from "./options.js";
 
 export type DialogEndReason = "answered" | "timeout" | "aborted" | "deleted" | "shutdown" | "unanswerable";
@@ -15,7 +16,7 @@ export interface DialogAnswer {
 
 interface PendingDialog {
   /** The numbered event frame that announced the dialog; re-sent to clients that subscribe later. */
-  readonly frame: Buffer;
+  readonly frame: FrameBytes;
   readonly seq: number;
   end(answer: DialogAnswer | undefined, reason: DialogEndReason): void;
 }
@@ -46,7 +47,7 @@ export class Dialogs {
    * Frames of the dialogs still waiting for an answer, oldest first; with `upToSeq`, only those announced at or
    * before it (a resuming client gets the later ones in its replay).
    */
-  pendingFrames(upToSeq = Number.POSITIVE_INFINITY): Buffer[] {
+  pendingFrames(upToSeq = Number.POSITIVE_INFINITY): FrameBytes[] {
     return [...this.#pending.values()].filter((dialog) => dialog.seq <= upToSeq).map((dialog) => dialog.frame);
   }
 

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { UpdateEncoder } from "./update-encoder.js";
+import type { Frame, FrameBytes } from "./wire-frame.js";
 
 /**
  * How a subscription receives `message_update`: `full` (pi's event without the duplicated
@@ -18,7 +19,7 @@ export interface Subscriber {
    * Deliver a frame. `supersedes` names what a later frame with the same key makes redundant (a partial message or
    * tool result that only matters until the next one): a lagging subscriber may drop the older (adr/0007).
    */
-  sendFrame(frame: string | Buffer, supersedes?: string, merge?: Merge): void;
+  sendFrame(frame: Frame, supersedes?: string, merge?: Merge): void;
   /**
    * The hub added or removed this subscriber. The hub owns subscriptions; a subscriber's own list of them is kept
    * only through these two calls, so the two cannot drift.
@@ -37,11 +38,11 @@ export interface ReplayLimits {
 interface Stored {
   readonly seq: number;
   /** The frame's UTF-8. */
-  readonly frame: Buffer;
+  readonly frame: FrameBytes;
 }
 
 /** What `resume` found: the frames to replay, or that the cursor cannot be served. */
-export type Resume = { readonly frames: readonly Buffer[] } | { readonly resyncRequired: true };
+export type Resume = { readonly frames: readonly FrameBytes[] } | { readonly resyncRequired: true };
 
 /**
  * One per session. Stamps each event with the session's next `seq` once, serializes it once, keeps it in a bounded
@@ -73,7 +74,7 @@ export class EventHub {
   #count = 0;
   #bytes = 0;
   #seq = 0;
-  readonly #onPublished: ((seq: number, frame: Buffer, epoch: string, kept: number) => void) | undefined;
+  readonly #onPublished: ((seq: number, frame: FrameBytes, epoch: string, kept: number) => void) | undefined;
 
   /**
    * `firstSeq`: the seq a restored session had reached before the restart; numbering continues above it.
@@ -85,7 +86,7 @@ export class EventHub {
     limits: ReplayLimits,
     key: string = sessionId,
     firstSeq = 0,
-    onPublished?: (seq: number, frame: Buffer, epoch: string, kept: number) => void,
+    onPublished?: (seq: number, frame: FrameBytes, epoch: string, kept: number) => void,
   ) {
     this.#seq = firstSeq;
     this.#onPublished = onPublished;
@@ -144,7 +145,7 @@ export class EventHub {
    * cannot be serialized (a cycle, a BigInt, nesting too deep for the stack) takes its seq as an `event_error`
    * naming its type, so the stream stays gap-free and the loss is visible (PROTOCOL.md §3).
    */
-  publish(event: object): Buffer {
+  publish(event: object): FrameBytes {
     const update = isAssistantUpdate(event) ? updateForms(event) : undefined;
     this.#seq += 1;
     const head = `${this.#prefix}${this.#seq},"event":`;
@@ -169,7 +170,7 @@ export class EventHub {
   }
 
   /** A `message_update` in its full form, its growing text escaped once (adr/0015); a bad event as `event_error`. */
-  #encodeUpdate(head: string, update: object): Buffer {
+  #encodeUpdate(head: string, update: object): FrameBytes {
     try {
       return this.#updates.encode(head, update);
     } catch {
@@ -193,7 +194,7 @@ export class EventHub {
     if (epoch !== this.epoch || afterSeq > this.#seq || afterSeq + 1 < this.firstReplayableSeq) {
       return { resyncRequired: true };
     }
-    const frames: Buffer[] = [];
+    const frames: FrameBytes[] = [];
     for (let i = 0; i < this.#count; i++) {
       const stored = this.#ring[(this.#head + i) % this.#ring.length] as Stored;
       if (stored.seq > afterSeq) frames.push(stored.frame);

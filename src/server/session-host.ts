@@ -11,6 +11,7 @@ import { type ConversationGuard, guardConversation } from "../store/conversation
 import { createUiContext, Dialogs } from "./dialogs.js";
 import { EventHub, type ReplayLimits } from "./event-hub.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
+import type { FrameBytes } from "./wire-frame.js";
 
 /** pi RPC mode's `RpcSessionState`, the `data` of `get_state`. */
 export type SessionState = ReturnType<typeof readState>;
@@ -53,7 +54,7 @@ export interface SessionHostOptions {
    */
   readonly onChange?: ((host: SessionHost, change: SessionChange) => Promise<void> | void) | undefined;
   /** Told every numbered event frame of the session (a cluster appends them to its stream, issue 15). */
-  readonly onPublished?: ((host: SessionHost, seq: number, frame: Buffer, epoch: string, kept: number) => void) | undefined;
+  readonly onPublished?: ((host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number) => void) | undefined;
 }
 
 export type SessionChange = "run_started" | "run_ended" | "rebound";

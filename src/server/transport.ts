@@ -54,13 +54,23 @@ export class WsTransport {
     this.#sockets.add(ws);
     let closeTimer: NodeJS.Timeout | undefined;
     // ws keeps its net.Socket private; a burst of frames in one turn is corked on it (adr/0022).
-    const batch = this.#batcher.add((ws as unknown as { _socket: Corkable })._socket);
+    const raw = (ws as unknown as { _socket: Corkable })._socket;
+    const batch = this.#batcher.add(raw);
     const peer: PeerSocket = {
       send: (frame, sent) => {
         batch.wrote(frame.length);
         // A Buffer is a text frame's UTF-8, shared by several sockets (adr/0014): sent as text, never as binary.
         if (typeof frame === "string") ws.send(frame, sent);
         else ws.send(frame, { binary: false }, sent);
+      },
+      sendParts: (parts, sent) => {
+        batch.wrote(parts.reduce((n, part) => n + part.length, 0));
+        // One text message in fragments, one per part (RFC 6455 §5.4), written together: the parts are never joined.
+        const last = parts.length - 1;
+        raw.cork();
+        for (let i = 0; i < last; i++) ws.send(parts[i] as Buffer, { binary: false, fin: false });
+        ws.send(parts[last] as Buffer, { binary: false, fin: true }, sent);
+        raw.uncork();
       },
       close: (code, reason) => {
         ws.close(code, reason);

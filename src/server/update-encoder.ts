@@ -1,20 +1,22 @@
 import { randomBytes } from "node:crypto";
+import { type FrameBytes, PartedFrame } from "./wire-frame.js";
 
 /**
  * Encodes the `message_update` frames of one session so that the growing text of a streaming message is escaped
  * and converted to UTF-8 once, not once per update (adr/0015). Each update carries the whole partial message, so
  * `JSON.stringify` of every update made a reply of n chunks cost O(n²) in escaping and UTF-8 conversion. Here each
  * `text`/`thinking` block keeps the UTF-8 JSON of the text it had at the previous update: when the new text extends
- * it, only the tail is escaped and appended; the frame is then one copy of those bytes between the small rest of the
- * event, which `JSON.stringify` serializes with a placeholder where each long string goes. The bytes are exactly those
- * of `head + JSON.stringify(event) + "}"`; a block whose text changed any other way is escaped again from scratch.
+ * it, only the tail is escaped and appended. The frame is those bytes, shared and not copied, between the pieces of
+ * the small rest of the event, which `JSON.stringify` serializes with a placeholder where each long string goes
+ * (adr/0023). Its bytes are exactly those of `head + JSON.stringify(event) + "}"`; a block whose text changed any
+ * other way is escaped again from scratch, into a new buffer.
  */
 export class UpdateEncoder {
   /** Per content index: the block's text at the last update and the UTF-8 of its JSON string body (no quotes). */
   #blocks: Array<Body | undefined> = [];
 
-  /** The UTF-8 bytes of `head + JSON.stringify(event) + "}"`; throws whatever `JSON.stringify` throws. */
-  encode(head: string, event: { message?: unknown }): Buffer {
+  /** The UTF-8 bytes of `head + JSON.stringify(event) + "}"`, in parts; throws whatever `JSON.stringify` throws. */
+  encode(head: string, event: { message?: unknown }): FrameBytes {
     const message = event.message as { content?: unknown } | undefined;
     if (typeof message !== "object" || message === null || !Array.isArray(message.content)) {
       this.#blocks = [];
@@ -44,16 +46,14 @@ export class UpdateEncoder {
       from = at + placeholder(i).length;
     }
     pieces.push(outline.slice(from));
-    let size = 0;
-    for (let i = 0; i < pieces.length; i++) size += Buffer.byteLength(pieces[i] as string) + (bodies[i]?.used ?? 0);
-    const frame = Buffer.allocUnsafe(size);
-    let at = 0;
+    // The text's bytes are shared, not copied: only what follows them in `body.bytes` is ever written again.
+    const parts: Buffer[] = [];
     for (let i = 0; i < pieces.length; i++) {
-      at += frame.write(pieces[i] as string, at);
+      if ((pieces[i] as string).length > 0) parts.push(Buffer.from(pieces[i] as string));
       const body = bodies[i];
-      if (body !== undefined) at += body.bytes.copy(frame, at, 0, body.used);
+      if (body !== undefined && body.used > 0) parts.push(body.bytes.subarray(0, body.used));
     }
-    return frame;
+    return parts.length === 1 ? (parts[0] as Buffer) : new PartedFrame(parts);
   }
 
   /** Forget the message (it ended): the next one starts from scratch. */
@@ -79,7 +79,10 @@ interface Body {
   readonly used: number;
 }
 
-/** `body` with `json` appended, for `text`. The old body's bytes may be reused: only the newest body is ever read. */
+/**
+ * `body` with `json` appended, for `text`. The old body's buffer is reused when it has room: appending writes only past
+ * `used`, so the bytes earlier frames share never change.
+ */
 function append(body: Body, text: string, json: string): Body {
   const needed = body.used + Buffer.byteLength(json);
   let bytes = body.bytes;

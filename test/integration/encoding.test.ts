@@ -83,3 +83,29 @@ test("a delta subscriber that drops out mid-reply resumes and rebuilds the reply
   assert.ok(replayed.some((e) => e.event.type === "message_update" && e.event["message"]), "replayed updates are full frames");
   assert.equal(rebuild([...before, ...replayed]), REPLY, "the replay's full frames fill in the rest");
 });
+
+test("full frames of a long reply arrive whole and in order, and a replay after the reply sends the same frames", async (t) => {
+  const h = await startServer(t, {}, { tokensPerSecond: 4_000, tokensPerChunk: 3 });
+  const reply = `${'Quotes " and \\ backslashes, é and 😀, '.repeat(300)}end`;
+  h.faux.setResponses([fauxAssistantMessage(reply)]);
+  const live = await h.connect();
+  const joined = await live.ok<{ seq: number; epoch: string }>({ type: "create_session", sessionId: "s" });
+  await live.ok({ type: "prompt", sessionId: "s", message: "go" });
+  await live.waitForEvent("s", "agent_end");
+  // Each update's frame shares the text's bytes with the frames before it (adr/0023): each still says what it said.
+  const texts = live
+    .events("s")
+    .filter((e) => e.event.type === "message_update")
+    .map((e) => ((e.event["message"] as { content: Array<{ text?: string }> }).content[0]?.text ?? ""));
+  assert.ok(texts.length > 100);
+  for (let i = 1; i < texts.length; i++) {
+    assert.ok((texts[i] as string).startsWith(texts[i - 1] as string), `update ${i} extends the one before`);
+    assert.ok(reply.startsWith(texts[i] as string), `update ${i} is a prefix of the reply`);
+  }
+  assert.equal(texts.at(-1), reply);
+
+  const late = await h.connect();
+  await late.ok({ type: "subscribe", sessionId: "s", afterSeq: joined.seq, epoch: joined.epoch });
+  await late.waitForEvent("s", "agent_end");
+  assert.deepEqual(late.events("s"), live.events("s"), "the ring's frames are the ones sent live");
+});

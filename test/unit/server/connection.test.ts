@@ -4,11 +4,12 @@ import { pino } from "pino";
 import { CLOSE_CODES } from "../../../src/errors.js";
 import { Connection, type PeerSocket } from "../../../src/server/connection.js";
 import { ANONYMOUS } from "../../../src/server/core.js";
+import { frameText, PartedFrame, type TextFrame } from "../../../src/server/wire-frame.js";
 
 /** A socket whose buffer the test controls: frames stay "buffered" until `drain()`. */
 class ControlledSocket implements PeerSocket {
   readonly delivered: string[] = [];
-  readonly #inFlight: Array<{ frame: string; sent?: (() => void) | undefined }> = [];
+  readonly #inFlight: Array<{ frame: TextFrame; sent?: (() => void) | undefined }> = [];
   closed: number | undefined;
   #onClose: (() => void) | undefined;
   readonly whenClosed = new Promise<void>((resolve) => {
@@ -19,7 +20,7 @@ class ControlledSocket implements PeerSocket {
     return this.#inFlight.reduce((n, f) => n + f.frame.length, 0);
   }
 
-  send(frame: string, sent?: () => void): void {
+  send(frame: TextFrame, sent?: () => void): void {
     this.#inFlight.push({ frame, sent });
   }
 
@@ -32,7 +33,7 @@ class ControlledSocket implements PeerSocket {
   drain(): void {
     while (this.#inFlight.length > 0) {
       const next = this.#inFlight.shift()!;
-      this.delivered.push(next.frame);
+      this.delivered.push(frameText(next.frame));
       next.sent?.();
     }
   }
@@ -72,6 +73,32 @@ test("below the high watermark frames go straight out; above it superseded ones 
   assert.match(socket.delivered[3] as string, /"text":"cd"/);
   assert.equal(conn.queuedFrames, 0);
   assert.equal(socket.closed, undefined);
+});
+
+test("frames in parts are counted by their bytes, conflate like any other and are marked whole", () => {
+  const socket = new ControlledSocket();
+  const conn = new Connection(socket, ANONYMOUS, log, options);
+  const parted = (seq: number, text: string) => {
+    const [head, tail] = update(seq, text).split(text) as [string, string];
+    return new PartedFrame([Buffer.from(head), Buffer.from(text), Buffer.from(tail)]);
+  };
+  const first = parted(1, "é".repeat(60)); // 120 bytes of text: over the high watermark by bytes, not characters
+  assert.equal(first.length, Buffer.byteLength(update(1, "é".repeat(60))));
+  conn.sendFrame(first, "k");
+  conn.sendFrame(parted(2, "ab"), "k");
+  conn.sendFrame(parted(3, "abc"), "k"); // replaces 2
+  assert.equal(conn.queuedBytes, parted(3, "abc").length);
+  socket.drain();
+  socket.drain();
+  const frames = socket.delivered.map((f) => JSON.parse(f) as { seq: number; conflated?: number; event: { text: string } });
+  assert.deepEqual(frames.map((f) => [f.seq, f.conflated ?? 0, f.event.text]), [[1, 0, "é".repeat(60)], [3, 1, "abc"]]);
+
+  // A socket that takes parts gets them as they are, not joined.
+  const taken: Array<readonly Buffer[]> = [];
+  const partsSocket: PeerSocket = { bufferedAmount: 0, send: () => assert.fail("joined"), sendParts: (parts) => taken.push(parts), close: () => undefined };
+  const frame = parted(4, "whole");
+  new Connection(partsSocket, ANONYMOUS, log, options).sendFrame(frame, "k");
+  assert.equal(taken[0], frame.parts);
 });
 
 test("different keys conflate independently and keep their order", () => {

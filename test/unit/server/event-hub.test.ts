@@ -4,8 +4,9 @@ import { pino } from "pino";
 import * as connectionModule from "../../../src/server/connection.js";
 import { ANONYMOUS } from "../../../src/server/core.js";
 import { EventHub } from "../../../src/server/event-hub.js";
+import { type Frame, frameText } from "../../../src/server/wire-frame.js";
 
-const seqOf = (frame: string | Buffer) => (JSON.parse(String(frame)) as { seq: number }).seq;
+const seqOf = (frame: Frame) => (JSON.parse(frameText(frame)) as { seq: number }).seq;
 
 test("the ring keeps the last maxEvents events, grows on demand and replays exactly the frames after a cursor", () => {
   const hub = new EventHub("s", { maxEvents: 50, maxBytes: 1_000_000 });
@@ -36,7 +37,7 @@ test("the ring is bounded by bytes too", () => {
 test("an event that cannot be serialized keeps its seq as a visible event_error: no gap, nothing silent", () => {
   const hub = new EventHub("s", { maxEvents: 100, maxBytes: 1_000_000 });
   const received: string[] = [];
-  hub.add({ connectionId: "c", sendFrame: (frame) => received.push(String(frame)), attached: () => undefined, detached: () => undefined });
+  hub.add({ connectionId: "c", sendFrame: (frame) => received.push(frameText(frame)), attached: () => undefined, detached: () => undefined });
   hub.publish({ type: "before" });
   const cyclic: Record<string, unknown> = { type: "message_update" };
   cyclic["self"] = cyclic;

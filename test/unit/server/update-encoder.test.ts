@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { UpdateEncoder } from "../../../src/server/update-encoder.js";
+import { type FrameBytes, PartedFrame } from "../../../src/server/wire-frame.js";
 
 const HEAD = '{"type":"event","sessionId":"s","seq":7,"event":';
 const expected = (event: object) => Buffer.from(`${HEAD}${JSON.stringify(event)}}`);
+const bytesOf = (frame: FrameBytes) => (frame instanceof PartedFrame ? frame.joined() : frame);
 
 type Block = { type: "text"; text: string } | { type: "thinking"; thinking: string } | { type: "toolCall"; id: string; arguments: object };
 
@@ -25,6 +27,7 @@ test("every update encodes to exactly the bytes of JSON.stringify, whatever happ
       const encoder = new UpdateEncoder();
       const content: Block[] = [{ type: "text", text: "" }];
       const message = { role: "assistant", content, usage: { output: 0 }, stopReason: "stop" };
+      const sent: Array<[FrameBytes, Buffer]> = [];
       for (const s of steps) {
         const block = content[s.op === "append" || s.op === "replace" ? s.index % content.length : 0] as Block;
         if (s.op === "append" && block.type === "text") block.text += s.tail;
@@ -38,8 +41,13 @@ test("every update encodes to exactly the bytes of JSON.stringify, whatever happ
         } else if (s.op === "usage") message.usage.output = s.output;
         else if (s.op === "reset") encoder.reset();
         const event = { type: "message_update", assistantMessageEvent: { type: "text_delta", contentIndex: 0, delta: "x" }, message };
-        assert.deepEqual(encoder.encode(HEAD, event), expected(event));
+        const frame = encoder.encode(HEAD, event);
+        assert.equal(frame.length, expected(event).length);
+        assert.deepEqual(bytesOf(frame), expected(event));
+        sent.push([frame, expected(event)]);
       }
+      // Frames share the text's bytes: what later updates wrote must not have changed an earlier frame.
+      for (const [frame, bytes] of sent) assert.deepEqual(bytesOf(frame), bytes);
     }),
     { numRuns: 300 },
   );
@@ -54,7 +62,7 @@ test("a long streamed reply is escaped incrementally and still matches, includin
     block.text += reply.slice(i, i + 7); // 7 does not divide the 2-unit emoji evenly: pairs are split
     (message.content[0] as { thinking: string }).thinking += "ok ";
     const event = { type: "message_update", message };
-    assert.deepEqual(encoder.encode(HEAD, event), expected(event));
+    assert.deepEqual(bytesOf(encoder.encode(HEAD, event)), expected(event));
   }
 });
 
@@ -67,10 +75,29 @@ test("messages without text blocks, without content and with a toJSON fall back 
     { type: "message_update", message: { content: [{ type: "text", text: "a", toJSON: () => ({ replaced: true }) }] } },
     { type: "message_update", message: { content: [{ type: "text", text: "a" }], toJSON: () => "whole" } },
   ]) {
-    assert.deepEqual(encoder.encode(HEAD, event), expected(event));
+    assert.deepEqual(bytesOf(encoder.encode(HEAD, event)), expected(event));
   }
   const cycle: Record<string, unknown> = { content: [{ type: "text", text: "a" }] };
   cycle["self"] = cycle;
   const cyclic = { type: "message_update", message: cycle };
   assert.throws(() => encoder.encode(HEAD, cyclic), TypeError);
+});
+
+test("the frames of one streaming message share its text's bytes instead of copying them (adr/0023)", () => {
+  const encoder = new UpdateEncoder();
+  const message = { role: "assistant", content: [{ type: "text", text: "" }] };
+  const backings = new Set<ArrayBufferLike>();
+  let total = 0;
+  for (let i = 0; i < 1_000; i++) {
+    (message.content[0] as { text: string }).text += "sixteen chars ok";
+    const event = { type: "message_update", message };
+    const frame = encoder.encode(HEAD, event);
+    assert.ok(frame instanceof PartedFrame, "a frame with a text block comes in parts");
+    const text = frame.parts.find((part) => part.length >= 16 * (i + 1)) as Buffer;
+    backings.add(text.buffer);
+    total += frame.length;
+  }
+  // The text grows to 16,000 bytes by doubling its buffer; the 1,000 frames add up to ~8 MB.
+  assert.ok(backings.size <= 8, `${backings.size} buffers for the text of 1,000 frames`);
+  assert.ok(total > 8_000_000);
 });
