@@ -86,7 +86,8 @@ test("a delta subscriber that drops out mid-reply resumes and rebuilds the reply
 
 test("full frames of a long reply arrive whole and in order, and a replay after the reply sends the same frames", async (t) => {
   const h = await startServer(t, {}, { tokensPerSecond: 4_000, tokensPerChunk: 3 });
-  const reply = `${'Quotes " and \\ backslashes, é and 😀, '.repeat(300)}end`;
+  // ~6k characters: ~1.7 MB of frames, well inside the ring's default 8 MiB, so the replay holds all of them.
+  const reply = `${'Quotes " and \\ backslashes, é and 😀, '.repeat(150)}end`;
   h.faux.setResponses([fauxAssistantMessage(reply)]);
   const live = await h.connect();
   const joined = await live.ok<{ seq: number; epoch: string }>({ type: "create_session", sessionId: "s" });
