@@ -5,7 +5,8 @@
  * process, measured with the fastest of 20 IPC pings). For all three servers — pi-server, a hand-written `ws` server
  * around the same paced session, and a raw `ws` server replaying the frames pi-server sent (all at once, and paced:
  * each at the moment pi-server published it) — the server's CPU per delivered event.
- * Every server streams once to warm up before the stream that is measured (WARMUP=0: the first, cold one).
+ * Every server streams WARMUP times (default 1) to warm up before the stream that is measured (WARMUP=0: the first,
+ * cold one).
  * Run: npm run bench:fanout
  */
 import { type ServerChild, startClient, startServerChild } from "./lib/child.js";
@@ -39,12 +40,13 @@ interface Done {
   frames?: string[];
 }
 
-/** WARMUP=0 measures each server's first stream, in a cold process (JIT compilation, lazy imports and all). */
-const WARMUP = process.env["WARMUP"] !== "0";
+/** Streams before the measured one; WARMUP=0 measures each server's first, in a cold process (JIT, lazy imports). */
+const WARMUP = Number(process.env["WARMUP"] ?? "1");
+if (!Number.isInteger(WARMUP) || WARMUP < 0) throw new Error(`WARMUP must be a whole number of streams, not ${process.env["WARMUP"]}`);
 
 /**
- * Start `n` subscriber processes on `port`, run `start` once to warm the server up (unless WARMUP=0) and once more,
- * and wait until each has received everything. Returns what each received of the second run and the server's CPU
+ * Start `n` subscriber processes on `port`, run `start` WARMUP times to warm the server up and once more,
+ * and wait until each has received everything. Returns what each received of the run after the warm-up and the server's CPU
  * (µs) over it: a long-running server is measured, not its first minute.
  */
 async function fanOut(
@@ -58,14 +60,14 @@ async function fanOut(
       startClient("subscriber.mjs", {
         PI_BENCH_URL: `ws://127.0.0.1:${server.port}`,
         PI_BENCH_CAPTURE: i === 0 ? "1" : "0",
-        PI_BENCH_WARMUP: WARMUP ? "1" : "0",
+        PI_BENCH_WARMUP: String(WARMUP),
         ...env,
       }),
     ),
   );
-  if (WARMUP) {
+  if (WARMUP > 0) {
     const warm = subscribers.map((s) => s.next((m) => m["warm"] === true));
-    await start();
+    for (let i = 0; i < WARMUP; i++) await start();
     await Promise.all(warm);
   }
   const finished = subscribers.map((s) => s.next<Done>((m) => m["done"] === true));

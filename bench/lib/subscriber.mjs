@@ -4,8 +4,8 @@
  *   PI_BENCH_SUBSCRIBE  a frame to send once the server said `server_ready` (pi-server); empty for raw servers
  *   PI_BENCH_EXPECT     frames to receive before it is done; 0: until a frame with `"type":"agent_end"`
  *   PI_BENCH_CAPTURE    "1": also return the frames received
- *   PI_BENCH_WARMUP     "1": the first stream (up to its end, as above) is a warm-up: { warm } then, and only the
- *                       second is timed and returned
+ *   PI_BENCH_WARMUP     n (default 0): the first n streams (each up to its end, as above) are a warm-up: { warm }
+ *                       after the last of them, and only the stream after it is timed and returned
  * IPC: { ready } once connected (and subscribed); { warm } after a warm-up; { done, times: [[seq, epochMs], …], frames? } when done;
  * { cmd: "now" } → { now } (this process's clock, to align it with the others); { cmd: "exit" }.
  */
@@ -15,7 +15,7 @@ const url = process.env.PI_BENCH_URL;
 const subscribe = process.env.PI_BENCH_SUBSCRIBE ?? "";
 const expect = Number(process.env.PI_BENCH_EXPECT ?? "0");
 const capture = process.env.PI_BENCH_CAPTURE === "1";
-let warming = process.env.PI_BENCH_WARMUP === "1";
+let warming = Number(process.env.PI_BENCH_WARMUP ?? "0");
 const now = () => performance.timeOrigin + performance.now();
 
 const ws = new WebSocket(url);
@@ -36,11 +36,11 @@ ws.on("message", (data) => {
   if (capture) frames.push(text);
   times.push([Number(/"seq":(\d+)/.exec(text)?.[1]), at]);
   if (expect > 0 ? times.length === expect : text.includes('"type":"agent_end"')) {
-    if (warming) {
-      warming = false;
+    if (warming > 0) {
+      warming -= 1;
       times.length = 0;
       frames.length = 0;
-      process.send({ warm: true });
+      if (warming === 0) process.send({ warm: true });
     } else process.send({ done: true, times, ...(capture ? { frames } : {}) });
   }
 });
