@@ -34,7 +34,7 @@ export async function startServerChild(
   const child: ChildProcess = fork(join(import.meta.dirname, script), [], {
     // PI_BENCH_CPU_PROF=<dir> writes a CPU profile of each child there (NODE_OPTIONS may not carry --cpu-prof);
     // PI_BENCH_NODE_ARGS passes other flags to every child (e.g. "--trace-deopt").
-    execArgv: ["--import", "tsx", "--expose-gc", ...profile(), ...(process.env["PI_BENCH_NODE_ARGS"]?.split(" ") ?? [])],
+    execArgv: ["--import", "tsx", "--expose-gc", ...profile(), ...(process.env["PI_BENCH_NODE_ARGS"] ?? "").split(" ").filter(Boolean)],
     env: { ...process.env, ...env, PI_BENCH_OPTIONS: JSON.stringify(options) },
   });
   const port = await new Promise<number>((resolve) =>
