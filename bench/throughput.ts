@@ -4,7 +4,7 @@
  * this process, and a raw `ws` server (its own process) sending the same frames.
  * Run: npm run bench:throughput
  */
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import WebSocket from "ws";
 import { type ServerChild, startServerChild } from "./lib/child.js";
 import { createPiServer } from "./lib/pi.js";

@@ -3,7 +3,7 @@
  * update), our default (`full`: once) and `delta` encoding. Deterministic: counts bytes, not time.
  * Run: npm run bench:wire
  */
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import WebSocket from "ws";
 import { createPiServer } from "./lib/pi.js";
 import { fauxSetup } from "../test/helpers/faux.js";

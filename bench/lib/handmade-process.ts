@@ -5,7 +5,7 @@
  * from pi's events, not replayed. PI_BENCH_TPS/PI_BENCH_TPC pace the faux model as for server-process. IPC:
  * { cmd: "stream", text } streams one reply (→ { stopped }); "cpu" and "exit" as server-process.
  */
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { WebSocketServer } from "ws";

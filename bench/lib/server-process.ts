@@ -9,7 +9,7 @@
  *   { cmd: "cpu" }                       → { user, system } µs of CPU this process has used (process.cpuUsage())
  *   { cmd: "now" }                       → { now } this process's clock (to align it with the bench's)
  */
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import { createPiServer } from "./pi.js";
 import { fauxSetup } from "../../test/helpers/faux.js";
 

@@ -1,6 +1,6 @@
-import type { StreamFn } from "@mariozechner/pi-agent-core";
-import { type AssistantMessage, type AssistantMessageEvent, createAssistantMessageEventStream } from "@mariozechner/pi-ai";
-import type { BashOperations } from "@mariozechner/pi-coding-agent";
+import type { StreamFn } from "@earendil-works/pi-agent-core";
+import { type AssistantMessage, type AssistantMessageEvent, createAssistantMessageEventStream } from "@earendil-works/pi-ai";
+import type { BashOperations } from "@earendil-works/pi-coding-agent";
 import { type Breaker, BreakerOpenError, type Breakers, NotAFailure } from "./breakers.js";
 
 /** A first token later than this counts as a failure of the call (the call itself goes on). */

@@ -1,5 +1,5 @@
-import type { RpcCommand } from "@mariozechner/pi-coding-agent";
-import type { ImageContent } from "@mariozechner/pi-ai";
+import type { RpcCommand } from "@earendil-works/pi-coding-agent";
+import type { ImageContent } from "@earendil-works/pi-ai";
 import { report } from "./emitter.js";
 import { PiClientError } from "./errors.js";
 import type { RequestOptions } from "./client.js";

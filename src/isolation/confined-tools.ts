@@ -10,7 +10,7 @@ import {
   createWriteToolDefinition,
   defineTool,
   type ToolDefinition,
-} from "@mariozechner/pi-coding-agent";
+} from "@earendil-works/pi-coding-agent";
 import { confine } from "./paths.js";
 
 /**

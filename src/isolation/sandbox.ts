@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, lstatSync, readlinkSync } from "node:fs";
 import { delimiter, join } from "node:path";
-import type { BashOperations } from "@mariozechner/pi-coding-agent";
+import type { BashOperations } from "@earendil-works/pi-coding-agent";
 
 /** `auto`: bubblewrap when it works here, else none (with a warning); `bwrap`: required; `none`: no sandbox. */
 export type SandboxMode = "auto" | "bwrap" | "none";

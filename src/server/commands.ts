@@ -1,5 +1,5 @@
-import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
-import type { ImageContent } from "@mariozechner/pi-ai";
+import type { ThinkingLevel } from "@earendil-works/pi-agent-core";
+import type { ImageContent } from "@earendil-works/pi-ai";
 import type { Principal } from "../auth/types.js";
 import { fromPi, PiServerError } from "../errors.js";
 import { checkSessionFile, exportInto } from "../isolation/session-files.js";
@@ -223,13 +223,13 @@ export const COMMANDS = {
   get_state: read((host) => host.state()),
   set_model: lane({ provider: str, modelId: str }, async (host, f) => {
     const session = host.session;
-    const model = session.modelRegistry.getAvailable().find((m) => m.provider === s(f, "provider") && m.id === s(f, "modelId"));
+    const model = session.modelRuntime.getAvailableSnapshot().find((m) => m.provider === s(f, "provider") && m.id === s(f, "modelId"));
     if (!model) throw new PiServerError("model_not_found", `Model not found: ${s(f, "provider")}/${s(f, "modelId")}`);
     await fromPi(() => session.setModel(model));
     return model;
   }),
   cycle_model: lane({}, async (host) => (await fromPi(() => host.session.cycleModel())) ?? null),
-  get_available_models: read((host) => ({ models: host.session.modelRegistry.getAvailable() })),
+  get_available_models: read((host) => ({ models: host.session.modelRuntime.getAvailableSnapshot() })),
   set_thinking_level: lane({ level: { type: "string", values: THINKING_LEVELS } }, (host, f) =>
     fromPi(() => host.session.setThinkingLevel(s(f, "level") as ThinkingLevel)),
   ),

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
-import { getAgentDir, VERSION as PI_VERSION } from "@mariozechner/pi-coding-agent";
+import { getAgentDir, VERSION as PI_VERSION } from "@earendil-works/pi-coding-agent";
 import { type Logger, pino } from "pino";
 import type { Principal } from "../auth/types.js";
 import { PiServerError, SERVER_CLOSES } from "../errors.js";
@@ -127,7 +127,12 @@ export function createPiServer(options: PiServerOptions): PiServer {
   const factory =
     config.sessionFactory ??
     createDefaultSessionFactory({ agentDir: config.agentDir, inMemory: config.inMemory, projectExtensions: config.projectExtensions });
-  if (!config.sessionFactory) reportModel(factory, config, log);
+  // A `defaultModel` pi does not know fails `listen()` (invalid_options: the CLI exits 2 before it listens).
+  const modelChecked = config.sessionFactory ? Promise.resolve() : reportModel(factory, config, log);
+  modelChecked.catch((error: unknown) => {
+    // With `port`, listen() reports it; the other modes may never call listen().
+    if (config.port === undefined) log.error({ err: error }, "defaultModel refused");
+  });
 
   let state: ServerState = "running";
   let closing: Promise<void> | undefined;
@@ -268,7 +273,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
       return core.connectionCount;
     },
     listen: async () => {
-      await loaded;
+      await Promise.all([loaded, modelChecked]);
       return host.listen();
     },
     address: () => host.address(),

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { ExtensionUIContext, ExtensionUIDialogOptions } from "@mariozechner/pi-coding-agent";
+import type { ExtensionUIContext, ExtensionUIDialogOptions } from "@earendil-works/pi-coding-agent";
 import type { Logger } from "pino";
 import type { EventHub } from "./event-hub.js";
 import type { FrameBytes } from "./wire-frame.js";

@@ -3,7 +3,7 @@
  * commands and their successful responses are pi's own `RpcCommand` / `RpcResponse`, plus the server's `sessionId`.
  * Switching on `type` (and on `command` or `event.type`) is exhaustive.
  */
-import type { AgentSessionEvent, RpcCommand, RpcResponse, RpcSessionState } from "@mariozechner/pi-coding-agent";
+import type { AgentSessionEvent, RpcCommand, RpcResponse, RpcSessionState } from "@earendil-works/pi-coding-agent";
 import type { ErrorCode } from "../errors.js";
 import type { CommandType } from "./commands.js";
 import type { DialogEndReason } from "./dialogs.js";

@@ -3,12 +3,12 @@ import { PiServerOptionsError, type ResolvedConfig } from "./options.js";
 import type { SessionFactory } from "./session-factory.js";
 
 /**
- * With the default factory: refuse a `defaultModel` pi does not know, and log once which model sessions get and why
- * (or warn that none is available and how to configure one).
+ * With the default factory: refuse a `defaultModel` pi does not know (the promise rejects, and `listen()` with it),
+ * and log once which model sessions get and why (or warn that none is available and how to configure one).
  */
-export function reportModel(factory: SessionFactory, config: ResolvedConfig, log: Logger): void {
+export async function reportModel(factory: SessionFactory, config: ResolvedConfig, log: Logger): Promise<void> {
   const wanted = config.defaultModel;
-  const check = wanted ? factory.checkModel?.(wanted) : undefined;
+  const check = wanted ? await factory.checkModel?.(wanted) : undefined;
   if (wanted && check === "unknown") {
     throw new PiServerOptionsError(
       `defaultModel (--model) ${wanted.provider}/${wanted.modelId} is not a model pi knows: see pi's built-in catalogue or add it to <agent dir>/models.json`,

@@ -1,10 +1,9 @@
 import { mkdirSync, mkdtempSync, readFileSync, realpathSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
+import type { ThinkingLevel } from "@earendil-works/pi-agent-core";
 import {
   type AgentSessionRuntime,
-  AuthStorage,
   type BashOperations,
   createBashToolDefinition,
   type CreateAgentSessionRuntimeFactory,
@@ -14,10 +13,10 @@ import {
   DefaultPackageManager,
   defineTool,
   getAgentDir,
-  ModelRegistry,
+  ModelRuntime,
   SessionManager,
   SettingsManager,
-} from "@mariozechner/pi-coding-agent";
+} from "@earendil-works/pi-coding-agent";
 import { PiServerError } from "../errors.js";
 import { confinedFileTools } from "../isolation/confined-tools.js";
 
@@ -67,9 +66,9 @@ export type DefaultModel =
 export type SessionFactory = ((request: SessionRequest) => Promise<AgentSessionRuntime>) & {
   /**
    * Default factory: whether `model` is one pi knows (built-in catalogue or models.json) and has credentials for.
-   * Synchronous, so a bad `--model` stops the server before it listens.
+   * `listen()` awaits it, so a bad `--model` stops the server before it listens.
    */
-  readonly checkModel?: ((model: { provider: string; modelId: string }) => "ok" | "unknown" | "no_credentials") | undefined;
+  readonly checkModel?: ((model: { provider: string; modelId: string }) => Promise<"ok" | "unknown" | "no_credentials">) | undefined;
   /**
    * Default factory: the model pi gives a session created without one — found the way a session finds it, in a
    * throwaway in-memory session that loads no extensions — and where that choice came from.
@@ -147,8 +146,15 @@ export function piSessionDir(cwd: string, agentDir: string): string {
 export function createDefaultSessionFactory(options: DefaultSessionFactoryOptions = {}): SessionFactory {
   const agentDir = options.agentDir ?? getAgentDir();
   const projectExtensions = options.projectExtensions ?? true;
-  // One auth store per process, as in pi: it holds a file lock and OAuth refreshes; sessions share it.
-  const authStorage = AuthStorage.create(join(agentDir, "auth.json"));
+  // One model runtime per factory, as pi has one per process: it holds the credential store (auth.json, its file lock,
+  // OAuth refreshes) and the catalogue with models.json; sessions share it. Never refreshed over the network.
+  let modelRuntimeP: Promise<ModelRuntime> | undefined;
+  const modelRuntime = () =>
+    (modelRuntimeP ??= ModelRuntime.create({
+      authPath: join(agentDir, "auth.json"),
+      modelsPath: join(agentDir, "models.json"),
+      allowModelNetwork: false,
+    }));
   // A directory with no project in it, to list the operator's extensions without reading any workspace.
   let emptyDir: string | undefined;
 
@@ -169,13 +175,13 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
       const services = await createAgentSessionServices({
         cwd,
         agentDir,
-        authStorage,
+        modelRuntime: await modelRuntime(),
         ...(settingsManager ? { settingsManager } : {}),
         ...(resourceLoaderOptions ? { resourceLoaderOptions } : {}),
       });
-      let model: ReturnType<typeof services.modelRegistry.find>;
+      let model: ReturnType<typeof services.modelRuntime.getModel>;
       if (request.model) {
-        model = services.modelRegistry.find(request.model.provider, request.model.modelId);
+        model = services.modelRuntime.getModel(request.model.provider, request.model.modelId);
         if (!model) {
           throw new PiServerError("model_not_found", `Model not found: ${request.model.provider}/${request.model.modelId}`);
         }
@@ -194,7 +200,7 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
         ],
       });
       const chosen = created.session.model;
-      if (!chosen || !services.modelRegistry.find(chosen.provider, chosen.id)) {
+      if (!chosen || !services.modelRuntime.getModel(chosen.provider, chosen.id)) {
         // pi left its "unknown" placeholder: every prompt would fail with TUI advice ("Use /login").
         created.session.dispose();
         throw new PiServerError("no_model", NO_MODEL_ADVICE);
@@ -210,12 +216,10 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
     return createAgentSessionRuntime(createRuntime, { cwd: request.cwd, agentDir, sessionManager });
   };
   const sessionsRoot = options.inMemory ? undefined : join(agentDir, "sessions");
-  const registry = () => ModelRegistry.create(authStorage, join(agentDir, "models.json"));
-  const checkModel = (model: { provider: string; modelId: string }) => {
-    const models = registry();
-    const found = models.find(model.provider, model.modelId);
-    if (!found) return "unknown" as const;
-    return models.hasConfiguredAuth(found) ? ("ok" as const) : ("no_credentials" as const);
+  const checkModel = async (model: { provider: string; modelId: string }) => {
+    const models = await modelRuntime();
+    if (!models.getModel(model.provider, model.modelId)) return "unknown" as const;
+    return models.hasConfiguredAuth(model.provider) ? ("ok" as const) : ("no_credentials" as const);
   };
   const describeDefaultModel = async (preferred?: { provider: string; modelId: string }): Promise<DefaultModel> => {
     emptyDir ??= mkdtempSync(join(tmpdir(), "pi-server-noproject-"));
@@ -223,11 +227,11 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
     const services = await createAgentSessionServices({
       cwd: emptyDir,
       agentDir,
-      authStorage,
+      modelRuntime: await modelRuntime(),
       settingsManager,
       resourceLoaderOptions: { noExtensions: true, noSkills: true, noPromptTemplates: true, noThemes: true, noContextFiles: true },
     });
-    const model = preferred ? services.modelRegistry.find(preferred.provider, preferred.modelId) : undefined;
+    const model = preferred ? services.modelRuntime.getModel(preferred.provider, preferred.modelId) : undefined;
     const { session } = await createAgentSessionFromServices({
       services,
       sessionManager: SessionManager.inMemory(emptyDir),
@@ -235,7 +239,7 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
     });
     try {
       const chosen = session.model;
-      if (!chosen || !services.modelRegistry.find(chosen.provider, chosen.id)) return { ok: false, reason: NO_MODEL_ADVICE };
+      if (!chosen || !services.modelRuntime.getModel(chosen.provider, chosen.id)) return { ok: false, reason: NO_MODEL_ADVICE };
       const fromSettings = settingsManager.getDefaultProvider() === chosen.provider && settingsManager.getDefaultModel() === chosen.id;
       const source = model
         ? "--model (defaultModel)"

@@ -1,5 +1,5 @@
 import { existsSync, unlink } from "node:fs";
-import type { AgentSession, AgentSessionRuntime, BashOperations } from "@mariozechner/pi-coding-agent";
+import type { AgentSession, AgentSessionRuntime, BashOperations } from "@earendil-works/pi-coding-agent";
 import type { Logger } from "pino";
 import type { Breakers } from "../circuit/breakers.js";
 import { guardBashOperations, guardStreamFn, type LlmCallReport } from "../circuit/guards.js";
@@ -398,7 +398,7 @@ export class SessionHost {
       ? guardConversation(session.sessionManager, (file) => this.#conflict(file))
       : undefined;
     // Every LLM call of this agent passes its model's breaker (adr/0006). A new session object needs it again.
-    session.agent.streamFn = guardStreamFn(session.agent.streamFn, this.#options.breakers, {
+    session.agent.streamFunction = guardStreamFn(session.agent.streamFunction, this.#options.breakers, {
       firstTokenTimeoutMs: this.#options.firstTokenTimeoutMs,
       onCall: (report) => {
         this.#lastCall = report.outcome;

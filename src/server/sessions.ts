@@ -1,8 +1,8 @@
-import type { ThinkingLevel } from "@mariozechner/pi-agent-core";
+import type { ThinkingLevel } from "@earendil-works/pi-agent-core";
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { access, realpath } from "node:fs/promises";
-import type { AgentSession, AgentSessionRuntime } from "@mariozechner/pi-coding-agent";
+import type { AgentSession, AgentSessionRuntime } from "@earendil-works/pi-coding-agent";
 import type { Logger } from "pino";
 import { PiServerError } from "../errors.js";
 import { SESSION_ID_PATTERN } from "./protocol.js";

@@ -1,5 +1,5 @@
 import { type Stats, statSync } from "node:fs";
-import type { SessionManager } from "@mariozechner/pi-coding-agent";
+import type { SessionManager } from "@earendil-works/pi-coding-agent";
 
 /** What we saw of the file: size, modification time and inode; absent (not written yet); unreadable (never the same). */
 type Seen = { size: number; mtimeMs: number; ino: number } | "absent" | "unreadable";

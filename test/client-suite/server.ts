@@ -1,5 +1,5 @@
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
-import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
+import type { ExtensionFactory } from "@earendil-works/pi-coding-agent";
 import { createPiServer, tokenAuth } from "../../src/index.js";
 import { fauxSetup } from "../helpers/faux.js";
 import { tcpProxy } from "../helpers/proxy.js";

@@ -1,10 +1,8 @@
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { FauxProviderRegistration } from "@mariozechner/pi-ai";
-import { registerFauxProvider } from "@mariozechner/pi-ai";
+import { type FauxProviderHandle, fauxProvider, InMemoryCredentialStore } from "@earendil-works/pi-ai";
 import {
-  AuthStorage,
   type CreateAgentSessionRuntimeFactory,
   createAgentSessionFromServices,
   createAgentSessionRuntime,
@@ -12,10 +10,10 @@ import {
   createBashToolDefinition,
   defineTool,
   type ExtensionFactory,
-  ModelRegistry,
+  ModelRuntime,
   SessionManager,
   SettingsManager,
-} from "@mariozechner/pi-coding-agent";
+} from "@earendil-works/pi-coding-agent";
 import { confinedFileTools, keepInMemory, type SessionFactory } from "../../src/index.js";
 
 /** A temp directory removed by `cleanup()`. Tests never touch the user's `~/.pi`. */
@@ -34,7 +32,7 @@ export interface FauxFactoryOptions {
 }
 
 export interface FauxSetup {
-  faux: FauxProviderRegistration;
+  faux: FauxProviderHandle;
   factory: SessionFactory;
   /** Root of the temp agent dir and session cwds. */
   root: string;
@@ -49,7 +47,7 @@ export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
   const dir = tempDir("faux");
   const agentDir = join(dir.path, "agent");
   mkdirSync(agentDir);
-  const faux = registerFauxProvider(
+  const faux = fauxProvider(
     options.tokensPerSecond === undefined
       ? {}
       : {
@@ -58,17 +56,24 @@ export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
         },
   );
   const model = faux.getModel();
-  const authStorage = AuthStorage.inMemory();
-  authStorage.setRuntimeApiKey(model.provider, "faux-key");
+  // One model runtime for the setup's sessions (as the default factory has): in-memory credentials, pi's built-in
+  // catalogue without models.json or network, and the faux provider registered on it alone (no global registry).
+  let modelRuntimeP: Promise<ModelRuntime> | undefined;
+  const modelRuntime = () =>
+    (modelRuntimeP ??= ModelRuntime.create({ credentials: new InMemoryCredentialStore(), modelsPath: null, allowModelNetwork: false }).then(
+      (runtime) => {
+        runtime.registerNativeProvider(faux.provider);
+        return runtime;
+      },
+    ));
 
   const factory: SessionFactory = async (request) => {
     const createRuntime: CreateAgentSessionRuntimeFactory = async ({ cwd, agentDir, sessionManager, sessionStartEvent }) => {
       const services = await createAgentSessionServices({
         cwd,
         agentDir,
-        authStorage,
+        modelRuntime: await modelRuntime(),
         settingsManager: SettingsManager.inMemory({ compaction: { enabled: false }, retry: { enabled: false } }),
-        modelRegistry: ModelRegistry.inMemory(authStorage),
         resourceLoaderOptions: {
           noExtensions: true,
           noSkills: true,
@@ -104,9 +109,6 @@ export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
     faux,
     factory,
     root: dir.path,
-    cleanup: () => {
-      faux.unregister();
-      dir.cleanup();
-    },
+    cleanup: () => dir.cleanup(),
   };
 }

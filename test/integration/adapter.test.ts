@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import { createPiServer, type PeerSocket, SERVER_CLOSES } from "../../src/index.js";
 import { fauxSetup } from "../helpers/faux.js";
 

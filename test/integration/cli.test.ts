@@ -170,7 +170,7 @@ test("CLI: --help, --version and usage errors never load pi; the tracer that sho
     const err = collect(child.stderr);
     return exited(child).then((code) => ({ code, stderr: err.text() }));
   };
-  const control = spawn(process.execPath, [...tracer, "--input-type=module", "-e", 'await import("@mariozechner/pi-coding-agent")'], {
+  const control = spawn(process.execPath, [...tracer, "--input-type=module", "-e", 'await import("@earendil-works/pi-coding-agent")'], {
     cwd: join(import.meta.dirname, "../.."),
     env,
     stdio: ["ignore", "pipe", "pipe"],

@@ -4,7 +4,7 @@ import { writeFileSync } from "node:fs";
 import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import { createSessionStore, PiClientError, type SessionFrame } from "../../src/client/index.js";
 import { createDefaultSessionFactory, createPiServer, jwtAuth } from "../../src/index.js";
 import { durableHarness, TOKENS } from "../helpers/durable-cli.js";

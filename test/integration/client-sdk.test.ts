@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { RpcClient } from "@mariozechner/pi-coding-agent";
+import { RpcClient } from "@earendil-works/pi-coding-agent";
 import { SESSION_COMMAND_METHODS, SessionHandle } from "../../src/client/index.js";
 
 // The client's behaviour is the shared suite (test/client-suite, run by client-suite.test.ts and in Chromium);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { type TestContext, test } from "node:test";
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import { createPiServer, DEFAULTS, type PiServer, PiServerOptionsError, tokenAuth } from "../../src/index.js";
 import { attempt, TestClient } from "../helpers/client.js";
 import { fauxSetup } from "../helpers/faux.js";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { ExtensionFactory } from "@mariozechner/pi-coding-agent";
+import type { ExtensionFactory } from "@earendil-works/pi-coding-agent";
 import type { EventFrame, Frame, TestClient } from "../helpers/client.js";
 import { startServer } from "../helpers/server.js";
 

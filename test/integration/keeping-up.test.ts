@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { fork } from "node:child_process";
 import { join } from "node:path";
 import { test } from "node:test";
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import { startServer } from "../helpers/server.js";
 import { within } from "../helpers/wait.js";
 

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
-import { fauxAssistantMessage, fauxToolCall } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage, fauxToolCall, type JsonObject } from "@earendil-works/pi-ai";
 import { tokenAuth } from "../../src/index.js";
 import { connectAs, type Frame, type TestClient } from "../helpers/client.js";
 import { tempDir } from "../helpers/faux.js";
@@ -81,7 +81,7 @@ test("sandbox: the whole tree dies with the command, background jobs and setsid 
 });
 
 /** Run one faux turn that calls `tool` with `args`; returns the tool's end event. */
-async function toolCall(h: Harness, client: TestClient, tool: string, args: Record<string, unknown>): Promise<Frame> {
+async function toolCall(h: Harness, client: TestClient, tool: string, args: JsonObject): Promise<Frame> {
   h.faux.setResponses([fauxAssistantMessage([fauxToolCall(tool, args)], { stopReason: "toolUse" }), fauxAssistantMessage("done")]);
   const from = client.frames.length;
   await client.ok({ type: "prompt", sessionId: "s", message: `use ${tool}` });

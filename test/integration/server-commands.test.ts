@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { test } from "node:test";
-import { fauxAssistantMessage } from "@mariozechner/pi-ai";
+import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import { startServer } from "../helpers/server.js";
 
 type Summary = { sessionId: string; cwd: string; subscribers: number; state: { messageCount: number } };

@@ -67,7 +67,7 @@ test("a connection gets server_ready first; closing it releases its subscription
 
 test("subscribe answers before any later event, with the seq to continue from", async (t) => {
   const { core, registry, setup } = harness(t);
-  const { fauxAssistantMessage } = await import("@mariozechner/pi-ai");
+  const { fauxAssistantMessage } = await import("@earendil-works/pi-ai");
   setup.faux.setResponses([fauxAssistantMessage("one"), fauxAssistantMessage("two")]);
   const owner = new FakeSocket();
   const ownerHandle = core.opened(owner);

@@ -7,7 +7,7 @@ import { COMMANDS, isParseFailure, parseCommand } from "../../../src/server/prot
 
 test("the session commands are exactly the RpcCommand types of the installed pi version", async () => {
   // Read pi's own declaration of RpcCommand, so a pi upgrade that adds a command fails here.
-  const entry = fileURLToPath(import.meta.resolve("@mariozechner/pi-coding-agent"));
+  const entry = fileURLToPath(import.meta.resolve("@earendil-works/pi-coding-agent"));
   const types = await readFile(join(dirname(entry), "modes/rpc/rpc-types.d.ts"), "utf8");
   const block = types.slice(types.indexOf("export type RpcCommand"), types.indexOf("export interface RpcSlashCommand"));
   const declared = [...block.matchAll(/type: "([a-z_]+)"/g)].map((m) => m[1]).sort();

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { appendFileSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { SessionManager } from "@mariozechner/pi-coding-agent";
+import { SessionManager } from "@earendil-works/pi-coding-agent";
 import { guardConversation } from "../../../src/store/conversation-guard.js";
 import { tempDir } from "../../helpers/faux.js";
 import { assistantMessage as assistant, userMessage as user } from "../../helpers/pi-messages.js";
