@@ -5,14 +5,14 @@
 #  allows them, or pass PI_SERVER_SANDBOX=none and let the container be the sandbox.)
 
 # --- build: compile TypeScript, then keep only production dependencies --------------------------------------------
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm ci --no-audit --no-fund --ignore-scripts && npx tsc -p tsconfig.build.json && npm prune --omit=dev
 
 # --- runtime -------------------------------------------------------------------------------------------------------
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 # tini reaps zombies and forwards signals; bubblewrap is the sandbox for the agents' bash; git and ripgrep for tools.
 RUN apt-get update && apt-get install -y --no-install-recommends tini bubblewrap git ripgrep ca-certificates \
   && rm -rf /var/lib/apt/lists/*

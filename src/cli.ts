@@ -31,7 +31,7 @@ Options (environment variable in brackets):
   --idle-unload <ms> unload sessions idle this long (0: never)  [PI_SERVER_IDLE_UNLOAD_MS] (default 0)
   --max-live-sessions <n> live sessions at most; idle ones unload [PI_SERVER_MAX_LIVE_SESSIONS] (default ${DEFAULTS.restore.maxLive})
   --model <p/id>     model of sessions created without one     [PI_SERVER_MODEL]     (default: pi's choice, logged at start)
-  --thinking <level> off|minimal|low|medium|high|xhigh          [PI_SERVER_THINKING]  (default: pi's)
+  --thinking <level> off|minimal|low|medium|high|xhigh|max      [PI_SERVER_THINKING]  (default: pi's)
   --allow-unauthenticated-remote  serve a non-loopback --host with --auth none [PI_SERVER_ALLOW_UNAUTHENTICATED_REMOTE=1]
   --log-level <l>    fatal|error|warn|info|debug|trace|silent  [PI_SERVER_LOG_LEVEL] (default info)
   --console          serve the browser console at /console      [PI_SERVER_CONSOLE=1]  (default off)

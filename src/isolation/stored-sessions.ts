@@ -31,7 +31,9 @@ export async function listStoredConversations(sessionsRoot: string, scope: strin
   const found: StoredConversation[] = [];
   for (const dir of dirs) {
     if (!dir.isDirectory() || !dir.name.startsWith(prefix)) continue;
-    for (const info of await SessionManager.list(scope, join(sessionsRoot, dir.name))) {
+    // listAll, not list: pi 1.6's list(cwd, dir) keeps only conversations whose cwd is exactly `cwd`; ours may sit in
+    // any directory of the workspace, which the check below enforces.
+    for (const info of await SessionManager.listAll(join(sessionsRoot, dir.name))) {
       const cwd = info.cwd === "" ? undefined : await realpath(info.cwd).catch(() => undefined);
       if (cwd === undefined || !isWithin(cwd, scope)) continue;
       found.push({

@@ -59,7 +59,7 @@ test("a session created on node A is subscribed and prompted from node C: both s
 
   // Commands from C act on A's session: reads, and the conversation has C's prompt.
   const messages = await onC.ok<{ messages: Array<{ role: string }> }>({ type: "get_messages", sessionId: "s1" });
-  assert.deepEqual(messages.messages.map((m) => m.role), ["user", "assistant"]);
+  assert.deepEqual(messages.messages.map((m) => m.role), ["system", "user", "assistant"]); // pi 1.6 leads with the system message
   // Bob on C cannot reach alice's session: the same answer as a session that does not exist.
   const bob = await c.connect("bob");
   const refused = await bob.request({ type: "get_state", sessionId: "s1" });
@@ -480,5 +480,5 @@ test("redirect mode: a node answers a command for a session another node hosts w
   // A stops (its lease given back): B no longer sends anyone there, it restores the session and serves it itself.
   await a.server.close();
   const messages = await aliceOnB.ok<{ messages: unknown[] }>({ type: "get_messages", sessionId: "s1" });
-  assert.equal(messages.messages.length, 2);
+  assert.equal(messages.messages.length, 3); // system, user, assistant
 });

@@ -27,7 +27,7 @@ test("SIGTERM and restart on the same data dir: sessions come back dormant with 
   const s1 = await converse(alice, "s1", ["one", "two"]);
   await converse(alice, "s2", ["three"]);
   await converse(bob, "s3", ["four"]);
-  assert.equal(s1.messageCount, 4);
+  assert.equal(s1.messageCount, 5); // pi 1.6's leading system message and two exchanges
   assert.equal(await first.stop(), 0);
 
   const second = await harness.start();
@@ -37,13 +37,13 @@ test("SIGTERM and restart on the same data dir: sessions come back dormant with 
   assert.deepEqual(
     listed.map((s) => [s.sessionId, s.owner, s.status, s.messageCount]).sort(),
     [
-      ["s1", "alice", "dormant", 4],
-      ["s2", "alice", "dormant", 2],
+      ["s1", "alice", "dormant", 5],
+      ["s2", "alice", "dormant", 3],
     ],
   );
   assert.deepEqual(
     (await bob2.ok<{ sessions: Summary[] }>({ type: "list_sessions" })).sessions.map((s) => [s.sessionId, s.owner, s.status, s.messageCount]),
-    [["s3", "bob", "dormant", 2]],
+    [["s3", "bob", "dormant", 3]],
   );
   // Someone else's dormant session answers exactly like one that does not exist (and is not restored for asking).
   const foreign = await alice2.request({ type: "get_state", sessionId: "s3" });

@@ -73,7 +73,7 @@ test("examples/client.ts (the README's client example) runs against the CLI and 
   const stderr = collect(child.stderr);
   const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the example did not exit: ${stderr.text()}`)), WAIT_MS).unref());
   assert.equal(await Promise.race([exited(child), timeout]), 0, stderr.text());
-  assert.equal(stdout.text().trim(), "stop 2 README.md and src");
+  assert.equal(stdout.text().trim(), "stop 3 README.md and src");
 });
 
 test("the README's client example is examples/client.ts, verbatim", () => {

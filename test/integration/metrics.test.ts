@@ -75,7 +75,7 @@ test("every pi_server_* family passes promtool check metrics with no lint proble
   assert.equal(counter(text, "pi_server_tool_calls_total", 'tool="bash",outcome="ok"'), 1);
   assert.equal(counter(text, "pi_server_tool_calls_total", 'tool="unknown",outcome="error"'), 1, "tool names from the model are not labels");
   assert.ok(!text.includes("rm_rf_everything"));
-  assert.match(text, /^pi_server_build_info\{version="\d+\.\d+\.\d+",node="v\d+[^"]*",pi="0\.\d+\.\d+"\} 1$/m);
+  assert.match(text, /^pi_server_build_info\{version="\d+\.\d+\.\d+",node="v\d+[^"]*",pi="1\.\d+\.\d+"\} 1$/m);
   assert.doesNotMatch(text, /^nodejs_/m, "embedded: no process metrics unless asked");
 
   const check = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });

@@ -20,6 +20,8 @@ import { writeExchange } from "../helpers/pi-messages.js";
 import { within } from "../helpers/wait.js";
 
 const TOKENS = { alice: "alice-token-0123456789", bob: "bob-token-0123456789ab" } as const;
+/** Messages of a session after one exchange: pi 1.6's leading system message, the prompt, the reply. */
+const EXCHANGE = 3;
 type Summary = { sessionId: string; status: string; messageCount: number };
 
 /** Servers started one after the other on the same agent dir, data dir and workspaces; the factory counts builds. */
@@ -111,7 +113,7 @@ test("the live cap unloads the least recently used idle session; eager restore l
   const capped = await env.start({ restore: { maxLive: 2 } });
   const a2 = await capped.connect("alice");
   for (const id of ["a", "b", "c"]) {
-    assert.equal((await a2.ok<{ messageCount: number }>({ type: "get_state", sessionId: id })).messageCount, 2);
+    assert.equal((await a2.ok<{ messageCount: number }>({ type: "get_state", sessionId: id })).messageCount, EXCHANGE);
   }
   const status = async (client: TestClient) =>
     Object.fromEntries((await client.ok<{ sessions: Summary[] }>({ type: "list_sessions" })).sessions.map((s) => [s.sessionId, s.status]));
@@ -144,7 +146,7 @@ test("the live cap unloads the least recently used idle session; eager restore l
   await within(allUnloaded, "three idle unloads");
   const a4 = await idle.connect("alice");
   assert.deepEqual(await status(a4), { a: "dormant", b: "dormant", c: "dormant" });
-  assert.equal((await a4.ok<{ messageCount: number }>({ type: "get_state", sessionId: "b" })).messageCount, 2);
+  assert.equal((await a4.ok<{ messageCount: number }>({ type: "get_state", sessionId: "b" })).messageCount, EXCHANGE);
 });
 
 test("list_stored_sessions shows the principal's sessions and pi's own conversations in its workspace; open_session hosts one by storedId, never by path", async (t) => {
@@ -189,7 +191,7 @@ test("list_stored_sessions shows the principal's sessions and pi's own conversat
     sessionId: "resumed",
   });
   assert.equal(opened.sessionId, "resumed");
-  assert.equal(opened.state.messageCount, 2);
+  assert.equal(opened.state.messageCount, 2, "pi's own file, written without a system message, as pi left it");
   await env.converse(alice, "resumed", "and now?");
   assert.match(readFileSync(file, "utf8"), /and now\?/, "the conversation continued in pi's own file");
   // Hosted now: it is no longer offered, so it cannot be opened twice.
@@ -208,7 +210,7 @@ test("one writer per conversation: a second server on the same data dir cannot o
   const b = await env.start();
   const onA = await a.connect("alice");
   const onB = await b.connect("alice");
-  assert.equal((await onA.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, 2);
+  assert.equal((await onA.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, EXCHANGE);
   const refused = await onB.request({ type: "get_state", sessionId: "s" });
   assert.equal(refused.code, "session_locked");
   assert.match(String(refused.error), /already hosts it/); // both servers live in this test's process
@@ -230,7 +232,7 @@ test("one writer per conversation: a second server on the same data dir cannot o
   assert.equal((await onA.request({ type: "switch_session", sessionId: "fresh", sessionPath: held })).code, "session_locked");
 
   await a.server.close(); // lets go of the files
-  assert.equal((await onB.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, 2);
+  assert.equal((await onB.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, EXCHANGE);
   assert.equal(existsSync(`${after}.lock`), false);
 });
 
@@ -256,7 +258,7 @@ test("`pi` writing to a conversation the server hosts: noticed before our next w
   const refused = await alice.request(second);
   assert.equal(refused.code, "session_conflict");
   await alice.waitForEvent("s", "session_conflict", (e) => e["reason"] === "file_changed", from);
-  assert.equal((await alice.waitForEvent("s", "session_reloaded", () => true, from)).event["messageCount"], 4);
+  assert.equal((await alice.waitForEvent("s", "session_reloaded", () => true, from)).event["messageCount"], EXCHANGE + 2);
   assert.equal(env.llm.requests.length, asked, "the refused prompt reached no model");
   // Refused before it ran, so its key is free: the retry runs (it is not replayed).
   from = alice.frames.length;
@@ -284,7 +286,7 @@ test("`pi` writing to a conversation the server hosts: noticed before our next w
   const seen = text(messages).join(" ");
   assert.match(seen, /pi again/);
   assert.doesNotMatch(seen, /must not land/);
-  assert.equal(messages.length, 9, "our first and second exchanges, pi's two, and our third prompt without its reply");
+  assert.equal(messages.length, 10, "pi 1.6's system message, our first and second exchanges, pi's two, and our third prompt without its reply");
   // And the session goes on.
   await env.converse(alice, "s", "fourth");
   assertOneHistory();

@@ -36,7 +36,7 @@ test("create_session: explicit and generated ids, session_exists, invalid ids an
   assert.equal((await a.request({ type: "create_session", sessionId: "bad id!" })).code, "invalid_command");
   assert.equal((await a.request({ type: "create_session", cwd: "does/not/exist" })).code, "invalid_command");
   assert.equal((await a.request({ type: "create_session", model: "faux" })).code, "invalid_command");
-  assert.equal((await a.request({ type: "create_session", thinkingLevel: "max" })).code, "invalid_command");
+  assert.equal((await a.request({ type: "create_session", thinkingLevel: "maximal" })).code, "invalid_command");
 });
 
 test("list_sessions, subscribe, unsubscribe and ping", async (t) => {
@@ -109,7 +109,7 @@ test("the programmatic sessions API sees and drives the same sessions", async (t
   await client.ok({ type: "subscribe", sessionId: "api" });
   await hosted.session.prompt("hello");
   await client.waitForEvent("api", "agent_end");
-  assert.equal(h.server.sessions.get("api")?.state().messageCount, 2);
+  assert.equal(h.server.sessions.get("api")?.state().messageCount, 3); // system, user, assistant
   assert.equal(h.server.sessions.list()[0]?.subscribers, 1);
   await h.server.sessions.delete("api");
   await client.waitFor((f) => f.type === "session_deleted" && f["sessionId"] === "api");

@@ -162,7 +162,7 @@ test("bad images and deep nesting are refused at the edge; the breaker stays clo
   const seqs = bob.events("b").map((e) => e.seq);
   assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), "seq is gap-free from 1");
   const state = await bob.ok<{ messageCount: number }>({ type: "get_state", sessionId: "b" });
-  assert.equal(state.messageCount, 4, "only the two good prompts and their replies are in the session");
+  assert.equal(state.messageCount, 5, "only pi's system message, the two good prompts and their replies are in the session");
 });
 
 test("with --project-extensions the operator opts in: the workspace's extension loads", async (t) => {
