@@ -13,7 +13,7 @@ export {
   type SessionFactory,
   type SessionRequest,
 } from "./server/session-factory.js";
-export type { SessionState } from "./server/session-host.js";
+export type { PromptDisposition, SessionState } from "./server/session-host.js";
 export type { CreateSessionRequest, HostedSession, SessionSummary } from "./server/sessions.js";
 export type { StoredConversation } from "./isolation/stored-sessions.js";
 export { SERVER_VERSION } from "./version.js";
@@ -44,7 +44,9 @@ export type {
   ErrorResponseFrame,
   EventFrame,
   ExtensionUiRequestEvent,
+  MessageUpdateEvent,
   NoticeFrame,
+  PiSessionEvent,
   ResponseFrame,
   ServerCommandFrame,
   ServerFrame,
@@ -54,4 +56,5 @@ export type {
   SessionCommandFrame,
   SessionEvent,
   SessionResponseFrame,
+  SubscriptionEncoding,
 } from "./server/frames.js";

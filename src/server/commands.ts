@@ -11,6 +11,7 @@ import {
   type FieldSpec,
   images,
   longStr,
+  optBool,
   optLongStr,
   optPathStr,
   optStr,
@@ -46,9 +47,11 @@ export type TimeoutClass = "command" | "bash" | "compact";
 
 /** What a session command's handler gets besides the session and its fields. */
 export interface SessionCommandContext {
+  /** The command's id (connection-scoped), if it had one: pi tags a `bash` command's output events with it. */
+  readonly commandId: string | undefined;
   /** Fires on the command's timeout, cancel, shutdown or session deletion. */
   readonly signal: AbortSignal;
-  /** `prompt` only: called with the run (which settles at its end) when pi accepts the prompt. */
+  /** `prompt` only: called with the run (which settles at its end) when pi accepts the prompt and starts a run. */
   readonly onRun: (run: Promise<void>) => void;
 }
 
@@ -147,9 +150,9 @@ const lane = (fields: Record<string, FieldSpec>, run: SessionCommandDef["run"], 
   session("lane", fields, run, options);
 const control = (fields: Record<string, FieldSpec>, run: SessionCommandDef["run"], options?: SessionOptions) =>
   session("control", fields, run, options);
-/** A control command that only reads: its handler is synchronous and runs inline (`read`). */
-const read = (get: (host: SessionHost, fields: Fields) => unknown) =>
-  control({}, async (host, f) => get(host, f), { read: get });
+/** A control command that only reads: its handler is synchronous and runs inline (`read`, adr/0014). */
+const read = (get: (host: SessionHost, fields: Fields) => unknown, fields: Record<string, FieldSpec> = {}) =>
+  control(fields, async (host, f) => get(host, f), { read: get });
 const server = (
   fields: Record<string, FieldSpec>,
   run: ServerCommandDef["run"],
@@ -160,8 +163,15 @@ const s = (f: Fields, name: string) => f[name] as string;
 const optS = (f: Fields, name: string) => f[name] as string | undefined;
 const imgs = (f: Fields) => f["images"] as ImageContent[] | undefined;
 
-/** `encoding` of subscribe and create_session: how this subscription receives `message_update` (PROTOCOL.md §3.5). */
-const encoding: FieldSpec = { type: "string", optional: true, values: ["full", "delta"] };
+/**
+ * `encoding` of subscribe, create_session and open_session: how this subscription receives `message_update`
+ * (PROTOCOL.md §3.5). `delta`, the opt-in of protocol 1 before pi 1.6, is a name of the default `pi` now.
+ */
+const encoding: FieldSpec = { type: "string", optional: true, values: ["pi", "delta", "full"] };
+const encodingOf = (fields: Fields): Encoding | undefined => {
+  const value = optS(fields, "encoding");
+  return value === "delta" ? "pi" : (value as Encoding | undefined);
+};
 
 /** A connection's server commands run one at a time (pipelining), so nothing can take this slot meanwhile. */
 function checkSubscriptionRoom(context: ServerCommandContext): void {
@@ -174,7 +184,7 @@ function checkSubscriptionRoom(context: ServerCommandContext): void {
 async function subscribeAndReply(context: ServerCommandContext, fields: Fields, host: SessionHost, created: boolean): Promise<void> {
   if (!context.conn.open) return;
   try {
-    context.subscribe(host, fields["encoding"] as Encoding | undefined);
+    context.subscribe(host, encodingOf(fields));
   } catch (error) {
     // A create the client is told failed leaves nothing behind (PROTOCOL.md §5.5).
     if (created) await context.deleteSession(host);
@@ -187,7 +197,7 @@ async function subscribeAndReply(context: ServerCommandContext, fields: Fields, 
 const notSubscribed = (sessionId: unknown) =>
   new PiServerError("not_subscribed", `Not subscribed to session '${String(sessionId)}'`);
 
-/** Every command of protocol v1. Session commands are pi RPC mode's `RpcCommand`s (0.73.x), same names and fields. */
+/** Every command of protocol v1. Session commands are pi RPC mode's `RpcCommand`s (1.6.x), same names and fields. */
 export const COMMANDS = {
   // ---------------------------------------------------------------------------------------------------------------
   // pi RPC session commands (implementations follow pi's `rpc-mode.js`; pi's own refusals become command_failed)
@@ -195,21 +205,25 @@ export const COMMANDS = {
     { message: longStr, images, streamingBehavior: { type: "string", optional: true, values: ["steer", "followUp"] } },
     async (host, f, context) => {
       const streamingBehavior = optS(f, "streamingBehavior") as "steer" | "followUp" | undefined;
-      await host.startPrompt(s(f, "message"), { images: imgs(f), streamingBehavior }, context.onRun);
-      return undefined;
+      return { disposition: await host.startPrompt(s(f, "message"), { images: imgs(f), streamingBehavior }, context.onRun) };
     },
     // A prompt is running only until pi accepts it (e.g. an extension command waiting on a dialog).
     { limit: "work", llm: true, stop: (host) => void host.abort() },
   ),
-  steer: control({ message: longStr, images }, (host, f) => fromPi(() => host.session.steer(s(f, "message"), imgs(f))), {
-    limit: "work",
-  }),
+  // pi answers what became of the message: "queued", or "handled" when an extension's input handler took it.
+  steer: control(
+    { message: longStr, images },
+    async (host, f) => ({ disposition: await fromPi(() => host.session.steer(s(f, "message"), imgs(f), { source: "rpc" })) }),
+    { limit: "work" },
+  ),
   follow_up: control(
     { message: longStr, images },
-    (host, f) => fromPi(() => host.session.followUp(s(f, "message"), imgs(f))),
+    async (host, f) => ({ disposition: await fromPi(() => host.session.followUp(s(f, "message"), imgs(f), { source: "rpc" })) }),
     { limit: "work" },
   ),
   abort: control({}, (host) => fromPi(() => host.abort()), { limit: "exempt" }),
+  // The first half of a client's "Esc" (clear_queue, then abort): acts at once and is never limited, like abort.
+  clear_queue: control({}, async (host) => fromPi(() => host.session.clearQueue()), { limit: "exempt" }),
   new_session: lane(
     { parentSession: optPathStr },
     async (host, f) => {
@@ -237,6 +251,7 @@ export const COMMANDS = {
     const level = await fromPi(() => host.session.cycleThinkingLevel());
     return level ? { level } : null;
   }),
+  get_available_thinking_levels: read((host) => ({ levels: host.session.getAvailableThinkingLevels() })),
   set_steering_mode: lane({ mode: queueMode }, (host, f) =>
     fromPi(() => host.session.setSteeringMode(s(f, "mode") as "all" | "one-at-a-time")),
   ),
@@ -254,13 +269,17 @@ export const COMMANDS = {
   ),
   set_auto_retry: lane({ enabled: bool }, (host, f) => fromPi(() => host.session.setAutoRetryEnabled(f["enabled"] as boolean))),
   abort_retry: control({}, (host) => fromPi(() => host.session.abortRetry()), { limit: "exempt" }),
-  // The command's signal reaches the process: a timeout or cancel kills the process tree (adr/0004).
+  // The command's signal reaches the process: a timeout or cancel kills the process tree (adr/0004). Its output
+  // streams to subscribers as `bash_execution_update` events carrying the command's id, as in pi.
   bash: lane(
-    { command: longStr },
+    { command: longStr, excludeFromContext: optBool },
     async (host, f, context) => {
-      const { fullOutputPath, ...result } = await fromPi(() =>
-        host.session.executeBash(s(f, "command"), undefined, { operations: host.bashOperationsFor(context.signal) }),
-      );
+      const options = {
+        operations: host.bashOperationsFor(context.signal),
+        excludeFromContext: f["excludeFromContext"] as boolean | undefined,
+        id: context.commandId,
+      };
+      const { fullOutputPath, ...result } = await fromPi(() => host.session.executeBash(s(f, "command"), undefined, options));
       // pi keeps long output in a temp log; nobody can read it through us, and it would stay forever.
       removeBashLog(fullOutputPath);
       return result;
@@ -307,6 +326,25 @@ export const COMMANDS = {
     { idleOnly: true },
   ),
   get_fork_messages: read((host) => ({ messages: host.session.getUserMessagesForForking() })),
+  // The session's entries in append order (after the entry `since`, a durable cursor) and its tree, as pi answers.
+  get_entries: read(
+    (host, f) => {
+      const sessionManager = host.session.sessionManager;
+      let entries = sessionManager.getEntries();
+      const since = optS(f, "since");
+      if (since !== undefined) {
+        const at = entries.findIndex((entry) => entry.id === since);
+        if (at === -1) throw new PiServerError("command_failed", `Entry not found: ${since}`);
+        entries = entries.slice(at + 1);
+      }
+      return { entries, leafId: sessionManager.getLeafId() };
+    },
+    { since: optStr },
+  ),
+  get_tree: read((host) => {
+    const sessionManager = host.session.sessionManager;
+    return { tree: sessionManager.getTree(), leafId: sessionManager.getLeafId() };
+  }),
   get_last_assistant_text: read((host) => ({ text: host.session.getLastAssistantText() ?? null })),
   set_session_name: lane({ name: str }, async (host, f) => {
     const name = s(f, "name").trim();
@@ -389,7 +427,7 @@ export const COMMANDS = {
       stored = await context.replayStored(host, afterSeq, epoch);
       host = context.resolve();
     }
-    context.subscribe(host, fields["encoding"] as Encoding | undefined);
+    context.subscribe(host, encodingOf(fields));
     const hub = host.hub;
     if (afterSeq === undefined) {
       context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch });

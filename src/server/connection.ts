@@ -46,10 +46,11 @@ export interface BackpressureOptions {
 const sizeOf = (frame: Frame): number => frame.length;
 
 interface Outbound {
-  frame: Frame;
+  /** Undefined once a newer frame with the same key took its place (it is skipped when the queue is flushed). */
+  frame: Frame | undefined;
   readonly key: string | undefined;
   /** How many older frames with the same key this one replaced. */
-  superseded: number;
+  readonly superseded: number;
 }
 
 /** Per-connection counters (for metrics and tests). */
@@ -82,6 +83,8 @@ export class Connection implements Subscriber {
   readonly #backpressure: BackpressureOptions;
   readonly #queue: Outbound[] = [];
   #queueHead = 0;
+  /** Entries of the queue still to be sent (superseded ones stay in the array until the flush passes them). */
+  #queuedFrames = 0;
   #queuedBytes = 0;
   /** Latest queued frame per key since the last barrier (a frame without key). */
   readonly #latestByKey = new Map<string, Outbound>();
@@ -113,7 +116,7 @@ export class Connection implements Subscriber {
 
   /** Frames waiting in this connection's queue. */
   get queuedFrames(): number {
-    return this.#queue.length - this.#queueHead;
+    return this.#queuedFrames;
   }
 
   /** Bytes (characters) waiting in this connection's queue, not counting the socket's own buffer. */
@@ -163,6 +166,7 @@ export class Connection implements Subscriber {
     clearTimeout(this.#lagTimer);
     this.#queue.length = 0;
     this.#queueHead = 0;
+    this.#queuedFrames = 0;
     this.#queuedBytes = 0;
     this.#latestByKey.clear();
   }
@@ -178,25 +182,47 @@ export class Connection implements Subscriber {
 
   #enqueue(frame: Frame, key: string | undefined, merge: Merge | undefined): void {
     const previous = key === undefined ? undefined : this.#latestByKey.get(key);
-    if (previous && this.#conflating()) {
-      // The newer partial carries everything the older one did; deltas are merged instead (nothing is lost).
-      const next = merge ? merge(frameText(previous.frame), frameText(frame)) : frame;
-      this.#queuedBytes += sizeOf(next) - sizeOf(previous.frame);
-      previous.frame = next;
-      previous.superseded += 1;
+    if (previous?.frame !== undefined && this.#conflating()) {
+      // The newer partial carries everything the older one did; deltas are merged instead (nothing is lost). It
+      // goes where the newer frame would have gone, at the tail: frames of other keys queued in between (a bash
+      // command's output beside a streaming reply) keep their place before it, so delivery stays in seq order.
+      const older = previous.frame;
+      const next = merge ? merge(frameText(older), frameText(frame)) : frame;
+      previous.frame = undefined;
+      this.#queuedFrames -= 1;
+      this.#queuedBytes -= sizeOf(older);
       this.stats.framesConflated += 1;
+      this.#push({ frame: next, key, superseded: previous.superseded + 1 });
+      this.#dropSuperseded();
       return;
     }
     if (this.queuedFrames === 0) this.#lagSince = performance.now();
-    const entry: Outbound = { frame, key, superseded: 0 };
-    this.#queue.push(entry);
-    this.#queuedBytes += sizeOf(frame);
-    if (key === undefined) this.#latestByKey.clear(); // a barrier: nothing conflates across it
-    else this.#latestByKey.set(key, entry);
+    this.#push({ frame, key, superseded: 0 });
     if (this.#lagTimer === undefined) {
       this.#lagTimer = setTimeout(() => this.#slowConsumer("lagging too long"), this.#backpressure.maxLagMs);
       this.#lagTimer.unref();
     }
+  }
+
+  #push(entry: Outbound & { frame: Frame }): void {
+    this.#queue.push(entry);
+    this.#queuedFrames += 1;
+    this.#queuedBytes += sizeOf(entry.frame);
+    if (entry.key === undefined) this.#latestByKey.clear(); // a barrier: nothing conflates across it
+    else this.#latestByKey.set(entry.key, entry);
+  }
+
+  /** A reader stalled under a long stream leaves a superseded entry per event: drop them now and then. */
+  #dropSuperseded(): void {
+    const superseded = this.#queue.length - this.#queueHead - this.#queuedFrames;
+    if (superseded < 1024 || superseded * 2 < this.#queue.length) return;
+    let to = 0;
+    for (let i = this.#queueHead; i < this.#queue.length; i++) {
+      const entry = this.#queue[i] as Outbound;
+      if (entry.frame !== undefined) this.#queue[to++] = entry;
+    }
+    this.#queue.length = to;
+    this.#queueHead = 0;
   }
 
   /** Really behind: lagging for `conflateAfterMs`, or its queue already holds half of what it may hold at all. */
@@ -212,9 +238,12 @@ export class Connection implements Subscriber {
       const entry = this.#queue[this.#queueHead] as Outbound;
       this.#queue[this.#queueHead] = undefined as unknown as Outbound;
       this.#queueHead += 1;
-      this.#queuedBytes -= sizeOf(entry.frame);
+      const frame = entry.frame;
+      if (frame === undefined) continue; // superseded: its successor is further back
+      this.#queuedFrames -= 1;
+      this.#queuedBytes -= sizeOf(frame);
       if (entry.key !== undefined && this.#latestByKey.get(entry.key) === entry) this.#latestByKey.delete(entry.key);
-      this.#write(entry.superseded > 0 ? markConflated(entry.frame, entry.superseded) : entry.frame);
+      this.#write(entry.superseded > 0 ? markConflated(frame, entry.superseded) : frame);
     }
     if (this.queuedFrames === 0) {
       this.#queue.length = 0;

@@ -599,6 +599,7 @@ export class ServerCore {
       unstarted: refund,
       work: (signal) =>
         def.run(host, command.fields, {
+          commandId: command.id,
           signal,
           onRun: (run) => {
             observeRun?.(run);
@@ -702,7 +703,7 @@ export class ServerCore {
     return this.#registry.resolve(conn.principal, command.sessionId as string, command.type, command.fields["owner"] as string | undefined);
   }
 
-  #subscribe(conn: Connection, host: SessionHost, encoding: Encoding = "full"): void {
+  #subscribe(conn: Connection, host: SessionHost, encoding: Encoding = "pi"): void {
     if (host.hub.has(conn)) {
       host.hub.add(conn, encoding); // already subscribed: only the encoding may change
       return;

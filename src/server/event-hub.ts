@@ -1,16 +1,16 @@
 import { randomUUID } from "node:crypto";
 import { UpdateEncoder } from "./update-encoder.js";
+import { conflationOf, isMessageUpdate, type Merge, updateForms } from "./update-forms.js";
 import type { Frame, FrameBytes } from "./wire-frame.js";
 
-/**
- * How a subscription receives `message_update`: `full` (pi's event without the duplicated
- * `assistantMessageEvent.partial`) or `delta` (only the `assistantMessageEvent`, so bytes grow linearly with the
- * reply). Every other event, replays and snapshots are the same in both (PROTOCOL.md §3.5, adr/0014).
- */
-export type Encoding = "full" | "delta";
+export type { Merge } from "./update-forms.js";
 
-/** How a later frame with the same key joins a queued one: replaced by default, or `merge`d (deltas, adr/0014). */
-export type Merge = (older: string, newer: string) => string;
+/**
+ * How a subscription receives `message_update`: `pi` (the default: pi RPC's own delta-only event, so bytes grow
+ * linearly with the reply) or `full` (that event plus the cumulative partial `message`). Every other event, replays
+ * and snapshots are the same in both; replays carry `full` frames (PROTOCOL.md §3.5, adr/0024).
+ */
+export type Encoding = "pi" | "full";
 
 /** Something that receives a session's event frames: a connection, or a test double. */
 export interface Subscriber {
@@ -54,12 +54,10 @@ export class EventHub {
   readonly #sessionId: string;
   /** The registry's key of the session (owner + id), told to subscribers. */
   readonly #key: string;
-  /** Conflation key of the session's `message_update`s, built once (it is needed for every streamed chunk). */
-  readonly #messageKey: string;
   /** Subscribers and the encoding each asked for. */
   readonly #subscribers = new Map<Subscriber, Encoding>();
-  /** Subscribers with `delta` encoding: the delta form of an update is built only when someone wants it. */
-  #deltaSubscribers = 0;
+  /** Subscribers with `pi` encoding: the `pi` form of an update is built only when someone wants it. */
+  #piSubscribers = 0;
   /** `{"type":"event","sessionId":…,"seq":` — the part of every frame that never changes. */
   readonly #prefix: string;
   /** Escapes the streaming message's growing text once, not once per update (adr/0015). */
@@ -92,7 +90,6 @@ export class EventHub {
     this.#onPublished = onPublished;
     this.#sessionId = sessionId;
     this.#key = key;
-    this.#messageKey = `${sessionId}\0message`;
     this.#prefix = `{"type":"event","sessionId":${JSON.stringify(sessionId)},"seq":`;
     this.#limits = limits;
   }
@@ -124,10 +121,10 @@ export class EventHub {
   }
 
   /** Subscribe, or change the encoding of an existing subscription. */
-  add(subscriber: Subscriber, encoding: Encoding = "full"): void {
+  add(subscriber: Subscriber, encoding: Encoding = "pi"): void {
     const previous = this.#subscribers.get(subscriber);
     this.#subscribers.set(subscriber, encoding);
-    this.#deltaSubscribers += (encoding === "delta" ? 1 : 0) - (previous === "delta" ? 1 : 0);
+    this.#piSubscribers += (encoding === "pi" ? 1 : 0) - (previous === "pi" ? 1 : 0);
     if (previous === undefined) subscriber.attached(this.#key);
   }
 
@@ -135,7 +132,7 @@ export class EventHub {
     const encoding = this.#subscribers.get(subscriber);
     if (encoding === undefined) return false;
     this.#subscribers.delete(subscriber);
-    if (encoding === "delta") this.#deltaSubscribers -= 1;
+    if (encoding === "pi") this.#piSubscribers -= 1;
     subscriber.detached(this.#key);
     return true;
   }
@@ -146,25 +143,33 @@ export class EventHub {
    * naming its type, so the stream stays gap-free and the loss is visible (PROTOCOL.md §3).
    */
   publish(event: object): FrameBytes {
-    const update = isAssistantUpdate(event) ? updateForms(event) : undefined;
+    const update = isMessageUpdate(event) ? updateForms(event) : undefined;
     this.#seq += 1;
     const head = `${this.#prefix}${this.#seq},"event":`;
     // Every stored frame is UTF-8 bytes: the ring and the sockets count real bytes, and all subscribers share them.
+    // The ring keeps an update's `full` form, so a replay carries the text so far (PROTOCOL.md §3.2).
     const frame = update ? this.#encodeUpdate(head, update.full) : Buffer.from(`${head}${serialize(event)}}`);
     if ((event as { type?: unknown }).type === "message_end") this.#updates.reset();
     this.#store({ seq: this.#seq, frame });
     this.#onPublished?.(this.#seq, frame, this.epoch, this.#count);
-    const key = this.#supersedeKey(event as { type?: unknown; toolCallId?: unknown });
-    if (update === undefined || this.#deltaSubscribers === 0) {
-      for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(frame, key);
+    if (this.#subscribers.size === 0) return frame;
+    if (update === undefined) {
+      // Every other event has one form for every encoding.
+      const conflation = conflationOf(this.#sessionId, event, "pi");
+      for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(frame, conflation?.key, conflation?.merge);
       return frame;
     }
-    const deltaText = `${head}${serialize(update.delta)}}`;
-    const deltaFrame = this.#deltaSubscribers >= 2 ? Buffer.from(deltaText) : deltaText;
-    const deltaKey = deltaKeyOf(this.#sessionId, update.delta.assistantMessageEvent);
+    let piFrame: Frame | undefined;
+    let piConflation: ReturnType<typeof conflationOf>;
+    if (this.#piSubscribers > 0) {
+      const text = `${head}${serialize(update.pi)}}`;
+      piFrame = this.#piSubscribers >= 2 ? Buffer.from(text) : text;
+      piConflation = conflationOf(this.#sessionId, update.pi, "pi");
+    }
+    const fullConflation = this.#piSubscribers < this.#subscribers.size ? conflationOf(this.#sessionId, event, "full") : undefined;
     for (const [subscriber, encoding] of this.#subscribers) {
-      if (encoding === "delta") subscriber.sendFrame(deltaFrame, deltaKey, deltaKey ? mergeDeltas : undefined);
-      else subscriber.sendFrame(frame, key);
+      if (encoding === "pi") subscriber.sendFrame(piFrame as Frame, piConflation?.key, piConflation?.merge);
+      else subscriber.sendFrame(frame, fullConflation?.key);
     }
     return frame;
   }
@@ -202,13 +207,6 @@ export class EventHub {
     return { frames };
   }
 
-  /** Conflation key of an event, or undefined for frames that must all be delivered (adr/0007). */
-  #supersedeKey(event: { type?: unknown; toolCallId?: unknown }): string | undefined {
-    if (event.type === "message_update") return this.#messageKey;
-    if (event.type === "tool_execution_update") return `${this.#sessionId}\0tool\0${String(event.toolCallId)}`;
-    return undefined;
-  }
-
   #store(stored: Stored): void {
     const capacity = this.#limits.maxEvents;
     if (capacity === 0) return;
@@ -236,25 +234,6 @@ export class EventHub {
   }
 }
 
-type AssistantMessageEvent = { type: string; contentIndex?: number; delta?: string; partial?: unknown } & Record<string, unknown>;
-
-function isAssistantUpdate(event: object): event is { assistantMessageEvent: AssistantMessageEvent } {
-  const update = (event as { type?: unknown; assistantMessageEvent?: unknown });
-  return update.type === "message_update" && typeof update.assistantMessageEvent === "object" && update.assistantMessageEvent !== null;
-}
-
-/**
- * The two wire forms of a `message_update`: `full` is pi's event without `assistantMessageEvent.partial` (the same
- * partial message is already in `message`); `delta` keeps only the `assistantMessageEvent`.
- */
-function updateForms(event: { assistantMessageEvent: AssistantMessageEvent }): { full: object; delta: { type: "message_update"; assistantMessageEvent: AssistantMessageEvent } } {
-  const { partial: _partial, ...assistantMessageEvent } = event.assistantMessageEvent;
-  return {
-    full: { ...event, assistantMessageEvent },
-    delta: { type: "message_update", assistantMessageEvent: assistantMessageEvent as AssistantMessageEvent },
-  };
-}
-
 /** An event that cannot be serialized takes its seq as a visible `event_error` (no unmarked gap). */
 function serialize(event: object): string {
   try {
@@ -266,18 +245,4 @@ function serialize(event: object): string {
       message: `The event could not be serialized: ${error instanceof Error ? error.message : String(error)}`.slice(0, 500),
     });
   }
-}
-
-/** Consecutive `*_delta` updates of one content block merge for a lagging delta subscriber; others are barriers. */
-function deltaKeyOf(sessionId: string, update: AssistantMessageEvent): string | undefined {
-  if (!update.type.endsWith("_delta") || typeof update.delta !== "string") return undefined;
-  return `${sessionId}\0delta\0${update.type}\0${String(update.contentIndex)}`;
-}
-
-/** Merge two queued delta frames into one that carries both deltas, at the newer seq (slow path only). */
-function mergeDeltas(older: string, newer: string): string {
-  const a = JSON.parse(older) as { event: { assistantMessageEvent: { delta: string } } };
-  const b = JSON.parse(newer) as { event: { assistantMessageEvent: { delta: string } } };
-  b.event.assistantMessageEvent.delta = a.event.assistantMessageEvent.delta + b.event.assistantMessageEvent.delta;
-  return JSON.stringify(b);
 }

@@ -1,3 +1,5 @@
+import type { ThinkingLevel } from "@earendil-works/pi-agent-core";
+
 /**
  * Field specs and their validation (PROTOCOL.md §2): every field of every command is checked to its full shape
  * before anything else sees it. The command table (`commands.ts`) declares which fields each command has.
@@ -36,9 +38,13 @@ export const optLongStr: FieldSpec = { type: "string", optional: true, maxLength
 export const pathStr: FieldSpec = { type: "string", maxLength: PATH_STRING };
 export const optPathStr: FieldSpec = { type: "string", optional: true, maxLength: PATH_STRING };
 export const bool: FieldSpec = { type: "boolean" };
+export const optBool: FieldSpec = { type: "boolean", optional: true };
 export const images: FieldSpec = { type: "images", optional: true };
 export const queueMode: FieldSpec = { type: "string", values: ["all", "one-at-a-time"] };
-export const THINKING_LEVELS = ["off", "minimal", "low", "medium", "high", "xhigh"] as const;
+/** pi's `ThinkingLevel`s; the check below fails the type check when pi adds one (pi 1.6 added `max`). */
+export const THINKING_LEVELS = ["off", "minimal", "low", "medium", "high", "xhigh", "max"] as const satisfies readonly ThinkingLevel[];
+type Holds<T extends true> = T;
+type _EveryThinkingLevel = Holds<[Exclude<ThinkingLevel, (typeof THINKING_LEVELS)[number]>] extends [never] ? true : false>;
 
 export const MAX_ID_LENGTH = 256;
 export const SESSION_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -3,7 +3,7 @@
  * commands and their successful responses are pi's own `RpcCommand` / `RpcResponse`, plus the server's `sessionId`.
  * Switching on `type` (and on `command` or `event.type`) is exhaustive.
  */
-import type { AgentSessionEvent, RpcCommand, RpcResponse, RpcSessionState } from "@earendil-works/pi-coding-agent";
+import type { AgentSessionEvent, JsonAgentSessionEvent, RpcCommand, RpcResponse, RpcSessionState } from "@earendil-works/pi-coding-agent";
 import type { ErrorCode } from "../errors.js";
 import type { CommandType } from "./commands.js";
 import type { DialogEndReason } from "./dialogs.js";
@@ -19,6 +19,12 @@ export type SessionCommandFrame = RpcCommand & { readonly sessionId: string; rea
 /** `idempotencyKey`: run at most once per principal and key (PROTOCOL.md §2.4); on every command. */
 type Id = { readonly id?: string; readonly idempotencyKey?: string };
 
+/**
+ * How a subscription receives `message_update` (PROTOCOL.md §3.5): `pi` (the default) is pi RPC's own delta-only
+ * event, `delta` another name for it (protocol 1 before pi 1.6), `full` adds the cumulative partial `message`.
+ */
+export type SubscriptionEncoding = "pi" | "delta" | "full";
+
 /** The server's own commands (PROTOCOL.md §2.2). */
 export type ServerCommandFrame =
   | (Id & {
@@ -27,11 +33,11 @@ export type ServerCommandFrame =
       readonly cwd?: string;
       readonly model?: { readonly provider: string; readonly modelId: string };
       readonly thinkingLevel?: RpcSessionState["thinkingLevel"];
-      readonly encoding?: "full" | "delta";
+      readonly encoding?: SubscriptionEncoding;
     })
   | (Id & { readonly type: "list_sessions" })
   | (Id & { readonly type: "list_stored_sessions" })
-  | (Id & { readonly type: "open_session"; readonly sessionId?: string; readonly storedId?: string; readonly encoding?: "full" | "delta" })
+  | (Id & { readonly type: "open_session"; readonly sessionId?: string; readonly storedId?: string; readonly encoding?: SubscriptionEncoding })
   | (Id & { readonly type: "delete_session"; readonly sessionId: string; readonly owner?: string })
   | (Id & {
       readonly type: "subscribe";
@@ -39,7 +45,7 @@ export type ServerCommandFrame =
       readonly owner?: string;
       readonly afterSeq?: number;
       readonly epoch?: string;
-      readonly encoding?: "full" | "delta";
+      readonly encoding?: SubscriptionEncoding;
     })
   | (Id & { readonly type: "unsubscribe"; readonly sessionId: string; readonly owner?: string })
   | {
@@ -145,7 +151,19 @@ export type ServerSessionEvent =
   | { readonly type: "session_reloaded"; readonly reason: "file_changed"; readonly messageCount: number }
   | ExtensionUiRequestEvent;
 
-export type SessionEvent = AgentSessionEvent | ServerSessionEvent;
+/**
+ * `message_update` on the wire: pi RPC's own (`usage` and the `assistantMessageEvent` without `partial`; a
+ * `toolcall_start` names its call's `id` and `toolName`). With `full` encoding, and in replays, it also carries the
+ * cumulative partial `message`.
+ */
+export type MessageUpdateEvent = Extract<JsonAgentSessionEvent, { type: "message_update" }> & {
+  readonly message?: Extract<AgentSessionEvent, { type: "message_update" }>["message"];
+};
+
+/** pi's session events as pi RPC mode writes them (pi's `JsonAgentSessionEvent`), `message_update` as above. */
+export type PiSessionEvent = Exclude<JsonAgentSessionEvent, { type: "message_update" }> | MessageUpdateEvent;
+
+export type SessionEvent = PiSessionEvent | ServerSessionEvent;
 
 export interface EventFrame {
   readonly type: "event";

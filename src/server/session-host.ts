@@ -1,5 +1,5 @@
 import { existsSync, unlink } from "node:fs";
-import type { AgentSession, AgentSessionRuntime, BashOperations } from "@earendil-works/pi-coding-agent";
+import type { AgentSession, AgentSessionRuntime, BashOperations, RpcResponse } from "@earendil-works/pi-coding-agent";
 import type { Logger } from "pino";
 import type { Breakers } from "../circuit/breakers.js";
 import { guardBashOperations, guardStreamFn, type LlmCallReport } from "../circuit/guards.js";
@@ -12,6 +12,9 @@ import { createUiContext, Dialogs } from "./dialogs.js";
 import { EventHub, type ReplayLimits } from "./event-hub.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
 import type { FrameBytes } from "./wire-frame.js";
+
+/** What became of an accepted prompt (pi RPC's `data.disposition` of `prompt`). */
+export type PromptDisposition = Extract<RpcResponse, { command: "prompt"; success: true }>["data"]["disposition"];
 
 /** pi RPC mode's `RpcSessionState`, the `data` of `get_state`. */
 export type SessionState = ReturnType<typeof readState>;
@@ -284,29 +287,41 @@ export class SessionHost {
   // Commands that need more than one pi call
 
   /**
-   * Start a prompt; resolves once pi accepts it (its preflight passed, as pi RPC mode answers), rejects with pi's
-   * error otherwise. `onRun` receives the run (settles at its end) the moment pi accepts it.
+   * Start a prompt; resolves with pi's disposition once pi accepts it (its preflight passed, as pi RPC mode answers):
+   * `started` (a run began), `queued` (steer or follow-up of the running one) or `handled` (an extension command or
+   * input handler took it); rejects with pi's error otherwise. Only a `started` prompt is a run: `onRun` receives it
+   * (it settles once pi has settled, after `agent_settled`) and it is recorded; a queued or handled one is answered
+   * at once and its command is done (a queued message belongs to the run already going).
    */
   startPrompt(
     message: string,
     options: Parameters<AgentSession["prompt"]>[1],
     onRun: (run: Promise<void>) => void,
-  ): Promise<void> {
-    this.#lastCall = undefined;
-    return new Promise<void>((accept, refuse) => {
+  ): Promise<PromptDisposition> {
+    return new Promise<PromptDisposition>((accept, refuse) => {
       let accepted = false;
-      const markAccepted = () => {
+      let started = false;
+      const markAccepted = (disposition: PromptDisposition) => {
         if (accepted) return;
         accepted = true;
+        if (disposition !== "started") {
+          accept(disposition);
+          return;
+        }
+        started = true;
+        this.#lastCall = undefined; // before the run's first LLM call (pi starts it after this callback)
         // Answered once the run is on record (a client told "accepted" then learns of a crash as run_interrupted).
         const recorded = this.#options.onChange?.(this, "run_started");
         onRun(run);
-        void Promise.resolve(recorded).then(accept, accept);
+        const answer = () => accept(disposition);
+        void Promise.resolve(recorded).then(answer, answer);
       };
       const run: Promise<void> = this.session
-        .prompt(message, { ...options, source: "rpc", preflightResult: (ok) => ok && markAccepted() })
+        .prompt(message, { ...options, source: "rpc", preflightResult: markAccepted })
         .then(
-          () => markAccepted(), // an extension command or `input` handler may finish without a preflight callback
+          // pi resolves without a preflight callback only for a prompt it deferred until its `agent_settled`
+          // listeners have run: it runs after them, so it is queued.
+          () => markAccepted("queued"),
           (error: unknown) => {
             if (!accepted) refuse(piRefusal(error));
             else this.#log.warn({ err: error }, "prompt run failed after it was accepted");
@@ -314,7 +329,7 @@ export class SessionHost {
         )
         .finally(() => {
           this.#runs.delete(run);
-          if (accepted) this.#options.onChange?.(this, "run_ended");
+          if (started) this.#options.onChange?.(this, "run_ended");
         });
       this.#runs.add(run);
     });

@@ -29,6 +29,8 @@ export interface FauxFactoryOptions {
   tokensPerSecond?: number;
   /** Tokens (4 characters each) per streamed chunk when `tokensPerSecond` is set. @default 1 */
   tokensPerChunk?: number;
+  /** pi settings of every session, over the defaults here (no compaction, no retry). */
+  settings?: Parameters<typeof SettingsManager.inMemory>[0];
 }
 
 export interface FauxSetup {
@@ -73,7 +75,7 @@ export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
         cwd,
         agentDir,
         modelRuntime: await modelRuntime(),
-        settingsManager: SettingsManager.inMemory({ compaction: { enabled: false }, retry: { enabled: false } }),
+        settingsManager: SettingsManager.inMemory({ compaction: { enabled: false }, retry: { enabled: false }, ...options.settings }),
         resourceLoaderOptions: {
           noExtensions: true,
           noSkills: true,

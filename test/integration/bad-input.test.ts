@@ -36,6 +36,16 @@ test("malformed frames get their documented error and the connection keeps worki
     { name: "unknown session", raw: '{"type":"get_state","id":"m11","sessionId":"ghost"}', code: "session_not_found", command: "get_state", id: "m11" },
     { name: "unknown session (lane)", raw: '{"type":"bash","id":"m12","sessionId":"ghost","command":"true"}', code: "session_not_found", command: "bash", id: "m12" },
     { name: "empty session name", raw: '{"type":"set_session_name","id":"m13","sessionId":"s","name":"  "}', code: "invalid_command", command: "set_session_name", id: "m13" },
+    // Fields pi 1.6 added, each checked to its full shape at the edge.
+    { name: "numeric since", raw: '{"type":"get_entries","id":"m14","sessionId":"s","since":42}', code: "invalid_command", command: "get_entries", id: "m14" },
+    { name: "oversized since", raw: JSON.stringify({ type: "get_entries", id: "m15", sessionId: "s", since: "e".repeat(2_000) }), code: "invalid_command", command: "get_entries", id: "m15" },
+    { name: "NUL in since", raw: JSON.stringify({ type: "get_entries", id: "m16", sessionId: "s", since: "a\u0000b" }), code: "invalid_command", command: "get_entries", id: "m16" },
+    { name: "unknown since", raw: '{"type":"get_entries","id":"m17","sessionId":"s","since":"nope"}', code: "command_failed", command: "get_entries", id: "m17" },
+    { name: "string excludeFromContext", raw: '{"type":"bash","id":"m18","sessionId":"s","command":"true","excludeFromContext":"yes"}', code: "invalid_command", command: "bash", id: "m18" },
+    { name: "null excludeFromContext", raw: '{"type":"bash","id":"m19","sessionId":"s","command":"true","excludeFromContext":null}', code: "invalid_command", command: "bash", id: "m19" },
+    { name: "unknown encoding", raw: '{"type":"subscribe","id":"m20","sessionId":"s","encoding":"deltas"}', code: "invalid_command", command: "subscribe", id: "m20" },
+    { name: "unknown thinking level", raw: '{"type":"set_thinking_level","id":"m21","sessionId":"s","level":"ultra"}', code: "invalid_command", command: "set_thinking_level", id: "m21" },
+    { name: "clear_queue of an unknown session", raw: '{"type":"clear_queue","id":"m22","sessionId":"ghost"}', code: "session_not_found", command: "clear_queue", id: "m22" },
   ];
   for (const c of cases) {
     const response = await nextResponse(client, () => client.sendRaw(c.raw, c.binary ? { binary: true } : undefined));
@@ -46,6 +56,14 @@ test("malformed frames get their documented error and the connection keeps worki
     assert.equal(typeof response.error, "string", c.name);
     assert.ok((response.error ?? "").length > 0, c.name);
   }
+  const named = cases.filter((c) => c.code === "invalid_command" && c.id !== undefined && Number(c.id.slice(1)) >= 14);
+  for (const c of named) {
+    const response = client.frames.find((f) => f.type === "response" && f["id"] === c.id) as ResponseFrame;
+    const field = c.name.includes("since") ? "since" : c.name.includes("excludeFromContext") ? "excludeFromContext" : c.name.includes("encoding") ? "encoding" : "level";
+    assert.match(response.error ?? "", new RegExp(`'${field}'`), `${c.name}: the error names the field`);
+  }
+  // pi 1.6's new level is accepted.
+  assert.equal((await client.request({ type: "set_thinking_level", sessionId: "s", level: "max" })).success, true);
   // Nothing was lost: the session and the connection still work.
   const state = await client.ok<{ isStreaming: boolean }>({ type: "get_state", sessionId: "s" });
   assert.equal(state.isStreaming, false);

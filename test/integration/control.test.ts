@@ -32,6 +32,8 @@ test("abort during a streaming run is answered at once and the run ends with age
   assert.ok(abortIndex > 0);
   const messages = end.event["messages"] as Message[];
   assert.equal(messages.at(-1)?.stopReason, "aborted");
+  const settled = await client.waitForEvent("s", "agent_settled", () => true, client.frames.indexOf(end));
+  assert.deepEqual(settled.event, { type: "agent_settled", aborted: true }, "pi settles and says the run was aborted");
   // The natural end of this reply is ~100 s away; being here at all shows the abort took effect.
   t.diagnostic(`abort answered in ${abortMs.toFixed(1)} ms`);
 
@@ -85,8 +87,9 @@ test("steer and follow_up during a run are delivered in pi's order", async (t) =
   await client.ok({ type: "create_session", sessionId: "s" });
   await client.ok({ type: "prompt", sessionId: "s", message: "start" });
   await client.waitForEvent("s", "message_update");
-  await client.ok({ type: "follow_up", sessionId: "s", message: "later" });
-  await client.ok({ type: "steer", sessionId: "s", message: "now" });
+  // pi's answer says what became of each: queued into the running turn.
+  assert.deepEqual(await client.ok({ type: "follow_up", sessionId: "s", message: "later" }), { disposition: "queued" });
+  assert.deepEqual(await client.ok({ type: "steer", sessionId: "s", message: "now" }), { disposition: "queued" });
   const queued = await client.waitForEvent("s", "queue_update", (e) => (e["steering"] as string[]).length === 1);
   assert.deepEqual(queued.event["followUp"], ["later"]);
   // The run ends after answering the follow-up.
@@ -108,6 +111,7 @@ test("a second prompt during a run fails with pi's rule; with streamingBehavior 
   assert.match(second.error ?? "", /already processing/);
   const queued = await client.request({ type: "prompt", sessionId: "s", message: "queued", streamingBehavior: "followUp" });
   assert.equal(queued.success, true);
+  assert.deepEqual(queued.data, { disposition: "queued" });
   const busy = await client.request({ type: "new_session", sessionId: "s" });
   assert.equal(busy.code, "session_busy");
   await client.ok({ type: "abort", sessionId: "s" });

@@ -7,7 +7,7 @@ import { startServer } from "../helpers/server.js";
 
 const eventType = (f: EventFrame) => f.event.type;
 
-test("a prompt streams a reply that ends with agent_end, with gap-free seq from 1", async (t) => {
+test("a prompt is answered with pi's disposition and streams a reply that ends with agent_end and agent_settled, with gap-free seq from 1", async (t) => {
   const h = await startServer(t);
   h.faux.setResponses([fauxAssistantMessage("Hello from the faux model, streamed in many small chunks.")]);
   const client = await h.connect();
@@ -18,8 +18,9 @@ test("a prompt streams a reply that ends with agent_end, with gap-free seq from 
   const response = await client.request({ type: "prompt", sessionId: "s1", message: "hi" });
   assert.equal(response.success, true);
   assert.equal(response.command, "prompt");
-  assert.equal(response.data, undefined);
-  await client.waitForEvent("s1", "agent_end");
+  assert.deepEqual(response.data, { disposition: "started" });
+  const settled = await client.waitForEvent("s1", "agent_settled");
+  assert.deepEqual(settled.event, { type: "agent_settled", aborted: false });
 
   const events = client.events("s1");
   assert.deepEqual(
@@ -28,6 +29,8 @@ test("a prompt streams a reply that ends with agent_end, with gap-free seq from 
   );
   const deltas = events.filter((e) => e.event.type === "message_update");
   assert.ok(deltas.length > 3, `expected a streamed reply, got ${deltas.length} updates`);
+  assert.equal(events.at(-2)?.event.type, "agent_end");
+  assert.equal(events.at(-2)?.event["willRetry"], false);
   const end = events.findLast((e) => eventType(e) === "message_end");
   const message = end?.event["message"] as { role: string; content: Array<{ text?: string }> };
   assert.equal(message.role, "assistant");
@@ -55,6 +58,7 @@ test("a tool call runs real bash in the session's cwd", async (t) => {
   const end = await client.waitForEvent("tools2", "tool_execution_end");
   const result = end.event["result"] as { content: Array<{ text: string }> };
   assert.equal(end.event["isError"], false);
+  assert.equal(typeof end.event["durationMs"], "number", "pi 1.6 says how long the tool ran");
   assert.match(result.content[0]?.text ?? "", /work2\nhi-42/);
   assert.ok(existsSync(`${h.root}/work2/out.txt`), "bash ran for real in the session cwd");
   await client.waitForEvent("tools2", "agent_end");

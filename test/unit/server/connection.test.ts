@@ -117,6 +117,44 @@ test("different keys conflate independently and keep their order", () => {
   );
 });
 
+test("a frame that supersedes another takes the newer one's place: interleaved keys are still delivered in seq order", () => {
+  const socket = new ControlledSocket();
+  const conn = new Connection(socket, ANONYMOUS, log, options);
+  conn.sendFrame("x".repeat(150)); // fills the buffer
+  conn.sendFrame(update(1, "a1"), "a");
+  conn.sendFrame(update(2, "b1"), "b");
+  conn.sendFrame(update(3, "a2"), "a"); // supersedes 1; goes after 2, not before it
+  assert.equal(conn.queuedFrames, 2);
+  socket.drain();
+  socket.drain();
+  assert.deepEqual(
+    socket.delivered.slice(1).map((f) => (JSON.parse(f) as { seq: number }).seq),
+    [2, 3],
+  );
+});
+
+test("a merge concatenates into the newer frame; a long stall does not keep one queue entry per superseded frame", () => {
+  const socket = new ControlledSocket();
+  const conn = new Connection(socket, ANONYMOUS, log, { ...options, hardLimit: 10_000_000 });
+  const delta = (seq: number, text: string) => JSON.stringify({ type: "event", seq, event: { type: "bash_execution_update", delta: text } });
+  const merge = (older: string, newer: string) => {
+    const a = JSON.parse(older) as { event: { delta: string } };
+    const b = JSON.parse(newer) as { event: { delta: string } };
+    b.event.delta = a.event.delta + b.event.delta;
+    return JSON.stringify(b);
+  };
+  conn.sendFrame("x".repeat(150));
+  for (let seq = 1; seq <= 5_000; seq++) conn.sendFrame(delta(seq, `${seq % 10}`), "bash", merge);
+  assert.equal(conn.queuedFrames, 1);
+  socket.drain();
+  socket.drain();
+  const merged = JSON.parse(socket.delivered.at(-1) as string) as { seq: number; conflated: number; event: { delta: string } };
+  assert.equal(merged.seq, 5_000);
+  assert.equal(merged.conflated, 4_999);
+  assert.equal(merged.event.delta, Array.from({ length: 5_000 }, (_, i) => `${(i + 1) % 10}`).join(""), "nothing lost, in order");
+  assert.equal(conn.queuedFrames, 0);
+});
+
 test("past the hard limit the connection is closed as a slow consumer", () => {
   const socket = new ControlledSocket();
   const conn = new Connection(socket, ANONYMOUS, log, options);

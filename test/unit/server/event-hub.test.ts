@@ -50,7 +50,7 @@ test("an event that cannot be serialized keeps its seq as a visible event_error:
   assert.deepEqual(frames.map((f) => f.event.eventType), [undefined, "message_update", "big", undefined]);
 });
 
-test("a lagging delta subscriber gets merged deltas: fewer frames, marked conflated, the same text", () => {
+test("a lagging subscriber of the default encoding gets merged deltas: fewer frames, marked conflated, the same text, the latest usage", () => {
   const { Connection } = connectionModule;
   // Frames stay "buffered" until the test drains them: the first ones fill the buffer, the rest queue.
   const sent: Array<{ frame: string; done?: (() => void) | undefined }> = [];
@@ -69,11 +69,19 @@ test("a lagging delta subscriber gets merged deltas: fewer frames, marked confla
     conflateAfterMs: 0,
   });
   const hub = new EventHub("s", { maxEvents: 1_000, maxBytes: 1_000_000 });
-  hub.add(conn, "delta");
+  hub.add(conn, "pi");
   const words = Array.from({ length: 50 }, (_, i) => `word${i} `);
-  const update = (type: string, extra: object) => ({ type: "message_update", message: { big: "partial" }, assistantMessageEvent: { type, contentIndex: 0, ...extra, partial: {} } });
+  let output = 0;
+  const update = (type: string, extra: object) => ({
+    type: "message_update",
+    message: { role: "assistant", content: [], usage: { output } },
+    assistantMessageEvent: { type, contentIndex: 0, ...extra, partial: {} },
+  });
   hub.publish(update("text_start", {}));
-  for (const delta of words) hub.publish(update("text_delta", { delta }));
+  for (const delta of words) {
+    output += 1;
+    hub.publish(update("text_delta", { delta }));
+  }
   hub.publish(update("text_end", { content: words.join("") }));
   hub.publish({ type: "message_end", message: { role: "assistant" } });
   const delivered: string[] = [];
@@ -82,7 +90,8 @@ test("a lagging delta subscriber gets merged deltas: fewer frames, marked confla
     delivered.push(next?.frame ?? "");
     next?.done?.(); // the network catches up; flushes run in order
   }
-  const events = delivered.map((f) => JSON.parse(f) as { seq: number; conflated?: number; event: { type: string; message?: unknown; assistantMessageEvent?: { type: string; delta?: string } } });
+  type Delivered = { seq: number; conflated?: number; event: { type: string; message?: unknown; usage?: { output: number }; assistantMessageEvent?: { type: string; delta?: string } } };
+  const events = delivered.map((f) => JSON.parse(f) as Delivered);
   assert.ok(events.length < 53, `merged: ${events.length} frames for 53 events`);
   assert.ok(events.some((e) => (e.conflated ?? 0) > 0), "merged frames say how many they stand for");
   const text = events.map((e) => (e.event.assistantMessageEvent?.type === "text_delta" ? e.event.assistantMessageEvent.delta : "")).join("");
@@ -90,4 +99,62 @@ test("a lagging delta subscriber gets merged deltas: fewer frames, marked confla
   assert.ok(events.every((e) => e.event.type !== "message_update" || e.event.message === undefined), "delta frames only");
   assert.deepEqual(events.map((e) => e.seq), [...events.map((e) => e.seq)].sort((a, b) => a - b), "in seq order");
   assert.equal(events.at(-1)?.event.type, "message_end");
+  const lastDelta = events.findLast((e) => e.event.assistantMessageEvent?.type === "text_delta");
+  assert.equal(lastDelta?.event.usage?.output, 50, "a merged update carries the newest usage");
+});
+
+/** A subscriber that records what it is sent and with which conflation key. */
+function recorder(): { frames: Array<{ text: string; key: string | undefined; merges: boolean }>; subscriber: Parameters<EventHub["add"]>[0] } {
+  const frames: Array<{ text: string; key: string | undefined; merges: boolean }> = [];
+  return {
+    frames,
+    subscriber: {
+      connectionId: "c",
+      sendFrame: (frame, key, merge) => frames.push({ text: frameText(frame), key, merges: merge !== undefined }),
+      attached: () => undefined,
+      detached: () => undefined,
+    },
+  };
+}
+
+test("the default encoding is pi RPC's message_update; full adds the cumulative message; the ring keeps full frames", () => {
+  const hub = new EventHub("s", { maxEvents: 100, maxBytes: 1_000_000 });
+  const pi = recorder();
+  const full = recorder();
+  hub.add(pi.subscriber);
+  hub.add(full.subscriber, "full");
+  const usage = { input: 3, output: 2 };
+  const call = { type: "toolCall", id: "call-1", name: "bash", arguments: {} };
+  const partial = { role: "assistant", content: [{ type: "text", text: "Hi" }, call], usage };
+  hub.publish({ type: "message_update", message: partial, assistantMessageEvent: { type: "text_delta", contentIndex: 0, delta: "Hi", partial } });
+  hub.publish({ type: "message_update", message: partial, assistantMessageEvent: { type: "toolcall_start", contentIndex: 1, partial } });
+  const events = (r: ReturnType<typeof recorder>) => r.frames.map((f) => (JSON.parse(f.text) as { event: unknown }).event);
+  // Exactly what pi's toJsonEvent writes (modes/json-event.js), key order included.
+  assert.deepEqual(pi.frames.map((f) => JSON.stringify((JSON.parse(f.text) as { event: unknown }).event)), [
+    JSON.stringify({ type: "message_update", usage, assistantMessageEvent: { type: "text_delta", contentIndex: 0, delta: "Hi" } }),
+    JSON.stringify({ type: "message_update", usage, assistantMessageEvent: { type: "toolcall_start", contentIndex: 1, id: "call-1", toolName: "bash" } }),
+  ]);
+  assert.deepEqual(events(full), events(pi).map((event) => ({ ...(event as object), message: partial })));
+  const resume = hub.resume(0, hub.epoch);
+  assert.ok("frames" in resume);
+  assert.deepEqual(resume.frames.map(frameText), full.frames.map((f) => f.text), "replays carry the full frames");
+  assert.deepEqual(pi.frames.map((f) => f.merges), [true, false], "deltas merge, a start is a barrier");
+  assert.equal(full.frames[0]?.key, full.frames[1]?.key, "full updates replace each other");
+});
+
+test("bash_execution_update merges per command for every encoding; tool updates are replaced; other events are barriers", () => {
+  const hub = new EventHub("s", { maxEvents: 100, maxBytes: 1_000_000 });
+  const pi = recorder();
+  const full = recorder();
+  hub.add(pi.subscriber, "pi");
+  hub.add(full.subscriber, "full");
+  hub.publish({ type: "bash_execution_update", id: "b1", delta: "one\n" });
+  hub.publish({ type: "bash_execution_update", delta: "anonymous\n" });
+  hub.publish({ type: "tool_execution_update", toolCallId: "t1", toolName: "bash", args: {}, partialResult: {} });
+  hub.publish({ type: "agent_settled", aborted: false });
+  for (const r of [pi, full]) {
+    assert.deepEqual(r.frames.map((f) => [f.key !== undefined, f.merges]), [[true, true], [true, true], [true, false], [false, false]]);
+    assert.notEqual(r.frames[0]?.key, r.frames[1]?.key, "one key per command");
+  }
+  assert.deepEqual(pi.frames.map((f) => f.text), full.frames.map((f) => f.text), "one frame for both encodings");
 });

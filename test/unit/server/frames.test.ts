@@ -36,7 +36,7 @@ function eventName(event: SessionEvent): string {
 
 test("frame types cover every command and every frame the server sends", () => {
   assert.equal(commandTypesMatch, true);
-  assert.equal(Object.keys(COMMANDS).length, 39);
+  assert.equal(Object.keys(COMMANDS).length, 43);
   assert.equal(describe({ type: "server_shutdown", graceMs: 5 }), "shutdown in 5 ms");
   assert.equal(
     describe({ type: "event", sessionId: "s", seq: 1, event: { type: "extension_ui_request", id: "d", method: "cancel", reason: "timeout" } }),
