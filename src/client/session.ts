@@ -3,7 +3,7 @@ import type { ImageContent } from "@earendil-works/pi-ai";
 import { report } from "./emitter.js";
 import { PiClientError } from "./errors.js";
 import type { RequestOptions } from "./client.js";
-import type { CommandType, DataOf, EventFrame, FieldsOf, SessionEvent } from "./types.js";
+import type { CommandType, DataOf, EventFrame, FieldsOf, SessionEvent, SubscriptionEncoding } from "./types.js";
 
 /** Where a handle is in its session's event stream: the last `seq` it processed, in `epoch`. */
 export interface Cursor {
@@ -28,8 +28,11 @@ export type SessionFrame = EventFrame | ResyncFrame;
 export interface SessionHandleOptions {
   /** The session's owner (admins addressing another principal's session). */
   readonly owner?: string;
-  /** `message_update` wire encoding (PROTOCOL.md §3.5). @default the server's "full" */
-  readonly encoding?: "full" | "delta";
+  /**
+   * `message_update` wire encoding (PROTOCOL.md §3.5): `pi` (pi RPC's own delta-only event; `delta` is another name
+   * for it) or `full` (each update also carries the cumulative partial message). @default the server's "pi"
+   */
+  readonly encoding?: SubscriptionEncoding;
   /** Resume from here (e.g. after a page reload). */
   readonly cursor?: Cursor;
 }
@@ -41,10 +44,20 @@ export type DialogQuestion = Extract<DialogRequest, { method: "select" | "confir
 export type DialogAnswer = string | boolean | undefined;
 export type DialogHandler = (request: DialogQuestion, context: { signal: AbortSignal }) => DialogAnswer | Promise<DialogAnswer>;
 
+/** What became of a prompt (pi's `disposition`): a run `started`, it was `queued` into the running one, or `handled`. */
+export type PromptDisposition = DataOf<"prompt">["disposition"];
+/** What became of a steer or follow-up: `queued`, or `handled` by an extension's input handler. */
+export type QueuedInputDisposition = DataOf<"steer">["disposition"];
+
 export interface PromptResult {
-  /** Every event from the prompt's acceptance to its `agent_end`, in order. */
+  /** pi's answer to the prompt. `handled`: no run started for it, so `events` and `messages` are empty. */
+  readonly disposition: PromptDisposition;
+  /**
+   * Every event of the run, in order: from its `agent_start` (for a `queued` prompt, from the answer) to its
+   * `agent_settled` (pi will not continue on its own: retries, compaction and queued messages are done).
+   */
   readonly events: SessionEvent[];
-  /** `agent_end`'s messages (the run's). */
+  /** The messages of the run's `agent_end`s (one per low-level agent run: more after a retry or a follow-up). */
   readonly messages: unknown[];
   /** The last assistant message's stop reason. */
   readonly stopReason: string | undefined;
@@ -70,7 +83,7 @@ const QUESTIONS: ReadonlySet<string> = new Set(["select", "confirm", "input", "e
 export class SessionHandle {
   readonly sessionId: string;
   readonly owner: string | undefined;
-  readonly encoding: "full" | "delta" | undefined;
+  readonly encoding: SubscriptionEncoding | undefined;
   readonly #link: HandleLink;
   #cursor: Cursor | undefined;
   /** subscribe() was called (or the handle came from create/open): resubscribed after every reconnect. */
@@ -212,21 +225,31 @@ export class SessionHandle {
   // ---------------------------------------------------------------------------------------------------------------
   // pi's commands (the names of pi's RpcClient)
 
-  prompt(message: string, options: RequestOptions & { images?: ImageContent[]; streamingBehavior?: "steer" | "followUp" } = {}): Promise<void> {
+  /** Resolves with pi's disposition once pi accepted the prompt (`started`, `queued` or `handled`). */
+  prompt(
+    message: string,
+    options: RequestOptions & { images?: ImageContent[]; streamingBehavior?: "steer" | "followUp" } = {},
+  ): Promise<PromptDisposition> {
     const { images, streamingBehavior, ...request } = options;
-    return this.#call("prompt", { message, ...(images ? { images } : {}), ...(streamingBehavior ? { streamingBehavior } : {}) }, request).then(() => undefined);
+    const fields = { message, ...(images ? { images } : {}), ...(streamingBehavior ? { streamingBehavior } : {}) };
+    return this.#call("prompt", fields, request).then((data) => data.disposition);
   }
 
-  steer(message: string, images?: ImageContent[], options?: RequestOptions): Promise<void> {
-    return this.#call("steer", { message, ...(images ? { images } : {}) }, options).then(() => undefined);
+  steer(message: string, images?: ImageContent[], options?: RequestOptions): Promise<QueuedInputDisposition> {
+    return this.#call("steer", { message, ...(images ? { images } : {}) }, options).then((data) => data.disposition);
   }
 
-  followUp(message: string, images?: ImageContent[], options?: RequestOptions): Promise<void> {
-    return this.#call("follow_up", { message, ...(images ? { images } : {}) }, options).then(() => undefined);
+  followUp(message: string, images?: ImageContent[], options?: RequestOptions): Promise<QueuedInputDisposition> {
+    return this.#call("follow_up", { message, ...(images ? { images } : {}) }, options).then((data) => data.disposition);
   }
 
   abort(options?: RequestOptions): Promise<void> {
     return this.#call("abort", {}, options).then(() => undefined);
+  }
+
+  /** Remove the queued steering and follow-up messages; resolves with their texts (e.g. to put back in an editor). */
+  clearQueue(options?: RequestOptions): Promise<DataOf<"clear_queue">> {
+    return this.#call("clear_queue", {}, options);
   }
 
   newSession(parentSession?: string, options?: RequestOptions): Promise<DataOf<"new_session">> {
@@ -257,6 +280,11 @@ export class SessionHandle {
     return this.#call("cycle_thinking_level", {}, options);
   }
 
+  /** The thinking levels the current model supports (`["off"]` for a model without reasoning). */
+  getAvailableThinkingLevels(options?: RequestOptions): Promise<DataOf<"get_available_thinking_levels">["levels"]> {
+    return this.#call("get_available_thinking_levels", {}, options).then((data) => data.levels);
+  }
+
   setSteeringMode(mode: "all" | "one-at-a-time", options?: RequestOptions): Promise<void> {
     return this.#call("set_steering_mode", { mode }, options).then(() => undefined);
   }
@@ -281,8 +309,13 @@ export class SessionHandle {
     return this.#call("abort_retry", {}, options).then(() => undefined);
   }
 
-  bash(command: string, options?: RequestOptions): Promise<DataOf<"bash">> {
-    return this.#call("bash", { command }, options);
+  /**
+   * Run a shell command in the session; its output streams to subscribers as `bash_execution_update` events (tagged
+   * with this command's id). `excludeFromContext`: kept in the session, left out of the model's context.
+   */
+  bash(command: string, options: RequestOptions & { excludeFromContext?: boolean } = {}): Promise<DataOf<"bash">> {
+    const { excludeFromContext, ...request } = options;
+    return this.#call("bash", { command, ...(excludeFromContext !== undefined ? { excludeFromContext } : {}) }, request);
   }
 
   abortBash(options?: RequestOptions): Promise<void> {
@@ -313,6 +346,19 @@ export class SessionHandle {
     return this.#call("get_fork_messages", {}, options).then((data) => data.messages);
   }
 
+  /**
+   * The session's entries in append order, with its current leaf; with `since` (an entry id, a durable cursor) only
+   * those after it. An unknown `since` fails with `command_failed`.
+   */
+  getEntries(since?: string, options?: RequestOptions): Promise<DataOf<"get_entries">> {
+    return this.#call("get_entries", since === undefined ? {} : { since }, options);
+  }
+
+  /** The session as a tree of entries (several roots are possible), with its current leaf. */
+  getTree(options?: RequestOptions): Promise<DataOf<"get_tree">> {
+    return this.#call("get_tree", {}, options);
+  }
+
   getLastAssistantText(options?: RequestOptions): Promise<string | null> {
     return this.#call("get_last_assistant_text", {}, options).then((data) => data.text);
   }
@@ -329,7 +375,7 @@ export class SessionHandle {
     return this.#call("get_commands", {}, options).then((data) => data.commands);
   }
 
-  /** Resolves when the session is not running a prompt (at once if it is idle). */
+  /** Resolves when the session has settled (`agent_settled`; at once if it is idle). */
   async waitForIdle(options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#assertOpen();
     if (!this.#wanted) await this.subscribe();
@@ -351,24 +397,30 @@ export class SessionHandle {
     });
   }
 
-  /** Send a prompt and resolve at its `agent_end` with the run's events, messages and stop reason. */
+  /**
+   * Send a prompt and resolve once the session settled after it (`agent_settled`) with the run's events, messages and
+   * stop reason; at once for a prompt pi `handled` (no run started for it).
+   */
   async promptAndWait(message: string, options: Parameters<SessionHandle["prompt"]>[1] = {}): Promise<PromptResult> {
     this.#assertOpen();
     if (!this.#wanted) await this.subscribe();
     const events: SessionEvent[] = [];
+    const messages: unknown[] = [];
+    // Events may come before the answer (the run starts as pi accepts it): listen first, decide with the answer.
+    let disposition: PromptDisposition | undefined;
     let started = false;
     let stop = () => {};
-    const ended = new Promise<PromptResult>((resolve, reject) => {
+    const settled = new Promise<void>((resolve, reject) => {
       const off = this.on("*", (frame) => {
         if (frame.type !== "event") return;
-        if (frame.event.type === "agent_start") started = true;
-        if (!started) return;
-        events.push(frame.event);
-        if (frame.event.type === "agent_end") {
+        const event = frame.event;
+        if (event.type === "agent_start") started = true;
+        if (!started && disposition !== "queued") return;
+        events.push(event);
+        if (event.type === "agent_end") messages.push(...event.messages);
+        if (event.type === "agent_settled") {
           off();
-          const messages = frame.event.messages as Array<{ role?: string; stopReason?: string }>;
-          const last = [...messages].reverse().find((m) => m.role === "assistant");
-          resolve({ events, messages, stopReason: last?.stopReason });
+          resolve();
         }
       });
       this.#pending.add(reject); // failed if the handle is released first
@@ -378,8 +430,10 @@ export class SessionHandle {
       };
     });
     try {
-      await this.prompt(message, options);
-      return await ended;
+      disposition = await this.prompt(message, options);
+      if (disposition !== "handled") await settled;
+      const last = (messages as Array<{ role?: string; stopReason?: string }>).findLast((m) => m.role === "assistant");
+      return { disposition, events, messages, stopReason: last?.stopReason };
     } finally {
       stop();
     }
@@ -431,7 +485,8 @@ export class SessionHandle {
     this.#cursor = { seq: frame.seq, epoch: cursor?.epoch ?? "" };
     const event = frame.event;
     if (event.type === "agent_start") this.#streaming = true;
-    if (event.type === "agent_end") {
+    // Idle once pi settled: an `agent_end` may be followed by a retry, compaction or queued messages.
+    if (event.type === "agent_settled") {
       this.#streaming = false;
       this.#becameIdle();
     }
@@ -533,6 +588,7 @@ export const SESSION_COMMAND_METHODS = {
   steer: "steer",
   follow_up: "followUp",
   abort: "abort",
+  clear_queue: "clearQueue",
   new_session: "newSession",
   get_state: "getState",
   set_model: "setModel",
@@ -540,6 +596,7 @@ export const SESSION_COMMAND_METHODS = {
   get_available_models: "getAvailableModels",
   set_thinking_level: "setThinkingLevel",
   cycle_thinking_level: "cycleThinkingLevel",
+  get_available_thinking_levels: "getAvailableThinkingLevels",
   set_steering_mode: "setSteeringMode",
   set_follow_up_mode: "setFollowUpMode",
   compact: "compact",
@@ -554,6 +611,8 @@ export const SESSION_COMMAND_METHODS = {
   fork: "fork",
   clone: "clone",
   get_fork_messages: "getForkMessages",
+  get_entries: "getEntries",
+  get_tree: "getTree",
   get_last_assistant_text: "getLastAssistantText",
   set_session_name: "setSessionName",
   get_messages: "getMessages",

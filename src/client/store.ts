@@ -12,6 +12,13 @@ export interface PendingTool {
   readonly partialResult?: unknown;
 }
 
+/** A direct `bash` command's output as it streams (`bash_execution_update`). */
+export interface BashOutput {
+  /** The `bash` command's id, if it had one. */
+  readonly id: string | undefined;
+  readonly output: string;
+}
+
 /** What a UI renders of a session, rebuilt from its frames (either wire encoding). */
 export interface SessionView {
   /** The conversation's finished messages (user, assistant, tool results…). */
@@ -20,6 +27,11 @@ export interface SessionView {
   readonly streaming: Message | undefined;
   readonly pendingTools: Readonly<Record<string, PendingTool>>;
   readonly queue: { readonly steering: readonly string[]; readonly followUp: readonly string[] };
+  /**
+   * Output of the last direct `bash` commands (at most 16) streamed since the last `agent_start`, newest last. A
+   * finished command is in the session as a `bashExecution` message (`refresh()` after its answer shows it).
+   */
+  readonly bash: readonly BashOutput[];
   /** Dialogs waiting for an answer, by id. */
   readonly dialogs: Readonly<Record<string, DialogRequest>>;
   readonly isStreaming: boolean;
@@ -28,11 +40,15 @@ export interface SessionView {
   readonly stale: boolean;
 }
 
+/** Direct bash commands whose streamed output a view keeps. */
+const MAX_BASH_OUTPUTS = 16;
+
 export const EMPTY_VIEW: SessionView = {
   messages: [],
   streaming: undefined,
   pendingTools: {},
   queue: { steering: [], followUp: [] },
+  bash: [],
   dialogs: {},
   isStreaming: false,
   lastSeq: 0,
@@ -57,18 +73,26 @@ export function reduceSession(view: SessionView, frame: SessionFrame): SessionVi
 function reduceEvent(view: SessionView, event: SessionEvent): SessionView {
   switch (event.type) {
     case "agent_start":
-      return { ...view, isStreaming: true };
+      return { ...view, isStreaming: true, bash: [] };
     case "agent_end":
+      return { ...view, streaming: undefined, pendingTools: {} };
+    case "agent_settled": // pi will not go on by itself (a retry, compaction or queued message comes before this)
       return { ...view, isStreaming: false, streaming: undefined, pendingTools: {} };
     case "message_start": {
       const message = event.message as unknown as Message;
       return message.role === "assistant" ? { ...view, streaming: message } : view;
     }
     case "message_update": {
-      const full = (event as unknown as { message?: Message }).message;
-      if (full) return { ...view, streaming: full }; // `full` encoding: the whole partial message
-      const update = (event as { assistantMessageEvent?: Record<string, unknown> }).assistantMessageEvent;
-      return view.streaming && update ? { ...view, streaming: applyDelta(view.streaming, update) } : view;
+      // `full` encoding and replays: the whole partial message; the default `pi` encoding: one delta.
+      if (event.message) return { ...view, streaming: event.message as unknown as Message };
+      const update = event.assistantMessageEvent as unknown as Record<string, unknown>;
+      return view.streaming ? { ...view, streaming: { ...applyDelta(view.streaming, update), usage: event.usage } } : view;
+    }
+    case "bash_execution_update": {
+      const id = event.id;
+      const last = view.bash.at(-1);
+      if (last && last.id === id) return { ...view, bash: [...view.bash.slice(0, -1), { id, output: last.output + event.delta }] };
+      return { ...view, bash: [...view.bash.slice(1 - MAX_BASH_OUTPUTS), { id, output: event.delta }] };
     }
     case "message_end": {
       const message = event.message as unknown as Message;
@@ -106,7 +130,7 @@ function reduceEvent(view: SessionView, event: SessionEvent): SessionView {
   }
 }
 
-/** A `delta` encoding update applied to the streaming message (pi-ai's AssistantMessageEvent, without `partial`). */
+/** A `pi` encoding update applied to the streaming message (pi RPC's AssistantMessageEvent: no `partial`). */
 function applyDelta(message: Message, update: Record<string, unknown>): Message {
   const index = typeof update["contentIndex"] === "number" ? update["contentIndex"] : -1;
   const content = [...((message.content ?? []) as Block[])];
@@ -123,7 +147,10 @@ function applyDelta(message: Message, update: Record<string, unknown>): Message 
     if (phase === "end") return set({ ...at, type: kind, [kind]: update["content"] });
   }
   if (kind === "toolcall") {
-    if (phase === "start") return set({ type: "toolCall", id: "", name: "", arguments: {}, partialJson: "" });
+    if (phase === "start") {
+      // pi names the call at its start (`id`, `toolName`); the arguments are whole at `toolcall_end`.
+      return set({ type: "toolCall", id: String(update["id"] ?? ""), name: String(update["toolName"] ?? ""), arguments: {}, partialJson: "" });
+    }
     if (phase === "delta") return set({ ...at, partialJson: `${String(at["partialJson"] ?? "")}${String(update["delta"])}` });
     if (phase === "end") return set(update["toolCall"] as Block);
   }

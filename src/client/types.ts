@@ -7,13 +7,27 @@ import type {
   CommandFrame,
   ErrorResponseFrame,
   EventFrame,
+  MessageUpdateEvent,
   NoticeFrame,
+  PiSessionEvent,
   ResponseFrame,
   ServerFrame,
   SessionEvent,
+  SubscriptionEncoding,
 } from "../server/frames.js";
 
-export type { CommandFrame, ErrorResponseFrame, EventFrame, NoticeFrame, ResponseFrame, ServerFrame, SessionEvent };
+export type {
+  CommandFrame,
+  ErrorResponseFrame,
+  EventFrame,
+  MessageUpdateEvent,
+  NoticeFrame,
+  PiSessionEvent,
+  ResponseFrame,
+  ServerFrame,
+  SessionEvent,
+  SubscriptionEncoding,
+};
 
 /** Every command type the server accepts. */
 export type CommandType = CommandFrame["type"];

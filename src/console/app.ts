@@ -176,8 +176,9 @@ function closeSession(): void {
 async function openSession(sessionId: string): Promise<void> {
   if (!client || current?.handle.sessionId === sessionId) return;
   closeSession();
-  // An unknown epoch asks the server for a snapshot: the page starts from the whole conversation, then live events.
-  const handle = client.session(sessionId, { encoding: "delta", cursor: { seq: 0, epoch: "console" } });
+  // An unknown epoch asks the server for a snapshot: the page starts from the whole conversation, then live events
+  // in the server's default encoding (pi RPC's own: deltas the view store appends).
+  const handle = client.session(sessionId, { cursor: { seq: 0, epoch: "console" } });
   const store = createSessionStore(handle);
   current = { handle, store, off: [], rendered: 0, opened: false };
   $("messages").replaceChildren();
@@ -215,19 +216,27 @@ function render(): void {
   const view = current.store.getSnapshot();
   renderHead(view);
   const messages = $("messages");
+  // pi 1.6 keeps the system prompt as a message of the conversation: not something to read in a chat.
+  const shown = view.messages.filter((message) => message.role !== "system");
   // Finished messages only grow, except after a resync or refresh: then everything is drawn again.
-  if (view.messages.length < current.rendered || messages.childElementCount !== current.rendered) {
+  if (shown.length < current.rendered || messages.childElementCount !== current.rendered) {
     messages.replaceChildren();
     current.rendered = 0;
   }
-  for (const message of view.messages.slice(current.rendered)) messages.append(renderMessage(message as Message));
-  current.rendered = view.messages.length;
+  for (const message of shown.slice(current.rendered)) messages.append(renderMessage(message as Message));
+  current.rendered = shown.length;
   const streaming = $("streaming");
   streaming.replaceChildren(...(view.streaming ? [renderMessage(view.streaming as Message, "stream")] : []));
   $("tools").replaceChildren(
     ...Object.values(view.pendingTools).map((tool) => {
       const card = el("div", "tool");
       card.append(el("div", "tool-name", `${tool.toolName} — running`), el("pre", "", text(tool.partialResult ?? "")));
+      return card;
+    }),
+    // Direct `bash` commands (of any client) stream their output too.
+    ...view.bash.map((run) => {
+      const card = el("div", "tool bash-output");
+      card.append(el("div", "tool-name", "bash output"), el("pre", "", run.output));
       return card;
     }),
   );
@@ -329,6 +338,9 @@ function notice(frame: SessionFrame): void {
       break;
     case "auto_retry_start":
       add(`retrying (attempt ${String(event["attempt"])})`, true);
+      break;
+    case "summarization_retry_scheduled":
+      add(`retrying the summary (attempt ${String(event["attempt"])})`, true);
       break;
     case "session_conflict":
       add("another process wrote this conversation: reloading it", true);

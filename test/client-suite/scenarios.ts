@@ -139,11 +139,11 @@ function losingResponseOf(Base: WebSocketConstructor, command: string, cut: () =
 const REPLY = "the first answer, streamed in many small pieces so that the store sees it grow";
 
 export const scenarios: Scenario[] = [
-  ...(["full", "delta"] as const).map((encoding) => ({
-    name: `createSession, promptAndWait, and a store that equals get_messages (${encoding})`,
+  ...([undefined, "full"] as const).map((encoding) => ({
+    name: `createSession, promptAndWait, and a store that equals get_messages (${encoding ?? "default"} encoding)`,
     async run(env: SuiteEnv, clients: Clients) {
       await env.reply([REPLY, "and a second"]);
-      const session = await clients.make(env).createSession({}, { encoding });
+      const session = await clients.make(env).createSession({}, encoding ? { encoding } : {});
       const store = createSessionStore(session);
       const texts: string[] = [];
       store.subscribe(() => {
@@ -152,9 +152,11 @@ export const scenarios: Scenario[] = [
         if (text !== undefined) texts.push(text);
       });
       const result = await session.promptAndWait("hello");
+      equal(result.disposition, "started", "pi's disposition");
       equal(result.stopReason, "stop", "stop reason");
       equal(result.events[0]?.type, "agent_start", "first event");
-      equal(result.events.at(-1)?.type, "agent_end", "last event");
+      equal(result.events.at(-1)?.type, "agent_settled", "last event");
+      ok(result.events.some((e) => e.type === "agent_end"), "an agent_end before it");
       ok(texts.length > 3, `the streaming message grew (${texts.length} states)`);
       equal(texts.at(-1), REPLY, "the streamed text is the reply");
       ok(texts.every((text, i) => i === 0 || text.startsWith(texts[i - 1] as string)), "it only grew");
@@ -165,6 +167,36 @@ export const scenarios: Scenario[] = [
       equal(await session.getLastAssistantText(), "and a second", "last assistant text");
     },
   })),
+  {
+    name: "pi 1.6's commands: dispositions, clearQueue, getEntries and getTree, thinking levels, bash output in the store",
+    async run(env, clients) {
+      await env.reply([`${REPLY}, on and on. `.repeat(20)]);
+      const session = await clients.make(env).createSession();
+      const store = createSessionStore(session);
+      const updating = next(session, "message_update");
+      equal(await session.prompt("go"), "started", "prompt");
+      await updating;
+      equal(await session.steer("now"), "queued", "steer");
+      equal(await session.followUp("later"), "queued", "follow-up");
+      deepEqual(await session.clearQueue(), { steering: ["now"], followUp: ["later"] }, "cleared queue");
+      await session.abort();
+      await session.waitForIdle();
+      equal(store.getSnapshot().isStreaming, false, "idle once pi settled");
+
+      const { entries, leafId } = await session.getEntries();
+      ok(entries.length >= 2, `entries (${entries.length})`);
+      equal(leafId, entries.at(-1)?.id, "leaf");
+      equal((await session.getEntries(entries[0]?.id)).entries.length, entries.length - 1, "entries after a cursor");
+      await rejects(session.getEntries("no-such-entry"), (e) => e.code === "command_failed", "unknown cursor");
+      const { tree } = await session.getTree();
+      ok(tree.length >= 1, "a tree");
+      equal((await session.getAvailableThinkingLevels())[0], "off", "thinking levels");
+
+      const result = await session.bash("echo one; echo two", { excludeFromContext: true });
+      equal(result.output, "one\ntwo\n", "bash output");
+      equal(store.getSnapshot().bash.map((run) => run.output).join(""), "one\ntwo\n", "streamed into the store before the answer");
+    },
+  },
   {
     name: "errors carry the server's code; list and delete sessions",
     async run(env, clients) {
