@@ -78,6 +78,8 @@ test("a frozen peer is terminated within interval + timeout and everything it he
 
 const BIG_REPLY = "The quick brown fox jumps over the lazy dog. ".repeat(1_400); // ~63 KB, ~630 chunks
 
+// The next two tests use the `full` encoding: its frames grow with the reply (the default's are ~330 bytes each, and
+// a ~63 KB reply's fit in the socket buffers; their merging is test/unit/server/event-hub.test.ts's).
 test("a client that stops reading: bounded memory, conflated partials, the other client gets everything, same final state", async (t) => {
   const hardLimit = 4 * 1024 * 1024;
   const h = await startServer(
@@ -88,11 +90,11 @@ test("a client that stops reading: bounded memory, conflated partials, the other
   h.faux.setResponses([fauxAssistantMessage(BIG_REPLY)]);
   const fast = await h.connect();
   const slow = await h.connect();
-  await fast.ok({ type: "create_session", sessionId: "s" });
-  await slow.ok({ type: "subscribe", sessionId: "s" });
+  await fast.ok({ type: "create_session", sessionId: "s", encoding: "full" });
+  await slow.ok({ type: "subscribe", sessionId: "s", encoding: "full" });
   slow.freeze();
   await fast.ok({ type: "prompt", sessionId: "s", message: "stream a lot" });
-  await fast.waitForEvent("s", "agent_end");
+  await fast.waitForEvent("s", "agent_settled");
 
   // The fast client got every event, in order, without a gap.
   const fastEvents = fast.events("s");
@@ -107,7 +109,7 @@ test("a client that stops reading: bounded memory, conflated partials, the other
   assert.ok(slowConn.peakBytes < hardLimit);
 
   slow.thaw();
-  await slow.waitForEvent("s", "agent_end");
+  await slow.waitForEvent("s", "agent_settled");
   const slowEvents = slow.events("s");
   const seqs = slowEvents.map((e) => e.seq);
   assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), "no reordering");
@@ -133,8 +135,8 @@ test("a slow consumer past its lag limit is closed with 4001 and resumes from it
   h.faux.setResponses([fauxAssistantMessage(BIG_REPLY)]);
   const fast = await h.connect();
   const slow = await h.connect();
-  const created = await fast.ok<{ epoch: string }>({ type: "create_session", sessionId: "s" });
-  await slow.ok({ type: "subscribe", sessionId: "s" });
+  const created = await fast.ok<{ epoch: string }>({ type: "create_session", sessionId: "s", encoding: "full" });
+  await slow.ok({ type: "subscribe", sessionId: "s", encoding: "full" });
   const slowGone = disconnected(h, connectionId(slow));
   slow.freeze();
   await fast.ok({ type: "prompt", sessionId: "s", message: "stream a lot" });
@@ -164,19 +166,32 @@ test("reconnecting with afterSeq mid-turn yields the same event sequence as a cl
   h.faux.setResponses([fauxAssistantMessage("steady stream of words ".repeat(12))]);
   const steady = await h.connect();
   const flaky = await h.connect();
+  const steadyFull = await h.connect();
   const created = await steady.ok<{ epoch: string }>({ type: "create_session", sessionId: "s" });
   await flaky.ok({ type: "subscribe", sessionId: "s" });
+  await steadyFull.ok({ type: "subscribe", sessionId: "s", encoding: "full" });
   await steady.ok({ type: "prompt", sessionId: "s", message: "go" });
   await flaky.waitFor((f) => f.type === "event" && (f["seq"] as number) >= 15);
   await flaky.close();
   const lastSeq = flaky.lastSeq("s");
 
   const back = await h.connect();
-  await back.ok({ type: "subscribe", sessionId: "s", afterSeq: lastSeq, epoch: created.epoch });
-  await steady.waitForEvent("s", "agent_end");
-  await back.waitForEvent("s", "agent_end");
+  const resumed = await back.ok<{ seq: number }>({ type: "subscribe", sessionId: "s", afterSeq: lastSeq, epoch: created.epoch });
+  for (const client of [steady, steadyFull, back]) await client.waitForEvent("s", "agent_settled");
   const asText = (events: EventFrame[]) => events.map((e) => JSON.stringify(e));
-  assert.deepEqual(asText([...flaky.events("s"), ...back.events("s")]), asText(steady.events("s")));
+  // The replay carries the ring's frames, which are the `full` ones (the text so far, PROTOCOL.md §3.2); what
+  // follows it live is in the subscription's own (default) encoding.
+  const replayed = back.events("s").filter((e) => e.seq <= resumed.seq);
+  const live = back.events("s").filter((e) => e.seq > resumed.seq);
+  assert.deepEqual(asText(replayed), asText(steadyFull.events("s").filter((e) => e.seq > lastSeq && e.seq <= resumed.seq)));
+  assert.deepEqual(asText([...flaky.events("s"), ...live]), asText(steady.events("s").filter((e) => e.seq <= lastSeq || e.seq > resumed.seq)));
+  // And a replayed update is the default's update plus the message.
+  const strip = (e: EventFrame) => {
+    if (e.event.type !== "message_update") return JSON.stringify(e);
+    const { message: _message, ...event } = e.event;
+    return JSON.stringify({ ...e, event });
+  };
+  assert.deepEqual(replayed.map(strip), asText(steady.events("s").filter((e) => e.seq > lastSeq && e.seq <= resumed.seq)));
 });
 
 test("a cursor outside the ring or a wrong epoch yields resync_required with a snapshot; pending dialogs are re-sent", async (t) => {
