@@ -31,6 +31,7 @@ export const ERROR_CODES = [
   "command_failed",
   "session_unavailable",
   "session_lost",
+  "session_unreadable",
   "session_locked",
   "session_conflict",
   "session_elsewhere",

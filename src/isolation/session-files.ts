@@ -3,6 +3,7 @@ import { mkdtemp, open, readFile, realpath, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { PiServerError } from "../errors.js";
+import { versionProblem } from "../store/readable-conversation.js";
 import { confine, isWithin } from "./paths.js";
 
 /** Where a session's path fields may point (adr/0011). */
@@ -23,7 +24,7 @@ function notYours(): PiServerError {
   return new PiServerError("forbidden_path", "Not a session file of yours");
 }
 
-async function readHeader(path: string): Promise<{ cwd?: unknown } | undefined> {
+async function readHeader(path: string): Promise<{ cwd?: unknown; version?: unknown } | undefined> {
   // O_NOFOLLOW: the path was resolved to its real path; a symlink swapped in since is refused.
   const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
   if (!handle) return undefined;
@@ -34,7 +35,7 @@ async function readHeader(path: string): Promise<{ cwd?: unknown } | undefined> 
     const firstLine = buffer.subarray(0, bytesRead).toString("utf8").split("\n", 1)[0] ?? "";
     const header = JSON.parse(firstLine) as unknown;
     if (typeof header !== "object" || header === null || (header as { type?: unknown }).type !== "session") return undefined;
-    return header as { cwd?: unknown };
+    return header as { cwd?: unknown; version?: unknown };
   } catch {
     return undefined;
   } finally {
@@ -51,8 +52,9 @@ export async function checkSessionFile(scope: PathScope, requested: string): Pro
   if (requested.includes("\0")) throw notYours();
   if (scope.workspace === undefined) {
     const real = await realpath(resolve(scope.cwd, requested)).catch(() => undefined);
-    if (real === undefined || (await readHeader(real)) === undefined) throw notYours();
-    return real;
+    const header = real === undefined ? undefined : await readHeader(real);
+    if (real === undefined || header === undefined) throw notYours();
+    return knownVersion(real, header);
   }
   if (scope.sessionsRoot === undefined) {
     throw new PiServerError("forbidden_path", "This server keeps no session files");
@@ -63,6 +65,13 @@ export async function checkSessionFile(scope: PathScope, requested: string): Pro
   if (typeof header?.cwd !== "string") throw notYours();
   const headerCwd = await realpath(header.cwd).catch(() => undefined);
   if (headerCwd === undefined || !isWithin(headerCwd, scope.workspace)) throw notYours();
+  return knownVersion(real, header);
+}
+
+/** A session file of the principal's that a newer pi wrote: pi would load it and append to it in its own format. */
+function knownVersion(real: string, header: { version?: unknown }): string {
+  const problem = versionProblem(header.version);
+  if (problem !== undefined) throw new PiServerError("session_unreadable", `The session file ${problem}; it was left as it is`);
   return real;
 }
 

@@ -16,6 +16,7 @@ import { keyOf } from "./session-key.js";
 import type { SessionRecord, SessionStore } from "../store/session-store.js";
 import { checkSessionFile } from "../isolation/session-files.js";
 import { type FileLock, lockSessionFile } from "../store/file-lock.js";
+import { assertReadableConversation } from "../store/readable-conversation.js";
 import { listStoredConversations, type StoredConversation } from "../isolation/stored-sessions.js";
 
 /** What the programmatic API hands out for a session. */
@@ -395,7 +396,10 @@ export class SessionRegistry {
         await ownership.fresh({ owner, id: sessionId });
       }
       // An existing conversation: refused before anything is built if another process writes it.
-      if (request.sessionFile !== undefined) taken = this.#lock(request.sessionFile);
+      if (request.sessionFile !== undefined) {
+        await assertReadableConversation(request.sessionFile, sessionId);
+        taken = this.#lock(request.sessionFile);
+      }
       await this.#makeRoom();
       const placement = await options.workspaces.place(owner, request.cwd, options.defaultCwd);
       const thinkingLevel = request.thinkingLevel ?? options.defaultThinkingLevel;
@@ -598,6 +602,8 @@ export class SessionRegistry {
       if (file !== undefined && !exists && record.messageCount > 0) {
         throw new PiServerError("session_lost", `Session '${record.sessionId}' lost its pi session file; delete it`);
       }
+      // Before pi opens it: pi would write a fresh header over an empty file and append to one of a newer version.
+      if (exists) await assertReadableConversation(file, record.sessionId);
       if (exists && placement.workspace !== undefined) {
         // Defence in depth: a confined session's file is a pi session of that workspace, in the server's storage.
         await checkSessionFile({ cwd: placement.cwd, workspace: placement.workspace, sessionsRoot: options.sessionsRoot }, file);
@@ -641,7 +647,7 @@ export class SessionRegistry {
     } catch (error) {
       taken?.release();
       if (claimed) void options.ownership?.release(dormant);
-      log.warn({ err: error }, "session restore failed");
+      log.warn({ err: error, file: record.sessionFile }, "session restore failed");
       throw error;
     }
   }
