@@ -3,6 +3,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { jwtAuth } from "./auth/jwt.js";
 import { parseTokens, tokenAuth } from "./auth/providers.js";
+import { MCP_SERVER_NAME } from "./isolation/mcp-policy.js";
 import type { PiServer } from "./server/create-server.js";
 import { THINKING_LEVELS } from "./server/fields.js";
 import { DEFAULTS, type PiServerOptions, servesRemotePeers } from "./server/options.js";
@@ -63,7 +64,8 @@ Isolation (see README "Security"):
   --shared-workspace       all principals share the workspace root [PI_SERVER_SHARED_WORKSPACE=1] (default with auth: one each)
   --sandbox <mode>         auto|bwrap|none: where bash runs        [PI_SERVER_SANDBOX]       (default auto)
   --no-network             sandboxed commands get no network       [PI_SERVER_SANDBOX_NETWORK=0]
-  --project-extensions     load <cwd>/.pi extensions and settings  [PI_SERVER_PROJECT_EXTENSIONS=1] (default: on without auth only)
+  --project-extensions     load <cwd>/.pi extensions, settings, mcp.json [PI_SERVER_PROJECT_EXTENSIONS=1] (default: on without auth only)
+  --mcp-servers <list>     all|none|a,b: <agent dir>/mcp.json servers sessions get [PI_SERVER_MCP_SERVERS] (default: none with auth)
   --max-pre-auth <n>       connections not yet authenticated, at most [PI_SERVER_MAX_PRE_AUTH] (default ${DEFAULTS.maxPreAuthConnections})
   --pre-auth-timeout <ms>  time to send the request and authenticate [PI_SERVER_PRE_AUTH_TIMEOUT_MS] (default ${DEFAULTS.preAuthTimeoutMs})
 
@@ -153,6 +155,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       sandbox: { type: "string" },
       "no-network": { type: "boolean" },
       "project-extensions": { type: "boolean" },
+      "mcp-servers": { type: "string" },
       "max-pre-auth": { type: "string" },
       "pre-auth-timeout": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -257,7 +260,7 @@ function durabilityOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiSe
   return options;
 }
 
-/** Workspaces, sandbox, project extensions, pre-auth bounds and where metrics are served (flags, then env). */
+/** Workspaces, sandbox, project extensions, MCP servers, pre-auth bounds and where metrics are served (flags, then env). */
 function isolationOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiServerOptions> {
   const options: Partial<PiServerOptions> = {};
   const root = setting(values, env, "workspace-root", "PI_SERVER_WORKSPACE_ROOT")?.text;
@@ -277,6 +280,8 @@ function isolationOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiSer
   else if (networkEnv !== undefined) options.sandboxNetwork = parseBoolean(networkEnv, "PI_SERVER_SANDBOX_NETWORK");
   const projectExtensions = switchSetting(values, env, "project-extensions", "PI_SERVER_PROJECT_EXTENSIONS");
   if (projectExtensions !== undefined) options.projectExtensions = projectExtensions;
+  const mcpServers = setting(values, env, "mcp-servers", "PI_SERVER_MCP_SERVERS");
+  if (mcpServers !== undefined) options.mcpServers = parseMcpServers(mcpServers.text, mcpServers.source);
   const onMain = switchSetting(values, env, "metrics-on-main-port", "PI_SERVER_METRICS_ON_MAIN_PORT");
   if (onMain !== undefined) options.metricsOnMainPort = onMain;
   const metricsHost = setting(values, env, "metrics-host", "PI_SERVER_METRICS_HOST");
@@ -286,6 +291,15 @@ function isolationOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiSer
   const preAuthTimeout = setting(values, env, "pre-auth-timeout", "PI_SERVER_PRE_AUTH_TIMEOUT_MS");
   if (preAuthTimeout !== undefined) options.preAuthTimeoutMs = parseCount(preAuthTimeout.text, preAuthTimeout.source);
   return options;
+}
+
+/** `all`, `none`, or comma-separated server names (an empty list is `none`). */
+function parseMcpServers(text: string, source: string): NonNullable<PiServerOptions["mcpServers"]> {
+  if (text === "all" || text === "none") return text;
+  const names = text.split(",").map((name) => name.trim()).filter(Boolean);
+  const bad = names.find((name) => !MCP_SERVER_NAME.test(name));
+  if (bad !== undefined) throw new UsageError(`${source} must be all, none or MCP server names separated by commas, got '${bad}'`);
+  return names;
 }
 
 /** `--auth` and its settings (flags, then PI_SERVER_* variables); secrets only from files or the environment. */

@@ -11,8 +11,12 @@ export {
   keepInMemory,
   piSessionDir,
   type SessionFactory,
+  type SessionMcp,
   type SessionRequest,
 } from "./server/session-factory.js";
+export { mcpExtensionOptions, type SessionExtensionSettings, sessionExtensionFactories } from "./server/mcp-extensions.js";
+export type { McpServerPolicy } from "./isolation/mcp-policy.js";
+export type { McpOAuthStore } from "./isolation/mcp-credentials.js";
 export type { PromptDisposition, SessionState } from "./server/session-host.js";
 export type { CreateSessionRequest, HostedSession, SessionSummary } from "./server/sessions.js";
 export type { StoredConversation } from "./isolation/stored-sessions.js";
@@ -37,7 +41,7 @@ export {
 export { PrometheusMetrics, type PrometheusMetricsOptions } from "./metrics/prometheus.js";
 export type { CloseReason, CoreTotals, MetricsSink } from "./metrics/sink.js";
 export type { ConnectionEvent } from "./server/core.js";
-export type { AuthorizeRequest, CommandEvent, ServerHooks, SessionCreateEvent } from "./server/hooks.js";
+export type { AuthorizeRequest, CommandEvent, McpServersRequest, ServerHooks, SessionCreateEvent } from "./server/hooks.js";
 export type { PiServerEvents, ServerHealth } from "./server/create-server.js";
 export type {
   CommandFrame,

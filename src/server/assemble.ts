@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { type BreakerChange, Breakers } from "../circuit/breakers.js";
 import { Engine } from "../governor/engine.js";
 import { RateLimits } from "../governor/rate-limit.js";
+import { McpCredentials } from "../isolation/mcp-credentials.js";
 import type { Sandbox } from "../isolation/sandbox.js";
 import { Workspaces } from "../isolation/workspaces.js";
 import type { MetricsSink } from "../metrics/sink.js";
@@ -96,6 +97,12 @@ export function assemble(options: AssembleOptions): Assembly {
       onToolCall: metrics ? (tool, outcome) => metrics.toolCall(tool, outcome) : undefined,
       sandbox: options.sandbox ?? { kind: "none", bwrapPath: undefined, network: true },
       sessionsRoot,
+      mcp: {
+        policy: config.mcpServers,
+        hook: config.hooks.mcpServers,
+        // One file per principal beside the session records; in memory without a data dir (adr/0024).
+        credentials: new McpCredentials(options.dataDir && join(options.dataDir, "mcp-auth")),
+      },
       onPublished: cluster && ((...event) => cluster.published(...event)),
     },
     ownership: cluster?.ownership,

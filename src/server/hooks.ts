@@ -1,4 +1,5 @@
 import type { Principal } from "../auth/types.js";
+import type { McpServerPolicy } from "../isolation/mcp-policy.js";
 import type { CommandType } from "./commands.js";
 import type { CreateSessionRequest } from "./sessions.js";
 
@@ -20,6 +21,12 @@ export interface ServerHooks {
   onCommand?: (event: CommandEvent) => void;
   /** A client's `create_session`: return the request to use (e.g. a cwd pinned per tenant), or throw to refuse. */
   onSessionCreate?: (event: SessionCreateEvent) => CreateSessionRequest | Promise<CreateSessionRequest>;
+  /**
+   * Which servers of the operator's `mcp.json` a session gets (adr/0024), when it is created or restored: return
+   * `servers` (the `mcpServers` option's answer) to keep it, or decide per owner — `"all"`, `"none"` or server names.
+   * A throw refuses the create or restore.
+   */
+  mcpServers?: (request: McpServersRequest) => McpServerPolicy | Promise<McpServerPolicy>;
 }
 
 export interface AuthorizeRequest {
@@ -52,4 +59,18 @@ export interface SessionCreateEvent {
   readonly request: Readonly<CreateSessionRequest>;
 }
 
-export const HOOK_NAMES = ["authorize", "onCommand", "onSessionCreate"] as const satisfies ReadonlyArray<keyof ServerHooks>;
+export interface McpServersRequest {
+  /**
+   * The principal that owns the session (undefined: an unowned session of the embedder). An id, not a `Principal`:
+   * a session restored after a restart knows only its owner's id.
+   */
+  readonly owner: string | undefined;
+  readonly sessionId: string;
+  readonly cwd: string;
+  /** The workspace the session is confined to (undefined: unconfined). */
+  readonly workspace: string | undefined;
+  /** The `mcpServers` option's answer. */
+  readonly servers: McpServerPolicy;
+}
+
+export const HOOK_NAMES = ["authorize", "onCommand", "onSessionCreate", "mcpServers"] as const satisfies ReadonlyArray<keyof ServerHooks>;

@@ -11,6 +11,7 @@ import type { Clock } from "../governor/clock.js";
 import type { WindowLimit } from "../governor/rate-limit.js";
 import type { BackpressureOptions } from "./connection.js";
 import type { ReplayLimits } from "./event-hub.js";
+import { type McpServerPolicy, parsePolicy } from "../isolation/mcp-policy.js";
 import type { SandboxMode } from "../isolation/sandbox.js";
 import type { WorkspaceSettings } from "../isolation/workspaces.js";
 import type { SessionStore } from "../store/session-store.js";
@@ -154,10 +155,18 @@ export interface PiServerOptions {
   /** Sandboxed commands may use the network (agents install packages). @default true */
   sandboxNetwork?: boolean;
   /**
-   * Load extensions and settings from a session's project (`<cwd>/.pi/`) into the server process. Only for trusted
-   * workspaces. @default false with authentication, true without
+   * Load extensions and settings from a session's project (`<cwd>/.pi/`) into the server process, and start the MCP
+   * servers of its `.pi/mcp.json` (pi's project trust). Only for trusted workspaces. @default false with
+   * authentication, true without
    */
   projectExtensions?: boolean;
+  /**
+   * Which MCP servers of the operator's `<agentDir>/mcp.json` sessions get (adr/0024): `"all"`, `"none"`, or the
+   * names of the servers. The `mcpServers` hook may decide per principal. Stdio servers of confined sessions run in
+   * their sandbox. A workspace's own `.pi/mcp.json` is read only with `projectExtensions`.
+   * @default "none" with authentication (the agent dir's servers carry the operator's credentials), "all" without
+   */
+  mcpServers?: "all" | "none" | string[];
   /** TCP connections not yet upgraded (HTTP requests, authentication in progress) at most. @default 256 */
   maxPreAuthConnections?: number;
   /** Time a connection has to send its request and be authenticated. @default 10_000 */
@@ -192,7 +201,7 @@ export interface PiServerOptions {
   abortRunsOnShutdown?: boolean;
   /** Time source of rate-limit windows (tests move it). @default Date.now */
   clock?: Clock;
-  /** The embedder's hooks: `authorize`, `onCommand`, `onSessionCreate` (see `ServerHooks`). */
+  /** The embedder's hooks: `authorize`, `onCommand`, `onSessionCreate`, `mcpServers` (see `ServerHooks`). */
   hooks?: ServerHooks;
   /** Authenticates every upgrade before a WebSocket exists. @default no authentication (loopback only) */
   auth?: AuthProvider;
@@ -314,6 +323,7 @@ export interface ResolvedConfig {
   readonly sandbox: SandboxMode;
   readonly sandboxNetwork: boolean;
   readonly projectExtensions: boolean;
+  readonly mcpServers: McpServerPolicy;
   readonly maxPreAuthConnections: number;
   readonly preAuthTimeoutMs: number;
   readonly metricsOnMainPort: boolean;
@@ -379,6 +389,7 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   sandbox: true,
   sandboxNetwork: true,
   projectExtensions: true,
+  mcpServers: true,
   maxPreAuthConnections: true,
   preAuthTimeoutMs: true,
   metricsOnMainPort: true,
@@ -569,6 +580,16 @@ function hooks(value: PiServerOptions["hooks"]): ServerHooks {
   return { ...value };
 }
 
+/** `"all"`, `"none"` or server names (pi's rule: letters, digits, `_`, `-`); the default follows authentication. */
+function mcpServers(value: unknown, authenticated: boolean): McpServerPolicy {
+  if (value === undefined) return authenticated ? "none" : "all";
+  const policy = parsePolicy(value);
+  if (policy === undefined) {
+    throw new PiServerOptionsError(`mcpServers must be "all", "none" or an array of MCP server names ([A-Za-z0-9_-]{1,64})`);
+  }
+  return policy;
+}
+
 function workspaces(value: PiServerOptions["workspaces"], cwd: string, authenticated: boolean): WorkspaceSettings {
   if (value !== undefined && (typeof value !== "object" || value === null || Array.isArray(value))) {
     throw new PiServerOptionsError("workspaces must be an object");
@@ -715,6 +736,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     sandbox: options.sandbox ?? DEFAULTS.sandbox,
     sandboxNetwork: options.sandboxNetwork ?? DEFAULTS.sandboxNetwork,
     projectExtensions: options.projectExtensions ?? !authenticated,
+    mcpServers: mcpServers(options.mcpServers, authenticated),
     maxPreAuthConnections: positiveInt(options, "maxPreAuthConnections", DEFAULTS.maxPreAuthConnections),
     preAuthTimeoutMs: positiveInt(options, "preAuthTimeoutMs", DEFAULTS.preAuthTimeoutMs),
     metricsOnMainPort: options.metricsOnMainPort ?? !authenticated,

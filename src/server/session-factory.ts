@@ -13,22 +13,41 @@ import {
   DefaultPackageManager,
   defineTool,
   getAgentDir,
+  type McpTransportFactory,
   ModelRuntime,
   SessionManager,
   SettingsManager,
 } from "@earendil-works/pi-coding-agent";
 import { PiServerError } from "../errors.js";
 import { confinedFileTools } from "../isolation/confined-tools.js";
+import type { McpServerPolicy } from "../isolation/mcp-policy.js";
+import type { McpOAuthStore } from "../isolation/mcp-credentials.js";
+import { sessionExtensionFactories } from "./mcp-extensions.js";
 
 /** How an operator makes a model available (the `no_model` error and the start-up warning). */
 export const NO_MODEL_ADVICE =
   "No model is available: give a provider's credentials (its API key variable, e.g. ANTHROPIC_API_KEY, or " +
   "<agent dir>/auth.json), define a model in <agent dir>/models.json, and choose one with --model provider/id";
 
+/**
+ * What a session gets of MCP (adr/0024). `sessionExtensionFactories(request, …)` turns it into pi's extensions; a
+ * factory that builds them itself passes `createTransport` and `credentials` to pi's `createMcpExtension`.
+ */
+export interface SessionMcp {
+  /** The servers of the operator's `mcp.json` the session gets: the `mcpServers` option, or the hook's answer. */
+  readonly servers: McpServerPolicy;
+  /** Starts the session's stdio servers inside its sandbox (confined sessions); undefined: pi's own transports. */
+  readonly createTransport: McpTransportFactory | undefined;
+  /** The MCP OAuth credentials of the session's owner (confined sessions); undefined: pi's store in the agent dir. */
+  readonly credentials: McpOAuthStore | undefined;
+}
+
 /** What a client (or the programmatic API) asked for when creating a session. */
 export interface SessionRequest {
   /** The server's id of the session (stable for its whole life). */
   readonly sessionId: string;
+  /** The principal that owns the session (undefined: an unowned session of the embedder). */
+  readonly owner: string | undefined;
   /** Working directory: tools, bash and project discovery run here. */
   readonly cwd: string;
   /**
@@ -50,6 +69,8 @@ export interface SessionRequest {
    * (`createBashToolDefinition(cwd, { operations })`), as the default factory does, so tool calls are protected too.
    */
   readonly bashOperations: BashOperations;
+  /** MCP servers, transports and credentials for the session (adr/0024). */
+  readonly mcp: SessionMcp;
 }
 
 /** The model a session created without one gets, and why (the default factory's start-up report). */
@@ -87,8 +108,9 @@ export interface DefaultSessionFactoryOptions {
   /** Keep conversations in memory instead of `<agentDir>/sessions/`. @default false */
   inMemory?: boolean;
   /**
-   * Load extensions and settings found in a session's project (`<cwd>/.pi/`) into the server process, as `pi` does.
-   * Off, only the operator's own extensions (agent dir, settings) load; context files and skills (text) still do.
+   * Load extensions and settings found in a session's project (`<cwd>/.pi/`) into the server process, and start the
+   * MCP servers of its `.pi/mcp.json`, as `pi` does for a trusted project. Off, only the operator's own extensions
+   * (agent dir, settings) and MCP servers load; context files and skills (text) still do.
    * @default true (createPiServer turns it off when authentication is enabled)
    */
   projectExtensions?: boolean;
@@ -164,10 +186,15 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
       // pi's own file-backed settings only for an unconfined session that may load its project (pi's behaviour).
       const settingsManager =
         confined || !projectExtensions ? readOnlySettings(agentDir, projectExtensions ? cwd : undefined) : undefined;
-      let resourceLoaderOptions: { noExtensions: true; additionalExtensionPaths: string[] } | undefined;
+      // codemode, tool_search and MCP: pi loads them only for its CLI (adr/0024).
+      const extensionFactories = sessionExtensionFactories(request, { agentDir, projectTrusted: projectExtensions });
+      let resourceLoaderOptions: { noExtensions?: true; additionalExtensionPaths?: string[]; extensionFactories: typeof extensionFactories } = {
+        extensionFactories,
+      };
       if (settingsManager && !projectExtensions) {
         emptyDir ??= mkdtempSync(join(tmpdir(), "pi-server-noproject-"));
         resourceLoaderOptions = {
+          ...resourceLoaderOptions,
           noExtensions: true,
           additionalExtensionPaths: await operatorExtensionPaths(agentDir, settingsManager, emptyDir),
         };
@@ -177,7 +204,7 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
         agentDir,
         modelRuntime: await modelRuntime(),
         ...(settingsManager ? { settingsManager } : {}),
-        ...(resourceLoaderOptions ? { resourceLoaderOptions } : {}),
+        resourceLoaderOptions,
       });
       let model: ReturnType<typeof services.modelRuntime.getModel>;
       if (request.model) {

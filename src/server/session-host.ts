@@ -10,6 +10,7 @@ import type { PathScope } from "../isolation/session-files.js";
 import { type ConversationGuard, guardConversation } from "../store/conversation-guard.js";
 import { createUiContext, Dialogs } from "./dialogs.js";
 import { EventHub, type ReplayLimits } from "./event-hub.js";
+import { type McpSettings, sessionMcp } from "./mcp-setup.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
 import type { FrameBytes } from "./wire-frame.js";
 
@@ -51,6 +52,8 @@ export interface SessionHostOptions {
   readonly sandbox: Sandbox;
   /** Real path of the server's session files (undefined: sessions are not kept in files). */
   readonly sessionsRoot: string | undefined;
+  /** What sessions get of MCP (adr/0024). @default no MCP server */
+  readonly mcp?: McpSettings | undefined;
   /**
    * Told when a prompt run starts or ends and when pi replaced the session (the registry persists its record); for
    * `run_started`, the prompt is answered once the returned promise settles.
@@ -149,15 +152,22 @@ export class SessionHost {
 
   static async create(
     factory: SessionFactory,
-    request: Omit<SessionRequest, "bashOperations">,
+    request: Omit<SessionRequest, "bashOperations" | "owner" | "mcp">,
     options: SessionHostOptions & SessionIdentity,
   ): Promise<SessionHost> {
+    // The policy (and the hook, which may refuse) before anything of pi is built.
+    const mcp = await sessionMcp(options.mcp, options.sandbox, {
+      owner: options.owner,
+      sessionId: request.sessionId,
+      cwd: request.cwd,
+      workspace: request.workspace,
+    });
     // Late-bound: the shell comes from the session's settings, which exist only once the factory has run.
     const created: { host?: SessionHost } = {};
     const bashOperations: BashOperations = {
       exec: (command, cwd, execOptions) => (created.host as SessionHost).bashOperationsFor().exec(command, cwd, execOptions),
     };
-    const full: SessionRequest = { ...request, bashOperations };
+    const full: SessionRequest = { ...request, owner: options.owner, bashOperations, mcp };
     // The factory builds pi's runtime: what it throws is a refusal (command_failed), not a fault of ours.
     const runtime = await fromPi(() => factory(full));
     const host = new SessionHost(full, runtime, options, options);
