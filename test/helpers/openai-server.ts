@@ -14,6 +14,8 @@ export interface ScriptedReply {
   disconnect?: boolean;
   /** Told as each text chunk is written (benchmarks time its way to the client). */
   onChunk?: (index: number, text: string) => void;
+  /** Call these tools after the text (finish reason `tool_calls`): a model turn that uses tools. */
+  toolCalls?: Array<{ name: string; arguments: Record<string, unknown> }>;
 }
 
 export interface OpenAiServer {
@@ -110,7 +112,12 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
       response.write(chunk({ content: reply.text.slice(i, i + size) }, null));
       if (i === 0 && reply.hold) await reply.hold;
     }
-    response.write(chunk({}, "stop", { usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } }));
+    const calls = reply.toolCalls ?? [];
+    calls.forEach((call, index) => {
+      const delta = { tool_calls: [{ index, id: `call_${n}_${index}`, type: "function", function: { name: call.name, arguments: JSON.stringify(call.arguments) } }] };
+      response.write(chunk(delta, null));
+    });
+    response.write(chunk({}, calls.length > 0 ? "tool_calls" : "stop", { usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } }));
     response.write("data: [DONE]\n\n");
     finished = true;
     response.end();
