@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,7 +16,9 @@ let bundled: Promise<string> | undefined;
 
 export function probeBundle(): Promise<string> {
   bundled ??= (async () => {
-    const outfile = join(mkdtempSync(join(tmpdir(), "pi-server-mcp-probe-")), "probe.cjs");
+    const dir = mkdtempSync(join(tmpdir(), "pi-server-mcp-probe-"));
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    const outfile = join(dir, "probe.cjs");
     await build({
       entryPoints: [join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "mcp-probe-server.ts")],
       bundle: true,
