@@ -109,7 +109,7 @@ test("CLI models: the start-up line names the default model and its source, or w
   assert.match(unknownErr.text(), /--model\) local\/nope is not a model pi knows/);
   assert.doesNotMatch(unknownErr.text(), /\n\s+at /);
   assert.throws(() => optionsFromArgs(["--model", "no-slash"], {}), /--model must be provider\/model-id/);
-  assert.throws(() => optionsFromArgs([], { PI_SERVER_THINKING: "max" }), /PI_SERVER_THINKING must be one of off/);
+  assert.throws(() => optionsFromArgs([], { PI_SERVER_THINKING: "maximal" }), /PI_SERVER_THINKING must be one of off/);
   const clustered = optionsFromArgs(["--redis-url", "redis://10.0.0.5:6379", "--lease-ttl", "5000"], { PI_SERVER_NODE_URL: "wss://n1.example" });
   assert.deepEqual(clustered !== "help" && clustered !== "version" && clustered.cluster, {
     redisUrl: "redis://10.0.0.5:6379",
