@@ -43,6 +43,7 @@ export type { CloseReason, CoreTotals, MetricsSink } from "./metrics/sink.js";
 export type { ConnectionEvent } from "./server/core.js";
 export type { AuthorizeRequest, CommandEvent, McpServersRequest, ServerHooks, SessionCreateEvent } from "./server/hooks.js";
 export type { PiServerEvents, ServerHealth } from "./server/create-server.js";
+export { PI_SESSION_EVENT_TYPES, SERVER_SESSION_EVENT_TYPES } from "./server/frames.js";
 export type {
   CommandFrame,
   ErrorResponseFrame,

@@ -8,7 +8,7 @@ export type { Merge } from "./update-forms.js";
 /**
  * How a subscription receives `message_update`: `pi` (the default: pi RPC's own delta-only event, so bytes grow
  * linearly with the reply) or `full` (that event plus the cumulative partial `message`). Every other event, replays
- * and snapshots are the same in both; replays carry `full` frames (PROTOCOL.md §3.5, adr/0024).
+ * and snapshots are the same in both; replays carry `full` frames (PROTOCOL.md §3.5, adr/0026).
  */
 export type Encoding = "pi" | "full";
 

@@ -165,6 +165,53 @@ export type PiSessionEvent = Exclude<JsonAgentSessionEvent, { type: "message_upd
 
 export type SessionEvent = PiSessionEvent | ServerSessionEvent;
 
+/**
+ * Every `event.type` of pi's that reaches subscribers (pi 1.6's `AgentSessionEvent`, PROTOCOL.md §8.1). The check
+ * below fails the type check when pi adds one: then decide how it conflates (update-forms.ts) and document it.
+ */
+export const PI_SESSION_EVENT_TYPES = [
+  "agent_start",
+  "agent_end",
+  "agent_settled",
+  "turn_start",
+  "turn_end",
+  "message_start",
+  "message_update",
+  "message_end",
+  "tool_execution_start",
+  "tool_execution_update",
+  "tool_execution_end",
+  "bash_execution_update",
+  "queue_update",
+  "entry_appended",
+  "compaction_start",
+  "compaction_end",
+  "auto_retry_start",
+  "auto_retry_end",
+  "summarization_retry_scheduled",
+  "summarization_retry_attempt_start",
+  "summarization_retry_finished",
+  "session_info_changed",
+  "thinking_level_changed",
+] as const satisfies ReadonlyArray<PiSessionEvent["type"]>;
+
+/** The server's own session events (PROTOCOL.md §3, §3.1, §5.6). */
+export const SERVER_SESSION_EVENT_TYPES = [
+  "extension_ui_request",
+  "extension_error",
+  "run_aborted",
+  "circuit",
+  "event_error",
+  "run_interrupted",
+  "session_conflict",
+  "session_reloaded",
+] as const satisfies ReadonlyArray<ServerSessionEvent["type"]>;
+
+type Holds<T extends true> = T;
+type _EveryEventType = Holds<
+  [Exclude<SessionEvent["type"], (typeof PI_SESSION_EVENT_TYPES)[number] | (typeof SERVER_SESSION_EVENT_TYPES)[number]>] extends [never] ? true : false
+>;
+
 export interface EventFrame {
   readonly type: "event";
   readonly sessionId: string;

@@ -64,7 +64,8 @@ test("the default is pi RPC's delta-only message_update, `delta` names it too, `
   assert.equal(await finalText(pi), REPLY);
   const bytes = (client: TestClient) => client.events("s").reduce((n, e) => n + JSON.stringify(e).length, 0);
   t.diagnostic(`bytes for a ${REPLY.length}-char reply: pi ${bytes(pi)}, full ${bytes(full)}`);
-  // Linear against quadratic: ~330 bytes per chunk (pi's `usage` is ~150 of them) against the whole text so far.
+  // Linear against quadratic: ~300 bytes per chunk beside its text (pi's `usage` is ~150 of them) against the whole
+  // text so far.
   assert.ok(bytes(pi) * 5 < bytes(full), "the default is several times smaller already for a 5k reply");
   // message_end still carries the whole message in the default encoding.
   const end = pi.events("s").find((e) => e.event.type === "message_end" && (e.event["message"] as { role: string }).role === "assistant");
