@@ -50,8 +50,8 @@ test("a session created on node A is subscribed and prompted from node C: both s
 
   harness.llm.replies.push({ text: "The answer, streamed in pieces across nodes.", chunks: 8 });
   await onC.ok({ type: "prompt", sessionId: "s1", message: "hello from C" });
-  const endOnC = await onC.waitForEvent("s1", "agent_end");
-  const endOnA = await onA.waitForEvent("s1", "agent_end");
+  const endOnC = await onC.waitForEvent("s1", "agent_settled");
+  const endOnA = await onA.waitForEvent("s1", "agent_settled");
   assert.equal(endOnA.seq, endOnC.seq);
   const seen = stream(onC, "s1");
   assert.deepEqual(stream(onA, "s1"), seen, "identical seq streams on A and C");
@@ -386,11 +386,12 @@ test("a session's Redis stream keeps what its replay ring keeps: bounded by repl
   const maxBytes = 32 * 1024;
   const node = embeddedNode(t, redis, harness, "a", { port: 0, replay: { maxBytes } });
   const client = await TestClient.connect(`ws://127.0.0.1:${(await node.listen())?.port}`);
-  await client.ok({ type: "create_session", sessionId: "s1" });
+  // The ring and the stream keep the full frames: this client takes the same ones.
+  await client.ok({ type: "create_session", sessionId: "s1", encoding: "full" });
   // Every update carries the whole partial message: 40 updates of a 20,000-character reply are ~400 KiB of frames.
   harness.llm.replies.push({ text: "x".repeat(20_000), chunks: 40 });
   await client.ok({ type: "prompt", sessionId: "s1", message: "a long one" });
-  const end = await client.waitForEvent("s1", "agent_end");
+  const end = await client.waitForEvent("s1", "agent_settled");
   const sent = client.events("s1").reduce((sum, frame) => sum + Buffer.byteLength(JSON.stringify(frame)), 0);
   assert.ok(sent > 10 * maxBytes, `the reply's frames (${sent} bytes) are far over the ring's bytes`);
 
