@@ -75,8 +75,8 @@ test("two clients on one session receive the same event sequence", async (t) => 
   const sub = await b.ok<{ seq: number }>({ type: "subscribe", sessionId: "shared" });
   assert.equal(sub.seq, 0);
   await a.ok({ type: "prompt", sessionId: "shared", message: "go" });
-  await a.waitForEvent("shared", "agent_end");
-  await b.waitForEvent("shared", "agent_end");
+  await a.waitForEvent("shared", "agent_settled");
+  await b.waitForEvent("shared", "agent_settled");
   const strip = (frames: Frame[]) => frames.map((f) => JSON.stringify(f));
   assert.deepEqual(strip(b.events("shared")), strip(a.events("shared")));
   assert.ok(a.events("shared").length > 5);
