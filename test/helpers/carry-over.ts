@@ -144,7 +144,7 @@ export async function answersOf(client: TestClient, sessionId: string): Promise<
 export async function converse(client: TestClient, sessionId: string, message: string): Promise<void> {
   const from = client.frames.length;
   await client.ok({ type: "prompt", sessionId, message });
-  await client.waitForEvent(sessionId, "agent_end", () => true, from);
+  await client.waitForEvent(sessionId, "agent_settled", () => true, from);
 }
 
 /** The text of a message's content (string or text parts). */

@@ -163,7 +163,7 @@ export async function toolTurn(
   h.llm.replies.push({ text: "", toolCalls: calls }, { text: "done" });
   const from = client.frames.length;
   await client.ok({ type: "prompt", sessionId, message: "use the tools" });
-  await client.waitForEvent(sessionId, "agent_end", () => true, from);
+  await client.waitForEvent(sessionId, "agent_settled", () => true, from);
   return client.frames
     .slice(from)
     .filter((f) => f.type === "event" && f["sessionId"] === sessionId && (f["event"] as Frame).type === "tool_execution_end")

@@ -47,7 +47,7 @@ test("CLI: --port 0, listening line, real file-backed session over an OpenAI-com
   const sessionFile = created.state.sessionFile;
   assert.ok(sessionFile.startsWith(piSessionDir(project, agentDir)), `${sessionFile} is in pi's session dir`);
   await client.ok({ type: "prompt", sessionId: "cli", message: "hi" });
-  await client.waitForEvent("cli", "agent_end");
+  await client.waitForEvent("cli", "agent_settled");
   assert.equal((await client.ok<{ text: string }>({ type: "get_last_assistant_text", sessionId: "cli" })).text, "Hello from the HTTP model.");
   assert.equal(llm.requests.length, 1);
   // The conversation is in the file `pi --resume` reads.

@@ -165,7 +165,7 @@ test("kill -9 the owner mid-run: another node restores the session within the le
   assert.ok(interrupted.seq > lastSeen);
   harness.llm.replies.push({ text: "second run" });
   await again.ok({ type: "prompt", sessionId: "s1", message: "again" });
-  await again.waitForEvent("s1", "agent_end");
+  await again.waitForEvent("s1", "agent_settled");
   assert.equal(harness.llm.requests.length, 2);
   assert.equal(harness.llm.concurrency.max, 1, "the model never saw two runs of the session at once");
   const seqs = again.events("s1").map((frame) => frame.seq);
@@ -329,7 +329,7 @@ test("Redis stopped for 5 s: nodes fence themselves and say not ready, then regi
   await back.waitForEvent("s1", "run_interrupted");
   harness.llm.replies.push({ text: "after the outage" });
   await back.ok({ type: "prompt", sessionId: "s1", message: "again" });
-  await back.waitForEvent("s1", "agent_end");
+  await back.waitForEvent("s1", "agent_settled");
   assert.equal(harness.llm.concurrency.max, 1);
 });
 
@@ -476,7 +476,7 @@ test("redirect mode: a node answers a command for a session another node hosts w
   await followed.ok({ type: "subscribe", sessionId: "s1" });
   harness.llm.replies.push({ text: "served where the session lives", chunks: 3 });
   await followed.ok({ type: "prompt", sessionId: "s1", message: "on A" });
-  await followed.waitForEvent("s1", "agent_end");
+  await followed.waitForEvent("s1", "agent_settled");
 
   // A stops (its lease given back): B no longer sends anyone there, it restores the session and serves it itself.
   await a.server.close();

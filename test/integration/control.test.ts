@@ -40,7 +40,7 @@ test("abort during a streaming run is answered at once and the run ends with age
   // The session is usable afterwards.
   h.faux.setResponses([fauxAssistantMessage("after abort")]);
   await client.ok({ type: "prompt", sessionId: "s", message: "again" });
-  await client.waitForEvent("s", "agent_end", () => true, abortIndex + 1);
+  await client.waitForEvent("s", "agent_settled", () => true, abortIndex + 1);
   assert.equal((await client.ok<{ text: string }>({ type: "get_last_assistant_text", sessionId: "s" })).text, "after abort");
 });
 
@@ -94,7 +94,7 @@ test("steer and follow_up during a run are delivered in pi's order", async (t) =
   assert.deepEqual(queued.event["followUp"], ["later"]);
   // The run ends after answering the follow-up.
   const last = await client.waitForEvent("s", "message_end", (e) => JSON.stringify(e["message"]).includes("answer to follow-up"));
-  await client.waitForEvent("s", "agent_end", () => true, client.frames.indexOf(last));
+  await client.waitForEvent("s", "agent_settled", () => true, client.frames.indexOf(last));
   const { messages } = await client.ok<{ messages: Message[] }>({ type: "get_messages", sessionId: "s" });
   assert.deepEqual(userTexts(messages), ["start", "now", "later"]);
 });

@@ -17,7 +17,7 @@ test("SIGTERM and restart on the same data dir: sessions come back dormant with 
     for (const message of prompts) {
       const from = client.frames.length;
       await client.ok({ type: "prompt", sessionId, message });
-      await client.waitForEvent(sessionId, "agent_end", () => true, from);
+      await client.waitForEvent(sessionId, "agent_settled", () => true, from);
     }
     const state = await client.ok<{ sessionFile: string; messageCount: number }>({ type: "get_state", sessionId });
     const sub = await client.ok<{ seq: number; epoch: string }>({ type: "subscribe", sessionId }); // already subscribed: the cursor
@@ -61,18 +61,18 @@ test("SIGTERM and restart on the same data dir: sessions come back dormant with 
   assert.equal(resumed.resyncRequired, true);
   assert.notEqual(resumed.epoch, old.epoch);
   assert.ok(resumed.seq >= old.seq, `seq ${resumed.seq} continues from ${old.seq}`);
-  assert.equal(resumed.snapshot.messages.length, 4);
+  assert.equal(resumed.snapshot.messages.length, 5); // pi 1.6's system message and two exchanges
 
   // The next prompt appends to the same pi session file.
   const from = alice2.frames.length;
   await alice2.ok({ type: "prompt", sessionId: "s1", message: "five" });
-  const end = await alice2.waitForEvent("s1", "agent_end", () => true, from);
+  const end = await alice2.waitForEvent("s1", "agent_settled", () => true, from);
   assert.ok(end.seq > old.seq);
   const state = await alice2.ok<{ sessionFile: string; messageCount: number }>({ type: "get_state", sessionId: "s1" });
   assert.equal(state.sessionFile, s1.sessionFile);
-  assert.equal(state.messageCount, 6);
+  assert.equal(state.messageCount, 7); // the system message and three exchanges
   const lines = readFileSync(s1.sessionFile, "utf8").trim().split("\n");
-  assert.equal(lines.filter((l) => l.includes('"type":"message"')).length, 6);
+  assert.equal(lines.filter((l) => l.includes('"type":"message"')).length, 7);
   assert.ok(lines[lines.length - 2]?.includes("five"), "the new user message is in the old file");
   // The model saw the whole conversation again: the restored session is the same conversation.
   const request = harness.llm.requests.at(-1) as { messages: Array<{ role: string }> };
@@ -88,7 +88,7 @@ test("kill -9 during a run: the restored session publishes one run_interrupted, 
   await alice.ok({ type: "create_session", sessionId: "long", idempotencyKey: "create-long" });
   let from = alice.frames.length;
   await alice.ok({ type: "prompt", sessionId: "long", message: "warm up", idempotencyKey: "p0" });
-  await alice.waitForEvent("long", "agent_end", () => true, from);
+  await alice.waitForEvent("long", "agent_settled", () => true, from);
   // A reply that takes minutes: the kill comes while it streams.
   harness.llm.replies.push({ text: "x".repeat(2_000), chunks: 2_000, delayMs: 100 });
   from = alice.frames.length;
@@ -123,7 +123,7 @@ test("kill -9 during a run: the restored session publishes one run_interrupted, 
   const bobsFrom = bob.frames.length;
   const bobs = await bob.request({ type: "prompt", sessionId: "b", message: "hi", idempotencyKey: "p1" });
   assert.deepEqual([bobs.success, bobs["replayed"]], [true, undefined]);
-  await bob.waitForEvent("b", "agent_end", () => true, bobsFrom);
+  await bob.waitForEvent("b", "agent_settled", () => true, bobsFrom);
 
   // run_interrupted was published once: a second subscriber sees it only in the ring, not again.
   const events = alice2.events("long").filter((e: EventFrame) => e.event.type === "run_interrupted");
@@ -188,7 +188,7 @@ test("one writer per conversation across processes: a second pi-server on the sa
   await alice.ok({ type: "create_session", sessionId: "s" });
   const from = alice.frames.length;
   await alice.ok({ type: "prompt", sessionId: "s", message: "hi" });
-  await alice.waitForEvent("s", "agent_end", () => true, from);
+  await alice.waitForEvent("s", "agent_settled", () => true, from);
   assert.equal(await first.stop(), 0);
 
   const a = await harness.start();

@@ -59,7 +59,7 @@ for (const [mode, embed] of Object.entries(MODES)) {
     assert.equal(typeof ready?.["connectionId"], "string");
     await client.ok({ type: "create_session", sessionId: "c" });
     await client.ok({ type: "prompt", sessionId: "c", message: "hi" });
-    await client.waitForEvent("c", "agent_end");
+    await client.waitForEvent("c", "agent_settled");
     assert.equal(server.connectionCount, 1);
 
     await server.close();

@@ -71,7 +71,9 @@ test("a run over its maximum duration is aborted for real and subscribers are to
 });
 
 test("a prompt timing out in the queue is removed, answered timeout, and never reaches the model", async (t) => {
-  const h = await startHttpServer(t, { timeouts: { command: 300 } });
+  // 2 s: create_session runs under the same timeout (pi 1.6 builds its first session's model runtime then), and the
+  // prompt behind a 30 s bash times out all the same.
+  const h = await startHttpServer(t, { timeouts: { command: 2_000 } });
   const client = await h.connect();
   await h.createSession(client, "s");
   const bash = client.request({ type: "bash", sessionId: "s", command: "sleep 30" });
@@ -161,7 +163,7 @@ test("a user abort does not count as a breaker failure", async (t) => {
   await h.createSession(client, "s");
   await promptAndStream(client, "s", "p1");
   await client.ok({ type: "abort", sessionId: "s" });
-  await client.waitForEvent("s", "agent_end");
+  await client.waitForEvent("s", "agent_settled");
   const llm = h.server.health().breakers.find((b) => b.kind === "llm");
   assert.equal(llm?.failures, 0);
   assert.equal(llm?.state, "closed");

@@ -31,10 +31,10 @@ test("logs: every line of a busy run is one JSON object with one msg; session, r
   const client = await connectAs(url, "alice-token-0123456789");
   await client.ok({ type: "create_session", sessionId: "busy" });
   await client.ok({ type: "prompt", sessionId: "busy", message: "hello" });
-  await client.waitForEvent("busy", "agent_end");
+  await client.waitForEvent("busy", "agent_settled");
   const from = client.frames.length;
   await client.ok({ type: "prompt", sessionId: "busy", message: "again" });
-  await client.waitForEvent("busy", "agent_end", () => true, from);
+  await client.waitForEvent("busy", "agent_settled", () => true, from);
   assert.equal((await client.request({ type: "get_state", sessionId: "nope" })).success, false); // a refused command
   client.ws.send("{not json");
   await client.waitFor((frame) => (frame as { code?: string }).code === "bad_json");

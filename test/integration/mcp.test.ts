@@ -47,7 +47,7 @@ async function plainTurn(h: McpHarness, client: TestClient, sessionId: string): 
   h.llm.replies.push({ text: "hello" });
   const from = client.frames.length;
   await client.ok({ type: "prompt", sessionId, message: "hi" });
-  await client.waitForEvent(sessionId, "agent_end", () => true, from);
+  await client.waitForEvent(sessionId, "agent_settled", () => true, from);
 }
 
 test("a confined session's stdio MCP server runs in its sandbox: its tool reaches the agent; it sees only its workspace, not the server's environment", async (t) => {

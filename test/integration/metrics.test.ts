@@ -44,7 +44,7 @@ test("every pi_server_* family passes promtool check metrics with no lint proble
   const client = await h.connect();
   await client.ok({ type: "create_session", sessionId: "m" });
   await client.ok({ type: "prompt", sessionId: "m", message: "hi" });
-  await client.waitForEvent("m", "agent_end");
+  await client.waitForEvent("m", "agent_settled");
   await client.request({ type: "get_state", sessionId: "ghost" });
   await client.request({ type: "launch_missiles" });
   const text = await metricsText(h.url.replace("ws://", "http://"));
@@ -98,10 +98,10 @@ test("runs: active while streaming, counted by outcome; a failed LLM call is not
   await client.ok({ type: "prompt", sessionId: "r", message: "one" });
   await client.waitForEvent("r", "message_update");
   assert.equal(gaugeValue(await metricsText(http), "pi_server_runs_active"), 1);
-  await client.waitForEvent("r", "agent_end");
+  await client.waitForEvent("r", "agent_settled");
   const from = client.frames.length;
   await client.ok({ type: "prompt", sessionId: "r", message: "two" });
-  await client.waitForEvent("r", "agent_end", () => true, from);
+  await client.waitForEvent("r", "agent_settled", () => true, from);
   const text = await metricsText(http);
   assert.equal(gaugeValue(text, "pi_server_runs_active"), 0);
   assert.equal(counter(text, "pi_server_runs_total", 'outcome="ok"'), 1);
@@ -203,6 +203,6 @@ test("health endpoints and a separate metrics port; /readyz says 503 while shutt
   assert.equal(notReady.status, 503);
   assert.equal(((await notReady.json()) as { status: string }).status, "shutting_down");
   assert.equal((await fetch(`${base}/healthz`)).status, 200, "still alive while draining");
-  await client.waitForEvent("s", "agent_end");
+  await client.waitForEvent("s", "agent_settled");
   await closing;
 });

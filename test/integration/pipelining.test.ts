@@ -31,7 +31,7 @@ test("back-to-back frames on one connection apply in order: create → subscribe
   await client.waitForEvent("p", "message_update");
   const state = await client.ok<{ isStreaming: boolean }>({ type: "get_state", sessionId: "p" });
   assert.equal(state.isStreaming, true);
-  await client.waitForEvent("p", "agent_end");
+  await client.waitForEvent("p", "agent_settled");
 });
 
 test("frames waiting behind an admission are bounded: past maxPipelinedFrames they get queue_full", async (t) => {

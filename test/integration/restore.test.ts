@@ -75,7 +75,7 @@ async function setup(t: TestContext) {
   const converse = async (client: TestClient, sessionId: string, message: string) => {
     const from = client.frames.length;
     await client.ok({ type: "prompt", sessionId, message });
-    await client.waitForEvent(sessionId, "agent_end", () => true, from);
+    await client.waitForEvent(sessionId, "agent_settled", () => true, from);
   };
   /** Sessions of alice's with one exchange each, on a server that is then closed: stored sessions to restore. */
   const seed = async (ids: string[]) => {
@@ -265,7 +265,7 @@ test("`pi` writing to a conversation the server hosts: noticed before our next w
   const retried = await alice.request(second);
   assert.equal(retried.success, true);
   assert.equal(retried["replayed"], undefined);
-  await alice.waitForEvent("s", "agent_end", () => true, from);
+  await alice.waitForEvent("s", "agent_settled", () => true, from);
   assert.match(JSON.stringify(env.llm.requests.at(-1)?.["messages"]), /pi was here/, "the model saw pi's turn");
   assertOneHistory();
 

@@ -85,7 +85,7 @@ async function toolCall(h: Harness, client: TestClient, tool: string, args: Json
   h.faux.setResponses([fauxAssistantMessage([fauxToolCall(tool, args)], { stopReason: "toolUse" }), fauxAssistantMessage("done")]);
   const from = client.frames.length;
   await client.ok({ type: "prompt", sessionId: "s", message: `use ${tool}` });
-  await client.waitForEvent("s", "agent_end", () => true, from);
+  await client.waitForEvent("s", "agent_settled", () => true, from);
   const end = client.frames.slice(from).find((f) => f.type === "event" && (f["event"] as Frame).type === "tool_execution_end");
   assert.ok(end, "the tool ran");
   return end["event"] as Frame;

@@ -56,7 +56,7 @@ test("list_sessions, subscribe, unsubscribe and ping", async (t) => {
   await b.ok({ type: "subscribe", sessionId: "s" });
   await b.ok({ type: "subscribe", sessionId: "s" }); // idempotent
   await a.ok({ type: "prompt", sessionId: "s", message: "1" });
-  await b.waitForEvent("s", "agent_end");
+  await b.waitForEvent("s", "agent_settled");
   await b.ok({ type: "unsubscribe", sessionId: "s" });
   const count = b.events("s").length;
   await a.ok({ type: "prompt", sessionId: "s", message: "2" });
@@ -108,7 +108,7 @@ test("the programmatic sessions API sees and drives the same sessions", async (t
   await client.waitFor((f) => f.type === "session_created" && f["sessionId"] === "api");
   await client.ok({ type: "subscribe", sessionId: "api" });
   await hosted.session.prompt("hello");
-  await client.waitForEvent("api", "agent_end");
+  await client.waitForEvent("api", "agent_settled");
   assert.equal(h.server.sessions.get("api")?.state().messageCount, 3); // system, user, assistant
   assert.equal(h.server.sessions.list()[0]?.subscribers, 1);
   await h.server.sessions.delete("api");
@@ -123,7 +123,7 @@ test("new_session keeps an in-memory session in memory: no file appears in the s
   await client.ok({ type: "new_session", sessionId: "mem" });
   h.faux.setResponses([fauxAssistantMessage("a reply that pi would persist")]);
   await client.ok({ type: "prompt", sessionId: "mem", message: "hi" });
-  await client.waitForEvent("mem", "agent_end");
+  await client.waitForEvent("mem", "agent_settled");
   assert.equal((await client.ok<{ sessionFile?: string }>({ type: "get_state", sessionId: "mem" })).sessionFile, undefined);
   assert.deepEqual(readdirSync(process.cwd()).sort(), before);
 });

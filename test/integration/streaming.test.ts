@@ -61,7 +61,7 @@ test("a tool call runs real bash in the session's cwd", async (t) => {
   assert.equal(typeof end.event["durationMs"], "number", "pi 1.6 says how long the tool ran");
   assert.match(result.content[0]?.text ?? "", /work2\nhi-42/);
   assert.ok(existsSync(`${h.root}/work2/out.txt`), "bash ran for real in the session cwd");
-  await client.waitForEvent("tools2", "agent_end");
+  await client.waitForEvent("tools2", "agent_settled");
   const text = await client.ok<{ text: string }>({ type: "get_last_assistant_text", sessionId: "tools2" });
   assert.match(text.text, /Output: .*work2\nhi-42/s);
 });

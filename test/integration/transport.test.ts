@@ -143,7 +143,7 @@ test("a slow consumer past its lag limit is closed with 4001 and resumes from it
   await slowGone;
   slow.thaw(); // read what was already on the wire, then the close frame
   assert.equal((await slow.closing()).code, 4001);
-  await fast.waitForEvent("s", "agent_end");
+  await fast.waitForEvent("s", "agent_settled");
 
   const lastSeq = slow.lastSeq("s");
   const resumed = await h.connect();
@@ -155,7 +155,7 @@ test("a slow consumer past its lag limit is closed with 4001 and resumes from it
   });
   assert.equal(sub.epoch, created.epoch);
   assert.equal(sub.replayed, fast.lastSeq("s") - lastSeq);
-  await resumed.waitForEvent("s", "agent_end");
+  await resumed.waitForEvent("s", "agent_settled");
   const combined = [...slow.events("s"), ...resumed.events("s")];
   assert.deepEqual(finalAssistant(combined), finalAssistant(fast.events("s")));
   assert.equal(resumed.events("s")[0]?.seq, lastSeq + 1, "no gap and no duplicate at the seam");
@@ -200,7 +200,7 @@ test("a cursor outside the ring or a wrong epoch yields resync_required with a s
   const client = await h.connect();
   const created = await client.ok<{ epoch: string }>({ type: "create_session", sessionId: "s" });
   await client.ok({ type: "prompt", sessionId: "s", message: "hi" });
-  await client.waitForEvent("s", "agent_end");
+  await client.waitForEvent("s", "agent_settled");
   const seq = client.lastSeq("s");
   const { messages } = await client.ok<{ messages: Message[] }>({ type: "get_messages", sessionId: "s" });
 

@@ -14,7 +14,7 @@ async function prompted(cli: SecureCli, client: TestClient, sessionId: string, t
   cli.llm.replies.push({ text });
   const from = client.frames.length;
   await client.ok({ type: "prompt", sessionId, message: "hi" });
-  await client.waitForEvent(sessionId, "agent_end", () => true, from);
+  await client.waitForEvent(sessionId, "agent_settled", () => true, from);
 }
 
 async function sh(client: TestClient, sessionId: string, command: string): Promise<{ output: string; exitCode?: number }> {
