@@ -274,12 +274,26 @@ export const COMMANDS = {
   bash: lane(
     { command: longStr, excludeFromContext: optBool },
     async (host, f, context) => {
-      const options = {
-        operations: host.bashOperationsFor(context.signal),
-        excludeFromContext: f["excludeFromContext"] as boolean | undefined,
-        id: context.commandId,
-      };
-      const { fullOutputPath, ...result } = await fromPi(() => host.session.executeBash(s(f, "command"), undefined, options));
+      const session = host.session;
+      const command = s(f, "command");
+      const excludeFromContext = f["excludeFromContext"] as boolean | undefined;
+      // As pi's RPC mode: extensions' `user_bash` handlers first. One may answer for the command (recorded as pi
+      // does) or offer its own operations, which only an unconfined session uses (bashOperationsFor).
+      const offered = await fromPi(() =>
+        session.extensionRunner.emitUserBash({
+          type: "user_bash",
+          command,
+          excludeFromContext: excludeFromContext ?? false,
+          cwd: session.sessionManager.getCwd(),
+        }),
+      );
+      if (offered?.result) {
+        session.recordBashResult(command, offered.result, { excludeFromContext });
+        const { fullOutputPath: _extensionLog, ...answered } = offered.result;
+        return answered;
+      }
+      const options = { operations: host.bashOperationsFor(context.signal, offered?.operations), excludeFromContext, id: context.commandId };
+      const { fullOutputPath, ...result } = await fromPi(() => session.executeBash(command, undefined, options));
       // pi keeps long output in a temp log; nobody can read it through us, and it would stay forever.
       removeBashLog(fullOutputPath);
       return result;

@@ -355,7 +355,12 @@ export class SessionHost {
    * Bash execution with the session's shell, guarded by the bash breaker; with `signal` (a `bash` command's), also
    * stopped by it. The agent's bash tool uses the same path without a signal of ours.
    */
-  bashOperationsFor(signal?: AbortSignal): BashOperations {
+  bashOperationsFor(signal?: AbortSignal, extension?: BashOperations): BashOperations {
+    // Operations an extension offered for a direct `bash` (pi's `user_bash`) run outside any sandbox: only where
+    // the session has none to escape (no workspace). They still pass the breaker and the command's signal.
+    if (extension !== undefined && this.workspace === undefined) {
+      return guardBashOperations(extension, this.#options.breakers.bash, signal);
+    }
     const sandboxed = sandboxedBashOperations({
       sandbox: this.#options.sandbox,
       workspace: this.workspace,
@@ -456,6 +461,7 @@ export class SessionHost {
     const runtime = this.#runtime;
     await session.bindExtensions({
       uiContext: createUiContext(this.dialogs, this.hub, session.extensionRunner.getUIContext()),
+      mode: "rpc", // extensions' `ctx.mode`: a headless client over the RPC protocol, as under pi --mode rpc
       commandContextActions: {
         waitForIdle: () => runtime.session.agent.waitForIdle(),
         newSession: (options) => runtime.newSession(options),

@@ -5,12 +5,14 @@
  * summarization retries). Field validation of the new fields: test/integration/bad-input.test.ts.
  */
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { fauxAssistantMessage, fauxText, fauxToolCall } from "@earendil-works/pi-ai";
 import { createBashToolDefinition, type ExtensionFactory } from "@earendil-works/pi-coding-agent";
-import type { EventFrame } from "../helpers/client.js";
+import { tokenAuth } from "../../src/index.js";
+import { connectAs, type EventFrame } from "../helpers/client.js";
+import { tempDir } from "../helpers/faux.js";
 import { startServer } from "../helpers/server.js";
 
 type Entry = { id: string; type: string; parentId: string | null; customType?: string; message?: { role: string } };
@@ -198,4 +200,66 @@ test("a compaction whose summary fails once is retried: the summarization_retry 
   assert.deepEqual(Object.keys(scheduled?.event ?? {}).sort(), ["attempt", "delayMs", "errorMessage", "maxAttempts", "type"]);
   const attempt = client.events("s").find((e) => e.event.type === "summarization_retry_attempt_start");
   assert.deepEqual(attempt?.event, { type: "summarization_retry_attempt_start", source: "compaction", reason: "manual" });
+});
+
+/**
+ * pi's `user_bash`: an extension may answer a direct `bash` itself (recorded as pi records it) or offer its own
+ * operations, which an unconfined session uses and a confined one never does (they would run outside its sandbox).
+ */
+function userBashExtension(marker: string): ExtensionFactory {
+  return (pi) => {
+    pi.on("user_bash", (event) => {
+      if (event.command === "answered-by-extension") {
+        return { result: { output: "from the extension\n", exitCode: 0, cancelled: false, truncated: false } };
+      }
+      if (event.command.startsWith("echo ")) {
+        return {
+          operations: {
+            exec: async (_command, _cwd, { onData }) => {
+              writeFileSync(marker, "the extension's operations ran");
+              onData(Buffer.from("extension operations\n"));
+              return { exitCode: 0 };
+            },
+          },
+        };
+      }
+      return undefined;
+    });
+  };
+}
+
+test("bash asks extensions first (user_bash): an answered command is recorded; offered operations run only unconfined", async (t) => {
+  const dir = tempDir("user-bash");
+  t.after(dir.cleanup);
+  const marker = join(dir.path, "marker");
+  const h = await startServer(t, {}, { extensionFactories: [userBashExtension(marker)] });
+  const client = await h.connect();
+  await client.ok({ type: "create_session", sessionId: "s" });
+  const answered = await client.ok<{ output: string; exitCode: number }>({ type: "bash", sessionId: "s", command: "answered-by-extension" });
+  assert.deepEqual([answered.output, answered.exitCode], ["from the extension\n", 0]);
+  const { entries } = await client.ok<{ entries: Array<{ message?: { role: string; command?: string; output?: string } }> }>({
+    type: "get_entries",
+    sessionId: "s",
+  });
+  const recorded = entries.map((e) => e.message).find((m) => m?.role === "bashExecution");
+  assert.deepEqual([recorded?.command, recorded?.output], ["answered-by-extension", "from the extension\n"], "recorded as pi does");
+  const unconfined = await client.ok<{ output: string }>({ type: "bash", sessionId: "s", command: "echo real" });
+  assert.equal(unconfined.output, "extension operations\n");
+  assert.equal(existsSync(marker), true);
+  rmSync(marker);
+
+  // Confined: the same extension's operations are not used; the command runs in the session's sandbox.
+  const workspaces = tempDir("user-bash-ws");
+  t.after(workspaces.cleanup);
+  const confined = await startServer(
+    t,
+    { auth: tokenAuth({ tokens: [{ principal: "alice", token: "alice-token-0123456789" }] }), workspaces: { root: workspaces.path }, sandbox: "bwrap" },
+    { extensionFactories: [userBashExtension(marker)] },
+  );
+  const alice = await connectAs(confined.url, "alice-token-0123456789");
+  t.after(() => alice.close());
+  await alice.ok({ type: "create_session", sessionId: "c" });
+  const real = await alice.ok<{ output: string }>({ type: "bash", sessionId: "c", command: "echo real" });
+  assert.equal(real.output, "real\n");
+  assert.equal(existsSync(marker), false, "the extension's operations never ran for a confined session");
 });
