@@ -3,18 +3,7 @@
  * types, which are pi's own `RpcCommand` / `RpcResponse` for session commands. Type-only: nothing here exists at
  * run time, so the client carries no dependency.
  */
-import type {
-  CommandFrame,
-  ErrorResponseFrame,
-  EventFrame,
-  MessageUpdateEvent,
-  NoticeFrame,
-  PiSessionEvent,
-  ResponseFrame,
-  ServerFrame,
-  SessionEvent,
-  SubscriptionEncoding,
-} from "../server/frames.js";
+import type { CommandFrame, ErrorResponseFrame, ResponseFrame } from "../server/frames.js";
 
 export type {
   CommandFrame,
@@ -27,7 +16,7 @@ export type {
   ServerFrame,
   SessionEvent,
   SubscriptionEncoding,
-};
+} from "../server/frames.js";
 
 /** Every command type the server accepts. */
 export type CommandType = CommandFrame["type"];

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import type { TestContext } from "node:test";
-import { type Child, cleanEnv, collect, exited, firstLine, run } from "./cli.js";
+import { type Child, cleanEnv, collect, firstLine, killAll, run } from "./cli.js";
 import { connectAs, TestClient } from "./client.js";
 import { type EchoModel, echoModelsJson, startEchoModel } from "./echo-model.js";
 import { tempDir } from "./faux.js";
@@ -58,14 +58,7 @@ export async function carriedOver(t: TestContext, name: "open" | "confined"): Pr
   const clients: TestClient[] = [];
   t.after(async () => {
     await Promise.all(clients.map((c) => c.close()));
-    await Promise.all(
-      children.map((child) => {
-        if (child.exitCode !== null || child.signalCode !== null) return undefined;
-        const gone = exited(child);
-        child.kill("SIGKILL");
-        return gone;
-      }),
-    );
+    await killAll(children);
     await llm.close();
     temp.cleanup();
   });

@@ -32,6 +32,18 @@ export function exited(child: Child): Promise<number | null> {
   return new Promise((resolve) => child.on("exit", (code) => resolve(code)));
 }
 
+/** SIGKILL every child still running and wait until each has exited (teardown before a temp dir is removed). */
+export function killAll(children: readonly Child[]): Promise<unknown> {
+  return Promise.all(
+    children.map((child) => {
+      if (child.exitCode !== null || child.signalCode !== null) return undefined;
+      const gone = exited(child);
+      child.kill("SIGKILL");
+      return gone;
+    }),
+  );
+}
+
 export function firstLine(stream: Readable): Promise<string> {
   return new Promise((resolve, reject) => {
     let buffer = "";

@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
-import { type Child, cleanEnv, collect, exited, firstLine, run } from "./cli.js";
+import { type Child, cleanEnv, collect, exited, firstLine, killAll, run } from "./cli.js";
 import { connectAs, type TestClient } from "./client.js";
 import { tempDir } from "./faux.js";
 import { modelsJson, type OpenAiServer, startOpenAiServer } from "./openai-server.js";
@@ -41,14 +41,7 @@ export async function durableHarness(t: TestContext): Promise<DurableHarness> {
   const children: Child[] = [];
   // One hook, in this order: no server may still be writing into the temp dir while it is removed.
   t.after(async () => {
-    await Promise.all(
-      children.map((child) => {
-        if (child.exitCode !== null || child.signalCode !== null) return undefined;
-        const gone = exited(child);
-        child.kill("SIGKILL");
-        return gone;
-      }),
-    );
+    await killAll(children);
     await llm.close();
     temp.cleanup();
   });
