@@ -1,7 +1,7 @@
 import { constants } from "node:fs";
 import { mkdtemp, open, readFile, realpath, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { basename, join, resolve } from "node:path";
+import { basename, isAbsolute, join, resolve } from "node:path";
 import { PiServerError } from "../errors.js";
 import { versionProblem } from "../store/readable-conversation.js";
 import { confine, isWithin } from "./paths.js";
@@ -44,6 +44,18 @@ async function readHeader(path: string): Promise<{ cwd?: unknown; version?: unkn
 }
 
 /**
+ * Is a pi conversation whose header records `cwd` one of `workspace`'s? Decided by the recorded text alone. pi wrote
+ * it from the session's cwd, which the server placed as a real path inside the owner's workspace (adr/0011), and no
+ * principal can write the session storage, so it says for good whose the conversation is. Never resolved again: a
+ * principal may later replace a directory of its own workspace with a symlink into someone else's, and a real-path
+ * check would then hand its conversation to the link's target (the `bob`/`bobby` plant). Not absolute or not
+ * normalized (`/ws/bobby/../bob`): nobody's.
+ */
+export function recordedInWorkspace(cwd: unknown, workspace: string): cwd is string {
+  return typeof cwd === "string" && isAbsolute(cwd) && resolve(cwd) === cwd && isWithin(cwd, workspace);
+}
+
+/**
  * Check a client's `switch_session.sessionPath` or `new_session.parentSession`: it must be an existing pi session
  * file (its first line a session header), so no other file is ever opened for writing. Confined, it must also lie
  * in the server's session storage and its recorded cwd in the principal's workspace. Returns the real path.
@@ -59,12 +71,20 @@ export async function checkSessionFile(scope: PathScope, requested: string): Pro
   if (scope.sessionsRoot === undefined) {
     throw new PiServerError("forbidden_path", "This server keeps no session files");
   }
+  // The file itself must really lie in the server's storage, which no principal can write (readHeader refuses a
+  // symlink swapped in since).
   const real = await realpath(resolve(scope.sessionsRoot, requested)).catch(() => undefined);
   if (real === undefined || !isWithin(real, scope.sessionsRoot) || !real.endsWith(".jsonl")) throw notYours();
   const header = await readHeader(real);
-  if (typeof header?.cwd !== "string") throw notYours();
-  const headerCwd = await realpath(header.cwd).catch(() => undefined);
-  if (headerCwd === undefined || !isWithin(headerCwd, scope.workspace)) throw notYours();
+  // Whose it is: the recorded cwd as text, the rule list_stored_sessions applies too.
+  if (!recordedInWorkspace(header?.cwd, scope.workspace)) throw notYours();
+  // Not whose it is, but where pi would run it: switch_session makes the header's cwd the session's cwd (pi's
+  // switchSession), and pi reads context files there, so it must still be a place create_session.cwd would accept
+  // (its real path inside the workspace). The one look into the workspace, and only at a path that passed the
+  // lexical check; a cwd deleted since is pi's to refuse (a parent session's cwd is never used).
+  await confine(scope.workspace, scope.workspace, header.cwd, "cwd").catch(() => {
+    throw notYours();
+  });
   return knownVersion(real, header);
 }
 
