@@ -10,6 +10,7 @@ import type { PathScope } from "../isolation/session-files.js";
 import { type ConversationGuard, guardConversation } from "../store/conversation-guard.js";
 import { createUiContext, Dialogs } from "./dialogs.js";
 import { EventHub, type ReplayLimits } from "./event-hub.js";
+import { removeOutputFiles, writesOutputFiles } from "./mcp-output-files.js";
 import { type McpSettings, sessionMcp } from "./mcp-setup.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
 import type { FrameBytes } from "./wire-frame.js";
@@ -449,6 +450,10 @@ export class SessionHost {
         if (event.type === "tool_execution_end") {
           if (event.toolName === "bash") {
             removeBashLog((event.result as { details?: { fullOutputPath?: unknown } } | undefined)?.details?.fullOutputPath);
+          } else if (this.workspace !== undefined && writesOutputFiles(event.toolName)) {
+            // Files its `read` cannot open, which would stay in the server's temp dir for good (adr/0024). An
+            // unconfined session's model reads them, as under pi.
+            void removeOutputFiles(event.result);
           }
           const known = session.agent.state.tools.some((tool) => tool.name === event.toolName);
           this.#options.onToolCall?.(known ? event.toolName : "unknown", event.isError ? "error" : "ok");
