@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { type McpHarness, probeEntry, resultText, startMcpServer, toolTurn, uniqueTag } from "../helpers/mcp.js";
+import { type McpHarness, probeEntry, processesWith, resultText, startMcpServer, toolTurn, uniqueTag } from "../helpers/mcp.js";
+import { eventually } from "../helpers/secure-cli.js";
 import type { TestClient } from "../helpers/client.js";
 
 /** alice gets the operator's `probe`, bob its `probe2` (the hook); codemode and tool_search are on for everyone. */
@@ -84,4 +85,24 @@ test("tool_search in a confined session finds the session's own tools only", asy
   assert.doesNotMatch(resultText(aliceEnd), /mcp__probe2__/);
   assert.match(resultText(bobEnd), /mcp__probe2__probe/);
   assert.doesNotMatch(resultText(bobEnd), /mcp__probe__probe/);
+});
+
+test("one principal's scripts cannot hold every codemode worker: another principal's script runs while they wait on a long tool call", async (t) => {
+  const { h, alice, bob } = await setup(t);
+  const tag = uniqueTag("sleeper");
+  const hold = { name: "codemode", arguments: { code: `await tools.bash({ command: "sleep 100; : ${tag}" }); return "held";` } };
+  // pi allows two workers per process: alice's two scripts, each waiting on its bash, would hold both.
+  h.llm.replies.push({ text: "", toolCalls: [hold, hold] });
+  const from = alice.frames.length;
+  await alice.ok({ type: "prompt", sessionId: "a", message: "hold the workers" });
+  await alice.waitForEvent("a", "tool_execution_start", (event) => event["toolName"] === "bash", from);
+
+  // Without a limit per owner, bob's script would wait 60 s for a worker and fail; toolTurn waits 15 s at most.
+  const [end] = (await toolTurn(h, bob, "b", [{ name: "codemode", arguments: { code: 'return "bob ran";' } }])).filter((e) => e["toolName"] === "codemode");
+  assert.ok(end);
+  assert.match(resultText(end), /^Script completed[\s\S]*bob ran/);
+
+  await alice.ok({ type: "abort", sessionId: "a" });
+  await alice.waitForEvent("a", "agent_settled", () => true, from);
+  assert.ok(await eventually(() => processesWith(tag).length === 0), processesWith(tag).join("\n"));
 });
