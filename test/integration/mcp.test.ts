@@ -74,6 +74,57 @@ test("a confined session's stdio MCP server runs in its sandbox: its tool reache
   assert.ok(own.processes <= 3, `its own PID namespace (${own.processes} processes visible)`);
 });
 
+test("the operator's env values reach a sandboxed MCP server through its environment, never the arguments every host process can read", async (t) => {
+  const tag = uniqueTag("probe");
+  const secret = `ghp_${Math.random().toString(36).slice(2)}`;
+  process.env["PI_SERVER_TEST_MCP_TOKEN"] = secret;
+  t.after(() => delete process.env["PI_SERVER_TEST_MCP_TOKEN"]);
+  const h = await startMcpServer(t, {
+    servers: { probe: probeEntry(tag, { env: { GITHUB_TOKEN: "${PI_SERVER_TEST_MCP_TOKEN}", PATH: "/usr/bin:/bin" } }) },
+    options: { mcpServers: ["probe"] },
+  });
+  const alice = await h.connectAs("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  const [end] = await toolTurn(h, alice, "s", [probe({})]);
+  const report = probeReport(end as never);
+  assert.equal(report.env["GITHUB_TOKEN"], secret, "the server in the sandbox sees its configured value");
+  assert.equal(report.env["PATH"], "/usr/bin:/bin", "a configured value wins over the sandbox's");
+  assert.equal(report.env["HOME"], h.home("alice"));
+  assert.ok(!JSON.stringify(report.env).includes(h.marker), "and none of the server's own variables");
+
+  const pids = processesWith(tag).map((line) => Number(line.split(" ")[0]));
+  const cmdlines = pids.map((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
+    } catch {
+      return ""; // gone meanwhile
+    }
+  });
+  assert.ok(cmdlines.some((cmdline) => /bwrap /.test(cmdline)), `the server's bwrap is running:\n${cmdlines.join("\n")}`);
+  for (const cmdline of cmdlines) assert.ok(!cmdline.includes(secret), `a configured value in a command line: ${cmdline}`);
+});
+
+test("a !command value of the operator's mcp.json runs without blocking the server's event loop", async (t) => {
+  const tag = uniqueTag("probe");
+  const marks = tempDir("mcp-command");
+  t.after(marks.cleanup);
+  const [from, to] = [join(marks.path, "from"), join(marks.path, "to")];
+  // pi runs it with execFileSync: the event loop would stand still for the whole second.
+  const command = `!date +%s%N > ${from}; sleep 1; date +%s%N > ${to}; echo operator-token`;
+  const h = await startMcpServer(t, { servers: { probe: probeEntry(tag, { env: { TOKEN: command } }) }, options: { mcpServers: ["probe"] } });
+  const ticks: number[] = []; // wall-clock times at which the event loop ran a timer
+  const ticker = setInterval(() => ticks.push(performance.timeOrigin + performance.now()), 10);
+  t.after(() => clearInterval(ticker));
+  const alice = await h.connectAs("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" }); // its servers connect in the background
+  const [end] = await toolTurn(h, alice, "s", [probe({})]); // waits for the server (a direct tool)
+  clearInterval(ticker);
+  assert.equal(probeReport(end as never).env["TOKEN"], "operator-token");
+  const [ranFrom, ranTo] = [from, to].map((file) => Number(readFileSync(file, "utf8").trim()) / 1e6) as [number, number];
+  const during = ticks.filter((time) => time > ranFrom && time < ranTo).length;
+  assert.ok(during >= 10, `the event loop ran ${during} timers in the ${Math.round(ranTo - ranFrom)} ms the command ran`);
+});
+
 test("with sandbox: none (explicit), a confined session's MCP server still gets none of the server's environment", async (t) => {
   const h = await startMcpServer(t, { servers: { probe: probeEntry(uniqueTag("probe")) }, options: { mcpServers: ["probe"], sandbox: "none" } });
   const alice = await h.connectAs("alice");
