@@ -45,6 +45,14 @@ export interface SettledOutcome {
   readonly settledAt: number;
 }
 
+/**
+ * The one key of a (principal, idempotencyKey) pair: both are free text (a JWT's `sub` may hold a newline), so they
+ * are JSON-encoded as a pair, never joined with a separator — `a\nb`+`c` and `a`+`b\nc` stay two keys (issue 26).
+ */
+export function idempotencyId(principal: string, key: string): string {
+  return JSON.stringify([principal, key]);
+}
+
 export class IdempotencyCache {
   readonly #options: IdempotencyOptions;
   /** Insertion-ordered: the first settled entry is the oldest one. */
@@ -64,7 +72,7 @@ export class IdempotencyCache {
    */
   async run<T>(principal: string, key: string, fingerprint: string, execute: () => Promise<T>): Promise<{ value: T; replayed: boolean }> {
     this.#expire();
-    const id = `${principal}\n${key}`;
+    const id = idempotencyId(principal, key);
     const known = this.#entries.get(id);
     if (known !== undefined) {
       if (known.fingerprint !== fingerprint) throw new IdempotencyConflict(key);
@@ -95,7 +103,7 @@ export class IdempotencyCache {
   /** Put back an outcome kept across a restart (the journal's). */
   restore(outcome: SettledOutcome): void {
     const { principal, key, fingerprint, value, settledAt } = outcome;
-    this.#entries.set(`${principal}\n${key}`, { principal, key, fingerprint, outcome: Promise.resolve(value), settledAt, value });
+    this.#entries.set(idempotencyId(principal, key), { principal, key, fingerprint, outcome: Promise.resolve(value), settledAt, value });
     this.#expire();
     this.#evict();
   }

@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { type FileHandle, open, readFile, rename } from "node:fs/promises";
 import { dirname } from "node:path";
+import { idempotencyId } from "../server/idempotency.js";
 import { syncDir } from "./session-store.js";
 
 /** A command's response as kept for replay: what followed `"success"` in the first answer. */
@@ -44,7 +45,12 @@ export class IdempotencyJournal {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   }
 
-  /** Read the journal (missing: empty); the newest line of a key wins. */
+  /**
+   * Read the journal (missing: empty); the newest line of a (principal, key) pair wins. Every line has always kept
+   * the principal and the key as separate fields, so journals written before issue 26 read the same: only the
+   * in-memory grouping changed (a pair is told apart by `idempotencyId`, no longer by a newline-joined string that
+   * let one principal's `dropped` line erase another's outcome).
+   */
   async load(): Promise<JournalEntry[]> {
     const text = await readFile(this.#path, "utf8").catch((error: NodeJS.ErrnoException) => {
       if (error.code === "ENOENT") return "";
@@ -54,7 +60,7 @@ export class IdempotencyJournal {
     for (const raw of text.split("\n")) {
       const line = parseLine(raw);
       if (!line) continue;
-      const id = `${line.p}\n${line.k}`;
+      const id = idempotencyId(line.p, line.k);
       entries.delete(id); // re-inserted: Map order is the order of the newest line
       if (line.t === "dropped") continue;
       entries.set(id, { principal: line.p, key: line.k, fingerprint: line.f, outcome: line.t === "done" ? line.o : undefined, at: line.at });
