@@ -21,6 +21,19 @@ const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx
 /** Files under /etc that are secrets of the host, hidden even though /etc is shown. */
 const MASKED_FILES = ["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers"];
 
+/**
+ * Kernel knobs under the sandbox's /proc, bound read-only over it (issue 26). A process whose host uid is 0 may write
+ * `/proc/sys` (sysctls check the file mode and the global uid, not capabilities), and bubblewrap's own read-only cover
+ * is skipped whenever its `access()` probe fails, as it does for the server running as root. `/sys` is never shown.
+ * `-try`: `/proc/sysrq-trigger` is absent on kernels without magic SysRq.
+ */
+const PROC_COVERS = [
+  "--ro-bind",
+  "/proc/sys",
+  "/proc/sys",
+  ...["/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs", "/proc/acpi"].flatMap((path) => ["--ro-bind-try", path, path]),
+];
+
 function findOnPath(name: string): string | undefined {
   for (const dir of (process.env["PATH"] ?? "").split(delimiter)) {
     if (dir && existsSync(join(dir, name))) return join(dir, name);
@@ -73,7 +86,7 @@ export function bwrapArgs(workspace: string, cwd: string, network: boolean): str
     ...(network ? [] : ["--unshare-net"]),
   ];
   args.push(...systemMounts());
-  args.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run");
+  args.push("--proc", "/proc", ...PROC_COVERS, "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run");
   args.push("--bind", workspace, workspace, "--chdir", cwd);
   args.push("--clearenv", ...envArgs(sandboxEnv(workspace)));
   return args;
