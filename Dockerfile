@@ -13,8 +13,9 @@ RUN npm ci --no-audit --no-fund --ignore-scripts && npx tsc -p tsconfig.build.js
 
 # --- runtime -------------------------------------------------------------------------------------------------------
 FROM node:24-bookworm-slim
-# tini reaps zombies and forwards signals; bubblewrap is the sandbox for the agents' bash; git and ripgrep for tools.
-RUN apt-get update && apt-get install -y --no-install-recommends tini bubblewrap git ripgrep ca-certificates \
+# tini reaps zombies and forwards signals; bubblewrap is the sandbox for the agents' bash (slirp4netns its network
+# with --sandbox-network outbound); git and ripgrep for tools.
+RUN apt-get update && apt-get install -y --no-install-recommends tini bubblewrap slirp4netns git ripgrep ca-certificates \
   && rm -rf /var/lib/apt/lists/*
 # Agent dir (auth, models, settings, sessions) and workspaces live in one volume, as in the systemd unit.
 RUN useradd --create-home --uid 10001 pi \

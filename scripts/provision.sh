@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the system programs the tests need (Debian packages), or fails at once with the command to run.
-# Run first by `npm test`; `.ci/run` runs `npm test` too. Needed: bubblewrap (bash sandbox), prometheus + promtool
-# (metrics tests), ripgrep and fd-find (pi's grep and find tools; pi would try to download them otherwise),
+# Run first by `npm test`; `.ci/run` runs `npm test` too. Needed: bubblewrap (bash sandbox), slirp4netns (the
+# sandbox's outbound network), prometheus + promtool (metrics tests), ripgrep and fd-find (pi's grep and find tools; pi would try to download them otherwise),
 # systemd-analyze (checks deploy/pi-server.service), chromium (the client suite in a real browser, via playwright-core),
 # redis-server (several nodes on Redis).
 set -eu
@@ -9,6 +9,7 @@ set -eu
 missing=""
 need() { command -v "$1" >/dev/null 2>&1 || missing="$missing $2"; }
 need bwrap bubblewrap
+need slirp4netns slirp4netns
 need promtool prometheus
 need prometheus prometheus
 need rg ripgrep

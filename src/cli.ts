@@ -63,7 +63,8 @@ Isolation (see README "Security"):
   --workspace-root <dir>   directory of the principals' workspaces [PI_SERVER_WORKSPACE_ROOT] (default: --cwd)
   --shared-workspace       all principals share the workspace root [PI_SERVER_SHARED_WORKSPACE=1] (default with auth: one each)
   --sandbox <mode>         auto|bwrap|none: where bash runs        [PI_SERVER_SANDBOX]       (default auto)
-  --no-network             sandboxed commands get no network       [PI_SERVER_SANDBOX_NETWORK=0]
+  --sandbox-network <net>  none|outbound: outbound is the internet through slirp4netns, never the host [PI_SERVER_SANDBOX_NETWORK] (default none)
+  --no-network             same as --sandbox-network none
   --project-extensions     load <cwd>/.pi extensions, settings, mcp.json [PI_SERVER_PROJECT_EXTENSIONS=1] (default: on without auth only)
   --mcp-servers <list>     all|none|a,b: <agent dir>/mcp.json servers sessions get [PI_SERVER_MCP_SERVERS] (default: none with auth)
   --max-pre-auth <n>       connections not yet authenticated, at most [PI_SERVER_MAX_PRE_AUTH] (default ${DEFAULTS.maxPreAuthConnections})
@@ -154,6 +155,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "shared-workspace": { type: "boolean" },
       sandbox: { type: "string" },
       "no-network": { type: "boolean" },
+      "sandbox-network": { type: "string" },
       "project-extensions": { type: "boolean" },
       "mcp-servers": { type: "string" },
       "max-pre-auth": { type: "string" },
@@ -275,9 +277,11 @@ function isolationOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiSer
     }
     options.sandbox = sandbox.text;
   }
-  const networkEnv = env["PI_SERVER_SANDBOX_NETWORK"];
-  if (values["no-network"]) options.sandboxNetwork = false;
-  else if (networkEnv !== undefined) options.sandboxNetwork = parseBoolean(networkEnv, "PI_SERVER_SANDBOX_NETWORK");
+  // none|outbound; the booleans of before issue 26 (PI_SERVER_SANDBOX_NETWORK=0/1) still mean none/outbound.
+  const network = values["no-network"] ? { text: "none", source: "--no-network" } : setting(values, env, "sandbox-network", "PI_SERVER_SANDBOX_NETWORK");
+  if (network !== undefined) {
+    options.sandboxNetwork = network.text === "none" || network.text === "outbound" ? network.text : parseBoolean(network.text, network.source);
+  }
   const projectExtensions = switchSetting(values, env, "project-extensions", "PI_SERVER_PROJECT_EXTENSIONS");
   if (projectExtensions !== undefined) options.projectExtensions = projectExtensions;
   const mcpServers = setting(values, env, "mcp-servers", "PI_SERVER_MCP_SERVERS");

@@ -1,19 +1,52 @@
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, lstatSync, readlinkSync } from "node:fs";
 import { delimiter, join } from "node:path";
+import type { Readable, Writable } from "node:stream";
 import type { BashOperations } from "@earendil-works/pi-coding-agent";
 
 /** `auto`: bubblewrap when it works here, else none (with a warning); `bwrap`: required; `none`: no sandbox. */
 export type SandboxMode = "auto" | "bwrap" | "none";
+
+/**
+ * The network of sandboxed commands (issue 26): `none`, their own network namespace with only its loopback;
+ * `outbound`, that namespace wired to the internet by slirp4netns with the host's loopback disabled.
+ */
+export type SandboxNetwork = "none" | "outbound";
+
+/** Bounds of each sandboxed command (the `sandboxLimits` option); 0 leaves a limit off. */
+export interface SandboxLimits {
+  /** Size of the command's `/tmp` tmpfs in bytes (writes beyond it fail with ENOSPC). */
+  readonly tmpfsBytes: number;
+  /** RLIMIT_NPROC: processes of the command's user (not applied by the kernel to uid 0). */
+  readonly processes: number;
+  /** RLIMIT_FSIZE: the largest file a command writes, in bytes (SIGXFSZ / EFBIG beyond). */
+  readonly fileSizeBytes: number;
+  /** RLIMIT_AS: address space of each process, in bytes. */
+  readonly memoryBytes: number;
+  /** RLIMIT_CPU: CPU seconds of each process (SIGXCPU, then SIGKILL). */
+  readonly cpuSeconds: number;
+}
 
 /** The sandbox the server runs bash in, decided once at start (adr/0011). */
 export interface Sandbox {
   readonly kind: "bwrap" | "none";
   /** Path of the bubblewrap binary (kind `bwrap`). */
   readonly bwrapPath: string | undefined;
-  /** Sandboxed commands may use the network. */
+  /**
+   * Sandboxed bash reaches the internet: `sandboxNetwork: "outbound"` with slirp4netns found at start. A sandboxed
+   * command never shares the host's network namespace, whatever this says (issue 26).
+   */
   readonly network: boolean;
+  /** slirp4netns, which wires a command's network namespace to the internet when `network` (issue 26). */
+  readonly slirp4netnsPath?: string | undefined;
+  /** Limits of each command; undefined: `DEFAULT_SANDBOX_LIMITS`' tmpfs bound and no rlimits. */
+  readonly limits?: SandboxLimits | undefined;
 }
+
+/** `/run` holds only sockets and pid files of the command's own daemons: a small fixed bound (issue 26). */
+const RUN_TMPFS_BYTES = 16 * 1024 * 1024;
+/** The tmpfs bound when the caller gives no limits (bubblewrap's own default is half the RAM, per command). */
+const DEFAULT_TMPFS_BYTES = 256 * 1024 * 1024;
 
 const SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** System directories the sandbox shows read-only (symlinks such as merged-/usr `/bin` are recreated as links). */
@@ -41,15 +74,36 @@ function findOnPath(name: string): string | undefined {
   return undefined;
 }
 
-/** Is bubblewrap installed and able to create the namespaces we use on this machine? */
+/** Decided by `detectBubblewrap`, once: does bubblewrap get a user namespace here? */
+let userNamespace = false;
+
+function probe(path: string, args: string[]): boolean {
+  return spawnSync(path, ["--ro-bind", "/", "/", ...args, "true"], { stdio: "ignore", timeout: 10_000 }).status === 0;
+}
+
+/**
+ * Is bubblewrap installed and able to create the namespaces we use on this machine? Also decides, once, whether the
+ * sandbox gets its own user namespace (`--unshare-user`): where the kernel or a container's seccomp profile refuses
+ * one, commands run without it, as before issue 26 (the read-only covers, dropped capabilities and no_new_privs hold
+ * either way; the user namespace adds that its mounts are locked against remounting, adr/0011).
+ */
 export function detectBubblewrap(): string | undefined {
   const path = findOnPath("bwrap");
   if (!path) return undefined;
-  const probe = spawnSync(path, ["--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent", "--cap-drop", "ALL", "true"], {
-    stdio: "ignore",
-    timeout: 10_000,
-  });
-  return probe.status === 0 ? path : undefined;
+  const namespaces = ["--unshare-pid", "--unshare-net", "--die-with-parent", "--cap-drop", "ALL"];
+  if (!probe(path, namespaces)) return undefined;
+  userNamespace = probe(path, ["--unshare-user", ...namespaces]);
+  return path;
+}
+
+/** Does the sandbox get its own user namespace (decided by `detectBubblewrap`)? */
+export function sandboxUserNamespace(): boolean {
+  return userNamespace;
+}
+
+/** slirp4netns, for `sandboxNetwork: "outbound"`; undefined when it is not installed. */
+export function detectSlirp4netns(): string | undefined {
+  return findOnPath("slirp4netns");
 }
 
 let mounts: string[] | undefined;
@@ -72,21 +126,28 @@ function systemMounts(): string[] {
   return mounts;
 }
 
-/** The bubblewrap arguments that run a command with only `workspace` writable (adr/0011). */
-export function bwrapArgs(workspace: string, cwd: string, network: boolean): string[] {
+/**
+ * The bubblewrap arguments that run a command with only `workspace` writable (adr/0011). The command always gets its
+ * own network namespace (issue 26): `_network` is kept for callers of before the network policy and changes nothing
+ * here; `sandboxedBashOperations` wires the namespace to the internet itself when the sandbox allows outbound.
+ */
+export function bwrapArgs(workspace: string, cwd: string, _network?: boolean, limits?: SandboxLimits): string[] {
   const args = [
     "--die-with-parent", // nothing survives the server, even SIGKILL
+    ...(userNamespace ? ["--unshare-user"] : []), // its read-only mounts are locked: no remount, even with capabilities
     "--unshare-pid", // the tree dies with the command: background jobs and setsid included
+    "--unshare-net", // no address of the host: loopback ports, abstract Unix sockets (issue 26)
     "--unshare-ipc",
     "--unshare-uts",
     "--unshare-cgroup-try",
     "--new-session",
     "--cap-drop",
     "ALL",
-    ...(network ? [] : ["--unshare-net"]),
   ];
   args.push(...systemMounts());
-  args.push("--proc", "/proc", ...PROC_COVERS, "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run");
+  const tmpfsBytes = String(limits?.tmpfsBytes || DEFAULT_TMPFS_BYTES);
+  args.push("--proc", "/proc", ...PROC_COVERS, "--dev", "/dev");
+  args.push("--size", tmpfsBytes, "--tmpfs", "/tmp", "--size", String(RUN_TMPFS_BYTES), "--tmpfs", "/run");
   args.push("--bind", workspace, workspace, "--chdir", cwd);
   args.push("--clearenv", ...envArgs(sandboxEnv(workspace)));
   return args;
@@ -99,6 +160,60 @@ function envArgs(env: Record<string, string>): string[] {
 /** The whole environment of a confined command: no variable of the server's reaches it (secrets, provider keys). */
 export function sandboxEnv(workspace: string): Record<string, string> {
   return { PATH: SANDBOX_PATH, HOME: workspace, TMPDIR: "/tmp", LANG: "C.UTF-8", TERM: "dumb", PI_SANDBOX: "1" };
+}
+
+/**
+ * `prlimit` in front of a sandboxed command: the limits hold for it and everything it starts (rlimits are inherited)
+ * and cannot be raised again (hard = soft). util-linux's prlimit is in every Debian system, so inside the sandbox.
+ */
+function rlimitArgs(limits: SandboxLimits | undefined): string[] {
+  if (!limits) return [];
+  const set = (flag: string, value: number) => (value > 0 ? [`--${flag}=${value}:${value}`] : []);
+  const args = [
+    ...set("nproc", limits.processes),
+    ...set("fsize", limits.fileSizeBytes),
+    ...set("as", limits.memoryBytes),
+    ...set("cpu", limits.cpuSeconds),
+  ];
+  return args.length > 0 ? ["prlimit", ...args, "--"] : [];
+}
+
+/**
+ * Wire a sandboxed command's network namespace to the internet (issue 26, `sandboxNetwork: "outbound"`): bwrap writes
+ * its child's pid on fd 3; slirp4netns, a user-space TCP/IP stack, attaches a tap device there with the host's
+ * loopback disabled (`10.0.2.2` refuses instead of reaching the host's 127.0.0.1) and its own sandbox and seccomp
+ * filter; once it says ready on its fd 3, a byte on bwrap's fd 4 lets the command start. slirp4netns exits when its
+ * exit fd closes (the server died) or is killed when the command ends.
+ */
+function wireOutbound(child: ChildProcess, slirp4netns: string, fail: (error: Error) => void): { stop(): void } {
+  const info = child.stdio[3] as Readable;
+  const block = child.stdio[4] as Writable;
+  let slirp: ChildProcess | undefined;
+  let text = "";
+  info.setEncoding("utf8");
+  info.on("data", (chunk: string) => {
+    text += chunk;
+    const pid = /"child-pid"\s*:\s*(\d+)/.exec(text)?.[1];
+    if (pid === undefined || slirp) return;
+    slirp = spawn(
+      slirp4netns,
+      ["--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp", "--ready-fd=3", "--exit-fd=4", pid, "tap0"],
+      { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] },
+    );
+    const ready = slirp.stdio[3] as Readable;
+    ready.once("data", () => block.end("1"));
+    slirp.once("error", (error) => fail(error));
+    slirp.once("exit", () => {
+      if (!block.writableEnded) fail(new Error("slirp4netns could not wire the sandbox's network"));
+    });
+  });
+  info.on("error", () => {});
+  block.on("error", () => {});
+  return {
+    stop: () => {
+      if (slirp && slirp.exitCode === null) slirp.kill("SIGKILL");
+    },
+  };
 }
 
 /** Process groups a session started; all are killed when the session ends (delete, shutdown). */
@@ -163,13 +278,25 @@ export function sandboxedBashOperations(options: SandboxedBashOptions): BashOper
         const confined = workspace !== undefined;
         const bwrap = confined && sandbox.kind === "bwrap" && sandbox.bwrapPath !== undefined;
         const file = bwrap ? (sandbox.bwrapPath as string) : shell;
-        const args = bwrap ? [...bwrapArgs(workspace, cwd, sandbox.network), "--", shell, "-c", command] : ["-c", command];
+        const outbound = bwrap && sandbox.network && sandbox.slirp4netnsPath !== undefined;
+        const args = bwrap
+          ? [
+              ...bwrapArgs(workspace, cwd, sandbox.network, sandbox.limits),
+              // bwrap reports the sandbox's pid on fd 3 and waits on fd 4 until its network is wired (outbound only).
+              ...(outbound ? ["--info-fd", "3", "--block-fd", "4"] : []),
+              "--",
+              ...rlimitArgs(sandbox.limits),
+              shell,
+              "-c",
+              command,
+            ]
+          : ["-c", command];
         const childEnv = confined ? { ...sandboxEnv(workspace), PATH: process.env["PATH"] ?? SANDBOX_PATH } : (env ?? process.env);
         const child = spawn(file, args, {
           cwd,
           env: bwrap ? {} : childEnv,
           detached: true,
-          stdio: ["ignore", "pipe", "pipe"],
+          stdio: outbound ? ["ignore", "pipe", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"],
         });
         let outcome: Error | undefined;
         let timer: NodeJS.Timeout | undefined;
@@ -177,15 +304,17 @@ export function sandboxedBashOperations(options: SandboxedBashOptions): BashOper
           outcome ??= error;
           if (child.pid !== undefined) killGroup(child.pid);
         };
+        const network = outbound ? wireOutbound(child, sandbox.slirp4netnsPath as string, stop) : undefined;
         const onAbort = () => stop(new Error("aborted"));
         signal?.addEventListener("abort", onAbort, { once: true });
         if (timeout !== undefined && timeout > 0) {
           timer = setTimeout(() => stop(new Error(`timeout:${timeout}`)), timeout * 1000);
         }
         if (child.pid !== undefined) groups.add(child.pid);
-        child.stdout.on("data", onData);
-        child.stderr.on("data", onData);
+        (child.stdout as Readable).on("data", onData);
+        (child.stderr as Readable).on("data", onData);
         const finish = () => {
+          network?.stop();
           clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
           if (child.pid !== undefined) groups.delete(child.pid);

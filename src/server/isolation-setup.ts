@@ -1,7 +1,7 @@
 import { realpathSync } from "node:fs";
 import type { Logger } from "pino";
 import { isWithin } from "../isolation/paths.js";
-import { detectBubblewrap, type Sandbox } from "../isolation/sandbox.js";
+import { detectBubblewrap, detectSlirp4netns, type Sandbox, sandboxUserNamespace } from "../isolation/sandbox.js";
 import { PiServerOptionsError, type ResolvedConfig } from "./options.js";
 
 /** Start-time checks of the isolation settings (adr/0011): the server fails closed before it listens. */
@@ -17,7 +17,7 @@ export function resolveSandbox(config: ResolvedConfig, log: Logger): Sandbox {
     return none;
   }
   const bwrapPath = detectBubblewrap();
-  if (bwrapPath) return { kind: "bwrap", bwrapPath, network: config.sandboxNetwork };
+  if (bwrapPath) return bubblewrap(config, bwrapPath, log);
   if (config.sandbox === "bwrap") throw new PiServerOptionsError("sandbox 'bwrap': bubblewrap (bwrap) is not installed or cannot create namespaces here");
   if (config.authenticated) {
     throw new PiServerOptionsError(
@@ -26,6 +26,21 @@ export function resolveSandbox(config: ResolvedConfig, log: Logger): Sandbox {
   }
   log.warn("sandbox: bubblewrap is not available; bash runs without a sandbox (install bubblewrap)");
   return none;
+}
+
+/**
+ * The bubblewrap sandbox with its network and limits (issue 26). `outbound` needs slirp4netns; without it the server
+ * still starts (the operator asked for more, not less, confinement) and says once, clearly, that commands get none.
+ */
+function bubblewrap(config: ResolvedConfig, bwrapPath: string, log: Logger): Sandbox {
+  const slirp4netnsPath = config.sandboxNetwork === "outbound" ? detectSlirp4netns() : undefined;
+  if (config.sandboxNetwork === "outbound" && slirp4netnsPath === undefined) {
+    log.warn("sandboxNetwork 'outbound': slirp4netns is not installed, sandboxed commands get no network (apt-get install slirp4netns)");
+  }
+  if (!sandboxUserNamespace()) {
+    log.info("sandbox: the kernel refuses bubblewrap a user namespace here; commands run without one (adr/0011)");
+  }
+  return { kind: "bwrap", bwrapPath, network: slirp4netnsPath !== undefined, slirp4netnsPath, limits: config.sandboxLimits };
 }
 
 function realOrSelf(path: string): string {

@@ -12,7 +12,7 @@ import type { WindowLimit } from "../governor/rate-limit.js";
 import type { BackpressureOptions } from "./connection.js";
 import type { ReplayLimits } from "./event-hub.js";
 import { type McpServerPolicy, parsePolicy } from "../isolation/mcp-policy.js";
-import type { SandboxMode } from "../isolation/sandbox.js";
+import type { SandboxLimits, SandboxMode, SandboxNetwork } from "../isolation/sandbox.js";
 import type { WorkspaceSettings } from "../isolation/workspaces.js";
 import type { SessionStore } from "../store/session-store.js";
 import { THINKING_LEVELS } from "./fields.js";
@@ -152,8 +152,20 @@ export interface PiServerOptions {
    * @default "auto"
    */
   sandbox?: SandboxMode;
-  /** Sandboxed commands may use the network (agents install packages). @default true */
-  sandboxNetwork?: boolean;
+  /**
+   * The network of sandboxed commands (issue 26). `none`: their own network namespace with only its loopback, so no
+   * address of the host (its loopback ports, `/metrics`, Redis, its abstract Unix sockets) is reachable. `outbound`:
+   * the internet through slirp4netns, a user-space stack with the host's loopback disabled; without slirp4netns the
+   * server warns at start and commands get `none`. `true`/`false` (before 0.x) mean `outbound`/`none`.
+   * @default "none"
+   */
+  sandboxNetwork?: SandboxNetwork | boolean;
+  /**
+   * Bounds of each sandboxed command (issue 26): the size of its `/tmp` and `/run` tmpfs, and rlimits set inside the
+   * sandbox (processes, file size, address space, CPU seconds). The kernel does not apply the process limit to
+   * uid 0: a server running as root bounds processes only through the PID namespace's lifetime (adr/0011).
+   */
+  sandboxLimits?: Partial<SandboxLimits>;
   /**
    * Load extensions and settings from a session's project (`<cwd>/.pi/`) into the server process, and start the MCP
    * servers of its `.pi/mcp.json` (pi's project trust). Only for trusted workspaces. @default false with
@@ -239,8 +251,14 @@ export const DEFAULTS = {
   maxSessionsPerPrincipal: 100,
   maxConnections: 10_000,
   sandbox: "auto",
-  sandboxNetwork: true,
-  maxPreAuthConnections: 256,
+  sandboxNetwork: "none",
+  sandboxLimits: {
+    tmpfsBytes: 256 * 1024 * 1024,
+    processes: 512,
+    fileSizeBytes: 1024 * 1024 * 1024,
+    memoryBytes: 8 * 1024 * 1024 * 1024,
+    cpuSeconds: 600,
+  },  maxPreAuthConnections: 256,
   preAuthTimeoutMs: 10_000,
   metricsHost: "127.0.0.1",
   maxSubscriptionsPerConnection: 100,
@@ -321,7 +339,8 @@ export interface ResolvedConfig {
   readonly authenticated: boolean;
   readonly workspaces: Readonly<WorkspaceSettings>;
   readonly sandbox: SandboxMode;
-  readonly sandboxNetwork: boolean;
+  readonly sandboxNetwork: SandboxNetwork;
+  readonly sandboxLimits: Readonly<SandboxLimits>;
   readonly projectExtensions: boolean;
   readonly mcpServers: McpServerPolicy;
   readonly maxPreAuthConnections: number;
@@ -388,6 +407,7 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   workspaces: true,
   sandbox: true,
   sandboxNetwork: true,
+  sandboxLimits: true,
   projectExtensions: true,
   mcpServers: true,
   maxPreAuthConnections: true,
@@ -611,6 +631,14 @@ function workspaces(value: PiServerOptions["workspaces"], cwd: string, authentic
   };
 }
 
+/** `none` or `outbound`; the booleans of before the network policy (issue 26) are still accepted. */
+function sandboxNetwork(value: unknown): SandboxNetwork {
+  if (value === undefined) return DEFAULTS.sandboxNetwork as SandboxNetwork;
+  if (typeof value === "boolean") return value ? "outbound" : "none";
+  if (value === "none" || value === "outbound") return value;
+  throw new PiServerOptionsError(`sandboxNetwork must be a boolean or one of none, outbound, got ${JSON.stringify(value)}`);
+}
+
 /** Validate `options` at the edge: unknown keys, wrong types and conflicts fail with a precise message. */
 export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (typeof options !== "object" || options === null) throw new PiServerOptionsError("expected an options object");
@@ -681,7 +709,6 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     "abortRunsOnShutdown",
     "noServer",
     "allowUnauthenticatedRemote",
-    "sandboxNetwork",
     "projectExtensions",
     "metricsOnMainPort",
   ] as const) {
@@ -734,7 +761,8 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     authenticated,
     workspaces: Object.freeze(workspaces(options.workspaces, cwd, authenticated)),
     sandbox: options.sandbox ?? DEFAULTS.sandbox,
-    sandboxNetwork: options.sandboxNetwork ?? DEFAULTS.sandboxNetwork,
+    sandboxNetwork: sandboxNetwork(options.sandboxNetwork),
+    sandboxLimits: Object.freeze(group("sandboxLimits", options.sandboxLimits, DEFAULTS.sandboxLimits)),
     projectExtensions: options.projectExtensions ?? !authenticated,
     mcpServers: mcpServers(options.mcpServers, authenticated),
     maxPreAuthConnections: positiveInt(options, "maxPreAuthConnections", DEFAULTS.maxPreAuthConnections),

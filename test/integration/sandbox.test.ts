@@ -17,7 +17,7 @@ import { type Harness, startServer } from "../helpers/server.js";
 const TOKENS = { alice: "alice-token-0123456789abcdef", bob: "bob-token-0123456789abcdef00" };
 const SECRET = `server-secret-${Math.random().toString(36).slice(2)}`;
 
-async function sandboxed(t: TestContext, sandboxNetwork = true) {
+async function sandboxed(t: TestContext, sandboxNetwork?: boolean) {
   const workspaces = tempDir("workspaces");
   t.after(workspaces.cleanup);
   process.env["PI_SERVER_TEST_SECRET"] = SECRET; // the server's own environment: no command may see it
@@ -26,7 +26,7 @@ async function sandboxed(t: TestContext, sandboxNetwork = true) {
     auth: tokenAuth({ tokens: [{ principal: "alice", token: TOKENS.alice }, { principal: "bob", token: TOKENS.bob }] }),
     workspaces: { root: workspaces.path },
     sandbox: "bwrap",
-    sandboxNetwork,
+    ...(sandboxNetwork === undefined ? {} : { sandboxNetwork }),
   });
   const alice = await connectAs(h.url, TOKENS.alice);
   t.after(() => alice.close());
@@ -58,19 +58,19 @@ test("sandbox: the workspace is writable; the agent dir, other workspaces and th
   assert.equal((await bash(alice, "echo $$; ls /proc | grep -c '^[0-9]'")).output.split("\n")[0], "2", "own pid namespace");
 });
 
-test("sandbox: the network is on by default and off with sandboxNetwork: false", async (t) => {
+test("sandbox: the host's loopback is unreachable by default, with sandboxNetwork: false and with true (issue 26)", async (t) => {
   const listener: Server = createServer((socket) => socket.end("hello\n"));
   await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
   t.after(() => listener.close());
   const port = (listener.address() as { port: number }).port;
   const probe = `exec 3<>/dev/tcp/127.0.0.1/${port} && head -1 <&3`;
 
-  const on = await sandboxed(t, true);
-  assert.equal((await bash(on.alice, probe)).output, "hello\n");
-  const off = await sandboxed(t, false);
-  const refused = await bash(off.alice, probe);
-  assert.notEqual(refused.exitCode, 0);
-  assert.doesNotMatch(refused.output, /hello/);
+  for (const network of [undefined, false, true]) {
+    const { alice } = await sandboxed(t, network);
+    const refused = await bash(alice, probe);
+    assert.notEqual(refused.exitCode, 0, `sandboxNetwork: ${network}`);
+    assert.doesNotMatch(refused.output, /hello/);
+  }
 });
 
 test("sandbox: the whole tree dies with the command, background jobs and setsid included", async (t) => {
