@@ -42,6 +42,7 @@ Several nodes (see README "Running several nodes"):
   --node-url <url>   how clients reach this node directly        [PI_SERVER_NODE_URL]
   --lease-ttl <ms>   node and session lease TTL                  [PI_SERVER_LEASE_TTL_MS] (default 10000)
   --redirect         send clients to the hosting node's --node-url [PI_SERVER_REDIRECT=1] (default: forward)
+  --cluster-secret-file <path> secret all nodes share (>= 32 bytes; required) [PI_SERVER_CLUSTER_SECRET_FILE] (or PI_SERVER_CLUSTER_SECRET)
 
 Authentication and observability:
   --auth <kind>            none|token|jwt                        [PI_SERVER_AUTH]          (default none: loopback only)
@@ -130,6 +131,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "node-url": { type: "string" },
       "lease-ttl": { type: "string" },
       redirect: { type: "boolean" },
+      "cluster-secret-file": { type: "string" },
       "eager-restore": { type: "boolean" },
       "idle-unload": { type: "string" },
       "max-live-sessions": { type: "string" },
@@ -247,13 +249,22 @@ function durabilityOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiSe
   const nodeUrl = setting(values, env, "node-url", "PI_SERVER_NODE_URL");
   const leaseTtl = setting(values, env, "lease-ttl", "PI_SERVER_LEASE_TTL_MS");
   const redirect = switchSetting(values, env, "redirect", "PI_SERVER_REDIRECT");
-  if (redisUrl === undefined && (nodeUrl !== undefined || leaseTtl !== undefined || redirect !== undefined)) {
-    throw new UsageError(`${(nodeUrl ?? leaseTtl)?.source ?? "--redirect"} needs --redis-url`);
+  const secretFile = setting(values, env, "cluster-secret-file", "PI_SERVER_CLUSTER_SECRET_FILE");
+  const secretEnv = env["PI_SERVER_CLUSTER_SECRET"];
+  if (redisUrl === undefined && (nodeUrl !== undefined || leaseTtl !== undefined || redirect !== undefined || secretFile !== undefined)) {
+    throw new UsageError(`${(nodeUrl ?? leaseTtl ?? secretFile)?.source ?? "--redirect"} needs --redis-url`);
   }
   if (redirect === true && nodeUrl === undefined) throw new UsageError("--redirect needs --node-url (where the other nodes send this node's clients)");
   if (redisUrl !== undefined) {
+    // Issue 26: the secret that signs messages between nodes; from a file or the environment, never argv (ps shows it).
+    if (secretFile !== undefined && secretEnv !== undefined) throw new UsageError(`${secretFile.source} and PI_SERVER_CLUSTER_SECRET: give one`);
+    const secret = secretFile !== undefined ? readFileSync(secretFile.text, "utf8").trim() : secretEnv;
+    if (secret === undefined) {
+      throw new UsageError("--redis-url needs the cluster secret: --cluster-secret-file (or PI_SERVER_CLUSTER_SECRET_FILE / PI_SERVER_CLUSTER_SECRET)");
+    }
     options.cluster = {
       redisUrl: redisUrl.text,
+      secret,
       ...(nodeUrl !== undefined ? { nodeUrl: nodeUrl.text } : {}),
       ...(redirect !== undefined ? { redirect } : {}),
       ...(leaseTtl !== undefined ? { leaseTtlMs: parseCount(leaseTtl.text, leaseTtl.source) } : {}),

@@ -14,7 +14,7 @@ import { type FrameBytes, frameText } from "../server/wire-frame.js";
 import { recordName, type SessionRecord } from "../store/session-store.js";
 import { atMost } from "./bounded.js";
 import { EventStreams } from "./event-stream.js";
-import { NodeBus } from "./node-bus.js";
+import { type ForgedReason, NodeBus } from "./node-bus.js";
 import { ClusterNode } from "./node.js";
 import { RedisSessionStore } from "./redis-session-store.js";
 import { parseTunnelMessage, Tunnels } from "./tunnels.js";
@@ -26,6 +26,8 @@ export interface ClusterOptions {
   readonly nodeUrl: string | undefined;
   /** Send clients to the hosting node's URL (`session_elsewhere`) instead of forwarding their commands there. */
   readonly redirect: boolean;
+  /** The secret every node of the cluster shares: it signs each message between nodes (issue 26). */
+  readonly secret: string;
   /** Key prefix of everything the cluster keeps in Redis. */
   readonly prefix: string;
   /** TTL of node registrations and session leases. */
@@ -75,6 +77,9 @@ export class Cluster implements Ownership, CommandRouter {
   #unownedAppends = 0;
   /** Appends Redis failed (their stream has a gap: a resume across it resyncs). */
   #failedAppends = 0;
+  /** Messages read from this node's streams that did not verify (forged, replayed, stale), and when one was last logged. */
+  #forged = 0;
+  #forgedLoggedAt = 0;
 
   constructor(options: ClusterOptions) {
     this.#options = options;
@@ -151,6 +156,7 @@ export class Cluster implements Ownership, CommandRouter {
       relayedFrames: this.#tunnels.relayed,
       fencingRejections: this.#streams.fencedAppends + this.store.fencedWrites + this.#unownedAppends,
       lostFrames: this.#failedAppends + this.#tunnels.lost,
+      forgedMessages: this.#forged,
       redisLatencySeconds: this.#redisLatency,
     };
   }
@@ -340,6 +346,8 @@ export class Cluster implements Ownership, CommandRouter {
       redis: this.#redis,
       blocking,
       nodeId: id,
+      secret: this.#options.secret,
+      onForged: (reason, stream) => this.#refusedMessage(reason, stream),
       prefix: this.#options.prefix,
       handle: () => Promise.reject(new PiServerError("invalid_command", "no requests are served")),
       receive: (body, from) => {
@@ -350,6 +358,19 @@ export class Cluster implements Ownership, CommandRouter {
     this.#bus.start();
     void previous?.stop();
     this.#log.info({ nodeId: id, nodeUrl: this.#options.nodeUrl }, "registered in the cluster");
+  }
+
+  /**
+   * A message in this node's streams did not verify: someone who reaches Redis but lacks the cluster secret wrote
+   * it, or copied an old one. Counted; logged at warn without its content, at most once a second (a flood of them
+   * must not flood the log).
+   */
+  #refusedMessage(reason: ForgedReason, stream: string): void {
+    this.#forged += 1;
+    const now = Date.now();
+    if (now - this.#forgedLoggedAt < 1_000) return;
+    this.#forgedLoggedAt = now;
+    this.#log.warn({ reason, stream, refusedSoFar: this.#forged }, "refused a cluster bus message that did not verify (wrong or missing MAC, replayed or stale)");
   }
 
   /** The registration lapsed: every session and tunnel of the old incarnation stops now. */

@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
 import type { Redis } from "ioredis";
 import { atMost } from "./bounded.js";
 
@@ -19,6 +19,15 @@ export interface NodeBusOptions {
   /** A connection of its own: the bus blocks on it (XREAD BLOCK). */
   readonly blocking: Redis;
   readonly nodeId: string;
+  /**
+   * The cluster secret every node shares (issue 26): each message carries an HMAC-SHA256 of its body under it, and a
+   * message whose MAC does not verify is dropped. Redis is not trusted to tell who wrote an entry.
+   */
+  readonly secret: string;
+  /** How old (by its sender's clock) a message may be when read; older ones are refused as replays. @default 60_000 */
+  readonly maxAgeMs?: number;
+  /** A message was refused (bad or missing MAC, replayed, too old, addressed elsewhere). Told without the payload. */
+  readonly onForged?: ((reason: ForgedReason, stream: string) => void) | undefined;
   /** Key prefix shared by the cluster. @default "pi:" */
   readonly prefix?: string;
   /** A node's streams expire this long after their last message (a crashed node leaves nothing for long). @default 60_000 */
@@ -32,6 +41,9 @@ export interface NodeBusOptions {
   readonly receive?: ((body: unknown, from: string) => void) | undefined;
 }
 
+/** Why a message read from Redis was refused. */
+export type ForgedReason = "bad_mac" | "malformed" | "stale" | "replayed" | "misaddressed";
+
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (error: Error) => void;
@@ -40,6 +52,10 @@ interface Pending {
 
 /** Messages a stream keeps at most for a reader that is behind (older ones are trimmed: a tunnel notices the gap). */
 const MAX_LEN = "10000";
+/** Domain of the MAC: a key shared with anything else (the JWT secret, say) signs nothing the bus would accept. */
+const MAC_CONTEXT = "pi-server bus v1\n";
+/** A message may be dated this far after the reader's clock (nodes' clocks differ a little). */
+const MAX_SKEW_MS = 5_000;
 
 /**
  * Request/reply between nodes over Redis Streams (issue 15): every node reads its own inbox
@@ -47,11 +63,22 @@ const MAX_LEN = "10000";
  * the sender, a correlation id and a deadline; a request found after its deadline is dropped unanswered (its sender
  * has given up), so a slow or restarted node never acts on stale work. Streams are trimmed and expire when idle;
  * `stop()` deletes this node's.
+ *
+ * Anything that reaches Redis can write to these streams (a sandboxed command on the host network, say), so every
+ * message is authenticated (issue 26, adr/0021): the entry holds the message text `m` and `s`, an HMAC-SHA256 of
+ * `m` under the cluster secret. `m` names its sender, the stream it was written to, when it was written and a
+ * number that grows with each message its sender writes. A reader drops, unread, a message whose MAC does not
+ * verify (compared in constant time), one written to another stream, one older than `maxAgeMs` and one whose number
+ * is not above the last it took from that sender on that stream (a replay of a message read from Redis).
  */
 export class NodeBus {
   readonly #options: NodeBusOptions;
   readonly #prefix: string;
   readonly #pending = new Map<string, Pending>();
+  /** The number of the last message this node wrote (any stream): strictly increasing, so a copy is told apart. */
+  #sent = 0;
+  /** Per stream and sender, the highest number taken and when (senders not heard from in `maxAgeMs` are forgotten). */
+  readonly #taken = new Map<string, { n: number; at: number }>();
   #stopped = false;
   #loop: Promise<void> | undefined;
 
@@ -77,7 +104,7 @@ export class NodeBus {
       timer.unref();
       this.#pending.set(id, { resolve, reject, timer });
     });
-    await this.#post(this.#inbox(to), { id, from: this.#options.nodeId, deadline, body });
+    await this.#post(this.#inbox(to), { id, deadline, body });
     return answer;
   }
 
@@ -87,14 +114,19 @@ export class NodeBus {
    */
   async send(to: string, body: unknown): Promise<void> {
     if (this.#stopped) throw new BusError("bus_stopped", "the node is stopping");
-    await this.#post(this.#inbox(to), { from: this.#options.nodeId, body });
+    await this.#post(this.#inbox(to), { body });
   }
 
-  /** Append to a stream that expires when nobody writes to it any more. */
+  /**
+   * Append to a stream that expires when nobody writes to it any more, signed. Numbered here, synchronously: the
+   * writes of one connection reach Redis in the order they were made, so each stream sees a sender's numbers rise.
+   */
   async #post(stream: string, message: object): Promise<void> {
+    this.#sent += 1;
+    const text = JSON.stringify({ ...message, from: this.#options.nodeId, to: stream, at: Date.now(), n: this.#sent });
     await this.#options.redis
       .multi()
-      .xadd(stream, "MAXLEN", "~", MAX_LEN, "*", "m", JSON.stringify(message))
+      .xadd(stream, "MAXLEN", "~", MAX_LEN, "*", "m", text, "s", mac(this.#options.secret, text))
       .pexpire(stream, this.#options.idleTtlMs ?? 60_000)
       .exec();
   }
@@ -132,7 +164,7 @@ export class NodeBus {
       }
       for (const [stream, entries] of result ?? []) {
         for (const [entryId, fields] of entries) {
-          const message = parse(fields[1]);
+          const message = this.#verify(stream, fields);
           if (stream === inbox) {
             inboxFrom = entryId;
             if (message && message["id"] === undefined) this.#receive(message);
@@ -150,6 +182,40 @@ export class NodeBus {
         void this.#options.redis.multi().xtrim(inbox, "MINID", inboxFrom).xtrim(replies, "MINID", repliesFrom).exec().catch(() => undefined);
       }
     }
+  }
+
+  /** The message of a stream entry if it is authentic, fresh and new; otherwise undefined, and told to `onForged`. */
+  #verify(stream: string, fields: string[]): Record<string, unknown> | undefined {
+    const text = field(fields, "m");
+    const signature = field(fields, "s");
+    if (text === undefined || signature === undefined || !verifies(this.#options.secret, text, signature)) return this.#refuse("bad_mac", stream);
+    const message = parse(text);
+    const { from, to, at, n } = message ?? {};
+    if (typeof from !== "string" || typeof at !== "number" || !Number.isSafeInteger(n)) return this.#refuse("malformed", stream);
+    if (to !== stream) return this.#refuse("misaddressed", stream);
+    const now = Date.now();
+    const maxAge = this.#options.maxAgeMs ?? 60_000;
+    if (at < now - maxAge || at > now + MAX_SKEW_MS) return this.#refuse("stale", stream);
+    const sender = JSON.stringify([stream, from]);
+    const last = this.#taken.get(sender);
+    if (last !== undefined && (n as number) <= last.n) return this.#refuse("replayed", stream);
+    this.#taken.delete(sender); // re-inserted: the map stays ordered by when a sender was last heard from
+    this.#taken.set(sender, { n: n as number, at: now });
+    // A sender unheard of for longer than a message may live can replay nothing older than its last one anyway.
+    for (const [key, seen] of this.#taken) {
+      if (seen.at >= now - maxAge) break;
+      this.#taken.delete(key);
+    }
+    return message;
+  }
+
+  #refuse(reason: ForgedReason, stream: string): undefined {
+    try {
+      this.#options.onForged?.(reason, stream);
+    } catch {
+      // the listener's own fault: the bus goes on
+    }
+    return undefined;
   }
 
   #receive(message: Record<string, unknown>): void {
@@ -192,6 +258,22 @@ export class NodeBus {
   #replies(node: string): string {
     return `${this.#prefix}replies:${node}`;
   }
+}
+
+function mac(secret: string, text: string): string {
+  return createHmac("sha256", secret).update(MAC_CONTEXT).update(text).digest("base64url");
+}
+
+/** Constant time in the signature's content (its length is public: a SHA-256 MAC's always is). */
+function verifies(secret: string, text: string, signature: string): boolean {
+  const expected = Buffer.from(mac(secret, text));
+  const given = Buffer.from(signature);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+function field(fields: string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+  return undefined;
 }
 
 function parse(text: string | undefined): Record<string, unknown> | undefined {

@@ -261,8 +261,9 @@ function closeFor(code: number) {
   return SERVER_CLOSES.sessionMoved;
 }
 
+/** A pair as one map key, encoded so no two pairs meet (issue 26: no separator a value could contain). */
 function outgoingKey(node: string, tid: string): string {
-  return `${node}\n${tid}`;
+  return JSON.stringify([node, tid]);
 }
 
 const incomingKey = outgoingKey;

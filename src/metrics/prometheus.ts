@@ -110,6 +110,11 @@ export class PrometheusMetrics implements MetricsSink {
       "Events that never reached their Redis stream (Redis failed) and tunnel frames lost between nodes.",
       (t) => t.cluster?.lostFrames ?? 0,
     );
+    totalCounter(
+      "pi_server_cluster_forged_messages_total",
+      "Messages in this node's bus streams refused unread: MAC missing or wrong (no cluster secret), replayed or stale.",
+      (t) => t.cluster?.forgedMessages ?? 0,
+    );
     gauge("pi_server_redis_latency_seconds", "Round trip of the last PING to Redis (0 outside a cluster).", (t) => t.cluster?.redisLatencySeconds ?? 0);
     this.#authFailures = counter("pi_server_auth_failures_total", "Upgrade requests refused by authentication, by reason.", ["reason"] as const);
     gauge("pi_server_pending_dialogs", "Extension dialogs waiting for an answer.", (t) => t.pendingDialogs);

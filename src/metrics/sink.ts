@@ -27,6 +27,8 @@ export interface ClusterTotals {
   readonly fencingRejections: number;
   /** Events that never reached their stream (Redis failed) and tunnel frames lost on the bus. */
   readonly lostFrames: number;
+  /** Messages read from this node's bus streams that did not verify (bad MAC, replayed, stale): dropped unread. */
+  readonly forgedMessages: number;
   readonly redisLatencySeconds: number | undefined;
 }
 

@@ -116,6 +116,13 @@ export interface PiServerOptions {
     leaseTtlMs?: number;
     /** Prefix of every key the cluster uses (several clusters on one Redis). @default "pi:" */
     prefix?: string;
+    /**
+     * The secret all nodes share (at least 32 bytes; e.g. `openssl rand -base64 48`): every message between nodes
+     * carries an HMAC under it, and a node drops any that does not verify (issue 26, adr/0021). Required: anything
+     * that reaches Redis could otherwise write a message that acts as any principal. Never a command-line argument
+     * (the CLI reads it from `--cluster-secret-file` or `PI_SERVER_CLUSTER_SECRET[_FILE]`).
+     */
+    secret: string;
   };
   /** How long and how many outcomes of commands sent with an `idempotencyKey` are kept. */
   idempotency?: { ttlMs?: number; maxEntries?: number };
@@ -313,6 +320,7 @@ export interface ResolvedConfig {
         readonly redirect: boolean;
         readonly leaseTtlMs: number;
         readonly prefix: string;
+        readonly secret: string;
       }
     | undefined;
   readonly idempotency: { readonly ttlMs: number; readonly maxEntries: number };
@@ -482,11 +490,14 @@ function restore(value: PiServerOptions["restore"]): ResolvedConfig["restore"] {
   return { eager: eager ?? DEFAULTS.restore.eager, idleUnloadMs: idleUnloadMs === 0 ? undefined : idleUnloadMs, maxLive };
 }
 
-/** The cluster group: a Redis URL, this node's URL, the lease TTL and the key prefix, checked to their full shape. */
+/** The shortest cluster secret accepted (the JWT secret's rule). */
+export const MIN_CLUSTER_SECRET_BYTES = 32;
+
+/** The cluster group: a Redis URL, this node's URL, the secret, the lease TTL and the key prefix, checked to their full shape. */
 function cluster(value: PiServerOptions["cluster"]): ResolvedConfig["cluster"] {
   if (value === undefined) return undefined;
   if (typeof value !== "object" || value === null || Array.isArray(value)) throw new PiServerOptionsError("cluster must be an object");
-  const { redisUrl, nodeUrl, redirect, prefix, ...numbers } = value as Record<string, unknown>;
+  const { redisUrl, nodeUrl, redirect, prefix, secret, ...numbers } = value as Record<string, unknown>;
   const url = (name: string, text: unknown, protocols: readonly string[]) => {
     let parsed: URL | undefined;
     try {
@@ -513,7 +524,16 @@ function cluster(value: PiServerOptions["cluster"]): ResolvedConfig["cluster"] {
     redirect: redirect === true,
     leaseTtlMs,
     prefix: (prefix as string | undefined) ?? "pi:",
+    secret: clusterSecret(secret),
   });
+}
+
+/** The cluster secret, as the JWT secret's rule: a shorter one could be guessed offline from one message read out of Redis. */
+function clusterSecret(secret: unknown): string {
+  if (typeof secret !== "string" || Buffer.byteLength(secret) < MIN_CLUSTER_SECRET_BYTES) {
+    throw new PiServerOptionsError(`cluster.secret must be a string of at least ${MIN_CLUSTER_SECRET_BYTES} bytes, shared by every node (it authenticates messages between nodes)`);
+  }
+  return secret;
 }
 
 function group<T extends Record<string, number>>(

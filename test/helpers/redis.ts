@@ -5,6 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 
+/** The cluster secret of the test clusters (issue 26: every node needs it; at least 32 bytes). */
+export const CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef";
+
 export interface RedisServer {
   readonly port: number;
   readonly url: string;

@@ -110,13 +110,15 @@ test("CLI models: the start-up line names the default model and its source, or w
   assert.doesNotMatch(unknownErr.text(), /\n\s+at /);
   assert.throws(() => optionsFromArgs(["--model", "no-slash"], {}), /--model must be provider\/model-id/);
   assert.throws(() => optionsFromArgs([], { PI_SERVER_THINKING: "maximal" }), /PI_SERVER_THINKING must be one of off/);
-  const clustered = optionsFromArgs(["--redis-url", "redis://10.0.0.5:6379", "--lease-ttl", "5000"], { PI_SERVER_NODE_URL: "wss://n1.example" });
+  const secret = { PI_SERVER_CLUSTER_SECRET: "cli-test-cluster-secret-0123456789ab" };
+  const clustered = optionsFromArgs(["--redis-url", "redis://10.0.0.5:6379", "--lease-ttl", "5000"], { PI_SERVER_NODE_URL: "wss://n1.example", ...secret });
   assert.deepEqual(clustered !== "help" && clustered !== "version" && clustered.cluster, {
     redisUrl: "redis://10.0.0.5:6379",
+    secret: secret.PI_SERVER_CLUSTER_SECRET,
     nodeUrl: "wss://n1.example",
     leaseTtlMs: 5000,
   });
-  const redirecting = optionsFromArgs(["--redis-url", "redis://10.0.0.5:6379", "--node-url", "wss://n1.example", "--redirect"], {});
+  const redirecting = optionsFromArgs(["--redis-url", "redis://10.0.0.5:6379", "--node-url", "wss://n1.example", "--redirect"], secret);
   assert.equal(redirecting !== "help" && redirecting !== "version" && redirecting.cluster?.redirect, true);
 });
 
@@ -145,7 +147,9 @@ test("CLI: --help, --version, and bad flags or env exit non-zero with a message"
     [["--sandbox", "docker"], {}, /--sandbox must be auto, bwrap or none/],
     [["--max-pre-auth", "0"], {}, /--max-pre-auth must be a positive integer/],
     [["--node-url", "ws://10.0.0.2:3141"], {}, /--node-url needs --redis-url/],
-    [["--redis-url", "redis://127.0.0.1", "--lease-ttl", "soon"], {}, /--lease-ttl must be a positive integer/],
+    [["--redis-url", "redis://127.0.0.1", "--lease-ttl", "soon"], { PI_SERVER_CLUSTER_SECRET: "cli-test-cluster-secret-0123456789ab" }, /--lease-ttl must be a positive integer/],
+    [["--redis-url", "redis://127.0.0.1"], {}, /--redis-url needs the cluster secret: --cluster-secret-file/],
+    [["--cluster-secret-file", "/etc/pi/cluster-secret"], {}, /--cluster-secret-file needs --redis-url/],
     [["--redirect"], {}, /--redirect needs --redis-url/],
     [["--redis-url", "redis://127.0.0.1", "--redirect"], {}, /--redirect needs --node-url/],
   ] as const) {

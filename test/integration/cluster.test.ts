@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { recordName } from "../../src/store/session-store.js";
@@ -7,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import { createPiServer, type PiServerOptions, tokenAuth } from "../../src/index.js";
 import { connectAs, type EventFrame, TestClient } from "../helpers/client.js";
 import { durableHarness, type DurableHarness, type RunningServer, TOKENS } from "../helpers/durable-cli.js";
-import { type RedisServer, startRedis } from "../helpers/redis.js";
+import { CLUSTER_SECRET, type RedisServer, startRedis } from "../helpers/redis.js";
 import { within } from "../helpers/wait.js";
 import { setTimeout as delay } from "node:timers/promises";
 
@@ -24,11 +25,13 @@ interface Cluster {
 async function cluster(t: TestContext, options: { persist?: boolean } = {}): Promise<Cluster> {
   const redis = await startRedis(t, options);
   const harness = await durableHarness(t);
+  const secretFile = join(harness.dir, "cluster-secret");
+  writeFileSync(secretFile, `${CLUSTER_SECRET}\n`, { mode: 0o600 });
   return {
     redis,
     harness,
     node: (name, extraArgs = []) =>
-      harness.start(["--redis-url", redis.url, "--lease-ttl", String(TTL_MS), "--log-level", "info", "--metrics-on-main-port", ...extraArgs], {
+      harness.start(["--redis-url", redis.url, "--cluster-secret-file", secretFile, "--lease-ttl", String(TTL_MS), "--log-level", "info", "--metrics-on-main-port", ...extraArgs], {
         dataDir: join(harness.dir, `data-${name}`),
       }),
   };
@@ -347,7 +350,7 @@ function embeddedNode(t: TestContext, redis: RedisServer, harness: DurableHarnes
     defaultModel: { provider: "local", modelId: "echo-1" },
     sandbox: "none",
     ...rest,
-    cluster: { redisUrl: redis.url, leaseTtlMs: TTL_MS, ...clusterOptions },
+    cluster: { redisUrl: redis.url, leaseTtlMs: TTL_MS, secret: CLUSTER_SECRET, ...clusterOptions },
   });
   t.after(() => server.close());
   return server;

@@ -8,6 +8,9 @@ import { attempt, TestClient } from "../helpers/client.js";
 import { fauxSetup } from "../helpers/faux.js";
 import { startServer } from "../helpers/server.js";
 
+/** A cluster secret long enough (32 bytes), for the option cases that are about something else. */
+const SECRET = "embedding-test-secret-0123456789abc";
+
 function listen(server: Server): Promise<number> {
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)));
 }
@@ -148,13 +151,15 @@ test("options are validated at the edge with precise errors", async () => {
     [{ port: 0, cluster: "redis://127.0.0.1" }, /cluster must be an object/],
     [{ port: 0, cluster: {} }, /cluster.redisUrl must be a redis:\/\/ or rediss:\/\/ URL/],
     [{ port: 0, cluster: { redisUrl: "http://127.0.0.1:6379" } }, /cluster.redisUrl must be/],
-    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", nodeUrl: "ftp://x" } }, /cluster.nodeUrl must be a ws:\/\/ or wss:\/\/ or http/],
-    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", prefix: "a b" } }, /cluster.prefix must match/],
-    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", leaseTtlMs: 100 } }, /cluster.leaseTtlMs must be an integer in \[300/],
-    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", bogus: 1 } }, /unknown option 'cluster.bogus'/],
-    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", redirect: "yes" } }, /cluster.redirect must be a boolean/],
-    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", redirect: true } }, /cluster.redirect needs cluster.nodeUrl/],
-    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1" }, inMemory: true }, /not valid with inMemory or store/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", secret: SECRET, nodeUrl: "ftp://x" } }, /cluster.nodeUrl must be a ws:\/\/ or wss:\/\/ or http/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", secret: SECRET, prefix: "a b" } }, /cluster.prefix must match/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", secret: SECRET, leaseTtlMs: 100 } }, /cluster.leaseTtlMs must be an integer in \[300/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", secret: SECRET, bogus: 1 } }, /unknown option 'cluster.bogus'/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", secret: SECRET, redirect: "yes" } }, /cluster.redirect must be a boolean/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", secret: SECRET, redirect: true } }, /cluster.redirect needs cluster.nodeUrl/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1" } }, /cluster.secret must be a string of at least 32 bytes/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", secret: "short" } }, /cluster.secret must be a string of at least 32 bytes/],
+    [{ port: 0, cluster: { redisUrl: "redis://127.0.0.1", secret: SECRET }, inMemory: true }, /not valid with inMemory or store/],
     [
       { port: 0, auth: tokenAuth({ tokens: [{ principal: "a", token: "a-token-0123456789abc" }] }), agentDir: "/srv/pi/agent", workspaces: { root: "/srv/pi" } },
       /must not contain each other/,

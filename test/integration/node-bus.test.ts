@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { BusError, NodeBus } from "../../src/cluster/node-bus.js";
-import { startRedis } from "../helpers/redis.js";
+import { CLUSTER_SECRET, startRedis } from "../helpers/redis.js";
 
 test("nodes ask each other over Redis: answers and errors come back; an absent node times out; a stopped node leaves no stream", async (t) => {
   const redis = await startRedis(t);
   const raw = redis.client();
   const make = (nodeId: string, handle: (body: unknown, from: string) => Promise<unknown>) => {
-    const bus = new NodeBus({ redis: redis.client(), blocking: redis.client(), nodeId, handle });
+    const bus = new NodeBus({ redis: redis.client(), blocking: redis.client(), nodeId, handle, secret: CLUSTER_SECRET });
     bus.start();
     t.after(() => bus.stop());
     return bus;
