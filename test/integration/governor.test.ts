@@ -35,7 +35,9 @@ test("cancel during a streaming prompt closes the upstream HTTP request; the ses
   assert.deepEqual(cancel.data, { commandId: "p1", state: "running" });
   const closedAfterMs = await upstreamClosed;
   t.diagnostic(`upstream request closed ${closedAfterMs.toFixed(1)} ms after cancel was sent`);
-  assert.ok(closedAfterMs < 500, `upstream closed after ${closedAfterMs} ms`);
+  // The reply would stream for 20 s (200 chunks, 100 ms apart): closed well before that is closed by the cancel. The
+  // bound leaves room for a loaded machine (625 ms was seen with 2 cores under load; 500 ms was too tight).
+  assert.ok(closedAfterMs < 5_000, `upstream closed after ${closedAfterMs} ms`);
 
   const told = await client.waitForEvent("s", "run_aborted");
   assert.equal(told.event["reason"], "cancelled");
