@@ -4,6 +4,7 @@ import type { Principal } from "../auth/types.js";
 import { SERVER_CLOSES, type ServerClose } from "../errors.js";
 import type { CloseReason } from "../metrics/sink.js";
 import type { Merge, Subscriber } from "./event-hub.js";
+import { MergedDeltas } from "./update-forms.js";
 import { type Frame, frameText, PartedFrame, type TextFrame } from "./wire-frame.js";
 
 /**
@@ -42,12 +43,15 @@ export interface BackpressureOptions {
   readonly conflateAfterMs: number;
 }
 
+/** A queued frame, or deltas merged into one (kept in parts until it is sent, adr/0026). */
+type Queued = Frame | MergedDeltas;
+
 /** Bytes a frame occupies (UTF-16 units for strings: exact for the ASCII of JSON, an estimate for other text). */
-const sizeOf = (frame: Frame): number => frame.length;
+const sizeOf = (frame: Queued): number => frame.length;
 
 interface Outbound {
   /** Undefined once a newer frame with the same key took its place (it is skipped when the queue is flushed). */
-  frame: Frame | undefined;
+  frame: Queued | undefined;
   readonly key: string | undefined;
   /** How many older frames with the same key this one replaced. */
   readonly superseded: number;
@@ -183,18 +187,22 @@ export class Connection implements Subscriber {
   #enqueue(frame: Frame, key: string | undefined, merge: Merge | undefined): void {
     const previous = key === undefined ? undefined : this.#latestByKey.get(key);
     if (previous?.frame !== undefined && this.#conflating()) {
-      // The newer partial carries everything the older one did; deltas are merged instead (nothing is lost). It
-      // goes where the newer frame would have gone, at the tail: frames of other keys queued in between (a bash
-      // command's output beside a streaming reply) keep their place before it, so delivery stays in seq order.
+      // The newer partial carries everything the older one did; deltas are merged instead (nothing is lost), at the
+      // cost of the new delta only (the merged deltas stay in parts). It goes where the newer frame would have gone,
+      // at the tail: frames of other keys queued in between (a bash command's output beside a streaming reply) keep
+      // their place before it, so delivery stays in seq order. Frames that do not merge are queued as they are.
       const older = previous.frame;
-      const next = merge ? merge(frameText(older), frameText(frame)) : frame;
-      previous.frame = undefined;
-      this.#queuedFrames -= 1;
-      this.#queuedBytes -= sizeOf(older);
-      this.stats.framesConflated += 1;
-      this.#push({ frame: next, key, superseded: previous.superseded + 1 });
-      this.#dropSuperseded();
-      return;
+      const olderSize = sizeOf(older); // before the merge: it may extend `older` in place
+      const next = merge ? merge(older, frame) : frame;
+      if (next !== undefined) {
+        previous.frame = undefined;
+        this.#queuedFrames -= 1;
+        this.#queuedBytes -= olderSize;
+        this.stats.framesConflated += 1;
+        this.#push({ frame: next, key, superseded: previous.superseded + 1 });
+        this.#dropSuperseded();
+        return;
+      }
     }
     if (this.queuedFrames === 0) this.#lagSince = performance.now();
     this.#push({ frame, key, superseded: 0 });
@@ -204,7 +212,7 @@ export class Connection implements Subscriber {
     }
   }
 
-  #push(entry: Outbound & { frame: Frame }): void {
+  #push(entry: Outbound & { frame: Queued }): void {
     this.#queue.push(entry);
     this.#queuedFrames += 1;
     this.#queuedBytes += sizeOf(entry.frame);
@@ -238,11 +246,12 @@ export class Connection implements Subscriber {
       const entry = this.#queue[this.#queueHead] as Outbound;
       this.#queue[this.#queueHead] = undefined as unknown as Outbound;
       this.#queueHead += 1;
-      const frame = entry.frame;
-      if (frame === undefined) continue; // superseded: its successor is further back
+      const queued = entry.frame;
+      if (queued === undefined) continue; // superseded: its successor is further back
       this.#queuedFrames -= 1;
-      this.#queuedBytes -= sizeOf(frame);
+      this.#queuedBytes -= sizeOf(queued);
       if (entry.key !== undefined && this.#latestByKey.get(entry.key) === entry) this.#latestByKey.delete(entry.key);
+      const frame = queued instanceof MergedDeltas ? queued.toFrame() : queued;
       this.#write(entry.superseded > 0 ? markConflated(frame, entry.superseded) : frame);
     }
     if (this.queuedFrames === 0) {
@@ -263,7 +272,14 @@ export class Connection implements Subscriber {
   }
 }
 
-/** Tell the client how many superseded frames this one replaces (PROTOCOL.md §3.3). Slow path only. */
-function markConflated(frame: Frame, superseded: number): string {
-  return `{"conflated":${superseded},${frameText(frame).slice(1)}`;
+/**
+ * Tell the client how many superseded frames this one replaces (PROTOCOL.md §3.3). Slow path only; a frame's bytes
+ * are not copied (its opening brace is cut off the first part).
+ */
+function markConflated(frame: Frame, superseded: number): Frame {
+  const marker = `{"conflated":${superseded},`;
+  const parts = typeof frame === "string" ? undefined : frame instanceof PartedFrame ? frame.parts : [frame];
+  const first = parts?.[0];
+  if (parts === undefined || first?.[0] !== 0x7b) return `${marker}${frameText(frame).slice(1)}`;
+  return new PartedFrame([Buffer.from(marker), first.subarray(1), ...parts.slice(1)]);
 }

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { type TestContext, test } from "node:test";
 import { pino } from "pino";
 import { CLOSE_CODES } from "../../../src/errors.js";
 import { Connection, type PeerSocket } from "../../../src/server/connection.js";
 import { ANONYMOUS } from "../../../src/server/core.js";
+import { conflationOf } from "../../../src/server/update-forms.js";
 import { frameText, PartedFrame, type TextFrame } from "../../../src/server/wire-frame.js";
 
 /** A socket whose buffer the test controls: frames stay "buffered" until `drain()`. */
@@ -39,9 +40,12 @@ class ControlledSocket implements PeerSocket {
   }
 }
 
+const { parse, stringify } = JSON;
 const log = pino({ level: "silent" });
 const options = { highWaterMark: 100, lowWaterMark: 10, hardLimit: 1_000, maxLagMs: 60_000, conflateAfterMs: 0 };
 const update = (seq: number, text: string) => JSON.stringify({ type: "event", seq, event: { type: "message_update", text } });
+const bashDelta = (seq: number, delta: string) => JSON.stringify({ type: "event", seq, event: { type: "bash_execution_update", id: "b", delta } });
+const mergeBash = conflationOf("s", { type: "bash_execution_update", id: "b", delta: "" }, "pi")?.merge;
 const terminal = (seq: number) => JSON.stringify({ type: "event", seq, event: { type: "message_end" } });
 
 test("below the high watermark frames go straight out; above it superseded ones conflate, terminal ones never", () => {
@@ -136,15 +140,8 @@ test("a frame that supersedes another takes the newer one's place: interleaved k
 test("a merge concatenates into the newer frame; a long stall does not keep one queue entry per superseded frame", () => {
   const socket = new ControlledSocket();
   const conn = new Connection(socket, ANONYMOUS, log, { ...options, hardLimit: 10_000_000 });
-  const delta = (seq: number, text: string) => JSON.stringify({ type: "event", seq, event: { type: "bash_execution_update", delta: text } });
-  const merge = (older: string, newer: string) => {
-    const a = JSON.parse(older) as { event: { delta: string } };
-    const b = JSON.parse(newer) as { event: { delta: string } };
-    b.event.delta = a.event.delta + b.event.delta;
-    return JSON.stringify(b);
-  };
   conn.sendFrame("x".repeat(150));
-  for (let seq = 1; seq <= 5_000; seq++) conn.sendFrame(delta(seq, `${seq % 10}`), "bash", merge);
+  for (let seq = 1; seq <= 5_000; seq++) conn.sendFrame(bashDelta(seq, `${seq % 10}`), "bash", mergeBash);
   assert.equal(conn.queuedFrames, 1);
   socket.drain();
   socket.drain();
@@ -191,4 +188,53 @@ test("a reader only briefly behind is not conflated; one that falls far behind (
   socket.drain();
   const last = JSON.parse(socket.delivered.at(-1) as string) as { seq: number };
   assert.equal(last.seq, 80, "the newest partial is delivered");
+});
+
+test("merging a small delta into a large queued frame costs that delta, not the frame (no quadratic CPU for a stalled reader)", (t: TestContext) => {
+  const socket = new ControlledSocket();
+  const conn = new Connection(socket, ANONYMOUS, log, { ...options, hardLimit: 100_000_000 });
+  conn.sendFrame("x".repeat(150)); // fills the buffer: what follows is queued
+  const large = "é\n".repeat(100_000); // 300 KB of UTF-8 once escaped
+  conn.sendFrame(bashDelta(1, large), "bash", mergeBash);
+  conn.sendFrame(bashDelta(2, "a"), "bash", mergeBash); // the first merge cuts the large frame once
+  const merges = 1_000;
+  const small = Array.from({ length: merges }, (_, i) => bashDelta(3 + i, "yyyyyyyyyy"));
+  // Count the characters JSON.parse reads and JSON.stringify writes (the work a merge does), from here on.
+  let jsonWork = 0;
+  t.mock.method(JSON, "parse", function (this: unknown, text: string, ...rest: unknown[]) {
+    jsonWork += String(text).length;
+    return Reflect.apply(parse, JSON, [text, ...rest]) as unknown;
+  });
+  t.mock.method(JSON, "stringify", function (this: unknown, ...args: unknown[]) {
+    const out = Reflect.apply(stringify, JSON, args) as string | undefined;
+    jsonWork += out?.length ?? 0;
+    return out;
+  });
+  const copies = t.mock.method(Buffer.prototype, "copy");
+  for (const frame of small) conn.sendFrame(frame, "bash", mergeBash);
+  t.mock.restoreAll();
+  assert.equal(copies.mock.callCount(), 0, "the merged bytes are written once, never copied to grow");
+  const perMerge = jsonWork / merges;
+  // Each merge reads its ~90-character frame and writes it back with a placeholder (the quadratic version: 300 KB+).
+  assert.ok(perMerge < 500, `a merge did ${perMerge} characters of JSON work with ${large.length} characters queued`);
+  assert.equal(conn.queuedFrames, 1);
+
+  socket.drain();
+  socket.drain();
+  const merged = JSON.parse(socket.delivered.at(-1) as string) as { seq: number; conflated: number; event: { id: string; delta: string } };
+  assert.deepEqual([merged.seq, merged.conflated, merged.event.id], [2 + merges, 1 + merges, "b"]);
+  assert.equal(merged.event.delta, `${large}a${"yyyyyyyyyy".repeat(merges)}`, "nothing lost, in order");
+});
+
+test("a merged frame is the deltas' bytes in a few parts, whatever the number of deltas", () => {
+  assert.ok(mergeBash);
+  let merged = mergeBash(bashDelta(1, "first "), bashDelta(2, "é"));
+  for (let seq = 3; seq <= 20_000; seq++) merged = mergeBash(merged ?? assert.fail("merges"), Buffer.from(bashDelta(seq, "0123456789\n")));
+  const frame = merged?.toFrame();
+  assert.ok(frame !== undefined && frame.parts.length < 40, `${frame?.parts.length} parts`);
+  const event = (JSON.parse(frame.joined().toString()) as { seq: number; event: { delta: string } });
+  assert.equal(event.seq, 20_000);
+  assert.equal(event.event.delta, `first é${"0123456789\n".repeat(19_998)}`);
+  assert.equal(merged?.length, frame.length, "its size is its bytes (ASCII head and tail)");
+  assert.equal(mergeBash(bashDelta(1, "a"), terminal(2)), undefined, "a frame of another kind does not merge");
 });
