@@ -21,6 +21,7 @@ import {
   THINKING_LEVELS,
 } from "./fields.js";
 import type { Encoding } from "./event-hub.js";
+import { JsonText, treeJson } from "./json-text.js";
 import { removeBashLog, type SessionHost } from "./session-host.js";
 import type { CreateSessionRequest } from "./sessions.js";
 
@@ -355,9 +356,11 @@ export const COMMANDS = {
     },
     { since: optStr },
   ),
+  // pi's answer, serialized without recursion: a linear session of a few thousand entries nests too deep for
+  // JSON.stringify (pi's own RPC mode answers that RangeError instead of the tree).
   get_tree: read((host) => {
     const sessionManager = host.session.sessionManager;
-    return { tree: sessionManager.getTree(), leafId: sessionManager.getLeafId() };
+    return new JsonText(`{"tree":${treeJson(sessionManager.getTree())},"leafId":${JSON.stringify(sessionManager.getLeafId())}}`);
   }),
   get_last_assistant_text: read((host) => ({ text: host.session.getLastAssistantText() ?? null })),
   set_session_name: lane({ name: str }, async (host, f) => {

@@ -14,6 +14,7 @@ import { MAX_TIMER_MS, type Timeouts } from "./options.js";
 import type { SessionHost } from "./session-host.js";
 import type { DormantSession, SessionEntry, SessionRegistry } from "./sessions.js";
 import { IdempotencyCache, IdempotencyConflict } from "./idempotency.js";
+import { JsonText } from "./json-text.js";
 import { IdempotencyJournal, type JournalEntry, type StoredOutcome } from "../store/idempotency-journal.js";
 
 /** What the transport calls for one connection. */
@@ -292,13 +293,21 @@ export class ServerCore {
     this.#metrics.commandFinished(label, outcome, (performance.now() - startedAt) / 1000);
   }
 
-  #respond(conn: Connection, id: string | undefined, command: string, data: unknown, startedAt: number): void {
+  /**
+   * Answer a success. Every command gets exactly one response: data that cannot be serialized (a cycle, a BigInt,
+   * nesting deeper than `JSON.stringify` recurses) is answered `internal` instead of leaving the client waiting.
+   */
+  #respond(conn: Connection, id: string | undefined, command: string, data: unknown, startedAt: number, replayed?: true): void {
+    let frame: string;
+    try {
+      frame = successFrame(id, command, data, replayed);
+    } catch (error) {
+      const cause = new PiServerError("internal", "The command's answer could not be serialized", { cause: error });
+      this.#fail(conn, id, command, cause, startedAt);
+      return;
+    }
     this.#measure(command, "ok", startedAt);
-    conn.send(
-      data === undefined
-        ? { type: "response", id, command, success: true }
-        : { type: "response", id, command, success: true, data },
-    );
+    conn.sendFrame(frame);
   }
 
   /** Answer a failure. Our own faults (`internal`) are logged at error with their cause; refusals at debug. */
@@ -501,12 +510,12 @@ export class ServerCore {
   /** A repeat of a keyed command: the first outcome again, marked `replayed`. */
   #replay(conn: Connection, command: Command, outcome: StoredOutcome, startedAt: number): void {
     const { id, type } = command;
-    this.#measure(type, outcome.success ? "ok" : outcome.code, startedAt);
     if (outcome.success) {
-      conn.send({ type: "response", id, command: type, success: true, ...("data" in outcome ? { data: outcome.data } : {}), replayed: true });
-    } else {
-      conn.send({ type: "response", id, command: type, success: false, code: outcome.code, error: outcome.error, ...outcome.details, replayed: true });
+      this.#respond(conn, id, type, "data" in outcome ? outcome.data : undefined, startedAt, true);
+      return;
     }
+    this.#measure(type, outcome.code, startedAt);
+    conn.send({ type: "response", id, command: type, success: false, code: outcome.code, error: outcome.error, ...outcome.details, replayed: true });
   }
 
   /** What the journal keeps now: settled outcomes, and keys still running as `accepted`. */
@@ -768,4 +777,15 @@ function canonical(value: unknown): unknown {
   const sorted: Record<string, unknown> = {};
   for (const key of Object.keys(value).sort()) sorted[key] = canonical((value as Record<string, unknown>)[key]);
   return sorted;
+}
+
+/**
+ * A success response's text, `type` first (the cluster's tunnels recognise responses by it). Data already serialized
+ * (`JsonText`: a tree too deep for `JSON.stringify`) goes in as it is. Throws what `JSON.stringify` throws.
+ */
+function successFrame(id: string | undefined, command: string, data: unknown, replayed: true | undefined): string {
+  const head = { type: "response", id, command, success: true };
+  if (data instanceof JsonText) return `${JSON.stringify(head).slice(0, -1)},"data":${data.text}${replayed ? ',"replayed":true' : ""}}`;
+  const withData = data === undefined ? head : { ...head, data };
+  return JSON.stringify(replayed ? { ...withData, replayed } : withData);
 }

@@ -92,3 +92,42 @@ test("subscribe answers before any later event, with the seq to continue from", 
   );
   assert.ok(late.frames.findIndex((f) => f["id"] === "sub") < late.frames.findIndex((f) => f["type"] === "event"));
 });
+
+test("an answer that cannot be serialized is still answered, once, as internal; the connection goes on", async (t) => {
+  const { core, registry } = harness(t);
+  const socket = new FakeSocket();
+  const handle = core.opened(socket);
+  handle.message(JSON.stringify({ type: "create_session", id: "c", sessionId: "s" }));
+  await socket.next((f) => f["id"] === "c");
+  const session = registry.getLive("s")?.session;
+  assert.ok(session);
+  const cyclic: Record<string, unknown> = {};
+  cyclic["self"] = cyclic;
+  const answers: unknown[] = [10n, cyclic];
+  t.mock.method(session, "getLastAssistantText", () => answers.shift());
+  for (const id of ["bigint", "cycle"]) {
+    handle.message(JSON.stringify({ type: "get_last_assistant_text", id, sessionId: "s" }));
+    const answer = await within(2_000, socket.next((f) => f["id"] === id), `no response to ${id}`);
+    assert.deepEqual([answer["success"], answer["code"]], [false, "internal"]);
+  }
+  handle.message(JSON.stringify({ type: "ping", id: "p" }));
+  await within(2_000, socket.next((f) => f["id"] === "p"), "no response to ping");
+  assert.deepEqual(
+    socket.frames.filter((f) => f["type"] === "response").map((f) => f["id"]),
+    ["c", "bigint", "cycle", "p"],
+    "exactly one response per command",
+  );
+});
+
+/** `promise`, or a failure naming what did not happen within `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
