@@ -69,7 +69,7 @@ test("/tmp and /run are bounded tmpfs: by default 256 MiB, not half the RAM; pas
   const size = await bash(other, "df -k --output=size /tmp /run | tail -2");
   for (const kb of size.output.trim().split("\n").map(Number)) assert.ok(kb <= 256 * 1024, `tmpfs of ${kb} KiB`);
   const { alice } = await confined(t, { sandboxLimits: { tmpfsBytes: 4 * 1024 * 1024 } });
-  const result = await bash(alice, "head -c 8388608 /dev/zero > /tmp/fill; echo rc=$?; du -k /tmp/fill | cut -f1");
+  const result = await bash(alice, "head -c 8388608 /dev/zero > $TMPDIR/fill; echo rc=$?; du -k $TMPDIR/fill | cut -f1");
   assert.match(result.output, /No space left on device/, result.output);
   assert.match(result.output, /rc=1/);
   const kib = Number(result.output.trim().split("\n").at(-1));
