@@ -13,7 +13,7 @@ import { COMMANDS, type Command, isParseFailure, PROTOCOL_VERSION, parseCommand 
 import { MAX_TIMER_MS, type Timeouts } from "./options.js";
 import type { SessionHost } from "./session-host.js";
 import type { DormantSession, SessionEntry, SessionRegistry } from "./sessions.js";
-import { IdempotencyCache, IdempotencyConflict } from "./idempotency.js";
+import { IdempotencyCache, IdempotencyConflict, idempotencyId } from "./idempotency.js";
 import { JsonText } from "./json-text.js";
 import { IdempotencyJournal, type JournalEntry, type StoredOutcome } from "../store/idempotency-journal.js";
 
@@ -456,7 +456,7 @@ export class ServerCore {
   }
 
   #executeOnce(conn: Connection, command: Command, answer: Answer, startedAt: number, entry: JournalEntry, admitted: () => void): Promise<StoredOutcome> {
-    const id = `${entry.principal}\n${entry.key}`;
+    const id = idempotencyId(entry.principal, entry.key);
     const journal = this.#journal;
     return new Promise<StoredOutcome>((settle) => {
       let run: Promise<void> | undefined;
@@ -522,7 +522,7 @@ export class ServerCore {
   #journalEntries(): JournalEntry[] {
     const entries: JournalEntry[] = [];
     for (const kept of this.#idempotency.settled()) {
-      if (this.#unfinished.has(`${kept.principal}\n${kept.key}`)) continue;
+      if (this.#unfinished.has(idempotencyId(kept.principal, kept.key))) continue;
       entries.push({ principal: kept.principal, key: kept.key, fingerprint: kept.fingerprint, outcome: kept.value as StoredOutcome, at: kept.settledAt });
     }
     return [...entries, ...this.#unfinished.values()];
