@@ -36,7 +36,7 @@ const node = (name: string) =>
       dataDir: join(dir, `data-${name}`),
       cwd: dir,
       defaultModel: { provider: "local", modelId: "echo-1" },
-      cluster: { redisUrl: redis.url, leaseTtlMs: 10_000 },
+      cluster: { redisUrl: redis.url, leaseTtlMs: 10_000, secret: "bench-cluster-secret-of-32-bytes-or-more" },
     },
     {},
     "cluster-node.ts",
@@ -109,7 +109,13 @@ const stamp = (into: Map<number, number>) => (frame: Record<string, unknown>) =>
   into.set(Number(index), performance.now());
   if (receivedAt.direct.size >= CHUNKS && receivedAt.forwarded.size >= CHUNKS) allReceived();
 };
-const direct = await connect(a.port, stamp(receivedAt.direct));
+/** The direct client saw the run's `agent_settled` (its end: the next prompt may start). */
+let settled = () => {};
+const stampDirect = stamp(receivedAt.direct);
+const direct = await connect(a.port, (frame) => {
+  stampDirect(frame);
+  if ((frame["event"] as { type?: string } | undefined)?.type === "agent_settled") settled();
+});
 const forwarded = await connect(b.port, stamp(receivedAt.forwarded));
 await direct.request({ type: "create_session", sessionId: "bench" });
 await forwarded.request({ type: "subscribe", sessionId: "bench" });
@@ -131,8 +137,10 @@ for (let run = 0; run < RUNS; run++) {
   const text = Array.from({ length: CHUNKS }, (_, i) => `<${String(i).padStart(width, "0")}>`).join("");
   llm.replies.push({ text, chunks: CHUNKS, delayMs: 2, onChunk: (index) => writtenAt.set(index, performance.now()) });
   const ended = new Promise<void>((resolve) => (allReceived = resolve));
+  const runSettled = new Promise<void>((resolve) => (settled = resolve));
   await direct.request({ type: "prompt", sessionId: "bench", message: `run ${run}` });
   await ended;
+  await runSettled;
   for (const name of ["direct", "forwarded"] as const) {
     const latencies: number[] = [];
     for (const [index, at] of receivedAt[name]) {

@@ -6,16 +6,20 @@
  * around the same paced session, and a raw `ws` server replaying the frames pi-server sent (all at once, and paced:
  * each at the moment pi-server published it) — the server's CPU per delivered event.
  * Every server streams WARMUP times (default 1) to warm up before the stream that is measured (WARMUP=0: the first,
- * cold one).
+ * cold one). Subscribers take pi-server's default encoding (pi 1.6 RPC's delta-only `message_update`), and the
+ * hand-written server sends pi RPC's form (pi's `toJsonEvent`); ENCODING=full measures the `full` opt-in (the
+ * cumulative message in every update) on both.
  * Run: npm run bench:fanout
  */
 import { type ServerChild, startClient, startServerChild } from "./lib/child.js";
 import { fmt, percentile, table } from "./lib/common.js";
+import { encodingOf } from "./lib/pi-rpc-form.js";
 
 const REPLY = "fan out ".repeat(600); // ~4.8 KB: ~1200 one-token chunks
 const PACED = { PI_BENCH_TPS: "1000000", PI_BENCH_TPC: "1" }; // one chunk per timer tick: ~900 events/s
 const NO_LIMITS = { rateLimits: { connection: false, session: false, global: false } };
 const now = () => performance.timeOrigin + performance.now();
+const ENCODING = encodingOf(process.env["ENCODING"]);
 const rows: string[][] = [];
 
 /** The child's clock minus ours, from the IPC ping with the shortest round trip (error ≤ half of it). */
@@ -86,7 +90,8 @@ for (const n of LEVELS) {
   // pi-server
   const pi = await startServerChild(NO_LIMITS, PACED);
   await pi.request({ cmd: "sessions", n: 1, sessionId: "fan" }, (r) => r["done"] === true);
-  const run = await fanOut(pi, n, { PI_BENCH_SUBSCRIBE: JSON.stringify({ type: "subscribe", id: "s", sessionId: "fan" }) }, () =>
+  const subscribe = { type: "subscribe", id: "s", sessionId: "fan", ...(ENCODING === "full" ? { encoding: ENCODING } : {}) };
+  const run = await fanOut(pi, n, { PI_BENCH_SUBSCRIBE: JSON.stringify(subscribe) }, () =>
     pi.request({ cmd: "stream", sessionId: "fan", text: REPLY, once: true }, (r) => r["stopped"] === true),
   );
   // The last stream's (each `stream` starts a new list).
@@ -108,7 +113,7 @@ for (const n of LEVELS) {
   await closeAll([...run.subscribers, pi]);
 
   // A hand-written ws server around the same paced session.
-  const handmade = await startServerChild({}, PACED, "handmade-process.ts");
+  const handmade = await startServerChild({}, { ...PACED, PI_BENCH_ENCODING: ENCODING }, "handmade-process.ts");
   const hand = await fanOut(handmade, n, {}, () => handmade.request({ cmd: "stream", text: REPLY }, (r) => r["stopped"] === true));
   const handDelivered = hand.done.reduce((sum, d) => sum + d.times.length, 0);
   await closeAll([...hand.subscribers, handmade]);
@@ -153,7 +158,7 @@ for (const n of LEVELS) {
 }
 
 table(
-  "Fan-out (one session, faux model ~900 events/s; servers and each subscriber in their own processes)",
+  `Fan-out (one session, faux model ~900 events/s, ${ENCODING === "full" ? "`full` encoding" : "default encoding (pi)"}; servers and each subscriber in their own processes)`,
   [
     "subscribers",
     "events published",

@@ -1,18 +1,25 @@
 /**
  * Streaming throughput: events/s and MB/s delivered to one client from a session whose faux model streams as fast as
- * it can — in-process (session.subscribe), through pi-server (the built package, in its own process) to a client in
- * this process, and a raw `ws` server (its own process) sending the same frames.
+ * it can, in each wire form — pi-server's default (pi 1.6 RPC's delta-only `message_update`) and the `full` opt-in
+ * (the cumulative message in every update): from pi's own RPC mode (`runRpcMode`, its own process) over its stdout
+ * pipe, through pi-server (the built package, its own process) to a client in this process, through a hand-written
+ * `ws` server around the same session (its own process, pi RPC's form) and from a raw `ws` server (its own process)
+ * replaying the frames pi-server sent. Every server is a process of its own; a reply ends with `agent_settled`.
  * Run: npm run bench:throughput
  */
-import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import WebSocket from "ws";
-import { type ServerChild, startServerChild } from "./lib/child.js";
-import { createPiServer } from "./lib/pi.js";
-import { fauxSetup } from "../test/helpers/faux.js";
+import { type ServerChild, startRpcChild, startServerChild } from "./lib/child.js";
+import type { Encoding } from "./lib/pi-rpc-form.js";
 import { fmt, mb, table } from "./lib/common.js";
 
 const REPLY = "Streaming throughput benchmark text. ".repeat(450); // ~16 KB of text
 const RUNS = Number(process.env["RUNS"] ?? 5);
+/**
+ * Replies before the measured ones, for every path: pi 1.6 on Node 24 takes about ten replies to reach its steady
+ * CPU per reply in a fresh process (V8 still compiling), so one warm-up left the first path measured on each server
+ * colder than the next.
+ */
+const WARMUP = Number(process.env["WARMUP"] ?? 10);
 
 interface Result {
   events: number;
@@ -27,74 +34,89 @@ async function cpuOf(server: ServerChild): Promise<number> {
   return (cpu.user + cpu.system) / 1000;
 }
 
-// In-process baseline: pi's own session, serialized as pi's RPC mode would.
-const setup = fauxSetup();
-const local = createPiServer({ noServer: true, logLevel: "silent", sessionFactory: setup.factory, cwd: setup.root });
-const hosted = await local.sessions.create({ sessionId: "bench" });
 const NO_LIMITS = { rateLimits: { connection: false, session: false, global: false } };
 const GiB = 2 ** 30;
+// pi's own RPC mode, the baseline.
+const rpc = await startRpcChild();
 // pi-server in its own process (the built package), with default watermarks and with conflation out of reach.
 const bounded = await startServerChild(NO_LIMITS);
 const unbounded = await startServerChild({
   ...NO_LIMITS,
   backpressure: { lowWaterMark: GiB, highWaterMark: 2 * GiB, hardLimit: 3 * GiB },
 });
-const replay = await startServerChild({}, {}, "replay-process.ts");
-const handmade = await startServerChild({}, {}, "handmade-process.ts");
+const replay = { pi: await startServerChild({}, {}, "replay-process.ts"), full: await startServerChild({}, {}, "replay-process.ts") };
+const handmade = {
+  pi: await startServerChild({}, {}, "handmade-process.ts"),
+  full: await startServerChild({}, { PI_BENCH_ENCODING: "full" }, "handmade-process.ts"),
+};
 
-async function inProcess(): Promise<Result> {
-  setup.faux.setResponses([fauxAssistantMessage(REPLY)]);
+/** pi's RPC mode: one `prompt` on its stdin, its stdout read (JSON lines) until `agent_settled`; responses not counted. */
+async function overRpc(): Promise<Result> {
+  await rpc.request({ cmd: "reply", text: REPLY }, (r) => r["set"] === true);
   let events = 0;
   let bytes = 0;
-  const start = performance.now();
-  const cpu = process.cpuUsage();
-  const unsubscribe = hosted.session.subscribe((event) => {
-    events += 1;
-    bytes += JSON.stringify(event).length;
+  let rest = "";
+  const cpu = await cpuOf(rpc);
+  const t0 = performance.now();
+  const ms = await new Promise<number>((resolve) => {
+    const onData = (chunk: Buffer) => {
+      const lines = (rest + chunk.toString()).split("\n");
+      rest = lines.pop() as string;
+      for (const line of lines) {
+        if (line.startsWith('{"type":"response"') || line.startsWith('{"id":')) continue;
+        events += 1;
+        bytes += Buffer.byteLength(line) + 1;
+        if (line.includes('"type":"agent_settled"')) {
+          rpc.stdout.off("data", onData);
+          resolve(performance.now() - t0);
+        }
+      }
+    };
+    rpc.stdout.on("data", onData);
+    rpc.stdin.write(`${JSON.stringify({ id: "p", type: "prompt", message: "go" })}\n`);
   });
-  await hosted.session.prompt("go");
-  unsubscribe();
-  const used = process.cpuUsage(cpu);
-  return { events, bytes, ms: performance.now() - start, cpuMs: (used.user + used.system) / 1000 };
+  const cpuMs = (await cpuOf(rpc)) - cpu;
+  return { events, bytes, ms, cpuMs };
 }
 
-const captured: string[] = [];
+const captured: Record<Encoding, string[]> = { pi: [], full: [] };
 
 /**
- * A client in this process, the server in its own: subscribe (pi-server), let the server stream one reply, count
- * until agent_end.
+ * A client in this process, the server in its own: subscribe (pi-server, in `encoding`), let the server stream one
+ * reply, count until `agent_settled`; the server's CPU once its prompt returned (the run settled).
  */
-async function overServer(server: ServerChild, capture: boolean, piServer = true): Promise<Result> {
+async function overServer(server: ServerChild, encoding: Encoding, capture: boolean, piServer = true): Promise<Result> {
   const ws = new WebSocket(`ws://127.0.0.1:${server.port}`);
   if (piServer) {
     await new Promise((resolve) => ws.once("message", resolve)); // server_ready
-    ws.send(JSON.stringify({ type: "subscribe", id: "s", sessionId: "bench" }));
+    ws.send(JSON.stringify({ type: "subscribe", id: "s", sessionId: "bench", ...(encoding === "full" ? { encoding } : {}) }));
     await new Promise((resolve) => ws.once("message", resolve));
   } else await new Promise((resolve) => ws.once("open", resolve));
   let events = 0;
   let bytes = 0;
-  const done = new Promise<void>((resolve) => {
+  const done = new Promise<number>((resolve) => {
     ws.on("message", (data: Buffer) => {
       events += 1;
       bytes += data.length;
-      if (capture) captured.push(data.toString());
-      if (data.includes('"type":"agent_end"')) resolve();
+      if (capture) captured[encoding].push(data.toString());
+      if (data.includes('"type":"agent_settled"')) resolve(performance.now());
     });
   });
   const cpu = await cpuOf(server);
   const t0 = performance.now();
-  server.send({ cmd: "stream", sessionId: "bench", text: REPLY, once: true });
-  await done;
-  const ms = performance.now() - t0;
+  const stopped = server.request({ cmd: "stream", sessionId: "bench", text: REPLY, once: true }, (r) => r["stopped"] === true);
+  const ms = (await done) - t0;
+  await stopped;
   const cpuMs = (await cpuOf(server)) - cpu;
   ws.close();
   return { events, bytes, ms, cpuMs };
 }
 
 /** The same frames from a raw `ws` server in its own process. */
-async function rawWs(): Promise<Result> {
-  const cpu = await cpuOf(replay);
-  const ws = new WebSocket(`ws://127.0.0.1:${replay.port}`);
+async function rawWs(encoding: Encoding): Promise<Result> {
+  const server = replay[encoding];
+  const cpu = await cpuOf(server);
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}`);
   let events = 0;
   let bytes = 0;
   const t0 = performance.now();
@@ -102,11 +124,11 @@ async function rawWs(): Promise<Result> {
     ws.on("message", (data: Buffer) => {
       events += 1;
       bytes += data.length;
-      if (events === captured.length) resolve();
+      if (events === captured[encoding].length) resolve();
     });
   });
   const ms = performance.now() - t0;
-  const cpuMs = (await cpuOf(replay)) - cpu;
+  const cpuMs = (await cpuOf(server)) - cpu;
   ws.close();
   return { events, bytes, ms, cpuMs };
 }
@@ -119,7 +141,7 @@ function median(results: Result[]): Result {
 }
 
 async function repeat(run: () => Promise<Result>): Promise<Result> {
-  await run(); // warm-up
+  for (let i = 0; i < WARMUP; i++) await run();
   const results: Result[] = [];
   for (let i = 0; i < RUNS; i++) results.push(await run());
   return median(results);
@@ -133,16 +155,19 @@ for (const server of [bounded, unbounded]) {
   ws.close();
 }
 const rows: Array<[string, Result]> = [];
-rows.push(["in-process consumer (session.subscribe + JSON.stringify, pi RPC's form)", await repeat(inProcess)]);
-rows.push(["hand-written ws server around the same session (own process)", await repeat(() => overServer(handmade, false, false))]);
-rows.push(["pi-server (own process) → one ws client (default watermarks)", await repeat(() => overServer(bounded, false))]);
-await overServer(unbounded, true);
-rows.push(["pi-server (own process) → one ws client (conflation off)", await repeat(() => overServer(unbounded, false))]);
-await replay.request({ cmd: "frames", frames: captured }, (r) => "loaded" in r);
-rows.push(["raw ws (own process), the same frames", await repeat(rawWs)]);
+rows.push(["pi's own RPC mode (runRpcMode, own process) → its stdout pipe (pi RPC's form)", await repeat(overRpc)]);
+for (const encoding of ["pi", "full"] as const) {
+  const name = encoding === "pi" ? "default (pi)" : "full";
+  rows.push([`${name}: hand-written ws server around the same session (own process)`, await repeat(() => overServer(handmade[encoding], encoding, false, false))]);
+  rows.push([`${name}: pi-server (own process) → one ws client (default watermarks)`, await repeat(() => overServer(bounded, encoding, false))]);
+  await overServer(unbounded, encoding, true);
+  rows.push([`${name}: pi-server (own process) → one ws client (conflation off)`, await repeat(() => overServer(unbounded, encoding, false))]);
+  await replay[encoding].request({ cmd: "frames", frames: captured[encoding] }, (r) => "loaded" in r);
+  rows.push([`${name}: raw ws (own process), the same frames`, await repeat(() => rawWs(encoding))]);
+}
 
 table(
-  `Streaming throughput (one ${REPLY.length}-char reply, faux model at full speed, median of ${RUNS})`,
+  `Streaming throughput (one ${REPLY.length}-char reply, faux model at full speed, median of ${RUNS} after ${WARMUP} warm-up replies)`,
   ["path", "events", "MB", "ms", "events/s", "MB/s", "server CPU ms"],
   rows.map(([name, r]) => [
     name,
@@ -158,12 +183,14 @@ const rate = (name: string) => {
   const r = (rows.find(([row]) => row.startsWith(name)) as [string, Result])[1];
   return r.events / r.ms;
 };
-const [piDefault, piOff] = [rate("pi-server (own process) → one ws client (default"), rate("pi-server (own process) → one ws client (conflation off")];
-process.stdout.write(
-  `pi-server events/s (default / conflation off) ÷ raw ws replay: ${fmt(piDefault / rate("raw ws"), 2)} / ${fmt(piOff / rate("raw ws"), 2)}; ` +
-    `÷ hand-written server: ${fmt(piDefault / rate("hand-written"), 2)} / ${fmt(piOff / rate("hand-written"), 2)}; ` +
-    `÷ in-process consumer: ${fmt(piDefault / rate("in-process"), 2)} / ${fmt(piOff / rate("in-process"), 2)}\n\n`,
-);
-await Promise.all([bounded.close(), unbounded.close(), replay.close(), handmade.close()]);
-await local.close();
-setup.cleanup();
+const rpcRate = rate("pi's own RPC mode");
+for (const name of ["default (pi)", "full"]) {
+  const [piDefault, piOff] = [rate(`${name}: pi-server (own process) → one ws client (default`), rate(`${name}: pi-server (own process) → one ws client (conflation off`)];
+  process.stdout.write(
+    `${name}: pi-server events/s (default watermarks / conflation off) ÷ raw ws replay: ${fmt(piDefault / rate(`${name}: raw ws`), 2)} / ${fmt(piOff / rate(`${name}: raw ws`), 2)}; ` +
+      `÷ hand-written server: ${fmt(piDefault / rate(`${name}: hand-written`), 2)} / ${fmt(piOff / rate(`${name}: hand-written`), 2)}; ` +
+      `÷ pi's RPC mode: ${fmt(piDefault / rpcRate, 2)} / ${fmt(piOff / rpcRate, 2)}\n`,
+  );
+}
+process.stdout.write("\n");
+await Promise.all([rpc, bounded, unbounded, replay.pi, replay.full, handmade.pi, handmade.full].map((server) => server.close()));

@@ -1,5 +1,6 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { join } from "node:path";
+import type { Readable, Writable } from "node:stream";
 
 export interface ServerChild {
   port: number;
@@ -15,9 +16,19 @@ function profile(): string[] {
   return dir ? ["--cpu-prof", `--cpu-prof-dir=${dir}`] : [];
 }
 
-/** A process of bench/lib holding clients (plain JavaScript, `*.mjs`), started with `env`; resolves once it is ready. */
+/**
+ * Node flags of a server process. PI_BENCH_CPU_PROF=<dir> writes a CPU profile of each there (NODE_OPTIONS may not
+ * carry --cpu-prof); PI_BENCH_NODE_ARGS passes other flags to every one (e.g. "--trace-deopt").
+ */
+const serverArgs = () => ["--import", "tsx", "--expose-gc", ...profile(), ...(process.env["PI_BENCH_NODE_ARGS"] ?? "").split(" ").filter(Boolean)];
+
+/**
+ * A process of bench/lib holding clients (plain JavaScript, `*.mjs`), started with `env`; resolves once it is ready.
+ * Without the bench's own flags (`--import tsx`, which fork passes on by default): with tsx each took 2.5× the CPU
+ * to start (0.13 s), and a hundred starting at once on a busy machine (load ~77) once got a handshake reset.
+ */
 export async function startClient(script: string, env: Record<string, string>): Promise<ServerChild> {
-  const child = fork(join(import.meta.dirname, script), [], { env: { ...process.env, ...env } });
+  const child = fork(join(import.meta.dirname, script), [], { env: { ...process.env, ...env }, execArgv: [] });
   await new Promise((resolve, reject) => {
     child.once("message", resolve);
     child.once("exit", (code) => reject(new Error(`${script} exited with ${code} before it was ready`)));
@@ -32,15 +43,23 @@ export async function startServerChild(
   script = "server-process.ts",
 ): Promise<ServerChild> {
   const child: ChildProcess = fork(join(import.meta.dirname, script), [], {
-    // PI_BENCH_CPU_PROF=<dir> writes a CPU profile of each child there (NODE_OPTIONS may not carry --cpu-prof);
-    // PI_BENCH_NODE_ARGS passes other flags to every child (e.g. "--trace-deopt").
-    execArgv: ["--import", "tsx", "--expose-gc", ...profile(), ...(process.env["PI_BENCH_NODE_ARGS"] ?? "").split(" ").filter(Boolean)],
+    execArgv: serverArgs(),
     env: { ...process.env, ...env, PI_BENCH_OPTIONS: JSON.stringify(options) },
   });
   const port = await new Promise<number>((resolve) =>
     child.once("message", (message) => resolve((message as { port: number }).port)),
   );
   return wrap(child, port);
+}
+
+/** `rpc-process.ts` (pi's own RPC mode) with its stdin and stdout piped to this process; resolves once it is ready. */
+export async function startRpcChild(): Promise<ServerChild & { stdin: Writable; stdout: Readable }> {
+  const child: ChildProcess = fork(join(import.meta.dirname, "rpc-process.ts"), [], {
+    execArgv: serverArgs(),
+    stdio: ["pipe", "pipe", "inherit", "ipc"],
+  });
+  await new Promise((resolve) => child.once("message", resolve));
+  return { ...wrap(child, 0), stdin: child.stdin as Writable, stdout: child.stdout as Readable };
 }
 
 function wrap(child: ChildProcess, port: number): ServerChild {

@@ -2,7 +2,8 @@
  * One subscriber in its own process (plain JavaScript: no TypeScript loader to start). Environment:
  *   PI_BENCH_URL        the server
  *   PI_BENCH_SUBSCRIBE  a frame to send once the server said `server_ready` (pi-server); empty for raw servers
- *   PI_BENCH_EXPECT     frames to receive before it is done; 0: until a frame with `"type":"agent_end"`
+ *   PI_BENCH_EXPECT     frames to receive before it is done; 0: until a frame with `"type":"agent_settled"` (a run's
+ *                       last event)
  *   PI_BENCH_CAPTURE    "1": also return the frames received
  *   PI_BENCH_WARMUP     n (default 0): the first n streams (each up to its end, as above) are a warm-up: { warm }
  *                       after the last of them, and only the stream after it is timed and returned
@@ -35,7 +36,7 @@ ws.on("message", (data) => {
   const text = data.toString();
   if (capture) frames.push(text);
   times.push([Number(/"seq":(\d+)/.exec(text)?.[1]), at]);
-  if (expect > 0 ? times.length === expect : text.includes('"type":"agent_end"')) {
+  if (expect > 0 ? times.length === expect : text.includes('"type":"agent_settled"')) {
     if (warming > 0) {
       warming -= 1;
       times.length = 0;
