@@ -1,6 +1,3 @@
-import { constants } from "node:fs";
-import { access, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import {
   createEditToolDefinition,
   createFindToolDefinition,
@@ -11,74 +8,76 @@ import {
   defineTool,
   type ToolDefinition,
 } from "@earendil-works/pi-coding-agent";
-import { confine } from "./paths.js";
+import type { FileHelper } from "./file-helper/client.js";
+
+interface HelperStat {
+  readonly directory: boolean;
+  readonly file: boolean;
+  readonly size: number;
+  readonly mtimeMs: number;
+}
 
 /**
- * pi's file tools (read, write, edit, ls, grep, find) confined to `workspace`: every path a tool touches is resolved
- * with real paths followed and refused outside (adr/0011). Built on pi's own `*Operations` seams, so the tools behave
- * exactly as pi's otherwise. A factory passes these as `customTools`; same names replace pi's built-ins.
+ * pi's file tools (read, write, edit, ls, grep, find) for a confined session (adr/0027): pi's own tool code on its
+ * `*Operations` seams, with every open, stat and listing done by the principal's sandboxed file helper, so the kernel
+ * decides what a path reaches. grep and find run whole in the helper (pi spawns rg and fd itself). A factory passes
+ * these as `customTools`; same names replace pi's built-ins.
  */
-export function confinedFileTools(cwd: string, workspace: string): ToolDefinition[] {
-  const inside = async (path: string) => (await confine(workspace, cwd, path)).path;
-  const existing = async (path: string) => {
-    const confined = await confine(workspace, cwd, path);
-    if (!confined.exists) throw Object.assign(new Error(`ENOENT: no such file or directory '${path}'`), { code: "ENOENT" });
-    return confined.path;
+export function confinedFileTools(cwd: string, files: FileHelper): ToolDefinition[] {
+  const maxBytes = files.limits.maxReadBytes;
+  const readFile = async (path: string) => Buffer.from(await files.request<string>("read", { path, maxBytes }), "base64");
+  const writeFile = async (path: string, content: string) => {
+    await files.request("write", { path, data: Buffer.from(content, "utf8").toString("base64") });
+  };
+  const stat = async (path: string) => {
+    const stats = await files.request<HelperStat>("stat", { path });
+    return { ...stats, isDirectory: () => stats.directory, isFile: () => stats.file };
   };
   const tools = [
     createReadToolDefinition(cwd, {
       operations: {
-        readFile: async (path) => readFile(await existing(path)),
-        access: async (path) => access(await existing(path), constants.R_OK),
+        readFile,
+        access: async (path) => {
+          await files.request("access", { path });
+        },
+        detectImageMimeType: (path) => files.request<string | null>("mime", { path }),
       },
     }),
     createWriteToolDefinition(cwd, {
       operations: {
-        writeFile: async (path, content) => writeFile(await inside(path), content, "utf8"),
-        mkdir: async (dir) => {
-          await mkdir(await inside(dir), { recursive: true });
+        writeFile,
+        mkdir: async (path) => {
+          await files.request("mkdir", { path });
         },
       },
     }),
     createEditToolDefinition(cwd, {
       operations: {
-        readFile: async (path) => readFile(await existing(path)),
-        writeFile: async (path, content) => writeFile(await inside(path), content, "utf8"),
-        access: async (path) => access(await existing(path), constants.R_OK | constants.W_OK),
+        readFile,
+        writeFile,
+        access: async (path) => {
+          await files.request("access", { path, write: true });
+        },
       },
     }),
     createLsToolDefinition(cwd, {
       operations: {
-        exists: async (path) => (await confine(workspace, cwd, path)).exists,
-        stat: async (path) => stat(await existing(path)),
-        readdir: async (path) => readdir(await existing(path)),
+        exists: (path) => files.request<boolean>("exists", { path }),
+        stat,
+        readdir: (path) => files.request<string[]>("readdir", { path }),
       },
     }),
-    createGrepToolDefinition(cwd, {
-      operations: {
-        isDirectory: async (path) => (await stat(await existing(path))).isDirectory(),
-        readFile: async (path) => readFile(await existing(path), "utf8"),
-      },
-    }),
-    confineSearchPath(createFindToolDefinition(cwd) as unknown as ToolDefinition, cwd, workspace),
+    inHelper(createGrepToolDefinition(cwd) as unknown as ToolDefinition, cwd, files),
+    inHelper(createFindToolDefinition(cwd) as unknown as ToolDefinition, cwd, files),
   ];
   return tools.map((tool) => defineTool(tool as unknown as ToolDefinition));
 }
 
-/**
- * pi's `find` runs `fd` on its `path` argument without asking its operations, so the argument is checked before
- * the tool runs (`fd` does not follow symlinks out of the searched tree).
- */
-function confineSearchPath(tool: ToolDefinition, cwd: string, workspace: string): ToolDefinition {
+/** pi's tool definition (name, schema, renderers) whose execution happens in the helper: pi's code, there. */
+function inHelper(tool: ToolDefinition, cwd: string, files: FileHelper): ToolDefinition {
   return {
     ...tool,
-    execute: async (toolCallId, params, ...rest) => {
-      const raw = (params as { path?: unknown }).path;
-      let path = typeof raw === "string" && raw !== "" ? raw.replace(/^@/, "") : ".";
-      // pi expands `~` to the server's home directory; that is outside unless the workspace holds it.
-      if (path === "~" || path.startsWith("~/")) path = homedir() + path.slice(1);
-      await confine(workspace, cwd, path);
-      return tool.execute(toolCallId, params, ...rest);
-    },
+    execute: (_toolCallId, params, signal, _onUpdate, ctx) =>
+      files.request("tool", { name: tool.name, cwd: ctx?.cwd ?? cwd, params }, signal) as ReturnType<ToolDefinition["execute"]>,
   };
 }

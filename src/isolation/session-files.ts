@@ -4,7 +4,9 @@ import { tmpdir } from "node:os";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { PiServerError } from "../errors.js";
 import { versionProblem } from "../store/readable-conversation.js";
-import { confine, isWithin } from "./paths.js";
+import { asServerError, type FileHelper } from "./file-helper/client.js";
+import { isWithin } from "./paths.js";
+import { directoryIn } from "./workspaces.js";
 
 /** Where a session's path fields may point (adr/0011). */
 export interface PathScope {
@@ -14,6 +16,8 @@ export interface PathScope {
   readonly workspace: string | undefined;
   /** Real path of the server's session storage; undefined when sessions are not kept in files. */
   readonly sessionsRoot: string | undefined;
+  /** The workspace's sandboxed file helper (confined): every workspace path is opened there (adr/0027). */
+  readonly files: FileHelper | undefined;
 }
 
 /** The first bytes of a file are enough to find pi's session header line. */
@@ -79,11 +83,12 @@ export async function checkSessionFile(scope: PathScope, requested: string): Pro
   // Whose it is: the recorded cwd as text, the rule list_stored_sessions applies too.
   if (!recordedInWorkspace(header?.cwd, scope.workspace)) throw notYours();
   // Not whose it is, but where pi would run it: switch_session makes the header's cwd the session's cwd (pi's
-  // switchSession), and pi reads context files there, so it must still be a place create_session.cwd would accept
-  // (its real path inside the workspace). The one look into the workspace, and only at a path that passed the
-  // lexical check; a cwd deleted since is pi's to refuse (a parent session's cwd is never used).
-  await confine(scope.workspace, scope.workspace, header.cwd, "cwd").catch(() => {
-    throw notYours();
+  // switchSession), so it must still be a place create_session.cwd would accept (a directory inside the workspace,
+  // as the principal's file helper sees it; adr/0027). A cwd deleted since is pi's to refuse.
+  if (scope.files === undefined) throw notYours();
+  await directoryIn(scope.files, header.cwd, "cwd").catch((error: { code?: unknown }) => {
+    // Not a directory (deleted since): pi's to refuse; anything else (outside, the helper failing) is refused here.
+    if (error.code !== "invalid_command") throw notYours();
   });
   return knownVersion(real, header);
 }
@@ -96,9 +101,10 @@ function knownVersion(real: string, header: { version?: unknown }): string {
 }
 
 /**
- * `export_html`: pi renders into a private temporary file; the result is then copied to `outputPath` resolved
- * inside the workspace (or next to the session's cwd when unconfined), opened with O_NOFOLLOW so a symlink planted
- * at the target is never followed. Returns the path written.
+ * `export_html`: pi renders into a private temporary file of the server's; the result is then written to
+ * `outputPath`: in a confined session by the principal's file helper, inside its sandbox (adr/0027); unconfined,
+ * next to the session's cwd, opened with O_NOFOLLOW so a symlink planted at the target is never followed. Returns
+ * the path written.
  */
 export async function exportInto(
   scope: PathScope,
@@ -107,15 +113,20 @@ export async function exportInto(
   render: (privatePath: string) => Promise<unknown>,
 ): Promise<string> {
   const requested = outputPath ?? defaultName;
-  const target =
-    scope.workspace === undefined
-      ? resolve(scope.cwd, requested)
-      : (await confine(scope.workspace, scope.cwd, requested, "outputPath")).path;
+  if (requested.includes("\0")) throw new PiServerError("invalid_command", "outputPath contains a NUL character");
+  const target = resolve(scope.cwd, requested);
   const dir = await mkdtemp(join(tmpdir(), "pi-server-export-"));
   try {
     const rendered = join(dir, basename(defaultName));
     await render(rendered);
     const html = await readFile(rendered);
+    if (scope.workspace !== undefined) {
+      if (scope.files === undefined) throw new PiServerError("forbidden_path", "This session cannot write files");
+      await scope.files.request("write", { path: target, data: html.toString("base64") }).catch((error: unknown) => {
+        throw asServerError(error, "outputPath");
+      });
+      return target;
+    }
     const handle = await open(
       target,
       // O_NONBLOCK: a FIFO planted at the target fails at once instead of blocking the server.

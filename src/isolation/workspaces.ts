@@ -2,7 +2,15 @@ import { createHash } from "node:crypto";
 import { mkdir, realpath, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { PiServerError } from "../errors.js";
-import { confine } from "./paths.js";
+import {
+  asServerError,
+  DEFAULT_FILE_HELPER_LIMITS,
+  type FileHelper,
+  FileHelperError,
+  type FileHelperLimits,
+  FileHelpers,
+} from "./file-helper/client.js";
+import type { Sandbox } from "./sandbox.js";
 
 /** How session working directories are placed and confined (PROTOCOL.md §5, adr/0011). */
 export interface WorkspaceSettings {
@@ -18,6 +26,14 @@ export interface WorkspaceSettings {
 export interface Placement {
   readonly cwd: string;
   readonly workspace: string | undefined;
+  /** The workspace's sandboxed file helper (confined sessions): every path of the workspace is opened there. */
+  readonly files: FileHelper | undefined;
+}
+
+/** How workspaces' files are reached (adr/0027): the sandbox the helpers run in and their bounds. */
+export interface WorkspaceFiles {
+  readonly sandbox: Sandbox;
+  readonly limits?: FileHelperLimits | undefined;
 }
 
 /** Longest encoded name kept readable; longer ones are hashed (file names are limited to 255 bytes). */
@@ -48,9 +64,21 @@ async function isDirectory(path: string): Promise<boolean> {
 
 export class Workspaces {
   readonly settings: WorkspaceSettings;
+  readonly #files: FileHelpers;
 
-  constructor(settings: WorkspaceSettings) {
+  constructor(settings: WorkspaceSettings, files: WorkspaceFiles = { sandbox: { kind: "none", bwrapPath: undefined, network: true } }) {
     this.settings = settings;
+    this.#files = new FileHelpers(files.sandbox, files.limits ?? DEFAULT_FILE_HELPER_LIMITS);
+  }
+
+  /** The sandboxed file helper of a workspace (one per workspace, started on first use, stopped when idle). */
+  files(workspace: string): FileHelper {
+    return this.#files.for(workspace);
+  }
+
+  /** Stop every file helper (the server closes). */
+  close(): void {
+    this.#files.close();
   }
 
   /** The real path of a principal's workspace, created on first use (mode 0700). */
@@ -62,21 +90,38 @@ export class Workspaces {
   }
 
   /**
-   * Place a session: a client's `cwd` (relative to its workspace, or absolute inside it) must resolve, real paths
-   * followed, inside the principal's workspace (`forbidden_path` otherwise). `owner` undefined: a session of the
+   * Place a session: a client's `cwd` (relative to its workspace, or absolute inside it) must be a directory whose
+   * real path lies inside the principal's workspace (`forbidden_path` otherwise), as the principal's file helper sees
+   * it from inside the sandbox: the server never looks at the path itself. `owner` undefined: a session of the
    * embedder's own (programmatic API), placed like today and confined to its cwd.
    */
   async place(owner: string | undefined, requested: string | undefined, defaultCwd: string): Promise<Placement> {
     if (!this.settings.confined || owner === undefined) {
       const cwd = resolve(defaultCwd, requested ?? ".");
       if (!(await isDirectory(cwd))) throw new PiServerError("invalid_command", `cwd '${requested ?? cwd}' is not a directory`);
-      return { cwd, workspace: this.settings.confined ? await realpath(cwd) : undefined };
+      if (!this.settings.confined) return { cwd, workspace: undefined, files: undefined };
+      const workspace = await realpath(cwd);
+      return { cwd: workspace, workspace, files: this.files(workspace) };
     }
     const workspace = await this.workspaceOf(owner);
-    const target = await confine(workspace, workspace, requested ?? ".", "cwd");
-    if (!target.exists || !(await isDirectory(target.path))) {
-      throw new PiServerError("invalid_command", `cwd '${requested}' is not a directory in your workspace`);
+    const files = this.files(workspace);
+    return { cwd: await directoryIn(files, requested ?? ".", "cwd"), workspace, files };
+  }
+}
+
+/**
+ * The real path of a directory of the workspace, asked of its file helper (adr/0027): `forbidden_path` when it
+ * leaves the workspace (the lexical check first, so probing outside answers the same whether a path exists),
+ * `invalid_command` when it is not a directory.
+ */
+export async function directoryIn(files: FileHelper, requested: string, what: string): Promise<string> {
+  if (requested.includes("\0")) throw new PiServerError("invalid_command", `${what} contains a NUL character`);
+  try {
+    return await files.request<string>("directory", { path: resolve(files.workspace, requested) });
+  } catch (error) {
+    if (error instanceof FileHelperError && (error.code === "ENOENT" || error.code === "ENOTDIR")) {
+      throw new PiServerError("invalid_command", `${what} '${requested}' is not a directory in your workspace`);
     }
-    return { cwd: target.path, workspace };
+    throw asServerError(error, what);
   }
 }

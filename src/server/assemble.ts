@@ -15,6 +15,9 @@ import { realSessionsRoot, type SessionFactory } from "./session-factory.js";
 import { type Ownership, type PersistenceOptions, SessionRegistry } from "./sessions.js";
 import type { FrameBytes } from "./wire-frame.js";
 
+/** A server assembled without a sandbox (tests, embedders that pass none): commands and file helpers run plainly. */
+const NO_SANDBOX: Sandbox = { kind: "none", bwrapPath: undefined, network: true };
+
 /** What a cluster plugs in (issue 15): who owns sessions, where commands go, where events are kept. */
 export interface ClusterSeams {
   readonly ownership: Ownership;
@@ -77,7 +80,7 @@ export function assemble(options: AssembleOptions): Assembly {
     persistence: options.persistence,
     sessionsRoot,
     defaultCwd: config.cwd,
-    workspaces: options.workspaces ?? new Workspaces(config.workspaces),
+    workspaces: options.workspaces ?? new Workspaces(config.workspaces, { sandbox: options.sandbox ?? NO_SANDBOX, limits: config.fileHelper }),
     engine,
     maxSessions: config.maxSessions,
     maxSessionsPerPrincipal: config.maxSessionsPerPrincipal,
@@ -95,7 +98,7 @@ export function assemble(options: AssembleOptions): Assembly {
       maxPendingDialogs: config.maxPendingDialogsPerSession,
       onLlmCall: metrics ? (report) => metrics.llmCall(report) : undefined,
       onToolCall: metrics ? (tool, outcome) => metrics.toolCall(tool, outcome) : undefined,
-      sandbox: options.sandbox ?? { kind: "none", bwrapPath: undefined, network: true },
+      sandbox: options.sandbox ?? NO_SANDBOX,
       sessionsRoot,
       mcp: {
         policy: config.mcpServers,

@@ -214,12 +214,12 @@ export const COMMANDS = {
   // pi answers what became of the message: "queued", or "handled" when an extension's input handler took it.
   steer: control(
     { message: longStr, images },
-    async (host, f) => ({ disposition: await fromPi(() => host.session.steer(s(f, "message"), imgs(f), { source: "rpc" })) }),
+    async (host, f) => ({ disposition: await fromPi(() => host.session.steer(host.userText(s(f, "message")), imgs(f), { source: "rpc" })) }),
     { limit: "work" },
   ),
   follow_up: control(
     { message: longStr, images },
-    async (host, f) => ({ disposition: await fromPi(() => host.session.followUp(s(f, "message"), imgs(f), { source: "rpc" })) }),
+    async (host, f) => ({ disposition: await fromPi(() => host.session.followUp(host.userText(s(f, "message")), imgs(f), { source: "rpc" })) }),
     { limit: "work" },
   ),
   abort: control({}, (host) => fromPi(() => host.abort()), { limit: "exempt" }),

@@ -124,6 +124,8 @@ export function createPiServer(options: PiServerOptions): PiServer {
   const log = createLogger(config);
   checkWorkspaceRoot(config, config.sessionFactory ? undefined : (config.agentDir ?? getAgentDir()));
   const sandbox = resolveSandbox(config, log);
+  // Every path of a workspace is opened by that principal's sandboxed file helper (adr/0027).
+  const workspaces = new Workspaces(config.workspaces, { sandbox, limits: config.fileHelper });
   const factory =
     config.sessionFactory ??
     createDefaultSessionFactory({ agentDir: config.agentDir, inMemory: config.inMemory, projectExtensions: config.projectExtensions });
@@ -148,7 +150,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     persistence: { store, ...config.restore, lockFiles: cluster === undefined },
     cluster: cluster && { ownership: cluster, router: cluster, published: (...event) => cluster.published(...event) },
     dataDir,
-    workspaces: new Workspaces(config.workspaces),
+    workspaces,
     sandbox,
     sessionsRoot: realSessionsRoot(factory),
     logger: log,
@@ -252,6 +254,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     engine.abortAll(new PiServerError("shutting_down", "The server is shutting down"));
     limits.close();
     breakers.shutdown();
+    workspaces.close();
     core.closeAll(SERVER_CLOSES.shutdown);
     // Leases released and the node key deleted (each a compare-and-set), the bus stopped, then Redis closed.
     await cluster?.stop();

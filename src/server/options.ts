@@ -12,6 +12,7 @@ import type { WindowLimit } from "../governor/rate-limit.js";
 import type { BackpressureOptions } from "./connection.js";
 import type { ReplayLimits } from "./event-hub.js";
 import { type McpServerPolicy, parsePolicy } from "../isolation/mcp-policy.js";
+import { DEFAULT_FILE_HELPER_LIMITS, type FileHelperLimits } from "../isolation/file-helper/client.js";
 import type { SandboxLimits, SandboxMode, SandboxNetwork } from "../isolation/sandbox.js";
 import type { WorkspaceSettings } from "../isolation/workspaces.js";
 import type { SessionStore } from "../store/session-store.js";
@@ -174,6 +175,12 @@ export interface PiServerOptions {
    */
   sandboxLimits?: Partial<SandboxLimits>;
   /**
+   * Bounds of each principal's sandboxed file helper, the process that opens every workspace path for the server
+   * (adr/0027): an operation's deadline (the helper is killed past it, failing only that principal's operations),
+   * how long an idle helper lives, operations in flight per principal, the largest file a tool reads.
+   */
+  fileHelper?: Partial<FileHelperLimits>;
+  /**
    * Load extensions and settings from a session's project (`<cwd>/.pi/`) into the server process, and start the MCP
    * servers of its `.pi/mcp.json` (pi's project trust). Only for trusted workspaces. @default false with
    * authentication, true without
@@ -266,6 +273,7 @@ export const DEFAULTS = {
     memoryBytes: 8 * 1024 * 1024 * 1024,
     cpuSeconds: 600,
   },
+  fileHelper: { ...DEFAULT_FILE_HELPER_LIMITS },
   maxPreAuthConnections: 256,
   preAuthTimeoutMs: 10_000,
   metricsHost: "127.0.0.1",
@@ -350,6 +358,7 @@ export interface ResolvedConfig {
   readonly sandbox: SandboxMode;
   readonly sandboxNetwork: SandboxNetwork;
   readonly sandboxLimits: Readonly<SandboxLimits>;
+  readonly fileHelper: Readonly<FileHelperLimits>;
   readonly projectExtensions: boolean;
   readonly mcpServers: McpServerPolicy;
   readonly maxPreAuthConnections: number;
@@ -417,6 +426,7 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   sandbox: true,
   sandboxNetwork: true,
   sandboxLimits: true,
+  fileHelper: true,
   projectExtensions: true,
   mcpServers: true,
   maxPreAuthConnections: true,
@@ -784,6 +794,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     sandbox: options.sandbox ?? DEFAULTS.sandbox,
     sandboxNetwork: sandboxNetwork(options.sandboxNetwork),
     sandboxLimits: Object.freeze(group("sandboxLimits", options.sandboxLimits, DEFAULTS.sandboxLimits)),
+    fileHelper: Object.freeze(group("fileHelper", options.fileHelper, DEFAULTS.fileHelper)),
     projectExtensions: options.projectExtensions ?? !authenticated,
     mcpServers: mcpServers(options.mcpServers, authenticated),
     maxPreAuthConnections: positiveInt(options, "maxPreAuthConnections", DEFAULTS.maxPreAuthConnections),

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { ThinkingLevel } from "@earendil-works/pi-agent-core";
 import {
   type AgentSessionRuntime,
+  type AgentSessionServices,
   type BashOperations,
   createBashToolDefinition,
   type CreateAgentSessionRuntimeFactory,
@@ -15,11 +16,14 @@ import {
   getAgentDir,
   type McpTransportFactory,
   ModelRuntime,
+  type ResourceLoader,
   SessionManager,
   SettingsManager,
 } from "@earendil-works/pi-coding-agent";
 import { PiServerError } from "../errors.js";
 import { confinedFileTools } from "../isolation/confined-tools.js";
+import { WorkspaceResources } from "../isolation/workspace-resources.js";
+import type { FileHelper } from "../isolation/file-helper/client.js";
 import type { McpServerPolicy } from "../isolation/mcp-policy.js";
 import type { McpOAuthStore } from "../isolation/mcp-credentials.js";
 import { sessionExtensionFactories } from "./mcp-extensions.js";
@@ -56,6 +60,11 @@ export interface SessionRequest {
    * unless the operator allows project extensions (adr/0011).
    */
   readonly workspace: string | undefined;
+  /**
+   * The workspace's sandboxed file helper (confined sessions, adr/0027): file tools, workspace resources and exports
+   * open paths there, never in the server process. Given whenever `workspace` is.
+   */
+  readonly files: FileHelper | undefined;
   readonly model?: { readonly provider: string; readonly modelId: string };
   readonly thinkingLevel?: ThinkingLevel;
   /**
@@ -114,6 +123,18 @@ export interface DefaultSessionFactoryOptions {
    * @default true (createPiServer turns it off when authentication is enabled)
    */
   projectExtensions?: boolean;
+}
+
+/** The workspace resources behind a confined session's resource loader (its `/skill:` text). */
+const confinedResources = new WeakMap<ResourceLoader, WorkspaceResources>();
+
+/**
+ * pi's `/skill:name` expansion for a session whose skills came from its workspace through the file helper: from the
+ * text read then, since pi's own expansion would open the workspace file in the server process (adr/0027). Other
+ * sessions and other text: unchanged.
+ */
+export function expandWorkspaceSkill(loader: ResourceLoader, text: string): string {
+  return confinedResources.get(loader)?.expandSkillCommand(text, loader) ?? text;
 }
 
 type SettingsStorage = Parameters<typeof SettingsManager.fromStorage>[0];
@@ -199,13 +220,26 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
           additionalExtensionPaths: await operatorExtensionPaths(agentDir, settingsManager, emptyDir),
         };
       }
-      const services = await createAgentSessionServices({
-        cwd,
-        agentDir,
-        modelRuntime: await modelRuntime(),
-        ...(settingsManager ? { settingsManager } : {}),
-        resourceLoaderOptions,
-      });
+      // A confined session's workspace resources come through its sandboxed helper into a private copy that pi's
+      // loader reads instead of the workspace (adr/0027); trusted projects (projectExtensions) are read as pi does.
+      const workspaceResources =
+        request.files !== undefined && !projectExtensions ? await WorkspaceResources.load(request.files, cwd) : undefined;
+      let services: AgentSessionServices;
+      try {
+        services = await createAgentSessionServices({
+          cwd: workspaceResources?.loaderCwd ?? cwd,
+          agentDir,
+          modelRuntime: await modelRuntime(),
+          ...(settingsManager ? { settingsManager } : {}),
+          resourceLoaderOptions,
+        });
+      } finally {
+        await workspaceResources?.dispose();
+      }
+      if (workspaceResources) {
+        services = { ...services, cwd, resourceLoader: workspaceResources.wrap(services.resourceLoader) };
+        confinedResources.set(services.resourceLoader, workspaceResources);
+      }
       let model: ReturnType<typeof services.modelRuntime.getModel>;
       if (request.model) {
         model = services.modelRuntime.getModel(request.model.provider, request.model.modelId);
@@ -223,7 +257,7 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
         // sandbox, and its file tools stay in the workspace.
         customTools: [
           defineTool(createBashToolDefinition(cwd, { operations: request.bashOperations })),
-          ...(request.workspace !== undefined ? confinedFileTools(cwd, request.workspace) : []),
+          ...(request.files !== undefined ? confinedFileTools(cwd, request.files) : []),
         ],
       });
       const chosen = created.session.model;

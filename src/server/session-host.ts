@@ -5,6 +5,7 @@ import type { Breakers } from "../circuit/breakers.js";
 import { guardBashOperations, guardStreamFn, type LlmCallReport } from "../circuit/guards.js";
 import { fromPi, PiServerError, piRefusal } from "../errors.js";
 import { Lane } from "../governor/lane.js";
+import type { FileHelper } from "../isolation/file-helper/client.js";
 import { ProcessGroups, type Sandbox, sandboxedBashOperations } from "../isolation/sandbox.js";
 import type { PathScope } from "../isolation/session-files.js";
 import { type ConversationGuard, guardConversation } from "../store/conversation-guard.js";
@@ -12,7 +13,7 @@ import { createUiContext, Dialogs } from "./dialogs.js";
 import { EventHub, type ReplayLimits } from "./event-hub.js";
 import { removeOutputFiles, writesOutputFiles } from "./mcp-output-files.js";
 import { type McpSettings, sessionMcp } from "./mcp-setup.js";
-import type { SessionFactory, SessionRequest } from "./session-factory.js";
+import { expandWorkspaceSkill, type SessionFactory, type SessionRequest } from "./session-factory.js";
 import type { FrameBytes } from "./wire-frame.js";
 
 /** What became of an accepted prompt (pi RPC's `data.disposition` of `prompt`). */
@@ -102,6 +103,8 @@ export class SessionHost {
   readonly key: string;
   /** The workspace the session is confined to (undefined: unconfined, no authentication). */
   readonly workspace: string | undefined;
+  /** The workspace's sandboxed file helper (confined sessions, adr/0027). */
+  readonly files: FileHelper | undefined;
   readonly createdAt: number;
   /** Last time a command or subscription resolved to it (idle unload and the live-session cap unload the oldest). */
   lastActiveAt = Date.now();
@@ -133,6 +136,7 @@ export class SessionHost {
     this.id = request.sessionId;
     this.cwd = request.cwd;
     this.workspace = request.workspace;
+    this.files = request.files;
     this.owner = identity.owner;
     this.key = identity.key;
     this.createdAt = identity.createdAt ?? Date.now();
@@ -328,7 +332,7 @@ export class SessionHost {
         void Promise.resolve(recorded).then(answer, answer);
       };
       const run: Promise<void> = this.session
-        .prompt(message, { ...options, source: "rpc", preflightResult: markAccepted })
+        .prompt(this.userText(message), { ...options, source: "rpc", preflightResult: markAccepted })
         .then(
           // pi resolves without a preflight callback only for a prompt it deferred until its `agent_settled`
           // listeners have run: it runs after them, so it is queued.
@@ -344,6 +348,11 @@ export class SessionHost {
         });
       this.#runs.add(run);
     });
+  }
+
+  /** A client's message as pi should get it: `/skill:` of workspace skills expanded here (adr/0027). */
+  userText(message: string): string {
+    return expandWorkspaceSkill(this.session.resourceLoader, message);
   }
 
   /** Stop the running prompt because the server decided so (timeout, cancel, shutdown); subscribers are told why. */
@@ -377,6 +386,7 @@ export class SessionHost {
       cwd: this.session.sessionManager.getCwd(),
       workspace: this.workspace,
       sessionsRoot: this.#options.sessionsRoot,
+      files: this.files,
     };
   }
 

@@ -409,6 +409,7 @@ export class SessionRegistry {
           sessionId,
           cwd: placement.cwd,
           workspace: placement.workspace,
+          files: placement.files,
           ...(model ? { model } : {}),
           ...(thinkingLevel ? { thinkingLevel } : {}),
           ...(request.sessionFile !== undefined ? { sessionFile: request.sessionFile } : {}),
@@ -606,7 +607,10 @@ export class SessionRegistry {
       if (exists) await assertReadableConversation(file, record.sessionId);
       if (exists && placement.workspace !== undefined) {
         // Defence in depth: a confined session's file is a pi session of that workspace, in the server's storage.
-        await checkSessionFile({ cwd: placement.cwd, workspace: placement.workspace, sessionsRoot: options.sessionsRoot }, file);
+        await checkSessionFile(
+          { cwd: placement.cwd, workspace: placement.workspace, sessionsRoot: options.sessionsRoot, files: placement.files },
+          file,
+        );
       }
       // One writer per conversation: another pi-server holding the file makes this restore refuse.
       if (exists) taken = this.#lock(file);
@@ -618,6 +622,7 @@ export class SessionRegistry {
           sessionId: record.sessionId,
           cwd: placement.cwd,
           workspace: placement.workspace,
+          files: placement.files,
           ...(file !== undefined ? { sessionFile: file } : {}),
           ...(fresh && record.model ? { model: record.model } : {}),
           ...(fresh && record.thinkingLevel ? { thinkingLevel: record.thinkingLevel as never } : {}),

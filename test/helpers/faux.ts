@@ -95,7 +95,7 @@ export function fauxSetup(options: FauxFactoryOptions = {}): FauxSetup {
         // As an embedder's factory should: bash on the server's operations, file tools confined to the workspace.
         customTools: [
           defineTool(createBashToolDefinition(cwd, { operations: request.bashOperations })),
-          ...(request.workspace !== undefined ? confinedFileTools(cwd, request.workspace) : []),
+          ...(request.files !== undefined ? confinedFileTools(cwd, request.files) : []),
         ],
       });
       return { ...created, services, diagnostics: services.diagnostics };

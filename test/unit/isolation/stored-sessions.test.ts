@@ -6,6 +6,7 @@ import { SessionManager } from "@earendil-works/pi-coding-agent";
 import { checkSessionFile, type PathScope } from "../../../src/isolation/session-files.js";
 import { listStoredConversations } from "../../../src/isolation/stored-sessions.js";
 import { tempDir } from "../../helpers/faux.js";
+import { helperFor } from "../../helpers/sandboxed-files.js";
 import { writeExchange } from "../../helpers/pi-messages.js";
 
 /** Workspaces `bob`, `bobby` and `bob-x` (whose encoded names share `bob`'s), and pi's session storage. */
@@ -65,7 +66,7 @@ test("listStoredConversations: the header's cwd as recorded decides, never a pre
 test("checkSessionFile: a session file is the workspace's by its recorded cwd as text, and switching to it needs that cwd to be in the workspace for real", async (t) => {
   const { ws, sessions, store, encoded } = fixture(t);
   const bob = ws("bob");
-  const scope: PathScope = { cwd: bob, workspace: bob, sessionsRoot: sessions };
+  const scope: PathScope = { cwd: bob, workspace: bob, sessionsRoot: sessions, files: helperFor(t, bob) };
   const own = store(encoded(bob), bob, "bob's");
   const inX = store(encoded(join(bob, "x")), join(bob, "x"), "bob's in x");
   const gone = store(encoded(join(bob, "gone")), join(bob, "gone"), "cwd deleted since");
@@ -86,6 +87,6 @@ test("checkSessionFile: a session file is the workspace's by its recorded cwd as
   for (const file of [...refused, inX]) {
     await assert.rejects(checkSessionFile(scope, file), (e: { code?: string; message: string }) => e.code === "forbidden_path" && e.message === "Not a session file of yours", file);
   }
-  const bobbys: PathScope = { cwd: ws("bobby"), workspace: ws("bobby"), sessionsRoot: sessions };
+  const bobbys: PathScope = { cwd: ws("bobby"), workspace: ws("bobby"), sessionsRoot: sessions, files: helperFor(t, ws("bobby")) };
   for (const file of [own, inX]) await assert.rejects(checkSessionFile(bobbys, file), (e: { code?: string }) => e.code === "forbidden_path", file);
 });

@@ -1,0 +1,280 @@
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { existsSync, realpathSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PiServerError } from "../../errors.js";
+import { bwrapArgs, type Sandbox, sandboxEnv } from "../sandbox.js";
+
+/** Bounds of a principal's file helper (the `fileHelper` option). */
+export interface FileHelperLimits {
+  /** An operation that has not answered by then kills the helper; only its principal's operations fail. */
+  readonly timeoutMs: number;
+  /** A helper with nothing to do for this long exits (the next operation starts a new one). */
+  readonly idleMs: number;
+  /** Operations of one principal in flight at once; more are refused (`queue_full`). */
+  readonly maxInFlight: number;
+  /** The largest file a tool reads or a resource read loads, in bytes. */
+  readonly maxReadBytes: number;
+}
+
+export const DEFAULT_FILE_HELPER_LIMITS: FileHelperLimits = {
+  timeoutMs: 60_000,
+  idleMs: 60_000,
+  maxInFlight: 64,
+  maxReadBytes: 64 * 1024 * 1024,
+};
+
+/** A helper's answer larger than this (a read at the limit, in base64, plus framing) is a broken helper. */
+const maxAnswerChars = (limits: FileHelperLimits) => Math.ceil((limits.maxReadBytes * 4) / 3) + 1024 * 1024;
+
+/** The helper program next to this module: `helper.ts` when run from source (Node strips its types), else `.js`. */
+function helperPath(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const js = join(here, "helper.js");
+  return existsSync(js) ? js : join(here, "helper.ts");
+}
+
+/** pi's installed package: the helper runs pi's own grep/find and image sniffing from it (read-only in the sandbox). */
+function piLocations(): { nodeModules: string; tools: string; utils: string } | undefined {
+  try {
+    const entry = createRequire(import.meta.url).resolve("@earendil-works/pi-coding-agent");
+    const dist = dirname(realpathSync(entry));
+    const marker = `${join("node_modules", "@earendil-works")}`;
+    const at = dist.lastIndexOf(marker);
+    if (at < 0) return undefined;
+    return { nodeModules: dist.slice(0, at + "node_modules".length), tools: join(dist, "core", "tools"), utils: join(dist, "utils") };
+  } catch {
+    return undefined;
+  }
+}
+
+interface Pending {
+  /** The helper process that has the operation (a helper may exit while its successor already works). */
+  readonly child: ChildProcessWithoutNullStreams;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: Error) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** What a helper's failure becomes in the server: Node-like errors for pi's tools, our codes for the rest. */
+export class FileHelperError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * A helper's failure as a server error, for commands (create_session, export_html, switch_session): the path's own
+ * problems keep their code, a helper stopped by its deadline is a `timeout`, the rest a `command_failed`.
+ */
+export function asServerError(error: unknown, what: string): unknown {
+  if (!(error instanceof FileHelperError)) return error;
+  if (error.code === "forbidden_path") return new PiServerError("forbidden_path", `${what} is outside your workspace`, { cause: error });
+  if (error.code === "file_operation_timeout") return new PiServerError("timeout", error.message, { cause: error });
+  return new PiServerError("command_failed", error.message, { cause: error });
+}
+
+/**
+ * One principal's sandboxed file helper (adr/0027): a long-lived Node process inside the principal's bubblewrap
+ * sandbox that opens every workspace path for the server. Started on first use, stopped when idle, killed (and all
+ * its operations failed) when one operation outlives `timeoutMs`: a FIFO, a huge directory or a stuck disk stalls
+ * only this principal. Without bubblewrap (`sandbox: "none"`, explicit) it runs as a plain child process and the
+ * confinement is its path checks only.
+ */
+export class FileHelper {
+  readonly workspace: string;
+  readonly #sandbox: Sandbox;
+  readonly #limits: FileHelperLimits;
+  #child: ChildProcessWithoutNullStreams | undefined;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #idle: NodeJS.Timeout | undefined;
+  #closed = false;
+  /** Helpers started over this one's life (a restart after a kill counts): for tests and metrics. */
+  starts = 0;
+
+  constructor(workspace: string, sandbox: Sandbox, limits: FileHelperLimits) {
+    this.workspace = workspace;
+    this.#sandbox = sandbox;
+    this.#limits = limits;
+  }
+
+  get limits(): FileHelperLimits {
+    return this.#limits;
+  }
+
+  /** The helper's process id while it runs (tests). */
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  /** Send one operation; rejects with a `FileHelperError` (the helper's code) or `file_operation_timeout`. */
+  request<T>(op: string, fields: Record<string, unknown>, signal?: AbortSignal): Promise<T> {
+    if (this.#closed) return Promise.reject(new FileHelperError("unavailable", "The session's files are closed"));
+    if (signal?.aborted) return Promise.reject(new Error("Operation aborted"));
+    if (this.#pending.size >= this.#limits.maxInFlight) {
+      return Promise.reject(
+        new PiServerError("queue_full", `More than ${this.#limits.maxInFlight} file operations of yours are in flight`),
+      );
+    }
+    const child = this.#start();
+    const id = this.#nextId++;
+    clearTimeout(this.#idle);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => child.stdin.write(`${JSON.stringify({ cancel: id })}\n`);
+      const timer = setTimeout(() => {
+        this.#kill(child, new FileHelperError("file_operation_timeout", `A file operation took longer than ${this.#limits.timeoutMs} ms and was stopped`));
+      }, this.#limits.timeoutMs);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#pending.set(id, {
+        child,
+        resolve: (value) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(value as T);
+        },
+        reject: (error) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+        timer,
+      });
+      child.stdin.write(`${JSON.stringify({ id, op, ...fields })}\n`);
+    });
+  }
+
+  /** Stop the helper for good (the server closes). */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#idle);
+    if (this.#child) this.#kill(this.#child, new FileHelperError("unavailable", "The server is closing"));
+  }
+
+  #start(): ChildProcessWithoutNullStreams {
+    if (this.#child) return this.#child;
+    const pi = piLocations();
+    const helper = helperPath();
+    const program = [process.execPath, "--max-old-space-size=256", "--disable-warning=ExperimentalWarning", helper, this.workspace];
+    if (pi) program.push(pi.tools, pi.utils);
+    const bwrap = this.#sandbox.kind === "bwrap" && this.#sandbox.bwrapPath !== undefined;
+    const readOnly = (path: string) => ["--ro-bind", path, path];
+    const node = dirname(realpathSync(process.execPath));
+    const args = bwrap
+      ? [
+          ...bwrapArgs(this.workspace, this.workspace, false, this.#sandbox.limits),
+          // What the helper runs on, read-only: Node, the helper itself, pi's package for grep/find.
+          ...readOnly(node),
+          ...readOnly(helper),
+          ...(pi ? readOnly(pi.nodeModules) : []),
+          "--",
+          ...program,
+        ]
+      : program.slice(1);
+    const child = spawn(bwrap ? (this.#sandbox.bwrapPath as string) : process.execPath, args, {
+      // Nothing of the workspace is looked at by the server, not even as the spawn's cwd.
+      cwd: "/",
+      env: bwrap ? {} : sandboxEnv(this.workspace),
+      detached: true,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.#child = child;
+    this.starts += 1;
+    let buffered = "";
+    const limit = maxAnswerChars(this.#limits);
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (chunk: string) => {
+      buffered += chunk;
+      for (let end = buffered.indexOf("\n"); end >= 0; end = buffered.indexOf("\n")) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 1);
+        this.#answer(line);
+      }
+      if (buffered.length > limit) this.#kill(child, new FileHelperError("EIO", "The file helper sent an answer too large"));
+    });
+    child.stderr.resume();
+    child.stdin.on("error", () => {});
+    child.once("error", (error) => this.#gone(child, new FileHelperError("unavailable", `The file helper could not start: ${error.message}`)));
+    child.once("exit", () => this.#gone(child, new FileHelperError("unavailable", "The file helper stopped")));
+    return child;
+  }
+
+  #answer(line: string): void {
+    let message: { id?: unknown; ok?: unknown; value?: unknown; code?: unknown; message?: unknown };
+    try {
+      message = JSON.parse(line) as typeof message;
+    } catch {
+      return;
+    }
+    const pending = typeof message.id === "number" ? this.#pending.get(message.id) : undefined;
+    if (!pending) return;
+    this.#pending.delete(message.id as number);
+    clearTimeout(pending.timer);
+    if (message.ok === true) pending.resolve(message.value);
+    else pending.reject(new FileHelperError(String(message.code), String(message.message)));
+    this.#armIdle();
+  }
+
+  #armIdle(): void {
+    if (this.#pending.size > 0 || !this.#child) return;
+    clearTimeout(this.#idle);
+    const child = this.#child;
+    this.#idle = setTimeout(() => {
+      if (this.#pending.size === 0 && this.#child === child) {
+        this.#child = undefined;
+        child.stdin.end();
+      }
+    }, this.#limits.idleMs);
+    this.#idle.unref();
+  }
+
+  #kill(child: ChildProcessWithoutNullStreams, error: Error): void {
+    if (child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    this.#gone(child, error);
+  }
+
+  /** The helper is gone: every operation it had fails; the next one starts a new helper. */
+  #gone(child: ChildProcessWithoutNullStreams, error: Error): void {
+    if (this.#child === child) this.#child = undefined;
+    for (const [id, pending] of this.#pending) {
+      if (pending.child !== child) continue;
+      this.#pending.delete(id);
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+  }
+}
+
+/** One helper per workspace, shared by the principal's sessions; closed with the server. */
+export class FileHelpers {
+  readonly #helpers = new Map<string, FileHelper>();
+  readonly #sandbox: Sandbox;
+  readonly #limits: FileHelperLimits;
+
+  constructor(sandbox: Sandbox, limits: FileHelperLimits = DEFAULT_FILE_HELPER_LIMITS) {
+    this.#sandbox = sandbox;
+    this.#limits = limits;
+  }
+
+  for(workspace: string): FileHelper {
+    let helper = this.#helpers.get(workspace);
+    if (!helper) {
+      helper = new FileHelper(workspace, this.#sandbox, this.#limits);
+      this.#helpers.set(workspace, helper);
+    }
+    return helper;
+  }
+
+  close(): void {
+    for (const helper of this.#helpers.values()) helper.close();
+    this.#helpers.clear();
+  }
+}
