@@ -70,6 +70,7 @@ Isolation (see README "Security"):
   --mcp-servers <list>     all|none|a,b: <agent dir>/mcp.json servers sessions get [PI_SERVER_MCP_SERVERS] (default: none with auth)
   --max-pre-auth <n>       connections not yet authenticated, at most [PI_SERVER_MAX_PRE_AUTH] (default ${DEFAULTS.maxPreAuthConnections})
   --pre-auth-timeout <ms>  time to send the request and authenticate [PI_SERVER_PRE_AUTH_TIMEOUT_MS] (default ${DEFAULTS.preAuthTimeoutMs})
+  --file-operation-timeout <ms>  deadline of a workspace file operation; the principal's file helper is killed past it [PI_SERVER_FILE_OPERATION_TIMEOUT_MS] (default ${DEFAULTS.fileHelper.timeoutMs})
 
 Secrets are read from files or the environment only, never from arguments.
   -h, --help         show this help
@@ -162,6 +163,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "mcp-servers": { type: "string" },
       "max-pre-auth": { type: "string" },
       "pre-auth-timeout": { type: "string" },
+      "file-operation-timeout": { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean", short: "v" },
     },
@@ -305,6 +307,8 @@ function isolationOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiSer
   if (maxPreAuth !== undefined) options.maxPreAuthConnections = parseCount(maxPreAuth.text, maxPreAuth.source);
   const preAuthTimeout = setting(values, env, "pre-auth-timeout", "PI_SERVER_PRE_AUTH_TIMEOUT_MS");
   if (preAuthTimeout !== undefined) options.preAuthTimeoutMs = parseCount(preAuthTimeout.text, preAuthTimeout.source);
+  const fileTimeout = setting(values, env, "file-operation-timeout", "PI_SERVER_FILE_OPERATION_TIMEOUT_MS");
+  if (fileTimeout !== undefined) options.fileHelper = { timeoutMs: parseCount(fileTimeout.text, fileTimeout.source) };
   return options;
 }
 

@@ -1,6 +1,5 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { existsSync, realpathSync } from "node:fs";
-import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PiServerError } from "../../errors.js";
@@ -38,7 +37,7 @@ function helperPath(): string {
 /** pi's installed package: the helper runs pi's own grep/find and image sniffing from it (read-only in the sandbox). */
 function piLocations(): { nodeModules: string; tools: string; utils: string } | undefined {
   try {
-    const entry = createRequire(import.meta.url).resolve("@earendil-works/pi-coding-agent");
+    const entry = fileURLToPath(import.meta.resolve("@earendil-works/pi-coding-agent"));
     const dist = dirname(realpathSync(entry));
     const marker = `${join("node_modules", "@earendil-works")}`;
     const at = dist.lastIndexOf(marker);
