@@ -3,6 +3,7 @@ import { existsSync, lstatSync, readlinkSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import type { BashOperations } from "@earendil-works/pi-coding-agent";
+import { seccompProgram } from "./seccomp.js";
 
 /** `auto`: bubblewrap when it works here, else none (with a warning); `bwrap`: required; `none`: no sandbox. */
 export type SandboxMode = "auto" | "bwrap" | "none";
@@ -76,9 +77,17 @@ function findOnPath(name: string): string | undefined {
 
 /** Decided by `detectBubblewrap`, once: does bubblewrap get a user namespace here? */
 let userNamespace = false;
+/** Decided by `detectBubblewrap`, once: do bubblewrap and the kernel take our seccomp filter here? */
+let seccompFilter = false;
 
 function probe(path: string, args: string[]): boolean {
   return spawnSync(path, ["--ro-bind", "/", "/", ...args, "true"], { stdio: "ignore", timeout: 10_000 }).status === 0;
+}
+
+/** The filter on the probe's stdin (`--seccomp 0`): bwrap reads it to the end and closes it before `true` runs. */
+function probeSeccomp(path: string, args: string[]): boolean {
+  const command = ["--ro-bind", "/", "/", ...args, "--seccomp", "0", "true"];
+  return spawnSync(path, command, { input: seccompProgram(), stdio: ["pipe", "ignore", "ignore"], timeout: 10_000 }).status === 0;
 }
 
 /**
@@ -93,12 +102,47 @@ export function detectBubblewrap(): string | undefined {
   const namespaces = ["--unshare-pid", "--unshare-net", "--die-with-parent", "--cap-drop", "ALL"];
   if (!probe(path, namespaces)) return undefined;
   userNamespace = probe(path, ["--unshare-user", ...namespaces]);
+  seccompFilter = probeSeccomp(path, [...(userNamespace ? ["--unshare-user"] : []), ...namespaces]);
   return path;
 }
 
 /** Does the sandbox get its own user namespace (decided by `detectBubblewrap`)? */
 export function sandboxUserNamespace(): boolean {
   return userNamespace;
+}
+
+/** Is the seccomp filter (`seccomp.ts`) in force for sandboxed commands (decided by `detectBubblewrap`)? */
+export function sandboxSeccomp(): boolean {
+  return seccompFilter;
+}
+
+/** How a sandboxed child gets the seccomp filter: see `seccompPipe`. */
+export interface SeccompPipe {
+  /** bwrap arguments, before its `--`: `--seccomp <fd>`, or none when the filter is off here. */
+  readonly args: readonly string[];
+  /** What to put at `stdio[fd]` of the spawn. */
+  readonly stdio: "pipe" | "ignore";
+  /** Right after spawn: write the filter into the child's `fd` and close it (bwrap reads it to the end). */
+  send(child: ChildProcess): void;
+}
+
+/**
+ * The seccomp filter (issue 26) for a bwrap child that reads it from its `fd`: bwrap arguments, the stdio entry and
+ * the write after spawn. Any sandboxed process started with `bwrapArgs` uses it the same way; the filter is a few
+ * hundred bytes, so the pipe's buffer holds it whenever bwrap gets to read it.
+ */
+export function seccompPipe(fd: number): SeccompPipe {
+  if (!seccompFilter) return { args: [], stdio: "ignore", send: () => {} };
+  return {
+    args: ["--seccomp", String(fd)],
+    stdio: "pipe",
+    send: (child) => {
+      const pipe = child.stdio[fd] as Writable | null | undefined;
+      if (!pipe) return;
+      pipe.on("error", () => {}); // EPIPE when bwrap died first; its exit status says why
+      pipe.end(seccompProgram());
+    },
+  };
 }
 
 /** slirp4netns, for `sandboxNetwork: "outbound"`; undefined when it is not installed. */
@@ -216,6 +260,9 @@ function wireOutbound(child: ChildProcess, slirp4netns: string, fail: (error: Er
   };
 }
 
+/** bwrap reads a sandboxed bash's seccomp filter from this fd; 3 and 4 are the outbound network's (`wireOutbound`). */
+const BASH_SECCOMP_FD = 5;
+
 /** Process groups a session started; all are killed when the session ends (delete, shutdown). */
 export class ProcessGroups {
   readonly #pids = new Set<number>();
@@ -279,11 +326,13 @@ export function sandboxedBashOperations(options: SandboxedBashOptions): BashOper
         const bwrap = confined && sandbox.kind === "bwrap" && sandbox.bwrapPath !== undefined;
         const file = bwrap ? (sandbox.bwrapPath as string) : shell;
         const outbound = bwrap && sandbox.network && sandbox.slirp4netnsPath !== undefined;
+        const filter = bwrap ? seccompPipe(BASH_SECCOMP_FD) : undefined;
         const args = bwrap
           ? [
               ...bwrapArgs(workspace, cwd, sandbox.network, sandbox.limits),
               // bwrap reports the sandbox's pid on fd 3 and waits on fd 4 until its network is wired (outbound only).
               ...(outbound ? ["--info-fd", "3", "--block-fd", "4"] : []),
+              ...(filter?.args ?? []),
               "--",
               ...rlimitArgs(sandbox.limits),
               shell,
@@ -296,8 +345,15 @@ export function sandboxedBashOperations(options: SandboxedBashOptions): BashOper
           cwd,
           env: bwrap ? {} : childEnv,
           detached: true,
-          stdio: outbound ? ["ignore", "pipe", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"],
+          stdio: [
+            "ignore",
+            "pipe",
+            "pipe",
+            ...(outbound ? (["pipe", "pipe"] as const) : (["ignore", "ignore"] as const)),
+            filter?.stdio ?? "ignore",
+          ],
         });
+        filter?.send(child);
         let outcome: Error | undefined;
         let timer: NodeJS.Timeout | undefined;
         const stop = (error: Error) => {

@@ -1,7 +1,7 @@
 import { realpathSync } from "node:fs";
 import type { Logger } from "pino";
 import { isWithin } from "../isolation/paths.js";
-import { detectBubblewrap, detectSlirp4netns, type Sandbox, sandboxUserNamespace } from "../isolation/sandbox.js";
+import { detectBubblewrap, detectSlirp4netns, type Sandbox, sandboxSeccomp, sandboxUserNamespace } from "../isolation/sandbox.js";
 import { PiServerOptionsError, type ResolvedConfig } from "./options.js";
 
 /** Start-time checks of the isolation settings (adr/0011): the server fails closed before it listens. */
@@ -39,6 +39,9 @@ function bubblewrap(config: ResolvedConfig, bwrapPath: string, log: Logger): San
   }
   if (!sandboxUserNamespace()) {
     log.info("sandbox: the kernel refuses bubblewrap a user namespace here; commands run without one (adr/0011)");
+  }
+  if (!sandboxSeccomp()) {
+    log.warn("sandbox: bubblewrap or the kernel refuses the seccomp filter here; commands run without it (adr/0011)");
   }
   return { kind: "bwrap", bwrapPath, network: slirp4netnsPath !== undefined, slirp4netnsPath, limits: config.sandboxLimits };
 }
