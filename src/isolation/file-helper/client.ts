@@ -1,9 +1,11 @@
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
-import { existsSync, realpathSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import type { Readable, Writable } from "node:stream";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
+import { stripTypeScriptTypes } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PiServerError } from "../../errors.js";
-import { bwrapArgs, type Sandbox, sandboxEnv } from "../sandbox.js";
+import { bwrapArgs, type Sandbox, sandboxEnv, seccompPipe } from "../sandbox.js";
 
 /** Bounds of a principal's file helper (the `fileHelper` option). */
 export interface FileHelperLimits {
@@ -27,11 +29,30 @@ export const DEFAULT_FILE_HELPER_LIMITS: FileHelperLimits = {
 /** A helper's answer larger than this (a read at the limit, in base64, plus framing) is a broken helper. */
 const maxAnswerChars = (limits: FileHelperLimits) => Math.ceil((limits.maxReadBytes * 4) / 3) + 1024 * 1024;
 
-/** The helper program next to this module: `helper.ts` when run from source (Node strips its types), else `.js`. */
-function helperPath(): string {
+let source: string | undefined;
+
+/**
+ * The helper program's source, read once: `helper.js` beside this module when built, else `helper.ts` with its types
+ * stripped here (once per server, rather than by every helper at its start: 30 MB and 300 ms each). Given to Node
+ * with `--eval`, so nothing of the server's install has to be shown in the sandbox for it.
+ */
+function helperSource(): string {
+  if (source !== undefined) return source;
   const here = dirname(fileURLToPath(import.meta.url));
   const js = join(here, "helper.js");
-  return existsSync(js) ? js : join(here, "helper.ts");
+  if (existsSync(js)) {
+    source = readFileSync(js, "utf8");
+    return source;
+  }
+  // Only when run from source (tests, tsx): Node's "experimental" warning about the stripper would reach the log.
+  const emitWarning = process.emitWarning;
+  process.emitWarning = () => {};
+  try {
+    source = stripTypeScriptTypes(readFileSync(join(here, "helper.ts"), "utf8"));
+  } finally {
+    process.emitWarning = emitWarning;
+  }
+  return source;
 }
 
 /** pi's installed package: the helper runs pi's own grep/find and image sniffing from it (read-only in the sandbox). */
@@ -50,7 +71,7 @@ function piLocations(): { nodeModules: string; tools: string; utils: string } | 
 
 interface Pending {
   /** The helper process that has the operation (a helper may exit while its successor already works). */
-  readonly child: ChildProcessWithoutNullStreams;
+  readonly child: ChildProcess;
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: Error) => void;
   readonly timer: NodeJS.Timeout;
@@ -88,7 +109,7 @@ export class FileHelper {
   readonly workspace: string;
   readonly #sandbox: Sandbox;
   readonly #limits: FileHelperLimits;
-  #child: ChildProcessWithoutNullStreams | undefined;
+  #child: ChildProcess | undefined;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #idle: NodeJS.Timeout | undefined;
@@ -124,7 +145,7 @@ export class FileHelper {
     const id = this.#nextId++;
     clearTimeout(this.#idle);
     return new Promise<T>((resolve, reject) => {
-      const onAbort = () => child.stdin.write(`${JSON.stringify({ cancel: id })}\n`);
+      const onAbort = () => (child.stdin as Writable).write(`${JSON.stringify({ cancel: id })}\n`);
       const timer = setTimeout(() => {
         this.#kill(child, new FileHelperError("file_operation_timeout", `A file operation took longer than ${this.#limits.timeoutMs} ms and was stopped`));
       }, this.#limits.timeoutMs);
@@ -141,7 +162,7 @@ export class FileHelper {
         },
         timer,
       });
-      child.stdin.write(`${JSON.stringify({ id, op, ...fields })}\n`);
+      (child.stdin as Writable).write(`${JSON.stringify({ id, op, ...fields })}\n`);
     });
   }
 
@@ -152,22 +173,26 @@ export class FileHelper {
     if (this.#child) this.#kill(this.#child, new FileHelperError("unavailable", "The server is closing"));
   }
 
-  #start(): ChildProcessWithoutNullStreams {
+  #start(): ChildProcess {
     if (this.#child) return this.#child;
     const pi = piLocations();
-    const helper = helperPath();
-    const program = [process.execPath, "--max-old-space-size=256", "--disable-warning=ExperimentalWarning", helper, this.workspace];
-    if (pi) program.push(pi.tools, pi.utils);
+    const program = [process.execPath, "--max-old-space-size=256", "--input-type=module", "--eval", helperSource()];
+    const config = JSON.stringify({ root: this.workspace, ...(pi ? { toolsDir: pi.tools, utilsDir: pi.utils } : {}) });
     const bwrap = this.#sandbox.kind === "bwrap" && this.#sandbox.bwrapPath !== undefined;
     const readOnly = (path: string) => ["--ro-bind", path, path];
     const node = dirname(realpathSync(process.execPath));
+    // The same seccomp filter as bash's, on fd 3 (adr/0011).
+    const seccomp = seccompPipe(3);
     const args = bwrap
       ? [
           ...bwrapArgs(this.workspace, this.workspace, false, this.#sandbox.limits),
-          // What the helper runs on, read-only: Node, the helper itself, pi's package for grep/find.
+          ...seccomp.args,
+          // What the helper runs on, read-only: Node and pi's package (for grep and find).
           ...readOnly(node),
-          ...readOnly(helper),
           ...(pi ? readOnly(pi.nodeModules) : []),
+          "--setenv",
+          "PI_FILE_HELPER",
+          config,
           "--",
           ...program,
         ]
@@ -175,16 +200,19 @@ export class FileHelper {
     const child = spawn(bwrap ? (this.#sandbox.bwrapPath as string) : process.execPath, args, {
       // Nothing of the workspace is looked at by the server, not even as the spawn's cwd.
       cwd: "/",
-      env: bwrap ? {} : sandboxEnv(this.workspace),
+      env: bwrap ? {} : { ...sandboxEnv(this.workspace), PI_FILE_HELPER: config },
       detached: true,
-      stdio: ["pipe", "pipe", "pipe"],
+      stdio: ["pipe", "pipe", "pipe", bwrap ? seccomp.stdio : "ignore"],
     });
+    if (bwrap) seccomp.send(child);
     this.#child = child;
+    const stdin = child.stdin as Writable;
+    const stdout = child.stdout as Readable;
     this.starts += 1;
     let buffered = "";
     const limit = maxAnswerChars(this.#limits);
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (chunk: string) => {
+    stdout.setEncoding("utf8");
+    stdout.on("data", (chunk: string) => {
       buffered += chunk;
       for (let end = buffered.indexOf("\n"); end >= 0; end = buffered.indexOf("\n")) {
         const line = buffered.slice(0, end);
@@ -193,8 +221,8 @@ export class FileHelper {
       }
       if (buffered.length > limit) this.#kill(child, new FileHelperError("EIO", "The file helper sent an answer too large"));
     });
-    child.stderr.resume();
-    child.stdin.on("error", () => {});
+    child.stderr?.resume();
+    stdin.on("error", () => {});
     child.once("error", (error) => this.#gone(child, new FileHelperError("unavailable", `The file helper could not start: ${error.message}`)));
     child.once("exit", () => this.#gone(child, new FileHelperError("unavailable", "The file helper stopped")));
     return child;
@@ -223,13 +251,13 @@ export class FileHelper {
     this.#idle = setTimeout(() => {
       if (this.#pending.size === 0 && this.#child === child) {
         this.#child = undefined;
-        child.stdin.end();
+        child.stdin?.end();
       }
     }, this.#limits.idleMs);
     this.#idle.unref();
   }
 
-  #kill(child: ChildProcessWithoutNullStreams, error: Error): void {
+  #kill(child: ChildProcess, error: Error): void {
     if (child.pid !== undefined) {
       try {
         process.kill(-child.pid, "SIGKILL");
@@ -241,7 +269,7 @@ export class FileHelper {
   }
 
   /** The helper is gone: every operation it had fails; the next one starts a new helper. */
-  #gone(child: ChildProcessWithoutNullStreams, error: Error): void {
+  #gone(child: ChildProcess, error: Error): void {
     if (this.#child === child) this.#child = undefined;
     for (const [id, pending] of this.#pending) {
       if (pending.child !== child) continue;

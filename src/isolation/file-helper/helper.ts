@@ -5,7 +5,8 @@
  * swapped directory or a bind race can only lead to what the sandbox shows. The server process never opens a path a
  * principal can influence.
  *
- * Runs as plain Node (type stripping: only erasable TypeScript here, no imports of the project's modules). Requests
+ * Runs as plain Node from `--eval` (the server strips the types once: only erasable TypeScript here, no imports of
+ * the project's modules). Requests
  * and answers are JSON lines on stdin/stdout: `{id, op, ...}` → `{id, ok, value}` or `{id, ok: false, code, message}`;
  * `{cancel: id}` aborts a running tool. The checks below keep pi's tool contract ("outside your workspace") and
  * refuse special files up front; they are not what confines: the mount namespace is.
@@ -27,7 +28,12 @@ interface Failure {
   readonly message: string;
 }
 
-const [root, toolsDir, utilsDir] = process.argv.slice(2) as [string, string | undefined, string | undefined];
+/** Where it works, from the server (it runs from `--eval`, so not as arguments): see client.ts. */
+const { root, toolsDir, utilsDir } = JSON.parse(process.env["PI_FILE_HELPER"] ?? "{}") as {
+  root: string;
+  toolsDir?: string;
+  utilsDir?: string;
+};
 /** O_NONBLOCK: opening a FIFO (or a device) never waits for a writer; the fstat after it refuses it anyway. */
 const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NONBLOCK;
