@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { mkdir, realpath, stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { PiServerError } from "../errors.js";
 import {
   asServerError,
@@ -10,6 +10,7 @@ import {
   type FileHelperLimits,
   FileHelpers,
 } from "./file-helper/client.js";
+import { isWithin } from "./paths.js";
 import type { Sandbox } from "./sandbox.js";
 
 /** How session working directories are placed and confined (PROTOCOL.md §5, adr/0011). */
@@ -116,12 +117,19 @@ export class Workspaces {
  */
 export async function directoryIn(files: FileHelper, requested: string, what: string): Promise<string> {
   if (requested.includes("\0")) throw new PiServerError("invalid_command", `${what} contains a NUL character`);
+  let answer: unknown;
   try {
-    return await files.request<string>("directory", { path: resolve(files.workspace, requested) });
+    answer = await files.request<unknown>("directory", { path: resolve(files.workspace, requested) });
   } catch (error) {
     if (error instanceof FileHelperError && (error.code === "ENOENT" || error.code === "ENOTDIR")) {
       throw new PiServerError("invalid_command", `${what} '${requested}' is not a directory in your workspace`);
     }
     throw asServerError(error, what);
   }
+  // The helper shares its sandbox with what the principal runs: its answer is checked as text before it becomes a
+  // session's cwd (which pi records as whose the conversation is).
+  if (typeof answer !== "string" || !isAbsolute(answer) || resolve(answer) !== answer || !isWithin(answer, files.workspace)) {
+    throw new PiServerError("forbidden_path", `${what} is outside your workspace`);
+  }
+  return answer;
 }

@@ -114,3 +114,16 @@ test("a helper stuck on a FIFO is killed at its deadline: the call fails, the pr
   assert.match(results["grep"] as string, /took longer than 2000 ms/);
   assert.match(results["read"] as string, /hello/);
 });
+
+test("an `rg` planted in the workspace's .pi/agent/bin (pi's tool dir under HOME) never runs in the helper", async (t) => {
+  const cli = await startSecureCli(t);
+  const alice = await cli.connect("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  await sh(alice, "s", "mkdir -p .pi/agent/bin && printf '#!/bin/sh\\ntouch \"$HOME/PLANTED-RAN\"\\necho planted\\n' > .pi/agent/bin/rg && chmod +x .pi/agent/bin/rg && echo needle > a.txt");
+  const from = await prompted(cli, alice, "s", "search", [
+    { text: "", toolCalls: [{ name: "grep", arguments: { pattern: "needle", path: "." } }] },
+    { text: "done" },
+  ]);
+  assert.match(toolResults(alice.frames, from)["grep"] as string, /a\.txt:1: needle/);
+  assert.equal((await sh(alice, "s", "ls PLANTED-RAN 2>&1 || true")).output.includes("No such file"), true);
+});

@@ -29,6 +29,14 @@ export const DEFAULT_FILE_HELPER_LIMITS: FileHelperLimits = {
 /** A helper's answer larger than this (a read at the limit, in base64, plus framing) is a broken helper. */
 const maxAnswerChars = (limits: FileHelperLimits) => Math.ceil((limits.maxReadBytes * 4) / 3) + 1024 * 1024;
 
+/**
+ * pi's grep and find run `rg`/`fd` from pi's agent dir's `bin/` before the system's, and the agent dir defaults to
+ * `$HOME/.pi/agent`, which is the workspace here: a principal's planted `rg` would run inside the helper, next to its
+ * answers to the server. So the helper's agent dir is a path that does not exist in its sandbox, and pi never tries
+ * to download a tool (there is no network anyway).
+ */
+const HELPER_ENV = { PI_CODING_AGENT_DIR: "/nonexistent/pi-agent", PI_OFFLINE: "1" } as const;
+
 let source: string | undefined;
 
 /**
@@ -132,6 +140,13 @@ export class FileHelper {
     return this.#child?.pid;
   }
 
+  /** Resolves once the helper running now (if any) has exited: for tests and shutdown. */
+  stopped(): Promise<void> {
+    const child = this.#child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => child.once("exit", () => resolve()));
+  }
+
   /** Send one operation; rejects with a `FileHelperError` (the helper's code) or `file_operation_timeout`. */
   request<T>(op: string, fields: Record<string, unknown>, signal?: AbortSignal): Promise<T> {
     if (this.#closed) return Promise.reject(new FileHelperError("unavailable", "The session's files are closed"));
@@ -190,6 +205,7 @@ export class FileHelper {
           // What the helper runs on, read-only: Node and pi's package (for grep and find).
           ...readOnly(node),
           ...(pi ? readOnly(pi.nodeModules) : []),
+          ...Object.entries(HELPER_ENV).flatMap(([key, value]) => ["--setenv", key, value]),
           "--setenv",
           "PI_FILE_HELPER",
           config,
@@ -200,7 +216,7 @@ export class FileHelper {
     const child = spawn(bwrap ? (this.#sandbox.bwrapPath as string) : process.execPath, args, {
       // Nothing of the workspace is looked at by the server, not even as the spawn's cwd.
       cwd: "/",
-      env: bwrap ? {} : { ...sandboxEnv(this.workspace), PI_FILE_HELPER: config },
+      env: bwrap ? {} : { ...sandboxEnv(this.workspace), ...HELPER_ENV, PI_FILE_HELPER: config },
       detached: true,
       stdio: ["pipe", "pipe", "pipe", bwrap ? seccomp.stdio : "ignore"],
     });

@@ -1,0 +1,91 @@
+/**
+ * The sandboxed file helper's bounds (adr/0027), on the real bubblewrap sandbox: special files refused without
+ * waiting, reads bounded, a stuck operation killed at its deadline (only that helper's operations fail, the next one
+ * starts a new helper), operations in flight bounded, an idle helper gone, and a helper's answer checked before it
+ * becomes a session's cwd.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { FileHelper, FileHelperError } from "../../../src/isolation/file-helper/client.js";
+import { directoryIn } from "../../../src/isolation/workspaces.js";
+import { tempDir } from "../../helpers/faux.js";
+import { helperFor, testFileLimits, testSandbox } from "../../helpers/sandboxed-files.js";
+import { within } from "../../helpers/wait.js";
+
+function workspace(t: import("node:test").TestContext): { root: string; ws: string } {
+  const dir = tempDir("file-helper");
+  t.after(dir.cleanup);
+  const root = realpathSync(dir.path);
+  const ws = join(root, "ws");
+  mkdirSync(join(ws, "sub"), { recursive: true });
+  writeFileSync(join(root, "victim"), "precious");
+  return { root, ws };
+}
+
+const code = (expected: string) => (e: { code?: string }) => e.code === expected;
+
+test("special files are refused at once and reads are bounded; the victim outside does not exist in the sandbox", async (t) => {
+  const { root, ws } = workspace(t);
+  const files = helperFor(t, ws, { maxReadBytes: 1024 });
+  execFileSync("mkfifo", [join(ws, "fifo")]);
+  writeFileSync(join(ws, "big"), "x".repeat(2048));
+  writeFileSync(join(ws, "small"), "hello");
+  // Made after the check a host-side resolver would do: in the sandbox it leads nowhere.
+  symlinkSync(join(root, "victim"), join(ws, "link"));
+  await assert.rejects(files.request("read", { path: join(ws, "fifo"), maxBytes: 1024 }), code("ENOTREG"));
+  await assert.rejects(files.request("write", { path: join(ws, "fifo"), data: "" }), code("ENOTREG"));
+  await assert.rejects(files.request("mime", { path: join(ws, "fifo") }), code("ENOTREG"));
+  await assert.rejects(files.request("read", { path: join(ws, "big"), maxBytes: 1024 }), code("EFBIG"));
+  assert.equal(Buffer.from(await files.request<string>("read", { path: join(ws, "small"), maxBytes: 1024 }), "base64").toString(), "hello");
+  await assert.rejects(files.request("read", { path: join(ws, "link"), maxBytes: 1024 }), code("forbidden_path"));
+  await assert.rejects(files.request("read", { path: join(root, "victim"), maxBytes: 1024 }), code("forbidden_path"));
+  await assert.rejects(files.request("write", { path: join(ws, "link"), data: "" }), code("forbidden_path"));
+  await assert.rejects(files.request("nope", {}), code("invalid_command"));
+  await assert.rejects(files.request("read", { path: "relative", maxBytes: 1 }), code("invalid_path"));
+});
+
+test("a stuck operation is killed at its deadline; the next operation starts a new helper", async (t) => {
+  const { ws } = workspace(t);
+  const files = helperFor(t, ws, { timeoutMs: 1_500 });
+  execFileSync("mkfifo", [join(ws, "fifo")]);
+  mkdirSync(join(ws, ".git"));
+  await files.request("stat", { path: ws });
+  const first = files.pid as number;
+  const stopped = files.stopped();
+  // rg opens a FIFO it is named explicitly and waits for a writer that never comes.
+  const stuck = files.request("tool", { name: "grep", cwd: ws, params: { pattern: "x", path: "fifo" } });
+  await assert.rejects(stuck, code("file_operation_timeout"));
+  await within(stopped, "the stuck helper's exit", 10_000);
+  assert.deepEqual(await files.request("readdir", { path: join(ws, "sub") }), []);
+  assert.notEqual(files.pid, first);
+  assert.equal(files.starts, 2);
+});
+
+test("operations in flight are bounded per helper; an idle helper exits", async (t) => {
+  const { ws } = workspace(t);
+  execFileSync("mkfifo", [join(ws, "fifo")]);
+  const files = helperFor(t, ws, { maxInFlight: 2, idleMs: 300, timeoutMs: 5_000 });
+  const hung = [1, 2].map(() => files.request("tool", { name: "grep", cwd: ws, params: { pattern: "x", path: "fifo" } }));
+  await assert.rejects(files.request("stat", { path: ws }), code("queue_full"));
+  files.close();
+  for (const p of hung) await assert.rejects(p, (e) => e instanceof FileHelperError);
+  const idle = new FileHelper(ws, testSandbox, { ...testFileLimits, idleMs: 200 });
+  t.after(() => idle.close());
+  await idle.request("stat", { path: ws });
+  assert.ok(idle.pid !== undefined);
+  await within(idle.stopped(), "the idle helper's exit", 10_000);
+  assert.equal(idle.pid, undefined);
+});
+
+test("a helper's answer becomes a cwd only when it names a directory of the workspace", async (t) => {
+  const { ws } = workspace(t);
+  assert.equal(await directoryIn(helperFor(t, ws), "sub", "cwd"), join(ws, "sub"));
+  // A helper whose answers were forged (its sandbox is the principal's): checked as text.
+  for (const forged of ["/etc", `${ws}/../other`, `${ws}-x`, "relative", 42]) {
+    const fake = { workspace: ws, request: async () => forged } as unknown as FileHelper;
+    await assert.rejects(directoryIn(fake, "sub", "cwd"), code("forbidden_path"), String(forged));
+  }
+});
