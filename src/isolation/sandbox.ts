@@ -342,7 +342,9 @@ export function sandboxedBashOperations(options: SandboxedBashOptions): BashOper
           : ["-c", command];
         const childEnv = confined ? { ...sandboxEnv(workspace), PATH: process.env["PATH"] ?? SANDBOX_PATH } : (env ?? process.env);
         const child = spawn(file, args, {
-          cwd,
+          // bwrap enters the cwd inside the sandbox (--chdir); on the host it starts at `/`, so not even the spawn
+          // looks at the principal's path (adr/0027).
+          cwd: bwrap ? "/" : cwd,
           env: bwrap ? {} : childEnv,
           detached: true,
           stdio: [
