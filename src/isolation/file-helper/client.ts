@@ -17,6 +17,8 @@ export interface FileHelperLimits {
   readonly maxInFlight: number;
   /** The largest file a tool reads or a resource read loads, in bytes. */
   readonly maxReadBytes: number;
+  /** Helpers running at once, all principals together: the least recently used idle one stops for a new one. */
+  readonly maxLive: number;
 }
 
 export const DEFAULT_FILE_HELPER_LIMITS: FileHelperLimits = {
@@ -24,7 +26,41 @@ export const DEFAULT_FILE_HELPER_LIMITS: FileHelperLimits = {
   idleMs: 60_000,
   maxInFlight: 64,
   maxReadBytes: 64 * 1024 * 1024,
+  maxLive: 256,
 };
+
+/** The running helpers of a server, bounded by `maxLive` (one `FileHelpers` shares it among its helpers). */
+export class HelperSlots {
+  readonly #max: number;
+  /** Running helpers, least recently used first (a Set keeps insertion order; a use re-inserts). */
+  readonly #live = new Set<FileHelper>();
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  get live(): number {
+    return this.#live.size;
+  }
+
+  /** A slot for `helper`, stopping the least recently used idle helper when all are taken. */
+  take(helper: FileHelper): void {
+    if (this.#live.size >= this.#max) {
+      const idle = [...this.#live].find((h) => h.idle);
+      if (!idle) throw new PiServerError("queue_full", `All ${this.#max} file helpers of the server are busy; try again`);
+      idle.stopIdle();
+    }
+    this.#live.add(helper);
+  }
+
+  used(helper: FileHelper): void {
+    if (this.#live.delete(helper)) this.#live.add(helper);
+  }
+
+  release(helper: FileHelper): void {
+    this.#live.delete(helper);
+  }
+}
 
 /** A helper's answer larger than this (a read at the limit, in base64, plus framing) is a broken helper. */
 const maxAnswerChars = (limits: FileHelperLimits) => Math.ceil((limits.maxReadBytes * 4) / 3) + 1024 * 1024;
@@ -125,10 +161,34 @@ export class FileHelper {
   /** Helpers started over this one's life (a restart after a kill counts): for tests and metrics. */
   starts = 0;
 
-  constructor(workspace: string, sandbox: Sandbox, limits: FileHelperLimits) {
+  readonly #slots: HelperSlots;
+
+  constructor(workspace: string, sandbox: Sandbox, limits: FileHelperLimits, slots = new HelperSlots(limits.maxLive)) {
     this.workspace = workspace;
     this.#sandbox = sandbox;
     this.#limits = limits;
+    this.#slots = slots;
+  }
+
+  /** Running with nothing in flight (may be stopped for another principal's helper). */
+  get idle(): boolean {
+    return this.#child !== undefined && this.#pending.size === 0;
+  }
+
+  /** Stop a running helper that has nothing in flight (its next operation starts a new one). */
+  stopIdle(): void {
+    const child = this.#child;
+    if (!child || this.#pending.size > 0) return;
+    clearTimeout(this.#idle);
+    this.#detach(child);
+    child.stdin?.end();
+  }
+
+  /** The helper process is no longer this one's: its slot is free. */
+  #detach(child: ChildProcess): void {
+    if (this.#child !== child) return;
+    this.#child = undefined;
+    this.#slots.release(this);
   }
 
   get limits(): FileHelperLimits {
@@ -156,7 +216,12 @@ export class FileHelper {
         new PiServerError("queue_full", `More than ${this.#limits.maxInFlight} file operations of yours are in flight`),
       );
     }
-    const child = this.#start();
+    let child: ChildProcess;
+    try {
+      child = this.#start();
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
     const id = this.#nextId++;
     clearTimeout(this.#idle);
     return new Promise<T>((resolve, reject) => {
@@ -189,7 +254,11 @@ export class FileHelper {
   }
 
   #start(): ChildProcess {
-    if (this.#child) return this.#child;
+    if (this.#child) {
+      this.#slots.used(this);
+      return this.#child;
+    }
+    this.#slots.take(this);
     const pi = piLocations();
     const program = [process.execPath, "--max-old-space-size=256", "--input-type=module", "--eval", helperSource()];
     const config = JSON.stringify({ root: this.workspace, ...(pi ? { toolsDir: pi.tools, utilsDir: pi.utils } : {}) });
@@ -266,7 +335,7 @@ export class FileHelper {
     const child = this.#child;
     this.#idle = setTimeout(() => {
       if (this.#pending.size === 0 && this.#child === child) {
-        this.#child = undefined;
+        this.#detach(child);
         child.stdin?.end();
       }
     }, this.#limits.idleMs);
@@ -286,7 +355,7 @@ export class FileHelper {
 
   /** The helper is gone: every operation it had fails; the next one starts a new helper. */
   #gone(child: ChildProcess, error: Error): void {
-    if (this.#child === child) this.#child = undefined;
+    this.#detach(child);
     for (const [id, pending] of this.#pending) {
       if (pending.child !== child) continue;
       this.#pending.delete(id);
@@ -301,16 +370,28 @@ export class FileHelpers {
   readonly #helpers = new Map<string, FileHelper>();
   readonly #sandbox: Sandbox;
   readonly #limits: FileHelperLimits;
+  readonly #slots: HelperSlots;
 
   constructor(sandbox: Sandbox, limits: FileHelperLimits = DEFAULT_FILE_HELPER_LIMITS) {
     this.#sandbox = sandbox;
     this.#limits = limits;
+    this.#slots = new HelperSlots(limits.maxLive);
+  }
+
+  /** Helpers running now (all principals). */
+  get live(): number {
+    return this.#slots.live;
   }
 
   for(workspace: string): FileHelper {
     let helper = this.#helpers.get(workspace);
     if (!helper) {
-      helper = new FileHelper(workspace, this.#sandbox, this.#limits);
+      // Forget helpers that are not running once there are many (every principal that ever had a session): a
+      // session that still holds one keeps using it, and it starts again when needed.
+      if (this.#helpers.size >= 4 * this.#limits.maxLive) {
+        for (const [key, known] of this.#helpers) if (known.pid === undefined) this.#helpers.delete(key);
+      }
+      helper = new FileHelper(workspace, this.#sandbox, this.#limits, this.#slots);
       this.#helpers.set(workspace, helper);
     }
     return helper;

@@ -9,7 +9,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { FileHelper, FileHelperError } from "../../../src/isolation/file-helper/client.js";
+import { FileHelper, FileHelperError, FileHelpers } from "../../../src/isolation/file-helper/client.js";
 import { directoryIn } from "../../../src/isolation/workspaces.js";
 import { tempDir } from "../../helpers/faux.js";
 import { helperFor, testFileLimits, testSandbox } from "../../helpers/sandboxed-files.js";
@@ -88,4 +88,30 @@ test("a helper's answer becomes a cwd only when it names a directory of the work
     const fake = { workspace: ws, request: async () => forged } as unknown as FileHelper;
     await assert.rejects(directoryIn(fake, "sub", "cwd"), code("forbidden_path"), String(forged));
   }
+});
+
+test("running helpers are bounded server-wide: the least recently used idle one stops for a new one; all busy is queue_full", async (t) => {
+  const { root } = workspace(t);
+  const spaces = ["a", "b", "c"].map((name) => {
+    const ws = join(root, name);
+    mkdirSync(join(ws, ".git"), { recursive: true });
+    execFileSync("mkfifo", [join(ws, "fifo")]);
+    return ws;
+  });
+  const [a, b, c] = spaces as [string, string, string];
+  const helpers = new FileHelpers(testSandbox, { ...testFileLimits, maxLive: 2, timeoutMs: 10_000 });
+  t.after(() => helpers.close());
+  await helpers.for(a).request("stat", { path: a });
+  await helpers.for(b).request("stat", { path: b });
+  assert.equal(helpers.live, 2);
+  const aStopped = helpers.for(a).stopped();
+  await helpers.for(c).request("stat", { path: c }); // a, least recently used and idle, makes room
+  await within(aStopped, "the least recently used helper's exit", 10_000);
+  assert.equal(helpers.live, 2);
+  assert.equal(helpers.for(a).pid, undefined);
+  // b and c busy (rg waits on a FIFO): a cannot start.
+  const busy = [b, c].map((ws) => helpers.for(ws).request("tool", { name: "grep", cwd: ws, params: { pattern: "x", path: "fifo" } }));
+  await assert.rejects(helpers.for(a).request("stat", { path: a }), code("queue_full"));
+  helpers.close();
+  for (const p of busy) await assert.rejects(p);
 });
