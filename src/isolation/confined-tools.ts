@@ -24,8 +24,7 @@ interface HelperStat {
  * these as `customTools`; same names replace pi's built-ins.
  */
 export function confinedFileTools(cwd: string, files: FileHelper): ToolDefinition[] {
-  const maxBytes = files.limits.maxReadBytes;
-  const readFile = async (path: string) => Buffer.from(await files.request<string>("read", { path, maxBytes }), "base64");
+  const readFile = (path: string) => files.readWhole(path);
   const writeFile = async (path: string, content: string) => {
     await files.request("write", { path, data: Buffer.from(content, "utf8").toString("base64") });
   };
@@ -41,6 +40,7 @@ export function confinedFileTools(cwd: string, files: FileHelper): ToolDefinitio
           await files.request("access", { path });
         },
         detectImageMimeType: (path) => files.request<string | null>("mime", { path }),
+        createReadStream: (path, { signal }) => files.stream(path, signal),
       },
     }),
     createWriteToolDefinition(cwd, {

@@ -235,6 +235,38 @@ function imageMimeType(buffer: Buffer): Promise<string | null> {
 
 const running = new Map<number, AbortController>();
 
+/** Files open for a streamed read (pi's `createReadStream`): up to the size they had when opened. */
+const streams = new Map<number, { handle: FileHandle; position: number; end: number }>();
+let nextStream = 1;
+const MAX_STREAMS = 64;
+
+async function openStream(path: string): Promise<{ stream: number; size: number }> {
+  if (streams.size >= MAX_STREAMS) fail("EMFILE", "too many files open for reading");
+  const handle = await openRegular(path, READ_FLAGS);
+  const { size } = await handle.stat();
+  const stream = nextStream++;
+  streams.set(stream, { handle, position: 0, end: size });
+  return { stream, size };
+}
+
+async function readChunk(stream: number, bytes: number): Promise<string> {
+  const open = streams.get(stream);
+  if (!open) fail("EBADF", "no such stream");
+  const length = Math.min(bytes, open.end - open.position);
+  if (length <= 0) return "";
+  const buffer = Buffer.alloc(length);
+  const { bytesRead } = await open.handle.read(buffer, 0, length, open.position);
+  open.position += bytesRead;
+  if (bytesRead === 0) open.end = open.position;
+  return buffer.subarray(0, bytesRead).toString("base64");
+}
+
+async function closeStream(stream: number): Promise<void> {
+  const open = streams.get(stream);
+  streams.delete(stream);
+  await open?.handle.close();
+}
+
 function text(value: unknown, field: string): string {
   if (typeof value !== "string") fail("invalid_command", `${field} must be a string`);
   return value;
@@ -249,6 +281,13 @@ async function handle(request: Request): Promise<unknown> {
   switch (request.op) {
     case "read":
       return (await readRegular(await inside(request["path"]), count(request["maxBytes"], "maxBytes"))).toString("base64");
+    case "open":
+      return openStream(await inside(request["path"]));
+    case "chunk":
+      return readChunk(count(request["stream"], "stream"), Math.min(count(request["bytes"], "bytes"), 4 * 1024 * 1024));
+    case "close":
+      await closeStream(count(request["stream"], "stream"));
+      return null;
     case "mime":
       return imageMimeType(await readHead(await inside(request["path"]), 4100));
     case "access": {

@@ -9,7 +9,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { FileHelper, FileHelperError, FileHelpers } from "../../../src/isolation/file-helper/client.js";
+import { FileHelper, FileHelperError, FileHelpers, HelperSlots } from "../../../src/isolation/file-helper/client.js";
 import { directoryIn } from "../../../src/isolation/workspaces.js";
 import { tempDir } from "../../helpers/faux.js";
 import { helperFor, testFileLimits, testSandbox } from "../../helpers/sandboxed-files.js";
@@ -114,4 +114,42 @@ test("running helpers are bounded server-wide: the least recently used idle one 
   await assert.rejects(helpers.for(a).request("stat", { path: a }), code("queue_full"));
   helpers.close();
   for (const p of busy) await assert.rejects(p);
+});
+
+test("reads are bounded in what the server holds: streams come in chunks; whole-file reads reserve their size per principal and server-wide", async (t) => {
+  const { root } = workspace(t);
+  const [a, b] = ["a", "b"].map((name) => {
+    const ws = join(root, name);
+    mkdirSync(ws);
+    writeFileSync(join(ws, "mid"), Buffer.alloc(600 * 1024, 0x61));
+    writeFileSync(join(ws, "big"), Buffer.alloc(1200 * 1024, 0x62));
+    return ws;
+  }) as [string, string];
+  const helpers = new FileHelpers(testSandbox, { ...testFileLimits, maxReadBytes: 1024 * 1024, maxReadBytesInFlight: 1400 * 1024 });
+  t.after(() => helpers.close());
+  const [fa, fb] = [helpers.for(a), helpers.for(b)];
+  const chunks: number[] = [];
+  for await (const chunk of fa.stream(join(a, "mid"))) chunks.push(chunk.length);
+  assert.deepEqual(chunks, [256 * 1024, 256 * 1024, 88 * 1024]);
+  await assert.rejects(
+    (async () => {
+      for await (const chunk of fa.stream(join(a, "big"))) assert.ok(chunk.length > 0);
+    })(),
+    code("EFBIG"),
+  );
+  await assert.rejects(fa.readWhole(join(a, "big")), code("EFBIG"));
+  assert.equal((await fa.readWhole(join(a, "mid"))).length, 600 * 1024);
+  // Two reads of 600 KiB at once exceed alice's own 1 MiB (one helper answers both stats before either read).
+  const both = await Promise.allSettled([fa.readWhole(join(a, "mid")), fa.readWhole(join(a, "mid"))]);
+  assert.deepEqual(both.map((r) => r.status).sort(), ["fulfilled", "rejected"]);
+  assert.equal(((both.find((r) => r.status === "rejected") as PromiseRejectedResult).reason as { code?: string }).code, "queue_full");
+  // The server's budget: what other principals' reads hold (reserved here) leaves too little for bob's.
+  const slots = new HelperSlots(16, 1000 * 1024);
+  const bob = new FileHelper(b, testSandbox, { ...testFileLimits, maxReadBytes: 1024 * 1024 }, slots);
+  t.after(() => bob.close());
+  assert.ok(slots.reserve(500 * 1024));
+  await assert.rejects(bob.readWhole(join(b, "mid")), code("queue_full"));
+  slots.unreserve(500 * 1024);
+  assert.equal((await bob.readWhole(join(b, "mid"))).length, 600 * 1024);
+  assert.equal((await fb.readWhole(join(b, "mid"))).length, 600 * 1024);
 });
