@@ -8,6 +8,7 @@ import type { Sandbox } from "../isolation/sandbox.js";
 import { Workspaces } from "../isolation/workspaces.js";
 import type { MetricsSink } from "../metrics/sink.js";
 import { SERVER_VERSION } from "../version.js";
+import { ClientPaths } from "./client-paths.js";
 import { type CommandRouter, ServerCore, type ServerCoreOptions } from "./core.js";
 import type { SessionHost } from "./session-host.js";
 import type { ResolvedConfig } from "./options.js";
@@ -44,6 +45,8 @@ export interface AssembleOptions {
   readonly sandbox?: Sandbox | undefined;
   /** Real path of the factory's session files, if it keeps any. @default the factory's `sessionsRoot` */
   readonly sessionsRoot?: string | undefined;
+  /** The default factory's agent dir: a confined session's clients never see its path (issue 26). @default none */
+  readonly agentDir?: string | undefined;
   readonly logger: Logger;
   readonly clock?: { now(): number } | undefined;
   readonly metrics?: MetricsSink | undefined;
@@ -75,6 +78,10 @@ export function assemble(options: AssembleOptions): Assembly {
   };
   const breakers = new Breakers(config.breakers, onBreakerChange);
   const sessionsRoot = options.sessionsRoot ?? realSessionsRoot(factory);
+  // A confined server's clients see nothing of where the operator keeps files (issue 26, PROTOCOL.md §5.3).
+  const clientPaths = config.workspaces.confined
+    ? ClientPaths.hiding({ sessionsRoots: [factory.sessionsRoot, sessionsRoot], agentDir: options.agentDir })
+    : undefined;
   const registry: SessionRegistry = new SessionRegistry({
     factory,
     persistence: options.persistence,
@@ -100,6 +107,7 @@ export function assemble(options: AssembleOptions): Assembly {
       onToolCall: metrics ? (tool, outcome) => metrics.toolCall(tool, outcome) : undefined,
       sandbox: options.sandbox ?? NO_SANDBOX,
       sessionsRoot,
+      clientPaths,
       mcp: {
         policy: config.mcpServers,
         hook: config.hooks.mcpServers,
@@ -130,6 +138,7 @@ export function assemble(options: AssembleOptions): Assembly {
     hooks: config.hooks,
     idempotency: { ...config.idempotency, journalPath: options.dataDir && join(options.dataDir, "idempotency.jsonl") },
     router: cluster?.router,
+    clientPaths,
   });
   return { core, registry, engine, limits, breakers };
 }

@@ -302,7 +302,7 @@ export const COMMANDS = {
     { limit: "work", timeout: "bash", stop: (host) => host.session.abortBash() },
   ),
   abort_bash: control({}, (host) => fromPi(() => host.session.abortBash()), { limit: "exempt" }),
-  get_session_stats: read((host) => host.session.getSessionStats()),
+  get_session_stats: read((host) => host.paths.stats(host.session.getSessionStats())),
   export_html: lane({ outputPath: optPathStr }, async (host, f) => {
     const session = host.session;
     const defaultName = `pi-session-${session.sessionId}.html`;
@@ -369,27 +369,29 @@ export const COMMANDS = {
     await fromPi(() => host.session.setSessionName(name));
   }),
   get_messages: read((host) => ({ messages: host.session.messages })),
+  // The operator's prompts, skills and extensions live in the agent dir: their sourceInfo as `paths` shows it.
   get_commands: read((host) => {
     const session = host.session;
+    const paths = host.paths;
     return {
       commands: [
         ...session.extensionRunner.getRegisteredCommands().map((c) => ({
           name: c.invocationName,
           description: c.description,
           source: "extension" as const,
-          sourceInfo: c.sourceInfo,
+          sourceInfo: paths.sourceInfo(c.sourceInfo),
         })),
         ...session.promptTemplates.map((t) => ({
           name: t.name,
           description: t.description,
           source: "prompt" as const,
-          sourceInfo: t.sourceInfo,
+          sourceInfo: paths.sourceInfo(t.sourceInfo),
         })),
         ...session.resourceLoader.getSkills().skills.map((skill) => ({
           name: `skill:${skill.name}`,
           description: skill.description,
           source: "skill" as const,
-          sourceInfo: skill.sourceInfo,
+          sourceInfo: paths.sourceInfo(skill.sourceInfo),
         })),
       ],
     };

@@ -5,6 +5,7 @@ import { type ErrorCode, PiServerError, piRefusal, SERVER_CLOSES, type ServerClo
 import type { Engine } from "../governor/engine.js";
 import type { Admission, RateLimits } from "../governor/rate-limit.js";
 import type { CloseReason, MetricsSink } from "../metrics/sink.js";
+import { ClientPaths } from "./client-paths.js";
 import { type BackpressureOptions, Connection, type PeerSocket } from "./connection.js";
 import { rerunsOnRetry, type ServerCommandContext, type ServerCommandDef, type SessionCommandDef } from "./commands.js";
 import type { Encoding } from "./event-hub.js";
@@ -51,6 +52,11 @@ export interface ServerCoreOptions {
   readonly idempotency?: { readonly ttlMs: number; readonly maxEntries: number; readonly journalPath?: string | undefined } | undefined;
   /** Set when the server is one node of a cluster. */
   readonly router?: CommandRouter | undefined;
+  /**
+   * How refusals show the server's own paths (a confined server's: nothing of the agent dir or the session storage,
+   * issue 26; pi's refusals may quote a file). @default as they are
+   */
+  readonly clientPaths?: ClientPaths | undefined;
 }
 
 /** Where commands for sessions hosted by another node go (a cluster, issue 15). */
@@ -121,6 +127,7 @@ export class ServerCore {
   #loadError: unknown;
   #accepting = true;
   readonly #router: CommandRouter | undefined;
+  readonly #paths: ClientPaths;
 
   constructor(options: ServerCoreOptions) {
     this.#registry = options.registry;
@@ -138,6 +145,7 @@ export class ServerCore {
     this.#onDisconnect = options.onDisconnect;
     this.#hooks = options.hooks ?? {};
     this.#router = options.router;
+    this.#paths = options.clientPaths ?? ClientPaths.AS_IS;
     const retention = options.idempotency ?? { ttlMs: 24 * 60 * 60_000, maxEntries: 10_000 };
     this.#idempotency = new IdempotencyCache({ ...retention, forget: (value) => notRun(value as StoredOutcome) });
     this.#journal = retention.journalPath === undefined ? undefined : new IdempotencyJournal(retention.journalPath, 2 * retention.maxEntries + 100);
@@ -317,7 +325,7 @@ export class ServerCore {
     if (coded.code === "rate_limited") this.#metrics?.rateLimited(String(coded.details?.["scope"]));
     if (coded.code === "internal") conn.log.error({ err: coded.cause ?? error, command }, "internal error");
     else conn.log.debug({ code: coded.code, command, reason: coded.message }, "command refused");
-    conn.send({ type: "response", id, command, success: false, code: coded.code, error: coded.message, ...coded.details });
+    conn.send({ type: "response", id, command, success: false, code: coded.code, error: this.#paths.text(coded.message), ...coded.details });
   }
 
   /**
@@ -515,7 +523,8 @@ export class ServerCore {
       return;
     }
     this.#measure(type, outcome.code, startedAt);
-    conn.send({ type: "response", id, command: type, success: false, code: outcome.code, error: outcome.error, ...outcome.details, replayed: true });
+    const error = this.#paths.text(outcome.error);
+    conn.send({ type: "response", id, command: type, success: false, code: outcome.code, error, ...outcome.details, replayed: true });
   }
 
   /** What the journal keeps now: settled outcomes, and keys still running as `accepted`. */

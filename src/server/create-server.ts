@@ -153,6 +153,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     workspaces,
     sandbox,
     sessionsRoot: realSessionsRoot(factory),
+    agentDir: config.sessionFactory ? undefined : (config.agentDir ?? getAgentDir()),
     logger: log,
     clock: config.clock,
     metrics,

@@ -9,6 +9,7 @@ import type { FileHelper } from "../isolation/file-helper/client.js";
 import { ProcessGroups, type Sandbox, sandboxedBashOperations } from "../isolation/sandbox.js";
 import type { PathScope } from "../isolation/session-files.js";
 import { type ConversationGuard, guardConversation } from "../store/conversation-guard.js";
+import { ClientPaths } from "./client-paths.js";
 import { createUiContext, Dialogs } from "./dialogs.js";
 import { EventHub, type ReplayLimits } from "./event-hub.js";
 import { removeOutputFiles, writesOutputFiles } from "./mcp-output-files.js";
@@ -54,6 +55,8 @@ export interface SessionHostOptions {
   readonly sandbox: Sandbox;
   /** Real path of the server's session files (undefined: sessions are not kept in files). */
   readonly sessionsRoot: string | undefined;
+  /** How a confined session's clients see the server's paths (issue 26). @default pi's paths as they are */
+  readonly clientPaths?: ClientPaths | undefined;
   /** What sessions get of MCP (adr/0024). @default no MCP server */
   readonly mcp?: McpSettings | undefined;
   /**
@@ -204,8 +207,17 @@ export class SessionHost {
     return this.#disposed !== undefined;
   }
 
+  /**
+   * How this session's clients see the server's own paths: a confined session's with nothing of the agent dir or
+   * the session storage (issue 26), an unconfined one's as pi has them (pi RPC parity).
+   */
+  get paths(): ClientPaths {
+    return this.workspace === undefined ? ClientPaths.AS_IS : (this.#options.clientPaths ?? ClientPaths.AS_IS);
+  }
+
+  /** pi RPC's `get_state` data, as the session's clients see it (`paths`). */
   state(): SessionState {
-    return readState(this.session);
+    return this.paths.state(readState(this.session));
   }
 
   /** What a client needs when it cannot resume from the ring: the state and the whole conversation. */
@@ -468,7 +480,7 @@ export class SessionHost {
           const known = session.agent.state.tools.some((tool) => tool.name === event.toolName);
           this.#options.onToolCall?.(known ? event.toolName : "unknown", event.isError ? "error" : "ok");
         }
-        this.hub.publish(event);
+        this.hub.publish(this.paths.event(event));
       } catch (error) {
         this.#log.error({ err: error, eventType: event.type }, "event delivery failed");
       }
@@ -495,12 +507,9 @@ export class SessionHost {
         this.#log.info("an extension requested shutdown; ignored: sessions end with delete_session");
       },
       onError: (error) => {
-        this.hub.publish({
-          type: "extension_error",
-          extensionPath: error.extensionPath,
-          event: error.event,
-          error: error.error,
-        });
+        this.hub.publish(
+          this.paths.event({ type: "extension_error", extensionPath: error.extensionPath, event: error.event, error: error.error }),
+        );
       },
     });
   }

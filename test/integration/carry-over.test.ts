@@ -168,7 +168,9 @@ test("a confined deployment of 0.73 (token auth, workspaces): each principal get
   await converse(alice, "notes", "run: echo still confined");
   const { messages } = await alice.ok<{ messages: Answers["messages"] }>({ type: "get_messages", sessionId: "notes" });
   assert.equal(textOf(messages.at(-1)), "bash said: still confined");
-  assertPi16Session((await alice.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "notes" })).sessionFile);
+  // A confined client is shown its file relative to the session storage (issue 26).
+  const stored = (shown: string) => join(env.agentDir, "sessions", shown);
+  assertPi16Session(stored((await alice.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "notes" })).sessionFile));
 
   // `pi -p` of 0.73 ran in <alice's workspace>/project: hers to list and open, never bob's.
   const { conversations } = await alice.ok<Listing>({ type: "list_stored_sessions" });
@@ -181,12 +183,12 @@ test("a confined deployment of 0.73 (token auth, workspaces): each principal get
     sessionId: "from-pi",
   });
   assert.equal(opened.state.messageCount, 2);
-  const before = readFileSync(opened.state.sessionFile, "utf8");
+  const before = readFileSync(stored(opened.state.sessionFile), "utf8");
   await converse(alice, "from-pi", "and now?");
-  const after = readFileSync(opened.state.sessionFile, "utf8");
+  const after = readFileSync(stored(opened.state.sessionFile), "utf8");
   assert.ok(after.startsWith(before));
   assert.match(after, /echo: and now\?/);
-  assertPi16Session(opened.state.sessionFile);
+  assertPi16Session(stored(opened.state.sessionFile));
 });
 
 test("a pi file pi 1.6 cannot read (garbage, cut short, headerless, empty, a newer version) answers session_unreadable and is left byte for byte; a missing one session_lost; the server serves the rest", async (t) => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 import type { EventFrame } from "../helpers/client.js";
 import { durableHarness } from "../helpers/durable-cli.js";
@@ -71,7 +72,8 @@ test("SIGTERM and restart on the same data dir: sessions come back dormant with 
   const state = await alice2.ok<{ sessionFile: string; messageCount: number }>({ type: "get_state", sessionId: "s1" });
   assert.equal(state.sessionFile, s1.sessionFile);
   assert.equal(state.messageCount, 7); // the system message and three exchanges
-  const lines = readFileSync(s1.sessionFile, "utf8").trim().split("\n");
+  // Shown to a confined client relative to the session storage (issue 26).
+  const lines = readFileSync(join(harness.agentDir, "sessions", s1.sessionFile), "utf8").trim().split("\n");
   assert.equal(lines.filter((l) => l.includes('"type":"message"')).length, 7);
   assert.ok(lines[lines.length - 2]?.includes("five"), "the new user message is in the old file");
   // The model saw the whole conversation again: the restored session is the same conversation.

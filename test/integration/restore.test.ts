@@ -87,7 +87,9 @@ async function setup(t: TestContext) {
     }
     await first.server.close();
   };
-  return { dir: dir.path, agentDir, root, llm, builds, start, converse, seed };
+  /** A session file as a confined client is shown it (relative to the session storage, issue 26), on disk. */
+  const storedFile = (shown: string) => join(agentDir, "sessions", shown);
+  return { dir: dir.path, agentDir, root, llm, builds, start, converse, seed, storedFile };
 }
 
 test("20 concurrent subscribes to a dormant session build one runtime; all get the same epoch", async (t) => {
@@ -224,8 +226,8 @@ test("one writer per conversation: a second server on the same data dir cannot o
   await onA.ok({ type: "new_session", sessionId: "fresh" });
   const after = (await onA.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "fresh" })).sessionFile;
   assert.notEqual(after, before);
-  assert.equal(existsSync(`${before}.lock`), false, "the old conversation is let go");
-  assert.equal(JSON.parse(readFileSync(`${after}.lock`, "utf8")).pid, process.pid, "the new one is held");
+  assert.equal(existsSync(`${env.storedFile(before)}.lock`), false, "the old conversation is let go");
+  assert.equal(JSON.parse(readFileSync(`${env.storedFile(after)}.lock`, "utf8")).pid, process.pid, "the new one is held");
 
   // Nor may a session switch to a conversation another one hosts.
   const held = (await onA.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "s" })).sessionFile;
@@ -233,7 +235,7 @@ test("one writer per conversation: a second server on the same data dir cannot o
 
   await a.server.close(); // lets go of the files
   assert.equal((await onB.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, EXCHANGE);
-  assert.equal(existsSync(`${after}.lock`), false);
+  assert.equal(existsSync(`${env.storedFile(after)}.lock`), false);
 });
 
 test("`pi` writing to a conversation the server hosts: noticed before our next write, subscribers told, reloaded from the file, never forked", async (t) => {
@@ -242,7 +244,7 @@ test("`pi` writing to a conversation the server hosts: noticed before our next w
   const alice = await server.connect("alice");
   await alice.ok({ type: "create_session", sessionId: "s" });
   await env.converse(alice, "s", "first");
-  const { sessionFile: file } = await alice.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "s" });
+  const file = env.storedFile((await alice.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "s" })).sessionFile);
   /** Every entry hangs on the one before it: one history, no branch. */
   const assertOneHistory = () => {
     const entries = readFileSync(file, "utf8").trim().split("\n").slice(1).map((line) => JSON.parse(line) as { id: string; parentId: string | null });

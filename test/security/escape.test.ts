@@ -29,7 +29,9 @@ test("path fields never reach a file outside the principal's own sessions or wor
   const bob = await cli.connect("bob");
   await alice.ok({ type: "create_session", sessionId: "a" });
   await prompted(cli, alice, "a", "alice's reply");
-  const aliceFile = (await alice.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "a" })).sessionFile;
+  // Shown relative to the session storage (issue 26); the same file by its absolute path is refused to bob too.
+  const aliceShown = (await alice.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "a" })).sessionFile;
+  const aliceFile = join(cli.agentDir, "sessions", aliceShown);
   const aliceBytes = readFileSync(aliceFile);
   await bob.ok({ type: "create_session", sessionId: "b" });
   await prompted(cli, bob, "b", "bob's reply");
@@ -40,7 +42,7 @@ test("path fields never reach a file outside the principal's own sessions or wor
     const response = await bob.request({ sessionId: "b", ...frame });
     assert.equal(response.code, "forbidden_path", JSON.stringify(frame));
   };
-  for (const sessionPath of [victim, "../../victim.txt", "../../../victim.txt", aliceFile, "link.jsonl", join(cli.workspaces, "bob", "link.jsonl"), join(cli.workspaces, "bob", "notes.jsonl"), join(cli.agentDir, "sessions", "nope.jsonl"), "/etc/passwd"]) {
+  for (const sessionPath of [victim, "../../victim.txt", "../../../victim.txt", aliceShown, aliceFile, "link.jsonl", join(cli.workspaces, "bob", "link.jsonl"), join(cli.workspaces, "bob", "notes.jsonl"), join(cli.agentDir, "sessions", "nope.jsonl"), "/etc/passwd"]) {
     await refused({ type: "switch_session", sessionPath });
     await refused({ type: "new_session", parentSession: sessionPath });
   }

@@ -53,13 +53,14 @@ async function setup(t: TestContext) {
     await client.ok({ type: "prompt", sessionId, message });
     await client.waitForEvent(sessionId, "agent_settled", () => true, from);
   };
-  /** A conversation left unhosted in the store: created at `cwd`, one exchange, deleted. Returns its file. */
+  /** A conversation left unhosted in the store: created at `cwd`, one exchange, deleted. Returns its file (absolute). */
   const leave = async (client: TestClient, sessionId: string, cwd: string, message: string) => {
     await client.ok({ type: "create_session", sessionId, cwd });
     await converse(client, sessionId, message);
     const { sessionFile } = await client.ok<{ sessionFile: string }>({ type: "get_state", sessionId });
     await client.ok({ type: "delete_session", sessionId });
-    return sessionFile;
+    // Shown relative to the session storage (issue 26).
+    return join(agentDir, "sessions", sessionFile);
   };
   return { connect, converse, leave };
 }
