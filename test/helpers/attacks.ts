@@ -2,12 +2,14 @@
  * Issue 26's attacks on the kernel's confinement, as a principal runs them through the real CLI (secure-cli.ts):
  * the scripted model's tool calls, a rename-exchange racer in the sandbox, FIFOs, and where a secret shows up.
  */
+import { fork } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { TestContext } from "node:test";
 import type { Frame, TestClient } from "./client.js";
 import type { ScriptedReply } from "./openai-server.js";
 import { eventually, type SecureCli } from "./secure-cli.js";
-import { WAIT_MS } from "./wait.js";
+import { WAIT_MS, within } from "./wait.js";
 
 export type ToolCall = NonNullable<ScriptedReply["toolCalls"]>[number];
 
@@ -156,7 +158,10 @@ const RENAME_LOOP =
   'if [ -L x ]; then mv x t && mv link x && mv t link; fi; echo "exchanges $n"';
 
 export interface Racer {
-  /** Stop the racer and resolve with the number of exchanges it made. */
+  /**
+   * Stop the racer and resolve with the number of exchanges it made (rejects when its command is not answered).
+   * Idempotent: a test's cleanup may call it again.
+   */
   stop(): Promise<number>;
 }
 
@@ -171,42 +176,41 @@ export async function startRacer(client: TestClient, sessionId: string, race: Ra
     }),
   ]);
   if (!started) throw new Error("the racer did not start");
-  return {
-    stop: async () => {
-      writeFileSync(join(race.raceDir, "stop"), "");
-      const response = await running;
-      const output = String((response.data as { output?: string } | undefined)?.output ?? JSON.stringify(response));
-      const count = /exchanges (\d+)/.exec(output)?.[1];
-      if (count === undefined) throw new Error(`the racer printed no count: ${output.slice(0, 500)}`);
-      return Number(count);
-    },
+  let stopped: Promise<number> | undefined;
+  const stop = async () => {
+    writeFileSync(join(race.raceDir, "stop"), "");
+    const response = await within(running, "the racer's answer once told to stop");
+    const output = String((response.data as { output?: string } | undefined)?.output ?? JSON.stringify(response));
+    const count = /exchanges (\d+)/.exec(output)?.[1];
+    if (count === undefined) throw new Error(`the racer printed no count: ${output.slice(0, 500)}`);
+    return Number(count);
   };
+  return { stop: () => (stopped ??= stop()) };
 }
 
+type RaceKind = "read" | "write" | "edit";
+
 /**
- * `turns` scripted model replies of `perTurn` tool calls each, cycling through `kinds`: `read` of `race/x/secret.txt`,
- * `write` of `race/x/target.txt`, `edit` of one anchor line of `race/x/edit.txt` (each edit call its own anchor), then
- * a final text reply. The calls of one reply run in parallel (pi's default tool execution).
+ * Scripted model replies of the race: each `turn()` is a reply of `perTurn` tool calls cycling through `kinds`:
+ * `read` of `race/x/secret.txt`, `write` of `race/x/target.txt`, `edit` of one anchor line of `race/x/edit.txt` (each
+ * edit call its own anchor). The calls of one reply run in parallel (pi's default tool execution).
  */
-export function raceTurns(turns: number, perTurn: number, kinds: ReadonlyArray<"read" | "write" | "edit">): ScriptedReply[] {
+export function raceScript(perTurn: number, kinds: readonly RaceKind[]): { turn(): ScriptedReply } {
   let call = 0;
   let anchor = 0;
-  const replies: ScriptedReply[] = [];
-  for (let turn = 0; turn < turns; turn++) {
-    const toolCalls: ToolCall[] = [];
-    for (let i = 0; i < perTurn; i++, call++) {
-      const kind = kinds[call % kinds.length];
-      if (kind === "read") toolCalls.push({ name: "read", arguments: { path: "race/x/secret.txt" } });
-      else if (kind === "write") toolCalls.push({ name: "write", arguments: { path: "race/x/target.txt", content: `written by call ${call}\n` } });
-      else {
-        const n = anchor++ % EDIT_ANCHORS;
-        toolCalls.push({ name: "edit", arguments: { path: "race/x/edit.txt", edits: [{ oldText: `anchor-${n}: before`, newText: `anchor-${n}: after` }] } });
-      }
-    }
-    replies.push({ text: "", toolCalls });
-  }
-  replies.push({ text: "done" });
-  return replies;
+  const toolCall = (kind: RaceKind | undefined): ToolCall => {
+    if (kind === "read") return { name: "read", arguments: { path: "race/x/secret.txt" } };
+    if (kind === "write") return { name: "write", arguments: { path: "race/x/target.txt", content: `written by call ${call}\n` } };
+    const n = anchor++ % EDIT_ANCHORS;
+    return { name: "edit", arguments: { path: "race/x/edit.txt", edits: [{ oldText: `anchor-${n}: before`, newText: `anchor-${n}: after` }] } };
+  };
+  return { turn: () => ({ text: "", toolCalls: Array.from({ length: perTurn }, () => toolCall(kinds[call++ % kinds.length])) }) };
+}
+
+/** `turns` replies of `raceScript`, then a final text reply. */
+export function raceTurns(turns: number, perTurn: number, kinds: readonly RaceKind[]): ScriptedReply[] {
+  const script = raceScript(perTurn, kinds);
+  return [...Array.from({ length: turns }, () => script.turn()), { text: "done" }];
 }
 
 /** The `tool_execution_end` events of `sessionId` from frame `from`: tool name, whether it failed, and its JSON. */
@@ -234,14 +238,24 @@ export function percentile(samples: readonly number[], p: number): number {
   return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)] as number;
 }
 
-/** `count` sequential `get_state` calls of `sessionId` on `client`; each call's round trip in ms. */
-export async function getStateLatencies(client: TestClient, sessionId: string, count: number, timeoutMs = 5_000): Promise<number[]> {
-  const samples: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const started = performance.now();
-    const response = await client.request({ type: "get_state", sessionId }, timeoutMs);
-    if (!response.success) throw new Error(`get_state failed: ${response.code} ${response.error}`);
-    samples.push(performance.now() - started);
-  }
-  return samples;
+export interface LatencyProbe {
+  /** `count` sequential `get_state` calls of `sessionId`, timed in the probe's process: each round trip in ms. */
+  measure(sessionId: string, count: number, timeoutMs?: number): Promise<number[]>;
+}
+
+/** A principal's `get_state` timer in a child process (latency-probe.ts), connected with `token`; killed after `t`. */
+export async function startLatencyProbe(t: TestContext, url: string, token: string): Promise<LatencyProbe> {
+  const child = fork(join(import.meta.dirname, "latency-probe.ts"), [url, token], { execArgv: ["--import", "tsx"], stdio: ["ignore", "ignore", "inherit", "ipc"] });
+  t.after(() => child.kill("SIGKILL"));
+  const answer = <T>() => new Promise<T>((resolve) => child.once("message", (m) => resolve(m as T)));
+  await within(answer<{ ready: boolean }>(), "the latency probe's connection");
+  return {
+    measure: async (sessionId, count, timeoutMs = WAIT_MS * 2) => {
+      const reply = answer<{ samples: number[]; error?: string }>();
+      child.send({ sessionId, count });
+      const { samples, error } = await within(reply, `${count} get_state calls`, timeoutMs);
+      if (error !== undefined) throw new Error(`${error} (after ${samples.length} calls)`);
+      return samples;
+    },
+  };
 }

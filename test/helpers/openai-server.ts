@@ -24,6 +24,11 @@ export interface OpenAiServer {
   readonly requests: Array<Record<string, unknown>>;
   /** Replies to give, in order; when empty, a request is answered with "ok". */
   readonly replies: ScriptedReply[];
+  /**
+   * Asked first with each request's body: a reply for it, or undefined to take the next of `replies`. Lets a test
+   * answer concurrent runs each their own way (recognised by what their messages hold).
+   */
+  route: ((body: Record<string, unknown>) => ScriptedReply | undefined) | undefined;
   /** Requests being answered now, and the most there ever were at once. */
   readonly concurrency: { active: number; max: number };
   /** Resolves when the n-th request (1-based) has been closed by the client before the reply finished. */
@@ -76,7 +81,7 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
     });
     const n = requests.length;
     closedSignal(n);
-    const reply = replies.shift() ?? { text: "ok" };
+    const reply = api.route?.(body) ?? replies.shift() ?? { text: "ok" };
     if (reply.status) {
       response.writeHead(reply.status, { "content-type": "application/json" });
       response.end(JSON.stringify({ error: { message: reply.text, type: "server_error" } }));
@@ -124,10 +129,11 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as AddressInfo).port;
-  return {
+  const api: OpenAiServer = {
     baseUrl: `http://127.0.0.1:${port}/v1`,
     requests,
     replies,
+    route: undefined,
     concurrency,
     clientClosed: closedSignal,
     close: () =>
@@ -136,6 +142,7 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
         server.close(() => resolve());
       }),
   };
+  return api;
 }
 
 /** pi's models.json declaring one model served by `baseUrl`. */

@@ -54,8 +54,11 @@ export async function startSecureCli(t: TestContext, extraArgs: string[] = []): 
   const stderr = collect(child.stderr);
   const clients: TestClient[] = [];
   t.after(async () => {
-    await Promise.all(clients.map((c) => c.close()));
+    // The server first: a client's close handshake with a server that is stuck waits out ws's 30 s close timeout.
+    const gone = exited(child);
     child.kill("SIGKILL");
+    await gone;
+    await Promise.all(clients.map((c) => c.close()));
     await llm.close();
     dir.cleanup();
   });
