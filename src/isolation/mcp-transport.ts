@@ -9,7 +9,7 @@ import {
   StreamableHttpTransport,
 } from "@earendil-works/pi-mcp";
 import { isCommandValue, resolveConfigValue, resolveVariables } from "./mcp-values.js";
-import { bwrapArgs, type Sandbox, sandboxEnv } from "./sandbox.js";
+import { bwrapArgs, bwrapWithSeccomp, rlimitArgs, type Sandbox, sandboxEnv } from "./sandbox.js";
 
 /**
  * How a confined session reaches its MCP servers (adr/0024): stdio servers start inside the session's sandbox, like
@@ -72,9 +72,17 @@ export function sandboxedMcpTransport(options: SandboxedMcpOptions): McpTranspor
       if (sandbox.kind === "bwrap" && sandbox.bwrapPath !== undefined) {
         // bwrap changes into `dir` inside the sandbox, so the server process never enters a principal's path. The
         // environment is exactly this one (none of the server's variables), bwrap's own, which it hands on.
+        // The bash sandbox's seccomp filter and rlimits too (issue 26).
+        const bwrap = bwrapWithSeccomp(sandbox.bwrapPath, [
+          ...bwrapArgsWithoutEnv(workspace, dir, sandbox.network),
+          "--",
+          ...rlimitArgs(sandbox.limits),
+          command,
+          ...args,
+        ]);
         return new StdioTransport({
-          command: sandbox.bwrapPath,
-          args: [...bwrapArgsWithoutEnv(workspace, dir, sandbox.network), "--", command, ...args],
+          command: bwrap.command,
+          args: bwrap.args,
           cwd: "/",
           env: { ...sandboxEnv(workspace), ...resolved },
           inheritEnv: false,

@@ -145,6 +145,21 @@ export function seccompPipe(fd: number): SeccompPipe {
   };
 }
 
+/**
+ * bwrap with the seccomp filter for a spawner that offers no extra fds (pi-mcp's `StdioTransport`): bash opens fd 3
+ * on the filter's bytes (`printf %b` of octal escapes, NUL bytes included, through a process substitution) and execs
+ * bwrap with `--seccomp 3`, so only bwrap's tree remains. Without the filter (or bash): bwrap as it is.
+ */
+export function bwrapWithSeccomp(bwrapPath: string, args: readonly string[]): { command: string; args: string[] } {
+  const bash = findOnPath("bash");
+  if (!seccompFilter || bash === undefined) return { command: bwrapPath, args: [...args] };
+  const escaped = [...seccompProgram()].map((byte) => `\\0${byte.toString(8).padStart(3, "0")}`).join("");
+  return {
+    command: bash,
+    args: ["-c", 'f=$1; shift; exec "$0" "$@" 3< <(printf "%b" "$f")', bwrapPath, escaped, "--seccomp", "3", ...args],
+  };
+}
+
 /** slirp4netns, for `sandboxNetwork: "outbound"`; undefined when it is not installed. */
 export function detectSlirp4netns(): string | undefined {
   return findOnPath("slirp4netns");
@@ -210,7 +225,7 @@ export function sandboxEnv(workspace: string): Record<string, string> {
  * `prlimit` in front of a sandboxed command: the limits hold for it and everything it starts (rlimits are inherited)
  * and cannot be raised again (hard = soft). util-linux's prlimit is in every Debian system, so inside the sandbox.
  */
-function rlimitArgs(limits: SandboxLimits | undefined): string[] {
+export function rlimitArgs(limits: SandboxLimits | undefined): string[] {
   if (!limits) return [];
   const set = (flag: string, value: number) => (value > 0 ? [`--${flag}=${value}:${value}`] : []);
   const args = [

@@ -74,6 +74,18 @@ test("a confined session's stdio MCP server runs in its sandbox: its tool reache
   assert.ok(own.processes <= 3, `its own PID namespace (${own.processes} processes visible)`);
 });
 
+test("a confined session's stdio MCP server runs under the sandbox's seccomp filter and rlimits, as bash does", async (t) => {
+  const tag = uniqueTag("probe");
+  const h = await startMcpServer(t, { servers: { probe: probeEntry(tag) }, options: { mcpServers: ["probe"] } });
+  const alice = await h.connectAs("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  const ends = await toolTurn(h, alice, "s", [probe({ path: "/proc/self/status" }), probe({ path: "/proc/self/limits" })]);
+  const [status, limits] = ends.map(probeReport) as [ReturnType<typeof probeReport>, ReturnType<typeof probeReport>];
+  assert.match(status.read?.text ?? "", /^Seccomp:\s+2$/m, "filter mode 2: the seccomp filter is in force");
+  assert.match(limits.read?.text ?? "", /^Max file size\s+1073741824\s+1073741824\s+bytes/m, "sandboxLimits.fileSizeBytes, hard");
+  assert.match(limits.read?.text ?? "", /^Max cpu time\s+600\s+600\s+seconds/m, "sandboxLimits.cpuSeconds, hard");
+});
+
 test("the operator's env values reach a sandboxed MCP server through its environment, never the arguments every host process can read", async (t) => {
   const tag = uniqueTag("probe");
   const secret = `ghp_${Math.random().toString(36).slice(2)}`;
