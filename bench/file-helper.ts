@@ -1,13 +1,19 @@
 /**
  * The sandboxed file helper (issue 26, adr/0027): memory per idle principal (the helper's whole process tree, RSS
- * and PSS from /proc), the cold start of a helper (first operation), and the latency of one file operation through
- * it (read 4 KiB, stat, write 4 KiB, readdir) against the same call made in-process as before. Runs the real
+ * and PSS from /proc), the cold start of a helper (first operation), and the latency of one tool call through it
+ * (read, write, edit, ls) against pi's same tool run in the server process (as before, and as unconfined sessions
+ * run it). Runs the real
  * bubblewrap sandbox. Run: npm run bench:files
  */
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import {
+  createEditToolDefinition,
+  createLsToolDefinition,
+  createReadToolDefinition,
+  createWriteToolDefinition,
+} from "@earendil-works/pi-coding-agent";
 import { join } from "node:path";
 import { DEFAULT_FILE_HELPER_LIMITS, FileHelper } from "../src/isolation/file-helper/client.js";
 import { detectBubblewrap, type Sandbox } from "../src/isolation/sandbox.js";
@@ -89,46 +95,57 @@ try {
   const pss = idle.reduce((n, m) => n + m.pss, 0) / idle.length / 1024;
   rows.push(["idle helper, memory per principal (RSS / PSS)", `${fmt(rss)} MiB / ${fmt(pss)} MiB`, `${PRINCIPALS} helpers side by side`]);
   rows.push(["helper start (first operation), p50 / p99", `${fmt(percentile(starts, 50))} / ${fmt(percentile(starts, 99))} ms`, "bwrap + Node start"]);
-  // After pi's grep and find were loaded (the first grep/find of a principal).
+  // After pi's tools were loaded (a principal's first tool calls).
   const first = helpers[0] as FileHelper;
   const ws0 = join(root, "p0");
   // pi's find passes fd `--no-require-git` outside a repository, which Debian 12's fd 8.6 does not know.
   mkdirSync(join(ws0, ".git"));
   await first.request("tool", { name: "grep", cwd: ws0, params: { pattern: "x", path: "." } });
   await first.request("tool", { name: "find", cwd: ws0, params: { pattern: "*.txt" } });
+  for (const name of ["read", "ls"]) await first.request("tool", { name, cwd: ws0, params: { path: name === "ls" ? "." : "a.txt" } });
   const loaded = memory(first.pid as number);
-  rows.push(["helper after grep + find loaded (RSS / PSS)", `${fmt(loaded.rss / 1024)} MiB / ${fmt(loaded.pss / 1024)} MiB`, "pi's tool modules in the helper"]);
-  const file = join(ws0, "a.txt");
-  const data = Buffer.from("y".repeat(4096)).toString("base64");
-  const cases: Array<[string, () => Promise<unknown>, () => Promise<unknown>]> = [
-    ["read 4 KiB", () => first.request("read", { path: file, maxBytes: 1 << 20 }), () => readFile(file)],
-    ["stat", () => first.request("stat", { path: file }), () => stat(file)],
-    ["write 4 KiB", () => first.request("write", { path: join(ws0, "w.txt"), data }), () => Promise.resolve(writeFileSync(join(ws0, "w2.txt"), "y".repeat(4096)))],
-    ["readdir", () => first.request("readdir", { path: ws0 }), () => Promise.resolve(readdirSync(ws0))],
+  rows.push(["helper after pi's tools loaded (RSS / PSS)", `${fmt(loaded.rss / 1024)} MiB / ${fmt(loaded.pss / 1024)} MiB`, "pi's tool modules in the helper"]);
+  // One tool call through the helper against pi's same tool in the server process (as an unconfined session runs it).
+  const local = {
+    read: createReadToolDefinition(ws0),
+    write: createWriteToolDefinition(ws0),
+    edit: createEditToolDefinition(ws0),
+    ls: createLsToolDefinition(ws0),
+  };
+  let n = 0;
+  const cases: Array<[string, string, () => Record<string, unknown>]> = [
+    ["read 4 KiB", "read", () => ({ path: "a.txt" })],
+    ["write 4 KiB", "write", () => ({ path: "w.txt", content: "y".repeat(4096) })],
+    ["edit", "edit", () => ({ path: "e.txt", edits: [{ oldText: `v${n}`, newText: `v${++n}` }] })],
+    ["ls", "ls", () => ({ path: "." })],
   ];
-  for (const [name, viaHelper, direct] of cases) {
+  for (const [label, name, params] of cases) {
+    writeFileSync(join(ws0, "e.txt"), `v${n}\n`);
+    const viaHelper = () => first.request("tool", { name, cwd: ws0, params: params() });
+    const direct = () => local[name as keyof typeof local].execute("bench", params() as never, undefined, undefined, { cwd: ws0 } as never);
     await timed(100, viaHelper);
     const helperTimes = await timed(OPS, viaHelper);
+    writeFileSync(join(ws0, "e.txt"), `v${n}\n`);
     const directTimes = await timed(OPS, direct);
     rows.push([
-      `${name}: helper p50 / p99 (in-process p50)`,
+      `${label}: tool call in the helper p50 / p99 (in the server p50)`,
       `${fmt(percentile(helperTimes, 50), 3)} / ${fmt(percentile(helperTimes, 99), 3)} ms`,
       `${fmt(percentile(directTimes, 50), 3)} ms`,
     ]);
   }
-  // Throughput of one principal's helper with 16 operations in flight.
+  // Throughput of one principal's helper with 16 reads in flight.
   const start = process.hrtime.bigint();
   let done = 0;
   await Promise.all(
     Array.from({ length: 16 }, async () => {
       while (done < OPS * 2) {
         done += 1;
-        await first.request("read", { path: file, maxBytes: 1 << 20 });
+        await first.request("tool", { name: "read", cwd: ws0, params: { path: "a.txt" } });
       }
     }),
   );
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  rows.push(["read 4 KiB, 16 in flight, one principal", `${fmt(done / seconds, 0)} ops/s`, ""]);
+  rows.push(["read 4 KiB, 16 in flight, one principal", `${fmt(done / seconds, 0)} tool calls/s`, ""]);
   table("File helper: memory per principal and latency per file operation", ["measure", "value", "note"], rows);
 } finally {
   for (const helper of helpers) helper.close();

@@ -10,74 +10,33 @@ import {
 } from "@earendil-works/pi-coding-agent";
 import type { FileHelper } from "./file-helper/client.js";
 
-interface HelperStat {
-  readonly directory: boolean;
-  readonly file: boolean;
-  readonly size: number;
-  readonly mtimeMs: number;
-}
-
 /**
- * pi's file tools (read, write, edit, ls, grep, find) for a confined session (adr/0027): pi's own tool code on its
- * `*Operations` seams, with every open, stat and listing done by the principal's sandboxed file helper, so the kernel
- * decides what a path reaches. grep and find run whole in the helper (pi spawns rg and fd itself). A factory passes
+ * pi's file tools (read, write, edit, ls, grep, find) for a confined session (adr/0027): each call runs whole in the
+ * principal's sandboxed file helper — pi's own tool code there, on operations that open only regular files of the
+ * workspace — so the kernel decides what a path reaches, and the work a call does on the principal's files (path
+ * resolution, matching, diffs, image decoding, rg and fd) is bounded by the helper's deadline instead of running on
+ * the server's event loop. The server keeps pi's definitions (names, schemas, prompts, renderers). A factory passes
  * these as `customTools`; same names replace pi's built-ins.
  */
 export function confinedFileTools(cwd: string, files: FileHelper): ToolDefinition[] {
-  const readFile = (path: string) => files.readWhole(path);
-  const writeFile = async (path: string, content: string) => {
-    await files.request("write", { path, data: Buffer.from(content, "utf8").toString("base64") });
-  };
-  const stat = async (path: string) => {
-    const stats = await files.request<HelperStat>("stat", { path });
-    return { ...stats, isDirectory: () => stats.directory, isFile: () => stats.file };
-  };
   const tools = [
-    createReadToolDefinition(cwd, {
-      operations: {
-        readFile,
-        access: async (path) => {
-          await files.request("access", { path });
-        },
-        detectImageMimeType: (path) => files.request<string | null>("mime", { path }),
-        createReadStream: (path, { signal }) => files.stream(path, signal),
-      },
-    }),
-    createWriteToolDefinition(cwd, {
-      operations: {
-        writeFile,
-        mkdir: async (path) => {
-          await files.request("mkdir", { path });
-        },
-      },
-    }),
-    createEditToolDefinition(cwd, {
-      operations: {
-        readFile,
-        writeFile,
-        access: async (path) => {
-          await files.request("access", { path, write: true });
-        },
-      },
-    }),
-    createLsToolDefinition(cwd, {
-      operations: {
-        exists: (path) => files.request<boolean>("exists", { path }),
-        stat,
-        readdir: (path) => files.request<string[]>("readdir", { path }),
-      },
-    }),
-    inHelper(createGrepToolDefinition(cwd) as unknown as ToolDefinition, cwd, files),
-    inHelper(createFindToolDefinition(cwd) as unknown as ToolDefinition, cwd, files),
+    createReadToolDefinition(cwd),
+    createWriteToolDefinition(cwd),
+    createEditToolDefinition(cwd),
+    createLsToolDefinition(cwd),
+    createGrepToolDefinition(cwd),
+    createFindToolDefinition(cwd),
   ];
-  return tools.map((tool) => defineTool(tool as unknown as ToolDefinition));
+  return tools.map((tool) => defineTool(inHelper(tool as unknown as ToolDefinition, cwd, files)));
 }
 
-/** pi's tool definition (name, schema, renderers) whose execution happens in the helper: pi's code, there. */
+/** pi's tool definition whose execution happens in the helper; the model's image limits go along (read). */
 function inHelper(tool: ToolDefinition, cwd: string, files: FileHelper): ToolDefinition {
   return {
     ...tool,
-    execute: (_toolCallId, params, signal, _onUpdate, ctx) =>
-      files.request("tool", { name: tool.name, cwd: ctx?.cwd ?? cwd, params }, signal) as ReturnType<ToolDefinition["execute"]>,
+    execute: (_toolCallId, params, signal, _onUpdate, ctx) => {
+      const model = ctx?.model && { id: ctx.model.id, input: ctx.model.input, inputLimits: ctx.model.inputLimits };
+      return files.request("tool", { name: tool.name, cwd: ctx?.cwd ?? cwd, params, model }, signal) as ReturnType<ToolDefinition["execute"]>;
+    },
   };
 }

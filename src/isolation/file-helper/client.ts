@@ -15,15 +15,10 @@ export interface FileHelperLimits {
   readonly idleMs: number;
   /** Operations of one principal in flight at once; more are refused (`queue_full`). */
   readonly maxInFlight: number;
-  /** The largest file a tool reads or a resource read loads, in bytes. */
+  /** The largest file a tool reads, in bytes (pi's read shows at most 50 KB of it; bash reads the rest). */
   readonly maxReadBytes: number;
   /** Helpers running at once, all principals together: the least recently used idle one stops for a new one. */
   readonly maxLive: number;
-  /**
-   * Bytes of whole-file reads in flight, all principals together (each principal's own are bounded by
-   * `maxReadBytes`): a read beyond is refused (`queue_full`), never queued behind another principal's.
-   */
-  readonly maxReadBytesInFlight: number;
 }
 
 export const DEFAULT_FILE_HELPER_LIMITS: FileHelperLimits = {
@@ -32,36 +27,17 @@ export const DEFAULT_FILE_HELPER_LIMITS: FileHelperLimits = {
   maxInFlight: 64,
   maxReadBytes: 32 * 1024 * 1024,
   maxLive: 256,
-  maxReadBytesInFlight: 256 * 1024 * 1024,
 };
 
-/** A streamed read asks for this much at a time: what one read holds in the server. */
-const CHUNK_BYTES = 256 * 1024;
-/** The least a whole-file read reserves (a file may grow a little between its stat and its read). */
-const MIN_RESERVATION = 64 * 1024;
 
 /** The running helpers of a server, bounded by `maxLive` (one `FileHelpers` shares it among its helpers). */
 export class HelperSlots {
   readonly #max: number;
   /** Running helpers, least recently used first (a Set keeps insertion order; a use re-inserts). */
   readonly #live = new Set<FileHelper>();
-  readonly #maxBytes: number;
-  #bytes = 0;
 
-  constructor(max: number, maxBytes = DEFAULT_FILE_HELPER_LIMITS.maxReadBytesInFlight) {
+  constructor(max: number) {
     this.#max = max;
-    this.#maxBytes = maxBytes;
-  }
-
-  /** Reserve `bytes` of the server's whole-file read budget; false when it is spent. */
-  reserve(bytes: number): boolean {
-    if (this.#bytes + bytes > this.#maxBytes) return false;
-    this.#bytes += bytes;
-    return true;
-  }
-
-  unreserve(bytes: number): void {
-    this.#bytes -= bytes;
   }
 
   get live(): number {
@@ -87,8 +63,11 @@ export class HelperSlots {
   }
 }
 
-/** A helper's answer larger than this (a read at the limit, in base64, plus framing) is a broken helper. */
-const maxAnswerChars = (limits: FileHelperLimits) => Math.ceil((limits.maxReadBytes * 4) / 3) + 1024 * 1024;
+/**
+ * A helper's answer larger than this is a broken helper: answers are tool results, which pi truncates (text to 50 KB,
+ * images resized), and small values.
+ */
+const MAX_ANSWER_CHARS = 64 * 1024 * 1024;
 
 /**
  * pi's grep and find run `rg`/`fd` from pi's agent dir's `bin/` before the system's, and the agent dir defaults to
@@ -181,8 +160,6 @@ export class FileHelper {
   #child: ChildProcess | undefined;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
-  /** Bytes of this principal's whole-file reads in flight. */
-  #readBytes = 0;
   #idle: NodeJS.Timeout | undefined;
   #closed = false;
   /** Helpers started over this one's life (a restart after a kill counts): for tests and metrics. */
@@ -194,7 +171,7 @@ export class FileHelper {
     workspace: string,
     sandbox: Sandbox,
     limits: FileHelperLimits,
-    slots = new HelperSlots(limits.maxLive, limits.maxReadBytesInFlight),
+    slots = new HelperSlots(limits.maxLive),
   ) {
     this.workspace = workspace;
     this.#sandbox = sandbox;
@@ -278,51 +255,6 @@ export class FileHelper {
     });
   }
 
-  /**
-   * A whole file (pi's `readFile`: edit, images, unusual line ranges), at most `maxReadBytes`. Its size is reserved
-   * first, from the principal's own budget (`maxReadBytes` in flight) and the server's (`maxReadBytesInFlight`):
-   * what reads can make the server hold is bounded, and a budget spent is refused rather than waited for.
-   */
-  async readWhole(path: string): Promise<Buffer> {
-    const { size } = await this.request<{ size: number }>("stat", { path });
-    const max = this.#limits.maxReadBytes;
-    if (size > max) throw new FileHelperError("EFBIG", `${path} is too large to read (${size} bytes; the limit is ${max})`);
-    const bytes = Math.min(max, Math.max(MIN_RESERVATION, size + MIN_RESERVATION));
-    if (this.#readBytes + bytes > max) {
-      throw new PiServerError("queue_full", "Too many large files of yours are being read at once; try again");
-    }
-    if (!this.#slots.reserve(bytes)) throw new PiServerError("queue_full", "The server is reading too many large files; try again");
-    this.#readBytes += bytes;
-    try {
-      return Buffer.from(await this.request<string>("read", { path, maxBytes: bytes }), "base64");
-    } finally {
-      this.#readBytes -= bytes;
-      this.#slots.unreserve(bytes);
-    }
-  }
-
-  /**
-   * A file in chunks (pi's `createReadStream`, the read tool's usual path): the server holds one chunk of it at a
-   * time; at most `maxReadBytes` of it.
-   */
-  async *stream(path: string, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-    const { stream } = await this.request<{ stream: number; size: number }>("open", { path }, signal);
-    let total = 0;
-    try {
-      for (;;) {
-        const chunk = Buffer.from(await this.request<string>("chunk", { stream, bytes: CHUNK_BYTES }, signal), "base64");
-        if (chunk.length === 0) return;
-        total += chunk.length;
-        if (total > this.#limits.maxReadBytes) {
-          throw new FileHelperError("EFBIG", `${path} is too large to read (the limit is ${this.#limits.maxReadBytes} bytes)`);
-        }
-        yield chunk;
-      }
-    } finally {
-      this.request("close", { stream }).catch(() => {});
-    }
-  }
-
   /** Stop the helper for good (the server closes). */
   close(): void {
     this.#closed = true;
@@ -338,7 +270,7 @@ export class FileHelper {
     this.#slots.take(this);
     const pi = piLocations();
     const program = [process.execPath, "--max-old-space-size=256", "--input-type=module", "--eval", helperSource()];
-    const config = JSON.stringify({ root: this.workspace, ...(pi ? { toolsDir: pi.tools, utilsDir: pi.utils } : {}) });
+    const config = JSON.stringify({ root: this.workspace, maxReadBytes: this.#limits.maxReadBytes, ...(pi ? { toolsDir: pi.tools, utilsDir: pi.utils } : {}) });
     const bwrap = this.#sandbox.kind === "bwrap" && this.#sandbox.bwrapPath !== undefined;
     const readOnly = (path: string) => ["--ro-bind", path, path];
     const node = dirname(realpathSync(process.execPath));
@@ -372,7 +304,7 @@ export class FileHelper {
     const stdout = child.stdout as Readable;
     this.starts += 1;
     let buffered = "";
-    const limit = maxAnswerChars(this.#limits);
+    const limit = MAX_ANSWER_CHARS;
     stdout.setEncoding("utf8");
     stdout.on("data", (chunk: string) => {
       buffered += chunk;
@@ -452,7 +384,7 @@ export class FileHelpers {
   constructor(sandbox: Sandbox, limits: FileHelperLimits = DEFAULT_FILE_HELPER_LIMITS) {
     this.#sandbox = sandbox;
     this.#limits = limits;
-    this.#slots = new HelperSlots(limits.maxLive, limits.maxReadBytesInFlight);
+    this.#slots = new HelperSlots(limits.maxLive);
   }
 
   /** Helpers running now (all principals). */

@@ -29,10 +29,11 @@ interface Failure {
 }
 
 /** Where it works, from the server (it runs from `--eval`, so not as arguments): see client.ts. */
-const { root, toolsDir, utilsDir } = JSON.parse(process.env["PI_FILE_HELPER"] ?? "{}") as {
+const { root, toolsDir, utilsDir, maxReadBytes } = JSON.parse(process.env["PI_FILE_HELPER"] ?? "{}") as {
   root: string;
   toolsDir?: string;
   utilsDir?: string;
+  maxReadBytes: number;
 };
 /** O_NONBLOCK: opening a FIFO (or a device) never waits for a writer; the fstat after it refuses it anyway. */
 const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
@@ -203,18 +204,114 @@ async function resources(cwd: string, limits: ResourceLimits) {
   return { contextFiles, prompts, skills, systemPrompt, appendSystemPrompt };
 }
 
-/** pi's own grep and find tools, run here so that rg and fd walk the sandbox's view (loaded on first use). */
+/** Images larger than this are refused before pi decodes them (a 186 KB PNG of 8000×8000 costs ~1 GB to decode). */
+const MAX_IMAGE_PIXELS = 25_000_000;
+
+/** Width and height from an image's header (PNG, GIF, BMP, WebP, JPEG), or undefined when they cannot be read. */
+function imageSize(b: Buffer): { width: number; height: number } | undefined {
+  if (b.length >= 24 && b.readUInt32BE(0) === 0x89504e47) return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
+  if (b.length >= 10 && b.toString("latin1", 0, 3) === "GIF") return { width: b.readUInt16LE(6), height: b.readUInt16LE(8) };
+  if (b.length >= 26 && b.toString("latin1", 0, 2) === "BM") return { width: Math.abs(b.readInt32LE(18)), height: Math.abs(b.readInt32LE(22)) };
+  if (b.length >= 30 && b.toString("latin1", 0, 4) === "RIFF" && b.toString("latin1", 8, 12) === "WEBP") {
+    const kind = b.toString("latin1", 12, 16);
+    if (kind === "VP8X") return { width: 1 + b.readUIntLE(24, 3), height: 1 + b.readUIntLE(27, 3) };
+    if (kind === "VP8L") {
+      const bits = b.readUInt32LE(21);
+      return { width: 1 + (bits & 0x3fff), height: 1 + ((bits >> 14) & 0x3fff) };
+    }
+    if (kind === "VP8 ") return { width: b.readUInt16LE(26) & 0x3fff, height: b.readUInt16LE(28) & 0x3fff };
+    return undefined;
+  }
+  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8) {
+    // Markers up to the first start-of-frame (SOF0–SOF15 but DHT, JPG, DAC), whose header holds the size.
+    for (let at = 2; at + 9 < b.length; ) {
+      if (b[at] !== 0xff) return undefined;
+      const marker = b[at + 1] as number;
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        return { width: b.readUInt16BE(at + 7), height: b.readUInt16BE(at + 5) };
+      }
+      at += 2 + b.readUInt16BE(at + 2);
+    }
+  }
+  return undefined;
+}
+
+let mime: Promise<(buffer: Buffer) => string | null> | undefined;
+/** pi's own image sniffing, then a pixel budget: what pi would decode and resize here is bounded. */
+async function imageMimeType(path: string): Promise<string | null> {
+  if (utilsDir === undefined) return null;
+  mime ??= import(pathToFileURL(join(utilsDir, "mime.js")).href).then(
+    (m: { detectSupportedImageMimeType: (buffer: Buffer) => string | null }) => m.detectSupportedImageMimeType,
+  );
+  const head = await readHead(await inside(path), 64 * 1024);
+  const type = (await mime)(head);
+  if (type === null) return null;
+  const size = imageSize(head);
+  if (size === undefined || size.width * size.height > MAX_IMAGE_PIXELS) {
+    fail("EFBIG", `${path} is an image too large to process (${size ? `${size.width}×${size.height}` : "size unknown"}; at most ${MAX_IMAGE_PIXELS} pixels)`);
+  }
+  return type;
+}
+
+/** pi's `createReadStream` for a regular file: up to the size it had when opened (pi's own reads it the same way). */
+async function* chunks(path: string): AsyncGenerator<Uint8Array> {
+  const handle = await openRegular(await inside(path), READ_FLAGS);
+  try {
+    const { size } = await handle.stat();
+    if (size > maxReadBytes) fail("EFBIG", `${path} is too large to read (${size} bytes; the limit is ${maxReadBytes})`);
+    if (size > 0) yield* handle.createReadStream({ end: size - 1, autoClose: false });
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * pi's own tools, run here (loaded on first use), on operations that open only regular files, refuse what leaves
+ * the workspace and bound reads; grep and find spawn rg and fd here, where only the sandbox is visible. All the work
+ * a tool call does on the principal's files (path resolution, matching, diffs, image decoding) happens in this
+ * process, under the server's deadline.
+ */
 type Tool = {
-  execute: (id: string, params: unknown, signal: AbortSignal, onUpdate: undefined, ctx: { cwd: string }) => Promise<unknown>;
+  execute: (id: string, params: unknown, signal: AbortSignal, onUpdate: undefined, ctx: object) => Promise<unknown>;
 };
-const tools = new Map<string, Promise<(cwd: string) => Tool>>();
-function loadTool(name: string): Promise<(cwd: string) => Tool> {
-  if (name !== "grep" && name !== "find") fail("invalid_command", `unknown tool ${name}`);
+type ToolFactory = (cwd: string, options?: object) => Tool;
+const TOOLS: Record<string, string> = {
+  read: "createReadToolDefinition",
+  write: "createWriteToolDefinition",
+  edit: "createEditToolDefinition",
+  ls: "createLsToolDefinition",
+  grep: "createGrepToolDefinition",
+  find: "createFindToolDefinition",
+};
+const readFileOp = async (path: string) => readRegular(await inside(path), maxReadBytes);
+const writeFileOp = async (path: string, content: string) => writeRegular(await inside(path), Buffer.from(content, "utf8"));
+const OPERATIONS: Record<string, object | undefined> = {
+  read: {
+    readFile: readFileOp,
+    access: async (path: string) => access(await inside(path), constants.R_OK),
+    detectImageMimeType: imageMimeType,
+    createReadStream: chunks,
+  },
+  write: { writeFile: writeFileOp, mkdir: async (path: string) => void (await mkdir(await inside(path), { recursive: true })) },
+  edit: {
+    readFile: readFileOp,
+    writeFile: writeFileOp,
+    access: async (path: string) => access(await inside(path), constants.R_OK | constants.W_OK),
+  },
+  ls: {
+    exists: async (path: string) => access(await inside(path)).then(() => true, () => false),
+    stat: async (path: string) => stat(await inside(path)),
+    readdir: async (path: string) => readdir(await inside(path)),
+  },
+};
+const tools = new Map<string, Promise<ToolFactory>>();
+function loadTool(name: string): Promise<ToolFactory> {
+  const factory = TOOLS[name];
+  if (factory === undefined) fail("invalid_command", `unknown tool ${name}`);
   if (toolsDir === undefined) fail("unavailable", "pi's tools are not available to the helper");
   let loaded = tools.get(name);
   if (!loaded) {
-    const factory = name === "grep" ? "createGrepToolDefinition" : "createFindToolDefinition";
-    loaded = import(pathToFileURL(join(toolsDir, `${name}.js`)).href).then((m: Record<string, (cwd: string) => Tool>) => {
+    loaded = import(pathToFileURL(join(toolsDir, `${name}.js`)).href).then((m: Record<string, ToolFactory>) => {
       const create = m[factory];
       if (create === undefined) fail("unavailable", `pi's ${name} tool has no ${factory}`);
       return create;
@@ -224,48 +321,14 @@ function loadTool(name: string): Promise<(cwd: string) => Tool> {
   return loaded;
 }
 
-let mime: Promise<(buffer: Buffer) => string | null> | undefined;
-function imageMimeType(buffer: Buffer): Promise<string | null> {
-  if (utilsDir === undefined) return Promise.resolve(null);
-  mime ??= import(pathToFileURL(join(utilsDir, "mime.js")).href).then(
-    (m: { detectSupportedImageMimeType: (buffer: Buffer) => string | null }) => m.detectSupportedImageMimeType,
-  );
-  return mime.then((detect) => detect(buffer));
+/** The path a tool call names (`path`; grep and find search `.` without one), checked before the tool runs. */
+function named(cwd: string, params: { path?: unknown }): string {
+  const raw = typeof params.path === "string" && params.path !== "" ? params.path.replace(/^@/, "") : ".";
+  // `~` is the workspace here (HOME is); pi's read also tries typographic variants of a missing name, here.
+  return resolve(cwd, raw.replace(/^~(?=$|\/)/, root));
 }
 
 const running = new Map<number, AbortController>();
-
-/** Files open for a streamed read (pi's `createReadStream`): up to the size they had when opened. */
-const streams = new Map<number, { handle: FileHandle; position: number; end: number }>();
-let nextStream = 1;
-const MAX_STREAMS = 64;
-
-async function openStream(path: string): Promise<{ stream: number; size: number }> {
-  if (streams.size >= MAX_STREAMS) fail("EMFILE", "too many files open for reading");
-  const handle = await openRegular(path, READ_FLAGS);
-  const { size } = await handle.stat();
-  const stream = nextStream++;
-  streams.set(stream, { handle, position: 0, end: size });
-  return { stream, size };
-}
-
-async function readChunk(stream: number, bytes: number): Promise<string> {
-  const open = streams.get(stream);
-  if (!open) fail("EBADF", "no such stream");
-  const length = Math.min(bytes, open.end - open.position);
-  if (length <= 0) return "";
-  const buffer = Buffer.alloc(length);
-  const { bytesRead } = await open.handle.read(buffer, 0, length, open.position);
-  open.position += bytesRead;
-  if (bytesRead === 0) open.end = open.position;
-  return buffer.subarray(0, bytesRead).toString("base64");
-}
-
-async function closeStream(stream: number): Promise<void> {
-  const open = streams.get(stream);
-  streams.delete(stream);
-  await open?.handle.close();
-}
 
 function text(value: unknown, field: string): string {
   if (typeof value !== "string") fail("invalid_command", `${field} must be a string`);
@@ -279,36 +342,13 @@ function count(value: unknown, field: string): number {
 
 async function handle(request: Request): Promise<unknown> {
   switch (request.op) {
-    case "read":
-      return (await readRegular(await inside(request["path"]), count(request["maxBytes"], "maxBytes"))).toString("base64");
-    case "open":
-      return openStream(await inside(request["path"]));
-    case "chunk":
-      return readChunk(count(request["stream"], "stream"), Math.min(count(request["bytes"], "bytes"), 4 * 1024 * 1024));
-    case "close":
-      await closeStream(count(request["stream"], "stream"));
-      return null;
-    case "mime":
-      return imageMimeType(await readHead(await inside(request["path"]), 4100));
-    case "access": {
-      const path = await inside(request["path"]);
-      await access(path, request["write"] === true ? constants.R_OK | constants.W_OK : constants.R_OK);
-      return null;
-    }
     case "write":
       await writeRegular(await inside(request["path"]), Buffer.from(text(request["data"], "data"), "base64"));
       return null;
-    case "mkdir":
-      await mkdir(await inside(request["path"]), { recursive: true });
-      return null;
-    case "exists":
-      return access(await inside(request["path"])).then(() => true, () => false);
     case "stat": {
       const stats = await stat(await inside(request["path"]));
-      return { directory: stats.isDirectory(), file: stats.isFile(), size: stats.size, mtimeMs: stats.mtimeMs };
+      return { directory: stats.isDirectory(), file: stats.isFile(), size: stats.size };
     }
-    case "readdir":
-      return readdir(await inside(request["path"]));
     case "directory": {
       // A session's cwd: the real path of a directory inside the workspace.
       const path = await inside(request["path"]);
@@ -322,16 +362,17 @@ async function handle(request: Request): Promise<unknown> {
         files: count(request["files"], "files"),
       });
     case "tool": {
+      const name = text(request["name"], "name");
       const cwd = await inside(request["cwd"]);
-      const create = await loadTool(text(request["name"], "name"));
+      const create = await loadTool(name);
       const params = (request["params"] ?? {}) as { path?: unknown };
-      // The searched path keeps pi's contract too (`~` is the workspace here: HOME is).
-      const searched = typeof params.path === "string" && params.path !== "" ? params.path.replace(/^@/, "") : ".";
-      await inside(resolve(cwd, searched.replace(/^~(?=$|\/)/, root)));
+      // grep and find spawn rg and fd on the path as given: it keeps pi's contract first.
+      if (name === "grep" || name === "find") await inside(named(cwd, params));
       const controller = new AbortController();
       running.set(request.id, controller);
       try {
-        return await create(cwd).execute(`helper-${request.id}`, params, controller.signal, undefined, { cwd });
+        const tool = create(cwd, OPERATIONS[name] ? { operations: OPERATIONS[name] } : undefined);
+        return await tool.execute(`helper-${request.id}`, params, controller.signal, undefined, { cwd, model: request["model"] });
       } finally {
         running.delete(request.id);
       }
