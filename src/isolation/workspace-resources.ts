@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, realpath, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { isAbsolute, join, normalize, relative, sep } from "node:path";
 import { type ResourceLoader, stripFrontmatter } from "@earendil-works/pi-coding-agent";
@@ -47,24 +47,28 @@ export class WorkspaceResources {
   readonly loaderCwd: string;
   readonly #mirror: string;
   readonly #workspace: string;
-  /** Skill files by their workspace path: the text `/skill:` expands to. */
+  /** The operator's agent dir (as configured and as real path): shown as `<agentDir>` to the principal and model. */
+  readonly #agentDirs: readonly string[];
+  /** Skill files by the path shown for them: the text `/skill:` expands to. */
   readonly #skills = new Map<string, string>();
 
-  private constructor(mirror: string, loaderCwd: string, workspace: string) {
+  private constructor(mirror: string, loaderCwd: string, workspace: string, agentDirs: readonly string[]) {
     this.#mirror = mirror;
     this.loaderCwd = loaderCwd;
     this.#workspace = workspace;
+    this.#agentDirs = agentDirs;
   }
 
   /** Read the resources of a session in `cwd` through the workspace's helper and lay them out for pi's loader. */
-  static async load(files: FileHelper, cwd: string): Promise<WorkspaceResources> {
+  static async load(files: FileHelper, cwd: string, agentDir: string): Promise<WorkspaceResources> {
     const workspace = files.workspace;
     const found = await files.request<HelperResources>("resources", { cwd, ...RESOURCE_LIMITS });
     const mirror = await mkdtemp(join(tmpdir(), "pi-server-resources-"));
     const root = join(mirror, "ws");
     const rel = relative(workspace, cwd);
     const loaderCwd = isWithin(cwd, workspace) ? join(root, rel) : root;
-    const resources = new WorkspaceResources(mirror, loaderCwd, workspace);
+    const agentDirs = [...new Set([agentDir, await realpath(agentDir).catch(() => agentDir)])];
+    const resources = new WorkspaceResources(mirror, loaderCwd, workspace, agentDirs);
     const put = async (dir: string, name: string, content: string) => {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await writeFile(join(dir, name), content, { mode: 0o600 });
@@ -86,7 +90,7 @@ export class WorkspaceResources {
         const dir = skill["dir"] === undefined ? join(piDir, "skills") : validName(skill["dir"]) ? join(piDir, "skills", skill["dir"]) : undefined;
         if (dir === undefined) continue;
         await put(dir, skill["name"], skill["content"]);
-        resources.#skills.set(resources.toWorkspace(join(dir, skill["name"])), skill["content"]);
+        resources.#skills.set(resources.shown(join(dir, skill["name"])), skill["content"]);
       }
       if (validContent(found.systemPrompt)) await put(piDir, "SYSTEM.md", found.systemPrompt);
       if (validContent(found.appendSystemPrompt)) await put(piDir, "APPEND_SYSTEM.md", found.appendSystemPrompt);
@@ -97,10 +101,29 @@ export class WorkspaceResources {
     return resources;
   }
 
-  /** A path of the private copy as the workspace path it stands for; other paths unchanged. */
-  toWorkspace(path: string): string {
+  /**
+   * The path shown to the principal and the model: one of the private copy as the workspace path it stands for, one
+   * of the operator's agent dir as `<agentDir>/…` (issue 26: nothing of the agent dir's path reaches a principal);
+   * other paths unchanged.
+   */
+  shown(path: string): string {
     const root = join(this.#mirror, "ws");
-    return isWithin(path, root) ? join(this.#workspace, relative(root, path)) : path;
+    if (isWithin(path, root)) return join(this.#workspace, relative(root, path));
+    const agentDir = this.#agentDirs.find((dir) => isWithin(path, dir));
+    return agentDir === undefined ? path : join("<agentDir>", relative(agentDir, path));
+  }
+
+  /**
+   * The text of the operator's skills (in the agent dir, read by the server: the operator's files), so that `/skill:`
+   * expands from memory for them too: their shown path is no path pi could read.
+   */
+  async keepSkillTexts(loader: ResourceLoader): Promise<void> {
+    for (const skill of loader.getSkills().skills) {
+      const shown = this.shown(skill.filePath);
+      if (shown === skill.filePath || this.#skills.has(shown)) continue;
+      const content = await readFile(skill.filePath, "utf8").catch(() => undefined);
+      if (content !== undefined) this.#skills.set(shown, content);
+    }
   }
 
   /**
@@ -108,7 +131,7 @@ export class WorkspaceResources {
    * (createAgentSessionServices does that), so the copy can go right after.
    */
   wrap(loader: ResourceLoader): ResourceLoader {
-    const map = (path: string) => this.toWorkspace(path);
+    const map = (path: string) => this.shown(path);
     return {
       getExtensions: () => loader.getExtensions(),
       getSkills: () => {

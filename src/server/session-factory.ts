@@ -223,7 +223,7 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
       // A confined session's workspace resources come through its sandboxed helper into a private copy that pi's
       // loader reads instead of the workspace (adr/0027); trusted projects (projectExtensions) are read as pi does.
       const workspaceResources =
-        request.files !== undefined && !projectExtensions ? await WorkspaceResources.load(request.files, cwd) : undefined;
+        request.files !== undefined && !projectExtensions ? await WorkspaceResources.load(request.files, cwd, agentDir) : undefined;
       let services: AgentSessionServices;
       try {
         services = await createAgentSessionServices({
@@ -237,6 +237,7 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
         await workspaceResources?.dispose();
       }
       if (workspaceResources) {
+        await workspaceResources.keepSkillTexts(services.resourceLoader);
         services = { ...services, cwd, resourceLoader: workspaceResources.wrap(services.resourceLoader) };
         confinedResources.set(services.resourceLoader, workspaceResources);
       }

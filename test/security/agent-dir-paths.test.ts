@@ -125,7 +125,6 @@ test("a confined principal never receives the agent dir's path; session files ar
 
 test(
   "the operator's context file and skills in the agent dir are named without its path in the system prompt and in `/skill:` text",
-  { todo: "the default factory's resource loader still gives pi the agent dir's paths (session-factory.ts, issue 26 item 2)" },
   async (t) => {
     const cli = await startSecureCli(t);
     writeFileSync(join(cli.agentDir, "AGENTS.md"), "Operator context: be brief.\n");
@@ -139,5 +138,9 @@ test(
     const toModel = cli.llm.requests.some((body) => needles.some((needle) => JSON.stringify(body).includes(needle)));
     // The model's request and the system message in every frame that carries the conversation.
     assert.deepEqual({ frames: leaks(raw, needles), model: toModel }, { frames: [], model: false });
+    // Still the operator's: the context reaches the model, and `/skill:greet` expanded (from the text read at load).
+    const last = JSON.stringify(cli.llm.requests.at(-1));
+    assert.ok(last.includes("Operator context: be brief.") && last.includes("Say hello."), last.slice(0, 1500));
+    assert.ok(last.includes("<agentDir>/skills/greet/SKILL.md"), "the skill is named at <agentDir>");
   },
 );
