@@ -259,3 +259,16 @@ export async function startLatencyProbe(t: TestContext, url: string, token: stri
     },
   };
 }
+
+/** Each check's bound in the attack tests: far above its normal time on a loaded machine, far below "never". */
+export const CHECK_MS = 10_000;
+
+/** Run `check` within CHECK_MS: "ok", or why not (kept, so one assertion shows every check that failed). */
+export async function outcome(what: string, check: () => Promise<unknown>): Promise<string> {
+  try {
+    await within(check(), what, CHECK_MS);
+    return "ok";
+  } catch (error) {
+    return (error as Error).message.replace(/; last frames: .*/s, "").replaceAll("\n", " ").slice(0, 200);
+  }
+}

@@ -8,23 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { probe, prompted, sh } from "../helpers/attacks.js";
+import { CHECK_MS, outcome, probe, prompted, sh } from "../helpers/attacks.js";
 import type { Frame, TestClient } from "../helpers/client.js";
 import { type SecureCli, startSecureCli } from "../helpers/secure-cli.js";
-import { within } from "../helpers/wait.js";
-
-/** Each check's bound: far above its normal time on a loaded machine, far below "never". */
-const CHECK_MS = 10_000;
-
-/** Run `check` within CHECK_MS: "ok", or why not (kept, so one assertion shows every check that failed). */
-async function outcome(what: string, check: () => Promise<unknown>): Promise<string> {
-  try {
-    await within(check(), what, CHECK_MS);
-    return "ok";
-  } catch (error) {
-    return (error as Error).message.replace(/; last frames: .*/s, "").replaceAll("\n", " ").slice(0, 200);
-  }
-}
 
 /** Bob's work while alice attacks: /healthz, a new session, a prompt run to its end, get_state. */
 async function bobWorks(cli: SecureCli, bob: TestClient, sessionId: string): Promise<Record<string, string>> {

@@ -7,25 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { percentile, prompted, raceScript, setupRace, sh, startLatencyProbe, startRacer } from "../helpers/attacks.js";
+import { CHECK_MS, outcome, percentile, prompted, raceScript, setupRace, sh, startLatencyProbe, startRacer } from "../helpers/attacks.js";
 import type { Frame } from "../helpers/client.js";
 import type { ScriptedReply } from "../helpers/openai-server.js";
 import { startSecureCli, TOKENS } from "../helpers/secure-cli.js";
-import { within } from "../helpers/wait.js";
 
 const SAMPLES = 200;
-/** Each of bob's checks during the attack: far above its normal time on a loaded machine, far below "never". */
-const CHECK_MS = 10_000;
-
-async function outcome(what: string, check: () => Promise<unknown>): Promise<string> {
-  try {
-    await within(check(), what, CHECK_MS);
-    return "ok";
-  } catch (error) {
-    return (error as Error).message.replace(/; last frames: .*/s, "").slice(0, 200);
-  }
-}
-
 const fmt = (ms: number) => `${ms.toFixed(2)} ms`;
 
 test("while alice runs the FIFO and race attacks, bob's get_state p99 stays within 2× of an idle server's; his create_session and prompt succeed", async (t) => {
