@@ -113,13 +113,14 @@ test("the agent's file tools stay in the workspace, symlinks followed", async (t
   symlinkSync("/etc", join(home, "to-etc"));
 
   assert.equal((await toolCall(h, alice, "read", { path: "mine.txt" }))["isError"], false);
+  // `~` is the workspace: HOME in the sandbox, where pi's tools run (adr/0027), as in the principal's bash.
+  assert.match(text(await toolCall(h, alice, "read", { path: "~/mine.txt" })), /alice's own/);
   const found = await toolCall(h, alice, "grep", { pattern: "own", path: "." });
   assert.match(text(found), /mine\.txt/, "grep works inside the workspace");
   for (const [tool, args] of [
     ["read", { path: "/etc/hostname" }],
     ["read", { path: "../bob/secret.txt" }],
     ["read", { path: "to-bob/secret.txt" }],
-    ["read", { path: "~/.bashrc" }],
     ["write", { path: "../bob/planted.txt", content: "x" }],
     ["write", { path: "to-bob/planted.txt", content: "x" }],
     ["write", { path: "to-etc/planted", content: "x" }],
