@@ -87,8 +87,12 @@ export async function checkSessionFile(scope: PathScope, requested: string): Pro
   // as the principal's file helper sees it; adr/0027). A cwd deleted since is pi's to refuse.
   if (scope.files === undefined) throw notYours();
   await directoryIn(scope.files, header.cwd, "cwd").catch((error: { code?: unknown }) => {
-    // Not a directory (deleted since): pi's to refuse; anything else (outside, the helper failing) is refused here.
-    if (error.code !== "invalid_command") throw notYours();
+    // Not a directory (deleted since): refused here, not left to pi, whose check would stat the path in the server
+    // process (adr/0027). Anything else (outside, the helper failing): not the principal's.
+    if (error.code === "invalid_command") {
+      throw new PiServerError("invalid_command", "The session's working directory no longer exists in your workspace");
+    }
+    throw notYours();
   });
   return knownVersion(real, header);
 }

@@ -77,7 +77,8 @@ test("checkSessionFile: a session file is the workspace's by its recorded cwd as
     store(encoded(join(ws("bobby"), "x")), join(ws("bobby"), "x"), "bobby's in x"),
   ];
   assert.equal(await checkSessionFile(scope, own), own);
-  assert.equal(await checkSessionFile(scope, gone), gone);
+  // Its cwd deleted since: refused with its reason here (pi would stat the path in the server process).
+  await assert.rejects(checkSessionFile(scope, gone), (e: { code?: string; message: string }) => e.code === "invalid_command" && /no longer exists/.test(e.message));
   // bobby's x a link to bob's workspace: bobby's file is not bob's.
   rmSync(join(ws("bobby"), "x"), { recursive: true });
   symlinkSync(bob, join(ws("bobby"), "x"));
