@@ -8,6 +8,7 @@ import {
   defineTool,
   type ToolDefinition,
 } from "@earendil-works/pi-coding-agent";
+import { eventLoopSlices } from "../governor/time-slices.js";
 import type { FileHelper } from "./file-helper/client.js";
 
 /**
@@ -34,8 +35,10 @@ export function confinedFileTools(cwd: string, files: FileHelper): ToolDefinitio
 function inHelper(tool: ToolDefinition, cwd: string, files: FileHelper): ToolDefinition {
   return {
     ...tool,
-    execute: (_toolCallId, params, signal, _onUpdate, ctx) => {
+    execute: async (_toolCallId, params, signal, _onUpdate, ctx) => {
       const model = ctx?.model && { id: ctx.model.id, input: ctx.model.input, inputLimits: ctx.model.inputLimits };
+      // A batch of parallel calls is started in one macrotask: each waits its turn in the event loop's slices.
+      await eventLoopSlices.pause();
       return files.request("tool", { name: tool.name, cwd: ctx?.cwd ?? cwd, params, model }, signal) as ReturnType<ToolDefinition["execute"]>;
     },
   };

@@ -7,6 +7,7 @@ import {
   type McpExtensionOptions,
 } from "@earendil-works/pi-coding-agent";
 import { loadMcpServers } from "../isolation/mcp-config.js";
+import { eventLoopSlices, timeSliceExtension } from "../governor/time-slices.js";
 import { confinedCodemode } from "./mcp-codemode-gate.js";
 import type { SessionRequest } from "./session-factory.js";
 
@@ -48,7 +49,7 @@ export function mcpExtensionOptions(request: SessionRequest, settings: SessionEx
 }
 
 /**
- * The extension factories a session's resource loader gets: `codemode` and `tool_search` (registered inactive; the
+ * The extension factories a session's resource loader gets: the event loop's time slices (governor/time-slices.ts), `codemode` and `tool_search` (registered inactive; the
  * operator's `defaultTools` or a connecting MCP server turns them on) and, unless the session gets no server, MCP.
  * Scripts of confined sessions get no `models` API: it would run the operator's classifier and image models outside
  * the server's LLM breakers; they run one at a time per owner and end at a deadline, so no principal holds pi's
@@ -59,6 +60,7 @@ export function sessionExtensionFactories(request: SessionRequest, settings: Ses
   const confined = request.workspace !== undefined;
   const codemode = createCodemodeExtension({ models: !confined });
   return [
+    timeSliceExtension(eventLoopSlices),
     confined ? confinedCodemode(codemode, request.owner) : codemode,
     createToolSearchExtension(),
     ...(mcp ? [createMcpExtension(mcp)] : []),

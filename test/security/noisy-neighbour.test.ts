@@ -13,6 +13,11 @@ import type { ScriptedReply } from "../helpers/openai-server.js";
 import { startSecureCli, TOKENS } from "../helpers/secure-cli.js";
 
 const SAMPLES = 200;
+const BATCH = 50;
+/** Two of alice's turns of 40 raced calls. */
+const RACE_CALLS_DURING = 80;
+/** Bob's connection may send 600 commands a minute (the default rate limit): warm-up, idle and this stay below. */
+const MAX_DURING = 350;
 const fmt = (ms: number) => `${ms.toFixed(2)} ms`;
 
 test("while alice runs the FIFO and race attacks, bob's get_state p99 stays within 2× of an idle server's; his create_session and prompt succeed", async (t) => {
@@ -65,10 +70,15 @@ test("while alice runs the FIFO and race attacks, bob's get_state p99 stays with
 
   const raceCallsBefore = toolEnds("attack");
   const measured = performance.now();
-  let during: number[] = [];
+  const during: number[] = [];
+  // Batches until both hold: enough samples, and alice's race ran for several of her turns meanwhile (a measurement
+  // that fell between two of her turns would time an idle server).
   const bobChecks: Record<string, string> = {
     "bob's get_state calls": await outcome("bob's get_state calls", async () => {
-      during = await probe.measure("b", SAMPLES, CHECK_MS);
+      while (during.length < SAMPLES || toolEnds("attack") - raceCallsBefore < RACE_CALLS_DURING) {
+        during.push(...(await probe.measure("b", BATCH, CHECK_MS)));
+        if (during.length >= MAX_DURING) throw new Error(`alice's race ran ${toolEnds("attack") - raceCallsBefore} calls during ${during.length} of bob's`);
+      }
     }),
   };
   const measuredMs = performance.now() - measured;
@@ -88,8 +98,8 @@ test("while alice runs the FIFO and race attacks, bob's get_state p99 stays with
   // 2× the idle p99, with a floor of idle + 5 ms: idle p99 is about a millisecond, and on a loaded 2-core machine the
   // scheduler alone (alice's racer is a CPU-bound loop) moves single calls by a few milliseconds.
   const bound = Math.max(2 * idleP99, idleP99 + 5);
-  const busyP99 = during.length === SAMPLES ? percentile(during, 99) : Number.NaN;
-  t.diagnostic(`bob's get_state over ${SAMPLES} calls: idle p50 ${fmt(percentile(idle, 50))} p99 ${fmt(idleP99)}; during alice's attacks p50 ${during.length ? fmt(percentile(during, 50)) : "-"} p99 ${fmt(busyP99)}; bound ${fmt(bound)}`);
+  const busyP99 = during.length >= SAMPLES ? percentile(during, 99) : Number.NaN;
+  t.diagnostic(`bob's get_state over ${SAMPLES} calls idle, ${during.length} during: idle p50 ${fmt(percentile(idle, 50))} p99 ${fmt(idleP99)}; during alice's attacks p50 ${during.length ? fmt(percentile(during, 50)) : "-"} p99 ${fmt(busyP99)}; bound ${fmt(bound)}`);
   t.diagnostic(`bob's slowest get_state calls during the attacks: ${[...during].sort((a, b) => b - a).slice(0, 8).map(fmt).join(", ")}`);
   t.diagnostic(`during the ${measuredMs.toFixed(0)} ms of measurement alice's raced tool calls ended: ${raceCallsDuring}; racer exchanges in all: ${exchanges}; alice's tool calls in all: ${toolEnds()}`);
   assert.deepEqual(
@@ -99,8 +109,11 @@ test("while alice runs the FIFO and race attacks, bob's get_state p99 stays with
       bob: Object.fromEntries(Object.keys(bobChecks).map((k) => [k, "ok"])),
     },
   );
-  // Open (issue 26): the attacks no longer reach the event loop, but alice's own agent loop runs in the server
-  // process (hundreds of tool results a second, each turn serialising a growing context), stalling it 20-80 ms.
-  // Marked todo, with its figures above, until sessions' work leaves the main thread; the checks above must pass.
+  // Open (issue 26): the attacks no longer reach the event loop, and alice's agent loop yields to bob every 2 ms
+  // (governor/time-slices.ts) while her sandboxed processes run at a lower priority; what remains is her agent's own
+  // work in the server process (tool results, persistence, events to her client, ~1,000 calls a second with an
+  // instant model) saturating one event loop on a 2-core machine that also runs her racer, her client and the model:
+  // p99 ~10-20 ms, slowest calls 20-45 ms. Marked todo, with its figures above, until sessions' work leaves the main
+  // thread or a principal's share of it is bounded; the functional checks above must pass.
   if (busyP99 > bound) t.todo(`get_state p99 ${fmt(busyP99)} > bound ${fmt(bound)}: alice's agent loop shares the event loop`);
 });
