@@ -26,6 +26,12 @@ export interface SandboxLimits {
   readonly memoryBytes: number;
   /** RLIMIT_CPU: CPU seconds of each process (SIGXCPU, then SIGKILL). */
   readonly cpuSeconds: number;
+  /**
+   * Scheduling niceness of each sandboxed process (0–19): the server's event loop, at 0, preempts a principal's
+   * CPU-bound command instead of sharing a core with it equally (issue 26). The command cannot lower it again: it has
+   * no capabilities and RLIMIT_NICE is 0.
+   */
+  readonly niceness: number;
 }
 
 /** The sandbox the server runs bash in, decided once at start (adr/0011). */
@@ -222,19 +228,23 @@ export function sandboxEnv(workspace: string): Record<string, string> {
 }
 
 /**
- * `prlimit` in front of a sandboxed command: the limits hold for it and everything it starts (rlimits are inherited)
- * and cannot be raised again (hard = soft). util-linux's prlimit is in every Debian system, so inside the sandbox.
+ * `nice` and `prlimit` in front of a sandboxed command: the limits hold for it and everything it starts (niceness and
+ * rlimits are inherited) and cannot be raised again (hard = soft; no capability to renice). coreutils' nice and
+ * util-linux's prlimit are in every Debian system, so inside the sandbox.
  */
 export function rlimitArgs(limits: SandboxLimits | undefined): string[] {
   if (!limits) return [];
-  const set = (flag: string, value: number) => (value > 0 ? [`--${flag}=${value}:${value}`] : []);
-  const args = [
-    ...set("nproc", limits.processes),
-    ...set("fsize", limits.fileSizeBytes),
-    ...set("as", limits.memoryBytes),
-    ...set("cpu", limits.cpuSeconds),
-  ];
-  return args.length > 0 ? ["prlimit", ...args, "--"] : [];
+  return limitArgs(limits, ["nproc", limits.processes], ["fsize", limits.fileSizeBytes], ["as", limits.memoryBytes], ["cpu", limits.cpuSeconds]);
+}
+
+/** Only the niceness, for a sandboxed process whose memory the rlimits would not fit (the file helper's Node). */
+export function niceArgs(limits: SandboxLimits | undefined): string[] {
+  return limits ? limitArgs(limits) : [];
+}
+
+function limitArgs(limits: SandboxLimits, ...pairs: Array<[string, number]>): string[] {
+  const args = pairs.flatMap(([flag, value]) => (value > 0 ? [`--${flag}=${value}:${value}`] : []));
+  return [...(limits.niceness > 0 ? ["nice", "-n", String(limits.niceness)] : []), ...(args.length > 0 ? ["prlimit", ...args, "--"] : [])];
 }
 
 /**

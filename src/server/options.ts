@@ -170,7 +170,7 @@ export interface PiServerOptions {
   sandboxNetwork?: SandboxNetwork | boolean;
   /**
    * Bounds of each sandboxed command (issue 26): the size of its `/tmp` and `/run` tmpfs, and rlimits set inside the
-   * sandbox (processes, file size, address space, CPU seconds). The kernel does not apply the process limit to
+   * sandbox (processes, file size, address space, CPU seconds), and the niceness sandboxed processes run at. The kernel does not apply the process limit to
    * uid 0: a server running as root bounds processes only through the PID namespace's lifetime (adr/0011).
    */
   sandboxLimits?: Partial<SandboxLimits>;
@@ -272,6 +272,7 @@ export const DEFAULTS = {
     fileSizeBytes: 1024 * 1024 * 1024,
     memoryBytes: 8 * 1024 * 1024 * 1024,
     cpuSeconds: 600,
+    niceness: 10,
   },
   fileHelper: { ...DEFAULT_FILE_HELPER_LIMITS },
   maxPreAuthConnections: 256,
@@ -552,6 +553,7 @@ function group<T extends Record<string, number>>(
   value: unknown,
   defaults: T,
   min: Partial<Record<keyof T, number>> = {},
+  max: Partial<Record<keyof T, number>> = {},
 ): { [K in keyof T]: number } {
   if (value === undefined) return { ...defaults };
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
@@ -560,7 +562,7 @@ function group<T extends Record<string, number>>(
   const result: Record<string, number> = { ...defaults };
   for (const [key, v] of Object.entries(value)) {
     if (!(key in defaults)) throw new PiServerOptionsError(`unknown option '${name}.${key}'`);
-    result[key] = integer(`${name}.${key}`, v, defaults[key as keyof T] as number, min[key as keyof T] ?? 1);
+    result[key] = integer(`${name}.${key}`, v, defaults[key as keyof T] as number, min[key as keyof T] ?? 1, max[key as keyof T]);
   }
   return result as { [K in keyof T]: number };
 }
@@ -793,7 +795,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     workspaces: Object.freeze(workspaces(options.workspaces, cwd, authenticated)),
     sandbox: options.sandbox ?? DEFAULTS.sandbox,
     sandboxNetwork: sandboxNetwork(options.sandboxNetwork),
-    sandboxLimits: Object.freeze(group("sandboxLimits", options.sandboxLimits, DEFAULTS.sandboxLimits)),
+    sandboxLimits: Object.freeze(group("sandboxLimits", options.sandboxLimits, DEFAULTS.sandboxLimits, { niceness: 0 }, { niceness: 19 })),
     fileHelper: Object.freeze(group("fileHelper", options.fileHelper, DEFAULTS.fileHelper)),
     projectExtensions: options.projectExtensions ?? !authenticated,
     mcpServers: mcpServers(options.mcpServers, authenticated),

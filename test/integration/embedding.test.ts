@@ -131,6 +131,8 @@ test("options are validated at the edge with precise errors", async () => {
     [{ port: 0, sessionFactory: async () => undefined, inMemory: true }, /default factory/],
     [{ port: 0, timeouts: { bogus: 1 } }, /unknown option 'timeouts.bogus'/],
     [{ port: 0, timeouts: { bash: 0 } }, /timeouts.bash must be/],
+    [{ port: 0, sandboxLimits: { niceness: 20 } }, /sandboxLimits.niceness must be an integer in \[0, 19\]/],
+    [{ port: 0, sandboxLimits: { niceness: -5 } }, /sandboxLimits.niceness must be an integer in \[0, 19\]/],
     [{ port: 0, timeouts: { run: 30 * 86_400_000 } }, /timeouts.run must be an integer in \[1, 2147483647\]/],
     [{ port: 0, dialogTimeoutMs: 2 ** 31 }, /dialogTimeoutMs must be/],
     [{ port: 0, rateLimits: { connection: { limit: -1 } } }, /rateLimits.connection.limit/],

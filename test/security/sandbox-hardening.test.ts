@@ -92,6 +92,14 @@ test("address space and CPU seconds are bounded inside the sandbox; the limits c
   assert.match(limits.output, /raised=1/);
 });
 
+test("sandboxed commands run at a lower priority than the server (niceness 10 by default) and cannot lower it", async (t) => {
+  const { alice } = await confined(t);
+  const result = await bash(alice, "nice; renice -n 0 -p $$ >/dev/null 2>&1; echo reniced=$?; nice");
+  assert.deepEqual(result.output.trim().split("\n"), ["10", "reniced=1", "10"], result.output);
+  const { alice: other } = await confined(t, { sandboxLimits: { niceness: 19 } });
+  assert.equal((await bash(other, "nice")).output.trim(), "19");
+});
+
 // --- network -----------------------------------------------------------------------------------------------------
 
 /** Bash's /dev/tcp: prints OPEN when a TCP connection to host:port is made within 3 s. */

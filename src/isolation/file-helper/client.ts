@@ -5,7 +5,7 @@ import { stripTypeScriptTypes } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PiServerError } from "../../errors.js";
-import { bwrapArgs, type Sandbox, sandboxEnv, seccompPipe } from "../sandbox.js";
+import { bwrapArgs, niceArgs, type Sandbox, sandboxEnv, seccompPipe } from "../sandbox.js";
 
 /** Bounds of a principal's file helper (the `fileHelper` option). */
 export interface FileHelperLimits {
@@ -288,6 +288,7 @@ export class FileHelper {
           "PI_FILE_HELPER",
           config,
           "--",
+          ...niceArgs(this.#sandbox.limits),
           ...program,
         ]
       : program.slice(1);
