@@ -402,6 +402,10 @@ export async function main(argv: string[]): Promise<void> {
     process.stdout.write(`pi-server listening on ws://${host}:${address?.port}\n`);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
+    if ((error as { code?: unknown }).code === "data_dir_locked") {
+      process.stderr.write(`pi-server: ${message}\n`);
+      process.exit(2);
+    }
     if ((error as { code?: unknown }).code === "invalid_options") {
       // A configuration mistake: the message says what to change; a stack trace would only hide it.
       process.stderr.write(`pi-server: ${message}\nTry 'pi-server --help'.\n`);

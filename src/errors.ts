@@ -38,6 +38,7 @@ export const ERROR_CODES = [
   "store_failed",
   "idempotency_conflict",
   "interrupted_by_restart",
+  "data_dir_locked",
   "internal",
 ] as const;
 

@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { getAgentDir, VERSION as PI_VERSION } from "@earendil-works/pi-coding-agent";
@@ -24,6 +25,7 @@ import { reportModel } from "./model-setup.js";
 import { createDefaultSessionFactory, realSessionsRoot } from "./session-factory.js";
 import { type CreateSessionRequest, DormantSession, type HostedSession, type SessionSummary } from "./sessions.js";
 import { FileSessionStore } from "../store/session-store.js";
+import { lockWithHolder } from "../store/file-lock.js";
 import { WsTransport } from "./transport.js";
 import { Cluster } from "../cluster/cluster.js";
 import { createUpgradeGate } from "./upgrade-gate.js";
@@ -118,10 +120,22 @@ function resolveMetrics(option: PiServerOptions["metrics"]): MetricsSink | undef
   return new PrometheusMetrics({ build: { version: SERVER_VERSION, pi: PI_VERSION }, ...(option as PrometheusMetricsOptions | undefined) });
 }
 
+function lockDataDir(dataDir: string): () => void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  return lockWithHolder(
+    join(dataDir, "pi-server"),
+    (holder) => new PiServerError("data_dir_locked", `The data dir ${dataDir} is in use by another pi-server (${holder}); give each server its own --data-dir`),
+  );
+}
+
 /** Create a pi-server from one options object (see `PiServerOptions`): the wiring of the parts. */
 export function createPiServer(options: PiServerOptions): PiServer {
   const config = resolveOptions(options);
   const log = createLogger(config);
+  const dataDir = config.dataDir ?? (config.sessionFactory || config.inMemory ? undefined : join(config.agentDir ?? getAgentDir(), "pi-server"));
+  // One server per data dir (its idempotency journal, records, MCP tokens), held by a lock the kernel frees when this
+  // process ends however it ends (issue 28): a second server on it refuses to start, naming the holder.
+  const releaseDataDir = dataDir === undefined ? undefined : lockDataDir(dataDir);
   checkWorkspaceRoot(config, config.sessionFactory ? undefined : (config.agentDir ?? getAgentDir()));
   const sandbox = resolveSandbox(config, log);
   // Every path of a workspace is opened by that principal's sandboxed file helper (adr/0027).
@@ -140,7 +154,6 @@ export function createPiServer(options: PiServerOptions): PiServer {
   let closing: Promise<void> | undefined;
   const events = new EventEmitter<PiServerEvents>();
   const metrics = resolveMetrics(config.metrics);
-  const dataDir = config.dataDir ?? (config.sessionFactory || config.inMemory ? undefined : join(config.agentDir ?? getAgentDir(), "pi-server"));
   const cluster = config.cluster && new Cluster({ ...config.cluster, replayMaxEvents: config.replay.maxEvents, logger: log });
   const store = cluster?.store ?? config.store ?? (dataDir === undefined ? undefined : new FileSessionStore(join(dataDir, "sessions")));
   const { core, registry, engine, limits, breakers } = assemble({
@@ -262,6 +275,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
     await transport.close();
     await transport.drain(1_000); // let the 1001 close frames reach their clients
     host.close();
+    releaseDataDir?.();
     state = "closed";
     log.info("closed");
     log.flush?.();

@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
 import { type Child, cleanEnv, collect, exited, firstLine, killAll, run } from "./cli.js";
-import { connectAs, type TestClient } from "./client.js";
+import { connectAs, type TestClient, WAIT_MS } from "./client.js";
 import { tempDir } from "./faux.js";
 import { modelsJson, type OpenAiServer, startOpenAiServer } from "./openai-server.js";
 
@@ -18,6 +18,12 @@ export interface DurableHarness {
    * `dataDir`: a data dir of its own (several nodes on one agent dir).
    */
   start(extraArgs?: string[], options?: { dataDir?: string }): Promise<RunningServer>;
+  /** Start the CLI the same way, expecting it to exit before it listens: its exit code and stderr. */
+  refused(extraArgs?: string[], options?: { dataDir?: string }): Promise<{ code: number | null; stderr: string }>;
+  /** The CLI's arguments (after Node's), for a test that starts it its own way. */
+  args(dataDir?: string): string[];
+  /** The environment the CLI runs in. */
+  readonly env: NodeJS.ProcessEnv;
 }
 
 export interface RunningServer {
@@ -55,13 +61,27 @@ export async function durableHarness(t: TestContext): Promise<DurableHarness> {
     "--port", "0", "--auth", "token", "--token-file", join(temp.path, "tokens"), "--workspace-root", join(temp.path, "ws"),
     "--data-dir", data, "--model", "local/echo-1", "--sandbox", "none",
   ];
+  const env = cleanEnv(temp.path, { PI_CODING_AGENT_DIR: agentDir });
   return {
     dir: temp.path,
     dataDir,
     agentDir,
     llm,
+    env,
+    args: (data = dataDir) => args(data),
+    refused: async (extraArgs = [], options = {}) => {
+      const child = run([...args(options.dataDir ?? dataDir), ...extraArgs], env);
+      children.push(child);
+      const stderr = collect(child.stderr);
+      child.stdout.resume();
+      // Bounded: a server that starts after all is stopped, and its code (null) says it was not refused.
+      const timer = setTimeout(() => child.kill("SIGKILL"), WAIT_MS);
+      const code = await exited(child);
+      clearTimeout(timer);
+      return { code, stderr: stderr.text() };
+    },
     start: async (extraArgs = [], options = {}) => {
-      const child = run([...args(options.dataDir ?? dataDir), ...extraArgs], cleanEnv(temp.path, { PI_CODING_AGENT_DIR: agentDir }));
+      const child = run([...args(options.dataDir ?? dataDir), ...extraArgs], env);
       children.push(child);
       const stderr = collect(child.stderr);
       const line = await firstLine(child.stdout).catch((error: unknown) => {

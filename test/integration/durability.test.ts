@@ -183,25 +183,22 @@ test("kill -9 while sessions are being created, again and again: the store alway
   assert.equal(await last.stop(), 0);
 });
 
-test("one writer per conversation across processes: a second pi-server on the same data dir answers session_locked while the first hosts it", async (t) => {
+test("one server per data dir: a second pi-server on it exits 2 naming the first; once the first has stopped it starts and hosts the session", async (t) => {
   const harness = await durableHarness(t);
-  const first = await harness.start();
-  const alice = await first.connect("alice");
+  const a = await harness.start();
+  const alice = await a.connect("alice");
   await alice.ok({ type: "create_session", sessionId: "s" });
   const from = alice.frames.length;
   await alice.ok({ type: "prompt", sessionId: "s", message: "hi" });
   await alice.waitForEvent("s", "agent_settled", () => true, from);
-  assert.equal(await first.stop(), 0);
 
-  const a = await harness.start();
-  const b = await harness.start();
-  const onA = await a.connect("alice");
-  const onB = await b.connect("alice");
-  await onA.ok({ type: "subscribe", sessionId: "s" });
-  const refused = await onB.request({ type: "subscribe", sessionId: "s" });
-  assert.equal(refused.code, "session_locked");
-  assert.match(String(refused.error), new RegExp(`process ${a.child.pid}`));
+  const second = await harness.refused();
+  assert.equal(second.code, 2, second.stderr);
+  assert.match(second.stderr, new RegExp(`^pi-server: The data dir .* is in use by another pi-server \\(process ${a.child.pid} on \\S+ holds it since \\S+\\); give each server its own --data-dir\\n$`));
   assert.equal(await a.stop(), 0);
-  await onB.ok({ type: "subscribe", sessionId: "s" });
+  const b = await harness.start();
+  const onB = await b.connect("alice");
+  const { messages } = await onB.ok<{ messages: Array<{ role: string; content: unknown }> }>({ type: "get_messages", sessionId: "s" });
+  assert.match(JSON.stringify(messages.filter((m) => m.role === "user")), /"hi"/);
   assert.equal(await b.stop(), 0);
 });

@@ -204,38 +204,55 @@ test("list_stored_sessions shows the principal's sessions and pi's own conversat
   assert.equal(own.success, true);
 });
 
-test("one writer per conversation: a second server on the same data dir cannot open a session the first one hosts, until it lets go", async (t) => {
+test("one server per data dir; one writer per conversation: a server with its own data dir cannot open a conversation another hosts, until it lets go", async (t) => {
   const env = await setup(t);
   await env.seed(["s"]);
 
   const a = await env.start();
-  const b = await env.start();
+  // The data dir is A's while A runs (its kernel lock, issue 28).
+  await assert.rejects(env.start(), (error: { code?: string; message?: string }) => {
+    assert.equal(error.code, "data_dir_locked");
+    assert.match(String(error.message), /in use by another pi-server/);
+    return true;
+  });
+  // B shares the agent dir (pi's conversations) but keeps its own records: it reaches "s" as a stored conversation.
+  const b = await env.start({ dataDir: join(env.dir, "data-b") });
   const onA = await a.connect("alice");
   const onB = await b.connect("alice");
   assert.equal((await onA.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, EXCHANGE);
-  const refused = await onB.request({ type: "get_state", sessionId: "s" });
+  const storedId = async (client: TestClient, cwdSession: string) => {
+    const state = await onA.ok<{ sessionFile: string }>({ type: "get_state", sessionId: cwdSession });
+    const listing = await client.ok<{ conversations: Array<{ storedId: string }> }>({ type: "list_stored_sessions" });
+    const found = listing.conversations.find((c) => state.sessionFile.includes(c.storedId));
+    assert.ok(found, `the conversation of ${cwdSession} is offered to the other server`);
+    return found.storedId;
+  };
+  const sStored = await storedId(onB, "s");
+  const refused = await onB.request({ type: "open_session", storedId: sStored });
   assert.equal(refused.code, "session_locked");
   assert.match(String(refused.error), /already hosts it/); // both servers live in this test's process
   // A session created on A holds its new file too, and the lock follows it to the next conversation (new_session).
   await onA.ok({ type: "create_session", sessionId: "fresh" });
   await env.converse(onA, "fresh", "hello");
-  const c = await env.start(); // lists "fresh" as dormant
-  const onC = await c.connect("alice");
-  assert.equal((await onC.request({ type: "get_state", sessionId: "fresh" })).code, "session_locked");
+  const freshStored = await storedId(onB, "fresh");
+  assert.equal((await onB.request({ type: "open_session", storedId: freshStored })).code, "session_locked");
   const before = (await onA.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "fresh" })).sessionFile;
   await onA.ok({ type: "new_session", sessionId: "fresh" });
   const after = (await onA.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "fresh" })).sessionFile;
   assert.notEqual(after, before);
   assert.equal(existsSync(`${env.storedFile(before)}.lock`), false, "the old conversation is let go");
   assert.equal(JSON.parse(readFileSync(`${env.storedFile(after)}.lock`, "utf8")).pid, process.pid, "the new one is held");
+  assert.equal((await onB.ok<{ sessionId: string }>({ type: "open_session", storedId: freshStored, sessionId: "was-fresh" })).sessionId, "was-fresh");
 
   // Nor may a session switch to a conversation another one hosts.
   const held = (await onA.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "s" })).sessionFile;
   assert.equal((await onA.request({ type: "switch_session", sessionId: "fresh", sessionPath: held })).code, "session_locked");
 
-  await a.server.close(); // lets go of the files
-  assert.equal((await onB.ok<{ messageCount: number }>({ type: "get_state", sessionId: "s" })).messageCount, EXCHANGE);
+  await a.server.close(); // lets go of the files and of the data dir
+  assert.equal((await onB.ok<{ state: { messageCount: number } }>({ type: "open_session", storedId: sStored })).state.messageCount, EXCHANGE);
   assert.equal(existsSync(`${env.storedFile(after)}.lock`), false);
+  const again = await env.start();
+  assert.equal((await (await again.connect("alice")).request({ type: "get_state", sessionId: "fresh" })).success, true, "the data dir is free again");
 });
 
 test("`pi` writing to a conversation the server hosts: noticed before our next write, subscribers told, reloaded from the file, never forked", async (t) => {
