@@ -5,7 +5,7 @@ import { type TestContext, test } from "node:test";
 import { fauxAssistantMessage } from "@earendil-works/pi-ai";
 import { createPiServer, DEFAULTS, type PiServer, PiServerOptionsError, tokenAuth } from "../../src/index.js";
 import { attempt, TestClient } from "../helpers/client.js";
-import { fauxSetup } from "../helpers/faux.js";
+import { fauxSetup, tempDir } from "../helpers/faux.js";
 import { startServer } from "../helpers/server.js";
 
 /** A cluster secret long enough (32 bytes), for the option cases that are about something else. */
@@ -115,7 +115,7 @@ test("after close() starts, new commands and new connections are refused", async
   await closing;
 });
 
-test("options are validated at the edge with precise errors", async () => {
+test("options are validated at the edge with precise errors", async (t) => {
   const bad: Array<[Record<string, unknown>, RegExp]> = [
     [{}, /one of port, server or noServer/],
     [{ port: 0, noServer: true }, /exclusive/],
@@ -175,9 +175,12 @@ test("options are validated at the edge with precise errors", async () => {
       return true;
     });
   }
-  const server = createPiServer({ noServer: true, logLevel: "silent" });
+  // A temp agent dir (never the user's), in memory: no data dir, as one server holds a data dir at a time.
+  const agent = tempDir("embedding-agent");
+  t.after(agent.cleanup);
+  const server = createPiServer({ noServer: true, logLevel: "silent", inMemory: true, agentDir: agent.path });
   assert.equal(server.config.maxPayload, DEFAULTS.maxPayload);
-  const tuned = createPiServer({ noServer: true, logLevel: "silent", timeouts: { bash: 5_000 }, rateLimits: { global: false } });
+  const tuned = createPiServer({ noServer: true, logLevel: "silent", inMemory: true, agentDir: agent.path, timeouts: { bash: 5_000 }, rateLimits: { global: false } });
   assert.equal(tuned.config.timeouts.bash, 5_000);
   assert.equal(tuned.config.timeouts.command, DEFAULTS.timeouts.command);
   assert.equal(tuned.config.rateLimits.global, false);

@@ -72,10 +72,12 @@ test("a project's .pi/mcp.json is read only when the project is trusted, with pi
   assert.match(cut.errors.join("\n"), /"tools" needs "command" or "url"/);
 });
 
-test("mcpServers: validated; none by default with authentication, all without; the CLI's --mcp-servers", () => {
+test("mcpServers: validated; none by default with authentication, all without; the CLI's --mcp-servers", (t) => {
   const auth = tokenAuth({ tokens: [{ principal: "alice", token: "alice-token-0123456789abcdef" }] });
+  const agent = tempDir("mcp-config-agent"); // never the user's agent dir
+  t.after(agent.cleanup);
   const config = (options: object) => {
-    const server = createPiServer({ noServer: true, logLevel: "silent", sandbox: "none", ...options });
+    const server = createPiServer({ noServer: true, logLevel: "silent", sandbox: "none", inMemory: true, agentDir: agent.path, ...options });
     void server.close();
     return server.config;
   };
