@@ -207,6 +207,10 @@ export class Cluster implements Ownership, CommandRouter {
     await this.#node?.releaseSession(key);
   }
 
+  holds(name: SessionName): boolean {
+    return this.#node?.ownedSession(clusterKey(name)) !== undefined;
+  }
+
   async firstSeq(record: SessionRecord): Promise<number> {
     const last = await this.#streams.last(this.#streamKey(recordName(record.owner, record.sessionId)));
     return Math.max(record.lastSeq, last ?? 0);

@@ -163,6 +163,7 @@ export class LeaseKeeper {
   }
 
   #now(): number {
-    return (this.#options.now ?? Date.now)();
+    // Monotonic: a wall clock set back would stretch a lease this process may no longer rely on.
+    return this.#options.now ? this.#options.now() : performance.now();
   }
 }

@@ -79,6 +79,8 @@ export interface SessionIdentity {
   /** A restored session: when it was first created, and the seq its events had reached (numbering goes on). */
   readonly createdAt?: number | undefined;
   readonly firstSeq?: number | undefined;
+  /** In a cluster: this node may write the conversation now (its lease is valid); asked before each of pi's writes. */
+  readonly mayWrite?: (() => boolean) | undefined;
 }
 
 /** Delay of the second removal of a bash log: pi opens its log stream asynchronously (see removeBashLog). */
@@ -126,6 +128,7 @@ export class SessionHost {
   #unsubscribe: (() => void) | undefined;
   /** Stops pi's writes to the conversation's file once another process wrote to it (undefined: kept in memory). */
   #guard: ConversationGuard | undefined;
+  readonly #mayWrite: (() => boolean) | undefined;
   /** Events kept back until someone can see them (`interrupted`). */
   readonly #notices: object[] = [];
   #disposed: Promise<void> | undefined;
@@ -143,6 +146,7 @@ export class SessionHost {
     this.owner = identity.owner;
     this.key = identity.key;
     this.createdAt = identity.createdAt ?? Date.now();
+    this.#mayWrite = identity.mayWrite;
     this.#runtime = runtime;
     this.#options = options;
     this.#log = options.logger.child({ sessionId: this.id });
@@ -264,6 +268,11 @@ export class SessionHost {
    * that would have written is stopped, and once it has, the conversation is reloaded from the file as it is now
    * (the other writer's history wins; what we had not written yet is dropped, never forked).
    */
+  /** A write of pi's found the lease lapsed (a paused or cut-off node): nothing more of this conversation is written here. */
+  #fenced(): void {
+    this.#log.warn("the session's lease lapsed: its conversation is no longer written here");
+  }
+
   #conflict(file: string): void {
     this.#log.warn({ file }, "the conversation's file was changed by another process; stopped writing to it");
     this.hub.publish({ type: "session_conflict", reason: "file_changed" });
@@ -448,7 +457,7 @@ export class SessionHost {
   async #bind(): Promise<void> {
     const session = this.#runtime.session;
     this.#guard = session.sessionManager.isPersisted()
-      ? guardConversation(session.sessionManager, (file) => this.#conflict(file))
+      ? guardConversation(session.sessionManager, (file) => this.#conflict(file), this.#mayWrite && { mayWrite: this.#mayWrite, onFenced: () => this.#fenced() })
       : undefined;
     // Every LLM call of this agent passes its model's breaker (adr/0006). A new session object needs it again.
     session.agent.streamFunction = guardStreamFn(session.agent.streamFunction, this.#options.breakers, {

@@ -103,6 +103,11 @@ export interface Ownership {
   release(session: SessionName): Promise<void>;
   /** The seq a restored session numbers on from (at least the record's: a new owner continues the numbering). */
   firstSeq(record: SessionRecord): Promise<number>;
+  /**
+   * This node may write the session's conversation right now: its lease is valid on the monotonic clock. Asked
+   * before every write of pi's (issue 27): a node that was paused past its lease finds it lapsed and writes nothing.
+   */
+  holds(session: SessionName): boolean;
 }
 
 export interface CreateSessionRequest {
@@ -414,7 +419,7 @@ export class SessionRegistry {
           ...(thinkingLevel ? { thinkingLevel } : {}),
           ...(request.sessionFile !== undefined ? { sessionFile: request.sessionFile } : {}),
         },
-        { ...this.#hostOptions, owner, key },
+        { ...this.#hostOptions, owner, key, mayWrite: this.#fence({ owner, id: sessionId }) },
       );
       this.#add(host);
       try {
@@ -633,6 +638,7 @@ export class SessionRegistry {
           key: dormant.key,
           createdAt: record.createdAt,
           firstSeq: options.ownership ? await options.ownership.firstSeq(record) : record.lastSeq,
+          mayWrite: this.#fence(dormant),
         },
       );
       if (this.#dormant.get(dormant.key) !== dormant) {
@@ -852,6 +858,12 @@ export class SessionRegistry {
     } catch (error) {
       this.#options.logger.warn({ err: error, sessionId: host.id, principal: host.owner }, "the session's new conversation file is not locked");
     }
+  }
+
+  /** In a cluster: whether this node may still write a session's conversation (asked at each write). */
+  #fence(name: SessionName): (() => boolean) | undefined {
+    const ownership = this.#options.ownership;
+    return ownership && (() => ownership.holds(name));
   }
 
   /** The lock of one conversation file (a no-op lock where a cluster's leases keep one writer). */

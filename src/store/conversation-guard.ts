@@ -20,6 +20,16 @@ function same(a: Seen, b: Seen): boolean {
   return a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino;
 }
 
+/**
+ * The lease a cluster node writes a conversation under (issue 27): `mayWrite` says whether it is valid now, on the
+ * monotonic clock; once it is not, nothing more is written by this manager (a lost lease is never re-adopted) and
+ * `onFenced` is told once.
+ */
+export interface Fence {
+  mayWrite(): boolean;
+  onFenced(): void;
+}
+
 /** A manager is guarded once (its `_persist` wrapped once), whatever rebinds it goes through. */
 const guards = new WeakMap<SessionManager, ConversationGuard>();
 
@@ -37,14 +47,16 @@ export interface ConversationGuard {
  * dropped, as is every later one of this manager: the history is never forked silently. `onConflict` is told once.
  *
  * pi appends every entry synchronously in the same tick as it records it, so between two of our writes the file must
- * stay exactly as we left it; a new file of the manager's (new session, fork, switch) is taken as it is found.
+ * stay exactly as we left it; a new file of the manager's (new session, fork, switch) is taken as it is found. In a
+ * cluster every write also needs the node's lease (`fence`).
  */
-export function guardConversation(manager: SessionManager, onConflict: (file: string) => void): ConversationGuard {
+export function guardConversation(manager: SessionManager, onConflict: (file: string) => void, fence?: Fence): ConversationGuard {
   const existing = guards.get(manager);
   if (existing) return existing; // a rebind that kept pi's manager
   let file = manager.getSessionFile();
   let seen: Seen = file === undefined ? "absent" : look(file);
   let conflicted = false;
+  let fenced = false;
 
   const check = (): boolean => {
     if (conflicted) return true;
@@ -64,6 +76,12 @@ export function guardConversation(manager: SessionManager, onConflict: (file: st
   const persist = manager._persist.bind(manager);
   manager._persist = (entry) => {
     if (!manager.isPersisted() || check()) return;
+    // Checked at the write, not when the run started: a process paused past its lease wakes with it lapsed.
+    if (fenced || (fence && !fence.mayWrite())) {
+      if (!fenced) fence?.onFenced();
+      fenced = true;
+      return;
+    }
     persist(entry);
     if (file !== undefined && file === manager.getSessionFile()) seen = look(file);
   };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { recordName } from "../../src/store/session-store.js";
@@ -214,14 +214,19 @@ test("a graceful stop leaves no key of the node behind, nothing of it comes back
   assert.equal(logLines(a, "registered in the cluster").length, 1, "A registered once, never again during its shutdown");
 });
 
-test("SIGSTOP a node for 2 × TTL: on waking it has fenced itself, does not reclaim its session, and registers under a new id", async (t) => {
-  const { node, redis } = await cluster(t);
+test("SIGSTOP a node mid-reply for 2 × TTL: on waking it has fenced itself, writes nothing to the conversation another node took over, does not reclaim it, and registers under a new id", async (t) => {
+  const { node, redis, harness } = await cluster(t);
   const [a, b] = await Promise.all([node("a"), node("b")]);
   const onA = await a.connect("alice");
   await onA.ok({ type: "create_session", sessionId: "s1" });
   const [idA] = nodeIds(a);
   const first = await lease(redis, "alice", "s1");
   assert.equal(first?.holder, idA);
+  // A first reply that streams for seconds: A is stopped in the middle of it.
+  harness.llm.replies.push({ text: "z".repeat(400), chunks: 200, delayMs: 20 });
+  const fromA = onA.frames.length;
+  await onA.ok({ type: "prompt", sessionId: "s1", message: "the first question" });
+  await onA.waitForEvent("s1", "message_update", () => true, fromA);
 
   a.child.kill("SIGSTOP");
   const stoppedAt = Date.now();
@@ -233,10 +238,15 @@ test("SIGSTOP a node for 2 × TTL: on waking it has fenced itself, does not recl
   assert.equal((await onB.closing()).code, 1012);
   assert.ok(!onB.frames.some((frame) => frame["id"] === "paused"), "nothing answered for the paused node");
   const retried = await b.connect("alice");
-  await retried.ok({ type: "get_state", sessionId: "s1" });
+  await retried.ok({ type: "subscribe", sessionId: "s1" });
   const second = await lease(redis, "alice", "s1");
   assert.equal(second?.holder, nodeIds(b)[0]);
   assert.ok((second?.fence ?? 0) > (first?.fence ?? 0));
+  // B has restored the conversation but not written to it yet: only a fence on A's writes keeps A out of it now
+  // (A's own guard would notice a file B had written since).
+  const { sessionFile } = await retried.ok<{ sessionFile: string }>({ type: "get_state", sessionId: "s1" });
+  const file = join(harness.agentDir, "sessions", sessionFile);
+  const beforeWaking = readFileSync(file, "utf8");
 
   await delay(Math.max(0, 2 * TTL_MS - (Date.now() - stoppedAt))); // the pause itself is the subject
   a.child.kill("SIGCONT");
@@ -244,11 +254,23 @@ test("SIGSTOP a node for 2 × TTL: on waking it has fenced itself, does not recl
   assert.equal((await onA.closing()).code, 1012, "A's subscriber is closed with the documented code");
   const renewed = await within(logged(a, "registered in the cluster", 2), "A's new registration");
   assert.notEqual(renewed["nodeId"], idA, "a new incarnation");
+  // Issue 27: the woken owner's aborted reply never reached the file B writes now; B saw no conflict.
+  assert.equal(readFileSync(file, "utf8"), beforeWaking, "A wrote nothing to the conversation after waking");
+  assert.ok(!retried.events("s1").some((f) => f.event.type === "session_conflict"), "no session_conflict on B");
   assert.deepEqual(await lease(redis, "alice", "s1"), second, "A did not reclaim the session");
   assert.equal(await redis.client().exists(`pi:node:${idA}`), 0);
-  // A client of A still reaches the session, on B.
+  const fromB = retried.frames.length;
+  await retried.ok({ type: "prompt", sessionId: "s1", message: "asked on B" });
+  await retried.waitForEvent("s1", "agent_settled", () => true, fromB);
+  assert.ok(!retried.events("s1").some((f) => f.event.type === "session_conflict"), "no session_conflict on B");
+  // A client of A still reaches the session, on B, and B's conversation goes on with every question in it.
   const viaA = await a.connect("alice");
-  await viaA.ok({ type: "get_state", sessionId: "s1" });
+  const fromViaA = retried.frames.length;
+  await viaA.ok({ type: "prompt", sessionId: "s1", message: "asked through A" });
+  await retried.waitForEvent("s1", "agent_settled", () => true, fromViaA);
+  const { messages } = await viaA.ok<{ messages: Array<{ role: string; content: unknown }> }>({ type: "get_messages", sessionId: "s1" });
+  const asked = JSON.stringify(messages.filter((m) => m.role === "user"));
+  for (const question of ["the first question", "asked on B", "asked through A"]) assert.ok(asked.includes(question), `${question} is in the conversation`);
   assert.deepEqual(await lease(redis, "alice", "s1"), second);
 });
 
