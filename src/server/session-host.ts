@@ -129,6 +129,8 @@ export class SessionHost {
   /** Stops pi's writes to the conversation's file once another process wrote to it (undefined: kept in memory). */
   #guard: ConversationGuard | undefined;
   readonly #mayWrite: (() => boolean) | undefined;
+  /** Prompts waiting to be answered until their user message is in the conversation file. */
+  readonly #userMessageWaiters: Array<() => void> = [];
   /** Events kept back until someone can see them (`interrupted`). */
   readonly #notices: object[] = [];
   #disposed: Promise<void> | undefined;
@@ -346,12 +348,16 @@ export class SessionHost {
         }
         started = true;
         this.#lastCall = undefined; // before the run's first LLM call (pi starts it after this callback)
-        // Answered once the run is on record (a client told "accepted" then learns of a crash as run_interrupted).
+        // Answered once the run is on record (a client told "accepted" then learns of a crash as run_interrupted)
+        // and so is the prompt itself, in the conversation (issue 27: a crash after the answer never loses it).
+        const onRecord = this.session.sessionManager.isPersisted() ? this.#nextUserMessageOnRecord() : undefined;
+        settleOnRecord = onRecord?.settle;
         const recorded = this.#options.onChange?.(this, "run_started");
         onRun(run);
         const answer = () => accept(disposition);
-        void Promise.resolve(recorded).then(answer, answer);
+        void Promise.all([recorded, onRecord?.written]).then(answer, answer);
       };
+      let settleOnRecord: (() => void) | undefined;
       const run: Promise<void> = this.session
         .prompt(this.userText(message), { ...options, source: "rpc", preflightResult: markAccepted })
         .then(
@@ -364,11 +370,29 @@ export class SessionHost {
           },
         )
         .finally(() => {
+          settleOnRecord?.(); // a run that ended before its message was written is answered all the same
           this.#runs.delete(run);
           if (started) this.#options.onChange?.(this, "run_ended");
         });
       this.#runs.add(run);
     });
+  }
+
+  /**
+   * Resolves once pi has appended the next user message to the conversation file: pi persists a `message_end` right
+   * after telling its listeners, in the same synchronous step, so a microtask queued by our listener runs after it.
+   */
+  #nextUserMessageOnRecord(): { written: Promise<void>; settle: () => void } {
+    let settle = () => {};
+    const written = new Promise<void>((resolve) => {
+      settle = () => {
+        const at = this.#userMessageWaiters.indexOf(settle);
+        if (at >= 0) this.#userMessageWaiters.splice(at, 1);
+        resolve();
+      };
+    });
+    this.#userMessageWaiters.push(settle);
+    return { written, settle };
   }
 
   /** A client's message as pi should get it: `/skill:` of workspace skills expanded here (adr/0027). */
@@ -490,6 +514,12 @@ export class SessionHost {
           this.#options.onToolCall?.(known ? event.toolName : "unknown", event.isError ? "error" : "ok");
         }
         this.hub.publish(this.paths.event(event));
+        if (event.type === "message_end" && event.message.role === "user" && this.#userMessageWaiters.length > 0) {
+          const written = this.#userMessageWaiters.splice(0);
+          queueMicrotask(() => {
+            for (const settle of written) settle();
+          });
+        }
       } catch (error) {
         this.#log.error({ err: error, eventType: event.type }, "event delivery failed");
       }

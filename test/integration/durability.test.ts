@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { EventFrame } from "../helpers/client.js";
@@ -81,6 +81,52 @@ test("SIGTERM and restart on the same data dir: sessions come back dormant with 
   assert.equal(request.messages.filter((m) => m.role === "user").length, 3);
   assert.equal((await alice2.ok<{ sessions: Summary[] }>({ type: "list_sessions" })).sessions.find((s) => s.sessionId === "s1")?.status, "live");
   assert.equal(await second.stop(), 0);
+});
+
+test("kill -9 during a session's first reply: after a restart the accepted prompt is in the conversation and the run is marked run_interrupted", async (t) => {
+  const harness = await durableHarness(t);
+  const first = await harness.start();
+  const alice = await first.connect("alice");
+  await alice.ok({ type: "create_session", sessionId: "new" });
+  harness.llm.replies.push({ text: "x".repeat(2_000), chunks: 2_000, delayMs: 100 });
+  const from = alice.frames.length;
+  await alice.ok({ type: "prompt", sessionId: "new", message: "the very first question" });
+  await alice.waitForEvent("new", "message_update", () => true, from);
+  await first.kill();
+
+  const second = await harness.start();
+  const again = await second.connect("alice");
+  await again.ok({ type: "subscribe", sessionId: "new" });
+  assert.equal((await again.waitForEvent("new", "run_interrupted")).event["reason"], "server_restart");
+  const { messages } = await again.ok<{ messages: Array<{ role: string; content: unknown }> }>({ type: "get_messages", sessionId: "new" });
+  assert.match(JSON.stringify(messages.filter((m) => m.role === "user")), /the very first question/);
+  // The conversation goes on from there.
+  const next = again.frames.length;
+  await again.ok({ type: "prompt", sessionId: "new", message: "and again" });
+  await again.waitForEvent("new", "agent_settled", () => true, next);
+});
+
+test("a prompt is answered only once its message is in the conversation: kill -9 the moment the answer arrives, and the prompt is there after a restart", async (t) => {
+  const harness = await durableHarness(t);
+  // An operator extension that holds pi's agent_start for a while: pi appends the prompt's message only after it.
+  mkdirSync(join(harness.agentDir, "extensions"));
+  writeFileSync(
+    join(harness.agentDir, "extensions", "slow-start.ts"),
+    "export default function (pi) { pi.on(\"agent_start\", () => new Promise((resolve) => setTimeout(resolve, 1500))); }\n",
+  );
+  const first = await harness.start();
+  const alice = await first.connect("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  const answer = await alice.request({ type: "prompt", sessionId: "s", message: "an answered question" });
+  assert.equal(answer.success, true);
+  await first.kill();
+
+  const second = await harness.start();
+  const again = await second.connect("alice");
+  await again.ok({ type: "subscribe", sessionId: "s" });
+  const { messages } = await again.ok<{ messages: Array<{ role: string; content: unknown }> }>({ type: "get_messages", sessionId: "s" });
+  assert.match(JSON.stringify(messages.filter((m) => m.role === "user")), /an answered question/, "the answered prompt survived the crash");
+  assert.equal((await again.waitForEvent("s", "run_interrupted")).event["reason"], "server_restart");
 });
 
 test("kill -9 during a run: the restored session publishes one run_interrupted, and a retried prompt with its idempotencyKey is never run again", async (t) => {
