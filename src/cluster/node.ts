@@ -160,7 +160,7 @@ export class ClusterNode {
     if (this.#stopped) return;
     this.#options.onFenced?.({ oldId, sessions }); // the sessions stop before anything else happens
     if (this.#leaving) return;
-    // Redis still unreachable: try again every third of a TTL, as a new incarnation again.
+    // Redis still unreachable: try again about every third of a TTL (jittered), as a new incarnation again.
     void this.#register().catch(() => this.#retryRegister(oldId));
   }
 
@@ -168,7 +168,7 @@ export class ClusterNode {
     const timer = setTimeout(() => {
       if (this.#stopped || this.#leaving || this.#id !== oldId) return;
       void this.#register().catch(() => this.#retryRegister(oldId));
-    }, Math.max(50, Math.floor(this.#ttlMs / 3)));
+    }, Math.max(50, Math.floor((this.#ttlMs / 3) * (0.5 + Math.random())))); // jittered: nodes do not retry in step
     timer.unref();
   }
 
@@ -176,7 +176,8 @@ export class ClusterNode {
     return new LeaseKeeper({
       store: this.#store,
       ttlMs: this.#ttlMs,
-      marginMs: this.#options.marginMs ?? Math.floor(this.#ttlMs / 5),
+      // A tenth of the TTL: room for a late timer and Redis's expiry precision, not for round trips (issue 27).
+      marginMs: this.#options.marginMs ?? Math.floor(this.#ttlMs / 10),
       onLost,
       ...(this.#options.now ? { now: this.#options.now } : {}),
     });

@@ -9,6 +9,7 @@ import { createPiServer, type PiServerOptions, tokenAuth } from "../../src/index
 import { connectAs, type EventFrame, TestClient } from "../helpers/client.js";
 import { durableHarness, type DurableHarness, type RunningServer, TOKENS } from "../helpers/durable-cli.js";
 import { CLUSTER_SECRET, type RedisServer, startRedis } from "../helpers/redis.js";
+import { tcpProxy } from "../helpers/proxy.js";
 import { within } from "../helpers/wait.js";
 import { setTimeout as delay } from "node:timers/promises";
 
@@ -272,6 +273,29 @@ test("SIGSTOP a node mid-reply for 2 × TTL: on waking it has fenced itself, wri
   const asked = JSON.stringify(messages.filter((m) => m.role === "user"));
   for (const question of ["the first question", "asked on B", "asked through A"]) assert.ok(asked.includes(question), `${question} is in the conversation`);
   assert.deepEqual(await lease(redis, "alice", "s1"), second);
+});
+
+test("Redis round trips of 0.4 × TTL: the node keeps its registration and its session lease for 4 TTLs (no flapping) and answers", async (t) => {
+  const { harness, redis } = await cluster(t);
+  const slow = await tcpProxy(redis.url.replace("redis:", "ws:"), { delayMs: (0.4 * TTL_MS) / 2 });
+  t.after(() => slow.close());
+  const secretFile = join(harness.dir, "cluster-secret");
+  const a = await harness.start(
+    ["--redis-url", `redis://127.0.0.1:${slow.port}`, "--cluster-secret-file", secretFile, "--lease-ttl", String(TTL_MS), "--log-level", "info"],
+    { dataDir: join(harness.dir, "data-slow") },
+  );
+  await within(logged(a, "registered in the cluster"), "A's registration through the slow link");
+  const alice = await a.connect("alice");
+  const created = await alice.request({ type: "create_session", sessionId: "s1" });
+  assert.equal(created.success, true, logLines(a, "fenced: this node lost its registration; its sessions stop").length > 0 ? "A fenced itself" : String(created.error));
+  const held = await lease(redis, "alice", "s1");
+  await delay(4 * TTL_MS); // the time that passes under a slow Redis is the subject
+  assert.deepEqual(logLines(a, "fenced: this node lost its registration; its sessions stop"), [], "never fenced");
+  assert.equal(nodeIds(a).length, 1, "one registration, never a new incarnation");
+  assert.equal((await lease(redis, "alice", "s1"))?.fence, held?.fence, "the same session lease all along");
+  const from = alice.frames.length;
+  await alice.ok({ type: "prompt", sessionId: "s1", message: "still here?" });
+  await alice.waitForEvent("s1", "agent_settled", () => true, from);
 });
 
 test("a node restarted on the same host and port never inherits the old process's claims", async (t) => {
