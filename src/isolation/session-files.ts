@@ -68,7 +68,8 @@ export async function checkSessionFile(scope: PathScope, requested: string): Pro
   if (requested.includes("\0")) throw notYours();
   if (scope.workspace === undefined) {
     const real = await realpath(resolve(scope.cwd, requested)).catch(() => undefined);
-    const header = real === undefined ? undefined : await readHeader(real);
+    // pi's files only: nothing else is opened, above all no lock file (closing one would drop this process's lock on it).
+    const header = real === undefined || !real.endsWith(".jsonl") ? undefined : await readHeader(real);
     if (real === undefined || header === undefined) throw notYours();
     return knownVersion(real, header);
   }

@@ -132,11 +132,20 @@ function lockDataDir(dataDir: string): () => void {
 export function createPiServer(options: PiServerOptions): PiServer {
   const config = resolveOptions(options);
   const log = createLogger(config);
+  checkWorkspaceRoot(config, config.sessionFactory ? undefined : (config.agentDir ?? getAgentDir()));
   const dataDir = config.dataDir ?? (config.sessionFactory || config.inMemory ? undefined : join(config.agentDir ?? getAgentDir(), "pi-server"));
   // One server per data dir (its idempotency journal, records, MCP tokens), held by a lock the kernel frees when this
   // process ends however it ends (issue 28): a second server on it refuses to start, naming the holder.
   const releaseDataDir = dataDir === undefined ? undefined : lockDataDir(dataDir);
-  checkWorkspaceRoot(config, config.sessionFactory ? undefined : (config.agentDir ?? getAgentDir()));
+  try {
+    return buildServer(config, log, dataDir, releaseDataDir);
+  } catch (error) {
+    releaseDataDir?.(); // a server that failed to build holds nothing
+    throw error;
+  }
+}
+
+function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | undefined, releaseDataDir: (() => void) | undefined): PiServer {
   const sandbox = resolveSandbox(config, log);
   // Every path of a workspace is opened by that principal's sandboxed file helper (adr/0027).
   const workspaces = new Workspaces(config.workspaces, { sandbox, limits: config.fileHelper });
@@ -275,7 +284,6 @@ export function createPiServer(options: PiServerOptions): PiServer {
     await transport.close();
     await transport.drain(1_000); // let the 1001 close frames reach their clients
     host.close();
-    releaseDataDir?.();
     state = "closed";
     log.info("closed");
     log.flush?.();
@@ -307,7 +315,8 @@ export function createPiServer(options: PiServerOptions): PiServer {
     },
     health,
     close: () => {
-      closing ??= runClose();
+      // The data dir is let go however the shutdown ends.
+      closing ??= runClose().finally(() => releaseDataDir?.());
       return closing;
     },
   };
