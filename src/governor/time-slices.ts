@@ -41,16 +41,20 @@ export class TimeSlices {
     this.#now = now;
   }
 
-  /** Resolves at once (no promise at all) while the slice lasts and nobody waits; else in a later slice. */
+  /**
+   * Resolves at once (no promise at all) while the current slice lasts; else in a later turn of the loop. A resumed
+   * waiter owns a fresh slice: it goes on until that is used up, not one step per turn. A new macrotask opens a slice
+   * of its own even while others wait (the loop has polled for I/O, the point of it all), and the waiters still get
+   * one slice per turn each, so none is starved.
+   */
   pause(): Promise<void> | undefined {
     const now = this.#now();
-    if (this.#waiting.length === 0) {
-      if (!this.#open) {
-        this.#openSlice(now);
-        return undefined;
-      }
-      if (now - this.#start < this.#sliceMs) return undefined;
+    if (!this.#open) {
+      this.#openSlice(now);
+      return undefined;
     }
+    // Past MAX_WAITING (callers that do not await their pause, flooding it), slicing gives up rather than queue more.
+    if (now - this.#start < this.#sliceMs || this.#waiting.length >= MAX_WAITING) return undefined;
     this.yields += 1;
     return new Promise((resolve) => {
       this.#waiting.push(resolve);
@@ -68,20 +72,22 @@ export class TimeSlices {
   }
 }
 
+/** Waiters at most: a bound on what callers that never await their pause can make us hold. */
+const MAX_WAITING = 10_000;
+
 /**
  * The process's slices: one event loop, shared by every server in the process. 2 ms keeps another principal's command
  * within a few milliseconds of an idle server's answer while costing a busy loop one `setImmediate` per slice.
  */
 export const eventLoopSlices = new TimeSlices(2);
 
-/** The agent events pi awaits its extensions on, in the loop's hot path. */
+/** The agent events pi awaits its extensions on, in the loop's hot path (not `tool_execution_update`: not awaited). */
 const EVENTS = [
   "turn_start",
   "message_start",
   "message_update",
   "message_end",
   "tool_execution_start",
-  "tool_execution_update",
   "tool_execution_end",
 ] as const;
 

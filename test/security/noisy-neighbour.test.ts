@@ -76,6 +76,8 @@ test("while alice runs the FIFO and race attacks, bob's get_state p99 stays with
   const bobChecks: Record<string, string> = {
     "bob's get_state calls": await outcome("bob's get_state calls", async () => {
       while (during.length < SAMPLES || toolEnds("attack") - raceCallsBefore < RACE_CALLS_DURING) {
+        // Each batch starts while alice's race is busy: after one more of her raced calls has ended.
+        await alice.waitFor((f) => f.type === "event" && f["sessionId"] === "attack" && (f["event"] as Frame).type === "tool_execution_end", { from: alice.frames.length, timeoutMs: CHECK_MS });
         during.push(...(await probe.measure("b", BATCH, CHECK_MS)));
         if (during.length >= MAX_DURING) throw new Error(`alice's race ran ${toolEnds("attack") - raceCallsBefore} calls during ${during.length} of bob's`);
       }

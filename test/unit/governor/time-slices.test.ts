@@ -46,17 +46,29 @@ test("waiters resume one per turn of the loop, in order, with other callbacks of
   assert.deepEqual(order, ["a", "other", "b", "c"]);
 });
 
-test("a caller that arrives while others wait queues behind them, even in a fresh slice", async () => {
+test("a resumed waiter owns a fresh slice: it goes on without waiting until that is used up", async () => {
   const clock = manualClock();
   const slices = new TimeSlices(2, clock.now);
-  const order: string[] = [];
   slices.pause();
   clock.advance(5);
-  const first = (slices.pause() as Promise<void>).then(() => order.push("first"));
-  const second = (slices.pause() as Promise<void>).then(() => order.push("second"));
+  const first = slices.pause() as Promise<void>;
+  const second = slices.pause() as Promise<void>;
   await first;
-  const late = slices.pause();
-  assert.ok(late instanceof Promise, "second still waits: the late caller may not overtake it");
-  await Promise.all([second, late.then(() => order.push("late"))]);
-  assert.deepEqual(order, ["first", "second", "late"]);
+  // Its own slice: further steps of the resumed chain do not wait a turn each (the other waiter still does).
+  assert.equal(slices.pause(), undefined);
+  clock.advance(1);
+  assert.equal(slices.pause(), undefined);
+  clock.advance(1);
+  assert.ok(slices.pause() instanceof Promise, "its slice is used up");
+  await second;
+});
+
+test("callers that never await their pause are bounded: past 10,000 waiting, pause() no longer queues", () => {
+  const clock = manualClock();
+  const slices = new TimeSlices(2, clock.now);
+  slices.pause();
+  clock.advance(5);
+  for (let i = 0; i < 10_000; i++) assert.ok(slices.pause() instanceof Promise);
+  assert.equal(slices.pause(), undefined);
+  assert.equal(slices.yields, 10_000);
 });
