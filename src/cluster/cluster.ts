@@ -1,5 +1,5 @@
 import { setTimeout as delay } from "node:timers/promises";
-import { Redis } from "ioredis";
+import { Redis, ReplyError } from "ioredis";
 import type { Logger } from "pino";
 import { PiServerError, SERVER_CLOSES } from "../errors.js";
 import type { Engine } from "../governor/engine.js";
@@ -92,6 +92,7 @@ export class Cluster implements Ownership, CommandRouter {
       maxRetriesPerRequest: 0,
       retryStrategy: (times) => (this.#leaving ? null : Math.min(100 * times, 1_000)),
     });
+    answerUnavailableWhenDown(this.#redis);
     let down = false;
     this.#redis.on("error", (error: Error) => {
       if (!down) this.#log.warn({ err: error }, "Redis unreachable");
@@ -105,7 +106,7 @@ export class Cluster implements Ownership, CommandRouter {
     this.#streams = new EventStreams(this.#redis, options.replayMaxEvents);
     this.#tunnels = new Tunnels({
       send: async (to, message) => {
-        if (!this.#bus) throw new Error("not registered");
+        if (!this.#bus) throw unavailable("This node has not joined the cluster yet");
         await this.#bus.send(to, message);
       },
       open: (socket, principal) => this.#parts.core.opened(socket, principal),
@@ -189,7 +190,7 @@ export class Cluster implements Ownership, CommandRouter {
     try {
       token = await this.#nodeOrFail().claimSession(key);
     } catch (error) {
-      throw new PiServerError("session_unavailable", "This node cannot take sessions right now; try again", { cause: error });
+      throw unavailable("This node cannot take sessions right now", error);
     }
     if (!token) return false;
     this.#held.set(key, name);
@@ -336,7 +337,7 @@ export class Cluster implements Ownership, CommandRouter {
       }
       await delay(Math.min(holder.remainingMs + 25, this.#options.leaseTtlMs));
     }
-    throw new PiServerError("session_unavailable", "The session's node went away; try again");
+    throw unavailable("The session's node went away");
   }
 
   // ---------------------------------------------------------------------------------------------------------------
@@ -449,7 +450,7 @@ export class Cluster implements Ownership, CommandRouter {
   }
 
   #nodeOrFail(): ClusterNode {
-    if (!this.#node) throw new PiServerError("session_unavailable", "This node has not joined the cluster yet; try again");
+    if (!this.#node) throw unavailable("This node has not joined the cluster yet");
     return this.#node;
   }
 
@@ -460,6 +461,31 @@ export class Cluster implements Ownership, CommandRouter {
   #streamKey(key: string): string {
     return `${this.#options.prefix}events:${key}`;
   }
+}
+
+/** How long a client is told to wait before retrying a command Redis could not serve: jittered, so they do not retry in step. */
+function retryAfterMs(): number {
+  return 500 + Math.floor(Math.random() * 1_000);
+}
+
+function unavailable(why: string, cause?: unknown): PiServerError {
+  return new PiServerError("session_unavailable", `${why}; try again`, { cause, details: { retryAfterMs: retryAfterMs() } });
+}
+
+/**
+ * Every Redis command that fails because Redis cannot be reached (not one Redis answered with an error: those are
+ * answers, fencing's included) rejects with `session_unavailable` and a jittered `retryAfterMs` (issue 27): what a
+ * client gets for any command that needed Redis, never `internal`.
+ */
+function answerUnavailableWhenDown(redis: Redis): void {
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = ((...args: Parameters<Redis["sendCommand"]>) => {
+    const sent = send(...args) as Promise<unknown>;
+    return sent.catch((error: unknown) => {
+      if (error instanceof ReplyError || error instanceof PiServerError) throw error;
+      throw unavailable("The cluster's store (Redis) cannot be reached", error);
+    });
+  }) as Redis["sendCommand"];
 }
 
 /** The cluster's key of a session: a hash of owner and id (fixed length, nothing a client chose reaches a key). */
