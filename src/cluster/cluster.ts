@@ -32,6 +32,8 @@ export interface ClusterOptions {
   readonly prefix: string;
   /** TTL of node registrations and session leases. */
   readonly leaseTtlMs: number;
+  /** How long a session's event stream outlives its last event. */
+  readonly streamTtlMs: number;
   /** Events a session's stream keeps (the replay window). */
   readonly replayMaxEvents: number;
   readonly logger: Logger;
@@ -103,7 +105,7 @@ export class Cluster implements Ownership, CommandRouter {
       down = false;
     });
     this.store = new RedisSessionStore(this.#redis, options.prefix, (owner, id) => this.#lease(recordName(owner, id)));
-    this.#streams = new EventStreams(this.#redis, options.replayMaxEvents);
+    this.#streams = new EventStreams(this.#redis, options.replayMaxEvents, options.streamTtlMs);
     this.#tunnels = new Tunnels({
       send: async (to, message) => {
         if (!this.#bus) throw unavailable("This node has not joined the cluster yet");
@@ -481,10 +483,13 @@ function answerUnavailableWhenDown(redis: Redis): void {
   const send = redis.sendCommand.bind(redis);
   redis.sendCommand = ((...args: Parameters<Redis["sendCommand"]>) => {
     const sent = send(...args) as Promise<unknown>;
-    return sent.catch((error: unknown) => {
+    const mapped = sent.catch((error: unknown) => {
       if (error instanceof ReplyError || error instanceof PiServerError) throw error;
       throw unavailable("The cluster's store (Redis) cannot be reached", error);
     });
+    // ioredis sends some commands of its own without looking at the answer: no unhandled rejection for those.
+    mapped.catch(() => undefined);
+    return mapped;
   }) as Redis["sendCommand"];
 }
 

@@ -5,18 +5,20 @@ import type { LeaseToken } from "./lease-store.js";
  * A session's events in a Redis Stream (issue 15), entry id `<seq>-0`, so any node can serve a resume and a new
  * owner continues the same numbering. Each entry keeps the frame and the epoch of the hub that numbered it. An
  * append is fenced: it happens only while the appender's lease token is still the session's owner value, and Redis
- * itself refuses an id at or below the stream's top. Trimmed to the replay window (approximately: `MAXLEN ~`).
+ * itself refuses an id at or below the stream's top. Trimmed to the replay window (approximately: `MAXLEN ~`), and
+ * gone `ttlMs` after its last event (issue 27: a dormant session's stream does not stay in Redis for good).
  */
 const APPEND = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[2], 'f', ARGV[4], 'e', ARGV[5])
 if type(added) == 'table' and added.err then return -2 end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1`;
 
 export type AppendResult = "appended" | "fenced" | "out_of_order";
 
 type Scripted = Redis & {
-  piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string, epoch: string): Promise<number>;
+  piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string, epoch: string, ttlMs: number): Promise<number>;
 };
 
 /** What a resume found in the stream: every frame after the cursor, up to `lastSeq`. */
@@ -32,10 +34,13 @@ export class EventStreams {
   fencedAppends = 0;
   outOfOrderAppends = 0;
 
-  constructor(redis: Redis, maxLen: number) {
+  readonly #ttlMs: number;
+
+  constructor(redis: Redis, maxLen: number, ttlMs = 24 * 60 * 60_000) {
     redis.defineCommand("piAppend", { numberOfKeys: 2, lua: APPEND });
     this.#redis = redis as Scripted;
     this.#maxLen = maxLen;
+    this.#ttlMs = ttlMs;
   }
 
   /**
@@ -44,7 +49,7 @@ export class EventStreams {
    */
   async append(stream: string, token: LeaseToken, seq: number, frame: string, epoch = "", keep = this.#maxLen): Promise<AppendResult> {
     const maxLen = Math.max(1, Math.min(keep, this.#maxLen));
-    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, frame, epoch);
+    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, frame, epoch, this.#ttlMs);
     if (result === 1) return "appended";
     if (result === -1) {
       this.fencedAppends += 1;

@@ -14,11 +14,12 @@ const DELETE = `
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[3], KEYS[2] .. ':fence')
 return 1`;
 
 type Scripted = Redis & {
   piRecordPut(hash: string, lease: string, token: string, field: string, value: string): Promise<number>;
-  piRecordDelete(hash: string, lease: string, token: string, field: string): Promise<number>;
+  piRecordDelete(hash: string, lease: string, stream: string, token: string, field: string): Promise<number>;
 };
 
 /**
@@ -36,11 +37,14 @@ export class RedisSessionStore implements SessionStore {
   /** Writes refused because the session's lease was not (or no longer) ours. */
   fencedWrites = 0;
 
+  readonly #prefix: string;
+
   constructor(redis: Redis, prefix = "pi:", fence?: RecordFence) {
     redis.defineCommand("piRecordPut", { numberOfKeys: 2, lua: PUT });
-    redis.defineCommand("piRecordDelete", { numberOfKeys: 2, lua: DELETE });
+    redis.defineCommand("piRecordDelete", { numberOfKeys: 3, lua: DELETE });
     this.#redis = redis as Scripted;
     this.#key = `${prefix}records`;
+    this.#prefix = prefix;
     this.#fence = fence;
   }
 
@@ -60,12 +64,16 @@ export class RedisSessionStore implements SessionStore {
 
   async delete(owner: string | undefined, sessionId: string): Promise<void> {
     const name = recordName(owner, sessionId);
+    // The session's event stream and its lease's fence counter go with its record (issue 27: nothing of a deleted
+    // session stays in Redis). A later session of the same name counts fences from 1 again: tokens are compared
+    // whole (holder id included, never reused), so none of the old one's can pass for it.
+    const stream = `${this.#prefix}events:${name}`;
     if (!this.#fence) {
-      await this.#redis.hdel(this.#key, name);
+      await this.#redis.multi().hdel(this.#key, name).del(stream).exec();
       return;
     }
     const lease = this.#fence(owner, sessionId);
-    if ((await this.#redis.piRecordDelete(this.#key, lease.key, lease.value ?? "", name)) !== 1) this.#refused(sessionId);
+    if ((await this.#redis.piRecordDelete(this.#key, lease.key, stream, lease.value ?? "", name)) !== 1) this.#refused(sessionId);
   }
 
   /** One record, or undefined (also for a bad one: `list` reports those). */

@@ -115,6 +115,11 @@ export interface PiServerOptions {
     redirect?: boolean;
     /** TTL of node registrations and session leases: the longest a dead node's sessions stay unreachable. @default 10_000 */
     leaseTtlMs?: number;
+    /**
+     * How long a session's event stream stays in Redis after its last event (a dormant session's expires; a client
+     * resuming after that gets a snapshot). Deleting a session deletes its stream at once. @default 86_400_000 (a day)
+     */
+    streamTtlMs?: number;
     /** Prefix of every key the cluster uses (several clusters on one Redis). @default "pi:" */
     prefix?: string;
     /**
@@ -329,6 +334,7 @@ export interface ResolvedConfig {
         readonly nodeUrl: string | undefined;
         readonly redirect: boolean;
         readonly leaseTtlMs: number;
+        readonly streamTtlMs: number;
         readonly prefix: string;
         readonly secret: string;
       }
@@ -529,12 +535,13 @@ function cluster(value: PiServerOptions["cluster"]): ResolvedConfig["cluster"] {
   if (redirect === true && nodeUrl === undefined) {
     throw new PiServerOptionsError("cluster.redirect needs cluster.nodeUrl (where the other nodes send this node's clients)");
   }
-  const { leaseTtlMs } = group("cluster", numbers, { leaseTtlMs: 10_000 }, { leaseTtlMs: 300 });
+  const { leaseTtlMs, streamTtlMs } = group("cluster", numbers, { leaseTtlMs: 10_000, streamTtlMs: 24 * 60 * 60_000 }, { leaseTtlMs: 300, streamTtlMs: 1_000 });
   return Object.freeze({
     redisUrl: url("redisUrl", redisUrl, ["redis:", "rediss:"]),
     nodeUrl: nodeUrl === undefined ? undefined : url("nodeUrl", nodeUrl, ["ws:", "wss:", "http:", "https:"]),
     redirect: redirect === true,
     leaseTtlMs,
+    streamTtlMs,
     prefix: (prefix as string | undefined) ?? "pi:",
     secret: clusterSecret(secret),
   });

@@ -275,6 +275,31 @@ test("SIGSTOP a node mid-reply for 2 × TTL: on waking it has fenced itself, wri
   assert.deepEqual(await lease(redis, "alice", "s1"), second);
 });
 
+test("bounded Redis: a session's stream expires after its last event, deleting sessions deletes their streams, and stopped nodes leave Redis as they found it", async (t) => {
+  const { node, redis } = await cluster(t);
+  const client = redis.client();
+  assert.equal(await client.dbsize(), 0, "an empty Redis to begin with");
+  const [a, b] = await Promise.all([node("a"), node("b")]);
+  const onA = await a.connect("alice");
+  const onB = await b.connect("alice");
+  for (const id of ["s1", "s2", "s3"]) {
+    await onA.ok({ type: "create_session", sessionId: id });
+    const from = onA.frames.length;
+    await onB.ok({ type: "prompt", sessionId: id, message: `hello ${id}` }); // through B to A
+    await onA.waitForEvent(id, "agent_settled", () => true, from);
+  }
+  const streams = await client.keys("pi:events:*");
+  assert.equal(streams.length, 3);
+  for (const key of streams) {
+    const ttl = await client.pttl(key);
+    assert.ok(ttl > 0 && ttl <= 24 * 60 * 60_000, `${key} expires (pttl ${ttl})`);
+  }
+  for (const id of ["s1", "s2", "s3"]) await onB.ok({ type: "delete_session", sessionId: id });
+  assert.deepEqual(await client.keys("pi:events:*"), [], "deleted sessions' streams are gone");
+  assert.deepEqual([await a.stop(), await b.stop()], [0, 0]);
+  assert.deepEqual(await client.keys("*"), [], "nothing left once the nodes stopped");
+});
+
 test("Redis round trips of 0.4 × TTL: the node keeps its registration and its session lease for 4 TTLs (no flapping) and answers", async (t) => {
   const { harness, redis } = await cluster(t);
   const slow = await tcpProxy(redis.url.replace("redis:", "ws:"), { delayMs: (0.4 * TTL_MS) / 2 });
