@@ -11,7 +11,7 @@ import { keyOf } from "../server/session-key.js";
 import { SessionHost } from "../server/session-host.js";
 import type { DormantSession, Ownership, SessionName, SessionRegistry } from "../server/sessions.js";
 import { type FrameBytes, frameText } from "../server/wire-frame.js";
-import { recordName, type SessionRecord } from "../store/session-store.js";
+import { FileSessionStore, recordName, type SessionRecord } from "../store/session-store.js";
 import { atMost } from "./bounded.js";
 import { EventStreams } from "./event-stream.js";
 import { type ForgedReason, NodeBus } from "./node-bus.js";
@@ -34,6 +34,11 @@ export interface ClusterOptions {
   readonly leaseTtlMs: number;
   /** How long a session's event stream outlives its last event. */
   readonly streamTtlMs: number;
+  /**
+   * Where this node keeps a copy of the records it writes (its data dir): sessions are re-adopted from it when Redis
+   * comes back without its data (issue 27). Without it, such sessions are lost to the cluster.
+   */
+  readonly mirrorDir?: string | undefined;
   /** Events a session's stream keeps (the replay window). */
   readonly replayMaxEvents: number;
   readonly logger: Logger;
@@ -82,6 +87,8 @@ export class Cluster implements Ownership, CommandRouter {
   /** Messages read from this node's streams that did not verify (forged, replayed, stale), and when one was last logged. */
   #forged = 0;
   #forgedLoggedAt = 0;
+  /** This node's registration is known to be in Redis since the connection last dropped (answers depend on it). */
+  #confirmed = true;
 
   constructor(options: ClusterOptions) {
     this.#options = options;
@@ -103,8 +110,19 @@ export class Cluster implements Ownership, CommandRouter {
     this.#redis.on("ready", () => {
       if (down) this.#log.info("Redis reachable again");
       down = false;
+      void this.#reconfirm();
     });
-    this.store = new RedisSessionStore(this.#redis, options.prefix, (owner, id) => this.#lease(recordName(owner, id)));
+    // Redis may come back without its data, and another node may then claim what this one hosts: until this node's
+    // registration is confirmed again, it answers nothing for its sessions (issue 27).
+    this.#redis.on("close", () => {
+      this.#confirmed = false;
+    });
+    this.store = new RedisSessionStore(
+      this.#redis,
+      options.prefix,
+      (owner, id) => this.#lease(recordName(owner, id)),
+      options.mirrorDir === undefined ? undefined : new FileSessionStore(options.mirrorDir),
+    );
     this.#streams = new EventStreams(this.#redis, options.replayMaxEvents, options.streamTtlMs);
     this.#tunnels = new Tunnels({
       send: async (to, message) => {
@@ -253,7 +271,9 @@ export class Cluster implements Ownership, CommandRouter {
       return this.#forward(conn, node, text, command);
     }
     const entry = this.#parts.registry.locate(conn.principal, command.sessionId as string, command.fields["owner"] as string | undefined);
-    if (entry instanceof SessionHost) return "local";
+    if (entry instanceof SessionHost) {
+      return this.#confirmed ? "local" : Promise.reject(unavailable("This node is confirming its lease with Redis"));
+    }
     const remote = entry && this.#remote.get(clusterKey(entry));
     if (remote) return this.#toHost(conn, command, text, remote.node, entry);
     return this.#find(conn, command, text);
@@ -345,7 +365,15 @@ export class Cluster implements Ownership, CommandRouter {
   // ---------------------------------------------------------------------------------------------------------------
   // Membership
 
+  /** After Redis came back: this node's registration still there and ours, or this node fences itself (and registers anew). */
+  async #reconfirm(): Promise<void> {
+    const node = this.#node;
+    if (!node || this.#confirmed) return;
+    if (await node.confirmRegistration().catch(() => false)) this.#confirmed = true;
+  }
+
   #registered(id: string): void {
+    this.#confirmed = true;
     const previous = this.#bus;
     const blocking = this.#redis.duplicate({ enableOfflineQueue: true });
     blocking.on("error", () => undefined); // the main connection reports Redis being away, once
@@ -365,6 +393,40 @@ export class Cluster implements Ownership, CommandRouter {
     this.#bus.start();
     void previous?.stop();
     this.#log.info({ nodeId: id, nodeUrl: this.#options.nodeUrl }, "registered in the cluster");
+    void this.#readopt().catch((error: unknown) => this.#log.warn({ err: error }, "re-adopting sessions from this node's records failed"));
+  }
+
+  /**
+   * Redis lost its data (restarted without persistence, flushed): the sessions whose records this node wrote last are
+   * put back from its own copies, each under a claimed lease, unless Redis already has a record at least as recent
+   * (another node's copy won the race, or Redis kept its data). Runs at every registration; a no-op while Redis
+   * keeps its data, since then every record is there.
+   */
+  async #readopt(): Promise<void> {
+    const node = this.#node;
+    const copies = await this.store.mirroredRecords();
+    let adopted = 0;
+    for (const record of copies) {
+      if (this.#node !== node || !node) return; // fenced meanwhile: the next registration runs it again
+      const name = { owner: record.owner, id: record.sessionId };
+      const key = clusterKey(name);
+      if (this.#held.has(key)) continue;
+      const current = await this.store.get(record.owner, record.sessionId);
+      if (current && current.lastSeq >= record.lastSeq) continue;
+      const token = await node.claimSession(key).catch(() => undefined);
+      if (!token) continue;
+      try {
+        const again = await this.store.get(record.owner, record.sessionId);
+        if (!again || again.lastSeq < record.lastSeq) {
+          await this.store.put(record);
+          adopted += 1;
+          this.#parts.registry.sync(name, record);
+        }
+      } finally {
+        await node.releaseSession(key).catch(() => undefined);
+      }
+    }
+    if (adopted > 0) this.#log.warn({ adopted }, "Redis had lost sessions this node wrote last: put back from its copies of their records");
   }
 
   /**

@@ -84,6 +84,17 @@ export class LeaseKeeper {
     return held.token;
   }
 
+  /**
+   * Renew `key` now and say whether it is still ours: after Redis came back from an outage, before anything is done
+   * for it (Redis may have come back empty, and someone else may hold it by now). A lost lease is dropped (`onLost`).
+   */
+  async renewNow(key: string): Promise<boolean> {
+    const held = this.#held.get(key);
+    if (!held) return false;
+    await this.#renew(held);
+    return this.#held.get(key) === held && this.#now() < held.validUntil;
+  }
+
   /** Give `key` back (compare-and-delete). */
   async release(key: string): Promise<void> {
     const held = this.#held.get(key);

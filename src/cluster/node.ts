@@ -76,6 +76,11 @@ export class ClusterNode {
     return !this.#stopped && this.#registration.valid(this.#nodeKey(this.#id)) !== undefined;
   }
 
+  /** Whether this incarnation's registration is still in Redis, as ours (after Redis was away); a lost one fences. */
+  confirmRegistration(): Promise<boolean> {
+    return this.#registration.renewNow(this.#nodeKey(this.#id));
+  }
+
   /** Session leases held. */
   get sessionLeases(): number {
     return this.#sessions.size;

@@ -38,14 +38,22 @@ export class RedisSessionStore implements SessionStore {
   fencedWrites = 0;
 
   readonly #prefix: string;
+  readonly #mirror: SessionStore | undefined;
+  /** Records written to Redis whose local copy could not be written (the node's disk failing). */
+  mirrorFailures = 0;
 
-  constructor(redis: Redis, prefix = "pi:", fence?: RecordFence) {
+  /**
+   * `mirror`: a store on this node's disk that gets a copy of every record this node writes (and loses the ones it
+   * deletes), so sessions survive Redis losing its data (issue 27; `Cluster` re-adopts them from it).
+   */
+  constructor(redis: Redis, prefix = "pi:", fence?: RecordFence, mirror?: SessionStore) {
     redis.defineCommand("piRecordPut", { numberOfKeys: 2, lua: PUT });
     redis.defineCommand("piRecordDelete", { numberOfKeys: 3, lua: DELETE });
     this.#redis = redis as Scripted;
     this.#key = `${prefix}records`;
     this.#prefix = prefix;
     this.#fence = fence;
+    this.#mirror = mirror;
   }
 
   async put(record: SessionRecord): Promise<void> {
@@ -54,11 +62,26 @@ export class RedisSessionStore implements SessionStore {
     const name = recordName(record.owner, record.sessionId);
     if (!this.#fence) {
       await this.#redis.hset(this.#key, name, JSON.stringify(record));
-      return;
+    } else {
+      const lease = this.#fence(record.owner, record.sessionId);
+      if (lease.value === undefined || (await this.#redis.piRecordPut(this.#key, lease.key, lease.value, name, JSON.stringify(record))) !== 1) {
+        this.#refused(record.sessionId);
+      }
     }
-    const lease = this.#fence(record.owner, record.sessionId);
-    if (lease.value === undefined || (await this.#redis.piRecordPut(this.#key, lease.key, lease.value, name, JSON.stringify(record))) !== 1) {
-      this.#refused(record.sessionId);
+    await this.#mirrored(() => this.#mirror?.put(record));
+  }
+
+  /** The local copies of records (for re-adoption after Redis lost its data); empty without a mirror. */
+  async mirroredRecords(): Promise<SessionRecord[]> {
+    return this.#mirror ? (await this.#mirror.list()).records : [];
+  }
+
+  /** Redis has the record: a failing local copy is counted, not the command's failure. */
+  async #mirrored(write: () => Promise<void> | undefined): Promise<void> {
+    try {
+      await write();
+    } catch {
+      this.mirrorFailures += 1;
     }
   }
 
@@ -70,10 +93,11 @@ export class RedisSessionStore implements SessionStore {
     const stream = `${this.#prefix}events:${name}`;
     if (!this.#fence) {
       await this.#redis.multi().hdel(this.#key, name).del(stream).exec();
-      return;
+    } else {
+      const lease = this.#fence(owner, sessionId);
+      if ((await this.#redis.piRecordDelete(this.#key, lease.key, stream, lease.value ?? "", name)) !== 1) this.#refused(sessionId);
     }
-    const lease = this.#fence(owner, sessionId);
-    if ((await this.#redis.piRecordDelete(this.#key, lease.key, stream, lease.value ?? "", name)) !== 1) this.#refused(sessionId);
+    await this.#mirrored(() => this.#mirror?.delete(owner, sessionId));
   }
 
   /** One record, or undefined (also for a bad one: `list` reports those). */

@@ -163,7 +163,9 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
   let closing: Promise<void> | undefined;
   const events = new EventEmitter<PiServerEvents>();
   const metrics = resolveMetrics(config.metrics);
-  const cluster = config.cluster && new Cluster({ ...config.cluster, replayMaxEvents: config.replay.maxEvents, logger: log });
+  const cluster =
+    config.cluster &&
+    new Cluster({ ...config.cluster, replayMaxEvents: config.replay.maxEvents, logger: log, mirrorDir: dataDir && join(dataDir, "cluster-records") });
   const store = cluster?.store ?? config.store ?? (dataDir === undefined ? undefined : new FileSessionStore(join(dataDir, "sessions")));
   const { core, registry, engine, limits, breakers } = assemble({
     config,

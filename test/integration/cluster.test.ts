@@ -300,6 +300,42 @@ test("bounded Redis: a session's stream expires after its last event, deleting s
   assert.deepEqual(await client.keys("*"), [], "nothing left once the nodes stopped");
 });
 
+test("Redis restarted without its data: the nodes put their sessions back from their own copies of the records, and clients reach them again from any node", async (t) => {
+  const { node, redis } = await cluster(t);
+  const [a, b] = await Promise.all([node("a"), node("b")]);
+  const onA = await a.connect("alice");
+  const onB = await b.connect("alice");
+  for (const [client, id] of [[onA, "on-a"], [onB, "on-b"]] as const) {
+    await client.ok({ type: "create_session", sessionId: id });
+    const from = client.frames.length;
+    await client.ok({ type: "prompt", sessionId: id, message: `remember ${id}` });
+    await client.waitForEvent(id, "agent_settled", () => true, from);
+  }
+  await redis.stop();
+  await redis.start(); // empty: no persistence
+  assert.equal(await redis.client().exists("pi:records"), 0, "Redis came back without the records");
+  // A client retries as told (retryAfterMs) until the session answers; bounded by a few TTLs.
+  const reach = async (client: TestClient, id: string) => {
+    const deadline = performance.now() + 5 * TTL_MS;
+    for (;;) {
+      const answer = await client.request({ type: "get_messages", sessionId: id });
+      if (answer.success === true) return answer.data as { messages: Array<{ role: string; content: unknown }> };
+      assert.ok(["session_unavailable", "session_not_found"].includes(String(answer.code)), `${id}: ${String(answer.code)} ${String(answer.error)}`);
+      if (performance.now() > deadline) assert.fail(`${id} never came back: ${String(answer.code)}`);
+      await delay(typeof answer["retryAfterMs"] === "number" ? answer["retryAfterMs"] : 200); // the server's own retry hint
+    }
+  };
+  const viaB = await b.connect("alice");
+  const viaA = await a.connect("alice");
+  for (const [client, id] of [[viaB, "on-a"], [viaA, "on-b"]] as const) {
+    const { messages } = await reach(client, id);
+    assert.match(JSON.stringify(messages.filter((m) => m.role === "user")), new RegExp(`remember ${id}`));
+  }
+  const listed = (await viaA.ok<{ sessions: Array<{ sessionId: string }> }>({ type: "list_sessions" })).sessions.map((s) => s.sessionId).sort();
+  assert.deepEqual(listed, ["on-a", "on-b"]);
+  assert.ok(logLines(a, "Redis had lost sessions this node wrote last: put back from its copies of their records").length + logLines(b, "Redis had lost sessions this node wrote last: put back from its copies of their records").length >= 1);
+});
+
 test("Redis round trips of 0.4 × TTL: the node keeps its registration and its session lease for 4 TTLs (no flapping) and answers", async (t) => {
   const { harness, redis } = await cluster(t);
   const slow = await tcpProxy(redis.url.replace("redis:", "ws:"), { delayMs: (0.4 * TTL_MS) / 2 });
