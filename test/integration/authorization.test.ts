@@ -3,6 +3,7 @@ import { test } from "node:test";
 import type { ExtensionFactory } from "@earendil-works/pi-coding-agent";
 import { anyOf, noneAuth, tokenAuth } from "../../src/auth/index.js";
 import { attempt, connectAs, type TestClient } from "../helpers/client.js";
+import { tempDir } from "../helpers/faux.js";
 import { startServer } from "../helpers/server.js";
 
 const TOKENS = {
@@ -99,7 +100,9 @@ test("anyOf composes providers; `none` refuses non-loopback peers and cannot bin
   assert.deepEqual(remote.ok ? "ok" : [remote.status, remote.reason], [403, "not_loopback"]);
   const { createPiServer } = await import("../../src/index.js");
   assert.throws(() => createPiServer({ port: 0, host: "0.0.0.0", logLevel: "silent" }), /without authentication/);
-  const allowed = createPiServer({ port: 0, host: "0.0.0.0", allowUnauthenticatedRemote: true, logLevel: "silent" });
+  const agent = tempDir("authorization-agent"); // never the user's agent dir
+  t.after(agent.cleanup);
+  const allowed = createPiServer({ port: 0, host: "0.0.0.0", allowUnauthenticatedRemote: true, logLevel: "silent", inMemory: true, agentDir: agent.path });
   await allowed.close();
 });
 
