@@ -1,0 +1,183 @@
+/**
+ * The fault suite (issue 27). Each run: two nodes, one session hosted on A, two followers (one through B, one on
+ * A), a first prompt streaming when the fault hits, a second prompt sent as a client would (retrying on retryable
+ * answers) until a node takes it. Every event each follower saw is accounted for, and the fake model counts its
+ * calls: no prompt may run twice. `npm test` runs each fault once; `npm run test:faults` runs every fault
+ * `PI_FAULT_RUNS` times and writes the table to `PI_FAULT_TABLE`.
+ */
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { test, type TestContext } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
+import { connectAs } from "../helpers/client.js";
+import { TOKENS } from "../helpers/durable-cli.js";
+import { type Account, type FaultCluster, type FaultNode, type FaultRow, Follower, faultCluster, modelCalls, promptThrough, table, TTL_MS } from "./harness.js";
+
+interface Fault {
+  readonly name: string;
+  readonly persist?: boolean;
+  readonly redisDelayMs?: number;
+  /** Hit node A (the session's host) or Redis; resolves once the fault is in place. */
+  inject(cluster: FaultCluster, a: FaultNode): Promise<void>;
+  /** Undo it, `injectedAt` being when it began (some faults last a set time). */
+  heal(cluster: FaultCluster, a: FaultNode, injectedAt: number): Promise<void>;
+  /** In the bounded form (`npm test`). */
+  readonly bounded: boolean;
+}
+
+const FAULTS: Fault[] = [
+  {
+    name: "kill -9 the owner mid-run (first turn)",
+    bounded: true,
+    inject: async (cluster, a) => {
+      cluster.stopped.add(a);
+      await a.server.kill();
+    },
+    heal: (cluster, a) => cluster.restart(a),
+  },
+  {
+    name: "SIGSTOP the owner for 2 × TTL",
+    bounded: true,
+    inject: async (cluster, a) => {
+      cluster.stopped.add(a);
+      a.server.child.kill("SIGSTOP");
+    },
+    heal: async (cluster, a, injectedAt) => {
+      await delay(Math.max(0, 2 * TTL_MS - (performance.now() - injectedAt))); // the pause itself is the subject
+      a.server.child.kill("SIGCONT");
+      cluster.stopped.delete(a);
+    },
+  },
+  {
+    name: "Redis restarted without its data",
+    bounded: true,
+    inject: async (cluster) => {
+      await cluster.redis.stop();
+      await cluster.redis.start();
+    },
+    heal: async () => undefined,
+  },
+  {
+    name: "Redis restarted with its data (AOF)",
+    persist: true,
+    bounded: false,
+    inject: async (cluster) => {
+      await cluster.redis.stop();
+      await cluster.redis.start();
+    },
+    heal: async () => undefined,
+  },
+  {
+    name: "the owner's link to Redis frozen for 2 × TTL",
+    bounded: true,
+    inject: async (_cluster, a) => a.link.freeze(),
+    heal: async (_cluster, a, injectedAt) => {
+      await delay(Math.max(0, 2 * TTL_MS - (performance.now() - injectedAt))); // the freeze itself is the subject
+      await a.link.cut(); // the node reconnects
+    },
+  },
+  {
+    name: "Redis round trips of 0.4 × TTL",
+    redisDelayMs: (0.4 * TTL_MS) / 2,
+    bounded: false,
+    inject: async () => undefined,
+    heal: async () => undefined,
+  },
+  {
+    name: "the owner killed and restarted on the same port",
+    bounded: false,
+    inject: async (cluster, a) => {
+      cluster.stopped.add(a);
+      await a.server.kill();
+      await cluster.restart(a);
+    },
+    heal: async () => undefined,
+  },
+];
+
+interface Run {
+  accounts: Account[];
+  doubleRuns: number;
+  recoveryMs: number;
+}
+
+async function once(t: TestContext, fault: Fault): Promise<Run> {
+  const cluster = await faultCluster(t, { persist: fault.persist, redisDelayMs: fault.redisDelayMs });
+  const [a, b] = cluster.nodes as [FaultNode, FaultNode];
+  const creator = await connectAs(a.server.url, TOKENS.alice);
+  await creator.ok({ type: "create_session", sessionId: "s" });
+  creator.ws.terminate();
+  const followers = [new Follower("s", cluster, b), new Follower("s", cluster, a)];
+  await Promise.all(followers.map((f) => f.start()));
+  const [first] = followers as [Follower, Follower];
+  // The first prompt streams for about two seconds; the fault hits while it does.
+  cluster.harness.llm.replies.push({ text: "z".repeat(200), chunks: 100, delayMs: 20 });
+  await promptThrough(first, "prompt one");
+  const streaming = await first.ready();
+  await streaming.waitForEvent("s", "message_update");
+  const injectedAt = performance.now();
+  await fault.inject(cluster, a);
+  const healed = fault.heal(cluster, a, injectedAt);
+  await promptThrough(first, "prompt two");
+  const recoveryMs = performance.now() - injectedAt;
+  await healed;
+  // The second run ends: the conversation holds its answer and nothing runs (asked through each follower).
+  for (const follower of followers) {
+    const deadline = performance.now() + 6 * TTL_MS;
+    for (;;) {
+      const client = await follower.ready();
+      // A connection that stops answering (its node paused) is dropped, as the SDK's keep-alive would.
+      const ask = (frame: Record<string, unknown>) =>
+        client.request(frame, TTL_MS).catch(() => {
+          client.ws.terminate();
+          return undefined;
+        });
+      const state = await ask({ type: "get_state", sessionId: "s" });
+      const messages = await ask({ type: "get_messages", sessionId: "s" });
+      const list = (messages?.data as { messages?: Array<{ role: string; content: unknown }> } | undefined)?.messages ?? [];
+      const asked = list.findIndex((m) => m.role === "user" && JSON.stringify(m.content).includes("prompt two"));
+      const idle = (state?.data as { isStreaming?: boolean } | undefined)?.isStreaming === false;
+      if (idle && asked >= 0 && list.slice(asked + 1).some((m) => m.role === "assistant")) break;
+      if (performance.now() > deadline) throw new Error(`the second run never ended as seen by a follower (${fault.name})`);
+      await client.waitFor((f) => f.type === "event" && f["sessionId"] === "s", { timeoutMs: 500, from: client.frames.length }).catch(() => undefined);
+    }
+  }
+  const accounts = followers.map((f) => f.settle());
+  if (process.env["PI_FAULT_TRACE"]) for (const f of followers) t.diagnostic(f.trace.join(" "));
+  for (const f of followers) f.stop();
+  const doubleRuns = Math.max(0, modelCalls(cluster.harness, "prompt one") - 1) + Math.abs(modelCalls(cluster.harness, "prompt two") - 1);
+  return { accounts, doubleRuns, recoveryMs };
+}
+
+const runs = Number(process.env["PI_FAULT_RUNS"] ?? 1);
+const long = process.env["PI_FAULT_RUNS"] !== undefined;
+const rows: FaultRow[] = [];
+
+for (const fault of FAULTS.filter((f) => long || f.bounded)) {
+  test(`fault: ${fault.name} — no event lost, duplicated or out of order at any follower; no prompt runs twice`, async (t) => {
+    const row: FaultRow = { fault: fault.name, runs: 0, lost: 0, duplicated: 0, outOfOrder: 0, snapshots: 0, interruptedSeen: 0, doubleRuns: 0, recoveryMsMax: 0 };
+    for (let i = 0; i < runs; i++) {
+      await t.test(`run ${i + 1}`, async (st) => {
+        const result = await once(st, fault);
+        row.runs += 1;
+        for (const account of result.accounts) {
+          row.lost += account.lost;
+          row.duplicated += account.duplicated;
+          row.outOfOrder += account.outOfOrder;
+          row.snapshots += account.snapshots;
+          row.interruptedSeen += account.interrupted;
+        }
+        row.doubleRuns += result.doubleRuns;
+        row.recoveryMsMax = Math.max(row.recoveryMsMax, result.recoveryMs);
+      });
+    }
+    rows.push(row);
+    t.diagnostic(JSON.stringify(row));
+    assert.deepEqual([row.lost, row.duplicated, row.outOfOrder, row.doubleRuns], [0, 0, 0, 0], `${fault.name}: ${JSON.stringify(row)}`);
+  });
+}
+
+test.after(() => {
+  const path = process.env["PI_FAULT_TABLE"];
+  if (path && rows.length > 0) writeFileSync(path, `# Fault suite (\`npm run test:faults\`, ${runs} runs per fault, lease TTL ${TTL_MS} ms)\n\n${table(rows)}`);
+});
