@@ -118,7 +118,8 @@ async function once(t: TestContext, fault: Fault): Promise<Run> {
   const injectedAt = performance.now();
   await fault.inject(cluster, a);
   const healed = fault.heal(cluster, a, injectedAt);
-  await promptThrough(first, "prompt two");
+  // Queued behind the first run where that survived the fault (its host kept the session).
+  await promptThrough(first, "prompt two", { streamingBehavior: "followUp" });
   const recoveryMs = performance.now() - injectedAt;
   await healed;
   // The second run ends: the conversation holds its answer and nothing runs (asked through each follower).

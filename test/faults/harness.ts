@@ -190,13 +190,13 @@ export function modelCalls(harness: DurableHarness, text: string): number {
 }
 
 /** `prompt` through a follower until a node takes it (as a client would: retrying on retryable answers). */
-export async function promptThrough(follower: Follower, text: string): Promise<{ acceptedAfterMs: number }> {
+export async function promptThrough(follower: Follower, text: string, extra: Record<string, unknown> = {}): Promise<{ acceptedAfterMs: number }> {
   const started = performance.now();
   const deadline = started + 8 * TTL_MS;
   for (;;) {
     const client = await follower.ready();
     // A connection that stops answering (its node paused) is dropped, as the SDK's keep-alive would.
-    const answer = await client.request({ type: "prompt", sessionId: follower.sessionId, message: text, idempotencyKey: text }, 2 * TTL_MS).catch((error: unknown) => {
+    const answer = await client.request({ type: "prompt", sessionId: follower.sessionId, message: text, idempotencyKey: text, ...extra }, 2 * TTL_MS).catch((error: unknown) => {
       client.ws.terminate();
       return { success: false, code: "connection_lost", error: String(error) };
     });
