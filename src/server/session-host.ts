@@ -133,6 +133,8 @@ export class SessionHost {
   readonly #userMessageWaiters: Array<() => void> = [];
   /** Events kept back until someone can see them (`interrupted`). */
   readonly #notices: object[] = [];
+  /** The last `run_interrupted` published, for resync snapshots (a client that resyncs would not see the event). */
+  #interruption: { reason: string; seq: number } | undefined;
   #disposed: Promise<void> | undefined;
 
   private constructor(
@@ -226,9 +228,12 @@ export class SessionHost {
     return this.paths.state(readState(this.session));
   }
 
-  /** What a client needs when it cannot resume from the ring: the state and the whole conversation. */
-  snapshot(): { state: SessionState; messages: AgentSession["messages"] } {
-    return { state: this.state(), messages: this.session.messages };
+  /**
+   * What a client needs when it cannot resume from the ring: the state and the whole conversation, and the last
+   * `run_interrupted` this session published (its seq tells a client whether it missed it: issue 27).
+   */
+  snapshot(): { state: SessionState; messages: AgentSession["messages"]; runInterrupted?: { reason: string; seq: number } } {
+    return { state: this.state(), messages: this.session.messages, ...(this.#interruption ? { runInterrupted: this.#interruption } : {}) };
   }
 
   /**
@@ -251,7 +256,11 @@ export class SessionHost {
   /** Publish what `interrupted` kept back (once). */
   publishNotices(): void {
     const notices = this.#notices.splice(0);
-    for (const notice of notices) this.hub.publish(notice);
+    for (const notice of notices) {
+      this.hub.publish(notice);
+      const { type, reason } = notice as { type: string; reason?: string };
+      if (type === "run_interrupted") this.#interruption = { reason: String(reason), seq: this.hub.seq };
+    }
   }
 
   /**

@@ -116,7 +116,17 @@ export class Follower {
     return this.client as TestClient;
   }
 
-  async #attach(resume: boolean): Promise<void> {
+  /** One (re)attachment at a time: the close handler and a command may both ask for one. */
+  #attaching: Promise<void> | undefined;
+
+  #attach(resume: boolean): Promise<void> {
+    this.#attaching ??= this.#attachOnce(resume).finally(() => {
+      this.#attaching = undefined;
+    });
+    return this.#attaching;
+  }
+
+  async #attachOnce(resume: boolean): Promise<void> {
     const deadline = performance.now() + 6 * TTL_MS;
     for (;;) {
       if (this.#stopped) return;
@@ -135,6 +145,9 @@ export class Follower {
         if (process.env["PI_FAULT_TRACE"]) this.trace.push(`[${resume ? "resume" : "subscribe"} after ${this.#last} on ${node.name}: seq ${data.seq}${data.resyncRequired ? " resync" : ""} replayed ${String((data as { replayed?: number }).replayed)} epoch ${data.epoch.slice(0, 6)} (had ${String(this.#epoch).slice(0, 6)})]`);
         if (data.resyncRequired) {
           this.account.snapshots += 1;
+          // A run_interrupted it missed is in the snapshot (PROTOCOL.md §3.2).
+          const missed = (data as { snapshot?: { runInterrupted?: { seq: number } } }).snapshot?.runInterrupted;
+          if (missed && (data.epoch !== this.#epoch || missed.seq > this.#last)) this.account.interrupted += 1;
           this.#last = data.seq;
         } else if (!resume) this.#last = data.seq;
         this.#epoch = data.epoch;

@@ -176,6 +176,16 @@ test("kill -9 during a run: the restored session publishes one run_interrupted, 
   // run_interrupted was published once: a second subscriber sees it only in the ring, not again.
   const events = alice2.events("long").filter((e: EventFrame) => e.event.type === "run_interrupted");
   assert.equal(events.length, 1);
+  // A client that comes back with the cursor it had before the crash resyncs: the snapshot tells it what it missed.
+  const late = await second.connect("alice");
+  const resync = await late.ok<{ resyncRequired?: boolean; snapshot?: { runInterrupted?: { reason: string; seq: number } } }>({
+    type: "subscribe",
+    sessionId: "long",
+    afterSeq: 3,
+    epoch: "the-epoch-before-the-crash",
+  });
+  assert.equal(resync.resyncRequired, true);
+  assert.deepEqual(resync.snapshot?.runInterrupted, { reason: "server_restart", seq: events[0]?.seq });
   assert.equal(await second.stop(), 0);
 });
 
