@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { mkdirSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { getAgentDir, VERSION as PI_VERSION } from "@earendil-works/pi-coding-agent";
@@ -120,6 +121,17 @@ function resolveMetrics(option: PiServerOptions["metrics"]): MetricsSink | undef
   return new PrometheusMetrics({ build: { version: SERVER_VERSION, pi: PI_VERSION }, ...(option as PrometheusMetricsOptions | undefined) });
 }
 
+/**
+ * `<agentDir>/pi-server`; for a cluster node, `<agentDir>/pi-server/nodes/<host name>`: operators share the agent dir
+ * between nodes, and one data dir serves one node (issue 27). Two nodes on one host still need `dataDir` each (the
+ * second is refused with `data_dir_locked`, naming the first).
+ */
+function defaultDataDir(config: ResolvedConfig): string | undefined {
+  if (config.sessionFactory || config.inMemory) return undefined;
+  const base = join(config.agentDir ?? getAgentDir(), "pi-server");
+  return config.cluster ? join(base, "nodes", hostname().replace(/[^A-Za-z0-9._-]/g, "_").replace(/^\.+/, "_") || "node") : base;
+}
+
 function lockDataDir(dataDir: string): () => void {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   return lockWithHolder(
@@ -133,7 +145,7 @@ export function createPiServer(options: PiServerOptions): PiServer {
   const config = resolveOptions(options);
   const log = createLogger(config);
   checkWorkspaceRoot(config, config.sessionFactory ? undefined : (config.agentDir ?? getAgentDir()));
-  const dataDir = config.dataDir ?? (config.sessionFactory || config.inMemory ? undefined : join(config.agentDir ?? getAgentDir(), "pi-server"));
+  const dataDir = config.dataDir ?? defaultDataDir(config);
   // One server per data dir (its idempotency journal, records, MCP tokens), held by a lock the kernel frees when this
   // process ends however it ends (issue 28): a second server on it refuses to start, naming the holder.
   const releaseDataDir = dataDir === undefined ? undefined : lockDataDir(dataDir);

@@ -90,7 +90,8 @@ export interface PiServerOptions {
   console?: boolean;
   /**
    * Where the server keeps what outlives the process (session records, the idempotency journal) (issue 12).
-   * @default `<agentDir>/pi-server` with the default factory (none with `inMemory`); none with a custom factory
+   * @default `<agentDir>/pi-server` with the default factory (none with `inMemory`), `<agentDir>/pi-server/nodes/<host
+   * name>` for a cluster node; none with a custom factory
    */
   dataDir?: string;
   /** Where session records go instead of files under `dataDir` (e.g. a shared store). */

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { hostname } from "node:os";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { type TestContext, test } from "node:test";
 import { fauxAssistantMessage } from "@earendil-works/pi-ai";
@@ -204,4 +207,20 @@ test("options are validated at the edge with precise errors", async (t) => {
   assert.throws(() => {
     (server.config as { maxPayload: number }).maxPayload = 1;
   });
+});
+
+test("a cluster node's default data dir is its own (<agentDir>/pi-server/nodes/<host name>), locked: a second node there is refused", async (t) => {
+  const agent = tempDir("node-data-dir");
+  t.after(agent.cleanup);
+  const options = {
+    noServer: true,
+    logLevel: "silent" as const,
+    agentDir: agent.path,
+    cluster: { redisUrl: "redis://127.0.0.1:1", secret: SECRET }, // never reached: only the data dir matters here
+  };
+  const first = createPiServer(options);
+  t.after(() => first.close());
+  assert.ok(existsSync(join(agent.path, "pi-server", "nodes", hostname().replace(/[^A-Za-z0-9._-]/g, "_"), "pi-server.lockdb")));
+  assert.throws(() => createPiServer(options), { code: "data_dir_locked" });
+  assert.equal(existsSync(join(agent.path, "pi-server", "pi-server.lockdb")), false, "not the single server's data dir");
 });
