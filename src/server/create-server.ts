@@ -237,7 +237,9 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     endpoints,
     detailedEndpoints: createEndpoints({ ...endpointSources, detailed: true }),
     gate: createUpgradeGate({ auth: config.auth, allowedOrigins: config.allowedOrigins, metrics, logger: log }),
-    accepting: () => state === "running" && core.connectionCount < config.maxConnections,
+    // A cluster node that cannot reach Redis or is not registered (yet, or again) takes no connection it would only
+    // close again with 1012: refused with 503 and Retry-After, so clients back off instead of storming it (issue 27).
+    accepting: () => state === "running" && core.connectionCount < config.maxConnections && (cluster === undefined || cluster.ready),
     accept: (request, socket, head, principal) => transport.handleUpgrade(request, socket, head, principal),
   });
 

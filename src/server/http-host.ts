@@ -17,11 +17,14 @@ export interface HttpHostOptions {
   readonly detailedEndpoints: Endpoints;
   /** Authenticates an upgrade (origin check, auth provider). */
   readonly gate: (request: IncomingMessage) => Promise<GateResult>;
-  /** May a new connection open now (running, under `maxConnections`)? */
+  /** May a new connection open now (running, under `maxConnections`, a cluster node registered)? */
   readonly accepting: () => boolean;
   /** Complete an authenticated upgrade. */
   readonly accept: (request: IncomingMessage, socket: Duplex, head: Buffer, principal: Principal) => void;
 }
+
+/** A 503 at upgrade (closing, full, a cluster node not registered): try again in a second or so. */
+const RETRY_AFTER = "Retry-After: 1\r\n";
 
 export function refuseUpgrade(socket: Duplex, status: number, text: string, header = ""): void {
   socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\n${header}Content-Length: 0\r\n\r\n`);
@@ -97,7 +100,7 @@ export class HttpHost {
   /** Authenticate an upgrade and hand it on, or refuse it with a plain HTTP status (no WebSocket ever exists). */
   handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (!this.#options.accepting()) {
-      refuseUpgrade(socket, 503, "Service Unavailable");
+      refuseUpgrade(socket, 503, "Service Unavailable", RETRY_AFTER);
       return;
     }
     if (!this.#track(socket)) return;
@@ -108,7 +111,7 @@ export class HttpHost {
         this.#untrack(socket);
         if (result.ok === false && result.status === 401) refuseUpgrade(socket, 401, "Unauthorized", bearerChallenge(result.reason));
         else if (!result.ok) refuseUpgrade(socket, result.status, "Forbidden");
-        else if (!this.#options.accepting()) refuseUpgrade(socket, 503, "Service Unavailable");
+        else if (!this.#options.accepting()) refuseUpgrade(socket, 503, "Service Unavailable", RETRY_AFTER);
         else this.#options.accept(request, socket, head, result.principal);
       },
       () => refuseUpgrade(socket, 500, "Internal Server Error"),

@@ -161,12 +161,12 @@ export class TestClient {
 export async function attempt(
   url: string,
   options: { token?: string; protocols?: string[]; headers?: Record<string, string> } = {},
-): Promise<{ status: number; client?: TestClient; wwwAuthenticate?: string | undefined }> {
+): Promise<{ status: number; client?: TestClient; wwwAuthenticate?: string | undefined; retryAfter?: string | undefined }> {
   const headers = { ...options.headers, ...(options.token ? { authorization: `Bearer ${options.token}` } : {}) };
   const ws = new WebSocket(url, options.protocols ?? [], { headers });
   return new Promise((resolve) => {
     ws.once("unexpected-response", (_request, response) => {
-      resolve({ status: response.statusCode ?? 0, wwwAuthenticate: response.headers["www-authenticate"] });
+      resolve({ status: response.statusCode ?? 0, wwwAuthenticate: response.headers["www-authenticate"], retryAfter: response.headers["retry-after"] });
       ws.terminate();
     });
     ws.once("error", () => resolve({ status: 0 }));

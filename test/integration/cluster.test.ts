@@ -325,8 +325,20 @@ test("Redis restarted without its data: the nodes put their sessions back from t
       await delay(typeof answer["retryAfterMs"] === "number" ? answer["retryAfterMs"] : 200); // the server's own retry hint
     }
   };
-  const viaB = await b.connect("alice");
-  const viaA = await a.connect("alice");
+  // Each node refuses connections (503, Retry-After) until it is registered again: connect as a client would.
+  const connectWhenReady = async (server: RunningServer) => {
+    const deadline = performance.now() + 5 * TTL_MS;
+    for (;;) {
+      try {
+        return await server.connect("alice");
+      } catch (error) {
+        if (performance.now() > deadline) throw error;
+        await delay(1_000); // Retry-After: 1
+      }
+    }
+  };
+  const viaB = await connectWhenReady(b);
+  const viaA = await connectWhenReady(a);
   for (const [client, id] of [[viaB, "on-a"], [viaA, "on-b"]] as const) {
     const { messages } = await reach(client, id);
     assert.match(JSON.stringify(messages.filter((m) => m.role === "user")), new RegExp(`remember ${id}`));

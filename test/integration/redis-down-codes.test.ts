@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { durableHarness } from "../helpers/durable-cli.js";
+import { attempt } from "../helpers/client.js";
+import { durableHarness, TOKENS } from "../helpers/durable-cli.js";
 import { CLUSTER_SECRET, startRedis } from "../helpers/redis.js";
 
 test("Redis down: commands that need it answer session_unavailable with a jittered retryAfterMs, never internal", async (t) => {
@@ -38,4 +39,7 @@ test("Redis down: commands that need it answer session_unavailable with a jitter
   }
   assert.deepEqual(answers, Object.fromEntries(commands.map(([label]) => [label, "session_unavailable with retryAfterMs"])));
   assert.ok(new Set(waits).size > 1, `jittered: ${waits.join(", ")}`);
+  // New connections are refused before any WebSocket exists (no accept-then-1012 storm), with a retry hint.
+  const refused = await attempt(b.url, { token: TOKENS.alice, protocols: ["pi-server.v1"] });
+  assert.deepEqual([refused.status, refused.retryAfter], [503, "1"]);
 });
