@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { Redis, ReplyError } from "ioredis";
 import type { Logger } from "pino";
@@ -89,6 +90,8 @@ export class Cluster implements Ownership, CommandRouter {
   #forgedLoggedAt = 0;
   /** This node's registration is known to be in Redis since the connection last dropped (answers depend on it). */
   #confirmed = true;
+  #reconfirming = false;
+  #readopting = false;
 
   constructor(options: ClusterOptions) {
     this.#options = options;
@@ -121,7 +124,7 @@ export class Cluster implements Ownership, CommandRouter {
       this.#redis,
       options.prefix,
       (owner, id) => this.#lease(recordName(owner, id)),
-      options.mirrorDir === undefined ? undefined : new FileSessionStore(options.mirrorDir),
+      options.mirrorDir === undefined ? undefined : { store: new FileSessionStore(options.mirrorDir), dir: options.mirrorDir },
     );
     this.#streams = new EventStreams(this.#redis, options.replayMaxEvents, options.streamTtlMs);
     this.#tunnels = new Tunnels({
@@ -157,6 +160,7 @@ export class Cluster implements Ownership, CommandRouter {
     // per peer node each time).
     this.#watch = setInterval(() => void this.#watchPeers(), Math.max(50, Math.floor(this.#options.leaseTtlMs / 10)));
     this.#watch.unref();
+    this.#startReadopt(); // the first registration happened inside ClusterNode.start, before #node was set
   }
 
   /** This incarnation's id (undefined before start). */
@@ -368,8 +372,21 @@ export class Cluster implements Ownership, CommandRouter {
   /** After Redis came back: this node's registration still there and ours, or this node fences itself (and registers anew). */
   async #reconfirm(): Promise<void> {
     const node = this.#node;
-    if (!node || this.#confirmed) return;
-    if (await node.confirmRegistration().catch(() => false)) this.#confirmed = true;
+    if (!node || this.#confirmed || this.#reconfirming) return;
+    this.#reconfirming = true;
+    try {
+      // Until Redis answers for the registration (a renewal that Redis confirmed), or the node fenced and registered
+      // anew (which confirms it too), or the connection went away again (its next 'ready' tries again).
+      while (!this.#confirmed && this.#redis.status === "ready" && !this.#leaving) {
+        if (await node.confirmRegistration().catch(() => false)) {
+          this.#confirmed = true;
+          return;
+        }
+        await delay(Math.max(50, Math.floor(this.#options.leaseTtlMs / 5)));
+      }
+    } finally {
+      this.#reconfirming = false;
+    }
   }
 
   #registered(id: string): void {
@@ -393,40 +410,61 @@ export class Cluster implements Ownership, CommandRouter {
     this.#bus.start();
     void previous?.stop();
     this.#log.info({ nodeId: id, nodeUrl: this.#options.nodeUrl }, "registered in the cluster");
+    if (this.#node) this.#startReadopt(); // a registration after a fencing (the first one: see start)
+  }
+
+  #startReadopt(): void {
     void this.#readopt().catch((error: unknown) => this.#log.warn({ err: error }, "re-adopting sessions from this node's records failed"));
   }
 
   /**
    * Redis lost its data (restarted without persistence, flushed): the sessions whose records this node wrote last are
-   * put back from its own copies, each under a claimed lease, unless Redis already has a record at least as recent
-   * (another node's copy won the race, or Redis kept its data). Runs at every registration; a no-op while Redis
-   * keeps its data, since then every record is there.
+   * put back from its own copies, each under a claimed lease, if Redis has no record of that name. Whether Redis lost
+   * its data is told by `<prefix>data-epoch`, a key set once (SET NX) and remembered by every node in its data dir:
+   * a node that finds another epoch than the one it knew (or none) knows Redis was emptied. While Redis keeps its
+   * data, a copy whose record is gone was deleted elsewhere, and one whose record is another session's (another
+   * `createdAt`) was replaced: both copies are dropped, so deleted sessions never come back and copies do not pile
+   * up. Runs after every registration, one at a time.
    */
   async #readopt(): Promise<void> {
     const node = this.#node;
-    const copies = await this.store.mirroredRecords();
-    let adopted = 0;
-    for (const record of copies) {
-      if (this.#node !== node || !node) return; // fenced meanwhile: the next registration runs it again
-      const name = { owner: record.owner, id: record.sessionId };
-      const key = clusterKey(name);
-      if (this.#held.has(key)) continue;
-      const current = await this.store.get(record.owner, record.sessionId);
-      if (current && current.lastSeq >= record.lastSeq) continue;
-      const token = await node.claimSession(key).catch(() => undefined);
-      if (!token) continue;
-      try {
-        const again = await this.store.get(record.owner, record.sessionId);
-        if (!again || again.lastSeq < record.lastSeq) {
-          await this.store.put(record);
-          adopted += 1;
-          this.#parts.registry.sync(name, record);
+    if (!node || this.#readopting || !this.store.mirrored) return;
+    this.#readopting = true;
+    try {
+      const incarnation = node.id;
+      const epochKey = `${this.#options.prefix}data-epoch`;
+      await this.#redis.set(epochKey, randomUUID(), "NX");
+      const current = await this.#redis.get(epochKey);
+      const known = this.store.knownEpoch();
+      const lost = known !== undefined && known !== current;
+      if (current !== null) this.store.rememberEpoch(current);
+      let adopted = 0;
+      for (const record of await this.store.mirroredRecords()) {
+        if (node.id !== incarnation) return; // fenced meanwhile: the next registration runs it again
+        const name = { owner: record.owner, id: record.sessionId };
+        const key = clusterKey(name);
+        if (this.#held.has(key)) continue;
+        const present = await this.store.get(record.owner, record.sessionId);
+        if (present || !lost) {
+          if (!present || present.createdAt !== record.createdAt) await this.store.forgetCopy(record);
+          continue;
         }
-      } finally {
-        await node.releaseSession(key).catch(() => undefined);
+        const token = await node.claimSession(key).catch(() => undefined);
+        if (!token) continue;
+        try {
+          if (!(await this.store.get(record.owner, record.sessionId))) {
+            await this.store.put(record);
+            adopted += 1;
+            this.#parts.registry.sync(name, record);
+          }
+        } finally {
+          await node.releaseSession(key).catch(() => undefined);
+        }
       }
+      if (adopted > 0) this.#log.warn({ adopted }, "Redis had lost sessions this node wrote last: put back from its copies of their records");
+    } finally {
+      this.#readopting = false;
     }
-    if (adopted > 0) this.#log.warn({ adopted }, "Redis had lost sessions this node wrote last: put back from its copies of their records");
   }
 
   /**
@@ -542,6 +580,20 @@ function unavailable(why: string, cause?: unknown): PiServerError {
  * client gets for any command that needed Redis, never `internal`.
  */
 function answerUnavailableWhenDown(redis: Redis): void {
+  const mapped = (error: unknown): never => {
+    if (error instanceof ReplyError || error instanceof PiServerError) throw error;
+    throw unavailable("The cluster's store (Redis) cannot be reached", error);
+  };
+  // MULTI and pipelines answer through their own exec(), not sendCommand's promise.
+  for (const method of ["multi", "pipeline"] as const) {
+    const open = redis[method].bind(redis) as (...args: unknown[]) => ReturnType<Redis["pipeline"]>;
+    (redis as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => {
+      const batch = open(...args);
+      const exec = batch.exec.bind(batch);
+      batch.exec = ((...execArgs: Parameters<typeof exec>) => exec(...execArgs).catch(mapped)) as typeof batch.exec;
+      return batch;
+    };
+  }
   const send = redis.sendCommand.bind(redis);
   redis.sendCommand = ((...args: Parameters<Redis["sendCommand"]>) => {
     const sent = send(...args) as Promise<unknown>;

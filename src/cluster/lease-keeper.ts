@@ -91,8 +91,7 @@ export class LeaseKeeper {
   async renewNow(key: string): Promise<boolean> {
     const held = this.#held.get(key);
     if (!held) return false;
-    await this.#renew(held);
-    return this.#held.get(key) === held && this.#now() < held.validUntil;
+    return (await this.#renew(held)) && this.#held.get(key) === held && this.#now() < held.validUntil;
   }
 
   /** Give `key` back (compare-and-delete). */
@@ -151,28 +150,33 @@ export class LeaseKeeper {
     held.lapse.unref();
   }
 
-  async #renew(held: Held): Promise<void> {
-    if (this.#held.get(held.token.key) !== held) return;
+  /** One renewal; says whether Redis confirmed the lease (anything else: not confirmed, whatever the reason). */
+  async #renew(held: Held): Promise<boolean> {
+    if (this.#held.get(held.token.key) !== held) return false;
     // A late timer (a paused process) finds the lease lapsed: drop it before trying anything.
     if (this.#now() >= held.validUntil) {
       this.#lose(held, "expired");
-      return;
+      return false;
     }
     // A slow Redis: the next renewal goes out while the last is still on its way (each extends the lease from
     // when it was sent), so round trips up to TTL/2 never let it lapse; a bound keeps a stuck one from piling up.
-    if (held.inFlight >= MAX_IN_FLIGHT) return;
+    if (held.inFlight >= MAX_IN_FLIGHT) return false;
     held.inFlight += 1;
     const sentAt = this.#now();
     try {
       const renewed = await this.#options.store.renew(held.token, this.#options.ttlMs);
-      if (this.#held.get(held.token.key) !== held) return;
+      if (this.#held.get(held.token.key) !== held) return false;
       if (renewed) {
         // Answers may come back out of order: a lease is only ever extended.
         held.validUntil = Math.max(held.validUntil, sentAt + this.#options.ttlMs - this.#options.marginMs);
         this.#armLapse(held);
-      } else this.#lose(held, "taken");
+        return true;
+      }
+      this.#lose(held, "taken");
+      return false;
     } catch {
       // Redis unreachable: keep trying until the lease lapses (the check above then fences it).
+      return false;
     } finally {
       held.inFlight -= 1;
     }

@@ -1,3 +1,5 @@
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Redis } from "ioredis";
 import { PiServerError } from "../errors.js";
 import { readRecord, recordName, type SessionRecord, type SessionStore, type StoreProblem, validate } from "../store/session-store.js";
@@ -46,14 +48,17 @@ export class RedisSessionStore implements SessionStore {
    * `mirror`: a store on this node's disk that gets a copy of every record this node writes (and loses the ones it
    * deletes), so sessions survive Redis losing its data (issue 27; `Cluster` re-adopts them from it).
    */
-  constructor(redis: Redis, prefix = "pi:", fence?: RecordFence, mirror?: SessionStore) {
+  readonly #epochFile: string | undefined;
+
+  constructor(redis: Redis, prefix = "pi:", fence?: RecordFence, mirror?: { store: SessionStore; dir: string }) {
     redis.defineCommand("piRecordPut", { numberOfKeys: 2, lua: PUT });
     redis.defineCommand("piRecordDelete", { numberOfKeys: 3, lua: DELETE });
     this.#redis = redis as Scripted;
     this.#key = `${prefix}records`;
     this.#prefix = prefix;
     this.#fence = fence;
-    this.#mirror = mirror;
+    this.#mirror = mirror?.store;
+    this.#epochFile = mirror && join(mirror.dir, "redis-data-epoch");
   }
 
   async put(record: SessionRecord): Promise<void> {
@@ -71,9 +76,34 @@ export class RedisSessionStore implements SessionStore {
     await this.#mirrored(() => this.#mirror?.put(record));
   }
 
+  /** Whether this store keeps local copies of the records it writes. */
+  get mirrored(): boolean {
+    return this.#mirror !== undefined;
+  }
+
   /** The local copies of records (for re-adoption after Redis lost its data); empty without a mirror. */
   async mirroredRecords(): Promise<SessionRecord[]> {
     return this.#mirror ? (await this.#mirror.list()).records : [];
+  }
+
+  /** Drop the local copy of a record (deleted or replaced elsewhere). */
+  async forgetCopy(record: SessionRecord): Promise<void> {
+    await this.#mirrored(() => this.#mirror?.delete(record.owner, record.sessionId));
+  }
+
+  /** The data epoch of Redis this node last saw (kept beside the copies), or undefined. */
+  knownEpoch(): string | undefined {
+    if (!this.#epochFile) return undefined;
+    try {
+      return readFileSync(this.#epochFile, "utf8").trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  rememberEpoch(epoch: string): void {
+    if (!this.#epochFile || this.knownEpoch() === epoch) return;
+    writeFileSync(this.#epochFile, `${epoch}\n`, { mode: 0o600 });
   }
 
   /** Redis has the record: a failing local copy is counted, not the command's failure. */

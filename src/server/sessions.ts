@@ -645,6 +645,14 @@ export class SessionRegistry {
         await host.dispose(); // deleted while it was being restored
         throw notFound(record.sessionId);
       }
+      // The lease lapsed while pi built the session (Redis away, a long extension start): the cluster's fencing found
+      // no host to stop then, so none may start now; another node may hold the session already.
+      if (options.ownership && !options.ownership.holds(dormant)) {
+        await host.dispose();
+        throw new PiServerError("session_unavailable", `Session '${record.sessionId}' could not be kept on this node; try again`, {
+          details: { retryAfterMs: 500 + Math.floor(Math.random() * 1_000) },
+        });
+      }
       this.#dormant.delete(dormant.key);
       this.#index(dormant, false);
       this.#add(host);
