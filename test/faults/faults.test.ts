@@ -25,6 +25,19 @@ interface Fault {
   readonly bounded: boolean;
 }
 
+function redisRestart(name: string, persist: boolean, bounded: boolean): Fault {
+  return {
+    name,
+    persist,
+    bounded,
+    inject: async (cluster) => {
+      await cluster.redis.stop();
+      await cluster.redis.start();
+    },
+    heal: async () => undefined,
+  };
+}
+
 const FAULTS: Fault[] = [
   {
     name: "kill -9 the owner mid-run (first turn)",
@@ -48,25 +61,8 @@ const FAULTS: Fault[] = [
       cluster.stopped.delete(a);
     },
   },
-  {
-    name: "Redis restarted without its data",
-    bounded: true,
-    inject: async (cluster) => {
-      await cluster.redis.stop();
-      await cluster.redis.start();
-    },
-    heal: async () => undefined,
-  },
-  {
-    name: "Redis restarted with its data (AOF)",
-    persist: true,
-    bounded: false,
-    inject: async (cluster) => {
-      await cluster.redis.stop();
-      await cluster.redis.start();
-    },
-    heal: async () => undefined,
-  },
+  redisRestart("Redis restarted without its data", false, true),
+  redisRestart("Redis restarted with its data (AOF)", true, false),
   {
     name: "the owner's link to Redis frozen for 2 × TTL",
     bounded: true,
