@@ -89,6 +89,9 @@ export interface RequestOptions {
   readonly timeoutMs?: number;
 }
 
+/** How often a safe command answered `session_unavailable` with a retry hint is sent again. */
+const UNAVAILABLE_RETRIES = 5;
+
 /** Commands that change nothing: resent after a reconnect without asking. */
 const READ_ONLY: ReadonlySet<string> = new Set([
   "get_state",
@@ -191,7 +194,33 @@ export class PiClient {
     const frame: Record<string, unknown> = { ...fields, type };
     if (options.idempotencyKey !== undefined) frame["idempotencyKey"] = options.idempotencyKey;
     const retryable = READ_ONLY.has(type) || options.idempotencyKey !== undefined;
-    return this.#send(frame, retryable, options, onSuccess);
+    return retryable ? this.#sendRetrying(frame, options, onSuccess) : this.#send(frame, false, options, onSuccess);
+  }
+
+  /**
+   * A command that is safe to send again (a read, or a keyed one), answered `session_unavailable` with a
+   * `retryAfterMs` (a node without Redis for now, the session moving): sent again after that hint, at most
+   * UNAVAILABLE_RETRIES times, unless aborted or closed meanwhile.
+   */
+  async #sendRetrying(frame: Record<string, unknown>, options: RequestOptions, onSuccess?: (data: unknown) => void): Promise<unknown> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#send(frame, true, options, onSuccess);
+      } catch (error) {
+        const wait = error instanceof PiClientError && error.code === "session_unavailable" ? error.retryAfterMs : undefined;
+        if (wait === undefined || attempt >= UNAVAILABLE_RETRIES || options.signal?.aborted || this.#status === "closed") throw error;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, wait);
+          function done() {
+            clearTimeout(timer);
+            options.signal?.removeEventListener("abort", done);
+            resolve();
+          }
+          options.signal?.addEventListener("abort", done, { once: true });
+        });
+        if (options.signal?.aborted) throw new PiClientError("aborted", "The request was aborted");
+      }
+    }
   }
 
   /** Cancel a command this client sent (by the id it was sent with). */

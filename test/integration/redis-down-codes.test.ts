@@ -7,6 +7,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { attempt } from "../helpers/client.js";
+import { sdkClient } from "../helpers/sdk.js";
 import { durableHarness, TOKENS } from "../helpers/durable-cli.js";
 import { CLUSTER_SECRET, startRedis } from "../helpers/redis.js";
 
@@ -20,6 +21,8 @@ test("Redis down: commands that need it answer session_unavailable with a jitter
   const [a, b] = await Promise.all([node("a"), node("b")]);
   const onA = await a.connect("alice");
   const onB = await b.connect("alice");
+  const sdk = sdkClient(t, { url: b.url, token: TOKENS.alice });
+  await sdk.listSessions();
   await onA.ok({ type: "create_session", sessionId: "s1" });
   await redis.stop();
   const commands: Array<[string, typeof onA, Record<string, unknown>]> = [
@@ -42,4 +45,12 @@ test("Redis down: commands that need it answer session_unavailable with a jitter
   // New connections are refused before any WebSocket exists (no accept-then-1012 storm), with a retry hint.
   const refused = await attempt(b.url, { token: TOKENS.alice, protocols: ["pi-server.v1"] });
   assert.deepEqual([refused.status, refused.retryAfter], [503, "1"]);
+
+  // The SDK honours the hint for a command that is safe to repeat: its list waits out the outage and succeeds.
+  const asked = performance.now();
+  const listing = sdk.listSessions();
+  await redis.start(); // empty: the node registers anew and puts its sessions back
+  const sessions = await listing;
+  assert.ok(performance.now() - asked >= 500, "at least one retry after the server's hint");
+  assert.ok(Array.isArray(sessions));
 });
