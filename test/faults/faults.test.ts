@@ -23,6 +23,8 @@ interface Fault {
   heal(cluster: FaultCluster, a: FaultNode, injectedAt: number): Promise<void>;
   /** In the bounded form (`npm test`). */
   readonly bounded: boolean;
+  /** Followers of the session (half through B, half on A). @default 2 */
+  readonly followers?: number;
 }
 
 function redisRestart(name: string, persist: boolean, bounded: boolean): Fault {
@@ -80,6 +82,16 @@ const FAULTS: Fault[] = [
     heal: async () => undefined,
   },
   {
+    name: "kill -9 the owner mid-run, 200 clients following",
+    bounded: false,
+    followers: 200,
+    inject: async (cluster, a) => {
+      cluster.stopped.add(a);
+      await a.server.kill();
+    },
+    heal: (cluster, a) => cluster.restart(a),
+  },
+  {
     name: "the owner killed and restarted on the same port",
     bounded: false,
     inject: async (cluster, a) => {
@@ -103,7 +115,7 @@ async function once(t: TestContext, fault: Fault): Promise<Run> {
   const creator = await connectAs(a.server.url, TOKENS.alice);
   await creator.ok({ type: "create_session", sessionId: "s" });
   creator.ws.terminate();
-  const followers = [new Follower("s", cluster, b), new Follower("s", cluster, a)];
+  const followers = Array.from({ length: fault.followers ?? 2 }, (_, i) => new Follower("s", cluster, i % 2 === 0 ? b : a));
   await Promise.all(followers.map((f) => f.start()));
   const [first] = followers as [Follower, Follower];
   // The first prompt streams for about two seconds; the fault hits while it does.
@@ -140,7 +152,7 @@ async function once(t: TestContext, fault: Fault): Promise<Run> {
     }
   }
   const accounts = followers.map((f) => f.settle());
-  if (process.env["PI_FAULT_TRACE"]) for (const f of followers) t.diagnostic(f.trace.join(" "));
+  if (process.env["PI_FAULT_TRACE"]) for (const f of followers) if (followers.length <= 2 || f.trace.some((x) => x.startsWith("LOST"))) t.diagnostic(f.trace.join(" "));
   for (const f of followers) f.stop();
   const doubleRuns = Math.max(0, modelCalls(cluster.harness, "prompt one") - 1) + Math.abs(modelCalls(cluster.harness, "prompt two") - 1);
   return { accounts, doubleRuns, recoveryMs };

@@ -153,7 +153,8 @@ export class Follower {
         this.#epoch = data.epoch;
         if (resume) this.account.reconnects += 1;
         this.client = client;
-        this.#counted = client.frames.length;
+        // From right after the answer: a replay that came in the same read is already in the frames.
+        this.#counted = client.frames.indexOf(answer) + 1;
         void client.closed.then(() => {
           if (this.client === client && !this.#stopped) void this.#attach(true).catch(() => undefined);
         });
@@ -179,6 +180,7 @@ export class Follower {
       if ((frame["event"] as Frame).type === "run_interrupted") this.account.interrupted += 1;
       if (seq === this.#last + 1) this.#last = seq;
       else if (seq > this.#last + 1) {
+        if (process.env["PI_FAULT_TRACE"]) this.trace.push(`LOST ${this.#last + 1}..${seq - 1}`);
         this.account.lost += seq - this.#last - 1;
         this.#last = seq;
       } else if (seq === this.#last) this.account.duplicated += 1;
