@@ -27,6 +27,20 @@ interface Fault {
   readonly followers?: number;
 }
 
+/** SIGKILL node A (the session's host) mid-run; it comes back on the same data dir once the run has moved on. */
+function killOwner(name: string, bounded: boolean, followers?: number): Fault {
+  return {
+    name,
+    bounded,
+    ...(followers ? { followers } : {}),
+    inject: async (cluster, a) => {
+      cluster.stopped.add(a);
+      await a.server.kill();
+    },
+    heal: (cluster, a) => cluster.restart(a),
+  };
+}
+
 function redisRestart(name: string, persist: boolean, bounded: boolean): Fault {
   return {
     name,
@@ -41,15 +55,7 @@ function redisRestart(name: string, persist: boolean, bounded: boolean): Fault {
 }
 
 const FAULTS: Fault[] = [
-  {
-    name: "kill -9 the owner mid-run (first turn)",
-    bounded: true,
-    inject: async (cluster, a) => {
-      cluster.stopped.add(a);
-      await a.server.kill();
-    },
-    heal: (cluster, a) => cluster.restart(a),
-  },
+  killOwner("kill -9 the owner mid-run (first turn)", true),
   {
     name: "SIGSTOP the owner for 2 × TTL",
     bounded: true,
@@ -81,16 +87,7 @@ const FAULTS: Fault[] = [
     inject: async () => undefined,
     heal: async () => undefined,
   },
-  {
-    name: "kill -9 the owner mid-run, 200 clients following",
-    bounded: false,
-    followers: 200,
-    inject: async (cluster, a) => {
-      cluster.stopped.add(a);
-      await a.server.kill();
-    },
-    heal: (cluster, a) => cluster.restart(a),
-  },
+  killOwner("kill -9 the owner mid-run, 200 clients following", false, 200),
   {
     name: "the owner killed and restarted on the same port",
     bounded: false,
