@@ -274,16 +274,16 @@ export class SessionHost {
     }
   }
 
-  /**
-   * The file changed under us (issue 12 item 6): pi's writes are already stopped. Subscribers are told, the work
-   * that would have written is stopped, and once it has, the conversation is reloaded from the file as it is now
-   * (the other writer's history wins; what we had not written yet is dropped, never forked).
-   */
   /** A write of pi's found the lease lapsed (a paused or cut-off node): nothing more of this conversation is written here. */
   #fenced(): void {
     this.#log.warn("the session's lease lapsed: its conversation is no longer written here");
   }
 
+  /**
+   * The file changed under us (issue 12 item 6): pi's writes are already stopped. Subscribers are told, the work
+   * that would have written is stopped, and once it has, the conversation is reloaded from the file as it is now
+   * (the other writer's history wins; what we had not written yet is dropped, never forked).
+   */
   #conflict(file: string): void {
     this.#log.warn({ file }, "the conversation's file was changed by another process; stopped writing to it");
     this.hub.publish({ type: "session_conflict", reason: "file_changed" });
