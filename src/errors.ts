@@ -59,6 +59,14 @@ export class PiServerError extends Error {
 }
 
 /**
+ * `session_unavailable` with a jittered `retryAfterMs` (0.5–1.5 s, so clients do not retry in step): a command this
+ * node cannot serve right now (Redis away, a session moving) that is safe to send again.
+ */
+export function unavailable(why: string, cause?: unknown): PiServerError {
+  return new PiServerError("session_unavailable", `${why}; try again`, { cause, details: { retryAfterMs: 500 + Math.floor(Math.random() * 1_000) } });
+}
+
+/**
  * Maps any thrown value to a coded error. Only what `fromPi` marked is pi's refusal (`command_failed`); anything else
  * that carries none of our codes is a bug of ours or of an embedder's hook: `internal`, with the cause kept for the log.
  */

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { Redis, ReplyError } from "ioredis";
 import type { Logger } from "pino";
-import { PiServerError, SERVER_CLOSES } from "../errors.js";
+import { PiServerError, SERVER_CLOSES, unavailable } from "../errors.js";
 import type { Engine } from "../governor/engine.js";
 import type { ClusterTotals } from "../metrics/sink.js";
 import type { Connection } from "../server/connection.js";
@@ -14,7 +14,7 @@ import type { DormantSession, Ownership, SessionName, SessionRegistry } from "..
 import { type FrameBytes, frameText } from "../server/wire-frame.js";
 import { FileSessionStore, recordName, type SessionRecord } from "../store/session-store.js";
 import { atMost } from "./bounded.js";
-import { EventStreams } from "./event-stream.js";
+import { EventStreams, eventStreamKey } from "./event-stream.js";
 import { type ForgedReason, NodeBus } from "./node-bus.js";
 import { ClusterNode } from "./node.js";
 import { RedisSessionStore } from "./redis-session-store.js";
@@ -439,6 +439,7 @@ export class Cluster implements Ownership, CommandRouter {
       const lost = known !== undefined && known !== current;
       if (current !== null) this.store.rememberEpoch(current);
       let adopted = 0;
+      let dropped = 0;
       for (const record of await this.store.mirroredRecords()) {
         if (node.id !== incarnation) return; // fenced meanwhile: the next registration runs it again
         const name = { owner: record.owner, id: record.sessionId };
@@ -446,7 +447,10 @@ export class Cluster implements Ownership, CommandRouter {
         if (this.#held.has(key)) continue;
         const present = await this.store.get(record.owner, record.sessionId);
         if (present || !lost) {
-          if (!present || present.createdAt !== record.createdAt) await this.store.forgetCopy(record);
+          if (!present || present.createdAt !== record.createdAt) {
+            await this.store.forgetCopy(record);
+            dropped += 1;
+          }
           continue;
         }
         const token = await node.claimSession(key).catch(() => undefined);
@@ -462,6 +466,7 @@ export class Cluster implements Ownership, CommandRouter {
         }
       }
       if (adopted > 0) this.#log.warn({ adopted }, "Redis had lost sessions this node wrote last: put back from its copies of their records");
+      this.#log.info({ redisLostData: lost, adopted, dropped }, "copies of session records checked");
     } finally {
       this.#readopting = false;
     }
@@ -561,17 +566,8 @@ export class Cluster implements Ownership, CommandRouter {
   }
 
   #streamKey(key: string): string {
-    return `${this.#options.prefix}events:${key}`;
+    return eventStreamKey(this.#options.prefix, key);
   }
-}
-
-/** How long a client is told to wait before retrying a command Redis could not serve: jittered, so they do not retry in step. */
-function retryAfterMs(): number {
-  return 500 + Math.floor(Math.random() * 1_000);
-}
-
-function unavailable(why: string, cause?: unknown): PiServerError {
-  return new PiServerError("session_unavailable", `${why}; try again`, { cause, details: { retryAfterMs: retryAfterMs() } });
 }
 
 /**

@@ -17,6 +17,11 @@ return 1`;
 
 export type AppendResult = "appended" | "fenced" | "out_of_order";
 
+/** The Redis key of a session's event stream (`name`: its record name); the record store deletes it with the record. */
+export function eventStreamKey(prefix: string, name: string): string {
+  return `${prefix}events:${name}`;
+}
+
 type Scripted = Redis & {
   piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string, epoch: string, ttlMs: number): Promise<number>;
 };

@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Redis } from "ioredis";
+import { eventStreamKey } from "./event-stream.js";
 import { PiServerError } from "../errors.js";
 import { readRecord, recordName, type SessionRecord, type SessionStore, type StoreProblem, validate } from "../store/session-store.js";
 
@@ -44,12 +45,12 @@ export class RedisSessionStore implements SessionStore {
   /** Records written to Redis whose local copy could not be written (the node's disk failing). */
   mirrorFailures = 0;
 
+  readonly #epochFile: string | undefined;
+
   /**
    * `mirror`: a store on this node's disk that gets a copy of every record this node writes (and loses the ones it
    * deletes), so sessions survive Redis losing its data (issue 27; `Cluster` re-adopts them from it).
    */
-  readonly #epochFile: string | undefined;
-
   constructor(redis: Redis, prefix = "pi:", fence?: RecordFence, mirror?: { store: SessionStore; dir: string }) {
     redis.defineCommand("piRecordPut", { numberOfKeys: 2, lua: PUT });
     redis.defineCommand("piRecordDelete", { numberOfKeys: 3, lua: DELETE });
@@ -120,7 +121,7 @@ export class RedisSessionStore implements SessionStore {
     // The session's event stream and its lease's fence counter go with its record (issue 27: nothing of a deleted
     // session stays in Redis). A later session of the same name counts fences from 1 again: tokens are compared
     // whole (holder id included, never reused), so none of the old one's can pass for it.
-    const stream = `${this.#prefix}events:${name}`;
+    const stream = eventStreamKey(this.#prefix, name);
     if (!this.#fence) {
       await this.#redis.multi().hdel(this.#key, name).del(stream).exec();
     } else {

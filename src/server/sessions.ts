@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { access, realpath } from "node:fs/promises";
 import type { AgentSession, AgentSessionRuntime } from "@earendil-works/pi-coding-agent";
 import type { Logger } from "pino";
-import { PiServerError } from "../errors.js";
+import { PiServerError, unavailable } from "../errors.js";
 import { SESSION_ID_PATTERN } from "./protocol.js";
 import type { Principal } from "../auth/types.js";
 import type { Engine } from "../governor/engine.js";
@@ -649,9 +649,7 @@ export class SessionRegistry {
       // no host to stop then, so none may start now; another node may hold the session already.
       if (options.ownership && !options.ownership.holds(dormant)) {
         await host.dispose();
-        throw new PiServerError("session_unavailable", `Session '${record.sessionId}' could not be kept on this node; try again`, {
-          details: { retryAfterMs: 500 + Math.floor(Math.random() * 1_000) },
-        });
+        throw unavailable(`Session '${record.sessionId}' could not be kept on this node`);
       }
       this.#dormant.delete(dormant.key);
       this.#index(dormant, false);
