@@ -13,11 +13,12 @@ import type { ScriptedReply } from "../helpers/openai-server.js";
 import { startSecureCli, TOKENS } from "../helpers/secure-cli.js";
 
 const SAMPLES = 200;
-const BATCH = 50;
-/** Two of alice's turns of 40 raced calls. */
-const RACE_CALLS_DURING = 80;
-/** Bob's connection may send 600 commands a minute (the default rate limit): warm-up, idle and this stay below. */
-const MAX_DURING = 350;
+/**
+ * Bob's calls during the attacks come in batches of this many, each started right after one more of alice's raced
+ * tool calls ended: the measurement follows her race however fast or slow it runs (a batch of 50 could outrun a slow
+ * phase of hers and spend bob's 600 commands a minute, the default rate limit, on an idle server).
+ */
+const BATCH = 10;
 const fmt = (ms: number) => `${ms.toFixed(2)} ms`;
 
 test("while alice runs the FIFO and race attacks, bob's get_state p99 stays within 2× of an idle server's; his create_session and prompt succeed", async (t) => {
@@ -71,15 +72,12 @@ test("while alice runs the FIFO and race attacks, bob's get_state p99 stays with
   const raceCallsBefore = toolEnds("attack");
   const measured = performance.now();
   const during: number[] = [];
-  // Batches until both hold: enough samples, and alice's race ran for several of her turns meanwhile (a measurement
-  // that fell between two of her turns would time an idle server).
   const bobChecks: Record<string, string> = {
     "bob's get_state calls": await outcome("bob's get_state calls", async () => {
-      while (during.length < SAMPLES || toolEnds("attack") - raceCallsBefore < RACE_CALLS_DURING) {
+      while (during.length < SAMPLES) {
         // Each batch starts while alice's race is busy: after one more of her raced calls has ended.
         await alice.waitFor((f) => f.type === "event" && f["sessionId"] === "attack" && (f["event"] as Frame).type === "tool_execution_end", { from: alice.frames.length, timeoutMs: CHECK_MS });
         during.push(...(await probe.measure("b", BATCH, CHECK_MS)));
-        if (during.length >= MAX_DURING) throw new Error(`alice's race ran ${toolEnds("attack") - raceCallsBefore} calls during ${during.length} of bob's`);
       }
     }),
   };
