@@ -11,10 +11,11 @@ import type { Command } from "../server/protocol.js";
 import { keyOf } from "../server/session-key.js";
 import { SessionHost } from "../server/session-host.js";
 import type { DormantSession, Ownership, SessionName, SessionRegistry } from "../server/sessions.js";
+import type { Durability } from "../server/event-hub.js";
 import { type FrameBytes, frameText } from "../server/wire-frame.js";
 import { FileSessionStore, recordName, type SessionRecord } from "../store/session-store.js";
 import { atMost } from "./bounded.js";
-import { EventStreams, eventStreamKey } from "./event-stream.js";
+import { type AppendResult, EventStreams, eventStreamKey } from "./event-stream.js";
 import { type ForgedReason, NodeBus } from "./node-bus.js";
 import { ClusterNode } from "./node.js";
 import { RedisSessionStore } from "./redis-session-store.js";
@@ -78,6 +79,8 @@ export class Cluster implements Ownership, CommandRouter {
   /** Where sessions hosted elsewhere were last found (a cache: a wrong entry costs one extra hop). */
   readonly #remote = new Map<string, { node: string; name: SessionName }>();
   readonly #keys = new WeakMap<SessionHost, string>();
+  /** Each session's latest append still in flight (a later one that finds a gap waits for it). */
+  readonly #appending = new Map<string, Promise<boolean>>();
   #watch: NodeJS.Timeout | undefined;
   #leaving = false;
   #redisLatency: number | undefined;
@@ -245,7 +248,7 @@ export class Cluster implements Ownership, CommandRouter {
    * Every numbered event of a session hosted here goes to its stream, fenced by the lease, and the stream keeps as
    * many events as the session's ring (`kept`): so it is bounded by `replay.maxBytes` as well as `maxEvents`.
    */
-  published(host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number): void {
+  published(host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number): Durability {
     let key = this.#keys.get(host);
     if (key === undefined) {
       key = clusterKey(host);
@@ -254,11 +257,46 @@ export class Cluster implements Ownership, CommandRouter {
     const token = this.#node?.ownedSession(key);
     if (!token) {
       this.#unownedAppends += 1;
-      return;
+      return undefined;
     }
-    this.#streams.append(this.#streamKey(key), token, seq, frameText(frame), epoch, kept).catch(() => {
-      this.#failedAppends += 1;
+    // Delivered once appended (issue 27): a client never holds a seq a new owner's stream lacks, so it resumes with a
+    // replay. An append the lease refused is never delivered (the session's clients move to its new owner).
+    const previous = this.#appending.get(key);
+    const durable = this.#append(key, token.value, seq, frameText(frame), epoch, kept, previous);
+    this.#appending.set(key, durable);
+    void durable.then(() => {
+      if (this.#appending.get(key) === durable) this.#appending.delete(key);
     });
+    return durable;
+  }
+
+  /**
+   * Append one event of a session, retried (jittered backoff, at most TTL/4 apart) while this node holds its lease:
+   * resolves true once appended, false once the lease is lost or refused the append. The stream takes only the next
+   * seq (`gap`), so an event whose turn comes while an earlier one is retried waits for that one, and the order holds.
+   */
+  async #append(key: string, lease: string, seq: number, frame: string, epoch: string, kept: number, previous: Promise<boolean> | undefined): Promise<boolean> {
+    const stream = this.#streamKey(key);
+    let waited = false;
+    for (let attempt = 0; ; attempt++) {
+      const token = this.#node?.ownedSession(key);
+      if (token?.value !== lease) return false;
+      let result: AppendResult;
+      try {
+        result = await this.#streams.append(stream, token, seq, frame, epoch, kept);
+      } catch {
+        this.#failedAppends += 1;
+        await delay(Math.min(25 * 2 ** Math.min(attempt, 10), this.#options.leaseTtlMs / 4) * (0.5 + Math.random() / 2));
+        continue;
+      }
+      if (result === "appended") return true;
+      if (result !== "gap") return false;
+      // An earlier event is missing: wait for its append once. Still a gap after that (an event published while the
+      // lease had lapsed here was never appended): delivered anyway, and a resume across the hole resyncs.
+      if (previous === undefined || waited) return true;
+      waited = true;
+      if (!(await previous)) return false;
+    }
   }
 
   // ---------------------------------------------------------------------------------------------------------------

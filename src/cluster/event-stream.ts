@@ -10,12 +10,19 @@ import type { LeaseToken } from "./lease-store.js";
  */
 const APPEND = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if top and tonumber(string.match(top[1], '^(%d+)')) < tonumber(ARGV[7]) - 1 then return -3 end
 local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[2], 'f', ARGV[4], 'e', ARGV[5])
 if type(added) == 'table' and added.err then return -2 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1`;
 
-export type AppendResult = "appended" | "fenced" | "out_of_order";
+/**
+ * `gap`: the stream's top is below `seq - 1`, an earlier event is not in it yet (its append failed and is being
+ * retried): appending this one now would leave a hole no replay could cross. An empty stream takes any seq (a new
+ * stream, or Redis lost its data).
+ */
+export type AppendResult = "appended" | "fenced" | "out_of_order" | "gap";
 
 /** The Redis key of a session's event stream (`name`: its record name); the record store deletes it with the record. */
 export function eventStreamKey(prefix: string, name: string): string {
@@ -23,7 +30,7 @@ export function eventStreamKey(prefix: string, name: string): string {
 }
 
 type Scripted = Redis & {
-  piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string, epoch: string, ttlMs: number): Promise<number>;
+  piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string, epoch: string, ttlMs: number, seq: number): Promise<number>;
 };
 
 /** What a resume found in the stream: every frame after the cursor, up to `lastSeq`. */
@@ -54,12 +61,13 @@ export class EventStreams {
    */
   async append(stream: string, token: LeaseToken, seq: number, frame: string, epoch = "", keep = this.#maxLen): Promise<AppendResult> {
     const maxLen = Math.max(1, Math.min(keep, this.#maxLen));
-    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, frame, epoch, this.#ttlMs);
+    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, frame, epoch, this.#ttlMs, seq);
     if (result === 1) return "appended";
     if (result === -1) {
       this.fencedAppends += 1;
       return "fenced";
     }
+    if (result === -3) return "gap";
     this.outOfOrderAppends += 1;
     return "out_of_order";
   }

@@ -448,23 +448,28 @@ export const COMMANDS = {
     }
     context.subscribe(host, encodingOf(fields));
     const hub = host.hub;
+    // The stream may already hold events this node has not delivered yet (their turn comes): replay up to those.
+    if (stored && afterSeq !== undefined && stored.lastSeq > hub.deliveredSeq && afterSeq <= hub.deliveredSeq) {
+      stored = { frames: stored.frames.slice(0, hub.deliveredSeq - afterSeq), lastSeq: hub.deliveredSeq };
+    }
     if (afterSeq === undefined) {
-      context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch });
-      // Dialogs still waiting for an answer are re-sent to a client that just subscribed (PROTOCOL.md §3.1).
-      for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
+      context.reply({ sessionId, seq: hub.deliveredSeq, epoch: hub.epoch });
+      // Dialogs still waiting for an answer are re-sent to a client that just subscribed (PROTOCOL.md §3.1); one whose
+      // event is not delivered yet comes with it.
+      for (const frame of host.dialogs.pendingFrames(hub.deliveredSeq)) conn.sendFrame(frame);
       host.publishNotices(); // after the response: a restored session's run_interrupted reaches this subscriber live
       return undefined;
     }
     // Resumption (PROTOCOL.md §3.2): all of this is synchronous, so no live event can slip in between.
     const resume = stored ? hub.resume(stored.lastSeq, hub.epoch) : hub.resume(afterSeq, epoch);
     if ("resyncRequired" in resume) {
-      context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch, resyncRequired: true, snapshot: host.snapshot() });
+      context.reply({ sessionId, seq: hub.snapshotTaken(conn), epoch: hub.epoch, resyncRequired: true, snapshot: host.snapshot() });
       for (const frame of host.dialogs.pendingFrames()) conn.sendFrame(frame);
       host.publishNotices();
       return undefined;
     }
     const older = stored?.frames ?? [];
-    context.reply({ sessionId, seq: hub.seq, epoch: hub.epoch, replayed: older.length + resume.frames.length });
+    context.reply({ sessionId, seq: hub.deliveredSeq, epoch: hub.epoch, replayed: older.length + resume.frames.length });
     for (const frame of older) conn.sendFrame(frame);
     for (const frame of resume.frames) conn.sendFrame(frame);
     for (const frame of host.dialogs.pendingFrames(afterSeq)) conn.sendFrame(frame);

@@ -41,6 +41,21 @@ interface Stored {
   readonly frame: FrameBytes;
 }
 
+/**
+ * What a cluster says of a frame it was told (issue 27): `undefined`, deliver it now; otherwise a promise that
+ * resolves once the frame is in the session's shared stream: `true`, deliver it; `false`, never (this node no longer
+ * owns the session: its clients resume at the new owner, from a seq the stream holds).
+ */
+export type Durability = Promise<boolean> | undefined;
+
+/** An event numbered and stored, waiting for its frame to be durable before any subscriber sees it. */
+interface Waiting {
+  readonly seq: number;
+  readonly deliver: () => void;
+  /** Undefined while its append is in flight. */
+  outcome: boolean | undefined;
+}
+
 /** What `resume` found: the frames to replay, or that the cursor cannot be served. */
 export type Resume = { readonly frames: readonly FrameBytes[] } | { readonly resyncRequired: true };
 
@@ -72,7 +87,15 @@ export class EventHub {
   #count = 0;
   #bytes = 0;
   #seq = 0;
-  readonly #onPublished: ((seq: number, frame: FrameBytes, epoch: string, kept: number) => void) | undefined;
+  /** The seq of the last event handed to subscribers (below `#seq` while appends are in flight). */
+  #delivered = 0;
+  /** Events not yet delivered, oldest first: delivered in order, each once its frame is durable. */
+  readonly #waiting: Waiting[] = [];
+  /** Subscribers that resynchronised from a snapshot taken at a seq: waiting events up to it are not sent to them. */
+  readonly #snapshotAt = new Map<Subscriber, number>();
+  /** Events delivered without waiting because too many were waiting (a stalled stream): a figure for metrics. */
+  undurableDeliveries = 0;
+  readonly #onPublished: ((seq: number, frame: FrameBytes, epoch: string, kept: number) => Durability) | undefined;
 
   /**
    * `firstSeq`: the seq a restored session had reached before the restart; numbering continues above it.
@@ -84,9 +107,10 @@ export class EventHub {
     limits: ReplayLimits,
     key: string = sessionId,
     firstSeq = 0,
-    onPublished?: (seq: number, frame: FrameBytes, epoch: string, kept: number) => void,
+    onPublished?: (seq: number, frame: FrameBytes, epoch: string, kept: number) => Durability,
   ) {
     this.#seq = firstSeq;
+    this.#delivered = firstSeq;
     this.#onPublished = onPublished;
     this.#sessionId = sessionId;
     this.#key = key;
@@ -97,6 +121,14 @@ export class EventHub {
   /** The seq of the last event published (0 before the first). */
   get seq(): number {
     return this.#seq;
+  }
+
+  /**
+   * The seq of the last event subscribers were sent: what a subscription's answer names, so the events after it are
+   * the ones still to come (equal to `seq` unless a cluster's appends are in flight).
+   */
+  get deliveredSeq(): number {
+    return this.#delivered;
   }
 
   /** The oldest seq still replayable (seq + 1 when the ring is empty). */
@@ -132,6 +164,7 @@ export class EventHub {
     const encoding = this.#subscribers.get(subscriber);
     if (encoding === undefined) return false;
     this.#subscribers.delete(subscriber);
+    this.#snapshotAt.delete(subscriber);
     if (encoding === "pi") this.#piSubscribers -= 1;
     subscriber.detached(this.#key);
     return true;
@@ -150,14 +183,64 @@ export class EventHub {
     // The ring keeps an update's `full` form, so a replay carries the text so far (PROTOCOL.md §3.2).
     const frame = update ? this.#encodeUpdate(head, update.full) : Buffer.from(`${head}${serialize(event)}}`);
     if ((event as { type?: unknown }).type === "message_end") this.#updates.reset();
-    this.#store({ seq: this.#seq, frame });
-    this.#onPublished?.(this.#seq, frame, this.epoch, this.#count);
-    if (this.#subscribers.size === 0) return frame;
+    const seq = this.#seq;
+    this.#store({ seq, frame });
+    const durable = this.#onPublished?.(seq, frame, this.epoch, this.#count);
+    if (durable === undefined && this.#waiting.length === 0) {
+      this.#delivered = seq;
+      this.#send(seq, event, update, head, frame);
+      return frame;
+    }
+    // Append before delivery (issue 27): a client is sent only what a new owner could replay to it.
+    const waiting: Waiting = { seq, deliver: () => this.#send(seq, event, update, head, frame), outcome: durable === undefined ? true : undefined };
+    this.#waiting.push(waiting);
+    durable?.then(
+      (deliver) => this.#settle(waiting, deliver),
+      () => this.#settle(waiting, true),
+    );
+    // A stream that stalls does not make the session hold every event in memory: past the ring's size, the oldest go
+    // out undurable (the ring would have dropped them anyway: a client behind them resyncs).
+    while (this.#waiting.length > Math.max(1, this.#limits.maxEvents)) {
+      this.undurableDeliveries += 1;
+      this.#settle(this.#waiting[0] as Waiting, true);
+    }
+    if (waiting.outcome !== undefined) this.#flush();
+    return frame;
+  }
+
+  #settle(waiting: Waiting, deliver: boolean): void {
+    if (waiting.outcome !== undefined) return;
+    waiting.outcome = deliver;
+    this.#flush();
+  }
+
+  /** Deliver the waiting events whose turn has come: in seq order, each once its own append is settled. */
+  #flush(): void {
+    while (this.#waiting.length > 0 && (this.#waiting[0] as Waiting).outcome !== undefined) {
+      const next = this.#waiting.shift() as Waiting;
+      this.#delivered = next.seq;
+      if (next.outcome) next.deliver();
+    }
+  }
+
+  /**
+   * A subscriber resynchronised from a snapshot of the session now (`seq`): the waiting events the snapshot already
+   * reflects are not sent to it. Returns the seq its snapshot stands for.
+   */
+  snapshotTaken(subscriber: Subscriber): number {
+    if (this.#waiting.length > 0) this.#snapshotAt.set(subscriber, this.#seq);
+    return this.#seq;
+  }
+
+  /** Hand event `seq` to every subscriber (in the form each asked for). */
+  #send(seq: number, event: object, update: ReturnType<typeof updateForms> | undefined, head: string, frame: FrameBytes): void {
+    if (this.#subscribers.size === 0) return;
+    const skip = this.#snapshotAt.size > 0 ? this.#skipped(seq) : undefined;
     if (update === undefined) {
       // Every other event has one form for every encoding.
       const conflation = conflationOf(this.#sessionId, event, "pi");
-      for (const subscriber of this.#subscribers.keys()) subscriber.sendFrame(frame, conflation?.key, conflation?.merge);
-      return frame;
+      for (const subscriber of this.#subscribers.keys()) if (!skip?.has(subscriber)) subscriber.sendFrame(frame, conflation?.key, conflation?.merge);
+      return;
     }
     let piFrame: Frame | undefined;
     let piConflation: ReturnType<typeof conflationOf>;
@@ -168,10 +251,20 @@ export class EventHub {
     }
     const fullConflation = this.#piSubscribers < this.#subscribers.size ? conflationOf(this.#sessionId, event, "full") : undefined;
     for (const [subscriber, encoding] of this.#subscribers) {
+      if (skip?.has(subscriber)) continue;
       if (encoding === "pi") subscriber.sendFrame(piFrame as Frame, piConflation?.key, piConflation?.merge);
       else subscriber.sendFrame(frame, fullConflation?.key);
     }
-    return frame;
+  }
+
+  /** Subscribers whose snapshot already reflects event `seq` (forgotten once past it). */
+  #skipped(seq: number): Set<Subscriber> {
+    const skip = new Set<Subscriber>();
+    for (const [subscriber, at] of this.#snapshotAt) {
+      if (seq <= at) skip.add(subscriber);
+      else this.#snapshotAt.delete(subscriber);
+    }
+    return skip;
   }
 
   /** A `message_update` in its full form, its growing text escaped once (adr/0015); a bad event as `event_error`. */
@@ -196,12 +289,14 @@ export class EventHub {
    * must resynchronise from a snapshot (PROTOCOL.md §3.2).
    */
   resume(afterSeq: number, epoch: string | undefined): Resume {
-    if (epoch !== this.epoch || afterSeq > this.#seq || afterSeq + 1 < this.firstReplayableSeq) {
+    if (epoch !== this.epoch || afterSeq > this.#delivered || afterSeq + 1 < this.firstReplayableSeq) {
       return { resyncRequired: true };
     }
+    // Up to what subscribers were sent: the events still waiting come to a new subscriber when they are delivered.
     const frames: FrameBytes[] = [];
     for (let i = 0; i < this.#count; i++) {
       const stored = this.#ring[(this.#head + i) % this.#ring.length] as Stored;
+      if (stored.seq > this.#delivered) break;
       if (stored.seq > afterSeq) frames.push(stored.frame);
     }
     return { frames };

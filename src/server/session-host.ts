@@ -11,7 +11,7 @@ import type { PathScope } from "../isolation/session-files.js";
 import { type ConversationGuard, guardConversation } from "../store/conversation-guard.js";
 import { ClientPaths } from "./client-paths.js";
 import { createUiContext, Dialogs } from "./dialogs.js";
-import { EventHub, type ReplayLimits } from "./event-hub.js";
+import { type Durability, EventHub, type ReplayLimits } from "./event-hub.js";
 import { removeOutputFiles, writesOutputFiles } from "./mcp-output-files.js";
 import { type McpSettings, sessionMcp } from "./mcp-setup.js";
 import { expandWorkspaceSkill, type SessionFactory, type SessionRequest } from "./session-factory.js";
@@ -65,7 +65,7 @@ export interface SessionHostOptions {
    */
   readonly onChange?: ((host: SessionHost, change: SessionChange) => Promise<void> | void) | undefined;
   /** Told every numbered event frame of the session (a cluster appends them to its stream, issue 15). */
-  readonly onPublished?: ((host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number) => void) | undefined;
+  readonly onPublished?: ((host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number) => Durability) | undefined;
 }
 
 export type SessionChange = "run_started" | "run_ended" | "rebound";

@@ -158,3 +158,71 @@ test("bash_execution_update merges per command for every encoding; tool updates 
   }
   assert.deepEqual(pi.frames.map((f) => f.text), full.frames.map((f) => f.text), "one frame for both encodings");
 });
+
+/** A cluster's appends, settled by the test in any order (issue 27: append before delivery). */
+function appends() {
+  const pending = new Map<number, (deliver: boolean) => void>();
+  return {
+    onPublished: (seq: number) => new Promise<boolean>((resolve) => pending.set(seq, resolve)),
+    settle: async (seq: number, deliver = true) => {
+      pending.get(seq)?.(deliver);
+      pending.delete(seq);
+      await Promise.resolve(); // the hub hears of it in a microtask
+      await Promise.resolve();
+    },
+  };
+}
+
+function seqRecorder(id = "c") {
+  const seqs: number[] = [];
+  return { seqs, subscriber: { connectionId: id, sendFrame: (frame: Frame) => seqs.push(seqOf(frame)), attached: () => undefined, detached: () => undefined } };
+}
+
+test("in a cluster an event reaches subscribers only once its append settled, in seq order; one the lease refused never does", async () => {
+  const stream = appends();
+  const hub = new EventHub("s", { maxEvents: 100, maxBytes: 1_000_000 }, "s", 0, stream.onPublished);
+  const a = seqRecorder();
+  hub.add(a.subscriber);
+  for (let i = 0; i < 4; i++) hub.publish({ type: "e", i });
+  assert.deepEqual(a.seqs, [], "nothing before its append");
+  await stream.settle(2);
+  assert.deepEqual(a.seqs, [], "2 waits for 1");
+  await stream.settle(1);
+  assert.deepEqual(a.seqs, [1, 2]);
+  assert.equal(hub.deliveredSeq, 2);
+  await stream.settle(3, false);
+  await stream.settle(4);
+  assert.deepEqual(a.seqs, [1, 2, 4], "the refused 3 is never sent");
+  assert.equal(hub.deliveredSeq, 4);
+});
+
+test("a subscriber that joins while events wait: the resume serves what was delivered, the rest comes once, a snapshot is not followed by what it reflects", async () => {
+  const stream = appends();
+  const hub = new EventHub("s", { maxEvents: 100, maxBytes: 1_000_000 }, "s", 0, stream.onPublished);
+  hub.publish({ type: "e" });
+  await stream.settle(1);
+  hub.publish({ type: "e" });
+  hub.publish({ type: "e" });
+  const resume = hub.resume(0, hub.epoch);
+  assert.ok("frames" in resume);
+  assert.deepEqual(resume.frames.map(seqOf), [1], "only what subscribers were sent");
+  assert.ok("resyncRequired" in hub.resume(2, hub.epoch), "a cursor past what was delivered was never sent by this hub");
+  const resumed = seqRecorder("r");
+  hub.add(resumed.subscriber);
+  const snapshotted = seqRecorder("s");
+  hub.add(snapshotted.subscriber);
+  assert.equal(hub.snapshotTaken(snapshotted.subscriber), 3, "the snapshot stands for everything published");
+  hub.publish({ type: "e" });
+  for (const seq of [2, 3, 4]) await stream.settle(seq);
+  assert.deepEqual(resumed.seqs, [2, 3, 4]);
+  assert.deepEqual(snapshotted.seqs, [4]);
+});
+
+test("a stalled stream holds at most the ring's size of waiting events: the oldest go out undurable, counted", () => {
+  const hub = new EventHub("s", { maxEvents: 10, maxBytes: 1_000_000 }, "s", 0, () => new Promise<boolean>(() => undefined));
+  const a = seqRecorder();
+  hub.add(a.subscriber);
+  for (let i = 0; i < 25; i++) hub.publish({ type: "e", i });
+  assert.deepEqual(a.seqs, Array.from({ length: 15 }, (_, i) => i + 1));
+  assert.equal(hub.undurableDeliveries, 15);
+});
