@@ -64,6 +64,9 @@ export interface ClusterParts {
  * node a client asks. When its registration lapses the node fences itself: its sessions stop, their subscribers
  * are closed with 1012 (they resume wherever the session lives next), and it comes back as a new incarnation.
  */
+/** Silent node URLs remembered at most (one per node in practice; a bound all the same). */
+const MAX_PROBED = 1_000;
+
 export class Cluster implements Ownership, CommandRouter {
   readonly store: RedisSessionStore;
   readonly #options: ClusterOptions;
@@ -79,6 +82,8 @@ export class Cluster implements Ownership, CommandRouter {
   /** Where sessions hosted elsewhere were last found (a cache: a wrong entry costs one extra hop). */
   readonly #remote = new Map<string, { node: string; name: SessionName }>();
   readonly #keys = new WeakMap<SessionHost, string>();
+  /** Node URLs that did not answer lately, and when (redirect mode names only a node that answers). */
+  readonly #probes = new Map<string, number>();
   /** Each session's latest append still in flight (a later one that finds a gap waits for it). */
   readonly #appending = new Map<string, Promise<boolean>>();
   #watch: NodeJS.Timeout | undefined;
@@ -382,7 +387,37 @@ export class Cluster implements Ownership, CommandRouter {
     }
     if (registration?.url === undefined) return this.#forward(conn, node, text, command);
     const { url } = registration;
+    // A node killed a moment ago keeps its registration for up to a TTL: a client sent there would find nobody (issue
+    // 27). Its URL is named only while it answers; otherwise the client is told to try again once the session moved.
+    if (!(await this.#answers(url))) {
+      const retryAfterMs = Math.round((this.#options.leaseTtlMs / 2) * (0.75 + Math.random() / 2));
+      throw new PiServerError("session_unavailable", `Session '${sessionId}' is hosted by a node that does not answer; it moves within the lease TTL; try again`, { details: { retryAfterMs } });
+    }
     throw new PiServerError("session_elsewhere", `Session '${sessionId}' is hosted by another node: connect to ${url}`, { details: { url } });
+  }
+
+  /**
+   * Whether the node at `url` answers HTTP (`/healthz`) within TTL/4 (at most 1 s), asked each time a client is to be
+   * sent there; a node that did not answer is not asked again for TTL/10 (a burst of redirects to it costs one probe).
+   */
+  async #answers(url: string): Promise<boolean> {
+    const now = performance.now();
+    const silentSince = this.#probes.get(url);
+    if (silentSince !== undefined && now - silentSince < this.#options.leaseTtlMs / 10) return false;
+    const health = new URL("/healthz", url.replace(/^ws/, "http"));
+    const answers = await fetch(health, { signal: AbortSignal.timeout(Math.min(1_000, this.#options.leaseTtlMs / 4)) }).then(
+      (response) => {
+        void response.body?.cancel();
+        return true; // any HTTP answer: an embedding app may serve no /healthz at that path
+      },
+      () => false,
+    );
+    if (answers) this.#probes.delete(url);
+    else {
+      if (this.#probes.size >= MAX_PROBED) this.#probes.clear();
+      this.#probes.set(url, performance.now());
+    }
+    return answers;
   }
 
   /**

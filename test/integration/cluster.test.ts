@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import { createPiServer, type PiServerOptions, tokenAuth } from "../../src/index.js";
 import { connectAs, type EventFrame, TestClient } from "../helpers/client.js";
 import { durableHarness, type DurableHarness, type RunningServer, TOKENS } from "../helpers/durable-cli.js";
-import { CLUSTER_SECRET, type RedisServer, startRedis } from "../helpers/redis.js";
+import { CLUSTER_SECRET, freePort, type RedisServer, startRedis } from "../helpers/redis.js";
 import { tcpProxy } from "../helpers/proxy.js";
 import { within } from "../helpers/wait.js";
 import { setTimeout as delay } from "node:timers/promises";
@@ -634,4 +634,42 @@ test("redirect mode: a node answers a command for a session another node hosts w
   await a.server.close();
   const messages = await aliceOnB.ok<{ messages: unknown[] }>({ type: "get_messages", sessionId: "s1" });
   assert.equal(messages.messages.length, 3); // system, user, assistant
+});
+
+test("redirect mode: a node killed a moment ago is not named while its registration lasts; the client is told to try again, and the session comes back", async (t) => {
+  const { node, harness } = await cluster(t);
+  const redirecting = async (name: string) => {
+    const port = await freePort();
+    return node(name, ["--port", String(port), "--node-url", `ws://127.0.0.1:${port}`, "--redirect"]);
+  };
+  const [a, b] = await Promise.all([redirecting("a"), redirecting("b")]);
+  const onA = await a.connect("alice");
+  await onA.ok({ type: "create_session", sessionId: "s1" });
+  harness.llm.replies.push({ text: "kept" });
+  await onA.ok({ type: "prompt", sessionId: "s1", message: "before the kill" });
+  await onA.waitForEvent("s1", "agent_settled");
+  const onB = await b.connect("alice");
+  const moved = await onB.request({ type: "get_state", sessionId: "s1" });
+  assert.equal(moved.code, "session_elsewhere");
+  assert.equal(moved["url"], a.url);
+
+  await a.kill(); // kill -9: its registration and lease stay in Redis until they expire
+  const killedAt = Date.now();
+  const answer = await onB.request({ type: "get_state", sessionId: "s1" });
+  assert.ok(Date.now() - killedAt < TTL_MS, "answered before the dead node's registration expired");
+  assert.equal(answer.code, "session_unavailable", JSON.stringify(answer).slice(0, 300));
+  const retryAfterMs = answer["retryAfterMs"] as number;
+  assert.ok(retryAfterMs > 0 && retryAfterMs <= TTL_MS, `retryAfterMs ${retryAfterMs}`);
+  // Retried as told: once the lease expired, B restores the session (or names a node that answers).
+  const deadline = Date.now() + 4 * TTL_MS;
+  for (;;) {
+    await delay(retryAfterMs); // the server's own retry hint is the subject here
+    const again = await onB.request({ type: "get_messages", sessionId: "s1" });
+    if (again.success) {
+      assert.match(JSON.stringify((again.data as { messages: unknown[] }).messages), /before the kill[\s\S]*kept/, "the prompt and its reply");
+      break;
+    }
+    assert.equal(again.code, "session_unavailable", JSON.stringify(again).slice(0, 300));
+    assert.ok(Date.now() < deadline, "the session never came back");
+  }
 });
