@@ -3,13 +3,19 @@ import type { LeaseToken } from "./lease-store.js";
 
 /**
  * A session's events in a Redis Stream (issue 15), entry id `<seq>-0`, so any node can serve a resume and a new
- * owner continues the same numbering. Each entry keeps the frame and the epoch of the hub that numbered it. An
+ * owner continues the same numbering. An append is idempotent: one retried after its answer was lost (Redis went
+ * away after writing it) finds its own entry, same seq and epoch, and counts as appended. Each entry keeps the frame and the epoch of the hub that numbered it. An
  * append is fenced: it happens only while the appender's lease token is still the session's owner value, and Redis
  * itself refuses an id at or below the stream's top. Trimmed to the replay window (approximately: `MAXLEN ~`), and
  * gone `ttlMs` after its last event (issue 27: a dormant session's stream does not stay in Redis for good).
  */
 const APPEND = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local same = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])[1]
+if same then
+  if same[2][4] == ARGV[5] then return 1 end
+  return -2
+end
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if top and tonumber(string.match(top[1], '^(%d+)')) < tonumber(ARGV[7]) - 1 then return -3 end
 local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[2], 'f', ARGV[4], 'e', ARGV[5])

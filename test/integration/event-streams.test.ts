@@ -17,8 +17,14 @@ test("a session's event stream: entries are its seqs, appends are fenced by the 
   assert.equal(await streams.replay("pi:events:s1", 1, "other-epoch", 100), undefined, "a cursor of another epoch saw other events");
   assert.equal(await streams.replay("pi:events:s1", 4, "e1", 100), undefined, "a cursor ahead of the stream");
   assert.equal(await streams.replay("pi:events:s1", 0, undefined, 2), undefined, "more than the caller takes");
-  // Redis refuses an id at or below the top.
+  // Redis refuses an id at or below the top, unless it is the same event again (an append retried after its answer was
+  // lost finds its own entry): that is appended, once.
   assert.equal(await streams.append("pi:events:s1", owner, 3, "again"), "out_of_order");
+  assert.equal(await streams.append("pi:events:s1", owner, 2, "another epoch's 2", "e0"), "out_of_order");
+  assert.equal(await streams.append("pi:events:s1", owner, 2, '{"n":2}', "e1"), "appended");
+  assert.equal(await redis.client().xlen("pi:events:s1"), 3);
+  // The stream takes only the next seq: one past a missing event waits for it (the cluster retries in order).
+  assert.equal(await streams.append("pi:events:s1", owner, 5, '{"n":5}', "e1"), "gap");
 
   // The lease passes to node-b (after node-a's expired): node-a's late append is refused and counted; node-b continues.
   const raw = redis.client();
@@ -29,7 +35,9 @@ test("a session's event stream: entries are its seqs, appends are fenced by the 
   assert.equal(await streams.append("pi:events:s1", next, 4, '{"n":4}', "e2"), "appended");
   // The new owner numbers on in its own epoch: a cursor of the old one still resumes across the change.
   assert.deepEqual(await streams.replay("pi:events:s1", 3, "e1", 100), { frames: ['{"n":4}'], lastSeq: 4 });
-  // An event that never reached the stream leaves a gap: whoever needs it resyncs.
+  // An event that never reached the stream (a new owner that numbers on above a lost one) leaves a gap: whoever needs
+  // it resyncs. An empty stream takes any seq.
+  await raw.del("pi:events:s1");
   assert.equal(await streams.append("pi:events:s1", next, 6, '{"n":6}', "e2"), "appended");
   assert.equal(await streams.replay("pi:events:s1", 3, "e1", 100), undefined);
   assert.deepEqual(await streams.replay("pi:events:s1", 6, "e2", 100), { frames: [], lastSeq: 6 });
