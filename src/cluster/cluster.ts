@@ -84,6 +84,8 @@ export class Cluster implements Ownership, CommandRouter {
   readonly #keys = new WeakMap<SessionHost, string>();
   /** Node URLs that did not answer lately, and when (redirect mode names only a node that answers). */
   readonly #probes = new Map<string, number>();
+  /** When the registration last lapsed (a node not registered since is `fenced`, not `registering`). */
+  #fencedAt: number | undefined;
   /** Each session's latest append still in flight (a later one that finds a gap waits for it). */
   readonly #appending = new Map<string, Promise<boolean>>();
   #watch: NodeJS.Timeout | undefined;
@@ -178,7 +180,17 @@ export class Cluster implements Ownership, CommandRouter {
 
   /** Registered and Redis reachable (`/readyz`). */
   get ready(): boolean {
-    return this.#redis.status === "ready" && this.#node?.registered === true;
+    return this.notReady === undefined;
+  }
+
+  /**
+   * Why this node takes no work now, as `/readyz` names it: Redis unreachable, the registration lapsed (fenced: it
+   * registers anew), or not registered yet; undefined when ready.
+   */
+  get notReady(): "redis_unavailable" | "fenced" | "registering" | undefined {
+    if (this.#redis.status !== "ready") return "redis_unavailable";
+    if (this.#node?.registered !== true) return this.#fencedAt === undefined ? "registering" : "fenced";
+    return undefined;
   }
 
   stats(): ClusterTotals {
@@ -332,6 +344,12 @@ export class Cluster implements Ownership, CommandRouter {
 
   async refresh(): Promise<void> {
     this.#parts.registry.syncAll((await this.store.list()).records);
+  }
+
+  async hostedElsewhere(sessions: readonly SessionName[]): Promise<ReadonlyArray<string | undefined>> {
+    const node = this.#nodeOrFail();
+    const holders = await Promise.all(sessions.map((name) => node.sessionOwner(clusterKey(name))));
+    return holders.map((holder) => (holder && holder.nodeId !== node.id ? holder.nodeId : undefined));
   }
 
   /** Where a session not live here lives: the store's newest record, then its lease. */
@@ -560,6 +578,7 @@ export class Cluster implements Ownership, CommandRouter {
 
   /** The registration lapsed: every session and tunnel of the old incarnation stops now. */
   #fenced(oldId: string, sessions: string[]): void {
+    this.#fencedAt = Date.now();
     this.#log.warn({ nodeId: oldId, sessions: sessions.length }, "fenced: this node lost its registration; its sessions stop");
     // Nothing more is read for the old incarnation (a message queued while paused is not acted on).
     const bus = this.#bus;

@@ -12,8 +12,8 @@ import type { Encoding } from "./event-hub.js";
 import type { ServerHooks } from "./hooks.js";
 import { COMMANDS, type Command, isParseFailure, PROTOCOL_VERSION, parseCommand } from "./protocol.js";
 import { MAX_TIMER_MS, type Timeouts } from "./options.js";
-import type { SessionHost } from "./session-host.js";
-import type { DormantSession, SessionEntry, SessionRegistry } from "./sessions.js";
+import { SessionHost } from "./session-host.js";
+import type { DormantSession, SessionEntry, SessionName, SessionRegistry, SessionSummary } from "./sessions.js";
 import { IdempotencyCache, IdempotencyConflict, idempotencyId } from "./idempotency.js";
 import { JsonText } from "./json-text.js";
 import { IdempotencyJournal, type JournalEntry, type StoredOutcome } from "../store/idempotency-journal.js";
@@ -71,6 +71,11 @@ export interface CommandRouter {
   closed(conn: Connection): void;
   /** Learn the sessions other nodes created (before `list_sessions` answers). */
   refresh(): Promise<void>;
+  /**
+   * Which of these sessions (not live here) another node hosts right now: the node's id for each, undefined where
+   * none does (issue 29: every node gives one answer).
+   */
+  hostedElsewhere?(sessions: readonly SessionName[]): Promise<ReadonlyArray<string | undefined>>;
   replayStored?: ServerCommandContext["replayStored"];
 }
 
@@ -647,9 +652,16 @@ export class ServerCore {
         ),
       listSessions: async () => {
         await this.#router?.refresh();
-        return [...this.#registry.entries()]
-          .filter((entry) => this.#registry.canAccess(conn.principal, entry, "list"))
-          .map((entry) => this.#registry.summary(entry));
+        const entries = [...this.#registry.entries()].filter((entry) => this.#registry.canAccess(conn.principal, entry, "list"));
+        const summaries: Array<SessionSummary & { node?: string }> = entries.map((entry) => this.#registry.summary(entry));
+        // A session live on another node is listed live there, with its node, as that node lists it.
+        const dormant = entries.flatMap((entry, i) => (entry instanceof SessionHost ? [] : [i]));
+        const hosts = dormant.length > 0 ? await this.#router?.hostedElsewhere?.(dormant.map((i) => entries[i] as SessionEntry)) : undefined;
+        hosts?.forEach((node, n) => {
+          const i = dormant[n] as number;
+          if (node !== undefined) summaries[i] = { ...(summaries[i] as SessionSummary), status: "live", node };
+        });
+        return summaries;
       },
       listStored: () => this.#registry.listStored(conn.principal),
       openStored: (storedId, sessionId) => this.#registry.openStored(conn.principal, storedId, sessionId),

@@ -224,7 +224,7 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
   });
   const endpointSources = {
     // A node that lost Redis (or its registration) takes no new clients until it is back.
-    ready: () => (state !== "running" ? false : starting ? "starting" : cluster && !cluster.ready ? false : true),
+    ready: () => (state !== "running" ? false : starting ? "starting" : (cluster?.notReady ?? true)),
     openBreakers: () => breakers.all().filter((b) => b.state !== "closed").map((b) => `${b.kind}:${b.key}`),
     scrape: metrics instanceof PrometheusMetrics ? () => metrics.scrape() : undefined,
   };

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 
 export interface EndpointSources {
   /** Is the server accepting work? */
-  /** true: ready; false: shutting down; a string: not ready yet, and why (e.g. "starting"). */
+  /** true: ready; false: shutting down; a string: not ready, and why (`starting`, `redis_unavailable`, `fenced`, …). */
   readonly ready: () => boolean | string;
   /** Breakers currently open (reported by /readyz). */
   readonly openBreakers: () => string[];
@@ -31,7 +31,7 @@ export function createEndpoints(sources: EndpointSources): (request: IncomingMes
     if (path === "/readyz") {
       const ready = sources.ready();
       const status = ready === true ? "ready" : ready === false ? "shutting_down" : ready;
-      json(response, ready ? 200 : 503, sources.detailed ? { status, openBreakers: sources.openBreakers() } : { status });
+      json(response, ready === true ? 200 : 503, sources.detailed ? { status, openBreakers: sources.openBreakers() } : { status });
       return true;
     }
     if (path === "/metrics" && !sources.detailed) {

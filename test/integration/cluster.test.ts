@@ -70,6 +70,12 @@ test("a session created on node A is subscribed and prompted from node C: both s
   const missing = await bob.request({ type: "get_state", sessionId: "no-such" });
   assert.equal(refused.code, "session_not_found");
   assert.equal(refused.error?.replace("s1", "?"), missing.error?.replace("no-such", "?"));
+  // Every node lists the session the same way: live, on A (issue 29; C used to say dormant). Bob's lists have none.
+  const [listedOnA, listedOnC] = await Promise.all([onA, onC].map((client) => client.ok<{ sessions: Array<Record<string, unknown>> }>({ type: "list_sessions" })));
+  const [idA] = nodeIds(a);
+  assert.deepEqual(listedOnC?.sessions.map((entry) => [entry["sessionId"], entry["status"], entry["node"]]), [["s1", "live", idA]]);
+  assert.deepEqual(listedOnA?.sessions.map((entry) => [entry["sessionId"], entry["status"]]), [["s1", "live"]]);
+  assert.deepEqual((await bob.ok<{ sessions: unknown[] }>({ type: "list_sessions" })).sessions, []);
 
   // What an operator sees: A holds the lease, C forwarded and relayed frames, both measured Redis.
   const [onAMetrics, onCMetrics] = await Promise.all([metrics(a), metrics(c)]);
@@ -179,6 +185,10 @@ test("kill -9 the owner mid-run: another node restores the session within the le
 /** `/readyz` of a node: its HTTP status. */
 async function readyz(server: RunningServer): Promise<number> {
   return (await fetch(`${server.url.replace(/^ws/, "http").replace(/\/$/, "")}/readyz`)).status;
+}
+
+async function readyzStatus(server: RunningServer): Promise<unknown> {
+  return ((await (await fetch(`${server.url.replace(/^ws/, "http").replace(/\/$/, "")}/readyz`)).json()) as { status: unknown }).status;
 }
 
 /** Every key in Redis that names this node id, in its name or (string keys) its value. */
@@ -458,6 +468,7 @@ test("Redis stopped for 5 s: nodes fence themselves and say not ready, then regi
   assert.ok(fencedMs < TTL_MS + 1_000, `fenced ${fencedMs} ms after Redis went away`);
   assert.equal(await readyz(a), 503);
   assert.equal(await readyz(c), 503);
+  assert.equal(await readyzStatus(a), "redis_unavailable", "the cause, not shutting_down");
   t.diagnostic(`Redis stopped → A fenced and closed its subscriber after ${fencedMs} ms (TTL ${TTL_MS} ms)`);
 
   await delay(Math.max(0, 5_000 - (Date.now() - stoppedAt))); // the outage lasts 5 s: its length is the subject
