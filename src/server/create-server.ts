@@ -177,7 +177,8 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
   const metrics = resolveMetrics(config.metrics);
   const cluster =
     config.cluster &&
-    new Cluster({ ...config.cluster, replayMaxEvents: config.replay.maxEvents, logger: log, mirrorDir: dataDir && join(dataDir, "cluster-records") });
+    // The embedder's own logger, not ours: the cluster names its component itself (one `component` key per line).
+    new Cluster({ ...config.cluster, replayMaxEvents: config.replay.maxEvents, logger: config.logger ?? log, mirrorDir: dataDir && join(dataDir, "cluster-records") });
   const store = cluster?.store ?? config.store ?? (dataDir === undefined ? undefined : new FileSessionStore(join(dataDir, "sessions")));
   const { core, registry, engine, limits, breakers } = assemble({
     config,

@@ -70,6 +70,10 @@ test("a session created on node A is subscribed and prompted from node C: both s
   const missing = await bob.request({ type: "get_state", sessionId: "no-such" });
   assert.equal(refused.code, "session_not_found");
   assert.equal(refused.error?.replace("s1", "?"), missing.error?.replace("no-such", "?"));
+  // Log lines name their component once (issue 29: cluster lines carried two `component` keys).
+  const repeated = a.stderr.text().split("\n").filter((line) => (line.match(/"component":/g) ?? []).length > 1);
+  assert.deepEqual(repeated, []);
+  assert.ok(a.stderr.text().includes('"component":"cluster"'), "the cluster's lines are there to check");
   // Every node lists the session the same way: live, on A (issue 29; C used to say dormant). Bob's lists have none.
   const [listedOnA, listedOnC] = await Promise.all([onA, onC].map((client) => client.ok<{ sessions: Array<Record<string, unknown>> }>({ type: "list_sessions" })));
   const [idA] = nodeIds(a);
