@@ -2,7 +2,8 @@
 import { BEARER_PROTOCOL_PREFIX, SUBPROTOCOL } from "../auth/credentials.js";
 import { CLOSE_CODES } from "../errors.js";
 import { Emitter } from "./emitter.js";
-import { PiClientError } from "./errors.js";
+import { connectError, watchRefusedUpgrade, type AttemptOutcome, type RefusedUpgrade } from "./connect-failure.js";
+import { PiClientError, type PiConnectError } from "./errors.js";
 import { SessionHandle, type SessionHandleOptions } from "./session.js";
 import type {
   CloseInfo,
@@ -44,21 +45,32 @@ export interface ClientEvents {
   reconnecting: (attempt: number, delayMs: number) => void;
   /** A session's subscription was answered `resyncRequired`: its handle emitted `resync` with the snapshot. */
   resynced: (sessionId: string) => void;
+  /** Also every failed connect attempt, with a `PiConnectError` (its `code` says why, its message names the URL). */
   error: (error: Error) => void;
+  /**
+   * The client stopped trying to connect: a final `PiConnectError` (401, 403, TLS, an unexpected HTTP status), or
+   * `shouldRetry` said stop. It is not closed: `setToken()` or `connect()` tries again.
+   */
+  failed: (error: PiConnectError) => void;
   /** Closed for good (`close()`, or the client gave up). */
   closed: () => void;
   /** `session_created`, `session_deleted`, `server_shutdown`. */
   notice: (frame: NoticeFrame) => void;
 }
 
-export type ClientStatus = "idle" | "connecting" | "connected" | "reconnecting" | "closed";
+/** `failed`: stopped by a final connect error (see `lastError`) until `setToken()` or `connect()`. */
+export type ClientStatus = "idle" | "connecting" | "connected" | "reconnecting" | "failed" | "closed";
 
 type Resolvable<T> = T | (() => T | Promise<T>);
 
 export interface PiClientOptions {
   /** `ws://` or `wss://` URL, or a function giving it (called on every connect). */
   readonly url: Resolvable<string>;
-  /** Bearer token, or a function giving a fresh one (called on every connect, so a 4003 close gets a new one). */
+  /**
+   * Bearer token, or a function giving a fresh one (called on every connect, so a 4003 close gets a new one). A
+   * token the server refuses (HTTP 401) is final: the client stops (`failed`, error `unauthorized`) rather than
+   * retry it; `setToken()` supplies another and connects again.
+   */
   readonly token?: Resolvable<string | undefined>;
   /** The WebSocket class: the global one by default (browsers, Node ≥ 22); `ws` on Node 20. */
   readonly WebSocketImpl?: WebSocketConstructor;
@@ -69,7 +81,11 @@ export interface PiClientOptions {
   readonly tokenTransport?: "header" | "subprotocol";
   /** Backoff between reconnects (exponential, full jitter); false: never reconnect. */
   readonly retry?: RetryOptions | false;
-  /** @default retry on 1001, 1006, 1012, 1013, 4001; refresh the token and retry on 4003; stop on anything else */
+  /**
+   * After a close, or a connect attempt that failed (`close.error` set, a `PiConnectError`).
+   * @default a failed connect: retry when `error.retryable`, else stop; a close: retry on 1001, 1006, 1012, 1013,
+   * 4001; refresh the token and retry on 4003; stop on anything else
+   */
   readonly shouldRetry?: (close: CloseInfo) => RetryDecision;
   /** Application-level `ping` that finds a half-open connection; false: off. */
   readonly keepAlive?: KeepAliveOptions | false;
@@ -111,6 +127,7 @@ const RETRY_CODES: ReadonlySet<number> = new Set([CLOSE_CODES.goingAway, 1006, 1
 const OPEN = 1;
 
 export function defaultShouldRetry(close: CloseInfo): RetryDecision {
+  if (close.error) return close.error.retryable ? "retry" : "stop";
   if (close.code === CLOSE_CODES.tokenExpired) return "refresh";
   return RETRY_CODES.has(close.code) ? "retry" : "stop";
 }
@@ -131,15 +148,31 @@ interface Pending {
   readonly onSuccess: ((data: unknown) => void) | undefined;
 }
 
-/** One socket's listeners, so that a replaced socket can be let go of completely. */
+/** One socket's listeners, so that a replaced socket can be let go of completely, and what its attempt saw. */
 interface Attached {
   readonly ws: WebSocketLike;
+  readonly url: string;
   readonly detach: () => void;
+  /** The WebSocket opened (HTTP 101): a close after this is a dropped connection, before it a failed connect. */
+  opened: boolean;
+  /** The socket's error, and the HTTP answer of a refused upgrade (`ws` only). */
+  cause: unknown;
+  response: RefusedUpgrade | undefined;
 }
 
 /**
  * A pi-server client (PROTOCOL.md): one WebSocket, reconnected with backoff while the client is open; requests
  * matched to responses; session handles resubscribed from their cursors after every reconnect. `close()` is final.
+ *
+ * Connect failures are `PiConnectError`s with a stable `code` (`connection_refused`, `dns_failed`, `tls_failed`,
+ * `unauthorized`, `access_denied`, `server_unavailable`, `unexpected_response`, `connect_timeout`, `invalid_url`,
+ * `connect_failed`) and a message naming the URL and the cause; each is emitted as `error`. They fail fast:
+ * - until the client has connected once, a failed attempt rejects the requests waiting for it, and a request made
+ *   while the last attempt had failed rejects at once, with that error (the client keeps retrying if it may);
+ * - a final error (401, 403, TLS, an unexpected HTTP status, a bad URL) stops the client (`status` "failed",
+ *   `failed` event) and rejects every waiting request; `setToken()` or `connect()` tries again;
+ * - once connected, a dropped connection is retried as before (server restarts, 1012/1013, 503 with Retry-After):
+ *   requests wait for the reconnect within their timeout, and a `request_timeout` then names the last cause.
  */
 export class PiClient {
   readonly #options: PiClientOptions;
@@ -159,9 +192,15 @@ export class PiClient {
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   /** Sockets opened so far (tests and diagnostics). */
   #opened = 0;
+  /** Replaced by `setToken()`. */
+  #token: Resolvable<string | undefined> | undefined;
+  /** A connection got to `server_ready` at least once: failures from then on are waited out, not failed fast. */
+  #everConnected = false;
+  #lastError: PiConnectError | undefined;
 
   constructor(options: PiClientOptions) {
     this.#options = options;
+    this.#token = options.token;
     for (const [type, listener] of Object.entries(options.on ?? {})) {
       if (listener) this.#emitter.on(type as keyof ClientEvents, listener as never);
     }
@@ -170,6 +209,34 @@ export class PiClient {
 
   get status(): ClientStatus {
     return this.#status;
+  }
+
+  /** Why the last connect attempt failed (cleared when a connection is ready). */
+  get lastError(): PiConnectError | undefined {
+    return this.#lastError;
+  }
+
+  /**
+   * Use another token from the next connect on: a string, undefined (none), or a function called on every connect.
+   * After a final failure (`status` "failed", e.g. `unauthorized`) the client connects at once with it; a connected
+   * client keeps its connection (the server fixed its principal at the upgrade). Pass the same function again to
+   * retry it after it has a new token.
+   */
+  setToken(token: Resolvable<string | undefined>): void {
+    this.#token = token;
+    if (this.#status === "failed") this.connect();
+  }
+
+  /**
+   * Connect now: after a final failure (`status` "failed"), try again; with `lazy`, before the first request.
+   * Does nothing while connected or connecting, or after `close()`.
+   */
+  connect(): void {
+    if (this.#status === "failed") {
+      this.#status = "idle";
+      this.#attempt = 0;
+    }
+    this.#connect();
   }
 
   /** Sockets opened over the client's life. */
@@ -313,14 +380,18 @@ export class PiClient {
       })
       .catch((error: unknown) => {
         // The URL or token function failed, or the WebSocket could not be made: like a connection that failed.
-        this.#emitter.emit("error", error instanceof Error ? error : new Error(String(error)));
-        this.#scheduleReconnect({ code: 1006, reason: "connect failed" });
+        this.#connectFailed(connectError({ url: this.#triedUrl, cause: error }), { code: 1006, reason: "connect failed" });
       });
   }
 
+  /** The URL of the attempt under way (for its error, if the token function or the WebSocket constructor throws). */
+  #triedUrl = "";
+
   async #open(): Promise<void> {
+    this.#triedUrl = typeof this.#options.url === "string" ? this.#options.url : "(the url function's URL)";
     const url = await resolve(this.#options.url);
-    const token = await resolve(this.#options.token);
+    this.#triedUrl = url;
+    const token = await resolve(this.#token);
     if (this.#status === "closed" || this.#socket) return;
     const Impl = this.#options.WebSocketImpl ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!Impl) throw new Error("No WebSocket: pass WebSocketImpl (the `ws` package on Node 20)");
@@ -330,31 +401,50 @@ export class PiClient {
     else if (transport === "header") ws = new Impl(url, [SUBPROTOCOL], { headers: { authorization: `Bearer ${token}` } });
     else ws = new Impl(url, [SUBPROTOCOL, `${BEARER_PROTOCOL_PREFIX}${token}`]);
     this.#opened += 1;
-    const socket = this.#attach(ws);
+    const socket = this.#attach(ws, url);
     this.#socket = socket;
     // A server (or proxy) that takes the connection and never answers: give up on it like on a dropped one.
+    const timeoutMs = this.#options.connectTimeoutMs ?? 10_000;
     this.#handshakeTimer = setTimeout(() => {
       if (this.#socket !== socket || this.#ready) return;
       terminate(ws);
-      this.#onClose(ws, { code: 1006, reason: "connect timeout" });
-    }, this.#options.connectTimeoutMs ?? 10_000);
+      this.#onClose(ws, { code: 1006, reason: "connect timeout" }, timeoutMs);
+    }, timeoutMs);
   }
 
-  #attach(ws: WebSocketLike): Attached {
+  #attach(ws: WebSocketLike, url: string): Attached {
     const onMessage = (event: { data: unknown }) => this.#onMessage(ws, event.data);
     const onClose = (event: { code: number; reason: string }) => this.#onClose(ws, { code: event.code, reason: event.reason });
-    const onError = () => undefined; // a close follows every error
+    const onOpen = () => {
+      attached.opened = true;
+      ws.removeEventListener("open", onOpen); // needed once: an open socket holds only the three it uses
+    };
+    // A close follows every error; the first error is the cause (`ws` gives Node's error, browsers nothing).
+    const onError = (event: { error?: unknown }) => (attached.cause ??= event.error);
     ws.addEventListener("message", onMessage as (event: unknown) => void);
     ws.addEventListener("close", onClose as (event: unknown) => void);
+    ws.addEventListener("open", onOpen);
     ws.addEventListener("error", onError as (event: unknown) => void);
-    return {
+    const attached: Attached = {
       ws,
+      url,
+      opened: false,
+      cause: undefined,
+      response: undefined,
       detach: () => {
         ws.removeEventListener("message", onMessage as (event: unknown) => void);
         ws.removeEventListener("close", onClose as (event: unknown) => void);
+        ws.removeEventListener("open", onOpen);
         // The error listener stays: `ws` throws an error event nobody listens to (e.g. closing while connecting).
       },
     };
+    // `ws` alone tells the status of a refused upgrade (401 and its reason, 503 and Retry-After); it then leaves
+    // the socket to us, so it is ended here (its close brings the attempt to #onClose).
+    watchRefusedUpgrade(ws, (response) => {
+      attached.response = response;
+      terminate(ws);
+    });
+    return attached;
   }
 
   #onMessage(ws: WebSocketLike, data: unknown): void {
@@ -388,6 +478,8 @@ export class PiClient {
     clearTimeout(this.#handshakeTimer);
     this.#handshakeTimer = undefined;
     this.#ready = true;
+    this.#everConnected = true;
+    this.#lastError = undefined;
     this.#attempt = 0;
     this.#status = "connected";
     this.#emitter.emit("connected", { connectionId: frame.connectionId, serverVersion: frame.serverVersion, protocolVersion: frame.protocolVersion });
@@ -415,8 +507,14 @@ export class PiClient {
     );
   }
 
-  #onClose(ws: WebSocketLike, close: CloseInfo): void {
-    if (this.#socket?.ws !== ws) return;
+  #onClose(ws: WebSocketLike, close: CloseInfo, timedOutMs?: number): void {
+    const socket = this.#socket;
+    if (socket?.ws !== ws) return;
+    if (!socket.opened || timedOutMs !== undefined) {
+      const outcome: AttemptOutcome = { url: socket.url, response: socket.response, cause: socket.cause, timedOutMs };
+      this.#connectFailed(connectError(outcome), close);
+      return;
+    }
     this.#dropSocket();
     this.#emitter.emit("disconnected", close);
     // Sent and not answered: resent if that is safe, otherwise the caller must decide.
@@ -434,6 +532,26 @@ export class PiClient {
     this.#scheduleReconnect(close, decision === "refresh");
   }
 
+  /** A connect attempt failed: fail fast what cannot wait, then retry or stop as `shouldRetry` decides. */
+  #connectFailed(error: PiConnectError, close: CloseInfo): void {
+    const hadSocket = this.#socket !== undefined;
+    this.#dropSocket();
+    this.#lastError = error;
+    if (hadSocket) this.#emitter.emit("disconnected", close);
+    this.#emitter.emit("error", error);
+    if (this.#status === "closed") return; // a listener closed the client
+    const decision = (this.#options.shouldRetry ?? defaultShouldRetry)({ ...close, error });
+    const stop = decision === "stop" || this.#options.retry === false;
+    // Never connected: nothing says the server will come, so whoever waits is told now. Stopping: nothing will come.
+    if (!this.#everConnected || stop) this.#failAll(error, (pending) => !pending.sent);
+    if (!stop) {
+      this.#scheduleReconnect(close, decision === "refresh", error.retryAfterMs);
+      return;
+    }
+    this.#status = "failed";
+    this.#emitter.emit("failed", error);
+  }
+
   /** Forget the current socket: listeners off, keep-alive stopped. */
   #dropSocket(): void {
     this.#socket?.detach();
@@ -445,17 +563,20 @@ export class PiClient {
     this.#pingTimer = this.#pongTimer = this.#handshakeTimer = undefined;
   }
 
-  #scheduleReconnect(close: CloseInfo, immediately = false): void {
+  /** `retryAfterMs`: the server's Retry-After (a 503), waited at least (plus up to half of it, so clients spread). */
+  #scheduleReconnect(close: CloseInfo, immediately = false, retryAfterMs?: number): void {
     if (this.#status === "closed") return;
     const retry = this.#options.retry === false ? {} : (this.#options.retry ?? {});
     this.#attempt += 1;
     if (this.#attempt > (retry.maxAttempts ?? Infinity)) {
-      this.#emitter.emit("error", new PiClientError("client_closed", `Gave up reconnecting after ${this.#attempt - 1} attempts (last close ${close.code})`));
+      const last = this.#lastError ? this.#lastError.message : `close ${close.code}`;
+      this.#emitter.emit("error", new PiClientError("client_closed", `Gave up reconnecting after ${this.#attempt - 1} attempts (last: ${last})`, { cause: this.#lastError }));
       this.close();
       return;
     }
     const ceiling = Math.min(retry.maxDelayMs ?? 10_000, (retry.initialDelayMs ?? 250) * (retry.factor ?? 2) ** (this.#attempt - 1));
-    const delay = immediately && this.#attempt === 1 ? 0 : Math.round(Math.random() * ceiling);
+    const backoff = immediately && this.#attempt === 1 ? 0 : Math.round(Math.random() * ceiling);
+    const delay = retryAfterMs === undefined ? backoff : Math.max(backoff, retryAfterMs + Math.round((Math.random() * retryAfterMs) / 2));
     this.#status = "reconnecting";
     // The timer exists before listeners run, so that a listener's close() clears it.
     this.#reconnectTimer = setTimeout(() => {
@@ -498,6 +619,10 @@ export class PiClient {
 
   #send(frame: Record<string, unknown>, retryable: boolean, options: RequestOptions, onSuccess?: (data: unknown) => void): Promise<unknown> {
     if (this.#status === "closed") return Promise.reject(new PiClientError("client_closed", "The client is closed"));
+    // Stopped by a final error, or never connected and the last attempt failed: say why now rather than wait.
+    if (this.#lastError && (this.#status === "failed" || (!this.#everConnected && !this.#opening && !this.#socket))) {
+      return Promise.reject(this.#lastError);
+    }
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(new PiClientError("aborted", "The request was aborted"));
     // A dialog answer carries the dialog's id; everything else gets ours.
@@ -509,12 +634,15 @@ export class PiClient {
         pending.cleanup();
         // Sent: tell the server to stop it too (best effort).
         if (pending.sent && frame["type"] !== "cancel" && frame["type"] !== "ping") void this.request("cancel", { commandId: id }).catch(() => undefined);
-        rejectPromise(new PiClientError(error.code, error.message, { maybeExecuted: pending.sent }));
+        rejectPromise(new PiClientError(error.code, error.message, { maybeExecuted: pending.sent, cause: error.cause }));
       };
       const timeoutMs = options.timeoutMs ?? this.#options.requestTimeoutMs ?? 30_000;
-      const timer = timeoutMs < Number.MAX_SAFE_INTEGER
-        ? setTimeout(() => giveUp(new PiClientError("request_timeout", `No response within ${timeoutMs} ms`)), timeoutMs)
-        : undefined;
+      const timedOut = () => {
+        // Waiting for a reconnect that did not come: name what stops it.
+        const notConnected = !this.#ready && this.#lastError ? `: not connected (${this.#lastError.message})` : "";
+        giveUp(new PiClientError("request_timeout", `No response within ${timeoutMs} ms${notConnected}`, { cause: notConnected ? this.#lastError : undefined }));
+      };
+      const timer = timeoutMs < Number.MAX_SAFE_INTEGER ? setTimeout(timedOut, timeoutMs) : undefined;
       const onAbort = () => giveUp(new PiClientError("aborted", "The request was aborted"));
       signal?.addEventListener("abort", onAbort, { once: true });
       const pending: Pending = {

@@ -15,7 +15,7 @@ export {
   type RetryDecision,
   type RetryOptions,
 } from "./client.js";
-export { PiClientError, type ClientErrorCode } from "./errors.js";
+export { PiClientError, PiConnectError, type ClientErrorCode, type ConnectErrorCode } from "./errors.js";
 export {
   SESSION_COMMAND_METHODS,
   SessionHandle,

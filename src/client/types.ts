@@ -4,6 +4,7 @@
  * run time, so the client carries no dependency.
  */
 import type { CommandFrame, ErrorResponseFrame, ResponseFrame } from "../server/frames.js";
+import type { PiConnectError } from "./errors.js";
 
 export type {
   CommandFrame,
@@ -49,4 +50,6 @@ export type WebSocketConstructor = new (
 export interface CloseInfo {
   readonly code: number;
   readonly reason: string;
+  /** Set when the connection was never made (a failed connect attempt): why. */
+  readonly error?: PiConnectError;
 }

@@ -5,7 +5,7 @@ import { createServer as createTcpServer, type AddressInfo, type Socket } from "
 import { join } from "node:path";
 import { test } from "node:test";
 import { fauxAssistantMessage } from "@earendil-works/pi-ai";
-import { createSessionStore, PiClientError, type SessionFrame } from "../../src/client/index.js";
+import { createSessionStore, PiClientError, type PiConnectError, type SessionFrame } from "../../src/client/index.js";
 import { createDefaultSessionFactory, createPiServer, jwtAuth } from "../../src/index.js";
 import { durableHarness, TOKENS } from "../helpers/durable-cli.js";
 import { mintHs } from "../helpers/jwt.js";
@@ -194,7 +194,7 @@ test("a protocol error (1009, frame too big) stops the client for good; abort an
   assert.equal(client.socketsOpened, 1, "it did not reconnect");
 });
 
-test("a server that takes the connection and never answers: the connect timeout drops it and the client tries again", async (t) => {
+test("a server that takes the connection and never answers: the connect timeout drops it, fails the waiting request with connect_timeout, and the client tries again", async (t) => {
   const accepted: Socket[] = [];
   const silent = createTcpServer((socket) => accepted.push(socket.on("error", () => undefined))); // accepts, never speaks
   await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
@@ -210,6 +210,10 @@ test("a server that takes the connection and never answers: the connect timeout 
   const [close] = await dropped;
   assert.equal(close.reason, "connect timeout");
   await retried;
+  // Never connected: the request waiting for this attempt is told why it failed, with the URL (issue 29).
+  const error = (await answer) as PiConnectError;
+  assert.equal(error.code, "connect_timeout");
+  assert.equal(error.retryable, true);
+  assert.match(error.message, new RegExp(`^Cannot connect to ${url}: no answer within 200 ms`));
   client.close();
-  assert.equal((await answer as PiClientError).code, "client_closed", "the waiting request ends with the client");
 });
