@@ -102,6 +102,7 @@ export function assemble(options: AssembleOptions): Assembly {
     host: {
       maxQueued: config.maxQueuedPerSession,
       dialogTimeoutMs: config.dialogTimeoutMs,
+      maxUnwatchedRetries: config.maxUnwatchedRetries,
       logger,
       breakers,
       firstTokenTimeoutMs: config.breakers.llm.firstTokenTimeoutMs,

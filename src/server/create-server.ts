@@ -275,6 +275,7 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     core.broadcast({ type: "server_shutdown", graceMs: config.abortRunsOnShutdown ? 0 : config.shutdownGraceMs });
     host.stopRouting(); // our own HTTP listeners stay up during the grace period: /readyz says 503, upgrades get 503
     const hosts = [...registry.hosts()];
+    for (const h of hosts) h.stopRetries();
     if (!config.abortRunsOnShutdown) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

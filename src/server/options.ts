@@ -78,6 +78,12 @@ export interface PiServerOptions {
   maxQueuedPerSession?: number;
   /** Time an extension dialog without its own timeout waits for an answer. @default 300_000 (5 minutes) */
   dialogTimeoutMs?: number;
+  /**
+   * pi's automatic retries of a failed model call while no client follows the session: past this many attempts the
+   * retry is stopped (nobody is there to see it, and it keeps the run, its tokens and a shutdown waiting). pi's own
+   * `retry.maxRetries` bounds the rest. @default 1
+   */
+  maxUnwatchedRetries?: number;
   /** How long `close()` lets running prompts finish before aborting them. @default 10_000 */
   shutdownGraceMs?: number;
   /** Working directory of sessions created without `cwd`. @default process.cwd() */
@@ -261,6 +267,7 @@ export const DEFAULTS = {
   maxPayload: 1024 * 1024,
   maxQueuedPerSession: 64,
   dialogTimeoutMs: 5 * 60_000,
+  maxUnwatchedRetries: 1,
   shutdownGraceMs: 10_000,
   inMemory: false,
   console: false,
@@ -321,6 +328,7 @@ export interface ResolvedConfig {
   readonly maxPayload: number;
   readonly maxQueuedPerSession: number;
   readonly dialogTimeoutMs: number;
+  readonly maxUnwatchedRetries: number;
   readonly shutdownGraceMs: number;
   readonly cwd: string;
   readonly agentDir: string | undefined;
@@ -394,6 +402,7 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   maxPayload: true,
   maxQueuedPerSession: true,
   dialogTimeoutMs: true,
+  maxUnwatchedRetries: true,
   shutdownGraceMs: true,
   cwd: true,
   agentDir: true,
@@ -770,6 +779,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     maxPayload: positiveInt(options, "maxPayload", DEFAULTS.maxPayload),
     maxQueuedPerSession: positiveInt(options, "maxQueuedPerSession", DEFAULTS.maxQueuedPerSession),
     dialogTimeoutMs: positiveInt(options, "dialogTimeoutMs", DEFAULTS.dialogTimeoutMs),
+    maxUnwatchedRetries: positiveInt(options, "maxUnwatchedRetries", DEFAULTS.maxUnwatchedRetries, 0),
     shutdownGraceMs: positiveInt(options, "shutdownGraceMs", DEFAULTS.shutdownGraceMs, 0),
     cwd,
     agentDir: optionalString(options, "agentDir"),

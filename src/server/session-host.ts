@@ -43,6 +43,8 @@ function readState(session: AgentSession) {
 export interface SessionHostOptions {
   readonly maxQueued: number;
   readonly dialogTimeoutMs: number;
+  /** pi's auto-retries allowed while nobody is subscribed (options.ts `maxUnwatchedRetries`). @default unbounded */
+  readonly maxUnwatchedRetries?: number | undefined;
   readonly logger: Logger;
   readonly breakers: Breakers;
   readonly firstTokenTimeoutMs: number;
@@ -126,6 +128,8 @@ export class SessionHost {
   /** Process groups of the session's running bash commands: killed when the session ends. */
   readonly #groups = new ProcessGroups();
   #unsubscribe: (() => void) | undefined;
+  /** Set once the server closes: no auto-retry starts any more. */
+  #noRetries = false;
   /** Stops pi's writes to the conversation's file once another process wrote to it (undefined: kept in memory). */
   #guard: ConversationGuard | undefined;
   readonly #mayWrite: (() => boolean) | undefined;
@@ -293,6 +297,27 @@ export class SessionHost {
     }
     // Ahead of queued commands: they run on the reloaded conversation.
     this.lane.runFirst(() => this.#reload(file)).catch((error: unknown) => this.#log.warn({ err: error }, "reload after a conflict failed"));
+  }
+
+  /**
+   * The server is closing: a pending auto-retry stops now and none starts again (a shutdown never waits out pi's
+   * retry backoff).
+   */
+  stopRetries(): void {
+    this.#noRetries = true;
+    this.session.abortRetry();
+  }
+
+  /**
+   * pi announced auto-retry `attempt`: stopped when the server is closing, or when no client follows the session and
+   * the attempt is past `maxUnwatchedRetries`. pi arms the retry's abort right after the announcement: stopped then.
+   */
+  #boundRetry(attempt: number): void {
+    const max = this.#options.maxUnwatchedRetries ?? Number.POSITIVE_INFINITY;
+    const why = this.#noRetries ? "the server is closing" : this.hub.subscriberCount === 0 && attempt > max ? "no client follows the session" : undefined;
+    if (why === undefined) return;
+    this.#log.info({ attempt, why }, "auto-retry stopped");
+    queueMicrotask(() => this.session.abortRetry());
   }
 
   /** Stop what runs beside a prompt: bash, compaction, a pending retry. */
@@ -523,6 +548,7 @@ export class SessionHost {
           this.#options.onToolCall?.(known ? event.toolName : "unknown", event.isError ? "error" : "ok");
         }
         this.hub.publish(this.paths.event(event));
+        if (event.type === "auto_retry_start") this.#boundRetry(event.attempt);
         if (event.type === "message_end" && event.message.role === "user" && this.#userMessageWaiters.length > 0) {
           const written = this.#userMessageWaiters.splice(0);
           queueMicrotask(() => {
