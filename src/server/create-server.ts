@@ -230,14 +230,15 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     scrape: metrics instanceof PrometheusMetrics ? () => metrics.scrape() : undefined,
   };
   const probes = createEndpoints({ ...endpointSources, detailed: config.metricsOnMainPort });
-  const consolePage = config.console ? createConsoleEndpoint(config.path, config.maxPayload) : undefined;
-  const endpoints = (request: IncomingMessage, response: ServerResponse) => probes(request, response) || (consolePage?.(request, response) ?? false);
+  const gate = createUpgradeGate({ auth: config.auth, allowedOrigins: config.allowedOrigins, metrics, logger: log });
+  const consolePage = createConsoleEndpoint({ enabled: config.console, wsPath: config.path, maxPayload: config.maxPayload, ownServer: config.mode === "port", gate });
+  const endpoints = (request: IncomingMessage, response: ServerResponse) => probes(request, response) || consolePage(request, response);
   const host = new HttpHost({
     config,
     log,
     endpoints,
     detailedEndpoints: createEndpoints({ ...endpointSources, detailed: true }),
-    gate: createUpgradeGate({ auth: config.auth, allowedOrigins: config.allowedOrigins, metrics, logger: log }),
+    gate,
     // A cluster node that cannot reach Redis or is not registered (yet, or again) takes no connection it would only
     // close again with 1012: refused with 503 and Retry-After, so clients back off instead of storming it (issue 27).
     accepting: () => state === "running" && core.connectionCount < config.maxConnections && (cluster === undefined || cluster.ready),
