@@ -13,6 +13,7 @@ import type { AuthorizeRequest, ServerHooks } from "./hooks.js";
 import type { SessionFactory, SessionRequest } from "./session-factory.js";
 import { type SessionChange, SessionHost, type SessionHostOptions, type SessionState } from "./session-host.js";
 import { keyOf } from "./session-key.js";
+import { sessionTitle } from "./session-title.js";
 import type { SessionRecord, SessionStore } from "../store/session-store.js";
 import { checkSessionFile } from "../isolation/session-files.js";
 import { type FileLock, lockSessionFile } from "../store/file-lock.js";
@@ -45,6 +46,8 @@ export interface SessionSummary {
   readonly pendingDialogs?: number;
   /** pi's `get_state` (live sessions only). */
   readonly state?: SessionState;
+  /** Its name, else its first prompt's first words (`sessionTitle`); absent while it has neither (issue 29). */
+  readonly title?: string;
 }
 
 /**
@@ -247,6 +250,8 @@ export class SessionRegistry {
         status: "dormant",
         messageCount: r.messageCount,
         subscribers: 0,
+        // Cleaned and cut again: a record may come from another node or an older version.
+        ...withTitle(sessionTitle(r.title ?? r.name, [])),
       };
     }
     const state = entry.state();
@@ -261,6 +266,7 @@ export class SessionRegistry {
       subscribers: entry.hub.subscriberCount,
       pendingDialogs: entry.dialogs.size,
       state,
+      ...withTitle(sessionTitle(state.sessionName, entry.session.messages)),
     };
   }
 
@@ -832,6 +838,7 @@ export class SessionRegistry {
       // pi writes its file only once a reply exists: until then nothing of the conversation would survive.
       messageCount: session.sessionFile !== undefined && existsSync(session.sessionFile) ? session.messages.length : 0,
       name: session.sessionName,
+      title: sessionTitle(session.sessionName, session.messages),
       runActive: host.running,
     };
   }
@@ -922,4 +929,9 @@ export class SessionRegistry {
     clearInterval(this.#idleTimer);
     await Promise.allSettled([...this.#writes.values()]);
   }
+}
+
+/** `{ title }`, or nothing for a session without one (the field is absent, never null). */
+function withTitle(title: string | undefined): { title?: string } {
+  return title === undefined ? {} : { title };
 }

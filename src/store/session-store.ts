@@ -28,6 +28,8 @@ export interface SessionRecord {
   readonly messageCount: number;
   /** pi's session name, if one was set. */
   readonly name: string | undefined;
+  /** The session's title when the record was written (listed for dormant sessions; absent in older records). */
+  readonly title?: string | undefined;
   /** A prompt run was in progress when the record was written: true after a crash mid-run (`run_interrupted`). */
   readonly runActive: boolean;
 }
@@ -164,6 +166,7 @@ export function validate(value: unknown): string | undefined {
   if (!time(r["lastSeq"])) return "lastSeq";
   if (!time(r["messageCount"])) return "messageCount";
   if (!optionalString(r["name"])) return "name";
+  if (!optionalString(r["title"])) return "title";
   if (typeof r["runActive"] !== "boolean") return "runActive";
   return undefined;
 }
