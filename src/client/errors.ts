@@ -14,7 +14,7 @@ export type ClientErrorCode =
 
 /**
  * Why a connection could not be made (a `PiConnectError`). Retryable ones are retried with backoff; final ones stop
- * the client (`status` "failed") until `setToken()` or `connect()`. PROTOCOL.md "Client SDK errors" lists them too.
+ * the client (`status` "failed") until `setToken()` or `connect()` (adr/0030).
  */
 export type ConnectErrorCode =
   /** Nothing listens at the URL's host and port (ECONNREFUSED). Retryable. */
