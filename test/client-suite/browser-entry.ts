@@ -28,6 +28,7 @@ page.runSuite = async ({ url, token }) => {
     token,
     WebSocketImpl: page.WebSocket,
     tokenTransport: "subprotocol",
+    tellsConnectCauses: false,
     reply: (texts) => page.piSuiteReply(texts),
     cut: () => page.piSuiteCut(),
   };

@@ -8,6 +8,7 @@ import {
   createSessionStore,
   type PiClient,
   type PiClientOptions,
+  PiConnectError,
   type SessionFrame,
   type WebSocketConstructor,
 } from "../../src/client/index.js";
@@ -23,6 +24,8 @@ export interface SuiteEnv {
   reply(texts: string[]): Promise<void>;
   /** Reset every connection through the proxy (the client sees 1006). */
   cut(): Promise<void>;
+  /** The WebSocket tells why a connect failed (`ws`); a browser's hides it (the client says `connect_failed`). */
+  readonly tellsConnectCauses: boolean;
 }
 
 export interface Scenario {
@@ -344,6 +347,28 @@ export const scenarios: Scenario[] = [
       assertContiguous(frames);
       ok(frames.some((f) => f.type === "event" && f.event.type === "agent_end"), "the missed run is there");
       equal(reloaded.listenerCount, 0, "the iterator let go when the loop ended");
+    },
+  },
+  {
+    name: "a refused token fails the waiting request fast with the URL; setToken() with the right one connects",
+    async run(env, clients) {
+      const client = clients.make(env, { token: "not-the-suite-token-0123" });
+      const error = await within(client.listSessions().then(() => undefined, (e: unknown) => e), "the refusal");
+      ok(error instanceof PiConnectError, `a PiConnectError: ${String(error)}`);
+      const refusal = error as PiConnectError;
+      ok(refusal.message.startsWith(`Cannot connect to ${env.url}`), refusal.message);
+      if (env.tellsConnectCauses) {
+        equal(refusal.code, "unauthorized", "code");
+        equal(refusal.reason, "invalid_token", "the server's reason");
+        equal(client.status, "failed", "final");
+      } else {
+        // The browser hides the 401: an unexplained failure, retried (with the wrong token, until it changes).
+        equal(refusal.code, "connect_failed", "code");
+      }
+      const connected = within(new Promise<void>((resolve) => client.on("connected", () => resolve())), "connected");
+      client.setToken(env.token);
+      await connected;
+      ok(Array.isArray(await client.listSessions()), "requests work");
     },
   },
   {

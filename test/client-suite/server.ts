@@ -22,7 +22,7 @@ const askExtension: ExtensionFactory = (pi) => {
  * The server the shared client suite talks to (Node side, for both runners): real sessions on the faux model,
  * token auth, the dialog extension, behind a proxy the scenarios can cut.
  */
-export async function startSuiteServer(): Promise<{ env: Omit<SuiteEnv, "WebSocketImpl" | "tokenTransport">; stop(): Promise<void> }> {
+export async function startSuiteServer(): Promise<{ env: Omit<SuiteEnv, "WebSocketImpl" | "tokenTransport" | "tellsConnectCauses">; stop(): Promise<void> }> {
   const setup = fauxSetup({ extensionFactories: [askExtension], tokensPerSecond: 400 });
   const server = createPiServer({
     port: 0,

@@ -11,7 +11,7 @@ let stop: () => Promise<void>;
 before(async () => {
   const suite = await startSuiteServer();
   stop = suite.stop;
-  env = { ...suite.env, WebSocketImpl: WebSocket as unknown as WebSocketConstructor, tokenTransport: "header" };
+  env = { ...suite.env, WebSocketImpl: WebSocket as unknown as WebSocketConstructor, tokenTransport: "header", tellsConnectCauses: true };
 });
 after(() => stop());
 
