@@ -1,7 +1,8 @@
 /**
  * `pi-server/client`: a typed client for pi-server (PROTOCOL.md), for browsers and Node, with no dependencies and no
  * Node built-ins. It reconnects with backoff, resumes every session from its cursor (a resume the server cannot
- * serve becomes one `resync` with the snapshot), and stays closed after `close()`.
+ * serve becomes one `resync` with the snapshot), and stays closed after `close()`. A connect that fails is a
+ * `PiConnectError` whose `code` says why and whose message names the URL (see `PiClient`, adr/0030).
  */
 export {
   createPiClient,
