@@ -229,7 +229,7 @@ export class PiClient {
 
   /**
    * Connect now: after a final failure (`status` "failed"), try again; with `lazy`, before the first request.
-   * Does nothing while connected or connecting, or after `close()`.
+   * Does nothing while connected, connecting or waiting out a backoff, or after `close()`.
    */
   connect(): void {
     if (this.#status === "failed") {
