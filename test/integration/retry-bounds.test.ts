@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
-import { connectAs } from "../helpers/client.js";
+import { TestClient } from "../helpers/client.js";
 import { cleanEnv, collect, exited, firstLine, run } from "../helpers/cli.js";
 import { tempDir } from "../helpers/faux.js";
 import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
@@ -27,7 +27,8 @@ async function failingModelServer(t: TestContext, baseDelayMs: number) {
   t.after(() => child.kill("SIGKILL"));
   const stderr = collect(child.stderr);
   const url = /listening on (\S+)$/.exec(await firstLine(child.stdout))?.[1] as string;
-  const client = await connectAs(url);
+  const client = new TestClient(url);
+  await client.ready;
   await client.ok({ type: "create_session", sessionId: "s" });
   await client.ok({ type: "prompt", sessionId: "s", message: "hello" });
   await client.waitForEvent("s", "auto_retry_start");
