@@ -1,12 +1,13 @@
 /**
  * The browser console (issue 14): watch and drive sessions. Built only on `pi-server/client` and its view store; no
  * framework (a few hundred lines of DOM code do not need one, adr/0019). Everything the server or the agent says is
- * put on the page as text (textContent), never as HTML.
+ * put on the page as text (textContent), never as HTML. Issue 29: it says what is wrong (the server's reason for a
+ * refused token, no reconnect loop on one), titles sessions, suggests the session's slash commands, picks the model
+ * and thinking level, and works from 360 px wide.
  */
 import {
   createPiClient,
   createSessionStore,
-  type DialogQuestion,
   type PiClient,
   PiClientError,
   type SessionFrame,
@@ -14,20 +15,14 @@ import {
   type SessionStore,
   type SessionView,
 } from "../client/index.js";
+import { type AuthAnswer, checkToken, storedToken, storeToken, unsendable } from "./auth.js";
+import { $, el, setStatus, toast } from "./dom.js";
+import { ask, uiRequest } from "./extension-ui.js";
+import { type Message, renderMessage, text } from "./messages.js";
+import { Pickers } from "./pickers.js";
+import { SlashSuggestions } from "./slash.js";
 
 type Summary = Awaited<ReturnType<PiClient["listSessions"]>>[number];
-type Block = { type?: string; text?: string; thinking?: string; name?: string; arguments?: Record<string, unknown> } & Record<string, unknown>;
-type Message = { role?: string; content?: unknown; stopReason?: string; toolName?: string; errorMessage?: string } & Record<string, unknown>;
-
-const TOKEN_KEY = "pi-server-console-token";
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string, text?: string): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // State
@@ -36,58 +31,92 @@ let client: PiClient | undefined;
 let sessions: Summary[] = [];
 let current: { handle: SessionHandle; store: SessionStore; off: Array<() => void>; rendered: number; opened: boolean } | undefined;
 let countdown: ReturnType<typeof setInterval> | undefined;
-let commands: Array<{ name: string; description?: string }> = [];
 /** Images chosen for the next message (base64, as pi takes them). */
 let attachments: Array<{ type: "image"; data: string; mimeType: string; name: string }> = [];
+/** The session to open again once the next connection is up (after a new token). */
+let reopen: string | undefined;
+/** What the last auth check said while the connection was down (shown with the countdown). */
+let problem = "";
+const pickers = new Pickers(() => void refreshSessions());
+const slash = new SlashSuggestions();
 
 // ---------------------------------------------------------------------------------------------------------------
-// Connection
+// Connection and authentication
 
-function defaultUrl(): string {
+function wsUrl(): string {
   const path = document.querySelector<HTMLMetaElement>('meta[name="pi-server-path"]')?.content || "/";
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
 }
 
-function setStatus(text: string, kind: string): void {
-  const badge = $("status");
-  badge.textContent = text;
-  badge.className = `badge ${kind}`;
+/**
+ * Ask the server whether it takes `token` (or needs one), then connect, or show the auth form with its reason. No
+ * auth configured: the page connects without asking.
+ */
+async function start(token = storedToken()): Promise<void> {
+  stop();
+  setStatus("checking", "reconnecting");
+  const answer = await checkToken(token);
+  if (answer.kind === "refused") {
+    refused(answer, token);
+    return;
+  }
+  hideAuth();
+  if (answer.kind === "accepted" && token) {
+    storeToken(token);
+    showWho(answer.principal);
+  }
+  connect(token);
 }
 
-function connect(): void {
-  closeSession();
-  client?.close();
-  clearInterval(countdown);
-  const token = $<HTMLInputElement>("token").value.trim();
-  if (token) sessionStorage.setItem(TOKEN_KEY, token);
-  else sessionStorage.removeItem(TOKEN_KEY);
+function connect(token: string | undefined): void {
   const next = createPiClient({
-    url: $<HTMLInputElement>("url").value.trim() || defaultUrl(),
-    // Sent as the `bearer.` subprotocol (never in a URL); read at every reconnect.
-    token: () => sessionStorage.getItem(TOKEN_KEY) ?? undefined,
+    url: wsUrl(),
+    // Sent as the `bearer.` subprotocol (never in a URL). A new token makes a new client.
+    token,
     keepAlive: { intervalMs: 15_000, timeoutMs: 5_000 },
     retry: { initialDelayMs: 300, maxDelayMs: 10_000 },
   });
   client = next;
-  next.on("connecting", () => setStatus("connecting", "reconnecting"));
-  next.on("connected", () => {
-    clearInterval(countdown);
-    setStatus("connected", "connected");
-    $<HTMLButtonElement>("create").disabled = false;
-    void refreshSessions();
-  });
-  next.on("disconnected", () => setStatus("disconnected", "offline"));
+  problem = "";
+  // A client replaced by a newer one (a new token) says nothing more on this page.
+  const mine = (listener: () => void) => () => {
+    if (client === next) listener();
+  };
+  next.on("connecting", mine(() => setStatus(problem ? `${problem} — connecting` : "connecting", "reconnecting")));
+  next.on(
+    "connected",
+    mine(() => {
+      clearInterval(countdown);
+      problem = "";
+      setStatus("connected", "connected");
+      $<HTMLButtonElement>("create").disabled = false;
+      void refreshSessions();
+      if (reopen) void openSession(reopen);
+      reopen = undefined;
+    }),
+  );
+  next.on("disconnected", mine(() => setStatus("disconnected", "offline")));
   next.on("reconnecting", (attempt, delayMs) => {
+    if (client !== next) return;
     const until = Date.now() + delayMs;
     clearInterval(countdown);
-    const tick = () => setStatus(`reconnecting in ${Math.max(0, (until - Date.now()) / 1000).toFixed(1)} s (attempt ${attempt})`, "reconnecting");
+    const tick = () => {
+      const wait = `reconnecting in ${Math.max(0, (until - Date.now()) / 1000).toFixed(1)} s (attempt ${attempt})`;
+      setStatus(problem ? `${problem} — ${wait}` : wait, "reconnecting");
+    };
     tick();
     countdown = setInterval(tick, 100);
+    // A browser cannot tell a refused token from a dead server: ask, and stop for good on a refusal.
+    void recheck(next, token);
   });
-  next.on("closed", () => {
-    clearInterval(countdown);
-    if (client === next) setStatus("closed", "closed");
-  });
+  next.on(
+    "closed",
+    mine(() => {
+      clearInterval(countdown);
+      setStatus("closed", "closed");
+      $("reconnect").hidden = false;
+    }),
+  );
   next.on("error", (error) => {
     if (error instanceof PiClientError && error.code === "client_closed") toast(error.message, "error");
   });
@@ -100,20 +129,106 @@ function connect(): void {
   });
 }
 
+let rechecking: Promise<void> | undefined;
+/** While `of` reconnects: is it the token? One check at a time. */
+function recheck(of: PiClient, token: string | undefined): Promise<void> {
+  rechecking ??= checkToken(token)
+    .then((answer) => {
+      if (client !== of) return;
+      if (answer.kind === "refused") {
+        reopen = current?.handle.sessionId;
+        refused(answer, token);
+      } else problem = answer.kind === "unreachable" ? "server unreachable" : "";
+    })
+    .finally(() => {
+      rechecking = undefined;
+    });
+  return rechecking;
+}
+
+/** Close the connection and everything shown through it. */
+function stop(): void {
+  const old = client;
+  client = undefined;
+  closeSession();
+  old?.close();
+  clearInterval(countdown);
+  $<HTMLButtonElement>("create").disabled = true;
+  $("reconnect").hidden = true;
+  sessions = [];
+  renderSessions();
+}
+
+/** The server refused the token (or needs one): no reconnecting, the form, and the server's reason. */
+function refused(answer: Extract<AuthAnswer, { kind: "refused" }>, token: string | undefined): void {
+  stop();
+  storeToken(undefined); // a refused token is not tried again
+  const missing = answer.code === "missing_token" && !token;
+  const forbidden = answer.status === 403;
+  setStatus(missing ? "token needed" : forbidden ? "refused" : "token rejected", missing ? "waiting" : "closed");
+  showAuth(
+    missing ? "This server needs a token." : forbidden ? "The server refuses this page." : "The server did not accept the token.",
+    missing ? undefined : `${forbidden ? "refused" : "token rejected"}: ${answer.message}`,
+  );
+}
+
+function showAuth(message: string, error: string | undefined): void {
+  $("auth-message").textContent = message;
+  const line = $("auth-error");
+  line.textContent = error ?? "";
+  line.hidden = error === undefined;
+  $("auth").hidden = false;
+  $("main").hidden = true;
+  $("who").hidden = true;
+  $("sign-out").hidden = true;
+  $("token").focus();
+}
+
+function hideAuth(): void {
+  $("auth").hidden = true;
+  $("main").hidden = false;
+}
+
+function showWho(principal: string): void {
+  const who = $("who");
+  who.textContent = principal;
+  who.title = `signed in as ${principal}`;
+  who.hidden = false;
+  $("sign-out").hidden = false;
+}
+
+function submitToken(): void {
+  const field = $<HTMLInputElement>("token");
+  const token = field.value.trim();
+  const why = token ? unsendable(token) : "type the token first";
+  if (why) {
+    const line = $("auth-error");
+    line.textContent = `token not sent: ${why}`;
+    line.hidden = false;
+    return;
+  }
+  field.value = "";
+  void start(token);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Sessions
 
 async function refreshSessions(): Promise<void> {
-  if (!client) return;
+  const asked = client;
+  if (!asked) return;
   try {
-    sessions = await client.listSessions();
+    sessions = await asked.listSessions();
   } catch (error) {
     // Losing the connection is shown by the status badge; the list comes back with it.
     const quiet = error instanceof PiClientError && ["shutting_down", "connection_lost", "client_closed", "request_timeout"].includes(error.code);
     if (!quiet) toast(`Could not list sessions: ${(error as Error).message}`, "error");
     return;
   }
+  if (asked !== client) return;
   renderSessions();
+  const shown = sessions.find((summary) => summary.sessionId === current?.handle.sessionId);
+  if (shown?.state) pickers.follow(shown.state);
 }
 
 function stateOf(summary: Summary): string {
@@ -124,31 +239,49 @@ function stateOf(summary: Summary): string {
   return "idle";
 }
 
+/** The name, else the first prompt's first words (the server's `title`); never just an id. */
+function titleOf(sessionId: string): string {
+  return sessions.find((summary) => summary.sessionId === sessionId)?.title ?? "New session";
+}
+
+/** A UUID by its first block (enough to tell sessions apart in a list); a chosen id as it is. */
+function shortId(sessionId: string): string {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-/i.test(sessionId) ? `${sessionId.slice(0, 8)}…` : sessionId;
+}
+
 function renderSessions(): void {
   const list = $("sessions");
   list.replaceChildren(
     ...sessions.map((summary) => {
       const item = el("li");
       item.dataset["sessionId"] = summary.sessionId;
+      item.title = summary.sessionId;
       if (current?.handle.sessionId === summary.sessionId) item.classList.add("selected");
       const row = el("div", "row");
       const state = stateOf(summary);
-      row.append(el("span", "name", summary.state?.sessionName ?? summary.sessionId), el("span", `badge ${state}`, state));
+      row.append(el("span", summary.title ? "name" : "name untitled", summary.title ?? "New session"), el("span", `badge ${state}`, state));
       const remove = el("button", "delete", "×");
       remove.type = "button";
       remove.title = "Delete session";
+      remove.setAttribute("aria-label", "Delete session");
       remove.addEventListener("click", (event) => {
         event.stopPropagation();
         void client?.deleteSession(summary.sessionId).catch((error: Error) => toast(error.message, "error"));
       });
       row.append(remove);
       const model = summary.state?.model ? `${summary.state.model.provider}/${summary.state.model.id}` : "";
-      const meta = el("div", "meta", [summary.owner ? `owner ${summary.owner}` : "", model, `${summary.subscribers} watching`, summary.cwd].filter(Boolean).join(" · "));
+      const meta = el(
+        "div",
+        "meta",
+        [shortId(summary.sessionId), summary.owner ? `owner ${summary.owner}` : "", model, `${summary.subscribers} watching`, summary.cwd].filter(Boolean).join(" · "),
+      );
       item.append(row, meta);
       item.addEventListener("click", () => void openSession(summary.sessionId));
       return item;
     }),
   );
+  $("no-sessions").hidden = sessions.length > 0 || client === undefined;
+  if (current) renderHead(current.store.getSnapshot());
 }
 
 async function createSession(): Promise<void> {
@@ -164,6 +297,8 @@ async function createSession(): Promise<void> {
 // ---------------------------------------------------------------------------------------------------------------
 // One session
 
+const SESSION_CONTROLS = ["input", "send", "follow-up", "abort", "attach-button"];
+
 function closeSession(): void {
   if (!current) return;
   for (const off of current.off) off();
@@ -171,6 +306,20 @@ function closeSession(): void {
   void current.handle.close();
   current = undefined;
   hideBanner();
+  pickers.clear();
+  slash.set([]);
+  for (const id of SESSION_CONTROLS) $<HTMLButtonElement>(id).disabled = true;
+  $("title").textContent = "Pick a session, or create one.";
+  $("title").className = "title muted";
+  $("state").hidden = true;
+  $("rename").hidden = true;
+  $("rename-form").hidden = true;
+  $("session-id").textContent = "";
+  delete $("session-head").dataset["sessionId"];
+  $("messages").replaceChildren();
+  $("streaming").replaceChildren();
+  $("tools").replaceChildren();
+  document.body.classList.remove("in-session");
 }
 
 async function openSession(sessionId: string): Promise<void> {
@@ -181,6 +330,8 @@ async function openSession(sessionId: string): Promise<void> {
   const handle = client.session(sessionId, { cursor: { seq: 0, epoch: "console" } });
   const store = createSessionStore(handle);
   current = { handle, store, off: [], rendered: 0, opened: false };
+  document.body.classList.add("in-session");
+  $("session-head").dataset["sessionId"] = sessionId;
   $("messages").replaceChildren();
   $("notices").replaceChildren();
   current.off.push(store.subscribe(scheduleRender));
@@ -190,14 +341,16 @@ async function openSession(sessionId: string): Promise<void> {
     await handle.subscribe();
   } catch (error) {
     toast(`Could not open ${sessionId}: ${(error as Error).message}`, "error");
-    closeSession();
+    if (current?.handle === handle) closeSession();
     return;
   }
+  if (current?.handle !== handle) return;
   current.opened = true; // the first snapshot is how the page starts, not news
-  for (const id of ["input", "send", "follow-up", "abort", "attach-button"]) $<HTMLButtonElement>(id).disabled = false;
+  for (const id of SESSION_CONTROLS) $<HTMLButtonElement>(id).disabled = false;
   renderSessions();
   render();
-  commands = await handle.getCommands().catch(() => []);
+  const [commands] = await Promise.all([handle.getCommands().catch(() => []), pickers.load(handle)]);
+  if (current?.handle === handle) slash.set(commands);
 }
 
 let renderQueued = false;
@@ -252,60 +405,49 @@ function render(): void {
 
 function renderHead(view: SessionView): void {
   if (!current) return;
-  const head = $("session-head");
+  const sessionId = current.handle.sessionId;
+  const title = $("title");
+  title.textContent = titleOf(sessionId);
+  title.className = "title";
+  title.title = title.textContent;
   const state = Object.keys(view.dialogs).length ? "dialog" : view.isStreaming ? "streaming" : "idle";
-  head.replaceChildren(el("strong", "", current.handle.sessionId), el("span", `badge ${state}`, state));
+  const badge = $("state");
+  badge.textContent = state;
+  badge.className = `badge ${state}`;
+  badge.hidden = false;
+  $("rename").hidden = !$("rename-form").hidden;
+  $("session-id").textContent = sessionId;
   const debug = $("debug-line");
   debug.hidden = !$<HTMLInputElement>("debug").checked;
   const cursor = current.handle.cursor;
   debug.textContent = `seq ${cursor?.seq ?? "-"} · epoch ${cursor?.epoch ?? "-"} · last ${view.lastSeq}`;
 }
 
-function renderMessage(message: Message, className = "msg"): HTMLElement {
-  const box = el("div", `${className} ${message.role ?? ""}${message["isError"] === true ? " error" : ""}`);
-  const role = el("div", "role", message.role === "toolResult" ? `result · ${message.toolName ?? ""}` : message.role ?? "message");
-  if (message.role === "assistant" && message.stopReason && message.stopReason !== "stop" && message.stopReason !== "toolUse" && className === "msg") {
-    role.append(el("span", "stop-reason", message.stopReason));
-  }
-  box.append(role);
-  const content = typeof message.content === "string" ? [{ type: "text", text: message.content }] : ((message.content ?? []) as Block[]);
-  for (const block of content) {
-    if (block.type === "text") {
-      box.append(message.role === "toolResult" ? el("pre", "", block.text ?? "") : el("div", "text", block.text ?? ""));
-    } else if (block.type === "thinking") {
-      const details = el("details", "thinking");
-      details.append(el("summary", "", "thinking"), el("div", "text", block.thinking ?? ""));
-      box.append(details);
-    } else if (block.type === "toolCall") {
-      box.append(toolCard(block));
-    } else if (block.type === "image") {
-      box.append(el("div", "muted", "[image]"));
-    }
-  }
-  if (message.errorMessage) box.append(el("div", "stop-reason", message.errorMessage));
-  return box;
+function startRename(): void {
+  if (!current) return;
+  const input = $<HTMLInputElement>("rename-input");
+  input.value = sessions.find((s) => s.sessionId === current?.handle.sessionId)?.state?.sessionName ?? "";
+  $("rename-form").hidden = false;
+  $("rename").hidden = true;
+  input.focus();
 }
 
-function toolCard(block: Block): HTMLElement {
-  const card = el("div", "tool");
-  const args = block.arguments ?? {};
-  card.append(el("div", "tool-name", String(block.name ?? "tool")));
-  if (block.name === "bash" && typeof args["command"] === "string") card.append(el("pre", "", `$ ${args["command"]}`));
-  else if (block.name === "edit" && typeof args["oldText"] === "string") {
-    const diff = el("pre", "diff");
-    diff.append(el("div", "", String(args["path"] ?? "")));
-    for (const line of String(args["oldText"]).split("\n")) diff.append(el("div", "del", `- ${line}`));
-    for (const line of String(args["newText"] ?? "").split("\n")) diff.append(el("div", "add", `+ ${line}`));
-    card.append(diff);
-  } else card.append(el("pre", "", JSON.stringify(args, null, 2)));
-  return card;
+function endRename(): void {
+  $("rename-form").hidden = true;
+  $("rename").hidden = current === undefined;
 }
 
-function text(value: unknown): string {
-  if (typeof value === "string") return value;
-  const content = (value as { content?: Block[] } | undefined)?.content;
-  if (Array.isArray(content)) return content.map((b) => b.text ?? "").join("");
-  return JSON.stringify(value ?? "", null, 2);
+async function rename(): Promise<void> {
+  const handle = current?.handle;
+  const name = $<HTMLInputElement>("rename-input").value.trim();
+  if (!handle || !name) return;
+  try {
+    await handle.setSessionName(name);
+    endRename();
+    await refreshSessions();
+  } catch (error) {
+    toast(`Could not rename the session: ${(error as Error).message}`, "error");
+  }
 }
 
 /** Server notices worth a line: stops, breakers, compaction, retries, resyncs, conflicts. */
@@ -356,7 +498,7 @@ function notice(frame: SessionFrame): void {
 }
 
 let sessionsTimer: ReturnType<typeof setTimeout> | undefined;
-/** Session badges follow the stream, at most a few times a second. */
+/** Session badges and titles follow the stream, at most a few times a second. */
 function renderSessionsLater(): void {
   sessionsTimer ??= setTimeout(() => {
     sessionsTimer = undefined;
@@ -364,95 +506,8 @@ function renderSessionsLater(): void {
   }, 500);
 }
 
-function uiRequest(event: Record<string, unknown>): void {
-  switch (event["method"]) {
-    case "notify":
-      toast(String(event["message"]), String(event["notifyType"] ?? "info"));
-      break;
-    case "setTitle":
-      document.title = `${String(event["title"])} — pi-server console`;
-      break;
-    case "setStatus":
-      keyed("status", String(event["statusKey"]), event["statusText"] === undefined ? undefined : [String(event["statusText"])]);
-      break;
-    case "setWidget":
-      keyed("widget", String(event["widgetKey"]), Array.isArray(event["widgetLines"]) ? (event["widgetLines"] as unknown[]).map(String) : undefined);
-      break;
-    case "cancel":
-      // The handle has already closed the modal (its signal aborted); say why.
-      if (shownDialogs.delete(String(event["id"]))) toast(`Dialog closed (${String(event["reason"])})`, "info");
-      break;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
-// Dialogs
-
-/** An extension's status line or widget, by key (undefined lines remove it). */
-function keyed(kind: "status" | "widget", key: string, lines: string[] | undefined): void {
-  const area = $("extension-ui");
-  const id = `${kind}:${key}`;
-  const existing = [...area.children].find((child) => (child as HTMLElement).dataset["key"] === id);
-  if (!lines) {
-    existing?.remove();
-    area.hidden = area.childElementCount === 0;
-    return;
-  }
-  const box = el(kind === "status" ? "span" : "div", kind, kind === "status" ? `${key}: ${lines.join(" ")}` : undefined);
-  box.dataset["key"] = id;
-  if (kind === "widget") box.append(el("div", "widget-title", key), ...lines.map((line) => el("div", "", line)));
-  if (existing) existing.replaceWith(box);
-  else area.append(box);
-  area.hidden = false;
-}
-
-/** Dialogs this page put up, until the server says how each ended. */
-const shownDialogs = new Set<string>();
-
-function ask(request: DialogQuestion, signal: AbortSignal): Promise<string | boolean | undefined> {
-  const modal = $("modal");
-  shownDialogs.add(request.id);
-  const box = el("div", "box");
-  box.append(el("h3", "", request.title));
-  if (request.method === "confirm") box.append(el("p", "", request.message));
-  if (request.timeout) box.append(el("p", "muted", `Answer within ${Math.round(request.timeout / 1000)} s, or pi decides.`));
-  modal.replaceChildren(box);
-  modal.dataset["dialogId"] = request.id;
-  modal.hidden = false;
-  return new Promise((resolve) => {
-    const done = (answer: string | boolean | undefined) => {
-      modal.hidden = true;
-      delete modal.dataset["dialogId"];
-      resolve(answer);
-    };
-    signal.addEventListener("abort", () => done(undefined), { once: true });
-    const buttons = el("div", "buttons");
-    const button = (label: string, answer: () => string | boolean | undefined, primary = false) => {
-      const b = el("button", primary ? "primary" : "", label);
-      b.type = "button";
-      b.addEventListener("click", () => done(answer()));
-      return b;
-    };
-    if (request.method === "select") {
-      const choices = el("div", "choices");
-      for (const option of request.options) choices.append(button(option, () => option));
-      box.append(choices);
-    } else if (request.method === "input" || request.method === "editor") {
-      const field = request.method === "editor" ? el("textarea") : el("input");
-      if (request.method === "editor") field.value = request.prefill ?? "";
-      else (field as HTMLInputElement).placeholder = request.placeholder ?? "";
-      box.append(field);
-      buttons.append(button("OK", () => field.value, true));
-    }
-    if (request.method === "confirm") {
-      buttons.append(button("No", () => false), button("Yes", () => true, true));
-    } else buttons.append(button("Cancel", () => undefined));
-    box.append(buttons);
-  });
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Composer, toasts, banner
+// Composer, banner
 
 async function send(kind: "auto" | "followUp"): Promise<void> {
   if (!current) return;
@@ -460,7 +515,7 @@ async function send(kind: "auto" | "followUp"): Promise<void> {
   const message = input.value.trim();
   if (!message) return;
   input.value = "";
-  $("suggestions").hidden = true;
+  slash.hide();
   const streaming = current.store.getSnapshot().isStreaming;
   const images = attachments.map(({ type, data, mimeType }) => ({ type, data, mimeType }));
   // The whole frame must fit the server's limit (a bigger one closes the connection with 1009).
@@ -507,31 +562,6 @@ async function attach(files: FileList | null): Promise<void> {
   }
 }
 
-function suggest(): void {
-  const box = $("suggestions");
-  const value = $<HTMLTextAreaElement>("input").value;
-  const matches = value.startsWith("/") && !value.includes(" ") ? commands.filter((c) => `/${c.name}`.startsWith(value)).slice(0, 12) : [];
-  box.hidden = matches.length === 0;
-  box.replaceChildren(
-    ...matches.map((command) => {
-      const item = el("button", "", `/${command.name}${command.description ? ` — ${command.description}` : ""}`);
-      item.type = "button";
-      item.addEventListener("click", () => {
-        $<HTMLTextAreaElement>("input").value = `/${command.name} `;
-        box.hidden = true;
-        $("input").focus();
-      });
-      return item;
-    }),
-  );
-}
-
-function toast(message: string, kind = "info"): void {
-  const item = el("div", `toast ${kind}`, message);
-  $("toasts").append(item);
-  setTimeout(() => item.remove(), 6_000);
-}
-
 function showBanner(text: string): void {
   const banner = $("banner");
   banner.textContent = text;
@@ -543,25 +573,41 @@ function hideBanner(): void {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Wiring
 
-$<HTMLInputElement>("url").value = defaultUrl();
-$<HTMLInputElement>("token").value = sessionStorage.getItem(TOKEN_KEY) ?? "";
-$("connect").addEventListener("submit", (event) => {
+$("auth-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  connect();
+  submitToken();
 });
+$("sign-out").addEventListener("click", () => {
+  reopen = current?.handle.sessionId;
+  stop();
+  storeToken(undefined);
+  setStatus("token needed", "offline");
+  showAuth("Connect with another token.", undefined);
+});
+$("reconnect").addEventListener("click", () => void start());
 $("create").addEventListener("click", () => void createSession());
+$("back").addEventListener("click", () => {
+  closeSession();
+  renderSessions();
+});
+$("rename").addEventListener("click", startRename);
+$("rename-cancel").addEventListener("click", endRename);
+$("rename-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  void rename();
+});
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   void send("auto");
 });
 $("input").addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey) {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     void send("auto");
   }
 });
-$("input").addEventListener("input", suggest);
 $("follow-up").addEventListener("click", () => void send("followUp"));
 $("attach-button").addEventListener("click", () => $("attach").click());
 $("attach").addEventListener("change", () => {
@@ -572,4 +618,4 @@ $("attach").addEventListener("change", () => {
 });
 $("abort").addEventListener("click", () => void current?.handle.abort().catch((error: Error) => toast(error.message, "error")));
 $("debug").addEventListener("change", () => render());
-connect();
+void start();

@@ -43,8 +43,9 @@ async function openConsole(browser: Browser, base: string, urls: string[] = [], 
   page.on("request", (request) => urls.push(request.url()));
   page.on("websocket", (ws) => urls.push(ws.url()));
   await page.goto(`${base}/console`);
+  await page.waitForSelector("#auth:not([hidden])", { timeout: WAIT_MS }); // the server needs a token: the page asks
   await page.fill("#token", token);
-  await page.click("#connect button");
+  await page.click("#auth-form button[type=submit]");
   await page.waitForSelector("#status.connected", { timeout: WAIT_MS });
   return page;
 }
@@ -213,7 +214,8 @@ test("the console across a server restart: a resynced banner, and as many messag
     await page.waitForSelector(`#messages .msg.user:has-text('${question}')`, { timeout: WAIT_MS });
     await page.waitForSelector("#session-head .badge.idle", { timeout: WAIT_MS });
   }
-  const sessionId = await page.locator("#session-head strong").textContent();
+  const sessionId = await page.locator("#session-head").getAttribute("data-session-id");
+  assert.ok(sessionId);
 
   assert.equal(await server.stop(), 0);
   await page.waitForSelector("#status.reconnecting", { timeout: WAIT_MS });
@@ -231,7 +233,10 @@ test("the console across a server restart: a resynced banner, and as many messag
   await shot(page, "resynced");
 });
 
-test("without --console there is no /console", async (t) => {
+test("without --console there is no /console page: a plain 404 that says how to turn it on", async (t) => {
   const h = await startServer(t);
-  assert.equal((await fetch(`${h.url.replace("ws://", "http://")}/console`)).status, 426, "the main port only upgrades");
+  const response = await fetch(`${h.url.replace("ws://", "http://")}/console`);
+  assert.equal(response.status, 404);
+  assert.match(String(response.headers.get("content-type")), /^text\/plain/);
+  assert.match(await response.text(), /--console.*PI_SERVER_CONSOLE=1/);
 });
