@@ -77,6 +77,12 @@ test("token auth: the page asks for a token, shows 'token rejected: <reason>' an
   assert.equal(await page.isHidden("#auth"), true);
   assert.equal(await socketsOpened(page), 1);
 
+  // "Change token" closes the connection and asks again.
+  await page.click("#sign-out");
+  await page.waitForSelector("#auth-message:text-is('Connect with another token.')", { timeout: WAIT_MS });
+  await signIn(page, TOKEN);
+  assert.equal(await socketsOpened(page), 2);
+
   // The token is revoked and the connection drops: the page reconnects, learns why it cannot, and stops.
   auth.revoke(TOKEN);
   await proxy.cut();
@@ -116,4 +122,7 @@ test("no auth configured: the page connects without asking", async (t) => {
   assert.equal(await page.isHidden("#sign-out"), true);
   await page.click("#create");
   await page.waitForSelector("#input:not([disabled])", { timeout: WAIT_MS });
+  // A session without prompt templates, skills or extension commands says where they would come from.
+  await page.fill("#input", "/");
+  await page.waitForSelector("#suggestions .none:has-text('This session has no commands')", { timeout: WAIT_MS });
 });

@@ -218,7 +218,7 @@ test("the console across a server restart: a resynced banner, and as many messag
   assert.ok(sessionId);
 
   assert.equal(await server.stop(), 0);
-  await page.waitForSelector("#status.reconnecting", { timeout: WAIT_MS });
+  await page.waitForSelector("#status.reconnecting:has-text('server unreachable')", { timeout: WAIT_MS });
   server = await env.start(args);
   await page.waitForSelector("#banner:not([hidden])", { timeout: WAIT_MS });
   await page.waitForSelector("#status.connected", { timeout: WAIT_MS });
