@@ -109,6 +109,14 @@ function connect(token: string | undefined): void {
     // A browser cannot tell a refused token from a dead server: ask, and stop for good on a refusal.
     void recheck(next, token);
   });
+  // Stopped trying (a final connect error): say why, offer to try again, and ask whether it was the token.
+  next.on("failed", (error) => {
+    if (client !== next) return;
+    clearInterval(countdown);
+    setStatus(`not connected: ${error.message}`, "closed");
+    $("reconnect").hidden = false;
+    void recheck(next, token);
+  });
   next.on(
     "closed",
     mine(() => {
