@@ -3,7 +3,8 @@ export type { PeerSocket } from "./server/connection.js";
 export type { ConnectionHandle } from "./server/core.js";
 export { createPiServer, type PiServer, type ServerState, type SessionsApi } from "./server/create-server.js";
 export type { DialogAnswer, DialogEndReason } from "./server/dialogs.js";
-export { DEFAULTS, type PiServerOptions, PiServerOptionsError, type ResolvedConfig } from "./server/options.js";
+export { DEFAULTS, type OpenAiEndpoint, type PiServerOptions, PiServerOptionsError, type ResolvedConfig } from "./server/options.js";
+export { noModelAdvice } from "./server/model-setup.js";
 export { COMMANDS, type CommandType, PROTOCOL_VERSION } from "./server/protocol.js";
 export {
   createDefaultSessionFactory,

@@ -126,7 +126,7 @@ function resolveMetrics(option: PiServerOptions["metrics"]): MetricsSink | undef
  * between nodes, and one data dir serves one node (issue 27). Two nodes on one host still need `dataDir` each (the
  * second is refused with `data_dir_locked`, naming the first).
  */
-function defaultDataDir(config: ResolvedConfig): string | undefined {
+export function defaultDataDir(config: ResolvedConfig): string | undefined {
   if (config.sessionFactory || config.inMemory) return undefined;
   const base = join(config.agentDir ?? getAgentDir(), "pi-server");
   return config.cluster ? join(base, "nodes", hostname().replace(/[^A-Za-z0-9._-]/g, "_").replace(/^\.+/, "_") || "node") : base;
@@ -163,7 +163,12 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
   const workspaces = new Workspaces(config.workspaces, { sandbox, limits: config.fileHelper });
   const factory =
     config.sessionFactory ??
-    createDefaultSessionFactory({ agentDir: config.agentDir, inMemory: config.inMemory, projectExtensions: config.projectExtensions });
+    createDefaultSessionFactory({
+      agentDir: config.agentDir,
+      inMemory: config.inMemory,
+      projectExtensions: config.projectExtensions,
+      openAiEndpoint: config.openAiEndpoint,
+    });
   // A `defaultModel` pi does not know fails `listen()` (invalid_options: the CLI exits 2 before it listens).
   const modelChecked = config.sessionFactory ? Promise.resolve() : reportModel(factory, config, log);
   modelChecked.catch((error: unknown) => {

@@ -58,6 +58,21 @@ export interface HeartbeatOptions {
   timeoutMs: number;
 }
 
+/** An OpenAI-compatible chat completions endpoint and the models it serves (`openAiEndpoint`). */
+export interface OpenAiEndpoint {
+  /** Its base URL, with the version path: `http://127.0.0.1:8080/v1` (`/chat/completions` is appended). */
+  baseUrl: string;
+  /** The provider name its models are known by (`--model <provider>/<id>`); a built-in provider's models are replaced. */
+  provider: string;
+  /** The ids of the models it serves, as the endpoint names them. */
+  models: string[];
+  /**
+   * The environment variable holding its API key (sent as a bearer token), read by pi at each request; the key itself
+   * never enters the options. @default none: a placeholder key, which local servers ignore
+   */
+  apiKeyEnv?: string;
+}
+
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? Partial<T[K]> | false : T[K] };
 
 /** Options of `createPiServer()`. Exactly one of `port`, `server` or `noServer` must be given. */
@@ -146,6 +161,12 @@ export interface PiServerOptions {
   defaultModel?: { provider: string; modelId: string };
   /** The thinking level of a session created without one. @default pi's (settings, else "medium", clamped) */
   defaultThinkingLevel?: (typeof THINKING_LEVELS)[number];
+  /**
+   * An OpenAI-compatible endpoint (llama.cpp, Ollama, vLLM, a proxy) added to pi's model catalogue at start, as a
+   * `models.json` entry would be, without writing the file (issue 29; the CLI's `--openai-base-url`). Default factory
+   * only. @default none
+   */
+  openAiEndpoint?: OpenAiEndpoint;
   /** Creates the pi runtime of each session. @default the factory that builds sessions the way `pi` does */
   sessionFactory?: SessionFactory;
   /** Per-class command timeouts (ms). */
@@ -351,6 +372,9 @@ export interface ResolvedConfig {
   readonly idempotency: { readonly ttlMs: number; readonly maxEntries: number };
   readonly defaultModel: { readonly provider: string; readonly modelId: string } | undefined;
   readonly defaultThinkingLevel: (typeof THINKING_LEVELS)[number] | undefined;
+  readonly openAiEndpoint:
+    | { readonly baseUrl: string; readonly provider: string; readonly models: readonly string[]; readonly apiKeyEnv?: string }
+    | undefined;
   readonly logLevel: NonNullable<PiServerOptions["logLevel"]>;
   readonly maxSessions: number;
   readonly maxSessionsPerPrincipal: number;
@@ -415,6 +439,7 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   idempotency: true,
   defaultModel: true,
   defaultThinkingLevel: true,
+  openAiEndpoint: true,
   sessionFactory: true,
   logger: true,
   logLevel: true,
@@ -476,6 +501,37 @@ function defaultThinkingLevel(level: unknown): ResolvedConfig["defaultThinkingLe
     throw new PiServerOptionsError(`defaultThinkingLevel must be one of ${THINKING_LEVELS.join(", ")}`);
   }
   return level as ResolvedConfig["defaultThinkingLevel"];
+}
+
+/** An environment variable's name, as a shell writes it (what `apiKeyEnv` may name). */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** `openAiEndpoint`: an http(s) base URL, a provider name without `/`, model ids, an optional variable name. */
+function openAiEndpoint(value: PiServerOptions["openAiEndpoint"]): ResolvedConfig["openAiEndpoint"] {
+  if (value === undefined) return undefined;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new PiServerOptionsError("openAiEndpoint must be an object");
+  const { baseUrl, provider, models, apiKeyEnv, ...rest } = value as unknown as Record<string, unknown>;
+  const unknown = Object.keys(rest)[0];
+  if (unknown !== undefined) throw new PiServerOptionsError(`unknown option 'openAiEndpoint.${unknown}'`);
+  if (!isHttpUrl(baseUrl)) throw new PiServerOptionsError("openAiEndpoint.baseUrl must be an http:// or https:// URL");
+  if (typeof provider !== "string" || !/^[^/\s]{1,64}$/.test(provider)) {
+    throw new PiServerOptionsError("openAiEndpoint.provider must be a name of 1-64 characters without '/' or spaces");
+  }
+  if (!Array.isArray(models) || models.length === 0 || models.some((id) => typeof id !== "string" || id === "" || id.length > 256)) {
+    throw new PiServerOptionsError("openAiEndpoint.models must be a non-empty array of model ids");
+  }
+  if (apiKeyEnv !== undefined && (typeof apiKeyEnv !== "string" || !ENV_NAME.test(apiKeyEnv))) {
+    throw new PiServerOptionsError("openAiEndpoint.apiKeyEnv must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
+  }
+  return Object.freeze({ baseUrl, provider, models: Object.freeze([...(models as string[])]), ...(apiKeyEnv !== undefined ? { apiKeyEnv } : {}) });
+}
+
+function isHttpUrl(text: unknown): text is string {
+  try {
+    return typeof text === "string" && ["http:", "https:"].includes(new URL(text).protocol);
+  } catch {
+    return false;
+  }
 }
 
 /** Thrown by `createPiServer()` for unknown, ill-typed or conflicting options. */
@@ -739,8 +795,8 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
   if (options.sessionFactory !== undefined && typeof options.sessionFactory !== "function") {
     throw new PiServerOptionsError("sessionFactory must be a function");
   }
-  if (options.sessionFactory !== undefined && (options.agentDir !== undefined || options.inMemory !== undefined)) {
-    throw new PiServerOptionsError("agentDir and inMemory configure the default factory; not valid with sessionFactory");
+  if (options.sessionFactory !== undefined && (options.agentDir !== undefined || options.inMemory !== undefined || options.openAiEndpoint !== undefined)) {
+    throw new PiServerOptionsError("agentDir, inMemory and openAiEndpoint configure the default factory; not valid with sessionFactory");
   }
   if (options.inMemory === true && (options.dataDir !== undefined || options.store !== undefined)) {
     throw new PiServerOptionsError("inMemory keeps nothing across restarts: not valid with dataDir or store");
@@ -792,6 +848,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     idempotency: Object.freeze(group("idempotency", options.idempotency, DEFAULTS.idempotency)),
     defaultModel: defaultModel(options.defaultModel),
     defaultThinkingLevel: defaultThinkingLevel(options.defaultThinkingLevel),
+    openAiEndpoint: openAiEndpoint(options.openAiEndpoint),
     logLevel: options.logLevel ?? DEFAULTS.logLevel,
     maxSessions: positiveInt(options, "maxSessions", DEFAULTS.maxSessions),
     maxSessionsPerPrincipal: positiveInt(options, "maxSessionsPerPrincipal", DEFAULTS.maxSessionsPerPrincipal),

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, realpathSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ThinkingLevel } from "@earendil-works/pi-agent-core";
@@ -27,6 +27,8 @@ import type { FileHelper } from "../isolation/file-helper/client.js";
 import type { McpServerPolicy } from "../isolation/mcp-policy.js";
 import type { McpOAuthStore } from "../isolation/mcp-credentials.js";
 import { sessionExtensionFactories } from "./mcp-extensions.js";
+import { registerOpenAiEndpoint } from "./model-setup.js";
+import type { ResolvedConfig } from "./options.js";
 
 /** How an operator makes a model available (the `no_model` error and the start-up warning). */
 export const NO_MODEL_ADVICE =
@@ -123,6 +125,8 @@ export interface DefaultSessionFactoryOptions {
    * @default true (createPiServer turns it off when authentication is enabled)
    */
   projectExtensions?: boolean;
+  /** An OpenAI-compatible endpoint added to the model catalogue (the server's `openAiEndpoint`). @default none */
+  openAiEndpoint?: ResolvedConfig["openAiEndpoint"];
 }
 
 /** The workspace resources behind a confined session's resource loader (its `/skill:` text). */
@@ -166,11 +170,26 @@ function readOnlySettings(agentDir: string, projectDir: string | undefined): Set
   return SettingsManager.fromStorage(storage);
 }
 
+/**
+ * `use` with a new empty private directory as its working directory, removed when it is done: a place with no project
+ * in it (only this process can write there), and nothing left in the temp dir after the server stops (issue 29).
+ */
+async function inEmptyDir<T>(use: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), "pi-server-noproject-"));
+  try {
+    return await use(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** The operator's extension paths (agent dir and its settings), found without looking at any project. */
-async function operatorExtensionPaths(agentDir: string, settingsManager: SettingsManager, emptyDir: string): Promise<string[]> {
-  const packages = new DefaultPackageManager({ cwd: emptyDir, agentDir, settingsManager });
-  const resolved = await packages.resolve();
-  return resolved.extensions.filter((r) => r.enabled && r.metadata.scope !== "project").map((r) => r.path);
+function operatorExtensionPaths(agentDir: string, settingsManager: SettingsManager): Promise<string[]> {
+  return inEmptyDir(async (emptyDir) => {
+    const packages = new DefaultPackageManager({ cwd: emptyDir, agentDir, settingsManager });
+    const resolved = await packages.resolve();
+    return resolved.extensions.filter((r) => r.enabled && r.metadata.scope !== "project").map((r) => r.path);
+  });
 }
 
 /**
@@ -197,9 +216,10 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
       authPath: join(agentDir, "auth.json"),
       modelsPath: join(agentDir, "models.json"),
       allowModelNetwork: false,
+    }).then((models) => {
+      registerOpenAiEndpoint(models, options.openAiEndpoint);
+      return models;
     }));
-  // A directory with no project in it, to list the operator's extensions without reading any workspace.
-  let emptyDir: string | undefined;
 
   const factory = async (request: SessionRequest) => {
     const confined = request.workspace !== undefined;
@@ -213,11 +233,10 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
         extensionFactories,
       };
       if (settingsManager && !projectExtensions) {
-        emptyDir ??= mkdtempSync(join(tmpdir(), "pi-server-noproject-"));
         resourceLoaderOptions = {
           ...resourceLoaderOptions,
           noExtensions: true,
-          additionalExtensionPaths: await operatorExtensionPaths(agentDir, settingsManager, emptyDir),
+          additionalExtensionPaths: await operatorExtensionPaths(agentDir, settingsManager),
         };
       }
       // A confined session's workspace resources come through its sandboxed helper into a private copy that pi's
@@ -283,8 +302,8 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
     if (!models.getModel(model.provider, model.modelId)) return "unknown" as const;
     return models.hasConfiguredAuth(model.provider) ? ("ok" as const) : ("no_credentials" as const);
   };
-  const describeDefaultModel = async (preferred?: { provider: string; modelId: string }): Promise<DefaultModel> => {
-    emptyDir ??= mkdtempSync(join(tmpdir(), "pi-server-noproject-"));
+  // In a directory of its own: a throwaway session that must find no project (removed again once it is done).
+  const describeDefaultModel = (preferred?: { provider: string; modelId: string }): Promise<DefaultModel> => inEmptyDir(async (emptyDir) => {
     const settingsManager = readOnlySettings(agentDir, undefined);
     const services = await createAgentSessionServices({
       cwd: emptyDir,
@@ -312,7 +331,7 @@ export function createDefaultSessionFactory(options: DefaultSessionFactoryOption
     } finally {
       session.dispose();
     }
-  };
+  });
   return Object.assign(factory, { sessionsRoot, checkModel, describeDefaultModel });
 }
 

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 
 /** One scripted reply: its text, streamed in `chunks` pieces with `delayMs` between them. */
@@ -22,6 +22,8 @@ export interface OpenAiServer {
   readonly baseUrl: string;
   /** Request bodies received, in order. */
   readonly requests: Array<Record<string, unknown>>;
+  /** Their headers, in the same order (what credentials a request carried). */
+  readonly headers: IncomingHttpHeaders[];
   /** Replies to give, in order; when empty, a request is answered with "ok". */
   readonly replies: ScriptedReply[];
   /**
@@ -54,6 +56,7 @@ function readBody(request: IncomingMessage): Promise<string> {
  */
 export async function startOpenAiServer(): Promise<OpenAiServer> {
   const requests: Array<Record<string, unknown>> = [];
+  const headers: IncomingHttpHeaders[] = [];
   const replies: ScriptedReply[] = [];
   const closedEarly = new Map<number, () => void>();
   const closedPromises = new Map<number, Promise<void>>();
@@ -74,6 +77,7 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
     }
     const body = JSON.parse(await readBody(request)) as Record<string, unknown>;
     requests.push(body);
+    headers.push(request.headers);
     concurrency.active += 1;
     concurrency.max = Math.max(concurrency.max, concurrency.active);
     response.on("close", () => {
@@ -132,6 +136,7 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
   const api: OpenAiServer = {
     baseUrl: `http://127.0.0.1:${port}/v1`,
     requests,
+    headers,
     replies,
     route: undefined,
     concurrency,
