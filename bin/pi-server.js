@@ -3,10 +3,14 @@
 // instead of a module error from deep inside pi.
 const [major, minor] = process.versions.node.split(".").map(Number);
 if (major < 22 || (major === 22 && minor < 19)) {
-  process.stderr.write(
-    `pi-server: needs Node.js >= 22.19 (24 LTS recommended); this is ${process.version} (${process.execPath}).\n` +
-      "In a checkout, `npm install` brings Node 24 from the npm registry: start with `npx pi-server` or `npm exec pi-server`.\n",
-  );
+  const found = `this is ${process.version} (${process.execPath})`;
+  const fix = "In a checkout, `npm install` brings Node 24 from the npm registry: start with `npx pi-server` or `npm exec pi-server`.";
+  if (process.argv[2] === "doctor") {
+    // The doctor's own line for its first check: nothing else can be checked without pi.
+    process.stdout.write(`FAIL  node            Node.js ${process.version} (${process.execPath}); pi needs >= 22.19; fix: ${fix}\n1 check failed.\n`);
+    process.exit(1);
+  }
+  process.stderr.write(`pi-server: needs Node.js >= 22.19 (24 LTS recommended); ${found}.\n${fix}\n`);
   process.exit(2);
 }
 import("../dist/cli.js").then((m) => m.main(process.argv.slice(2))).catch((error) => {

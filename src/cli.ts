@@ -1,9 +1,12 @@
 import { readFileSync, realpathSync } from "node:fs";
+import type { AddressInfo } from "node:net";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { jwtAuth } from "./auth/jwt.js";
 import { parseTokens, tokenAuth } from "./auth/providers.js";
 import { MCP_SERVER_NAME } from "./isolation/mcp-policy.js";
+import { watchParent } from "./parent-watch.js";
+import type { Logger } from "pino";
 import type { PiServer } from "./server/create-server.js";
 import { THINKING_LEVELS } from "./server/fields.js";
 import { DEFAULTS, type PiServerOptions, servesRemotePeers } from "./server/options.js";
@@ -18,6 +21,7 @@ import { SERVER_VERSION } from "./version.js";
 const DEFAULT_PORT = 3141;
 
 const HELP = `Usage: pi-server [options]
+       pi-server doctor [options] [--check-model]   check what the server would use, one line each (doctor --help)
 
 Hosts pi coding-agent sessions over WebSocket (protocol: PROTOCOL.md).
 
@@ -33,9 +37,14 @@ Options (environment variable in brackets):
   --max-live-sessions <n> live sessions at most; idle ones unload [PI_SERVER_MAX_LIVE_SESSIONS] (default ${DEFAULTS.restore.maxLive})
   --model <p/id>     model of sessions created without one     [PI_SERVER_MODEL]     (default: pi's choice, logged at start)
   --thinking <level> off|minimal|low|medium|high|xhigh|max      [PI_SERVER_THINKING]  (default: pi's)
+  --openai-base-url <url> serve --model from this OpenAI-compatible endpoint (llama.cpp, Ollama, vLLM), no models.json needed
+                     e.g. --openai-base-url http://127.0.0.1:8080/v1 --model local/qwen2.5-coder [PI_SERVER_OPENAI_BASE_URL]
+  --api-key-env <VAR> the variable holding that endpoint's API key [PI_SERVER_API_KEY_ENV] (default: none; local servers need none)
   --allow-unauthenticated-remote  serve a non-loopback --host with --auth none [PI_SERVER_ALLOW_UNAUTHENTICATED_REMOTE=1]
   --log-level <l>    fatal|error|warn|info|debug|trace|silent  [PI_SERVER_LOG_LEVEL] (default info)
   --console          serve the browser console at /console      [PI_SERVER_CONSOLE=1]  (default off)
+  --no-parent-watch  keep serving when the parent process exits  [PI_SERVER_PARENT_WATCH=0] (default: stop, so
+                     \`npx pi-server\` never outlives npx; a parent that is PID 1 from the start is never "gone")
 
 Several nodes (see README "Running several nodes"):
   --redis-url <url>  join a cluster on this Redis 7              [PI_SERVER_REDIS_URL]   (redis:// or rediss://)
@@ -76,11 +85,18 @@ Secrets are read from files or the environment only, never from arguments.
   -h, --help         show this help
   -v, --version      print the version
 
-Prints "pi-server listening on ws://HOST:PORT" on stdout when ready; logs are JSON on stderr.
-SIGINT/SIGTERM shut down gracefully.
+Prints "pi-server listening on ws://HOST:PORT" on stdout when ready (and "console: http://HOST:PORT/console" with
+--console); logs are JSON on stderr. SIGINT/SIGTERM, or the parent process exiting, shut down gracefully.
 `;
 
-class UsageError extends Error {}
+/** A mistake on the command line or in `PI_SERVER_*`: one line on stderr and exit code 2. */
+export class UsageError extends Error {}
+
+/** What the command line says: the server's options, and what only the process does. */
+export type CliOptions = PiServerOptions & {
+  /** Shut down when the parent process exits (`--no-parent-watch`, `PI_SERVER_PARENT_WATCH=0`: keep serving). */
+  readonly watchParent: boolean;
+};
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
@@ -115,7 +131,7 @@ type LogLevel = NonNullable<PiServerOptions["logLevel"]>;
 const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 /** Flags override environment variables, which override defaults. */
-export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" | "version" | PiServerOptions {
+export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" | "version" | CliOptions {
   const { values, positionals } = parseArgs({
     args: argv,
     strict: true,
@@ -138,6 +154,9 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "max-live-sessions": { type: "string" },
       model: { type: "string" },
       thinking: { type: "string" },
+      "openai-base-url": { type: "string" },
+      "api-key-env": { type: "string" },
+      "no-parent-watch": { type: "boolean" },
       "allow-unauthenticated-remote": { type: "boolean" },
       "log-level": { type: "string" },
       auth: { type: "string" },
@@ -183,6 +202,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
   const host = setting(values, env, "host", "PI_SERVER_HOST")?.text ?? DEFAULTS.host;
   const auth = authOptions(values, env);
   const allowRemote = switchSetting(values, env, "allow-unauthenticated-remote", "PI_SERVER_ALLOW_UNAUTHENTICATED_REMOTE");
+  const parentWatch = env["PI_SERVER_PARENT_WATCH"];
   if (!auth.auth && !allowRemote && servesRemotePeers(host)) {
     throw new UsageError(
       `refusing to serve ${host} without authentication: use --auth token|jwt, or --allow-unauthenticated-remote if the network is trusted`,
@@ -205,12 +225,15 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
     inMemory: switchSetting(values, env, "in-memory", "PI_SERVER_IN_MEMORY") ?? false,
     console: switchSetting(values, env, "console", "PI_SERVER_CONSOLE") ?? false,
     logLevel: (level?.text ?? DEFAULTS.logLevel) as LogLevel,
+    watchParent: !values["no-parent-watch"] && (parentWatch === undefined || parseBoolean(parentWatch, "PI_SERVER_PARENT_WATCH")),
   };
 }
 
-/** `--model provider/id` (the id may itself contain slashes) and `--thinking`. */
-function modelOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOptions, "defaultModel" | "defaultThinkingLevel"> {
-  const options: Pick<PiServerOptions, "defaultModel" | "defaultThinkingLevel"> = {};
+type ModelOptions = Pick<PiServerOptions, "defaultModel" | "defaultThinkingLevel" | "openAiEndpoint">;
+
+/** `--model provider/id` (the id may itself contain slashes), `--thinking`, and the endpoint that serves `--model`. */
+function modelOptions(values: Values, env: NodeJS.ProcessEnv): ModelOptions {
+  const options: ModelOptions = {};
   const model = setting(values, env, "model", "PI_SERVER_MODEL");
   if (model) {
     const slash = model.text.indexOf("/");
@@ -226,7 +249,39 @@ function modelOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOpti
     }
     options.defaultThinkingLevel = thinking.text as (typeof THINKING_LEVELS)[number];
   }
+  const endpoint = endpointOption(values, env, options.defaultModel);
+  if (endpoint !== undefined) options.openAiEndpoint = endpoint;
   return options;
+}
+
+/**
+ * `--openai-base-url` (with `--model`, whose provider and id the endpoint's model gets) and `--api-key-env`: the
+ * model without a models.json (issue 29). The key stays in its variable; only its name is passed on.
+ */
+function endpointOption(values: Values, env: NodeJS.ProcessEnv, model: PiServerOptions["defaultModel"]): PiServerOptions["openAiEndpoint"] {
+  const baseUrl = setting(values, env, "openai-base-url", "PI_SERVER_OPENAI_BASE_URL");
+  const keyEnv = setting(values, env, "api-key-env", "PI_SERVER_API_KEY_ENV");
+  if (baseUrl === undefined) {
+    if (keyEnv !== undefined) throw new UsageError(`${keyEnv.source} needs --openai-base-url (the endpoint the key is for)`);
+    return undefined;
+  }
+  let url: URL | undefined;
+  try {
+    url = new URL(baseUrl.text);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== "http:" && url.protocol !== "https:")) {
+    throw new UsageError(`${baseUrl.source} must be an http:// or https:// URL (e.g. http://127.0.0.1:8080/v1), got '${baseUrl.text}'`);
+  }
+  if (model === undefined) {
+    throw new UsageError(`${baseUrl.source} needs --model provider/id: the name and id of the endpoint's model (e.g. --model local/qwen2.5-coder)`);
+  }
+  if (keyEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(keyEnv.text)) {
+    throw new UsageError(`${keyEnv.source} must name an environment variable (e.g. OPENAI_API_KEY), got '${keyEnv.text}'`);
+  }
+  if (keyEnv !== undefined && !env[keyEnv.text]) throw new UsageError(`${keyEnv.source}: the variable ${keyEnv.text} is not set (or empty)`);
+  return { baseUrl: baseUrl.text, provider: model.provider, models: [model.modelId], ...(keyEnv !== undefined ? { apiKeyEnv: keyEnv.text } : {}) };
 }
 
 function parseCount(text: string, source: string): number {
@@ -370,12 +425,14 @@ function authOptions(values: Values, env: NodeJS.ProcessEnv): Pick<PiServerOptio
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // Before the slow imports: a parent that exits while pi loads is gone all the same.
+  const parentAtStart = process.ppid;
+  if (argv[0] === "doctor") return doctor(argv.slice(1));
   let options: ReturnType<typeof optionsFromArgs>;
   try {
     options = optionsFromArgs(argv, process.env);
   } catch (error) {
-    process.stderr.write(`pi-server: ${error instanceof Error ? error.message : String(error)}\nTry 'pi-server --help'.\n`);
-    process.exit(2);
+    usageError(error);
   }
   if (options === "help") {
     process.stdout.write(HELP);
@@ -389,42 +446,28 @@ export async function main(argv: string[]): Promise<void> {
   // Loaded now, not at the top: pi alone takes over a second to import.
   const [{ pino }, { createPiServer, REDACT_PATHS }] = await Promise.all([import("pino"), import("./server/create-server.js")]);
   // Synchronous stderr logging so nothing is lost when the process exits right after shutdown.
-  const { logLevel, ...serverOptions } = options;
+  const { logLevel, watchParent: watch, ...serverOptions } = options;
   const logger = pino(
     { name: "pi-server", level: logLevel ?? DEFAULTS.logLevel, redact: { paths: REDACT_PATHS, censor: "[redacted]" } },
     pino.destination({ dest: 2, sync: true }),
   );
-  let server: PiServer;
+  let server: PiServer | undefined;
   try {
     server = createPiServer({ ...serverOptions, logger });
     const address = await server.listen();
     const host = address?.family === "IPv6" ? `[${address.address}]` : address?.address;
     process.stdout.write(`pi-server listening on ws://${host}:${address?.port}\n`);
+    if (server.config.console) process.stdout.write(`console: ${consoleUrl(address)}\n`);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    if ((error as { code?: unknown }).code === "data_dir_locked") {
-      process.stderr.write(`pi-server: ${message}\n`);
-      process.exit(2);
-    }
-    if ((error as { code?: unknown }).code === "invalid_options") {
-      // A configuration mistake: the message says what to change; a stack trace would only hide it.
-      process.stderr.write(`pi-server: ${message}\nTry 'pi-server --help'.\n`);
-      process.exit(2);
-    }
-    logger.fatal({ err: error }, "could not start");
-    process.stderr.write(`pi-server: ${message}\n`);
-    process.exit(1);
+    startFailed(error, options, server, logger);
   }
+  const running = server;
 
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals += 1;
-    if (signals > 1) {
-      logger.warn({ signal }, "second signal: exiting without waiting");
-      process.exit(1);
-    }
-    logger.info({ signal }, "signal received, closing");
-    server.close().then(
+  let closing = false;
+  const shutdown = (reason: Record<string, unknown>, message: string) => {
+    closing = true;
+    logger.info(reason, message);
+    running.close().then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, "shutdown failed");
@@ -432,8 +475,114 @@ export async function main(argv: string[]): Promise<void> {
       },
     );
   };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (closing) {
+      logger.warn({ signal }, "second signal: exiting without waiting");
+      process.exit(1);
+    }
+    shutdown({ signal }, "signal received, closing");
+  };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  if (watch) {
+    watchParent({
+      parentAtStart,
+      onGone: (parent, now) => {
+        // Ctrl-C under npx signals npx and the server alike: npx then exits while the server closes, which is no
+        // reason to cut the grace period short (only a second signal is).
+        if (closing) logger.info({ parentPid: parent, ppid: now }, "parent process exited while closing");
+        else shutdown({ parentPid: parent, ppid: now }, "parent process exited, closing");
+      },
+      onCheck: (ppid) => logger.trace({ ppid }, "parent process alive"),
+    });
+  }
+}
+
+function usageError(error: unknown, help = "pi-server --help"): never {
+  process.stderr.write(`pi-server: ${error instanceof Error ? error.message : String(error)}\nTry '${help}'.\n`);
+  process.exit(2);
+}
+
+const DOCTOR_HELP = `Usage: pi-server doctor [options] [--check-model]
+
+Checks what \`pi-server [options]\` would use, with the same flags and PI_SERVER_* variables, and prints one line per
+check, OK or FAIL with the fix: Node.js version, sandbox (bubblewrap), agent dir, model configured, model reachable
+(only with --check-model: one tiny request to the model, which may cost a few tokens), data dir writable and not
+locked by a running server, ports free (--port, --metrics-port), Redis reachable (with --redis-url).
+Starts no server. Exit code 0 when every check passed, 1 otherwise, 2 for a usage error.
+
+  --check-model      also send one tiny request to the model sessions would get
+  -h, --help         show this help
+`;
+
+/** \`pi-server doctor\`: the server's flags and variables, checked instead of served (src/doctor.ts). */
+async function doctor(argv: string[]): Promise<void> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(DOCTOR_HELP);
+    return;
+  }
+  let options: ReturnType<typeof optionsFromArgs>;
+  try {
+    options = optionsFromArgs(argv.filter((arg) => arg !== "--check-model"), process.env);
+  } catch (error) {
+    usageError(error, "pi-server doctor --help");
+  }
+  if (options === "help" || options === "version") {
+    process.stdout.write(options === "help" ? DOCTOR_HELP : `${SERVER_VERSION}\n`);
+    return;
+  }
+  const { runDoctor } = await import("./doctor.js");
+  try {
+    const passed = await runDoctor(options, { checkModel: argv.includes("--check-model"), write: (line) => process.stdout.write(line) });
+    process.exit(passed ? 0 : 1);
+  } catch (error) {
+    if ((error as { code?: unknown }).code === "invalid_options") usageError(error, "pi-server doctor --help");
+    throw error;
+  }
+}
+
+/** Where the console is, for a browser on this machine (a wildcard address is not one a browser can open). */
+function consoleUrl(address: AddressInfo | undefined): string {
+  const wildcard = address?.address === "0.0.0.0" || address?.address === "::";
+  const host = wildcard ? "localhost" : address?.family === "IPv6" ? `[${address.address}]` : address?.address;
+  return `http://${host}:${address?.port}/console`;
+}
+
+/** Why listening failed, in one line a person can act on (exit 2 for what the configuration can fix), then exit. */
+function startFailed(error: unknown, options: CliOptions, server: PiServer | undefined, logger: Logger): never {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown }).code;
+  const bind = bindProblem(error, options, server);
+  if (bind !== undefined) {
+    process.stderr.write(`pi-server: ${bind}\n`);
+    process.exit(2);
+  }
+  if (code === "data_dir_locked") {
+    process.stderr.write(`pi-server: ${message}\n`);
+    process.exit(2);
+  }
+  if (code === "invalid_options") usageError(error); // the message says what to change; a stack would only hide it
+  logger.fatal({ err: error }, "could not start");
+  process.stderr.write(`pi-server: ${message}\n`);
+  process.exit(1);
+}
+
+/**
+ * A port that could not be bound, naming the port and the setting that chose it (issue 29), or undefined. The
+ * metrics listener binds first: when it is not listening, the failure was its.
+ */
+function bindProblem(error: unknown, options: CliOptions, server: PiServer | undefined): string | undefined {
+  const { code, port, address } = error as { code?: unknown; port?: unknown; address?: unknown };
+  if (code !== "EADDRINUSE" && code !== "EACCES" && code !== "EADDRNOTAVAIL") return undefined;
+  const metrics = options.metricsPort !== undefined && server?.metricsAddress() === undefined;
+  const flag = metrics ? "--metrics-port (PI_SERVER_METRICS_PORT)" : "--port (PI_SERVER_PORT)";
+  const hostFlag = metrics ? "--metrics-host (PI_SERVER_METRICS_HOST)" : "--host (PI_SERVER_HOST)";
+  const host = metrics ? (options.metricsHost ?? DEFAULTS.metricsHost) : (options.host ?? DEFAULTS.host);
+  const where = `${String(address ?? host)}:${String(port ?? (metrics ? options.metricsPort : options.port))}`;
+  const what = metrics ? "the metrics port" : "port";
+  if (code === "EADDRINUSE") return `${what} ${where} is in use (another pi-server?): stop what listens there, or choose another with ${flag}`;
+  if (code === "EACCES") return `${what} ${where} may not be bound by this user (ports below 1024 need privileges): choose another with ${flag}`;
+  return `cannot bind ${where}: the address is not one of this machine's; choose another with ${hostFlag}`;
 }
 
 const entry = process.argv[1];
