@@ -4,6 +4,12 @@ import { createServer } from "node:http";
 import express from "express";
 import { createPiServer } from "pi-server";
 
+// The port or the data dir in use, a bad option: say what to do, not a stack trace.
+process.on("uncaughtException", (error: Error & { code?: string }) => {
+  process.stderr.write(`express example: ${error.message}${error.code === "EADDRINUSE" ? ": set PORT to a free port" : ""}\n`);
+  process.exit(1);
+});
+
 const app = express();
 const server = createServer(app);
 const pi = createPiServer({ server, path: "/agents" });

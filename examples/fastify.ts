@@ -3,6 +3,12 @@
 import Fastify from "fastify";
 import { createPiServer } from "pi-server";
 
+// The port or the data dir in use, a bad option: say what to do, not a stack trace.
+process.on("uncaughtException", (error: Error & { code?: string }) => {
+  process.stderr.write(`fastify example: ${error.message}${error.code === "EADDRINUSE" ? ": set PORT to a free port" : ""}\n`);
+  process.exit(1);
+});
+
 const app = Fastify();
 const pi = createPiServer({ server: app.server, path: "/agents" });
 for (const path of ["/healthz", "/readyz", "/metrics"]) {

@@ -1,7 +1,14 @@
 // Embedding pi-server in your own node:http server: WebSocket upgrades on /agents, health and metrics from
 // pi.handleHttp, your routes for the rest. Run: node --import tsx examples/node-http.ts (PORT, default 8080).
 import { createServer } from "node:http";
-import { createPiServer } from "pi-server";
+import { createPiServer, noModelAdvice } from "pi-server";
+
+// No model configured, the port or the data dir in use: say what to do, not a stack trace.
+process.on("uncaughtException", (error: Error & { code?: string }) => {
+  const advice = error.code === "no_model" ? noModelAdvice() : error.code === "EADDRINUSE" ? `${error.message}: set PORT to a free port` : error.message;
+  process.stderr.write(`node-http example: ${advice}\n`);
+  process.exit(1);
+});
 
 const app = createServer((request, response) => {
   if (pi.handleHttp(request, response)) return; // /healthz, /readyz, /metrics
