@@ -56,7 +56,15 @@ test("every example with its port in use, or its data dir held by a running pi-s
   t.after(() => new Promise<void>((resolve) => holder.close(() => resolve())));
   const busy = (holder.address() as { port: number }).port;
   const env = cleanEnv(dir.path, { PI_CODING_AGENT_DIR: agentDir, PORT: String(busy) });
-  const outcomes = await Promise.all(["node-http", "express", "fastify"].map(async (name) => ({ name, ...(await example(name, env)) })));
+  // Side by side, each with an agent dir (so a data dir) of its own: one server per data dir.
+  const outcomes = await Promise.all(
+    ["node-http", "express", "fastify"].map(async (name) => {
+      const own = join(dir.path, `agent-${name}`);
+      mkdirSync(own);
+      writeFileSync(join(own, "models.json"), modelsJson("http://127.0.0.1:9/v1")); // never called
+      return { name, ...(await example(name, { ...env, PI_CODING_AGENT_DIR: own })) };
+    }),
+  );
   for (const { name, code, stderr } of outcomes) {
     assert.equal(code, 1, `${name}: ${stderr}`);
     assert.deepEqual(plain(stderr), [`${name} example: listen EADDRINUSE: address already in use 127.0.0.1:${busy}: set PORT to a free port`], name);
