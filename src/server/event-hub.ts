@@ -51,6 +51,8 @@ export type Durability = Promise<boolean> | undefined;
 /** An event numbered and stored, waiting for its frame to be durable before any subscriber sees it. */
 interface Waiting {
   readonly seq: number;
+  /** Its frame's bytes (the waiting events are bounded by `maxBytes`, like the ring). */
+  readonly bytes: number;
   readonly deliver: () => void;
   /** Undefined while its append is in flight. */
   outcome: boolean | undefined;
@@ -91,6 +93,7 @@ export class EventHub {
   #delivered = 0;
   /** Events not yet delivered, oldest first: delivered in order, each once its frame is durable. */
   readonly #waiting: Waiting[] = [];
+  #waitingBytes = 0;
   /** Subscribers that resynchronised from a snapshot taken at a seq: waiting events up to it are not sent to them. */
   readonly #snapshotAt = new Map<Subscriber, number>();
   /** Events delivered without waiting because too many were waiting (a stalled stream): a figure for metrics. */
@@ -156,6 +159,9 @@ export class EventHub {
   add(subscriber: Subscriber, encoding: Encoding = "pi"): void {
     const previous = this.#subscribers.get(subscriber);
     this.#subscribers.set(subscriber, encoding);
+    // A new answer (a fresh subscription, a resume, or a resync that records its snapshot after this): an earlier
+    // snapshot's seq no longer says what this subscriber has.
+    this.#snapshotAt.delete(subscriber);
     this.#piSubscribers += (encoding === "pi" ? 1 : 0) - (previous === "pi" ? 1 : 0);
     if (previous === undefined) subscriber.attached(this.#key);
   }
@@ -192,15 +198,16 @@ export class EventHub {
       return frame;
     }
     // Append before delivery (issue 27): a client is sent only what a new owner could replay to it.
-    const waiting: Waiting = { seq, deliver: () => this.#send(seq, event, update, head, frame), outcome: durable === undefined ? true : undefined };
+    const waiting: Waiting = { seq, bytes: frame.length, deliver: () => this.#send(seq, event, update, head, frame), outcome: durable === undefined ? true : undefined };
     this.#waiting.push(waiting);
+    this.#waitingBytes += waiting.bytes;
     durable?.then(
       (deliver) => this.#settle(waiting, deliver),
       () => this.#settle(waiting, true),
     );
     // A stream that stalls does not make the session hold every event in memory: past the ring's size, the oldest go
-    // out undurable (the ring would have dropped them anyway: a client behind them resyncs).
-    while (this.#waiting.length > Math.max(1, this.#limits.maxEvents)) {
+    // out undurable (the ring would have dropped them anyway: a client behind them resyncs). By bytes too, as the ring.
+    while (this.#waiting.length > Math.max(1, this.#limits.maxEvents) || (this.#waiting.length > 1 && this.#waitingBytes > this.#limits.maxBytes)) {
       this.undurableDeliveries += 1;
       this.#settle(this.#waiting[0] as Waiting, true);
     }
@@ -218,6 +225,7 @@ export class EventHub {
   #flush(): void {
     while (this.#waiting.length > 0 && (this.#waiting[0] as Waiting).outcome !== undefined) {
       const next = this.#waiting.shift() as Waiting;
+      this.#waitingBytes -= next.bytes;
       this.#delivered = next.seq;
       if (next.outcome) next.deliver();
     }
