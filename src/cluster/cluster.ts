@@ -295,12 +295,13 @@ export class Cluster implements Ownership, CommandRouter {
   async #append(key: string, lease: string, seq: number, frame: string, epoch: string, kept: number, previous: Promise<boolean> | undefined): Promise<boolean> {
     const stream = this.#streamKey(key);
     let waited = false;
+    let acrossGap = false;
     for (let attempt = 0; ; attempt++) {
       const token = this.#node?.ownedSession(key);
       if (token?.value !== lease) return false;
       let result: AppendResult;
       try {
-        result = await this.#streams.append(stream, token, seq, frame, epoch, kept);
+        result = await this.#streams.append(stream, token, seq, frame, epoch, kept, acrossGap);
       } catch {
         this.#failedAppends += 1;
         await delay(Math.min(25 * 2 ** Math.min(attempt, 10), this.#options.leaseTtlMs / 4) * (0.5 + Math.random() / 2));
@@ -308,11 +309,13 @@ export class Cluster implements Ownership, CommandRouter {
       }
       if (result === "appended") return true;
       if (result !== "gap") return false;
-      // An earlier event is missing: wait for its append once. Still a gap after that (an event published while the
-      // lease had lapsed here was never appended): delivered anyway, and a resume across the hole resyncs.
-      if (previous === undefined || waited) return true;
-      waited = true;
-      if (!(await previous)) return false;
+      // An earlier event is missing: wait for its append once. Still a gap after that, or nothing to wait for (Redis
+      // lost its last writes, or a new owner numbers on above events the old one never appended): appended across
+      // the hole, so the stream goes on; a resume across it resyncs (replay refuses gaps).
+      if (previous !== undefined && !waited) {
+        waited = true;
+        if (!(await previous)) return false;
+      } else acrossGap = true;
     }
   }
 

@@ -17,7 +17,7 @@ if same then
   return -2
 end
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-if top and tonumber(string.match(top[1], '^(%d+)')) < tonumber(ARGV[7]) - 1 then return -3 end
+if ARGV[8] ~= '1' and top and tonumber(string.match(top[1], '^(%d+)')) < tonumber(ARGV[7]) - 1 then return -3 end
 local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[2], 'f', ARGV[4], 'e', ARGV[5])
 if type(added) == 'table' and added.err then return -2 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -36,7 +36,7 @@ export function eventStreamKey(prefix: string, name: string): string {
 }
 
 type Scripted = Redis & {
-  piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string, epoch: string, ttlMs: number, seq: number): Promise<number>;
+  piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string, epoch: string, ttlMs: number, seq: number, acrossGap: string): Promise<number>;
 };
 
 /** What a resume found in the stream: every frame after the cursor, up to `lastSeq`. */
@@ -65,9 +65,9 @@ export class EventStreams {
    * Append event `seq` (numbered by the hub of `epoch`) of the session whose lease is `token`; the stream then keeps
    * about `keep` entries (at most the replay window, at least this one: the top seq must survive for a new owner).
    */
-  async append(stream: string, token: LeaseToken, seq: number, frame: string, epoch = "", keep = this.#maxLen): Promise<AppendResult> {
+  async append(stream: string, token: LeaseToken, seq: number, frame: string, epoch = "", keep = this.#maxLen, acrossGap = false): Promise<AppendResult> {
     const maxLen = Math.max(1, Math.min(keep, this.#maxLen));
-    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, frame, epoch, this.#ttlMs, seq);
+    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, frame, epoch, this.#ttlMs, seq, acrossGap ? "1" : "0");
     if (result === 1) return "appended";
     if (result === -1) {
       this.fencedAppends += 1;

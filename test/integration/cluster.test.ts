@@ -688,3 +688,24 @@ test("redirect mode: a node killed a moment ago is not named while its registrat
     assert.ok(Date.now() < deadline, "the session never came back");
   }
 });
+
+test("a hole at the top of a session's stream (Redis lost its last write) does not stop the stream: later events are appended across it", async (t) => {
+  const redis = await startRedis(t);
+  const harness = await durableHarness(t);
+  const a = embeddedNode(t, redis, harness, "a", { port: 0 });
+  const url = `ws://127.0.0.1:${(await a.listen())?.port}`;
+  const client = await TestClient.connect(url);
+  await client.ok({ type: "create_session", sessionId: "s1" });
+  harness.llm.replies.push({ text: "one" }, { text: "two" });
+  await client.ok({ type: "prompt", sessionId: "s1", message: "first" });
+  await client.waitForEvent("s1", "agent_settled");
+  const stream = `pi:events:${recordName("anonymous", "s1")}`;
+  const raw = redis.client();
+  const topId = (await raw.xrevrange(stream, "+", "-", "COUNT", 1))[0]?.[0] as string;
+  await raw.xdel(stream, topId); // what an AOF restart that lost its last write leaves
+  const from = client.frames.length;
+  await client.ok({ type: "prompt", sessionId: "s1", message: "second" });
+  await client.waitForEvent("s1", "agent_settled", () => true, from);
+  const newTop = (await raw.xrevrange(stream, "+", "-", "COUNT", 1))[0]?.[0];
+  assert.equal(Number(newTop?.split("-")[0]), client.lastSeq("s1"), "the stream holds the client's last event");
+});

@@ -25,6 +25,11 @@ test("a session's event stream: entries are its seqs, appends are fenced by the 
   assert.equal(await redis.client().xlen("pi:events:s1"), 3);
   // The stream takes only the next seq: one past a missing event waits for it (the cluster retries in order).
   assert.equal(await streams.append("pi:events:s1", owner, 5, '{"n":5}', "e1"), "gap");
+  // Told to (nothing earlier is coming: Redis lost it), an append goes on across the hole; replay still refuses it.
+  assert.equal(await streams.append("pi:events:gap", owner, 1, '{"n":1}', "e1"), "appended");
+  assert.equal(await streams.append("pi:events:gap", owner, 3, '{"n":3}', "e1"), "gap");
+  assert.equal(await streams.append("pi:events:gap", owner, 3, '{"n":3}', "e1", 5, true), "appended");
+  assert.equal(await streams.replay("pi:events:gap", 1, "e1", 100), undefined);
 
   // The lease passes to node-b (after node-a's expired): node-a's late append is refused and counted; node-b continues.
   const raw = redis.client();
