@@ -1,30 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { EventHub } from "../../../src/server/event-hub.js";
-import { type Frame, frameText } from "../../../src/server/wire-frame.js";
+import { appends, seqRecorder } from "../../helpers/hub-appends.js";
 
 // Red-team tests of append before delivery (issue 27): what a subscriber is sent while a cluster's appends wait.
-
-const seqOf = (frame: Frame) => (JSON.parse(frameText(frame)) as { seq: number }).seq;
-
-/** A cluster's appends, settled by the test in any order. */
-function appends() {
-  const pending = new Map<number, (deliver: boolean) => void>();
-  return {
-    onPublished: (seq: number) => new Promise<boolean>((resolve) => pending.set(seq, resolve)),
-    settle: async (seq: number, deliver = true) => {
-      pending.get(seq)?.(deliver);
-      pending.delete(seq);
-      await Promise.resolve(); // the hub hears of it in a microtask
-      await Promise.resolve();
-    },
-  };
-}
-
-function seqRecorder(id = "c") {
-  const seqs: number[] = [];
-  return { seqs, subscriber: { connectionId: id, sendFrame: (frame: Frame) => seqs.push(seqOf(frame)), attached: () => undefined, detached: () => undefined } };
-}
 
 test("a subscriber that resynced and then subscribes again (a new encoding) is sent every event after its new answer's seq", async () => {
   const stream = appends();

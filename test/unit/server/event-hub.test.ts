@@ -5,6 +5,7 @@ import * as connectionModule from "../../../src/server/connection.js";
 import { ANONYMOUS } from "../../../src/server/core.js";
 import { EventHub } from "../../../src/server/event-hub.js";
 import { type Frame, frameText } from "../../../src/server/wire-frame.js";
+import { appends, seqRecorder } from "../../helpers/hub-appends.js";
 
 const seqOf = (frame: Frame) => (JSON.parse(frameText(frame)) as { seq: number }).seq;
 
@@ -158,25 +159,6 @@ test("bash_execution_update merges per command for every encoding; tool updates 
   }
   assert.deepEqual(pi.frames.map((f) => f.text), full.frames.map((f) => f.text), "one frame for both encodings");
 });
-
-/** A cluster's appends, settled by the test in any order (issue 27: append before delivery). */
-function appends() {
-  const pending = new Map<number, (deliver: boolean) => void>();
-  return {
-    onPublished: (seq: number) => new Promise<boolean>((resolve) => pending.set(seq, resolve)),
-    settle: async (seq: number, deliver = true) => {
-      pending.get(seq)?.(deliver);
-      pending.delete(seq);
-      await Promise.resolve(); // the hub hears of it in a microtask
-      await Promise.resolve();
-    },
-  };
-}
-
-function seqRecorder(id = "c") {
-  const seqs: number[] = [];
-  return { seqs, subscriber: { connectionId: id, sendFrame: (frame: Frame) => seqs.push(seqOf(frame)), attached: () => undefined, detached: () => undefined } };
-}
 
 test("in a cluster an event reaches subscribers only once its append settled, in seq order; one the lease refused never does", async () => {
   const stream = appends();
