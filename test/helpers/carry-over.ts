@@ -28,6 +28,17 @@ export function placed(text: string, root: string): string {
   return text.replaceAll("--${ROOT}", `--${encode(root)}`).replaceAll("${ROOT}", root);
 }
 
+/**
+ * The 0.73 server's idempotency journal as if it had just stopped: every `at` moved by one amount, so the newest is
+ * now. The keys are kept for a day (the default `idempotency.ttlMs`); the fixture was written once, and its stamps
+ * would otherwise expire a day later (they did: CI went red on 2026-12-05).
+ */
+function rebased(journal: string): string {
+  const lines = journal.trim().split("\n").map((line) => JSON.parse(line) as { at: number });
+  const shift = Date.now() - Math.max(...lines.map((line) => line.at));
+  return lines.map((line) => `${JSON.stringify({ ...line, at: line.at + shift })}\n`).join("");
+}
+
 export function sha256(path: string): string {
   return createHash("sha256").update(readFileSync(path)).digest("hex");
 }
@@ -72,7 +83,8 @@ export async function carriedOver(t: TestContext, name: "open" | "confined"): Pr
       }
       const to = join(root, placed(relative(from, path), root));
       mkdirSync(join(to, ".."), { recursive: true });
-      writeFileSync(to, placed(readFileSync(path, "utf8"), root));
+      const text = placed(readFileSync(path, "utf8"), root);
+      writeFileSync(to, entry === "idempotency.jsonl" ? rebased(text) : text);
     }
   };
   copy(from);
