@@ -234,7 +234,7 @@ export class FileHelper {
     const id = this.#nextId++;
     clearTimeout(this.#idle);
     return new Promise<T>((resolve, reject) => {
-      const onAbort = () => (child.stdin as Writable).write(`${JSON.stringify({ cancel: id })}\n`);
+      const onAbort = () => send(child.stdin as Writable, `${JSON.stringify({ cancel: id })}\n`);
       const timer = setTimeout(() => {
         this.#kill(child, new FileHelperError("file_operation_timeout", `A file operation took longer than ${this.#limits.timeoutMs} ms and was stopped`));
       }, this.#limits.timeoutMs);
@@ -251,7 +251,7 @@ export class FileHelper {
         },
         timer,
       });
-      (child.stdin as Writable).write(`${JSON.stringify({ id, op, ...fields })}\n`);
+      send(child.stdin as Writable, `${JSON.stringify({ id, op, ...fields })}\n`);
     });
   }
 
@@ -411,4 +411,16 @@ export class FileHelpers {
     for (const helper of this.#helpers.values()) helper.close();
     this.#helpers.clear();
   }
+}
+
+/**
+ * Write one request line, corked until the current tick ends: the requests of one turn (pi starts a batch of tool
+ * calls at once) reach the helper in one write, so the helper wakes once, not once per call. Each wakeup of a sandboxed
+ * process on this pipe is a chance for the kernel to put it on the server's CPU: measured on 2 cores, per-call writes
+ * were the server's largest single cost during a tool-call flood (issue 26).
+ */
+function send(stdin: Writable, line: string): void {
+  stdin.cork();
+  stdin.write(line);
+  process.nextTick(() => stdin.uncork());
 }
