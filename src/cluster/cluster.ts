@@ -67,6 +67,9 @@ export interface ClusterParts {
 /** Silent node URLs remembered at most (one per node in practice; a bound all the same). */
 const MAX_PROBED = 1_000;
 
+/** What an append in flight settles as when its session's lease is lost before Redis answered. */
+const LEASE_LOST = Symbol("lease lost");
+
 export class Cluster implements Ownership, CommandRouter {
   readonly store: RedisSessionStore;
   readonly #options: ClusterOptions;
@@ -88,6 +91,12 @@ export class Cluster implements Ownership, CommandRouter {
   #fencedAt: number | undefined;
   /** Each session's latest append still in flight (a later one that finds a gap waits for it). */
   readonly #appending = new Map<string, Promise<boolean>>();
+  /**
+   * The appends in flight, by session key: each is told the moment its session's lease is lost, so it stops waiting
+   * for Redis (over a frozen link an append never settles, and its events would be held until TCP gave up).
+   */
+  readonly #leaseWaiters = new Map<string, Set<() => void>>();
+  #appendsInFlight = 0;
   #watch: NodeJS.Timeout | undefined;
   #leaving = false;
   #redisLatency: number | undefined;
@@ -203,6 +212,7 @@ export class Cluster implements Ownership, CommandRouter {
       lostFrames: this.#failedAppends + this.#tunnels.lost,
       forgedMessages: this.#forged,
       redisLatencySeconds: this.#redisLatency,
+      appendsInFlight: this.#appendsInFlight,
     };
   }
 
@@ -299,16 +309,16 @@ export class Cluster implements Ownership, CommandRouter {
     for (let attempt = 0; ; attempt++) {
       const token = this.#node?.ownedSession(key);
       if (token?.value !== lease) return false;
-      let result: AppendResult;
+      let result: AppendResult | typeof LEASE_LOST;
       try {
-        result = await this.#streams.append(stream, token, seq, frame, epoch, kept, acrossGap);
+        result = await this.#whileLeased(key, this.#streams.append(stream, token, seq, frame, epoch, kept, acrossGap));
       } catch {
         this.#failedAppends += 1;
         await delay(Math.min(25 * 2 ** Math.min(attempt, 10), this.#options.leaseTtlMs / 4) * (0.5 + Math.random() / 2));
         continue;
       }
       if (result === "appended") return true;
-      if (result !== "gap") return false;
+      if (result !== "gap") return false; // refused, or the lease was lost while Redis had not answered
       // An earlier event is missing: wait for its append once. Still a gap after that, or nothing to wait for (Redis
       // lost its last writes, or a new owner numbers on above events the old one never appended): appended across
       // the hole, so the stream goes on; a resume across it resyncs (replay refuses gaps).
@@ -317,6 +327,40 @@ export class Cluster implements Ownership, CommandRouter {
         if (!(await previous)) return false;
       } else acrossGap = true;
     }
+  }
+
+  /** `work`, or LEASE_LOST as soon as `key`'s lease is lost (`#leaseLost`), whichever comes first. */
+  async #whileLeased<T>(key: string, work: Promise<T>): Promise<T | typeof LEASE_LOST> {
+    let waiters = this.#leaseWaiters.get(key);
+    if (waiters === undefined) {
+      waiters = new Set();
+      this.#leaseWaiters.set(key, waiters);
+    }
+    const set = waiters;
+    let lost!: () => void;
+    const gone = new Promise<typeof LEASE_LOST>((resolve) => {
+      lost = () => resolve(LEASE_LOST);
+    });
+    set.add(lost);
+    this.#appendsInFlight += 1;
+    try {
+      return await Promise.race([work, gone]);
+    } finally {
+      this.#appendsInFlight -= 1;
+      set.delete(lost);
+      if (set.size === 0 && this.#leaseWaiters.get(key) === set) this.#leaseWaiters.delete(key);
+    }
+  }
+
+  /**
+   * `key`'s lease is lost: its appends in flight stop waiting for Redis (refused: not delivered here; the session's
+   * clients resume at its next owner, which replays what its stream holds). A lease given back (`release`) is not
+   * this: appends sent before it reach Redis first and are delivered.
+   */
+  #leaseLost(key: string): void {
+    const waiters = this.#leaseWaiters.get(key);
+    this.#leaseWaiters.delete(key);
+    for (const lost of waiters ?? []) lost();
   }
 
   // ---------------------------------------------------------------------------------------------------------------
@@ -594,6 +638,7 @@ export class Cluster implements Ownership, CommandRouter {
 
   /** A session's lease is gone: stop it here and close its subscribers (they resume where it lives next). */
   async #lost(key: string): Promise<void> {
+    this.#leaseLost(key);
     const name = this.#held.get(key);
     this.#held.delete(key);
     if (!name) return;

@@ -115,6 +115,11 @@ export class PrometheusMetrics implements MetricsSink {
       "Messages in this node's bus streams refused unread: MAC missing or wrong (no cluster secret), replayed or stale.",
       (t) => t.cluster?.forgedMessages ?? 0,
     );
+    gauge(
+      "pi_server_cluster_appends_in_flight",
+      "Events sent to their Redis stream and not answered yet (each is given up once its session's lease is lost).",
+      (t) => t.cluster?.appendsInFlight ?? 0,
+    );
     gauge("pi_server_redis_latency_seconds", "Round trip of the last PING to Redis (0 outside a cluster).", (t) => t.cluster?.redisLatencySeconds ?? 0);
     this.#authFailures = counter("pi_server_auth_failures_total", "Upgrade requests refused by authentication, by reason.", ["reason"] as const);
     gauge("pi_server_pending_dialogs", "Extension dialogs waiting for an answer.", (t) => t.pendingDialogs);

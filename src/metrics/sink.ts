@@ -30,6 +30,8 @@ export interface ClusterTotals {
   /** Messages read from this node's bus streams that did not verify (bad MAC, replayed, stale): dropped unread. */
   readonly forgedMessages: number;
   readonly redisLatencySeconds: number | undefined;
+  /** Stream appends sent to Redis and not answered yet (each stops waiting once its session's lease is lost). */
+  readonly appendsInFlight: number;
 }
 
 /**

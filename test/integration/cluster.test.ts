@@ -709,3 +709,35 @@ test("a hole at the top of a session's stream (Redis lost its last write) does n
   const newTop = (await raw.xrevrange(stream, "+", "-", "COUNT", 1))[0]?.[0];
   assert.equal(Number(newTop?.split("-")[0]), client.lastSeq("s1"), "the stream holds the client's last event");
 });
+
+test("a frozen link to Redis: the owner's stream appends in flight are given up when its lease lapses, not held until TCP gives up", async (t) => {
+  const { harness, redis } = await cluster(t);
+  const link = await tcpProxy(redis.url.replace("redis:", "ws:"));
+  t.after(() => link.close());
+  const a = await harness.start(
+    ["--redis-url", `redis://127.0.0.1:${link.port}`, "--cluster-secret-file", join(harness.dir, "cluster-secret"), "--lease-ttl", String(TTL_MS), "--log-level", "info", "--metrics-on-main-port"],
+    { dataDir: join(harness.dir, "data-frozen") },
+  );
+  await within(logged(a, "registered in the cluster"), "A's registration");
+  const alice = await a.connect("alice");
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  await alice.ok({ type: "subscribe", sessionId: "s" });
+  harness.llm.replies.push({ text: "z".repeat(400), chunks: 200, delayMs: 20 });
+  await alice.ok({ type: "prompt", sessionId: "s", message: "stream for a while" });
+  await alice.waitForEvent("s", "message_update");
+  link.freeze(); // for the rest of the test: nothing sent to Redis is ever answered
+  const frozenAt = performance.now();
+  // The events streamed after the freeze wait for appends Redis never answers.
+  let inFlight = 0;
+  while (inFlight === 0) inFlight = (await metrics(a))["pi_server_cluster_appends_in_flight"] ?? 0;
+  // Its registration and its session lease lapse together: either is reported first, and either drops the lease.
+  await within(Promise.race([logged(a, "session lease lost"), logged(a, "fenced: this node lost its registration; its sessions stop")]), "A's lease lapsing", 3 * TTL_MS);
+  // Given up at the lapse, on the link that still never answers.
+  for (;;) {
+    const now = await metrics(a);
+    if (now["pi_server_cluster_appends_in_flight"] === 0) break;
+    assert.ok(performance.now() - frozenAt < 3 * TTL_MS, `appends still waiting ${Math.round(performance.now() - frozenAt)} ms after the freeze: ${now["pi_server_cluster_appends_in_flight"]}`);
+    await delay(50); // polling a gauge: no event says it changed
+  }
+  assert.equal((await metrics(a))["pi_server_cluster_leases"], 0);
+});
