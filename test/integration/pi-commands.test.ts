@@ -98,9 +98,12 @@ test("a direct bash command streams its output to every subscriber while it runs
   assert.equal(streamed(runner), "one\ntwo\n");
   // `excludeFromContext` (new in pi 1.6) is kept on the session's message; a command without an id tags nothing.
   await watcher.ok({ type: "bash", sessionId: "s", command: "echo quiet", excludeFromContext: true });
+  const sent = runner.frames.length;
   runner.send({ type: "bash", sessionId: "s", command: "echo anonymous" });
   const anonymous = await watcher.waitForEvent("s", "bash_execution_update", (e) => e["delta"] === "anonymous\n");
   assert.equal("id" in anonymous.event, false);
+  // Its output streams before the command ends; it is in the session once its answer came.
+  await runner.waitFor((f) => f.type === "response" && f["command"] === "bash" && !("id" in f), { from: sent });
   const { messages } = await runner.ok<{ messages: Array<{ role: string; command?: string; excludeFromContext?: boolean }> }>({
     type: "get_messages",
     sessionId: "s",
