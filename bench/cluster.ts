@@ -14,12 +14,15 @@ import { startServerChild } from "./lib/child.js";
 import { fmt, percentile, table } from "./lib/common.js";
 import { modelsJson, startOpenAiServer } from "../test/helpers/openai-server.js";
 import { startRedis } from "../test/helpers/redis.js";
+import { recordName } from "../src/store/session-store.js";
 
 const COMMANDS = Number(process.env["COMMANDS"] ?? 5_000);
 const IN_FLIGHT = Number(process.env["IN_FLIGHT"] ?? 64);
 const ROUND_TRIPS = Number(process.env["ROUND_TRIPS"] ?? 1_000);
 const CHUNKS = Number(process.env["CHUNKS"] ?? 400);
 const RUNS = Number(process.env["RUNS"] ?? 3);
+const LONG_TEXT = Number(process.env["LONG_TEXT"] ?? 20_000);
+const LONG_CHUNKS = Number(process.env["LONG_CHUNKS"] ?? 200);
 
 const cleanups: Array<() => Promise<void>> = [];
 const redis = await startRedis({ after: (fn) => cleanups.push(fn) });
@@ -169,6 +172,38 @@ table(
   ["client", `get_state/s (${IN_FLIGHT} in flight)`, "round trip p50 ms", "round trip p99 ms", `event latency p50 ms (${CHUNKS} chunks)`, "event latency p99 ms"],
   rows,
 );
+
+// What Redis keeps of one long reply (adr/0032): its update entries (stored as deltas), their bytes, and Redis's
+// count of the key, next to the bytes of the same updates as whole frames (what the stream kept before deltas).
+let settledBytes = () => {};
+let wholeBytes = 0;
+let wholeCount = 0;
+const bytesClient = await connect(a.port, (frame) => {
+  const type = (frame["event"] as { type?: string } | undefined)?.type;
+  // The `full` encoding: each update as the hub stores it (what the stream kept before deltas).
+  if (type === "message_update") {
+    wholeBytes += Buffer.byteLength(JSON.stringify(frame));
+    wholeCount += 1;
+  }
+  if (type === "agent_settled") settledBytes();
+});
+await bytesClient.request({ type: "create_session", sessionId: "bytes", encoding: "full" });
+const bytesSettled = new Promise<void>((resolve) => (settledBytes = resolve));
+llm.replies.push({ text: "y".repeat(LONG_TEXT), chunks: LONG_CHUNKS });
+await bytesClient.request({ type: "prompt", sessionId: "bytes", message: "a long one" });
+await bytesSettled;
+const raw = redis.client();
+const key = `pi:events:${recordName("anonymous", "bytes")}`;
+const entries = await raw.xrange(key, "-", "+");
+const updates = entries.filter(([, fields]) => fields[0] === "d");
+const updateBytes = updates.reduce((sum, [, fields]) => sum + Buffer.byteLength(fields[1] ?? ""), 0);
+const memory = Number(await raw.call("MEMORY", "USAGE", key, "SAMPLES", "0")); // every node counted, not a sample
+table(
+  `Redis stream of one reply of ${LONG_TEXT} characters in ${LONG_CHUNKS} chunks`,
+  ["entries", "update entries", "bytes per update entry", "MEMORY USAGE of the stream", "whole frames (bytes per update)"],
+  [[String(entries.length), String(updates.length), fmt(updateBytes / Math.max(1, updates.length), 0), `${fmt(memory / 1024, 0)} KiB`, fmt(wholeBytes / Math.max(1, wholeCount), 0)]],
+);
+bytesClient.close();
 
 direct.close();
 forwarded.close();

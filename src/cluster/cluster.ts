@@ -12,10 +12,12 @@ import { keyOf } from "../server/session-key.js";
 import { SessionHost } from "../server/session-host.js";
 import type { DormantSession, Ownership, SessionName, SessionRegistry } from "../server/sessions.js";
 import type { Durability } from "../server/event-hub.js";
-import { type FrameBytes, frameText } from "../server/wire-frame.js";
+import type { EncodedParts } from "../server/update-encoder.js";
+import type { FrameBytes } from "../server/wire-frame.js";
 import { FileSessionStore, recordName, type SessionRecord } from "../store/session-store.js";
 import { atMost } from "./bounded.js";
 import { type AppendResult, EventStreams, eventStreamKey } from "./event-stream.js";
+import { type Chain, type StreamEntry, streamEntry } from "./stream-deltas.js";
 import { type ForgedReason, NodeBus } from "./node-bus.js";
 import { ClusterNode } from "./node.js";
 import { RedisSessionStore } from "./redis-session-store.js";
@@ -91,6 +93,8 @@ export class Cluster implements Ownership, CommandRouter {
   #fencedAt: number | undefined;
   /** Each session's latest append still in flight (a later one that finds a gap waits for it). */
   readonly #appending = new Map<string, Promise<boolean>>();
+  /** Per hosted session, the updates stored since its last keyframe (stream-deltas.ts). Weak: a gone host is gone. */
+  readonly #chains = new WeakMap<SessionHost, Chain>();
   /**
    * The appends in flight, by session key: each is told the moment its session's lease is lost, so it stops waiting
    * for Redis (over a frozen link an append never settles, and its events would be held until TCP gave up).
@@ -275,7 +279,7 @@ export class Cluster implements Ownership, CommandRouter {
    * Every numbered event of a session hosted here goes to its stream, fenced by the lease, and the stream keeps as
    * many events as the session's ring (`kept`): so it is bounded by `replay.maxBytes` as well as `maxEvents`.
    */
-  published(host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number): Durability {
+  published(host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number, parts?: EncodedParts): Durability {
     let key = this.#keys.get(host);
     if (key === undefined) {
       key = clusterKey(host);
@@ -284,12 +288,17 @@ export class Cluster implements Ownership, CommandRouter {
     const token = this.#node?.ownedSession(key);
     if (!token) {
       this.#unownedAppends += 1;
+      this.#chains.delete(host); // not in the stream: the next update cannot be a delta on it
       return undefined;
     }
+    // A streaming update is stored as what changed since the previous one (stream-deltas.ts, adr/0032).
+    const entry = streamEntry(seq, frame, parts, this.#chains.get(host));
+    if (entry.chain === undefined) this.#chains.delete(host);
+    else this.#chains.set(host, entry.chain);
     // Delivered once appended (issue 27): a client never holds a seq a new owner's stream lacks, so it resumes with a
     // replay. An append the lease refused is never delivered (the session's clients move to its new owner).
     const previous = this.#appending.get(key);
-    const durable = this.#append(key, token.value, seq, frameText(frame), epoch, kept, previous);
+    const durable = this.#append(key, token.value, seq, entry, epoch, kept, previous);
     this.#appending.set(key, durable);
     void durable.then(() => {
       if (this.#appending.get(key) === durable) this.#appending.delete(key);
@@ -302,7 +311,7 @@ export class Cluster implements Ownership, CommandRouter {
    * resolves true once appended, false once the lease is lost or refused the append. The stream takes only the next
    * seq (`gap`), so an event whose turn comes while an earlier one is retried waits for that one, and the order holds.
    */
-  async #append(key: string, lease: string, seq: number, frame: string, epoch: string, kept: number, previous: Promise<boolean> | undefined): Promise<boolean> {
+  async #append(key: string, lease: string, seq: number, entry: StreamEntry, epoch: string, kept: number, previous: Promise<boolean> | undefined): Promise<boolean> {
     const stream = this.#streamKey(key);
     let waited = false;
     let acrossGap = false;
@@ -311,7 +320,7 @@ export class Cluster implements Ownership, CommandRouter {
       if (token?.value !== lease) return false;
       let result: AppendResult | typeof LEASE_LOST;
       try {
-        result = await this.#whileLeased(key, this.#streams.append(stream, token, seq, frame, epoch, kept, acrossGap));
+        result = await this.#whileLeased(key, this.#streams.append(stream, token, seq, entry, epoch, kept, acrossGap));
       } catch {
         this.#failedAppends += 1;
         await delay(Math.min(25 * 2 ** Math.min(attempt, 10), this.#options.leaseTtlMs / 4) * (0.5 + Math.random() / 2));

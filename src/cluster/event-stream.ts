@@ -1,10 +1,13 @@
 import type { Redis } from "ioredis";
 import type { LeaseToken } from "./lease-store.js";
+import { chainRoot, DeltaDecoder, type StreamEntry } from "./stream-deltas.js";
 
 /**
  * A session's events in a Redis Stream (issue 15), entry id `<seq>-0`, so any node can serve a resume and a new
  * owner continues the same numbering. An append is idempotent: one retried after its answer was lost (Redis went
- * away after writing it) finds its own entry, same seq and epoch, and counts as appended. Each entry keeps the frame and the epoch of the hub that numbered it. An
+ * away after writing it) finds its own entry, same seq and epoch, and counts as appended. Each entry keeps the frame
+ * (or, for a streaming update, what changed since the previous one: stream-deltas.ts) and the epoch of the hub that
+ * numbered it. An
  * append is fenced: it happens only while the appender's lease token is still the session's owner value, and Redis
  * itself refuses an id at or below the stream's top. Trimmed to the replay window (approximately: `MAXLEN ~`), and
  * gone `ttlMs` after its last event (issue 27: a dormant session's stream does not stay in Redis for good).
@@ -18,7 +21,7 @@ if same then
 end
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if ARGV[8] ~= '1' and top and tonumber(string.match(top[1], '^(%d+)')) < tonumber(ARGV[7]) - 1 then return -3 end
-local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[2], 'f', ARGV[4], 'e', ARGV[5])
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[2], ARGV[9], ARGV[4], 'e', ARGV[5])
 if type(added) == 'table' and added.err then return -2 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1`;
@@ -36,7 +39,7 @@ export function eventStreamKey(prefix: string, name: string): string {
 }
 
 type Scripted = Redis & {
-  piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, frame: string, epoch: string, ttlMs: number, seq: number, acrossGap: string): Promise<number>;
+  piAppend(stream: string, owner: string, token: string, id: string, maxLen: number, value: string, epoch: string, ttlMs: number, seq: number, acrossGap: string, field: string): Promise<number>;
 };
 
 /** What a resume found in the stream: every frame after the cursor, up to `lastSeq`. */
@@ -65,9 +68,9 @@ export class EventStreams {
    * Append event `seq` (numbered by the hub of `epoch`) of the session whose lease is `token`; the stream then keeps
    * about `keep` entries (at most the replay window, at least this one: the top seq must survive for a new owner).
    */
-  async append(stream: string, token: LeaseToken, seq: number, frame: string, epoch = "", keep = this.#maxLen, acrossGap = false): Promise<AppendResult> {
+  async append(stream: string, token: LeaseToken, seq: number, entry: Pick<StreamEntry, "field" | "value">, epoch = "", keep = this.#maxLen, acrossGap = false): Promise<AppendResult> {
     const maxLen = Math.max(1, Math.min(keep, this.#maxLen));
-    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, frame, epoch, this.#ttlMs, seq, acrossGap ? "1" : "0");
+    const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, entry.value, epoch, this.#ttlMs, seq, acrossGap ? "1" : "0", entry.field);
     if (result === 1) return "appended";
     if (result === -1) {
       this.fencedAppends += 1;
@@ -98,14 +101,31 @@ export class EventStreams {
       if (!first || seqOf(first[0]) !== afterSeq || field(first[1], "e") !== epoch) return undefined;
     }
     if (entries.length > max) return undefined;
+    const decoder = new DeltaDecoder();
+    // The first delta after the cursor may belong to a chain begun at or before it: decode that chain from its
+    // keyframe up to the cursor first (at most KEYFRAME_EVERY updates, and the events between them).
+    const first = entries.find(([, fields]) => body(fields)[0] === "d");
+    const root = first && chainRoot(...body(first[1]));
+    if (root !== undefined && root <= afterSeq) {
+      const before = await this.#redis.xrange(stream, `${root}-0`, `${afterSeq}-0`, "COUNT", max + 1);
+      for (const [id, fields] of before) decoder.decode(seqOf(id), ...body(fields));
+    }
     const frames: string[] = [];
     for (const [id, fields] of entries) {
       expected += 1;
       if (seqOf(id) !== expected) return undefined; // a gap: an append that never reached Redis
-      frames.push(field(fields, "f") ?? "");
+      const frame = decoder.decode(expected, ...body(fields));
+      if (frame === undefined) return undefined; // a delta whose chain is not all there (trimmed, or a hole)
+      frames.push(frame);
     }
     return { frames, lastSeq: expected };
   }
+}
+
+/** An entry's stored event: its field (`f` or `d`) and value. */
+function body(fields: string[]): [string, string] {
+  const name = fields[0] === "e" ? fields[2] : fields[0];
+  return [name ?? "f", field(fields, name ?? "f") ?? ""];
 }
 
 function field(fields: string[], name: string): string | undefined {

@@ -14,8 +14,7 @@ import type { SessionHost } from "./session-host.js";
 import type { ResolvedConfig } from "./options.js";
 import { realSessionsRoot, type SessionFactory } from "./session-factory.js";
 import { type Ownership, type PersistenceOptions, SessionRegistry } from "./sessions.js";
-import type { FrameBytes } from "./wire-frame.js";
-import type { Durability } from "./event-hub.js";
+import type { Durability, OnPublished } from "./event-hub.js";
 
 /** A server assembled without a sandbox (tests, embedders that pass none): commands and file helpers run plainly. */
 const NO_SANDBOX: Sandbox = { kind: "none", bwrapPath: undefined, network: true };
@@ -28,7 +27,7 @@ export interface ClusterSeams {
    * Every numbered event of a session hosted here, and how many events its ring keeps (the stream keeps as many); the
    * event reaches subscribers as the answer says (append before delivery).
    */
-  published(host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number): Durability;
+  published(host: SessionHost, ...published: Parameters<OnPublished>): Durability;
 }
 
 /** Everything behind the transport, wired from one resolved config. */

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { UpdateEncoder } from "./update-encoder.js";
+import { type EncodedParts, UpdateEncoder } from "./update-encoder.js";
 import { conflationOf, isMessageUpdate, type Merge, updateForms } from "./update-forms.js";
 import type { Frame, FrameBytes } from "./wire-frame.js";
 
@@ -47,6 +47,12 @@ interface Stored {
  * owns the session: its clients resume at the new owner, from a seq the stream holds).
  */
 export type Durability = Promise<boolean> | undefined;
+
+/**
+ * Told every numbered frame, how many events the ring keeps with it, and for a `message_update` built from parts, its
+ * parts (a store can keep what changed since the previous update: adr/0032).
+ */
+export type OnPublished = (seq: number, frame: FrameBytes, epoch: string, kept: number, parts?: EncodedParts) => Durability;
 
 /** An event numbered and stored, waiting for its frame to be durable before any subscriber sees it. */
 interface Waiting {
@@ -98,7 +104,7 @@ export class EventHub {
   readonly #snapshotAt = new Map<Subscriber, number>();
   /** Events delivered without waiting because too many were waiting (a stalled stream): a figure for metrics. */
   undurableDeliveries = 0;
-  readonly #onPublished: ((seq: number, frame: FrameBytes, epoch: string, kept: number) => Durability) | undefined;
+  readonly #onPublished: OnPublished | undefined;
 
   /**
    * `firstSeq`: the seq a restored session had reached before the restart; numbering continues above it.
@@ -110,7 +116,7 @@ export class EventHub {
     limits: ReplayLimits,
     key: string = sessionId,
     firstSeq = 0,
-    onPublished?: (seq: number, frame: FrameBytes, epoch: string, kept: number) => Durability,
+    onPublished?: OnPublished,
   ) {
     this.#seq = firstSeq;
     this.#delivered = firstSeq;
@@ -188,10 +194,11 @@ export class EventHub {
     // Every stored frame is UTF-8 bytes: the ring and the sockets count real bytes, and all subscribers share them.
     // The ring keeps an update's `full` form, so a replay carries the text so far (PROTOCOL.md §3.2).
     const frame = update ? this.#encodeUpdate(head, update.full) : Buffer.from(`${head}${serialize(event)}}`);
+    const parts = update ? this.#updates.last : undefined;
     if ((event as { type?: unknown }).type === "message_end") this.#updates.reset();
     const seq = this.#seq;
     this.#store({ seq, frame });
-    const durable = this.#onPublished?.(seq, frame, this.epoch, this.#count);
+    const durable = this.#onPublished?.(seq, frame, this.epoch, this.#count, parts);
     if (durable === undefined && this.#waiting.length === 0) {
       this.#delivered = seq;
       this.#send(seq, event, update, head, frame);

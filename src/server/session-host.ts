@@ -11,11 +11,10 @@ import type { PathScope } from "../isolation/session-files.js";
 import { type ConversationGuard, guardConversation } from "../store/conversation-guard.js";
 import { ClientPaths } from "./client-paths.js";
 import { createUiContext, Dialogs } from "./dialogs.js";
-import { type Durability, EventHub, type ReplayLimits } from "./event-hub.js";
+import { type Durability, EventHub, type OnPublished, type ReplayLimits } from "./event-hub.js";
 import { removeOutputFiles, writesOutputFiles } from "./mcp-output-files.js";
 import { type McpSettings, sessionMcp } from "./mcp-setup.js";
 import { expandWorkspaceSkill, type SessionFactory, type SessionRequest } from "./session-factory.js";
-import type { FrameBytes } from "./wire-frame.js";
 
 /** What became of an accepted prompt (pi RPC's `data.disposition` of `prompt`). */
 export type PromptDisposition = Extract<RpcResponse, { command: "prompt"; success: true }>["data"]["disposition"];
@@ -67,7 +66,7 @@ export interface SessionHostOptions {
    */
   readonly onChange?: ((host: SessionHost, change: SessionChange) => Promise<void> | void) | undefined;
   /** Told every numbered event frame of the session (a cluster appends them to its stream, issue 15). */
-  readonly onPublished?: ((host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number) => Durability) | undefined;
+  readonly onPublished?: ((host: SessionHost, ...published: Parameters<OnPublished>) => Durability) | undefined;
 }
 
 export type SessionChange = "run_started" | "run_ended" | "rebound";
@@ -165,7 +164,7 @@ export class SessionHost {
       options.replay,
       identity.key,
       identity.firstSeq,
-      onPublished && ((seq, frame, epoch, kept) => onPublished(this, seq, frame, epoch, kept)),
+      onPublished && ((...published) => onPublished(this, ...published)),
     );
     this.dialogs = new Dialogs(this.hub, options.dialogTimeoutMs, options.maxPendingDialogs, this.#log);
   }

@@ -14,9 +14,22 @@ import { type FrameBytes, PartedFrame } from "./wire-frame.js";
 export class UpdateEncoder {
   /** Per content index: the block's text at the last update and the UTF-8 of its JSON string body (no quotes). */
   #blocks: Array<Body | undefined> = [];
+  /** How the last frame was built; undefined when it was plain JSON (no text block, or no shortcut). */
+  #last: EncodedParts | undefined;
+
+  /**
+   * The last frame as the pieces and text bodies it was cut into, each body with how many of its bytes the frame
+   * before it (this encoder's previous one, which then had parts too) had at the same content index: what a store of
+   * deltas needs to keep only what changed (adr/0032). Undefined when the last frame was plain JSON.
+   */
+  get last(): EncodedParts | undefined {
+    return this.#last;
+  }
 
   /** The UTF-8 bytes of `head + JSON.stringify(event) + "}"`, in parts; throws whatever `JSON.stringify` throws. */
   encode(head: string, event: { message?: unknown }): FrameBytes {
+    const previous = this.#last;
+    this.#last = undefined;
     const message = event.message as { content?: unknown } | undefined;
     if (typeof message !== "object" || message === null || !Array.isArray(message.content)) {
       this.#blocks = [];
@@ -24,13 +37,16 @@ export class UpdateEncoder {
     }
     const content = message.content as unknown[];
     const bodies: Body[] = [];
+    const kept: Array<{ index: number; kept: number }> = [];
     const skeleton = content.map((block, index) => {
       const field = textField(block);
       if (field === undefined) {
         this.#blocks[index] = undefined;
         return block;
       }
-      bodies.push(this.#body(index, (block as Record<string, string>)[field] as string));
+      const { body, shared } = this.#body(index, (block as Record<string, string>)[field] as string);
+      bodies.push(body);
+      kept.push({ index, kept: previous === undefined ? 0 : shared });
       return { ...(block as object), [field]: placeholder(bodies.length - 1) };
     });
     this.#blocks.length = content.length;
@@ -46,6 +62,10 @@ export class UpdateEncoder {
       from = at + placeholder(i).length;
     }
     pieces.push(outline.slice(from));
+    this.#last = {
+      pieces,
+      bodies: bodies.map((body, i) => ({ ...(kept[i] as { index: number; kept: number }), bytes: body.bytes.subarray(0, body.used) })),
+    };
     // The text's bytes are shared, not copied: only what follows them in `body.bytes` is ever written again.
     const parts: Buffer[] = [];
     for (let i = 0; i < pieces.length; i++) {
@@ -59,17 +79,31 @@ export class UpdateEncoder {
   /** Forget the message (it ended): the next one starts from scratch. */
   reset(): void {
     this.#blocks = [];
+    this.#last = undefined;
   }
 
-  #body(index: number, text: string): Body {
+  /** The block's body now, and how many of its leading bytes the previous update's body at this index had. */
+  #body(index: number, text: string): { body: Body; shared: number } {
     const known = this.#blocks[index];
     let body: Body;
-    if (known !== undefined && text === known.text) body = known;
-    else if (known !== undefined && extendsText(text, known.text)) body = append(known, text, escape(text.slice(known.text.length)));
-    else body = append({ text, bytes: Buffer.allocUnsafe(0), used: 0 }, text, escape(text));
+    let shared = 0;
+    if (known !== undefined && text === known.text) {
+      body = known;
+      shared = known.used;
+    } else if (known !== undefined && extendsText(text, known.text)) {
+      body = append(known, text, escape(text.slice(known.text.length)));
+      shared = known.used;
+    } else body = append({ text, bytes: Buffer.allocUnsafe(0), used: 0 }, text, escape(text));
     this.#blocks[index] = body;
-    return body;
+    return { body, shared };
   }
+}
+
+/** A frame as `pieces[0] + bodies[0].bytes + pieces[1] + … + pieces[n]` (UTF-8). */
+export interface EncodedParts {
+  readonly pieces: readonly string[];
+  /** Each text block's JSON string body: its content index, its bytes, and how many leading bytes the previous frame's body at that index had (0: new). */
+  readonly bodies: ReadonlyArray<{ readonly index: number; readonly kept: number; readonly bytes: Buffer }>;
 }
 
 interface Body {

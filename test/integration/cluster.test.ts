@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
+import { EventStreams } from "../../src/cluster/event-stream.js";
 import { recordName } from "../../src/store/session-store.js";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -572,6 +573,40 @@ test("a session's Redis stream keeps what its replay ring keeps: bounded by repl
   // `MAXLEN ~` trims whole nodes of the stream: allow one more node's worth (an entry this size fills one).
   assert.ok(stored <= maxBytes + 2 * largest, `the stream holds ${stored} bytes in ${entries.length} entries`);
   assert.equal(Number(entries.at(-1)?.[0].split("-")[0]), end.seq, "the newest event is kept");
+});
+
+test("a streamed reply goes to Redis as deltas: a few hundred bytes per update, not the whole partial; replayed from the stream as the frames clients got", async (t) => {
+  const redis = await startRedis(t);
+  const harness = await durableHarness(t);
+  const node = embeddedNode(t, redis, harness, "a", { port: 0 });
+  const client = await TestClient.connect(`ws://127.0.0.1:${(await node.listen())?.port}`);
+  await client.ok({ type: "create_session", sessionId: "s1", encoding: "full" });
+  harness.llm.replies.push({ text: "y".repeat(20_000), chunks: 200 });
+  await client.ok({ type: "prompt", sessionId: "s1", message: "a long one" });
+  const end = await client.waitForEvent("s1", "agent_settled");
+  const raw = redis.client();
+  const stream = `pi:events:${recordName("anonymous", "s1")}`;
+  assert.ok(await raw.xread("BLOCK", 15_000, "STREAMS", stream, `${end.seq - 1}-0`), "the last event reached the stream");
+  const entries = await raw.xrange(stream, "-", "+");
+  const updates = entries.filter(([, fields]) => fields[0] === "d");
+  const stored = updates.reduce((sum, [, fields]) => sum + Buffer.byteLength(fields[1] ?? ""), 0);
+  const frames = client.events("s1").filter((frame) => frame.event.type === "message_update");
+  const whole = frames.reduce((sum, frame) => sum + Buffer.byteLength(JSON.stringify(frame)), 0);
+  t.diagnostic(`${frames.length} updates of a 20,000-character reply: ${Math.round(stored / updates.length)} bytes per update in Redis (whole frames: ${Math.round(whole / frames.length)})`);
+  assert.ok(updates.length >= 190, `updates stored as deltas: ${updates.length}`);
+  assert.ok(stored * 10 < whole, `${stored} bytes in Redis for ${whole} bytes of frames`);
+  // What a new owner replays from the stream, from any cursor in the reply, is what this client was sent.
+  const streams = new EventStreams(raw, 10_000);
+  const sent = client.events("s1");
+  const epoch = (entries[0]?.[1] ?? [])[3];
+  for (const cursor of [0, 1, 2, 5, 40, 63, 64, 65, 66, 100, 150, end.seq - 1]) {
+    const replay = await streams.replay(stream, cursor, epoch, 10_000);
+    assert.deepEqual(
+      replay?.frames.map((frame) => JSON.parse(frame) as unknown),
+      sent.filter((frame) => frame.seq > cursor).map((frame) => JSON.parse(JSON.stringify(frame)) as unknown),
+      `from ${cursor}`,
+    );
+  }
 });
 
 test("a connection awaits at most maxPipelinedFrames answers from another node: more are refused queue_full there; control commands still pass", async (t) => {
