@@ -35,12 +35,22 @@ export function parseTokens(text: string, source: string): StaticToken[] {
     if (!line || line.startsWith("#")) continue;
     const [principal, token, roles] = line.split(":");
     if (!principal || !token) throw new Error(`${source}:${index + 1}: expected principal:token[:roles]`);
-    if (token.length < 16) throw new Error(`${source}:${index + 1}: tokens must be at least 16 characters`);
+    const problem = tokenProblem(token);
+    if (problem) throw new Error(`${source}:${index + 1}: ${problem}`);
     tokens.push({ principal, token, roles: roles ? roles.split(",").filter(Boolean) : [] });
   }
   if (tokens.length === 0) throw new Error(`${source}: no tokens`);
   return tokens;
 }
+
+/** What is wrong with a token as a secret, if anything: the same rule for a tokens file and for `tokens` in code. */
+function tokenProblem(token: unknown): string | undefined {
+  if (typeof token !== "string") return "a token must be a string";
+  if (token.length < MIN_TOKEN_LENGTH) return `tokens must be at least ${MIN_TOKEN_LENGTH} characters`;
+  return undefined;
+}
+
+const MIN_TOKEN_LENGTH = 16;
 
 const digest = (value: string) => createHash("sha256").update(value).digest();
 
@@ -48,6 +58,16 @@ const digest = (value: string) => createHash("sha256").update(value).digest();
 export function tokenAuth(options: { tokens?: readonly StaticToken[]; file?: string }): AuthProvider {
   const tokens = [...(options.tokens ?? []), ...(options.file ? parseTokens(readFileSync(options.file, "utf8"), options.file) : [])];
   if (tokens.length === 0) throw new Error("token auth needs tokens or a tokens file");
+  // `tokens` given in code get the checks a tokens file gets; one token for two principals would be whichever came first.
+  const principals = new Map<string, string>();
+  for (const [index, { token, principal }] of tokens.entries()) {
+    const problem = tokenProblem(token);
+    if (problem) throw new Error(`token auth: tokens[${index}] (principal ${JSON.stringify(principal)}): ${problem}`);
+    if (typeof principal !== "string" || principal.length === 0) throw new Error(`token auth: tokens[${index}] has no principal`);
+    const other = principals.get(token);
+    if (other !== undefined && other !== principal) throw new Error(`token auth: one token is given to principals ${JSON.stringify(other)} and ${JSON.stringify(principal)}`);
+    principals.set(token, principal);
+  }
   const known = tokens.map((t) => ({ ...t, digest: digest(t.token) }));
   return {
     name: "token",

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { jwtAuth } from "../../src/auth/index.js";
+import { jwtAuth, tokenAuth } from "../../src/auth/index.js";
 import { optionsFromArgs } from "../../src/cli.js";
 import { attempt, TestClient } from "../helpers/client.js";
 import { tempDir } from "../helpers/faux.js";
@@ -152,6 +152,16 @@ test("JWT claims: Keycloak's realm_access.roles and Auth0's namespaced roles by 
   assert.equal(refused.wwwAuthenticate, 'Bearer realm="pi-server", error="invalid_token", error_description="expired"');
   const forged = await attempt(h.url, { token: mintHs(claims("dana"), "x".repeat(40)) });
   assert.equal(forged.wwwAuthenticate, 'Bearer realm="pi-server", error="invalid_token", error_description="bad signature"');
+});
+
+test("static tokens given in code are checked like a tokens file: at least 16 characters, a principal, one principal per token", () => {
+  const ok = "a-token-of-16-chars";
+  assert.equal(tokenAuth({ tokens: [{ principal: "a", token: ok }] }).name, "token");
+  assert.throws(() => tokenAuth({ tokens: [{ principal: "a", token: "short" }] }), /tokens\[0\] \(principal "a"\): tokens must be at least 16 characters/);
+  assert.throws(() => tokenAuth({ tokens: [{ principal: "a", token: 12345678901234567 as unknown as string }] }), /must be a string/);
+  assert.throws(() => tokenAuth({ tokens: [{ principal: "", token: ok }] }), /has no principal/);
+  assert.throws(() => tokenAuth({ tokens: [{ principal: "a", token: ok }, { principal: "b", token: ok }] }), /one token is given to principals "a" and "b"/);
+  assert.equal(tokenAuth({ tokens: [{ principal: "a", token: ok }, { principal: "a", token: ok }] }).name, "token", "the same line twice is harmless");
 });
 
 test("jwt configuration is checked: secret length, key-confusing algorithms, required issuer and audience", () => {
