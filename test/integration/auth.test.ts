@@ -158,7 +158,7 @@ test("static tokens given in code are checked like a tokens file: at least 16 ch
   const ok = "a-token-of-16-chars";
   assert.equal(tokenAuth({ tokens: [{ principal: "a", token: ok }] }).name, "token");
   assert.throws(() => tokenAuth({ tokens: [{ principal: "a", token: "short" }] }), /tokens\[0\] \(principal "a"\): tokens must be at least 16 characters/);
-  assert.throws(() => tokenAuth({ tokens: [{ principal: "a", token: 12345678901234567 as unknown as string }] }), /must be a string/);
+  assert.throws(() => tokenAuth({ tokens: [{ principal: "a", token: 1234567890123456 as unknown as string }] }), /must be a string/);
   assert.throws(() => tokenAuth({ tokens: [{ principal: "", token: ok }] }), /has no principal/);
   assert.throws(() => tokenAuth({ tokens: [{ principal: "a", token: ok }, { principal: "b", token: ok }] }), /one token is given to principals "a" and "b"/);
   assert.equal(tokenAuth({ tokens: [{ principal: "a", token: ok }, { principal: "a", token: ok }] }).name, "token", "the same line twice is harmless");
