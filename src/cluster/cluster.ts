@@ -17,7 +17,7 @@ import type { FrameBytes } from "../server/wire-frame.js";
 import { FileSessionStore, recordName, type SessionRecord } from "../store/session-store.js";
 import { atMost } from "./bounded.js";
 import { type AppendResult, EventStreams, eventStreamKey } from "./event-stream.js";
-import { type Chain, type StreamEntry, streamEntry } from "./stream-deltas.js";
+import { type StreamEntry, StreamWriter } from "./stream-deltas.js";
 import { type ForgedReason, NodeBus } from "./node-bus.js";
 import { ClusterNode } from "./node.js";
 import { RedisSessionStore } from "./redis-session-store.js";
@@ -93,8 +93,8 @@ export class Cluster implements Ownership, CommandRouter {
   #fencedAt: number | undefined;
   /** Each session's latest append still in flight (a later one that finds a gap waits for it). */
   readonly #appending = new Map<string, Promise<boolean>>();
-  /** Per hosted session, the updates stored since its last keyframe (stream-deltas.ts). Weak: a gone host is gone. */
-  readonly #chains = new WeakMap<SessionHost, Chain>();
+  /** Per hosted session, its side of its stream (stream-deltas.ts). Weak: a gone host is gone. */
+  readonly #writers = new WeakMap<SessionHost, StreamWriter>();
   /**
    * The appends in flight, by session key: each is told the moment its session's lease is lost, so it stops waiting
    * for Redis (over a frozen link an append never settles, and its events would be held until TCP gave up).
@@ -288,17 +288,20 @@ export class Cluster implements Ownership, CommandRouter {
     const token = this.#node?.ownedSession(key);
     if (!token) {
       this.#unownedAppends += 1;
-      this.#chains.delete(host); // not in the stream: the next update cannot be a delta on it
+      this.#writers.get(host)?.skipped();
       return undefined;
     }
     // A streaming update is stored as what changed since the previous one (stream-deltas.ts, adr/0032).
-    const entry = streamEntry(seq, frame, parts, this.#chains.get(host));
-    if (entry.chain === undefined) this.#chains.delete(host);
-    else this.#chains.set(host, entry.chain);
+    let writer = this.#writers.get(host);
+    if (writer === undefined) {
+      writer = new StreamWriter();
+      this.#writers.set(host, writer);
+    }
+    const { entry, keep } = writer.next(seq, frame, parts, kept);
     // Delivered once appended (issue 27): a client never holds a seq a new owner's stream lacks, so it resumes with a
     // replay. An append the lease refused is never delivered (the session's clients move to its new owner).
     const previous = this.#appending.get(key);
-    const durable = this.#append(key, token.value, seq, entry, epoch, kept, previous);
+    const durable = this.#append(key, token.value, seq, entry, epoch, keep, previous);
     this.#appending.set(key, durable);
     void durable.then(() => {
       if (this.#appending.get(key) === durable) this.#appending.delete(key);

@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import type { LeaseToken } from "./lease-store.js";
-import { chainRoot, DeltaDecoder, type StreamEntry } from "./stream-deltas.js";
+import { chainRoot, DeltaDecoder, KEYFRAME_EVERY, type StreamEntry } from "./stream-deltas.js";
 
 /**
  * A session's events in a Redis Stream (issue 15), entry id `<seq>-0`, so any node can serve a resume and a new
@@ -66,10 +66,11 @@ export class EventStreams {
 
   /**
    * Append event `seq` (numbered by the hub of `epoch`) of the session whose lease is `token`; the stream then keeps
-   * about `keep` entries (at most the replay window, at least this one: the top seq must survive for a new owner).
+   * about `keep` entries (at least this one: the top seq must survive for a new owner). At most the replay window
+   * plus KEYFRAME_EVERY: the window's oldest cursors may need their delta chain's keyframe (stream-deltas.ts).
    */
   async append(stream: string, token: LeaseToken, seq: number, entry: Pick<StreamEntry, "field" | "value">, epoch = "", keep = this.#maxLen, acrossGap = false): Promise<AppendResult> {
-    const maxLen = Math.max(1, Math.min(keep, this.#maxLen));
+    const maxLen = Math.max(1, Math.min(keep, this.#maxLen + KEYFRAME_EVERY));
     const result = await this.#redis.piAppend(stream, token.key, token.value, `${seq}-0`, maxLen, entry.value, epoch, this.#ttlMs, seq, acrossGap ? "1" : "0", entry.field);
     if (result === 1) return "appended";
     if (result === -1) {
@@ -102,20 +103,20 @@ export class EventStreams {
     }
     if (entries.length > max) return undefined;
     const decoder = new DeltaDecoder();
-    // The first delta after the cursor may belong to a chain begun at or before it: decode that chain from its
-    // keyframe up to the cursor first (at most KEYFRAME_EVERY updates, and the events between them).
+    // The first delta after the cursor may belong to a chain begun at or before it: take that chain from its keyframe
+    // up to the cursor into the decoder first (at most KEYFRAME_EVERY seqs; their frames are not built).
     const first = entries.find(([, fields]) => body(fields)[0] === "d");
     const root = first && chainRoot(...body(first[1]));
-    if (root !== undefined && root <= afterSeq) {
-      const before = await this.#redis.xrange(stream, `${root}-0`, `${afterSeq}-0`, "COUNT", max + 1);
-      for (const [id, fields] of before) decoder.decode(seqOf(id), ...body(fields));
+    if (root !== undefined && root <= afterSeq && afterSeq - root < KEYFRAME_EVERY) {
+      const before = await this.#redis.xrange(stream, `${root}-0`, `${afterSeq}-0`, "COUNT", KEYFRAME_EVERY);
+      for (const [id, fields] of before) decoder.advance(seqOf(id), ...body(fields), field(fields, "e"));
     }
     const frames: string[] = [];
     for (const [id, fields] of entries) {
       expected += 1;
       if (seqOf(id) !== expected) return undefined; // a gap: an append that never reached Redis
-      const frame = decoder.decode(expected, ...body(fields));
-      if (frame === undefined) return undefined; // a delta whose chain is not all there (trimmed, or a hole)
+      const frame = decoder.decode(expected, ...body(fields), field(fields, "e"));
+      if (frame === undefined) return undefined; // a delta whose chain is not all there (trimmed, a hole), or malformed
       frames.push(frame);
     }
     return { frames, lastSeq: expected };

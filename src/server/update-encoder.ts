@@ -12,15 +12,19 @@ import { type FrameBytes, PartedFrame } from "./wire-frame.js";
  * other way is escaped again from scratch, into a new buffer.
  */
 export class UpdateEncoder {
-  /** Per content index: the block's text at the last update and the UTF-8 of its JSON string body (no quotes). */
-  #blocks: Array<Body | undefined> = [];
-  /** How the last frame was built; undefined when it was plain JSON (no text block, or no shortcut). */
+  /**
+   * Per long string of the message (a text or thinking block's text by content index, `"<index>.<name>"` for a tool
+   * call's string argument): its value at the last update and the UTF-8 of its JSON string body (no quotes).
+   */
+  #bodies = new Map<string, Body>();
+  /** How the last frame was built; undefined when a toJSON reshaped it (no shortcut). */
   #last: EncodedParts | undefined;
 
   /**
-   * The last frame as the pieces and text bodies it was cut into, each body with how many of its bytes the frame
-   * before it (this encoder's previous one, which then had parts too) had at the same content index: what a store of
-   * deltas needs to keep only what changed (adr/0032). Undefined when the last frame was plain JSON.
+   * The last frame as the pieces and string bodies it was cut into, each body with how many of its bytes the frame
+   * before it (this encoder's previous one, which then had parts too) had under the same key: what a store of deltas
+   * needs to keep only what changed (adr/0032). A frame with no long string is one piece. Undefined when a `toJSON`
+   * reshaped the event (the frame is plain JSON, and the next one shares nothing with it).
    */
   get last(): EncodedParts | undefined {
     return this.#last;
@@ -31,79 +35,88 @@ export class UpdateEncoder {
     const previous = this.#last;
     this.#last = undefined;
     const message = event.message as { content?: unknown } | undefined;
+    const known = this.#bodies;
+    this.#bodies = new Map();
     if (typeof message !== "object" || message === null || !Array.isArray(message.content)) {
-      this.#blocks = [];
-      return Buffer.from(`${head}${JSON.stringify(event)}}`);
+      return this.#whole(`${head}${JSON.stringify(event)}}`);
     }
-    const content = message.content as unknown[];
-    const bodies: Body[] = [];
-    const kept: Array<{ index: number; kept: number }> = [];
-    const skeleton = content.map((block, index) => {
+    const bodies: Array<{ key: string; body: Body; kept: number }> = [];
+    /** `text` as the next body: its placeholder goes where the string goes. */
+    const cut = (key: string, text: string): string => {
+      const { body, shared } = extend(known.get(key), text);
+      this.#bodies.set(key, body);
+      bodies.push({ key, body, kept: previous === undefined ? 0 : shared });
+      return placeholder(bodies.length - 1);
+    };
+    const skeleton = (message.content as unknown[]).map((block, index) => {
       const field = textField(block);
-      if (field === undefined) {
-        this.#blocks[index] = undefined;
-        return block;
+      if (field !== undefined) return { ...(block as object), [field]: cut(String(index), (block as Record<string, string>)[field] as string) };
+      // A tool call's long string arguments (a file being written) grow the same way, inside its arguments object.
+      const args = toolArguments(block);
+      if (args === undefined) return block;
+      const cutArgs: Record<string, unknown> = { ...args };
+      for (const [name, value] of Object.entries(args)) {
+        if (typeof value === "string" && value.length >= LONG_ARGUMENT) cutArgs[name] = cut(`${index}.${name}`, value);
       }
-      const { body, shared } = this.#body(index, (block as Record<string, string>)[field] as string);
-      bodies.push(body);
-      kept.push({ index, kept: previous === undefined ? 0 : shared });
-      return { ...(block as object), [field]: placeholder(bodies.length - 1) };
+      return { ...(block as object), arguments: cutArgs };
     });
-    this.#blocks.length = content.length;
-    if (bodies.length === 0) return Buffer.from(`${head}${JSON.stringify(event)}}`);
+    if (bodies.length === 0) return this.#whole(`${head}${JSON.stringify(event)}}`);
     const outline = `${head}${JSON.stringify({ ...event, message: { ...message, content: skeleton } })}}`;
-    // Cut the outline at each placeholder (unguessable, in order) and put that block's bytes there.
+    // Cut the outline at each placeholder (unguessable, in order) and put that string's bytes there.
     const pieces: string[] = [];
     let from = 0;
     for (let i = 0; i < bodies.length; i++) {
       const at = outline.indexOf(placeholder(i), from);
-      if (at === -1) return Buffer.from(`${head}${JSON.stringify(event)}}`); // a toJSON reshaped it: no shortcut
+      if (at === -1) {
+        this.#bodies = new Map(); // a toJSON reshaped it: no shortcut, and nothing to extend next time
+        return Buffer.from(`${head}${JSON.stringify(event)}}`);
+      }
       pieces.push(outline.slice(from, at));
       from = at + placeholder(i).length;
     }
     pieces.push(outline.slice(from));
-    this.#last = {
-      pieces,
-      bodies: bodies.map((body, i) => ({ ...(kept[i] as { index: number; kept: number }), bytes: body.bytes.subarray(0, body.used) })),
-    };
+    this.#last = { pieces, bodies: bodies.map(({ key, body, kept }) => ({ key, kept, bytes: body.bytes.subarray(0, body.used) })) };
     // The text's bytes are shared, not copied: only what follows them in `body.bytes` is ever written again.
     const parts: Buffer[] = [];
     for (let i = 0; i < pieces.length; i++) {
       if ((pieces[i] as string).length > 0) parts.push(Buffer.from(pieces[i] as string));
-      const body = bodies[i];
+      const body = bodies[i]?.body;
       if (body !== undefined && body.used > 0) parts.push(body.bytes.subarray(0, body.used));
     }
     return parts.length === 1 ? (parts[0] as Buffer) : new PartedFrame(parts);
   }
 
-  /** Forget the message (it ended): the next one starts from scratch. */
-  reset(): void {
-    this.#blocks = [];
-    this.#last = undefined;
+  /** A frame with no long string (nothing is kept for the next update): one piece, so a store of deltas can diff it. */
+  #whole(text: string): FrameBytes {
+    this.#last = { pieces: [text], bodies: [] };
+    return Buffer.from(text);
   }
 
-  /** The block's body now, and how many of its leading bytes the previous update's body at this index had. */
-  #body(index: number, text: string): { body: Body; shared: number } {
-    const known = this.#blocks[index];
-    let body: Body;
-    let shared = 0;
-    if (known !== undefined && text === known.text) {
-      body = known;
-      shared = known.used;
-    } else if (known !== undefined && extendsText(text, known.text)) {
-      body = append(known, text, escape(text.slice(known.text.length)));
-      shared = known.used;
-    } else body = append({ text, bytes: Buffer.allocUnsafe(0), used: 0 }, text, escape(text));
-    this.#blocks[index] = body;
-    return { body, shared };
+  /** Forget the message (it ended): the next one starts from scratch. */
+  reset(): void {
+    this.#bodies = new Map();
+    this.#last = undefined;
   }
+}
+
+/** A tool call's string arguments this long or longer are cut out of the outline and extended in place. */
+const LONG_ARGUMENT = 256;
+
+/** The string's body now, from the previous update's under the same key, and how many leading bytes the two share. */
+function extend(known: Body | undefined, text: string): { body: Body; shared: number } {
+  if (known !== undefined && text === known.text) return { body: known, shared: known.used };
+  if (known !== undefined && extendsText(text, known.text)) return { body: append(known, text, escape(text.slice(known.text.length))), shared: known.used };
+  return { body: append({ text, bytes: Buffer.allocUnsafe(0), used: 0 }, text, escape(text)), shared: 0 };
 }
 
 /** A frame as `pieces[0] + bodies[0].bytes + pieces[1] + … + pieces[n]` (UTF-8). */
 export interface EncodedParts {
   readonly pieces: readonly string[];
-  /** Each text block's JSON string body: its content index, its bytes, and how many leading bytes the previous frame's body at that index had (0: new). */
-  readonly bodies: ReadonlyArray<{ readonly index: number; readonly kept: number; readonly bytes: Buffer }>;
+  /**
+   * Each long string's JSON string body: its key (a content index, or `"<index>.<argument>"` for a tool call's string
+   * argument), its bytes, and how many leading bytes the previous frame's body under that key had (0: new).
+   */
+  readonly bodies: ReadonlyArray<{ readonly key: string; readonly kept: number; readonly bytes: Buffer }>;
 }
 
 interface Body {
@@ -144,6 +157,13 @@ const PLACEHOLDERS: string[] = [];
 /** The i-th placeholder: letters, digits and dashes only, so `JSON.stringify` leaves it as it is. */
 function placeholder(i: number): string {
   return (PLACEHOLDERS[i] ??= `pi-server-${NONCE}-${i}`);
+}
+
+/** A tool call block's arguments, when they are a plain object. */
+function toolArguments(block: unknown): Record<string, unknown> | undefined {
+  if (typeof block !== "object" || block === null || (block as { type?: unknown }).type !== "toolCall") return undefined;
+  const args = (block as { arguments?: unknown }).arguments;
+  return typeof args === "object" && args !== null && !Array.isArray(args) && Object.getPrototypeOf(args) === Object.prototype ? (args as Record<string, unknown>) : undefined;
 }
 
 /** The name of a content block's long string field (`text` or `thinking`), if it is one of those blocks. */

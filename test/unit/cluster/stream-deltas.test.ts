@@ -121,3 +121,28 @@ test("a delta whose base the decoder has not seen, or a malformed entry, decodes
   }
   assert.equal(new DeltaDecoder().decode(1, "x", "{}"), undefined, "an unknown field");
 });
+
+test("a tool call whose arguments stream in (a file being written) is stored as what changed too, not the whole call each time", () => {
+  const encoder = new UpdateEncoder();
+  const call = { type: "toolCall", id: "call-1", name: "write", arguments: { path: "src/big.ts", content: "" } };
+  const message = { role: "assistant", content: [call], usage: { output: 0 } };
+  let chain: Chain | undefined;
+  const decoder = new DeltaDecoder();
+  let whole = 0;
+  let stored = 0;
+  for (let seq = 1; seq <= 200; seq++) {
+    call.arguments.content += `line ${seq}: "quoted" \\ and 😀\n`.padEnd(100, ".");
+    message.usage.output = seq;
+    const frame = encoder.encode(head(seq), update(message));
+    // The encoder cuts the long argument out and extends it in place: still exactly JSON.stringify's bytes.
+    assert.equal(frameText(frame), `${head(seq)}${JSON.stringify(update(message))}}`);
+    const entry = streamEntry(seq, frame, encoder.last, chain);
+    chain = entry.chain;
+    assert.equal(decoder.decode(seq, entry.field, entry.value), frameText(frame), `seq ${seq}`);
+    whole += frame.length;
+    stored += Buffer.byteLength(entry.value);
+  }
+  // Whole frames: the arguments so far every time (~200 × 10 KB). Deltas: the new line, the usage, and a keyframe
+  // every KEYFRAME_EVERY seqs.
+  assert.ok(stored * 10 < whole, `stored ${stored} bytes, whole frames ${whole}`);
+});

@@ -102,3 +102,21 @@ test("the frames of one streaming message share its text's bytes instead of copy
   assert.ok(backings.size <= 8, `${backings.size} buffers for the text of 1,000 frames`);
   assert.ok(total > 8_000_000);
 });
+
+test("a tool call's long string arguments are extended in place and still encode to exactly JSON.stringify's bytes", () => {
+  fc.assert(
+    fc.property(fc.array(fc.record({ tail: text, rewrite: fc.boolean(), other: fc.boolean() }), { maxLength: 40 }), (steps) => {
+      const encoder = new UpdateEncoder();
+      const args: Record<string, unknown> = { path: "a.ts", content: "x".repeat(260), n: 1 };
+      const message = { role: "assistant", content: [{ type: "text", text: "t" }, { type: "toolCall", id: "c", name: "write", arguments: args }] };
+      for (const s of steps) {
+        args["content"] = s.rewrite ? `${s.tail}${"y".repeat(300)}` : `${args["content"] as string}${s.tail}`;
+        if (s.other) args["extra"] = "z".repeat(260) + s.tail; // a second long argument, and key order kept
+        const event = { type: "message_update", message };
+        assert.deepEqual(bytesOf(encoder.encode(HEAD, event)), expected(event));
+        assert.ok((encoder.last?.bodies.length ?? 0) >= 2, "the text and the long argument are bodies");
+      }
+    }),
+    { numRuns: 200 },
+  );
+});
