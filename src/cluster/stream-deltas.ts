@@ -4,12 +4,12 @@ import { type FrameBytes, frameText } from "../server/wire-frame.js";
 /**
  * What a session's Redis stream keeps of each event (issue 27, adr/0032). A `message_update` carries the whole
  * partial message, so storing frames made a reply of n chunks cost O(n²) bytes in Redis (~4 KB per event at 200
- * chunks). An update the hub built from parts (update-encoder.ts) is stored as a delta instead: per text body only the
- * bytes appended since the previous update (a text, a thinking, a tool call's long string argument), and per JSON
- * piece between them only what changed, naming the previous update's seq (`b`) and its chain's keyframe (`r`). A chain spans at
- * most KEYFRAME_EVERY seqs; then, and whenever the previous update is not the one stored before, an update is stored
- * whole (`b` 0), so a replay decodes at most that many entries before its cursor, and a stream trimmed to the replay
- * window plus KEYFRAME_EVERY can serve every cursor of the window.
+ * chunks). An update the hub built from parts (update-encoder.ts) is stored as a delta instead: per long string (a
+ * text, a thinking, a tool call's long string argument) only the bytes appended since the previous update, and per
+ * JSON piece between them only what changed, naming the previous update's seq (`b`) and its chain's keyframe (`r`).
+ * A chain spans at most KEYFRAME_EVERY seqs; then, and whenever the previous update is not the one stored before, an
+ * update is stored whole (`b` 0), so a replay decodes at most that many entries before its cursor. The stream keeps
+ * the replay window and reaches back to the keyframe of its oldest chain (StreamWriter).
  *
  * Entry fields: `f` a frame as it is; `d` a delta, JSON `{ b, r, p, t }`: `p` the pieces, each a string or
  * `[prefix, suffix, middle]` (the previous entry's piece at that position keeps its first `prefix` and last `suffix`
