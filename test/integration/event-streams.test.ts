@@ -6,6 +6,7 @@ import { type Chain, KEYFRAME_EVERY, streamEntry } from "../../src/cluster/strea
 import { type EncodedParts, UpdateEncoder } from "../../src/server/update-encoder.js";
 import { type FrameBytes, frameText } from "../../src/server/wire-frame.js";
 import { startRedis } from "../helpers/redis.js";
+import { sessionStream } from "../helpers/streams.js";
 
 /** A stream entry that is a frame as it is. */
 const frame = (value: string) => ({ field: "f" as const, value });
@@ -64,10 +65,7 @@ test("a session's event stream: entries are its seqs, appends are fenced by the 
 });
 
 test("a stream of deltas replays from any cursor exactly the frames the hub stored, decoding a chain begun before the cursor; a chain whose keyframe was trimmed is a resync", async (t) => {
-  const redis = await startRedis(t);
-  const leases = new LeaseStore(redis.client());
-  const streams = new EventStreams(redis.client(), 1_000);
-  const owner = (await leases.claim("pi:session:d", "node-a", 60_000)) as LeaseToken;
+  const { redis, streams, owner } = await sessionStream(t, "d", 1_000);
   const encoder = new UpdateEncoder();
   const message = { role: "assistant", content: [{ type: "thinking", thinking: "" }, { type: "text", text: "" }] as Array<Record<string, string>> };
   const frames: string[] = [];

@@ -5,20 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { EventStreams } from "../../src/cluster/event-stream.js";
-import { LeaseStore, type LeaseToken } from "../../src/cluster/lease-store.js";
 import { type Chain, KEYFRAME_EVERY, streamEntry } from "../../src/cluster/stream-deltas.js";
 import { UpdateEncoder } from "../../src/server/update-encoder.js";
 import { frameText } from "../../src/server/wire-frame.js";
-import { startRedis } from "../helpers/redis.js";
+import { sessionStream } from "../helpers/streams.js";
 
 test("red team: a replay of the last update of a chain builds no more than a few times what it reads and returns (the chain before the cursor is advanced, not rebuilt)", async (t) => {
-  const redis = await startRedis(t);
-  const raw = redis.client();
-  const leases = new LeaseStore(raw);
-  const streams = new EventStreams(raw, 10_000);
-  const owner = (await leases.claim("pi:session:cost", "node-a", 60_000)) as LeaseToken;
-  const key = "pi:events:cost";
+  const { streams, owner, key } = await sessionStream(t, "cost", 10_000);
   const encoder = new UpdateEncoder();
   let chain: Chain | undefined;
   let stored = 0;

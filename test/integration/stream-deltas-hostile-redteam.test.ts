@@ -5,17 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { EventStreams } from "../../src/cluster/event-stream.js";
-import { LeaseStore, type LeaseToken } from "../../src/cluster/lease-store.js";
 import { DeltaDecoder } from "../../src/cluster/stream-deltas.js";
-import { startRedis } from "../helpers/redis.js";
+import { sessionStream } from "../helpers/streams.js";
 
 test("red team: a delta whose `r` is not a seq (negative, fractional) is a resync, not a Redis error thrown out of replay", async (t) => {
-  const redis = await startRedis(t);
-  const raw = redis.client();
-  const leases = new LeaseStore(raw);
-  const streams = new EventStreams(raw, 1_000);
-  const owner = (await leases.claim("pi:session:h", "node-a", 60_000)) as LeaseToken;
+  const { streams, owner } = await sessionStream(t, "h", 1_000);
   for (const [name, r] of [["neg", -1], ["frac", 1.5]] as const) {
     const key = `pi:events:${name}`;
     assert.equal(await streams.append(key, owner, 1, { field: "f", value: '{"n":1}' }, "e1"), "appended");
@@ -34,12 +28,7 @@ test("red team: a delta whose `r` is not a seq (negative, fractional) is a resyn
 });
 
 test("red team: a 13 KB delta naming one 1 MiB body 513 times is malformed: nothing is built (it decoded into 538 MB, then threw ERR_STRING_TOO_LONG)", async (t) => {
-  const redis = await startRedis(t);
-  const raw = redis.client();
-  const leases = new LeaseStore(raw);
-  const streams = new EventStreams(raw, 1_000);
-  const owner = (await leases.claim("pi:session:amp", "node-a", 60_000)) as LeaseToken;
-  const key = "pi:events:amp";
+  const { streams, owner, key } = await sessionStream(t, "amp", 1_000);
   const body = "y".repeat(1 << 20);
   assert.equal(await streams.append(key, owner, 1, { field: "d", value: JSON.stringify({ b: 0, r: 1, p: ["[", "]"], t: [["0", 0, body]] }) }, "e1"), "appended");
   const copies = 513;

@@ -8,12 +8,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { EventStreams } from "../../src/cluster/event-stream.js";
-import { LeaseStore, type LeaseToken } from "../../src/cluster/lease-store.js";
+import type { LeaseToken } from "../../src/cluster/lease-store.js";
 import { type StreamEntry, StreamWriter } from "../../src/cluster/stream-deltas.js";
 import { EventHub } from "../../src/server/event-hub.js";
 import type { EncodedParts } from "../../src/server/update-encoder.js";
 import { type FrameBytes, frameText } from "../../src/server/wire-frame.js";
-import { startRedis } from "../helpers/redis.js";
+import { sessionStream } from "../helpers/streams.js";
 
 const chunk = fc.oneof(
   fc.string({ unit: fc.constantFrom("a", "é", '"', "\\", "\n", "😀", "\ud83d", "\ude00", "\u2028", "\u2029", "\u0000", "中", " ", "pi-server-", "-0"), maxLength: 10 }),
@@ -157,10 +157,7 @@ async function run(streams: EventStreams, owner: LeaseToken, key: string, steps:
 }
 
 test("red team: a hub's adversarial stream replays from every cursor byte for byte, or not at all", async (t) => {
-  const redis = await startRedis(t);
-  const leases = new LeaseStore(redis.client());
-  const streams = new EventStreams(redis.client(), 100_000);
-  const owner = (await leases.claim("pi:session:rt", "node-a", 600_000)) as LeaseToken;
+  const { streams, owner } = await sessionStream(t, "rt", 100_000, 600_000);
   let n = 0;
   await fc.assert(
     fc.asyncProperty(fc.array(step, { minLength: 20, maxLength: 300, size: "max" }), fc.boolean(), async (steps, small) => {

@@ -7,21 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { EventStreams } from "../../src/cluster/event-stream.js";
-import { LeaseStore, type LeaseToken } from "../../src/cluster/lease-store.js";
 import { StreamWriter } from "../../src/cluster/stream-deltas.js";
 import { EventHub } from "../../src/server/event-hub.js";
 import type { EncodedParts } from "../../src/server/update-encoder.js";
 import { type FrameBytes, frameText } from "../../src/server/wire-frame.js";
-import { startRedis } from "../helpers/redis.js";
+import { sessionStream } from "../helpers/streams.js";
 
 test("red team: with the default replay limits, every cursor of the replay window of a 400 KB reply replays from the stream (the stream keeps the chains' keyframes)", async (t) => {
-  const redis = await startRedis(t);
-  const raw = redis.client();
-  const leases = new LeaseStore(raw);
-  const streams = new EventStreams(raw, 10_000);
-  const owner = (await leases.claim("pi:session:trim", "node-a", 60_000)) as LeaseToken;
-  const key = "pi:events:trim";
+  const { raw, streams, owner, key } = await sessionStream(t, "trim", 10_000);
   const writer = new StreamWriter(); // what Cluster.published uses
   const appends: Array<Promise<unknown>> = [];
   const frames = new Map<number, string>();
