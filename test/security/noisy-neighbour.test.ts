@@ -113,7 +113,8 @@ test("while alice runs the FIFO and race attacks, bob's get_state p99 stays with
   // (governor/time-slices.ts) while her sandboxed processes run at a lower priority; what remains is her agent's own
   // work in the server process (tool results, persistence, events to her client, ~1,000 calls a second with an
   // instant model) saturating one event loop on a 2-core machine that also runs her racer, her client and the model:
-  // p99 ~10-20 ms, slowest calls 20-45 ms. Marked todo, with its figures above, until sessions' work leaves the main
-  // thread or a principal's share of it is bounded; the functional checks above must pass.
+  // p99 ~10-20 ms, slowest calls 20-45 ms. Marked todo, with its figures above, until each principal's agent work
+  // leaves the thread that answers the others (adr/0033, proposed, with what was measured); the functional checks
+  // above must pass.
   if (busyP99 > bound) t.todo(`get_state p99 ${fmt(busyP99)} > bound ${fmt(bound)}: alice's agent loop shares the event loop`);
 });
