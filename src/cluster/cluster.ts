@@ -277,7 +277,8 @@ export class Cluster implements Ownership, CommandRouter {
 
   /**
    * Every numbered event of a session hosted here goes to its stream, fenced by the lease, and the stream keeps as
-   * many events as the session's ring (`kept`): so it is bounded by `replay.maxBytes` as well as `maxEvents`.
+   * many events as the session's ring (`kept`), reaching back to the keyframe its oldest delta chain needs (at most
+   * KEYFRAME_EVERY more): so it is bounded by `replay.maxBytes` as well as `maxEvents`, give or take one chain.
    */
   published(host: SessionHost, seq: number, frame: FrameBytes, epoch: string, kept: number, parts?: EncodedParts): Durability {
     let key = this.#keys.get(host);
@@ -314,7 +315,7 @@ export class Cluster implements Ownership, CommandRouter {
    * resolves true once appended, false once the lease is lost or refused the append. The stream takes only the next
    * seq (`gap`), so an event whose turn comes while an earlier one is retried waits for that one, and the order holds.
    */
-  async #append(key: string, lease: string, seq: number, entry: StreamEntry, epoch: string, kept: number, previous: Promise<boolean> | undefined): Promise<boolean> {
+  async #append(key: string, lease: string, seq: number, entry: StreamEntry, epoch: string, keep: number, previous: Promise<boolean> | undefined): Promise<boolean> {
     const stream = this.#streamKey(key);
     let waited = false;
     let acrossGap = false;
@@ -323,7 +324,7 @@ export class Cluster implements Ownership, CommandRouter {
       if (token?.value !== lease) return false;
       let result: AppendResult | typeof LEASE_LOST;
       try {
-        result = await this.#whileLeased(key, this.#streams.append(stream, token, seq, entry, epoch, kept, acrossGap));
+        result = await this.#whileLeased(key, this.#streams.append(stream, token, seq, entry, epoch, keep, acrossGap));
       } catch {
         this.#failedAppends += 1;
         await delay(Math.min(25 * 2 ** Math.min(attempt, 10), this.#options.leaseTtlMs / 4) * (0.5 + Math.random() / 2));

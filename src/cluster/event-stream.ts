@@ -7,10 +7,10 @@ import { chainRoot, DeltaDecoder, KEYFRAME_EVERY, type StreamEntry } from "./str
  * owner continues the same numbering. An append is idempotent: one retried after its answer was lost (Redis went
  * away after writing it) finds its own entry, same seq and epoch, and counts as appended. Each entry keeps the frame
  * (or, for a streaming update, what changed since the previous one: stream-deltas.ts) and the epoch of the hub that
- * numbered it. An
- * append is fenced: it happens only while the appender's lease token is still the session's owner value, and Redis
- * itself refuses an id at or below the stream's top. Trimmed to the replay window (approximately: `MAXLEN ~`), and
- * gone `ttlMs` after its last event (issue 27: a dormant session's stream does not stay in Redis for good).
+ * numbered it. An append is fenced: it happens only while the appender's lease token is still the session's owner
+ * value, and Redis itself refuses an id at or below the stream's top. Trimmed to the replay window and the keyframes
+ * its delta chains need (approximately: `MAXLEN ~`), and gone `ttlMs` after its last event (issue 27: a dormant
+ * session's stream does not stay in Redis for good).
  */
 const APPEND = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
