@@ -5,11 +5,12 @@ import { type FrameBytes, PartedFrame } from "./wire-frame.js";
  * Encodes the `message_update` frames of one session so that the growing text of a streaming message is escaped
  * and converted to UTF-8 once, not once per update (adr/0015). Each update carries the whole partial message, so
  * `JSON.stringify` of every update made a reply of n chunks cost O(n²) in escaping and UTF-8 conversion. Here each
- * `text`/`thinking` block keeps the UTF-8 JSON of the text it had at the previous update: when the new text extends
- * it, only the tail is escaped and appended. The frame is those bytes, shared and not copied, between the pieces of
+ * long string (a `text`/`thinking` block's text, a tool call's string argument of LONG_ARGUMENT characters or more)
+ * keeps the UTF-8 JSON it had at the previous update: when the new string extends it, only the tail is escaped and
+ * appended. The frame is those bytes, shared and not copied, between the pieces of
  * the small rest of the event, which `JSON.stringify` serializes with a placeholder where each long string goes
- * (adr/0023). Its bytes are exactly those of `head + JSON.stringify(event) + "}"`; a block whose text changed any
- * other way is escaped again from scratch, into a new buffer.
+ * (adr/0023). Its bytes are exactly those of `head + JSON.stringify(event) + "}"`; a string that changed any other
+ * way is escaped again from scratch, into a new buffer.
  */
 export class UpdateEncoder {
   /**
