@@ -15,6 +15,7 @@ import { fmt, percentile, table } from "./lib/common.js";
 import { modelsJson, startOpenAiServer } from "../test/helpers/openai-server.js";
 import { startRedis } from "../test/helpers/redis.js";
 import { recordName } from "../src/store/session-store.js";
+import { eventStreamKey } from "../src/cluster/event-stream.js";
 
 const COMMANDS = Number(process.env["COMMANDS"] ?? 5_000);
 const IN_FLIGHT = Number(process.env["IN_FLIGHT"] ?? 64);
@@ -193,7 +194,7 @@ llm.replies.push({ text: "y".repeat(LONG_TEXT), chunks: LONG_CHUNKS });
 await bytesClient.request({ type: "prompt", sessionId: "bytes", message: "a long one" });
 await bytesSettled;
 const raw = redis.client();
-const key = `pi:events:${recordName("anonymous", "bytes")}`;
+const key = eventStreamKey("pi:", recordName("anonymous", "bytes"));
 const entries = await raw.xrange(key, "-", "+");
 const updates = entries.filter(([, fields]) => fields[0] === "d");
 const updateBytes = updates.reduce((sum, [, fields]) => sum + Buffer.byteLength(fields[1] ?? ""), 0);

@@ -33,9 +33,13 @@ return 1`;
  */
 export type AppendResult = "appended" | "fenced" | "out_of_order" | "gap";
 
-/** The Redis key of a session's event stream (`name`: its record name); the record store deletes it with the record. */
+/**
+ * The Redis key of a session's event stream (`name`: its record name); the record store deletes it with the record.
+ * `v2`: entries may be deltas (adr/0032). A node of an older version looks for the old key, finds nothing and
+ * resyncs its clients from a snapshot, instead of replaying entries it cannot read.
+ */
 export function eventStreamKey(prefix: string, name: string): string {
-  return `${prefix}events:${name}`;
+  return `${prefix}events:v2:${name}`;
 }
 
 type Scripted = Redis & {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
-import { EventStreams } from "../../src/cluster/event-stream.js";
+import { EventStreams, eventStreamKey } from "../../src/cluster/event-stream.js";
 import { recordName } from "../../src/store/session-store.js";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -564,7 +564,7 @@ test("a session's Redis stream keeps what its replay ring keeps: bounded by repl
   assert.ok(sent > 10 * maxBytes, `the reply's frames (${sent} bytes) are far over the ring's bytes`);
 
   const raw = redis.client();
-  const stream = `pi:events:${recordName("anonymous", "s1")}`;
+  const stream = eventStreamKey("pi:", recordName("anonymous", "s1"));
   // The hub does not await its appends: block until the last event is in the stream (at once if it is).
   assert.ok(await raw.xread("BLOCK", 15_000, "STREAMS", stream, `${end.seq - 1}-0`), "the last event reached the stream");
   const entries = await raw.xrange(stream, "-", "+");
@@ -585,7 +585,7 @@ test("a streamed reply goes to Redis as deltas: a few hundred bytes per update, 
   await client.ok({ type: "prompt", sessionId: "s1", message: "a long one" });
   const end = await client.waitForEvent("s1", "agent_settled");
   const raw = redis.client();
-  const stream = `pi:events:${recordName("anonymous", "s1")}`;
+  const stream = eventStreamKey("pi:", recordName("anonymous", "s1"));
   assert.ok(await raw.xread("BLOCK", 15_000, "STREAMS", stream, `${end.seq - 1}-0`), "the last event reached the stream");
   const entries = await raw.xrange(stream, "-", "+");
   const updates = entries.filter(([, fields]) => fields[0] === "d");
@@ -734,7 +734,7 @@ test("a hole at the top of a session's stream (Redis lost its last write) does n
   harness.llm.replies.push({ text: "one" }, { text: "two" });
   await client.ok({ type: "prompt", sessionId: "s1", message: "first" });
   await client.waitForEvent("s1", "agent_settled");
-  const stream = `pi:events:${recordName("anonymous", "s1")}`;
+  const stream = eventStreamKey("pi:", recordName("anonymous", "s1"));
   const raw = redis.client();
   const topId = (await raw.xrevrange(stream, "+", "-", "COUNT", 1))[0]?.[0] as string;
   await raw.xdel(stream, topId); // what an AOF restart that lost its last write leaves
