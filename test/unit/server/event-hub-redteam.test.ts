@@ -5,7 +5,11 @@ import { appends, seqRecorder } from "../../helpers/hub-appends.js";
 
 // Red-team tests of append before delivery (issue 27): what a subscriber is sent while a cluster's appends wait.
 
-test("a subscriber that resynced and then subscribes again (a new encoding) is sent every event after its new answer's seq", async () => {
+/**
+ * Event 1 delivered, 2 and 3 waiting for their appends, and a client that resynced meanwhile: what the subscribe
+ * handler does for a cursor it cannot serve (subscribe, then answer with a snapshot at seq 3).
+ */
+async function resyncedWhileWaiting() {
   const stream = appends();
   const hub = new EventHub("s", { maxEvents: 100, maxBytes: 1_000_000 }, "s", 0, stream.onPublished);
   const client = seqRecorder();
@@ -13,9 +17,13 @@ test("a subscriber that resynced and then subscribes again (a new encoding) is s
   await stream.settle(1);
   hub.publish({ type: "e" });
   hub.publish({ type: "e" });
-  // What the subscribe handler does for a cursor it cannot serve: subscribe, then answer with a snapshot at seq 3.
   hub.add(client.subscriber);
   assert.equal(hub.snapshotTaken(client.subscriber), 3);
+  return { stream, hub, client };
+}
+
+test("a subscriber that resynced and then subscribes again (a new encoding) is sent every event after its new answer's seq", async () => {
+  const { stream, hub, client } = await resyncedWhileWaiting();
   // The client subscribes again without a cursor (to change its encoding): the answer names deliveredSeq (1), so
   // events 2 and 3 are still to come to it.
   hub.add(client.subscriber, "full");
@@ -29,15 +37,7 @@ test("a subscriber that resynced and then subscribes again (a new encoding) is s
 });
 
 test("a subscriber that resynced and then resumes from a cursor is replayed up to what was delivered and sent the rest live, no gap", async () => {
-  const stream = appends();
-  const hub = new EventHub("s", { maxEvents: 100, maxBytes: 1_000_000 }, "s", 0, stream.onPublished);
-  const client = seqRecorder();
-  hub.publish({ type: "e" });
-  await stream.settle(1);
-  hub.publish({ type: "e" });
-  hub.publish({ type: "e" });
-  hub.add(client.subscriber);
-  hub.snapshotTaken(client.subscriber);
+  const { stream, hub, client } = await resyncedWhileWaiting();
   // It resumes with a cursor this hub can serve (seq 1, this epoch): nothing to replay, 2 and 3 come live.
   hub.add(client.subscriber);
   const resume = hub.resume(1, hub.epoch);
