@@ -10,24 +10,16 @@ import { test } from "node:test";
 import { launchChromium } from "../helpers/chromium.js";
 import { offScreen, recordFrames, say, shot, signIn, WAIT_MS } from "../helpers/console-page.js";
 import { durableHarness, TOKENS } from "../helpers/durable-cli.js";
+import { modelsJsonOf } from "../helpers/openai-server.js";
 // @ts-expect-error -- a plain ESM build script without types
 import { buildConsole } from "../../scripts/build-console.mjs";
 
 /** Two models on the local server: one plain, one that reasons (so it offers thinking levels). */
-function twoModels(baseUrl: string): string {
-  const model = (id: string, reasoning: boolean) => ({ id, reasoning });
-  return JSON.stringify({
-    providers: {
-      local: {
-        baseUrl,
-        api: "openai-completions",
-        apiKey: "test-key",
-        compat: { supportsDeveloperRole: false, supportsReasoningEffort: false },
-        models: [model("echo-1", false), model("echo-2", true)],
-      },
-    },
-  });
-}
+const twoModels = (baseUrl: string) =>
+  modelsJsonOf(baseUrl, [
+    { id: "echo-1", reasoning: false },
+    { id: "echo-2", reasoning: true },
+  ]);
 
 const selectedLabel = (id: string) => `document.querySelector('#${id}').selectedOptions[0]?.textContent`;
 

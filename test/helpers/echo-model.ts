@@ -1,5 +1,6 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { modelsJsonOf } from "./openai-server.js";
 
 /** A chat message as the OpenAI chat completions API carries it. */
 export interface ChatMessage {
@@ -73,15 +74,5 @@ export async function startEchoModel(): Promise<EchoModel> {
 
 /** pi's models.json with the echo model as `local/echo-1` (a reasoning model: thinking levels are kept). */
 export function echoModelsJson(baseUrl: string): string {
-  return JSON.stringify({
-    providers: {
-      local: {
-        baseUrl,
-        api: "openai-completions",
-        apiKey: "test-key",
-        compat: { supportsDeveloperRole: false, supportsReasoningEffort: false },
-        models: [{ id: "echo-1", reasoning: true }],
-      },
-    },
-  });
+  return modelsJsonOf(baseUrl, [{ id: "echo-1", reasoning: true }]);
 }

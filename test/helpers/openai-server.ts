@@ -152,6 +152,11 @@ export async function startOpenAiServer(): Promise<OpenAiServer> {
 
 /** pi's models.json declaring one model served by `baseUrl`. */
 export function modelsJson(baseUrl: string, provider = "local", modelId = "echo-1"): string {
+  return modelsJsonOf(baseUrl, [{ id: modelId, reasoning: false }], provider);
+}
+
+/** pi's models.json declaring `models` (a reasoning one offers thinking levels), all served by `baseUrl`. */
+export function modelsJsonOf(baseUrl: string, models: ReadonlyArray<{ id: string; reasoning: boolean }>, provider = "local"): string {
   return JSON.stringify({
     providers: {
       [provider]: {
@@ -159,7 +164,7 @@ export function modelsJson(baseUrl: string, provider = "local", modelId = "echo-
         api: "openai-completions",
         apiKey: "test-key",
         compat: { supportsDeveloperRole: false, supportsReasoningEffort: false },
-        models: [{ id: modelId, reasoning: false }],
+        models,
       },
     },
   });
