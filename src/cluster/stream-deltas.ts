@@ -53,19 +53,23 @@ export function streamEntry(seq: number, frame: FrameBytes, parts: EncodedParts 
  */
 export class StreamWriter {
   #chain: Chain | undefined;
-  /** `[seq, its chain's keyframe]` of each delta entry in the window, oldest first. */
-  readonly #roots: Array<[number, number]> = [];
+  /** `[seq, its chain's keyframe]` of each delta entry in the window, oldest first from `#oldest` on. */
+  #roots: Array<[number, number]> = [];
+  #oldest = 0;
 
   /** Event `seq`, which the hub's ring keeps with `kept` events in all: its entry, and the stream's length after it. */
   next(seq: number, frame: FrameBytes, parts: EncodedParts | undefined, kept: number): { entry: StreamEntry; keep: number } {
     const entry = streamEntry(seq, frame, parts, this.#chain);
     this.#chain = entry.chain;
     if (entry.field === "d" && entry.chain !== undefined) this.#roots.push([seq, entry.chain.root]);
+    // Per event: move past what left the window; the array is compacted only once half of it is behind.
     const windowStart = seq - kept + 1;
-    let drop = 0;
-    while (drop < this.#roots.length && (this.#roots[drop] as [number, number])[0] < windowStart) drop += 1;
-    if (drop > 0) this.#roots.splice(0, drop);
-    const oldestRoot = this.#roots[0]?.[1];
+    while (this.#oldest < this.#roots.length && (this.#roots[this.#oldest] as [number, number])[0] < windowStart) this.#oldest += 1;
+    if (this.#oldest > 64 && this.#oldest * 2 > this.#roots.length) {
+      this.#roots = this.#roots.slice(this.#oldest);
+      this.#oldest = 0;
+    }
+    const oldestRoot = this.#roots[this.#oldest]?.[1];
     return { entry, keep: oldestRoot === undefined ? kept : Math.max(kept, seq - oldestRoot + 1) };
   }
 
