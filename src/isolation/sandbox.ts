@@ -247,20 +247,28 @@ function limitArgs(limits: SandboxLimits, ...pairs: Array<[string, number]>): st
   return [...(limits.niceness > 0 ? ["nice", "-n", String(limits.niceness)] : []), ...(args.length > 0 ? ["prlimit", ...args, "--"] : [])];
 }
 
+/** The outbound network of one sandboxed command; `wireOutbound`. */
+interface OutboundNetwork {
+  stop(): void;
+  /** bwrap reported the command's exit code: the command ran (bwrap reports none when its own setup failed). */
+  commandRan(): boolean;
+}
+
 /**
  * Wire a sandboxed command's network namespace to the internet (issue 26, `sandboxNetwork: "outbound"`): bwrap writes
- * its child's pid on fd 3; slirp4netns, a user-space TCP/IP stack, attaches a tap device there with the host's
- * loopback disabled (`10.0.2.2` refuses instead of reaching the host's 127.0.0.1) and its own sandbox and seccomp
- * filter; once it says ready on its fd 3, a byte on bwrap's fd 4 lets the command start. slirp4netns exits when its
- * exit fd closes (the server died) or is killed when the command ends.
+ * its child's pid on its JSON status fd (3); slirp4netns, a user-space TCP/IP stack, attaches a tap device there with
+ * the host's loopback disabled (`10.0.2.2` refuses instead of reaching the host's 127.0.0.1) and its own sandbox and
+ * seccomp filter; once it says ready on its fd 3, a byte on bwrap's fd 4 lets the command start (`started`). bwrap
+ * writes the command's exit code on the status fd only if the command was executed. slirp4netns exits when its exit
+ * fd closes (the server died) or is killed when the command ends.
  */
-function wireOutbound(child: ChildProcess, slirp4netns: string, fail: (error: Error) => void): { stop(): void } {
-  const info = child.stdio[3] as Readable;
+function wireOutbound(child: ChildProcess, slirp4netns: string, fail: (error: Error) => void, started: () => void): OutboundNetwork {
+  const status = child.stdio[3] as Readable;
   const block = child.stdio[4] as Writable;
   let slirp: ChildProcess | undefined;
   let text = "";
-  info.setEncoding("utf8");
-  info.on("data", (chunk: string) => {
+  status.setEncoding("utf8");
+  status.on("data", (chunk: string) => {
     text += chunk;
     const pid = /"child-pid"\s*:\s*(\d+)/.exec(text)?.[1];
     if (pid === undefined || slirp) return;
@@ -270,18 +278,22 @@ function wireOutbound(child: ChildProcess, slirp4netns: string, fail: (error: Er
       { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] },
     );
     const ready = slirp.stdio[3] as Readable;
-    ready.once("data", () => block.end("1"));
+    ready.once("data", () => {
+      block.end("1");
+      started();
+    });
     slirp.once("error", (error) => fail(error));
     slirp.once("exit", () => {
       if (!block.writableEnded) fail(new Error("slirp4netns could not wire the sandbox's network"));
     });
   });
-  info.on("error", () => {});
+  status.on("error", () => {});
   block.on("error", () => {});
   return {
     stop: () => {
       if (slirp && slirp.exitCode === null) slirp.kill("SIGKILL");
     },
+    commandRan: () => /"exit-code"/.test(text),
   };
 }
 
@@ -351,70 +363,163 @@ export function sandboxedBashOperations(options: SandboxedBashOptions): BashOper
         const bwrap = confined && sandbox.kind === "bwrap" && sandbox.bwrapPath !== undefined;
         const file = bwrap ? (sandbox.bwrapPath as string) : shell;
         const outbound = bwrap && sandbox.network && sandbox.slirp4netnsPath !== undefined;
-        const filter = bwrap ? seccompPipe(BASH_SECCOMP_FD) : undefined;
-        const args = bwrap
-          ? [
-              ...bwrapArgs(workspace, cwd, sandbox.network, sandbox.limits),
-              // bwrap reports the sandbox's pid on fd 3 and waits on fd 4 until its network is wired (outbound only).
-              ...(outbound ? ["--info-fd", "3", "--block-fd", "4"] : []),
-              ...(filter?.args ?? []),
-              "--",
-              ...rlimitArgs(sandbox.limits),
-              shell,
-              "-c",
-              command,
-            ]
-          : ["-c", command];
         const childEnv = confined ? { ...sandboxEnv(workspace), PATH: process.env["PATH"] ?? SANDBOX_PATH } : (env ?? process.env);
-        const child = spawn(file, args, {
-          // bwrap enters the cwd inside the sandbox (--chdir); on the host it starts at `/`, so not even the spawn
-          // looks at the principal's path (adr/0027).
-          cwd: bwrap ? "/" : cwd,
-          env: bwrap ? {} : childEnv,
-          detached: true,
-          stdio: [
-            "ignore",
-            "pipe",
-            "pipe",
-            ...(outbound ? (["pipe", "pipe"] as const) : (["ignore", "ignore"] as const)),
-            filter?.stdio ?? "ignore",
-          ],
-        });
-        filter?.send(child);
+        let child: ChildProcess | undefined;
         let outcome: Error | undefined;
-        let timer: NodeJS.Timeout | undefined;
         const stop = (error: Error) => {
           outcome ??= error;
-          if (child.pid !== undefined) killGroup(child.pid);
+          if (child?.pid !== undefined) killGroup(child.pid);
         };
-        const network = outbound ? wireOutbound(child, sandbox.slirp4netnsPath as string, stop) : undefined;
         const onAbort = () => stop(new Error("aborted"));
         signal?.addEventListener("abort", onAbort, { once: true });
-        if (timeout !== undefined && timeout > 0) {
-          timer = setTimeout(() => stop(new Error(`timeout:${timeout}`)), timeout * 1000);
-        }
-        if (child.pid !== undefined) groups.add(child.pid);
-        (child.stdout as Readable).on("data", onData);
-        (child.stderr as Readable).on("data", onData);
-        const finish = () => {
-          network?.stop();
+        const timer = timeout !== undefined && timeout > 0 ? setTimeout(() => stop(new Error(`timeout:${timeout}`)), timeout * 1000) : undefined;
+        const settle = () => {
           clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
-          if (child.pid !== undefined) groups.delete(child.pid);
         };
-        // The shell exited: whatever it left running in its group goes too, or its pipes would keep us waiting.
-        child.once("exit", () => {
-          if (child.pid !== undefined) killGroup(child.pid);
-        });
-        child.once("error", (error) => {
-          finish();
-          reject(error);
-        });
-        child.once("close", (code) => {
-          finish();
-          if (outcome) reject(outcome);
-          else resolve({ exitCode: code });
-        });
+
+        const attempt = (number: number) => {
+          const filter = bwrap ? seccompPipe(BASH_SECCOMP_FD) : undefined;
+          const args = bwrap
+            ? [
+                ...bwrapArgs(workspace, cwd, sandbox.network, sandbox.limits),
+                // bwrap reports the sandbox's pid (and later the command's exit code) on fd 3 and waits on fd 4 until
+                // its network is wired (outbound only).
+                ...(outbound ? ["--json-status-fd", "3", "--block-fd", "4"] : []),
+                ...(filter?.args ?? []),
+                "--",
+                ...rlimitArgs(sandbox.limits),
+                shell,
+                "-c",
+                command,
+              ]
+            : ["-c", command];
+          const current = spawn(file, args, {
+            // bwrap enters the cwd inside the sandbox (--chdir); on the host it starts at `/`, so not even the spawn
+            // looks at the principal's path (adr/0027).
+            cwd: bwrap ? "/" : cwd,
+            env: bwrap ? {} : childEnv,
+            detached: true,
+            stdio: [
+              "ignore",
+              "pipe",
+              "pipe",
+              ...(outbound ? (["pipe", "pipe"] as const) : (["ignore", "ignore"] as const)),
+              filter?.stdio ?? "ignore",
+            ],
+          });
+          child = current;
+          filter?.send(current);
+          const held = outbound ? new HeldStart(onData) : undefined;
+          // slirp4netns failing is this attempt's outcome; an abort or timeout (`stop`) is the whole command's.
+          let networkError: Error | undefined;
+          const networkFailed = (error: Error) => {
+            networkError ??= error;
+            if (current.pid !== undefined) killGroup(current.pid);
+          };
+          const network = outbound ? wireOutbound(current, sandbox.slirp4netnsPath as string, networkFailed, () => held?.started()) : undefined;
+          if (current.pid !== undefined) groups.add(current.pid);
+          const output = (chunk: Buffer) => (held ? held.push(chunk) : onData(chunk));
+          (current.stdout as Readable).on("data", output);
+          (current.stderr as Readable).on("data", output);
+          const finish = () => {
+            network?.stop();
+            if (current.pid !== undefined) groups.delete(current.pid);
+          };
+          // The shell exited: whatever it left running in its group goes too, or its pipes would keep us waiting.
+          current.once("exit", () => {
+            if (current.pid !== undefined) killGroup(current.pid);
+          });
+          current.once("error", (error) => {
+            finish();
+            settle();
+            reject(error);
+          });
+          current.once("close", (code) => {
+            finish();
+            if (network && !network.commandRan() && !outcome && number < LOOPBACK_ATTEMPTS && held?.lostRace()) {
+              // The command never ran: slirp4netns raised the loopback before bwrap configured it. A new sandbox.
+              attempt(number + 1);
+              return;
+            }
+            held?.release();
+            settle();
+            const error = outcome ?? networkError;
+            if (error) reject(error);
+            else resolve({ exitCode: code });
+          });
+        };
+        attempt(1);
       }),
   };
 }
+
+/**
+ * Sandboxes an outbound command may take. bwrap configures the new namespace's loopback as its child starts, the
+ * moment it reports the child's pid; slirp4netns, started on that pid, also brings `lo` up, and when it is first the
+ * kernel has already given `lo` 127.0.0.1 and bwrap's `RTM_NEWADDR` fails (EEXIST, printed with a stale errno:
+ * "bwrap: loopback: Failed RTM_NEWADDR: No child processes"). bwrap then exits before the command runs (it reports no
+ * exit code), so a new sandbox is safe.
+ */
+const LOOPBACK_ATTEMPTS = 3;
+/** All an attempt printed is bwrap's one-line message of that failure. */
+const LOST_LOOPBACK_RACE = /^bwrap: loopback: [^\n]*\n?$/;
+const LOST_LOOPBACK_PREFIX = "bwrap: loopback: ";
+/** Output held at an outbound command's start beyond this is the command's, whatever it says. */
+const HELD_START_BYTES = 1024;
+
+/**
+ * An outbound command's output while bwrap may still fail its start (`LOOPBACK_ATTEMPTS`): held until slirp4netns let
+ * the command start, and after that for as long as what is held may still be bwrap's loopback failure, which bwrap can
+ * print after that moment (it dies before running the command). What a retried start printed never reaches the user;
+ * a command whose first output looks like that message sees it delayed until its next output or its end.
+ */
+class HeldStart {
+  readonly #onData: (chunk: Buffer) => void;
+  #chunks: Buffer[] | undefined = [];
+  #bytes = 0;
+  #started = false;
+
+  constructor(onData: (chunk: Buffer) => void) {
+    this.#onData = onData;
+  }
+
+  push(chunk: Buffer): void {
+    if (!this.#chunks) {
+      this.#onData(chunk);
+      return;
+    }
+    this.#chunks.push(chunk);
+    this.#bytes += chunk.length;
+    this.#check();
+  }
+
+  /** slirp4netns is ready and bwrap told to run the command. */
+  started(): void {
+    this.#started = true;
+    this.#check();
+  }
+
+  /** All that is held is bwrap's message that it lost the loopback race. */
+  lostRace(): boolean {
+    return this.#chunks !== undefined && LOST_LOOPBACK_RACE.test(this.#text());
+  }
+
+  release(): void {
+    const chunks = this.#chunks ?? [];
+    this.#chunks = undefined;
+    for (const chunk of chunks) this.#onData(chunk);
+  }
+
+  #text(): string {
+    return Buffer.concat(this.#chunks ?? []).toString("utf8");
+  }
+
+  #check(): void {
+    if (!this.#started) return;
+    const text = this.#text();
+    const mayBeFailure = text.length <= LOST_LOOPBACK_PREFIX.length ? LOST_LOOPBACK_PREFIX.startsWith(text) : LOST_LOOPBACK_RACE.test(text);
+    if (this.#bytes > HELD_START_BYTES || !mayBeFailure) this.release();
+  }
+}
+
