@@ -180,6 +180,8 @@ for (const fault of FAULTS.filter((f) => long || f.bounded)) {
     rows.push(row);
     t.diagnostic(JSON.stringify(row));
     assert.deepEqual([row.lost, row.duplicated, row.outOfOrder, row.doubleRuns], [0, 0, 0, 0], `${fault.name}: ${JSON.stringify(row)}`);
+    // A time, so only in the long form (run by hand, like a benchmark), never in `npm test` on a loaded machine.
+    if (long) assert.ok(row.recoveryMsMax <= TTL_MS + 1_000, `${fault.name}: recovered after ${Math.round(row.recoveryMsMax)} ms > TTL + 1 s`);
   });
 }
 

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { BusError, NodeBus } from "../../src/cluster/node-bus.js";
+import { Redis } from "ioredis";
+import { tcpProxy } from "../helpers/proxy.js";
 import { CLUSTER_SECRET, startRedis } from "../helpers/redis.js";
+import { within } from "../helpers/wait.js";
 
 test("nodes ask each other over Redis: answers and errors come back; an absent node times out; a stopped node leaves no stream", async (t) => {
   const redis = await startRedis(t);
@@ -35,4 +38,57 @@ test("nodes ask each other over Redis: answers and errors come back; an absent n
   await assert.rejects(a.request("node-b", { n: 1 }, 1_000), (error: BusError) => error.code === "bus_stopped");
   assert.deepEqual(await raw.exists("pi:inbox:node-a", "pi:replies:node-a"), 0, "the stopped node's streams are gone");
   assert.ok((await raw.pttl("pi:inbox:node-gone")) > 0, "a stream nobody reads expires by itself");
+});
+
+test("with Redis far away, messages posted together reach a blocked reader in one read, not one round trip apart", async (t) => {
+  const redis = await startRedis(t);
+  const raw = redis.client();
+  // 60 ms each way: a round trip of 120 ms, well past the point where the bus lets messages linger for each other.
+  const proxy = await tcpProxy(`redis://127.0.0.1:${redis.port}`, { delayMs: 60 });
+  t.after(proxy.close);
+  const far = () => {
+    const client = new Redis(`redis://127.0.0.1:${proxy.port}`, { maxRetriesPerRequest: 1 });
+    t.after(() => client.disconnect());
+    return client;
+  };
+  const reads: string[][] = [];
+  let read: string[] | undefined;
+  let taken = 0;
+  let waiting: { count: number; resolve: () => void } | undefined;
+  const received = (count: number, what: string) =>
+    within(new Promise<void>((resolve) => (taken >= count ? resolve() : (waiting = { count, resolve }))), what);
+  const reader = new NodeBus({
+    redis: far(),
+    blocking: far(),
+    nodeId: "node-b",
+    secret: CLUSTER_SECRET,
+    handle: async () => undefined,
+    // The messages of one read are taken in one synchronous run: a new group starts with each macrotask.
+    receive: (body) => {
+      if (read === undefined) {
+        read = [];
+        reads.push(read);
+        setImmediate(() => (read = undefined));
+      }
+      read.push(String(body));
+      taken += 1;
+      if (waiting && taken >= waiting.count) waiting.resolve();
+    },
+  });
+  reader.start();
+  t.after(() => reader.stop());
+  const writer = new NodeBus({ redis: far(), blocking: far(), nodeId: "node-a", secret: CLUSTER_SECRET, handle: async () => undefined });
+  t.after(() => writer.stop());
+
+  // Some traffic first: the writer learns how far Redis is.
+  for (let i = 0; i < 4; i++) await writer.send("node-b", `warm-${i}`);
+  await received(4, "warm-up messages");
+  // Redis is asked until the reader's next read has reached it and blocks there (nothing else tells).
+  const blocked = async () => ((await raw.client("LIST")) as string).split("\n").some((line) => line.includes("cmd=xread") && line.includes("flags=b"));
+  await within((async () => { while (!(await blocked())) await new Promise((resolve) => setTimeout(resolve, 5)); })(), "a blocked read");
+  const before = reads.length;
+  // A run's last events and the prompt's answer, a turn of the event loop apart (issue 27's latency fault).
+  await Promise.all([writer.send("node-b", "event"), new Promise<void>((resolve) => setImmediate(resolve)).then(() => writer.send("node-b", "answer"))]);
+  await received(6, "both messages");
+  assert.deepEqual(reads.slice(before), [["event", "answer"]], "one read took both");
 });
