@@ -543,7 +543,8 @@ export class Cluster implements Ownership, CommandRouter {
   #registered(id: string): void {
     this.#confirmed = true;
     const previous = this.#bus;
-    const blocking = this.#redis.duplicate({ enableOfflineQueue: true });
+    // A stalled read's connection is dropped at once (nothing on it to end gracefully; ioredis waits 2 s by default).
+    const blocking = this.#redis.duplicate({ enableOfflineQueue: true, disconnectTimeout: 100 });
     blocking.on("error", () => undefined); // the main connection reports Redis being away, once
     this.#bus = new NodeBus({
       redis: this.#redis,
@@ -551,6 +552,9 @@ export class Cluster implements Ownership, CommandRouter {
       nodeId: id,
       secret: this.#options.secret,
       onForged: (reason, stream) => this.#refusedMessage(reason, stream),
+      // A bus that reads nothing answers nothing forwarded here: a silent link is dropped within a TTL.
+      readTimeoutMs: this.#options.leaseTtlMs,
+      onReadStalled: () => this.#log.warn({ nodeId: id }, "the cluster bus's blocking read did not come back: reconnecting it"),
       prefix: this.#options.prefix,
       handle: () => Promise.reject(new PiServerError("invalid_command", "no requests are served")),
       receive: (body, from) => {

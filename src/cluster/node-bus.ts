@@ -32,6 +32,14 @@ export interface NodeBusOptions {
   readonly prefix?: string;
   /** A node's streams expire this long after their last message (a crashed node leaves nothing for long). @default 60_000 */
   readonly idleTtlMs?: number;
+  /**
+   * A blocking read that has not come back this long after its block ended is taken for a dead connection (a link
+   * that went silent without a reset: TCP would take minutes to tell): the connection is dropped and made anew, and
+   * told to `onReadStalled` (give `blocking` a short `disconnectTimeout`: ioredis ends a connection gracefully first,
+   * 2 s by default). @default 5_000
+   */
+  readonly readTimeoutMs?: number;
+  readonly onReadStalled?: (() => void) | undefined;
   /** Answers a request from another node; what it throws (with a `code`) goes back as the error. */
   readonly handle: (body: unknown, from: string) => Promise<unknown>;
   /**
@@ -70,6 +78,9 @@ const MAX_LINGER_MS = 25;
 /** A lingering batch goes out at once when it holds this many messages or bytes. */
 const MAX_BATCH_MESSAGES = 256;
 const MAX_BATCH_BYTES = 1 << 20;
+
+/** How long a read blocks at Redis when there is nothing to read. */
+const BLOCK_MS = 1_000;
 
 /** Messages a stream keeps at most for a reader that is behind (older ones are trimmed: a tunnel notices the gap). */
 const MAX_LEN = "10000";
@@ -212,13 +223,21 @@ export class NodeBus {
     let repliesFrom = "0-0";
     while (!this.#stopped) {
       let result: Array<[string, Array<[string, string[]]>]> | null;
+      const { blocking } = this.#options;
+      const watchdog = setTimeout(() => {
+        if (this.#stopped) return;
+        this.#options.onReadStalled?.();
+        blocking.disconnect(true); // the read fails, and the next one goes over a new connection
+      }, BLOCK_MS + (this.#options.readTimeoutMs ?? 5_000));
       try {
-        result = (await this.#options.blocking.xread("BLOCK", 1_000, "STREAMS", inbox, replies, inboxFrom, repliesFrom)) as typeof result;
+        result = (await blocking.xread("BLOCK", BLOCK_MS, "STREAMS", inbox, replies, inboxFrom, repliesFrom)) as typeof result;
       } catch {
         if (this.#stopped) return;
         // Reconnecting: ioredis retries; the deadlines bound what waits meanwhile. Paced, never a busy loop.
         await new Promise((resolve) => setTimeout(resolve, 100).unref());
         continue;
+      } finally {
+        clearTimeout(watchdog);
       }
       for (const [stream, entries] of result ?? []) {
         for (const [entryId, fields] of entries) {

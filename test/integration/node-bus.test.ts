@@ -92,3 +92,45 @@ test("with Redis far away, messages posted together reach a blocked reader in on
   await received(6, "both messages");
   assert.deepEqual(reads.slice(before), [["event", "answer"]], "one read took both");
 });
+
+test("a blocking read whose link went silent is dropped and made anew: messages get through again within the read timeout", async (t) => {
+  const redis = await startRedis(t);
+  // Only the reader's blocking connection goes through the proxy; freezing it stops its reads without a reset.
+  const proxy = await tcpProxy(`redis://127.0.0.1:${redis.port}`);
+  t.after(proxy.close);
+  const blocking = new Redis(`redis://127.0.0.1:${proxy.port}`, { maxRetriesPerRequest: 0, disconnectTimeout: 100 });
+  blocking.on("error", () => undefined);
+  t.after(() => blocking.disconnect());
+  const taken: string[] = [];
+  let waiting: { body: string; resolve: () => void } | undefined;
+  const receivedAfter = (body: string) => within(new Promise<void>((resolve) => (taken.includes(body) ? resolve() : (waiting = { body, resolve }))), `message ${body}`);
+  let stalls = 0;
+  const readTimeoutMs = 500;
+  const reader = new NodeBus({
+    redis: redis.client(),
+    blocking,
+    nodeId: "node-b",
+    secret: CLUSTER_SECRET,
+    handle: async () => undefined,
+    readTimeoutMs,
+    onReadStalled: () => (stalls += 1),
+    receive: (body) => {
+      taken.push(String(body));
+      if (waiting !== undefined && waiting.body === body) waiting.resolve();
+    },
+  });
+  reader.start();
+  t.after(() => reader.stop());
+  const writer = new NodeBus({ redis: redis.client(), blocking: redis.client(), nodeId: "node-a", secret: CLUSTER_SECRET, handle: async () => undefined });
+  t.after(() => writer.stop());
+
+  await writer.send("node-b", "before");
+  await receivedAfter("before");
+  proxy.freeze();
+  const frozenAt = performance.now();
+  await writer.send("node-b", "after");
+  await receivedAfter("after");
+  const tookMs = performance.now() - frozenAt;
+  assert.equal(stalls, 1, "the stalled read was noticed once");
+  t.diagnostic(`a message sent into a silent read got through after ${tookMs.toFixed(0)} ms (block 1000 + read timeout ${readTimeoutMs})`);
+});
