@@ -233,10 +233,23 @@ export interface FaultRow {
   interruptedSeen: number;
   /** Model calls of prompts that must have run once. */
   doubleRuns: number;
+  /** Prompts answered `success` missing from the conversation (or in it twice) at the end. */
+  promptsLost: number;
+  /** Entries in the conversation file that do not continue the entry before them (a stale owner's append). */
+  staleWrites: number;
+  /** Node or session leases left in Redis after every node stopped that never expire (or outlive a TTL). */
+  ghosts: number;
   recoveryMsMax: number;
 }
 
 export function table(rows: FaultRow[]): string {
-  const head = "| fault | runs | lost | duplicated | out of order | snapshots | run_interrupted seen | double model calls | recovery (max ms) |\n|---|---|---|---|---|---|---|---|---|\n";
-  return head + rows.map((r) => `| ${r.fault} | ${r.runs} | ${r.lost} | ${r.duplicated} | ${r.outOfOrder} | ${r.snapshots} | ${r.interruptedSeen} | ${r.doubleRuns} | ${Math.round(r.recoveryMsMax)} |`).join("\n") + "\n";
+  const head =
+    "| fault | runs | lost | duplicated | out of order | snapshots | run_interrupted seen | double model calls | accepted prompts lost | stale writes | ghost keys | recovery (max ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  return (
+    head +
+    rows
+      .map((r) => `| ${r.fault} | ${r.runs} | ${r.lost} | ${r.duplicated} | ${r.outOfOrder} | ${r.snapshots} | ${r.interruptedSeen} | ${r.doubleRuns} | ${r.promptsLost} | ${r.staleWrites} | ${r.ghosts} | ${Math.round(r.recoveryMsMax)} |`)
+      .join("\n") +
+    "\n"
+  );
 }
