@@ -745,7 +745,7 @@ export class SessionRegistry {
     this.#index(dormant, true);
     for (const subscriber of host.hub.subscribers()) subscribers.add(subscriber.connectionId);
     for (const subscriber of [...host.hub.subscribers()]) host.hub.delete(subscriber);
-    await this.#stop(host, new PiServerError("session_unavailable", "The session moved to another node"), "unloaded");
+    await this.#stop(host, unavailable("The session moved to another node"), "unloaded");
     this.#options.logger.warn({ sessionId: host.id, principal: host.owner }, "session fenced: another node may own it now");
     return subscribers;
   }

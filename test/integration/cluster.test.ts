@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { EventStreams, eventStreamKey } from "../../src/cluster/event-stream.js";
@@ -7,7 +7,7 @@ import { recordName } from "../../src/store/session-store.js";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createPiServer, type PiServerOptions, tokenAuth } from "../../src/index.js";
-import { connectAs, type EventFrame, TestClient } from "../helpers/client.js";
+import { connectAs, type EventFrame, type Frame, TestClient } from "../helpers/client.js";
 import { durableHarness, type DurableHarness, type RunningServer, TOKENS } from "../helpers/durable-cli.js";
 import { CLUSTER_SECRET, freePort, type RedisServer, startRedis } from "../helpers/redis.js";
 import { tcpProxy } from "../helpers/proxy.js";
@@ -775,4 +775,50 @@ test("a frozen link to Redis: the owner's stream appends in flight are given up 
     await delay(50); // polling a gauge: no event says it changed
   }
   assert.equal((await metrics(a))["pi_server_cluster_leases"], 0);
+});
+
+test("a prompt that could not be put on record (its node lost the session's lease before pi wrote it) is not answered success but session_unavailable with a retry hint; sent again, the new host keeps it once", async (t) => {
+  const { harness, redis, node } = await cluster(t);
+  // An operator extension that holds the user message's message_end: pi writes the message after its extensions.
+  mkdirSync(join(harness.agentDir, "extensions"));
+  writeFileSync(
+    join(harness.agentDir, "extensions", "slow-start.ts"),
+    `export default function (pi) { pi.on("message_end", (e) => e.message.role === "user" ? new Promise((resolve) => setTimeout(resolve, ${2 * TTL_MS})) : undefined); }\n`,
+  );
+  const link = await tcpProxy(redis.url.replace("redis:", "ws:"));
+  t.after(() => link.close());
+  const a = await harness.start(
+    ["--redis-url", `redis://127.0.0.1:${link.port}`, "--cluster-secret-file", join(harness.dir, "cluster-secret"), "--lease-ttl", String(TTL_MS), "--log-level", "info", "--metrics-on-main-port"],
+    { dataDir: join(harness.dir, "data-a") },
+  );
+  await within(logged(a, "registered in the cluster"), "A's registration");
+  const b = await node("b");
+  const watcher = await a.connect("alice");
+  await watcher.ok({ type: "create_session", sessionId: "s" });
+  await watcher.ok({ type: "subscribe", sessionId: "s" });
+  const asker = await a.connect("alice");
+  const prompt = { type: "prompt", sessionId: "s", message: "a question for the record", idempotencyKey: "q-1" };
+  const answer = asker.request(prompt, 6 * TTL_MS);
+  // pi took the prompt and (past the message's message_start) waits in its message_end; then A's link to Redis goes
+  // silent, and its lease lapses before pi writes the message.
+  await watcher.waitForEvent("s", "message_start", (event) => (event["message"] as Frame)["role"] === "user");
+  link.freeze();
+  const refused = await answer;
+  assert.equal(refused.success, false, "not answered success: the message is not in the conversation");
+  assert.equal(refused.code, "session_unavailable");
+  assert.equal(typeof refused.retryAfterMs, "number");
+
+  // The client sends it again (same key) through B, reconnecting when told to (1012 while A's registration lapses),
+  // and waiting as long as each answer says: B takes the session over and keeps the prompt.
+  let again = await b.connect("alice");
+  let kept: Frame | undefined;
+  for (const deadline = performance.now() + 6 * TTL_MS; performance.now() < deadline; ) {
+    if (again.ws.readyState !== again.ws.OPEN) again = await b.connect("alice");
+    kept = await again.request(prompt, 6 * TTL_MS).catch((error: unknown): Frame => ({ type: "response", success: false, error: String(error) }));
+    if (kept.success === true) break;
+    await delay(typeof kept["retryAfterMs"] === "number" ? kept["retryAfterMs"] : 200); // the hint the answer gave
+  }
+  assert.equal(kept?.success, true, JSON.stringify(kept));
+  const { messages } = await again.ok<{ messages: Array<{ role: string; content: unknown }> }>({ type: "get_messages", sessionId: "s" });
+  assert.equal(messages.filter((m) => m.role === "user" && JSON.stringify(m.content).includes("a question for the record")).length, 1, "in the conversation once");
 });
