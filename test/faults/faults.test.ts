@@ -211,7 +211,7 @@ const rows: FaultRow[] = [];
 
 for (const fault of FAULTS.filter((f) => long || f.bounded)) {
   test(`fault: ${fault.name} — no event lost, duplicated or out of order at any follower; no prompt runs twice`, async (t) => {
-    const row: FaultRow = { fault: fault.name, runs: 0, lost: 0, duplicated: 0, outOfOrder: 0, snapshots: 0, interruptedSeen: 0, doubleRuns: 0, promptsLost: 0, staleWrites: 0, ghosts: 0, recoveryMsMax: 0 };
+    const row: FaultRow = { fault: fault.name, runs: 0, lost: 0, duplicated: 0, outOfOrder: 0, snapshots: 0, interruptedSeen: 0, doubleRuns: 0, promptsLost: 0, staleWrites: 0, ghosts: 0, internal: 0, recoveryMsMax: 0 };
     for (let i = 0; i < runs; i++) {
       await t.test(`run ${i + 1}`, async (st) => {
         const result = await once(st, fault);
@@ -222,6 +222,7 @@ for (const fault of FAULTS.filter((f) => long || f.bounded)) {
           row.outOfOrder += account.outOfOrder;
           row.snapshots += account.snapshots;
           row.interruptedSeen += account.interrupted;
+          row.internal += account.internal;
         }
         row.doubleRuns += result.doubleRuns;
         row.promptsLost += result.promptsLost;
@@ -232,7 +233,7 @@ for (const fault of FAULTS.filter((f) => long || f.bounded)) {
     }
     rows.push(row);
     t.diagnostic(JSON.stringify(row));
-    const faults = { lost: row.lost, duplicated: row.duplicated, outOfOrder: row.outOfOrder, doubleRuns: row.doubleRuns, promptsLost: row.promptsLost, staleWrites: row.staleWrites, ghosts: row.ghosts };
+    const faults = { lost: row.lost, duplicated: row.duplicated, outOfOrder: row.outOfOrder, doubleRuns: row.doubleRuns, promptsLost: row.promptsLost, staleWrites: row.staleWrites, ghosts: row.ghosts, internal: row.internal };
     assert.deepEqual(faults, Object.fromEntries(Object.keys(faults).map((k) => [k, 0])), `${fault.name}: ${JSON.stringify(row)}`);
     // A time, so only in the long form (run by hand, like a benchmark), never in `npm test` on a loaded machine.
     if (long) assert.ok(row.recoveryMsMax <= TTL_MS + 1_000, `${fault.name}: recovered after ${Math.round(row.recoveryMsMax)} ms > TTL + 1 s`);

@@ -78,6 +78,8 @@ export interface Account {
   reconnects: number;
   /** `run_interrupted` events seen. */
   interrupted: number;
+  /** Answers with the code `internal` (every failure under a fault must be a retryable code). */
+  internal: number;
 }
 
 /**
@@ -85,7 +87,7 @@ export interface Account {
  * every event is checked against the seq it expected.
  */
 export class Follower {
-  readonly account: Account = { events: 0, lost: 0, duplicated: 0, outOfOrder: 0, snapshots: 0, reconnects: 0, interrupted: 0 };
+  readonly account: Account = { events: 0, lost: 0, duplicated: 0, outOfOrder: 0, snapshots: 0, reconnects: 0, interrupted: 0, internal: 0 };
   client: TestClient | undefined;
   #last = 0;
   #epoch: string | undefined;
@@ -138,6 +140,7 @@ export class Follower {
         const client = await connectAs(node.server.url, TOKENS.alice);
         const answer = await client.request({ type: "subscribe", sessionId: this.sessionId, ...(resume ? { afterSeq: this.#last, epoch: this.#epoch } : {}) }, WAIT_MS);
         if (answer.success !== true) {
+          if (answer.code === "internal") this.account.internal += 1;
           client.ws.terminate();
           throw new Error(`${String(answer.code)} ${String(answer.error)}`);
         }
@@ -173,6 +176,7 @@ export class Follower {
     const frames = client.frames.slice(this.#counted);
     this.#counted = client.frames.length;
     for (const frame of frames) {
+      if (frame.type === "response" && frame["code"] === "internal") this.account.internal += 1;
       if (frame.type !== "event" || frame["sessionId"] !== this.sessionId) continue;
       const seq = frame["seq"] as number;
       if (process.env["PI_FAULT_TRACE"]) this.trace.push(`${seq}:${(frame["event"] as Frame).type}`);
@@ -239,16 +243,18 @@ export interface FaultRow {
   staleWrites: number;
   /** Node or session leases left in Redis after every node stopped that never expire (or outlive a TTL). */
   ghosts: number;
+  /** Answers with the code `internal` any follower got. */
+  internal: number;
   recoveryMsMax: number;
 }
 
 export function table(rows: FaultRow[]): string {
   const head =
-    "| fault | runs | lost | duplicated | out of order | snapshots | run_interrupted seen | double model calls | accepted prompts lost | stale writes | ghost keys | recovery (max ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    "| fault | runs | lost | duplicated | out of order | snapshots | run_interrupted seen | double model calls | accepted prompts lost | stale writes | ghost keys | `internal` answers | recovery (max ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   return (
     head +
     rows
-      .map((r) => `| ${r.fault} | ${r.runs} | ${r.lost} | ${r.duplicated} | ${r.outOfOrder} | ${r.snapshots} | ${r.interruptedSeen} | ${r.doubleRuns} | ${r.promptsLost} | ${r.staleWrites} | ${r.ghosts} | ${Math.round(r.recoveryMsMax)} |`)
+      .map((r) => `| ${r.fault} | ${r.runs} | ${r.lost} | ${r.duplicated} | ${r.outOfOrder} | ${r.snapshots} | ${r.interruptedSeen} | ${r.doubleRuns} | ${r.promptsLost} | ${r.staleWrites} | ${r.ghosts} | ${r.internal} | ${Math.round(r.recoveryMsMax)} |`)
       .join("\n") +
     "\n"
   );
