@@ -22,6 +22,8 @@ interface Cluster {
   readonly harness: DurableHarness;
   /** Start node `name` (its own data dir; the agent dir, workspaces and Redis are shared). */
   node(name: string, extraArgs?: string[]): Promise<RunningServer>;
+  /** Start node `name` reaching Redis through a TCP proxy of its own (to freeze), once registered. */
+  nodeBehindLink(name: string): Promise<{ server: RunningServer; link: Awaited<ReturnType<typeof tcpProxy>> }>;
 }
 
 async function cluster(t: TestContext, options: { persist?: boolean } = {}): Promise<Cluster> {
@@ -29,13 +31,21 @@ async function cluster(t: TestContext, options: { persist?: boolean } = {}): Pro
   const harness = await durableHarness(t);
   const secretFile = join(harness.dir, "cluster-secret");
   writeFileSync(secretFile, `${CLUSTER_SECRET}\n`, { mode: 0o600 });
+  const start = (name: string, redisUrl: string, extraArgs: string[] = []) =>
+    harness.start(["--redis-url", redisUrl, "--cluster-secret-file", secretFile, "--lease-ttl", String(TTL_MS), "--log-level", "info", "--metrics-on-main-port", ...extraArgs], {
+      dataDir: join(harness.dir, `data-${name}`),
+    });
   return {
     redis,
     harness,
-    node: (name, extraArgs = []) =>
-      harness.start(["--redis-url", redis.url, "--cluster-secret-file", secretFile, "--lease-ttl", String(TTL_MS), "--log-level", "info", "--metrics-on-main-port", ...extraArgs], {
-        dataDir: join(harness.dir, `data-${name}`),
-      }),
+    node: (name, extraArgs) => start(name, redis.url, extraArgs),
+    nodeBehindLink: async (name) => {
+      const link = await tcpProxy(redis.url.replace("redis:", "ws:"));
+      t.after(() => link.close());
+      const server = await start(name, `redis://127.0.0.1:${link.port}`);
+      await within(logged(server, "registered in the cluster"), `${name}'s registration`);
+      return { server, link };
+    },
   };
 }
 
@@ -746,14 +756,8 @@ test("a hole at the top of a session's stream (Redis lost its last write) does n
 });
 
 test("a frozen link to Redis: the owner's stream appends in flight are given up when its lease lapses, not held until TCP gives up", async (t) => {
-  const { harness, redis } = await cluster(t);
-  const link = await tcpProxy(redis.url.replace("redis:", "ws:"));
-  t.after(() => link.close());
-  const a = await harness.start(
-    ["--redis-url", `redis://127.0.0.1:${link.port}`, "--cluster-secret-file", join(harness.dir, "cluster-secret"), "--lease-ttl", String(TTL_MS), "--log-level", "info", "--metrics-on-main-port"],
-    { dataDir: join(harness.dir, "data-frozen") },
-  );
-  await within(logged(a, "registered in the cluster"), "A's registration");
+  const { harness, nodeBehindLink } = await cluster(t);
+  const { server: a, link } = await nodeBehindLink("frozen");
   const alice = await a.connect("alice");
   await alice.ok({ type: "create_session", sessionId: "s" });
   await alice.ok({ type: "subscribe", sessionId: "s" });
@@ -778,20 +782,14 @@ test("a frozen link to Redis: the owner's stream appends in flight are given up 
 });
 
 test("a prompt that could not be put on record (its node lost the session's lease before pi wrote it) is not answered success but session_unavailable with a retry hint; sent again, the new host keeps it once", async (t) => {
-  const { harness, redis, node } = await cluster(t);
+  const { harness, node, nodeBehindLink } = await cluster(t);
   // An operator extension that holds the user message's message_end: pi writes the message after its extensions.
   mkdirSync(join(harness.agentDir, "extensions"));
   writeFileSync(
     join(harness.agentDir, "extensions", "slow-start.ts"),
     `export default function (pi) { pi.on("message_end", (e) => e.message.role === "user" ? new Promise((resolve) => setTimeout(resolve, ${2 * TTL_MS})) : undefined); }\n`,
   );
-  const link = await tcpProxy(redis.url.replace("redis:", "ws:"));
-  t.after(() => link.close());
-  const a = await harness.start(
-    ["--redis-url", `redis://127.0.0.1:${link.port}`, "--cluster-secret-file", join(harness.dir, "cluster-secret"), "--lease-ttl", String(TTL_MS), "--log-level", "info", "--metrics-on-main-port"],
-    { dataDir: join(harness.dir, "data-a") },
-  );
-  await within(logged(a, "registered in the cluster"), "A's registration");
+  const { server: a, link } = await nodeBehindLink("a");
   const b = await node("b");
   const watcher = await a.connect("alice");
   await watcher.ok({ type: "create_session", sessionId: "s" });
