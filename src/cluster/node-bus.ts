@@ -75,9 +75,9 @@ interface Queued {
 const LINGER_FROM_MS = 10;
 const LINGER_SHARE = 1 / 8;
 const MAX_LINGER_MS = 25;
-/** A lingering batch goes out at once when it holds this many messages or bytes. */
+/** A lingering batch goes out at once when it holds this many messages, or this many characters of message text. */
 const MAX_BATCH_MESSAGES = 256;
-const MAX_BATCH_BYTES = 1 << 20;
+const MAX_BATCH_CHARACTERS = 1 << 20;
 
 /** How long a read blocks at Redis when there is nothing to read. */
 const BLOCK_MS = 1_000;
@@ -115,9 +115,9 @@ export class NodeBus {
   #loop: Promise<void> | undefined;
   /** Redis's round trip as this bus's writes see it (a moving average), in milliseconds. */
   #roundTripMs = 0;
-  /** Messages lingering for the rest of their batch, with their bytes and the timer that sends them. */
+  /** Messages lingering for the rest of their batch, their characters and the timer that sends them. */
   #batch: Queued[] = [];
-  #batchBytes = 0;
+  #batchCharacters = 0;
   #batchTimer: NodeJS.Timeout | undefined;
 
   constructor(options: NodeBusOptions) {
@@ -167,8 +167,8 @@ export class NodeBus {
     if (this.#roundTripMs < LINGER_FROM_MS && this.#batch.length === 0) return this.#write([{ stream, text }]);
     return new Promise<void>((resolve, reject) => {
       this.#batch.push({ stream, text, sent: { resolve, reject } });
-      this.#batchBytes += text.length;
-      if (this.#batch.length >= MAX_BATCH_MESSAGES || this.#batchBytes >= MAX_BATCH_BYTES) this.#flush();
+      this.#batchCharacters += text.length;
+      if (this.#batch.length >= MAX_BATCH_MESSAGES || this.#batchCharacters >= MAX_BATCH_CHARACTERS) this.#flush();
       else this.#batchTimer ??= setTimeout(() => this.#flush(), Math.min(MAX_LINGER_MS, this.#roundTripMs * LINGER_SHARE));
     });
   }
@@ -180,7 +180,7 @@ export class NodeBus {
     const batch = this.#batch;
     if (batch.length === 0) return;
     this.#batch = [];
-    this.#batchBytes = 0;
+    this.#batchCharacters = 0;
     this.#write(batch).then(
       () => batch.forEach((queued) => queued.sent.resolve()),
       (error: unknown) => batch.forEach((queued) => queued.sent.reject(error)),

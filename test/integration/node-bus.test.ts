@@ -91,6 +91,14 @@ test("with Redis far away, messages posted together reach a blocked reader in on
   await Promise.all([writer.send("node-b", "event"), new Promise<void>((resolve) => setImmediate(resolve)).then(() => writer.send("node-b", "answer"))]);
   await received(6, "both messages");
   assert.deepEqual(reads.slice(before), [["event", "answer"]], "one read took both");
+
+  // A batch is bounded: 300 messages posted at once go out as 256 and 44 (each batch taken by a read of its own).
+  await within((async () => { while (!(await blocked())) await new Promise((resolve) => setTimeout(resolve, 5)); })(), "a blocked read");
+  const burst = reads.length;
+  await Promise.all(Array.from({ length: 300 }, (_, i) => writer.send("node-b", `burst-${i}`)));
+  await received(306, "the burst");
+  assert.deepEqual(reads.slice(burst).map((group) => group.length), [256, 44]);
+  assert.deepEqual(reads.slice(burst).flat(), Array.from({ length: 300 }, (_, i) => `burst-${i}`), "in the order posted");
 });
 
 test("a blocking read whose link went silent is dropped and made anew: messages get through again within the read timeout", async (t) => {
