@@ -85,7 +85,8 @@ test("with Redis far away, messages posted together reach a blocked reader in on
   await received(4, "warm-up messages");
   // Redis is asked until the reader's next read has reached it and blocks there (nothing else tells).
   const blocked = async () => ((await raw.client("LIST")) as string).split("\n").some((line) => line.includes("cmd=xread") && line.includes("flags=b"));
-  await within((async () => { while (!(await blocked())) await new Promise((resolve) => setTimeout(resolve, 5)); })(), "a blocked read");
+  const readBlocked = () => within((async () => { while (!(await blocked())) await new Promise((resolve) => setTimeout(resolve, 5)); })(), "a blocked read");
+  await readBlocked();
   const before = reads.length;
   // A run's last events and the prompt's answer, a turn of the event loop apart (issue 27's latency fault).
   await Promise.all([writer.send("node-b", "event"), new Promise<void>((resolve) => setImmediate(resolve)).then(() => writer.send("node-b", "answer"))]);
@@ -93,7 +94,7 @@ test("with Redis far away, messages posted together reach a blocked reader in on
   assert.deepEqual(reads.slice(before), [["event", "answer"]], "one read took both");
 
   // A batch is bounded: 300 messages posted at once go out as 256 and 44 (each batch taken by a read of its own).
-  await within((async () => { while (!(await blocked())) await new Promise((resolve) => setTimeout(resolve, 5)); })(), "a blocked read");
+  await readBlocked();
   const burst = reads.length;
   await Promise.all(Array.from({ length: 300 }, (_, i) => writer.send("node-b", `burst-${i}`)));
   await received(306, "the burst");
