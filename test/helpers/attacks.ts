@@ -239,6 +239,8 @@ export function percentile(samples: readonly number[], p: number): number {
 }
 
 export interface LatencyProbe {
+  /** The probe's process (a benchmark may raise its priority so the machine's scheduler shows less in its figures). */
+  readonly pid: number;
   /** `count` sequential `get_state` calls of `sessionId`, timed in the probe's process: each round trip in ms. */
   measure(sessionId: string, count: number, timeoutMs?: number): Promise<number[]>;
 }
@@ -250,6 +252,7 @@ export async function startLatencyProbe(t: TestContext, url: string, token: stri
   const answer = <T>() => new Promise<T>((resolve) => child.once("message", (m) => resolve(m as T)));
   await within(answer<{ ready: boolean }>(), "the latency probe's connection");
   return {
+    pid: child.pid as number,
     measure: async (sessionId, count, timeoutMs = WAIT_MS * 2) => {
       const reply = answer<{ samples: number[]; error?: string }>();
       child.send({ sessionId, count });
