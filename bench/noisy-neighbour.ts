@@ -6,10 +6,13 @@
  * - `alice apart`: alice on a pi-server process of her own, bob alone on another: the most that moving her agent work
  *   off the thread that answers bob (adr/0033) could reach on this machine;
  * - `alice apart, nice 10`: the same with alice's process at a lower CPU priority (what a worker thread given a lower
- *   priority of its own would add).
+ *   priority of its own would add);
+ * - `alice apart, all of hers nice 10`: also this benchmark's process at nice 10 while it runs, which plays alice's
+ *   client and her model (on a real deployment they are not on the server's machine): what is left is bob's server and
+ *   his probe against the machine's two cores.
  * Bob's probe runs at nice -10 when the process may raise priorities (root), so the figures show the servers more
  * than the probe's own wait for a CPU.
- * Run: npm run bench:noisy (RUNS=5 by default; ARRANGEMENTS=one,apart,apart-nice to pick)
+ * Run: npm run bench:noisy (RUNS=5 by default; ARRANGEMENTS=one,apart,apart-nice,apart-nice-all to pick)
  */
 import { setPriority } from "node:os";
 import type { TestContext } from "node:test";
@@ -19,8 +22,13 @@ import { startSecureCli } from "../test/helpers/secure-cli.js";
 import { fmt, table } from "./lib/common.js";
 
 const RUNS = Number(process.env["RUNS"] ?? 5);
-const ARRANGEMENTS = (process.env["ARRANGEMENTS"] ?? "one,apart,apart-nice").split(",");
-const LABELS: Record<string, string> = { one: "one server", apart: "alice apart", "apart-nice": "alice apart, nice 10" };
+const ARRANGEMENTS = (process.env["ARRANGEMENTS"] ?? "one,apart,apart-nice,apart-nice-all").split(",");
+const LABELS: Record<string, string> = {
+  one: "one server",
+  apart: "alice apart",
+  "apart-nice": "alice apart, nice 10",
+  "apart-nice-all": "alice apart, all of hers nice 10",
+};
 
 /** What the test helpers need of a test context: cleanups, run in reverse order at the end of each run. */
 function context(): { t: TestContext; close(): Promise<void> } {
@@ -53,11 +61,14 @@ interface Figures {
 }
 
 async function once(arrangement: string, priority: number | undefined): Promise<Figures> {
+  // Lowering this process's priority for one run and raising it back needs root (as raising the probe's does).
+  if (arrangement === "apart-nice-all" && priority === undefined) throw new Error("apart-nice-all needs the right to raise priorities (root)");
   const { t, close } = context();
   try {
     const alice = await startSecureCli(t);
     const bob = arrangement === "one" ? alice : await startSecureCli(t);
-    if (arrangement === "apart-nice") setPriority(alice.child.pid as number, 10);
+    if (arrangement.startsWith("apart-nice")) setPriority(alice.child.pid as number, 10);
+    if (arrangement === "apart-nice-all") setPriority(process.pid, 10);
     const run = await noisyNeighbour(t, { alice, bob, ...(priority === undefined ? {} : { probePriority: priority }) });
     const failed = Object.entries({ ...run.attack, ...run.bob }).filter(([, v]) => v !== "ok");
     if (failed.length > 0) throw new Error(`a check failed: ${JSON.stringify(failed)}`);
@@ -65,6 +76,7 @@ async function once(arrangement: string, priority: number | undefined): Promise<
     const p99 = percentile(run.during, 99);
     return { idleP99: percentile(run.idle, 99), p50: percentile(run.during, 50), p99, bound, ok: p99 <= bound };
   } finally {
+    if (arrangement === "apart-nice-all") setPriority(process.pid, 0);
     await close();
   }
 }

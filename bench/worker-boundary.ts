@@ -3,12 +3,16 @@
  * the memory of an idle worker (RSS of the process with WORKERS idle workers, minus without), and one crossing of a
  * MessagePort: a command's text to a worker and its answer back (round trip), and an event frame's bytes moved with a
  * transfer list. Plain Node workers with nothing of pi loaded: the floor of the boundary, not a session's cost.
+ * Then the same with pi loaded: PI_WORKERS workers, each with one in-memory AgentSession that answered one faux prompt
+ * (the floor of a principal's worker with a session).
  * Run: node --import tsx bench/worker-boundary.ts
  */
 import { Worker } from "node:worker_threads";
 import { fmt, mb, percentile, table } from "./lib/common.js";
 
 const WORKERS = Number(process.env["WORKERS"] ?? 20);
+/** Workers with pi loaded and one session each (bench/lib/pi-worker.mjs). */
+const PI_WORKERS = Number(process.env["PI_WORKERS"] ?? 5);
 const ROUND_TRIPS = Number(process.env["ROUND_TRIPS"] ?? 20_000);
 
 /** A worker that answers every message with its text, and takes transferred buffers back the same way. */
@@ -70,3 +74,34 @@ for (const [what, make, transfer] of [
 table(`One MessagePort round trip to a worker (${ROUND_TRIPS} each)`, ["message", "p50 µs", "p99 µs"], rows);
 table(`Idle workers (${WORKERS}, nothing loaded)`, ["RSS before", "RSS after", "per idle worker"], [[`${mb(before)} MiB`, `${mb(after)} MiB`, `${mb((after - before) / WORKERS)} MiB`]]);
 await Promise.all(workers.map((w) => w.terminate()));
+
+/** A worker of bench/lib/pi-worker.mjs, resolved once its session has answered a prompt. */
+function startPi(): Promise<Worker> {
+  const piWorker = new Worker(new URL("./lib/pi-worker.mjs", import.meta.url), { execArgv: [] });
+  return new Promise((resolve, reject) => {
+    piWorker.once("message", () => resolve(piWorker));
+    piWorker.once("error", reject);
+  });
+}
+
+await settle();
+const beforePi = process.memoryUsage().rss;
+const firstStart = performance.now();
+const piWorkers = [await startPi()];
+const firstMs = performance.now() - firstStart;
+piWorkers.push(...(await Promise.all(Array.from({ length: PI_WORKERS - 1 }, startPi))));
+await settle();
+const afterPi = process.memoryUsage().rss;
+table(
+  `Workers with pi loaded and one session that answered a prompt (${PI_WORKERS})`,
+  ["RSS before", "RSS after", "per worker", "first worker ready"],
+  [[`${mb(beforePi)} MiB`, `${mb(afterPi)} MiB`, `${mb((afterPi - beforePi) / PI_WORKERS)} MiB`, `${fmt(firstMs, 0)} ms`]],
+);
+await Promise.all(
+  piWorkers.map(async (w) => {
+    const closed = new Promise((resolve) => w.once("message", resolve));
+    w.postMessage("close");
+    await closed;
+    await w.terminate();
+  }),
+);
