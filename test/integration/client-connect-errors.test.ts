@@ -187,10 +187,16 @@ test("a token that expires on a connection: the 4003 reconnect with the same tok
     const now = Math.floor(Date.now() / 1000);
     return mintHs({ sub: "carol", iss: "https://issuer.test", aud: "pi-server", iat: now, exp: now + seconds }, secret);
   };
+  // The session comes from a client with a long-lived token: creating it under the short one raced its expiry (a
+  // loaded machine took over a second to create it, and the 4003 close came before the answer).
+  const setup = sdkClient(t, { url: h.url, token: mint(60) });
+  await setup.createSession({ sessionId: "x" });
+  setup.close();
   const client = sdkClient(t, { url: h.url, token: mint(2), retry: { initialDelayMs: 1, maxDelayMs: 1 } });
-  const session = await client.createSession({ sessionId: "x" });
+  const session = client.session("x");
   const expired = nextClientEvent(client, "disconnected", (close) => close.code === 4003);
   const failed = nextClientEvent(client, "failed");
+  client.connect();
   await expired;
   const [error] = await failed;
   assert.equal(error.code, "unauthorized");
