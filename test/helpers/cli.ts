@@ -13,8 +13,9 @@ export function cleanEnv(home: string, extra: Record<string, string> = {}): Node
   return { PATH: process.env["PATH"], HOME: home, ...extra };
 }
 
-export function run(args: string[], env: NodeJS.ProcessEnv): Child {
-  return spawn(process.execPath, [...CLI_ARGS, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+/** The CLI with `args`; `nodeArgs` go to Node before the CLI's own (a benchmark's `--import` of a preload). */
+export function run(args: string[], env: NodeJS.ProcessEnv, nodeArgs: readonly string[] = []): Child {
+  return spawn(process.execPath, [...nodeArgs, ...CLI_ARGS, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
 }
 
 export function collect(stream: Readable): { text: () => string } {

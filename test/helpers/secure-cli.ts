@@ -27,12 +27,18 @@ export interface SecureCli {
   readonly llm: OpenAiServer;
   readonly child: Child;
   stderr(): string;
-  connect(who: Who): Promise<TestClient>;
+  /** A client of `who` (to `url`, default this server's: a benchmark may run a second server in the same process). */
+  connect(who: Who, url?: string): Promise<TestClient>;
   /** Signal the server and resolve with its exit code. */
   stop(signal: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startSecureCli(t: TestContext, extraArgs: string[] = []): Promise<SecureCli> {
+/** `launch`: Node arguments before the CLI's and environment variables of its own (benchmarks only). */
+export async function startSecureCli(
+  t: TestContext,
+  extraArgs: string[] = [],
+  launch: { nodeArgs?: readonly string[]; env?: Record<string, string> } = {},
+): Promise<SecureCli> {
   const dir = tempDir("secure");
   const root = dir.path;
   const agentDir = join(root, "agent");
@@ -49,7 +55,8 @@ export async function startSecureCli(t: TestContext, extraArgs: string[] = []): 
       "--port", "0", "--auth", "token", "--token-file", join(root, "tokens"), "--agent-dir", agentDir,
       "--workspace-root", workspaces, "--metrics-port", "0", "--log-level", "info", ...extraArgs,
     ],
-    cleanEnv(root, { TMPDIR: tmp, PI_SERVER_TEST_SECRET: marker }),
+    cleanEnv(root, { TMPDIR: tmp, PI_SERVER_TEST_SECRET: marker, ...launch.env }),
+    launch.nodeArgs,
   );
   const stderr = collect(child.stderr);
   const clients: TestClient[] = [];
@@ -90,8 +97,8 @@ export async function startSecureCli(t: TestContext, extraArgs: string[] = []): 
     llm,
     child,
     stderr: stderr.text,
-    connect: async (who) => {
-      const client = new TestClient(url, { headers: { authorization: `Bearer ${TOKENS[who]}` } });
+    connect: async (who, to = url) => {
+      const client = new TestClient(to, { headers: { authorization: `Bearer ${TOKENS[who]}` } });
       clients.push(client);
       await client.ready;
       return client;
