@@ -3,6 +3,8 @@
  * idle server and while alice runs the FIFO and rename-race attacks, against the acceptance's bound (2× the idle p99,
  * at least idle + 5 ms), RUNS times in each arrangement:
  * - `one server`: alice and bob on one pi-server, as it is built;
+ * - `principal threads`: one server with `principalThreads` (adr/0033), each principal's sessions in a worker thread
+ *   of its own at nice 10, the main thread relaying their frames;
  * - `one server, hers nice 10`: the same with this benchmark's process at nice 10 while it runs, which plays alice's
  *   client and her model (on a real deployment they are not on the server's machine);
  * - `alice's thread`: two servers in one process, bob's on the main thread, alice's in a worker thread
@@ -18,7 +20,7 @@
  *   his probe against the machine's two cores.
  * Bob's probe runs at nice -10 when the process may raise priorities (root), so the figures show the servers more
  * than the probe's own wait for a CPU.
- * Run: npm run bench:noisy (RUNS=5 by default; ARRANGEMENTS=one,one-nice-all,thread,thread-nice,apart,apart-nice,apart-nice-all to pick)
+ * Run: npm run bench:noisy (RUNS=5 by default; ARRANGEMENTS=one,principal-threads,one-nice-all,thread,thread-nice,apart,apart-nice,apart-nice-all to pick)
  */
 import { setPriority } from "node:os";
 import type { TestContext } from "node:test";
@@ -28,10 +30,11 @@ import { type SecureCli, startSecureCli } from "../test/helpers/secure-cli.js";
 import { fmt, table } from "./lib/common.js";
 
 const RUNS = Number(process.env["RUNS"] ?? 5);
-const ARRANGEMENTS = (process.env["ARRANGEMENTS"] ?? "one,one-nice-all,thread,thread-nice,apart,apart-nice,apart-nice-all").split(",");
+const ARRANGEMENTS = (process.env["ARRANGEMENTS"] ?? "one,principal-threads,one-nice-all,thread,thread-nice,apart,apart-nice,apart-nice-all").split(",");
 const LABELS: Record<string, string> = {
   one: "one server",
   "one-nice-all": "one server, her client and model nice 10",
+  "principal-threads": "one server, principal threads",
   thread: "alice's thread",
   "thread-nice": "alice's thread, nice 10",
   apart: "alice apart",
@@ -112,8 +115,8 @@ async function once(arrangement: string, priority: number | undefined): Promise<
       const alice: SecureCli = { ...cli, url, connect: (who) => cli.connect(who, url) };
       return figures(await noisyNeighbour(t, { alice, bob: cli, ...(priority === undefined ? {} : { probePriority: priority }) }));
     }
-    const alice = await startSecureCli(t);
-    const bob = arrangement.startsWith("one") ? alice : await startSecureCli(t);
+    const alice = await startSecureCli(t, arrangement === "principal-threads" ? ["--principal-threads"] : []);
+    const bob = arrangement.startsWith("one") || arrangement === "principal-threads" ? alice : await startSecureCli(t);
     if (arrangement.startsWith("apart-nice")) setPriority(alice.child.pid as number, 10);
     if (arrangement.endsWith("nice-all")) setPriority(process.pid, 10);
     return figures(await noisyNeighbour(t, { alice, bob, ...(priority === undefined ? {} : { probePriority: priority }) }));

@@ -72,6 +72,7 @@ Authentication and observability:
 Isolation (see README "Security"):
   --workspace-root <dir>   directory of the principals' workspaces [PI_SERVER_WORKSPACE_ROOT] (default: --cwd)
   --shared-workspace       all principals share the workspace root [PI_SERVER_SHARED_WORKSPACE=1] (default with auth: one each)
+  --principal-threads      each principal's sessions in a thread of its own, at a lower priority [PI_SERVER_PRINCIPAL_THREADS=1] (needs auth; no admin role)
   --sandbox <mode>         auto|bwrap|none: where bash runs        [PI_SERVER_SANDBOX]       (default auto)
   --sandbox-network <net>  none|outbound: outbound is the internet through slirp4netns, never the host [PI_SERVER_SANDBOX_NETWORK] (default none)
   --no-network             same as --sandbox-network none
@@ -175,6 +176,7 @@ export function optionsFromArgs(argv: string[], env: NodeJS.ProcessEnv): "help" 
       "metrics-on-main-port": { type: "boolean" },
       "workspace-root": { type: "string" },
       "shared-workspace": { type: "boolean" },
+      "principal-threads": { type: "boolean" },
       sandbox: { type: "string" },
       "no-network": { type: "boolean" },
       "sandbox-network": { type: "string" },
@@ -338,6 +340,7 @@ function isolationOptions(values: Values, env: NodeJS.ProcessEnv): Partial<PiSer
   if (root !== undefined || shared !== undefined) {
     options.workspaces = { ...(root !== undefined ? { root } : {}), ...(shared !== undefined ? { perPrincipal: !shared } : {}) };
   }
+  if (switchSetting(values, env, "principal-threads", "PI_SERVER_PRINCIPAL_THREADS")) options.principalThreads = true;
   const sandbox = setting(values, env, "sandbox", "PI_SERVER_SANDBOX");
   if (sandbox !== undefined) {
     if (sandbox.text !== "auto" && sandbox.text !== "bwrap" && sandbox.text !== "none") {

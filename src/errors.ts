@@ -120,6 +120,8 @@ export const CLOSE_CODES = {
    * down); reconnect and resume with `subscribe { afterSeq, epoch }` (WebSocket's "service restart").
    */
   serviceRestart: 1012,
+  /** The principal's thread (principalThreads) ended unexpectedly; reconnect: a new one restores its sessions. */
+  internalError: 1011,
   /** The node hosting a session the connection addressed serves all the connections it may: try again later. */
   tryAgainLater: 1013,
 } as const;
@@ -134,6 +136,8 @@ export const SERVER_CLOSES = {
   tokenExpired: { code: CLOSE_CODES.tokenExpired, reason: "token expired: reconnect with a fresh token" },
   sessionMoved: { code: CLOSE_CODES.serviceRestart, reason: "session moved to another node: reconnect and resume with subscribe { afterSeq, epoch }" },
   nodeFull: { code: CLOSE_CODES.tryAgainLater, reason: "the node hosting the session is at its connection limit: try again later" },
+  principalsFull: { code: CLOSE_CODES.tryAgainLater, reason: "too many principals are active: try again later" },
+  threadEnded: { code: CLOSE_CODES.internalError, reason: "the principal's thread ended: reconnect" },
 } as const;
 
 export type ServerClose = (typeof SERVER_CLOSES)[keyof typeof SERVER_CLOSES];

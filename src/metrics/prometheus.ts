@@ -154,6 +154,8 @@ export class PrometheusMetrics implements MetricsSink {
       help: "Always 1; the labels name the running build.",
       labelNames: ["version", "node", "pi"],
       registers,
+      aggregator: "first", // principal threads' registries are merged into one scrape: one build, not a sum
+
     }).set({ version: options.build?.version ?? "unknown", node: process.version, pi: options.build?.pi ?? "unknown" }, 1);
     if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   }

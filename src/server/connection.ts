@@ -22,6 +22,12 @@ export interface PeerSocket {
    * as the fragments of one message). Without it a frame in parts is joined and goes through `send` (adr/0023).
    */
   sendParts?(parts: readonly Buffer[], sent?: (error?: Error) => void): void;
+  /**
+   * Optional: write bytes that are already whole WebSocket frames (server to client: unmasked, text), as they are, after
+   * whatever was sent before. Principal threads frame a turn's frames in the principal's thread and hand them over in
+   * one buffer (adr/0033); without it they are sent one by one through `send`.
+   */
+  writeFrames?(bytes: Buffer, written: (error?: Error) => void): void;
   close(code: number, reason: string): void;
   /** Bytes queued for sending but not yet written to the network. */
   readonly bufferedAmount: number;

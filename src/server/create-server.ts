@@ -7,6 +7,7 @@ import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { getAgentDir, VERSION as PI_VERSION } from "@earendil-works/pi-coding-agent";
 import { type Logger, pino } from "pino";
+import { AggregatorRegistry } from "prom-client";
 import type { Principal } from "../auth/types.js";
 import { PiServerError, SERVER_CLOSES } from "../errors.js";
 import { SERVER_VERSION } from "../version.js";
@@ -28,6 +29,7 @@ import { type CreateSessionRequest, DormantSession, type HostedSession, type Ses
 import { FileSessionStore } from "../store/session-store.js";
 import { lockWithHolder } from "../store/file-lock.js";
 import { WsTransport } from "./transport.js";
+import { PrincipalThreads } from "./principal-threads.js";
 import { Cluster } from "../cluster/cluster.js";
 import { createUpgradeGate } from "./upgrade-gate.js";
 
@@ -93,6 +95,12 @@ export interface PiServer {
   close(): Promise<void>;
 }
 
+/** `/metrics` with principal threads: this thread's metrics and every live thread's, summed (build info: one). */
+async function scrapeWith(metrics: PrometheusMetrics, threads: PrincipalThreads): Promise<{ contentType: string; body: string }> {
+  const merged = AggregatorRegistry.aggregate([await metrics.registry.getMetricsAsJSON(), ...(await threads.metrics())]);
+  return { contentType: metrics.registry.contentType, body: await merged.metrics() };
+}
+
 /** Paths pino always redacts in loggers we create; we never log credentials ourselves (adr/0008). */
 export const REDACT_PATHS = [
   "req.headers.authorization",
@@ -115,7 +123,7 @@ function createLogger(config: ResolvedConfig): Logger {
   );
 }
 
-function resolveMetrics(option: PiServerOptions["metrics"]): MetricsSink | undefined {
+export function resolveMetrics(option: PiServerOptions["metrics"]): MetricsSink | undefined {
   if (option === false) return undefined;
   if (option && typeof (option as MetricsSink).attach === "function") return option as MetricsSink;
   return new PrometheusMetrics({ build: { version: SERVER_VERSION, pi: PI_VERSION }, ...(option as PrometheusMetricsOptions | undefined) });
@@ -150,14 +158,22 @@ export function createPiServer(options: PiServerOptions): PiServer {
   // process ends however it ends (issue 28): a second server on it refuses to start, naming the holder.
   const releaseDataDir = dataDir === undefined ? undefined : lockDataDir(dataDir);
   try {
-    return buildServer(config, log, dataDir, releaseDataDir);
+    return buildServer(options, config, log, dataDir, releaseDataDir);
   } catch (error) {
     releaseDataDir?.(); // a server that failed to build holds nothing
     throw error;
   }
 }
 
-function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | undefined, releaseDataDir: (() => void) | undefined): PiServer {
+function buildServer(
+  options: PiServerOptions,
+  config: ResolvedConfig,
+  log: Logger,
+  dataDir: string | undefined,
+  releaseDataDir: (() => void) | undefined,
+): PiServer {
+  // Each principal's sessions in a thread of its own (adr/0033): this thread's core then hosts none.
+  const threads = config.principalThreads && new PrincipalThreads(options, config.principalThreads, dataDir, log);
   const sandbox = resolveSandbox(config, log);
   // Every path of a workspace is opened by that principal's sandboxed file helper (adr/0027).
   const workspaces = new Workspaces(config.workspaces, { sandbox, limits: config.fileHelper });
@@ -184,7 +200,7 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     config.cluster &&
     // The embedder's own logger, not ours: the cluster names its component itself (one `component` key per line).
     new Cluster({ ...config.cluster, replayMaxEvents: config.replay.maxEvents, logger: config.logger ?? log, mirrorDir: dataDir && join(dataDir, "cluster-records") });
-  const store = cluster?.store ?? config.store ?? (dataDir === undefined ? undefined : new FileSessionStore(join(dataDir, "sessions")));
+  const store = cluster?.store ?? config.store ?? (dataDir === undefined || threads ? undefined : new FileSessionStore(join(dataDir, "sessions")));
   const { core, registry, engine, limits, breakers } = assemble({
     config,
     factory,
@@ -209,7 +225,7 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     starting = false;
   });
   loaded.catch((error: unknown) => log.error({ err: error }, "stored sessions could not be loaded"));
-  const transport = new WsTransport(core, { maxPayload: config.maxPayload, heartbeat: config.heartbeat, logger: log });
+  const transport = new WsTransport(threads || core, { maxPayload: config.maxPayload, heartbeat: config.heartbeat, logger: log });
   const health = () =>
     readHealth({ state: () => state, core, registry, engine, limits, breakers, heartbeatTerminations: () => transport.heartbeatTerminations });
   // Scrape-time values come from the same snapshot as health(): one place that reads the server's state.
@@ -232,7 +248,7 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     // A node that lost Redis (or its registration) takes no new clients until it is back.
     ready: () => (state !== "running" ? false : starting ? "starting" : (cluster?.notReady ?? true)),
     openBreakers: () => breakers.all().filter((b) => b.state !== "closed").map((b) => `${b.kind}:${b.key}`),
-    scrape: metrics instanceof PrometheusMetrics ? () => metrics.scrape() : undefined,
+    scrape: metrics instanceof PrometheusMetrics ? () => (threads ? scrapeWith(metrics, threads) : metrics.scrape()) : undefined,
   };
   const probes = createEndpoints({ ...endpointSources, detailed: config.metricsOnMainPort });
   const gate = createUpgradeGate({ auth: config.auth, allowedOrigins: config.allowedOrigins, metrics, logger: log });
@@ -246,10 +262,11 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     gate,
     // A cluster node that cannot reach Redis or is not registered (yet, or again) takes no connection it would only
     // close again with 1012: refused with 503 and Retry-After, so clients back off instead of storming it (issue 27).
-    accepting: () => state === "running" && core.connectionCount < config.maxConnections && (cluster === undefined || cluster.ready),
+    accepting: () => state === "running" && connectionCount() < config.maxConnections && (cluster === undefined || cluster.ready),
     accept: (request, socket, head, principal) => transport.handleUpgrade(request, socket, head, principal),
   });
 
+  const connectionCount = () => (threads ? threads.connectionCount : core.connectionCount);
   const sessions: SessionsApi = {
     create: (request = {}) => {
       if (state !== "running") return Promise.reject(new PiServerError("shutting_down", "The server is shutting down"));
@@ -280,6 +297,7 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     core.stopAccepting();
     core.broadcast({ type: "server_shutdown", graceMs: config.abortRunsOnShutdown ? 0 : config.shutdownGraceMs });
     host.stopRouting(); // our own HTTP listeners stay up during the grace period: /readyz says 503, upgrades get 503
+    await threads?.close(); // each closes its server as this one does, through sockets that are still open
     const hosts = [...registry.hosts()];
     for (const h of hosts) h.stopRetries();
     if (!config.abortRunsOnShutdown) {
@@ -320,7 +338,7 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     },
     sessions,
     get connectionCount() {
-      return core.connectionCount;
+      return connectionCount();
     },
     listen: async () => {
       await Promise.all([loaded, modelChecked]);
@@ -330,7 +348,7 @@ function buildServer(config: ResolvedConfig, log: Logger, dataDir: string | unde
     metricsAddress: () => host.metricsAddress(),
     handleHttp: endpoints,
     handleUpgrade: (request, socket, head) => host.handleUpgrade(request, socket, head),
-    opened: (socket, principal = ANONYMOUS) => core.opened(socket, principal),
+    opened: (socket, principal = ANONYMOUS) => (threads || core).opened(socket, principal),
     on: (event, listener) => {
       events.on(event, listener as never);
     },

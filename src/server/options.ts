@@ -241,6 +241,14 @@ export interface PiServerOptions {
   maxSessionsPerPrincipal?: number;
   /** Open WebSocket connections at most; more upgrades get HTTP 503. @default 10_000 */
   maxConnections?: number;
+  /**
+   * Each principal's sessions, agent loops and connections' commands in a worker thread of its own, at a lower
+   * thread priority, so that what one principal runs never delays another's commands (adr/0033). `true` for the
+   * defaults. Needs authentication and options a worker can receive: not with `sessionFactory`, `store`, `hooks`,
+   * `clock`, `cluster` or `adminRoles` (no principal sees another's sessions in this mode).
+   * @default false
+   */
+  principalThreads?: boolean | Partial<PrincipalThreadsOptions>;
   /** WebSocket ping/pong liveness. */
   heartbeat?: Partial<HeartbeatOptions>;
   /** Outbound watermarks per connection (bytes) and the slow-consumer cut-off (adr/0007). */
@@ -317,6 +325,7 @@ export const DEFAULTS = {
   maxPendingDialogsPerSession: 16,
   abortRunsOnShutdown: false,
   adminRoles: ["admin"],
+  principalThreads: { maxLive: 64, niceness: 10, idleMs: 300_000 },
   heartbeat: { intervalMs: 30_000, timeoutMs: 10_000 },
   backpressure: {
     highWaterMark: 1024 * 1024,
@@ -383,6 +392,8 @@ export interface ResolvedConfig {
   readonly rateLimits: Readonly<RateLimitOptions>;
   readonly breakers: Readonly<BreakerSettings>;
   readonly heartbeat: Readonly<HeartbeatOptions>;
+  /** undefined: every session on this thread (the default). */
+  readonly principalThreads: Readonly<PrincipalThreadsOptions> | undefined;
   readonly backpressure: Readonly<BackpressureOptions>;
   readonly replay: Readonly<ReplayLimits>;
   readonly maxSubscriptionsPerConnection: number;
@@ -451,6 +462,7 @@ const OPTION_KEYS: Record<keyof PiServerOptions, true> = {
   maxConnections: true,
   clock: true,
   heartbeat: true,
+  principalThreads: true,
   backpressure: true,
   replay: true,
   maxSubscriptionsPerConnection: true,
@@ -532,6 +544,16 @@ function isHttpUrl(text: unknown): text is string {
   } catch {
     return false;
   }
+}
+
+/** `principalThreads` (adr/0033). */
+export interface PrincipalThreadsOptions {
+  /** Principals with a live thread at most; past it, another principal's connection is closed 1013 (try again later). @default 64 */
+  maxLive: number;
+  /** Niceness of the principals' threads (0–19), above the main thread's: the thread that reads every socket goes first. @default 10 */
+  niceness: number;
+  /** A principal's thread stops this long after its last connection closed and its sessions went idle (its sessions stay stored). @default 300_000 */
+  idleMs: number;
 }
 
 /** Thrown by `createPiServer()` for unknown, ill-typed or conflicting options. */
@@ -638,6 +660,23 @@ function group<T extends Record<string, number>>(
     result[key] = integer(`${name}.${key}`, v, defaults[key as keyof T] as number, min[key as keyof T] ?? 1, max[key as keyof T]);
   }
   return result as { [K in keyof T]: number };
+}
+
+function principalThreads(options: PiServerOptions, authenticated: boolean): Readonly<PrincipalThreadsOptions> | undefined {
+  const value = options.principalThreads;
+  if (value === undefined || value === false) return undefined;
+  if (!authenticated) throw new PiServerOptionsError("principalThreads needs auth: without it there are no principals to keep apart");
+  // What a worker cannot receive (functions, objects with methods) or what would reach across principals.
+  for (const key of ["sessionFactory", "store", "hooks", "clock", "cluster"] as const) {
+    if (options[key] !== undefined) throw new PiServerOptionsError(`principalThreads is not valid with ${key} (adr/0033)`);
+  }
+  if (options.adminRoles !== undefined && options.adminRoles.length > 0) {
+    throw new PiServerOptionsError("principalThreads is not valid with adminRoles: no principal sees another's sessions in this mode");
+  }
+  const limits = value === true ? undefined : value;
+  return Object.freeze(
+    group("principalThreads", limits, DEFAULTS.principalThreads, { niceness: 0, idleMs: 0 }, { niceness: 19, maxLive: 10_000 }),
+  );
 }
 
 function rateLimits(value: PiServerOptions["rateLimits"]): RateLimitOptions {
@@ -857,6 +896,7 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     rateLimits: Object.freeze(rateLimits(options.rateLimits)),
     breakers: Object.freeze(breakers(options.breakers)),
     heartbeat: Object.freeze(group("heartbeat", options.heartbeat, DEFAULTS.heartbeat)),
+    principalThreads: principalThreads(options, authenticated),
     backpressure: Object.freeze(watermarks(options.backpressure)),
     replay: Object.freeze(group("replay", options.replay, DEFAULTS.replay, { maxEvents: 0, maxBytes: 0 })),
     maxSubscriptionsPerConnection: positiveInt(options, "maxSubscriptionsPerConnection", DEFAULTS.maxSubscriptionsPerConnection),
@@ -864,7 +904,8 @@ export function resolveOptions(options: PiServerOptions): ResolvedConfig {
     maxPendingDialogsPerSession: positiveInt(options, "maxPendingDialogsPerSession", DEFAULTS.maxPendingDialogsPerSession, 0),
     abortRunsOnShutdown: options.abortRunsOnShutdown ?? DEFAULTS.abortRunsOnShutdown,
     allowedOrigins: options.allowedOrigins ? Object.freeze([...options.allowedOrigins]) : undefined,
-    adminRoles: Object.freeze([...(options.adminRoles ?? DEFAULTS.adminRoles)]),
+    // With principal threads nobody sees another principal's sessions (adr/0033): no admin role.
+    adminRoles: Object.freeze(options.principalThreads ? [] : [...(options.adminRoles ?? DEFAULTS.adminRoles)]),
     metricsPort: options.metricsPort === undefined ? undefined : integer("metricsPort", options.metricsPort, 0, 0, 65_535),
     authenticated,
     workspaces: Object.freeze(workspaces(options.workspaces, cwd, authenticated)),

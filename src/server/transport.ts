@@ -5,7 +5,7 @@ import { type WebSocket, WebSocketServer } from "ws";
 import { selectProtocol } from "../auth/credentials.js";
 import type { Principal } from "../auth/types.js";
 import type { PeerSocket } from "./connection.js";
-import type { ServerCore } from "./core.js";
+import type { ConnectionHandle } from "./core.js";
 import type { HeartbeatOptions } from "./options.js";
 import { type Corkable, WriteBatcher } from "./write-batcher.js";
 
@@ -16,9 +16,14 @@ const CLOSE_HANDSHAKE_MS = 5_000;
  * The `ws` adapter: the only module that imports `ws`. It turns upgrades into `ws` sockets, feeds frames to the
  * protocol core and reports closes. Everything else is in the core.
  */
+/** What serves an accepted socket: the server core, or the principal threads that each run one (adr/0033). */
+export interface Opener {
+  opened(peer: PeerSocket, principal: Principal): ConnectionHandle;
+}
+
 export class WsTransport {
   readonly #wss: WebSocketServer;
-  readonly #core: ServerCore;
+  readonly #core: Opener;
   readonly #log: Logger;
   readonly #sockets = new Set<WebSocket>();
   readonly #heartbeat: HeartbeatOptions;
@@ -27,7 +32,7 @@ export class WsTransport {
   /** Connections terminated because their pong did not come (for metrics and tests). */
   heartbeatTerminations = 0;
 
-  constructor(core: ServerCore, options: { maxPayload: number; heartbeat: HeartbeatOptions; logger: Logger }) {
+  constructor(core: Opener, options: { maxPayload: number; heartbeat: HeartbeatOptions; logger: Logger }) {
     this.#core = core;
     this.#heartbeat = options.heartbeat;
     this.#log = options.logger;
@@ -36,6 +41,7 @@ export class WsTransport {
       noServer: true,
       maxPayload: options.maxPayload,
       clientTracking: false,
+      perMessageDeflate: false, // frames go out whole and in order (writeFrames relies on it)
       // Browsers send the token as a `bearer.<token>` subprotocol; we answer with ours, never echoing the token.
       handleProtocols: (protocols) => selectProtocol(protocols),
     });
@@ -71,6 +77,13 @@ export class WsTransport {
         for (let i = 0; i < last; i++) ws.send(parts[i] as Buffer, { binary: false, fin: false });
         ws.send(parts[last] as Buffer, { binary: false, fin: true }, sent);
         raw.uncork();
+      },
+      // ws writes a frame to the socket whole and in order (no permessage-deflate here): bytes that are whole frames
+      // can follow them on the same socket.
+      writeFrames: (bytes, written) => {
+        if (ws.readyState !== ws.OPEN) return written(new Error("the socket is closing"));
+        batch.wrote(bytes.length);
+        (raw as unknown as { write(data: Buffer, cb: (error?: Error | null) => void): void }).write(bytes, (error) => written(error ?? undefined));
       },
       close: (code, reason) => {
         ws.close(code, reason);

@@ -1,0 +1,354 @@
+/**
+ * Principal threads (adr/0033): each authenticated principal's sessions run in a worker thread of its own, a whole
+ * server core for that principal (principal-thread.ts), at a lower thread priority than this one. This thread keeps
+ * what every principal needs at once — HTTP, upgrades, authentication, heartbeats, socket writes — and relays each
+ * socket's frames to its principal's thread as text, so one principal's agent loop never delays another's commands.
+ */
+import { createHash } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { setPriority } from "node:os";
+import { join } from "node:path";
+import { Worker } from "node:worker_threads";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import type { Principal } from "../auth/types.js";
+import { SERVER_CLOSES } from "../errors.js";
+import type { PeerSocket } from "./connection.js";
+import type { ConnectionHandle } from "./core.js";
+import { type PiServerOptions, PiServerOptionsError, type PrincipalThreadsOptions } from "./options.js";
+import type { Opener } from "./transport.js";
+
+/** What a principal's thread starts with (`workerData`). */
+export interface ThreadData {
+  /** The server's options less what stays on this thread (transport, authentication, metrics sink, logger). */
+  readonly options: PiServerOptions;
+  /** Its own data dir (records, idempotency journal), or undefined for in-memory sessions. */
+  readonly dataDir: string | undefined;
+}
+
+/** One registry's metrics as prom-client gives them (`getMetricsAsJSON`). */
+export type MetricsJson = Awaited<ReturnType<Registry["getMetricsAsJSON"]>>;
+
+/** Messages to a principal's thread. `c` numbers a connection, `f` a frame of it. */
+export type ToThread =
+  /** `framed`: the socket takes frames as wire bytes (`PeerSocket.writeFrames`); else one frame at a time. */
+  | { k: "open"; c: number; principal: Principal; framed: boolean }
+  | { k: "text"; c: number; text: string }
+  | { k: "binary"; c: number }
+  | { k: "closed"; c: number; heartbeat: boolean }
+  /** Frames the main thread wrote (or could not: error), as `[c, f, error?]`, gathered over a turn of its loop. */
+  | { k: "sent"; acks: Array<[number, number, string?]> }
+  | { k: "metrics"; r: number }
+  | { k: "idle"; r: number }
+  | { k: "stop" };
+
+/** What a principal's thread sends to its sockets. */
+export type Outgoing =
+  /** Frames `frames` of connection `c`, as the bytes its WebSocket carries (a buffer moved, not copied). */
+  | { k: "frames"; c: number; data: Uint8Array; frames: number[] }
+  | { k: "frame"; c: number; f: number; data: string | Uint8Array }
+  | { k: "close"; c: number; code: number; reason: string };
+
+/** Messages from a principal's thread. */
+export type FromThread =
+  /** Frames and closes, in order, gathered over a turn of the thread's loop: one message, not one per frame. */
+  | { k: "out"; out: Outgoing[] }
+  | { k: "metrics"; r: number; json: MetricsJson }
+  | { k: "idle"; r: number; idle: boolean }
+  | { k: "stopped" };
+
+/** Options that configure this thread only, or that a worker cannot receive; never sent to a principal's thread. */
+const MAIN_THREAD_ONLY = [
+  "port",
+  "host",
+  "server",
+  "noServer",
+  "auth",
+  "allowUnauthenticatedRemote",
+  "allowedOrigins",
+  "maxConnections",
+  "maxPreAuthConnections",
+  "preAuthTimeoutMs",
+  "heartbeat",
+  "metrics",
+  "metricsPort",
+  "metricsHost",
+  "metricsOnMainPort",
+  "console",
+  "logger",
+  "dataDir",
+  "principalThreads",
+  "adminRoles",
+] as const;
+
+/** The options a principal's thread gets: the server's, less those of this thread. */
+export function threadOptions(options: PiServerOptions): PiServerOptions {
+  const rest: Record<string, unknown> = { ...options };
+  for (const key of MAIN_THREAD_ONLY) delete rest[key];
+  // A worker receives a structured clone: functions would not arrive at all.
+  for (const [key, value] of Object.entries(rest)) {
+    try {
+      structuredClone(value);
+    } catch {
+      throw new PiServerOptionsError(`principalThreads: ${key} cannot be sent to a worker thread (functions stay on the main thread)`);
+    }
+  }
+  return { ...rest, adminRoles: [] } as PiServerOptions;
+}
+
+/** A principal's data dir under the server's: fixed length, one per id, no id can name another's. */
+export function principalDataDir(dataDir: string, principalId: string): string {
+  return join(dataDir, "principals", createHash("sha256").update(principalId).digest("hex"));
+}
+
+/** Longest stretch of relaying frames before the loop polls for I/O again (see `#drain`). */
+const RELAY_SLICE_MS = 1;
+
+const ENTRY = new URL(import.meta.url.endsWith(".ts") ? "./principal-thread.ts" : "./principal-thread.js", import.meta.url);
+
+interface Relay {
+  readonly peer: PeerSocket;
+}
+
+interface Thread {
+  readonly principalId: string;
+  readonly worker: Worker;
+  /** Acknowledgements to send back at the end of this turn of the loop. */
+  acks: Array<[number, number, string?]>;
+  readonly relays: Map<number, Relay>;
+  /** Answers to `metrics` and `idle`, by request number. */
+  readonly asked: Map<number, (message: FromThread) => void>;
+  idleTimer: NodeJS.Timeout | undefined;
+  stopping: Promise<void> | undefined;
+}
+
+export class PrincipalThreads implements Opener {
+  readonly #options: PiServerOptions;
+  readonly #limits: Readonly<PrincipalThreadsOptions>;
+  readonly #dataDir: string | undefined;
+  readonly #log: Logger;
+  readonly #threads = new Map<string, Thread>();
+  #nextConnection = 0;
+  #nextRequest = 0;
+  #nextName = 0;
+  #closed = false;
+  /** Threads started since the server started (a figure for tests and logs). */
+  started = 0;
+
+  readonly #entry: URL;
+
+  /** `entry`: the worker's module (principal-thread.ts; a test may give one that fails on purpose). */
+  constructor(options: PiServerOptions, limits: Readonly<PrincipalThreadsOptions>, dataDir: string | undefined, log: Logger, entry = ENTRY) {
+    this.#entry = entry;
+    this.#options = threadOptions(options);
+    this.#limits = limits;
+    this.#dataDir = dataDir;
+    this.#log = log.child({ component: "principal-threads" });
+  }
+
+  get connectionCount(): number {
+    let n = 0;
+    for (const thread of this.#threads.values()) n += thread.relays.size;
+    return n;
+  }
+
+  get liveCount(): number {
+    return this.#threads.size;
+  }
+
+  opened(peer: PeerSocket, principal: Principal): ConnectionHandle {
+    const c = ++this.#nextConnection;
+    const connectionId = `relay-${c}`;
+    const thread = this.#closed ? undefined : this.#threadFor(principal.id);
+    if (thread === undefined) {
+      const why = this.#closed ? SERVER_CLOSES.shutdown : SERVER_CLOSES.principalsFull;
+      peer.close(why.code, why.reason);
+      return { connectionId, message: () => undefined, binary: () => undefined, closed: () => undefined };
+    }
+    clearTimeout(thread.idleTimer);
+    thread.idleTimer = undefined;
+    thread.relays.set(c, { peer });
+    const post = (message: ToThread) => thread.worker.postMessage(message);
+    const framed = peer.writeFrames !== undefined;
+    post({ k: "open", c, framed, principal: { id: principal.id, name: principal.name, roles: [...principal.roles], claims: principal.claims, expiresAt: principal.expiresAt } });
+    return {
+      connectionId,
+      message: (text) => post({ k: "text", c, text }),
+      binary: () => post({ k: "binary", c }),
+      closed: (heartbeat = false) => {
+        if (!thread.relays.delete(c)) return;
+        post({ k: "closed", c, heartbeat });
+        if (thread.relays.size === 0) this.#armIdle(thread);
+      },
+    };
+  }
+
+  /** Every live thread's metrics, as prom-client's JSON (for `AggregatorRegistry.aggregate`). */
+  async metrics(): Promise<MetricsJson[]> {
+    const answers = await Promise.all([...this.#threads.values()].map((thread) => this.#ask(thread, "metrics")));
+    return answers.flatMap((answer) => (answer?.k === "metrics" ? [answer.json] : []));
+  }
+
+  /** Stop every thread (each closes its server: runs finish or are aborted, records are written), then end them. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.allSettled([...this.#threads.values()].map((thread) => this.#stop(thread)));
+  }
+
+  #threadFor(principalId: string): Thread | undefined {
+    const live = this.#threads.get(principalId);
+    if (live !== undefined && live.stopping === undefined) return live;
+    // A stopping thread still holds its data dir: its principal waits for a thread it can use (try again later).
+    if (live !== undefined || this.#threads.size >= this.#limits.maxLive) return undefined;
+    return this.#start(principalId);
+  }
+
+  #start(principalId: string): Thread {
+    const name = `pi-p${(++this.#nextName).toString(36)}`.slice(0, 15);
+    const data: ThreadData = { options: this.#options, dataDir: this.#dataDir === undefined ? undefined : principalDataDir(this.#dataDir, principalId) };
+    const worker = new Worker(this.#entry, { name, workerData: data });
+    const thread: Thread = { principalId, worker, acks: [], relays: new Map(), asked: new Map(), idleTimer: undefined, stopping: undefined };
+    this.#threads.set(principalId, thread);
+    this.started += 1;
+    worker.once("online", () => void this.#lowerPriority(name));
+    worker.on("message", (message: FromThread) => this.#received(thread, message));
+    worker.on("error", (error) => this.#log.error({ err: error, principal: principalId }, "a principal's thread failed"));
+    worker.once("exit", (code) => this.#exited(thread, code));
+    this.#log.info({ principal: principalId, thread: name }, "principal thread started");
+    return thread;
+  }
+
+  /** Linux: a thread id is a `setpriority` target of its own; Node names the worker's thread after `name`. */
+  async #lowerPriority(name: string): Promise<void> {
+    if (this.#limits.niceness === 0) return;
+    try {
+      for (const tid of await readdir("/proc/self/task")) {
+        if ((await readFile(`/proc/self/task/${tid}/comm`, "utf8")).trim() !== name) continue;
+        setPriority(Number(tid), this.#limits.niceness);
+        return;
+      }
+    } catch (error) {
+      this.#log.warn({ err: error, thread: name }, "could not lower a principal thread's priority");
+    }
+  }
+
+  #received(thread: Thread, message: FromThread): void {
+    switch (message.k) {
+      case "out":
+        for (const out of message.out) this.#outgoing.push([thread, out]);
+        if (!this.#draining) this.#drain();
+        return;
+      case "metrics":
+      case "idle":
+        thread.asked.get(message.r)?.(message);
+        thread.asked.delete(message.r);
+        return;
+      case "stopped":
+        return;
+    }
+  }
+
+  /**
+   * Write what the threads sent, for at most RELAY_SLICE_MS at a time, then let the loop poll for I/O before going on:
+   * a thread that streams thousands of frames a turn (an agent with an instant model) never holds this thread, which
+   * reads every principal's socket, for longer than that. Frames not yet written are not acknowledged, so they count
+   * in their connection's `bufferedAmount` in its thread, whose backpressure takes over if this thread falls behind.
+   */
+  readonly #outgoing: Array<[Thread, Outgoing]> = [];
+  #outgoingAt = 0;
+  #draining = false;
+  readonly #drain = () => {
+    const started = performance.now();
+    const queue = this.#outgoing;
+    while (this.#outgoingAt < queue.length) {
+      const [thread, out] = queue[this.#outgoingAt++] as [Thread, Outgoing];
+      this.#write(thread, out);
+      if (performance.now() - started >= RELAY_SLICE_MS) break;
+    }
+    if (this.#outgoingAt >= queue.length) {
+      queue.length = 0;
+      this.#outgoingAt = 0;
+      this.#draining = false;
+      return;
+    }
+    this.#draining = true;
+    setImmediate(this.#drain);
+  };
+
+  #write(thread: Thread, out: Outgoing): void {
+    const relay = thread.relays.get(out.c);
+    if (out.k === "close") return relay?.peer.close(out.code, out.reason);
+    const frames = out.k === "frames" ? out.frames : [out.f];
+    const ack = (error?: Error) => {
+      const first = thread.acks.length === 0;
+      for (const f of frames) thread.acks.push(error ? [out.c, f, error.message] : [out.c, f]);
+      if (first) {
+        setImmediate(() => {
+          const acks = thread.acks;
+          thread.acks = [];
+          thread.worker.postMessage({ k: "sent", acks } satisfies ToThread);
+        });
+      }
+    };
+    if (relay === undefined) return ack(new Error("closed"));
+    const data = out.data;
+    const bytes = typeof data === "string" ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    if (out.k === "frames") (relay.peer.writeFrames as NonNullable<PeerSocket["writeFrames"]>)(bytes as Buffer, ack);
+    else relay.peer.send(bytes, ack);
+  }
+
+  #ask(thread: Thread, k: "metrics" | "idle"): Promise<FromThread | undefined> {
+    const r = ++this.#nextRequest;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        thread.asked.delete(r);
+        resolve(undefined); // a thread that does not answer within a second counts as busy, and adds no metrics
+      }, 1_000);
+      timer.unref();
+      thread.asked.set(r, (message) => {
+        clearTimeout(timer);
+        resolve(message);
+      });
+      thread.worker.postMessage({ k, r } satisfies ToThread);
+    });
+  }
+
+  /** With no connection left: after `idleMs`, stop the thread if its sessions are idle too, else look again later. */
+  #armIdle(thread: Thread): void {
+    clearTimeout(thread.idleTimer);
+    thread.idleTimer = setTimeout(async () => {
+      thread.idleTimer = undefined;
+      if (thread.relays.size > 0 || thread.stopping !== undefined) return;
+      const answer = await this.#ask(thread, "idle");
+      if (thread.relays.size > 0) return;
+      if (answer?.k === "idle" && answer.idle) void this.#stop(thread);
+      else this.#armIdle(thread);
+    }, this.#limits.idleMs);
+    thread.idleTimer.unref();
+  }
+
+  #stop(thread: Thread): Promise<void> {
+    clearTimeout(thread.idleTimer);
+    thread.stopping ??= new Promise<void>((resolve) => {
+      thread.worker.once("exit", () => resolve());
+      thread.worker.on("message", (message: FromThread) => {
+        if (message.k === "stopped") void thread.worker.terminate();
+      });
+      thread.worker.postMessage({ k: "stop" } satisfies ToThread);
+    });
+    return thread.stopping;
+  }
+
+  #exited(thread: Thread, code: number): void {
+    this.#threads.delete(thread.principalId);
+    for (const ask of thread.asked.values()) ask({ k: "stopped" });
+    if (thread.stopping === undefined) {
+      this.#log.error({ principal: thread.principalId, code }, "a principal's thread ended; its connections are closed");
+    } else {
+      this.#log.info({ principal: thread.principalId }, "principal thread stopped");
+    }
+    const why = thread.stopping ? SERVER_CLOSES.shutdown : SERVER_CLOSES.threadEnded;
+    for (const relay of thread.relays.values()) relay.peer.close(why.code, why.reason);
+    thread.relays.clear();
+  }
+}

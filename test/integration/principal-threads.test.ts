@@ -1,0 +1,183 @@
+/**
+ * Principal threads (adr/0033, issue 26): each principal's sessions in a worker thread of its own at a lower
+ * priority, the main thread relaying their sockets. What the mode promises, end to end: the threads exist at the
+ * priority asked, a principal's work happens in its workspace and its sessions answer like any others, nobody sees
+ * another's sessions, /metrics sums every thread's, the number of live threads is bounded, an idle thread stops and
+ * its sessions come back from its data dir.
+ */
+import assert from "node:assert/strict";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
+import { createPiServer, PiServerOptionsError, tokenAuth } from "../../src/index.js";
+import { prompted } from "../helpers/attacks.js";
+import { TestClient } from "../helpers/client.js";
+import { tempDir } from "../helpers/faux.js";
+import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
+import { eventually, startSecureCli, TOKENS } from "../helpers/secure-cli.js";
+
+/** Threads of process `pid` whose name starts with `pi-p`: name and niceness (field 19 of /proc/…/stat). */
+function principalThreads(pid: number | "self"): Array<{ name: string; nice: number }> {
+  const threads: Array<{ name: string; nice: number }> = [];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
+      if (!name.startsWith("pi-p")) continue;
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      threads.push({ name, nice: Number(fields[16]) });
+    } catch {
+      // the thread ended while we looked
+    }
+  }
+  return threads;
+}
+
+test("--principal-threads: each principal's sessions in a thread of its own at nice 10, in its own workspace, seeing only its own; /metrics sums the threads'", async (t) => {
+  const cli = await startSecureCli(t, ["--principal-threads"]);
+  const pid = cli.child.pid as number;
+  const alice = await cli.connect("alice");
+  const bob = await cli.connect("bob");
+  await alice.ok({ type: "create_session", sessionId: "a" });
+  await bob.ok({ type: "create_session", sessionId: "b" });
+  assert.ok(
+    await eventually(() => {
+      const threads = principalThreads(pid);
+      return threads.length === 2 && threads.every((th) => th.nice === 10);
+    }),
+    `two principal threads at nice 10: ${JSON.stringify(principalThreads(pid))}`,
+  );
+
+  const pwd = (await alice.ok({ type: "bash", sessionId: "a", command: "pwd" })) as { output: string };
+  assert.equal(pwd.output.trim(), join(cli.workspaces, "alice"));
+
+  // Bob asking for alice's session is answered exactly like a session that does not exist.
+  const hers = await bob.request({ type: "get_state", sessionId: "a" });
+  const none = await bob.request({ type: "get_state", sessionId: "zz" });
+  const strip = (r: Record<string, unknown>) => JSON.stringify({ ...r, id: undefined }).replaceAll('"a"', "ID").replaceAll("'a'", "ID").replaceAll('"zz"', "ID").replaceAll("'zz'", "ID");
+  assert.equal(hers.success, false);
+  assert.equal(strip(hers), strip(none));
+  const listed = (await bob.ok({ type: "list_sessions" })) as { sessions: Array<{ sessionId: string }> };
+  assert.deepEqual(listed.sessions.map((s) => s.sessionId), ["b"]);
+
+  await prompted(cli, alice, "a", "hello");
+  const metrics = await (await fetch(`${cli.metricsHttp}/metrics`)).text();
+  assert.match(metrics, /^pi_server_runs_total\{outcome="ok"\} 1$/m, "the run in alice's thread is counted on the main thread's /metrics");
+  assert.match(metrics, /^pi_server_sessions 2$/m, "both threads' sessions, summed");
+  assert.match(metrics, /^pi_server_build_info\{[^}]*\} 1$/m, "one build, not one per thread");
+});
+
+/** A server in this process with principal threads, two principals with tokens, a model; no auth for nobody else. */
+async function threadedServer(t: import("node:test").TestContext, principalThreads: Record<string, number>) {
+  const dir = tempDir("principal-threads");
+  t.after(dir.cleanup);
+  const agentDir = join(dir.path, "agent");
+  const root = join(dir.path, "workspaces");
+  mkdirSync(agentDir);
+  mkdirSync(root);
+  const llm = await startOpenAiServer();
+  t.after(() => llm.close());
+  writeFileSync(join(agentDir, "models.json"), modelsJson(llm.baseUrl));
+  const server = createPiServer({
+    port: 0,
+    host: "127.0.0.1",
+    logLevel: "silent",
+    agentDir,
+    workspaces: { root },
+    sandbox: "none",
+    auth: tokenAuth({ tokens: [{ principal: "alice", token: TOKENS.alice }, { principal: "bob", token: TOKENS.bob }] }),
+    principalThreads,
+  });
+  t.after(() => server.close());
+  const address = await server.listen();
+  const url = `ws://127.0.0.1:${address?.port}`;
+  const connect = async (who: keyof typeof TOKENS) => {
+    const client = new TestClient(url, { headers: { authorization: `Bearer ${TOKENS[who]}` } });
+    t.after(() => client.close());
+    return client;
+  };
+  return { server, llm, connect };
+}
+
+test("principal threads are bounded (maxLive): past it another principal is closed 1013; an idle thread stops and its sessions come back from its data dir", async (t) => {
+  const { connect } = await threadedServer(t, { maxLive: 1, idleMs: 50 });
+  const alice = await connect("alice");
+  await alice.ready;
+  await alice.ok({ type: "create_session", sessionId: "kept" });
+  assert.equal(principalThreads("self").length, 1);
+
+  const bob = await connect("bob");
+  const refused = await bob.closing();
+  assert.deepEqual(refused, { code: 1013, reason: "too many principals are active: try again later" });
+
+  // Alice leaves: with no connection and nothing running her thread stops, and bob gets one.
+  await alice.close();
+  assert.ok(await eventually(() => principalThreads("self").length === 0), "alice's idle thread stopped");
+  const bob2 = await connect("bob");
+  await bob2.ready;
+  await bob2.ok({ type: "create_session", sessionId: "b" });
+  await bob2.close();
+  assert.ok(await eventually(() => principalThreads("self").length === 0), "bob's idle thread stopped");
+
+  const again = await connect("alice");
+  await again.ready;
+  const listed = (await again.ok({ type: "list_sessions" })) as { sessions: Array<{ sessionId: string; status: string }> };
+  assert.deepEqual(listed.sessions.map((s) => s.sessionId), ["kept"], "restored from her thread's data dir");
+  await again.ok({ type: "get_state", sessionId: "kept" });
+});
+
+test("a principal's thread with a run in progress does not stop when its last connection closes: she comes back to it", async (t) => {
+  const { llm, connect } = await threadedServer(t, { idleMs: 50 });
+  const alice = await connect("alice");
+  await alice.ready;
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  // The model holds its answer until released: the run is in progress while nobody is connected.
+  let release = () => undefined as void;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  llm.route = () => ({ text: "late reply", chunks: 2, hold: held });
+  await alice.ok({ type: "prompt", sessionId: "s", message: "hold" });
+  await alice.close();
+  // Ten idle periods (50 ms) pass: the thread is asked and answers busy each time. (A wait for something that must not
+  // happen: there is no event to wait on.)
+  await delay(500);
+  assert.equal(principalThreads("self").length, 1, "the thread is still there while its run is");
+  // She comes back to the same thread (a stopping one would refuse her, 1013) and finds her run going.
+  const again = await connect("alice");
+  await again.ready;
+  const state = (await again.ok({ type: "get_state", sessionId: "s" })) as { isStreaming: boolean };
+  assert.equal(state.isStreaming, true);
+  const from = again.frames.length;
+  await again.ok({ type: "subscribe", sessionId: "s" });
+  release();
+  await again.waitFor((f) => f.type === "event" && (f["event"] as { type: string }).type === "agent_settled", { from });
+  const messages = (await again.ok({ type: "get_messages", sessionId: "s" })) as { messages: Array<{ role: string; content: unknown }> };
+  const conversation = messages.messages.filter((m) => m.role !== "system");
+  assert.deepEqual(conversation.map((m) => m.role), ["user", "assistant"]);
+  assert.match(JSON.stringify(conversation[1]?.content), /late reply/);
+});
+
+test("principalThreads options are validated at the edge", () => {
+  const auth = tokenAuth({ tokens: [{ principal: "a", token: TOKENS.alice }] });
+  const bad: Array<[Record<string, unknown>, RegExp]> = [
+    [{ port: 0, principalThreads: true }, /principalThreads needs auth/],
+    [{ port: 0, auth, principalThreads: "yes" }, /principalThreads must be an object/],
+    [{ port: 0, auth, principalThreads: { bogus: 1 } }, /unknown option 'principalThreads.bogus'/],
+    [{ port: 0, auth, principalThreads: { niceness: 20 } }, /principalThreads.niceness must be an integer in \[0, 19\]/],
+    [{ port: 0, auth, principalThreads: { maxLive: 0 } }, /principalThreads.maxLive must be an integer in \[1, 10000\]/],
+    [{ port: 0, auth, principalThreads: true, sessionFactory: async () => undefined }, /not valid with sessionFactory/],
+    [{ port: 0, auth, principalThreads: true, hooks: {} }, /not valid with hooks/],
+    [{ port: 0, auth, principalThreads: true, clock: { now: () => 0 } }, /not valid with clock/],
+    [{ port: 0, auth, principalThreads: true, adminRoles: ["admin"] }, /not valid with adminRoles/],
+    [{ port: 0, auth, principalThreads: true, inMemory: true, loggerOptions: { hooks: { logMethod: () => undefined } } }, /loggerOptions cannot be sent to a worker thread/],
+  ];
+  for (const [options, message] of bad) {
+    assert.throws(() => createPiServer({ logLevel: "silent", ...options } as never), (error: unknown) => {
+      assert.ok(error instanceof PiServerOptionsError, `${JSON.stringify(options)} threw ${String(error)}`);
+      assert.match(error.message, message);
+      return true;
+    });
+  }
+});

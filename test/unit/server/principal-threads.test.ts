@@ -1,0 +1,92 @@
+/**
+ * The main thread's side of principal threads (src/server/principal-threads.ts) against worker modules that misbehave
+ * on purpose: a thread that ends while its principal is connected closes that principal's sockets (1011) and nobody
+ * else's, and the next connection gets a new thread.
+ */
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { pathToFileURL } from "node:url";
+import { pino } from "pino";
+import type { Principal } from "../../../src/auth/types.js";
+import type { PeerSocket } from "../../../src/server/connection.js";
+import { PrincipalThreads } from "../../../src/server/principal-threads.js";
+import { tempDir } from "../../helpers/faux.js";
+
+/** A worker that ends (exit code 3) when told "crash" by a frame of its principal, and otherwise echoes frames. */
+const CRASHING = `
+import { parentPort } from "node:worker_threads";
+parentPort.on("message", (m) => {
+  if (m.k === "stop") process.exit(0);
+  if (m.k === "text" && m.text === "crash") process.exit(3);
+  if (m.k === "text") parentPort.postMessage({ k: "out", out: [{ k: "frame", c: m.c, f: 1, data: m.text }] });
+});
+`;
+
+function peer(): PeerSocket & { sent: string[]; closes: Array<{ code: number; reason: string }>; closedOnce: Promise<void> } {
+  let closed = () => undefined as void;
+  const closedOnce = new Promise<void>((resolve) => {
+    closed = resolve;
+  });
+  const sent: string[] = [];
+  const closes: Array<{ code: number; reason: string }> = [];
+  return {
+    sent,
+    closes,
+    closedOnce,
+    send: (frame, done) => {
+      sent.push(String(frame));
+      done?.();
+    },
+    close: (code, reason) => {
+      closes.push({ code, reason });
+      closed();
+    },
+    bufferedAmount: 0,
+  };
+}
+
+const who = (id: string): Principal => ({ id, roles: [], claims: {} });
+
+test("a principal's thread that ends closes that principal's sockets with 1011, not another's; the next connection gets a new thread", async (t) => {
+  const dir = tempDir("principal-threads-unit");
+  t.after(dir.cleanup);
+  const entry = join(dir.path, "crashing.mjs");
+  writeFileSync(entry, CRASHING);
+  const threads = new PrincipalThreads({}, { maxLive: 4, niceness: 0, idleMs: 60_000 }, undefined, pino({ level: "silent" }), pathToFileURL(entry));
+  t.after(() => threads.close());
+
+  const alice1 = peer();
+  const alice2 = peer();
+  const bob = peer();
+  const a1 = threads.opened(alice1, who("alice"));
+  threads.opened(alice2, who("alice"));
+  const b = threads.opened(bob, who("bob"));
+  assert.equal(threads.liveCount, 2);
+
+  a1.message("crash");
+  await Promise.all([alice1.closedOnce, alice2.closedOnce]);
+  assert.deepEqual(alice1.closes, [{ code: 1011, reason: "the principal's thread ended: reconnect" }]);
+  assert.deepEqual(alice2.closes, [{ code: 1011, reason: "the principal's thread ended: reconnect" }]);
+  assert.equal(threads.liveCount, 1);
+
+  // Bob's thread goes on: his frame comes back.
+  const echoed = new Promise<void>((resolve) => {
+    const original = bob.send;
+    bob.send = (frame, done) => {
+      original(frame, done);
+      resolve();
+    };
+  });
+  b.message("hello");
+  await echoed;
+  assert.deepEqual(bob.sent, ["hello"]);
+  assert.deepEqual(bob.closes, []);
+
+  // Alice again: a new thread.
+  const alice3 = peer();
+  threads.opened(alice3, who("alice"));
+  assert.equal(threads.liveCount, 2);
+  assert.equal(threads.started, 3);
+});
