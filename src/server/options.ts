@@ -550,7 +550,11 @@ function isHttpUrl(text: unknown): text is string {
 export interface PrincipalThreadsOptions {
   /** Principals with a live thread at most; past it, another principal's connection is closed 1013 (try again later). @default 64 */
   maxLive: number;
-  /** Niceness of the principals' threads (0–19), above the main thread's: the thread that reads every socket goes first. @default 10 */
+  /**
+   * Niceness (0–19) of a principal's thread while it is busy (its event loop busy half the time or more in three
+   * samples in a row, 100 ms each, once its server is up): a principal that keeps its thread busy yields the CPU to those that only ask now and then, and to the main
+   * thread. Back to the main thread's priority once quiet, where the process may raise priorities (root). @default 10
+   */
   niceness: number;
   /** A principal's thread stops this long after its last connection closed and its sessions went idle (its sessions stay stored). @default 300_000 */
   idleMs: number;

@@ -155,6 +155,11 @@ function idle(): boolean {
   return server.sessions.list().every((s) => s.state === undefined || (!s.state.isStreaming && !s.state.isCompacting && (s.pendingDialogs ?? 0) === 0));
 }
 
+void server.listen().then(
+  () => post({ k: "ready" }),
+  () => undefined, // its commands answer why (a model pi does not know is refused at the main thread's start)
+);
+
 port.on("message", (message: ToThread) => {
   switch (message.k) {
     case "open":

@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { setPriority } from "node:os";
 import { join } from "node:path";
+import type { EventLoopUtilization } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -55,7 +56,9 @@ export type FromThread =
   | { k: "out"; out: Outgoing[] }
   | { k: "metrics"; r: number; json: MetricsJson }
   | { k: "idle"; r: number; idle: boolean }
-  | { k: "stopped" };
+  | { k: "stopped" }
+  /** Its server is up (stored sessions listed, model checked): from now on its busyness is its principal's doing. */
+  | { k: "ready" };
 
 /** Options that configure this thread only, or that a worker cannot receive; never sent to a principal's thread. */
 const MAIN_THREAD_ONLY = [
@@ -101,6 +104,13 @@ export function principalDataDir(dataDir: string, principalId: string): string {
   return join(dataDir, "principals", createHash("sha256").update(principalId).digest("hex"));
 }
 
+/** How often the threads' event-loop utilization is sampled, and what counts as busy and as quiet again. */
+const SAMPLE_MS = 100;
+const BUSY = 0.5;
+/** Busy samples in a row before a thread is lowered: a burst (a session's creation) is not a principal that keeps it busy. */
+const BUSY_SAMPLES = 3;
+const QUIET = 0.2;
+
 /** Longest stretch of relaying frames before the loop polls for I/O again (see `#drain`). */
 const RELAY_SLICE_MS = 1;
 
@@ -120,6 +130,13 @@ interface Thread {
   readonly asked: Map<number, (message: FromThread) => void>;
   idleTimer: NodeJS.Timeout | undefined;
   stopping: Promise<void> | undefined;
+  /** Its OS thread id, once found; its event loop's utilization at the last sample; whether it runs at `niceness`. */
+  tid: number | undefined;
+  elu: EventLoopUtilization | undefined;
+  demoted: boolean;
+  ready: boolean;
+  /** Samples in a row that found it busy. */
+  busySamples: number;
 }
 
 export class PrincipalThreads implements Opener {
@@ -131,6 +148,9 @@ export class PrincipalThreads implements Opener {
   #nextConnection = 0;
   #nextRequest = 0;
   #nextName = 0;
+  #sampler: NodeJS.Timeout | undefined;
+  /** Whether this process may raise a thread's priority back (CAP_SYS_NICE); learnt from the first refusal. */
+  #mayRaise = true;
   #closed = false;
   /** Threads started since the server started (a figure for tests and logs). */
   started = 0;
@@ -192,6 +212,7 @@ export class PrincipalThreads implements Opener {
   /** Stop every thread (each closes its server: runs finish or are aborted, records are written), then end them. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sampler);
     await Promise.allSettled([...this.#threads.values()].map((thread) => this.#stop(thread)));
   }
 
@@ -207,28 +228,79 @@ export class PrincipalThreads implements Opener {
     const name = `pi-p${(++this.#nextName).toString(36)}`.slice(0, 15);
     const data: ThreadData = { options: this.#options, dataDir: this.#dataDir === undefined ? undefined : principalDataDir(this.#dataDir, principalId) };
     const worker = new Worker(this.#entry, { name, workerData: data });
-    const thread: Thread = { principalId, worker, acks: [], relays: new Map(), asked: new Map(), idleTimer: undefined, stopping: undefined };
+    const thread: Thread = {
+      principalId,
+      worker,
+      acks: [],
+      relays: new Map(),
+      asked: new Map(),
+      idleTimer: undefined,
+      stopping: undefined,
+      tid: undefined,
+      elu: undefined,
+      demoted: false,
+      ready: false,
+      busySamples: 0,
+    };
     this.#threads.set(principalId, thread);
     this.started += 1;
-    worker.once("online", () => void this.#lowerPriority(name));
+    worker.once("online", () => void this.#findThread(thread, name));
     worker.on("message", (message: FromThread) => this.#received(thread, message));
     worker.on("error", (error) => this.#log.error({ err: error, principal: principalId }, "a principal's thread failed"));
     worker.once("exit", (code) => this.#exited(thread, code));
     this.#log.info({ principal: principalId, thread: name }, "principal thread started");
+    this.#sampler ??= setInterval(() => this.#sample(), SAMPLE_MS).unref();
     return thread;
   }
 
-  /** Linux: a thread id is a `setpriority` target of its own; Node names the worker's thread after `name`. */
-  async #lowerPriority(name: string): Promise<void> {
-    if (this.#limits.niceness === 0) return;
+  /** Linux: Node names a worker's OS thread after `name`; its id is a `setpriority` target of its own. */
+  async #findThread(thread: Thread, name: string): Promise<void> {
     try {
       for (const tid of await readdir("/proc/self/task")) {
         if ((await readFile(`/proc/self/task/${tid}/comm`, "utf8")).trim() !== name) continue;
-        setPriority(Number(tid), this.#limits.niceness);
+        thread.tid = Number(tid);
         return;
       }
     } catch (error) {
-      this.#log.warn({ err: error, thread: name }, "could not lower a principal thread's priority");
+      this.#log.warn({ err: error, thread: name }, "no thread id for a principal's thread: its priority stays");
+    }
+  }
+
+  /**
+   * Busy threads run at `niceness`, the others at the main thread's priority: a principal whose agent keeps its thread
+   * busy (half of each of BUSY_SAMPLES samples in a row) yields the CPU to the principals that only ask now and then, whose threads are
+   * back at full priority as soon as they go quiet. Lowering a priority is always allowed; raising one back needs
+   * CAP_SYS_NICE (root), without which a thread once busy stays at `niceness` until it stops.
+   */
+  #sample(): void {
+    if (this.#threads.size === 0) {
+      clearInterval(this.#sampler);
+      this.#sampler = undefined;
+      return;
+    }
+    if (this.#limits.niceness === 0) return;
+    for (const thread of this.#threads.values()) {
+      // Its start (loading pi, its stored sessions) is not its principal's doing.
+      if (!thread.ready || thread.tid === undefined) continue;
+      const now = thread.worker.performance.eventLoopUtilization();
+      const busy = thread.elu === undefined ? 0 : thread.worker.performance.eventLoopUtilization(now, thread.elu).utilization;
+      thread.elu = now;
+      thread.busySamples = busy >= BUSY ? thread.busySamples + 1 : 0;
+      try {
+        if (!thread.demoted && thread.busySamples >= BUSY_SAMPLES) {
+          setPriority(thread.tid, this.#limits.niceness);
+          thread.demoted = true;
+        } else if (thread.demoted && busy < QUIET && this.#mayRaise) {
+          setPriority(thread.tid, 0);
+          thread.demoted = false;
+        }
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "EACCES" || (error as { info?: { code?: string } }).info?.code === "EACCES") {
+          this.#mayRaise = false; // not privileged: busy threads stay demoted
+        } else {
+          this.#log.warn({ err: error, principal: thread.principalId }, "could not change a principal thread's priority");
+        }
+      }
     }
   }
 
@@ -242,6 +314,9 @@ export class PrincipalThreads implements Opener {
       case "idle":
         thread.asked.get(message.r)?.(message);
         thread.asked.delete(message.r);
+        return;
+      case "ready":
+        thread.ready = true;
         return;
       case "stopped":
         return;

@@ -34,20 +34,35 @@ function principalThreads(pid: number | "self"): Array<{ name: string; nice: num
   return threads;
 }
 
-test("--principal-threads: each principal's sessions in a thread of its own at nice 10, in its own workspace, seeing only its own; /metrics sums the threads'", async (t) => {
+test("--principal-threads: each principal's sessions in a thread of its own, lowered to nice 10 while busy, in its own workspace, seeing only its own; /metrics sums the threads'", async (t) => {
   const cli = await startSecureCli(t, ["--principal-threads"]);
   const pid = cli.child.pid as number;
   const alice = await cli.connect("alice");
-  const bob = await cli.connect("bob");
   await alice.ok({ type: "create_session", sessionId: "a" });
+  const bob = await cli.connect("bob");
   await bob.ok({ type: "create_session", sessionId: "b" });
-  assert.ok(
-    await eventually(() => {
-      const threads = principalThreads(pid);
-      return threads.length === 2 && threads.every((th) => th.nice === 10);
-    }),
-    `two principal threads at nice 10: ${JSON.stringify(principalThreads(pid))}`,
-  );
+  const nice = (name: string) => principalThreads(pid).find((th) => th.name === name)?.nice;
+  assert.ok(await eventually(() => principalThreads(pid).length === 2), `two principal threads: ${JSON.stringify(principalThreads(pid))}`);
+  assert.deepEqual([nice("pi-p1"), nice("pi-p2")], [0, 0], "quiet threads (starting, creating a session) run at the main thread's priority");
+
+  // Alice's agent keeps her thread busy (forty tool calls a turn from an instant model) until we have seen it lowered.
+  let busy = true;
+  cli.llm.route = (body) => {
+    const last = (body["messages"] as Array<{ role: string }>).at(-1);
+    if (!busy || last === undefined) return { text: "done" };
+    return { text: "", toolCalls: Array.from({ length: 40 }, () => ({ name: "ls", arguments: { path: "." } })) };
+  };
+  const from = alice.frames.length;
+  await alice.ok({ type: "prompt", sessionId: "a", message: "keep busy" });
+  const lowered = await eventually(() => nice("pi-p1") === 10, 15_000);
+  const bobsMeanwhile = nice("pi-p2");
+  busy = false;
+  await alice.waitFor((f) => f.type === "event" && (f["event"] as { type: string }).type === "agent_settled", { from, timeoutMs: 30_000 });
+  assert.ok(lowered, `alice's busy thread lowered to nice 10: ${JSON.stringify(principalThreads(pid))}`);
+  assert.equal(bobsMeanwhile, 0, "bob's quiet thread kept its priority");
+  if (process.getuid?.() === 0) {
+    assert.ok(await eventually(() => nice("pi-p1") === 0), "quiet again, alice's thread is raised back (root may raise priorities)");
+  }
 
   const pwd = (await alice.ok({ type: "bash", sessionId: "a", command: "pwd" })) as { output: string };
   assert.equal(pwd.output.trim(), join(cli.workspaces, "alice"));
@@ -61,9 +76,10 @@ test("--principal-threads: each principal's sessions in a thread of its own at n
   const listed = (await bob.ok({ type: "list_sessions" })) as { sessions: Array<{ sessionId: string }> };
   assert.deepEqual(listed.sessions.map((s) => s.sessionId), ["b"]);
 
+  cli.llm.route = undefined;
   await prompted(cli, alice, "a", "hello");
   const metrics = await (await fetch(`${cli.metricsHttp}/metrics`)).text();
-  assert.match(metrics, /^pi_server_runs_total\{outcome="ok"\} 1$/m, "the run in alice's thread is counted on the main thread's /metrics");
+  assert.match(metrics, /^pi_server_runs_total\{outcome="ok"\} 2$/m, "the runs in alice's thread are counted on the main thread's /metrics");
   assert.match(metrics, /^pi_server_sessions 2$/m, "both threads' sessions, summed");
   assert.match(metrics, /^pi_server_build_info\{[^}]*\} 1$/m, "one build, not one per thread");
 });
