@@ -43,7 +43,10 @@ test("--principal-threads: each principal's sessions in a thread of its own, low
   await bob.ok({ type: "create_session", sessionId: "b" });
   const nice = (name: string) => principalThreads(pid).find((th) => th.name === name)?.nice;
   assert.ok(await eventually(() => principalThreads(pid).length === 2), `two principal threads: ${JSON.stringify(principalThreads(pid))}`);
-  assert.deepEqual([nice("pi-p1"), nice("pi-p2")], [0, 0], "quiet threads (starting, creating a session) run at the main thread's priority");
+  // Quiet threads run at the main thread's priority. (Creating a session is a burst that a loaded machine can stretch
+  // over three samples: a thread lowered then is raised back once quiet, where the process may raise priorities.)
+  const root = process.getuid?.() === 0;
+  if (root) assert.ok(await eventually(() => nice("pi-p1") === 0 && nice("pi-p2") === 0), `quiet threads at nice 0: ${JSON.stringify(principalThreads(pid))}`);
 
   // Alice's agent keeps her thread busy (forty tool calls a turn from an instant model) until we have seen it lowered.
   let busy = true;
@@ -59,10 +62,9 @@ test("--principal-threads: each principal's sessions in a thread of its own, low
   busy = false;
   await alice.waitFor((f) => f.type === "event" && (f["event"] as { type: string }).type === "agent_settled", { from, timeoutMs: 30_000 });
   assert.ok(lowered, `alice's busy thread lowered to nice 10: ${JSON.stringify(principalThreads(pid))}`);
-  assert.equal(bobsMeanwhile, 0, "bob's quiet thread kept its priority");
-  if (process.getuid?.() === 0) {
-    assert.ok(await eventually(() => nice("pi-p1") === 0), "quiet again, alice's thread is raised back (root may raise priorities)");
-  }
+  // Without root a thread lowered once stays lowered: bob's is then at 0 only if his own start was short enough.
+  if (root) assert.equal(bobsMeanwhile, 0, "bob's quiet thread kept its priority");
+  if (root) assert.ok(await eventually(() => nice("pi-p1") === 0), "quiet again, alice's thread is raised back (root may raise priorities)");
 
   const pwd = (await alice.ok({ type: "bash", sessionId: "a", command: "pwd" })) as { output: string };
   assert.equal(pwd.output.trim(), join(cli.workspaces, "alice"));
