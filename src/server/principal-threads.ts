@@ -268,9 +268,9 @@ export class PrincipalThreads implements Opener {
 
   /**
    * Busy threads run at `niceness`, the others at the main thread's priority: a principal whose agent keeps its thread
-   * busy (half of each of BUSY_SAMPLES samples in a row) yields the CPU to the principals that only ask now and then, whose threads are
-   * back at full priority as soon as they go quiet. Lowering a priority is always allowed; raising one back needs
-   * CAP_SYS_NICE (root), without which a thread once busy stays at `niceness` until it stops.
+   * busy (half of each of BUSY_SAMPLES samples in a row) yields the CPU to the principals that only ask now and then,
+   * whose threads are back at full priority as soon as they go quiet. Lowering a priority is always allowed; raising
+   * one back needs CAP_SYS_NICE (root), without which a thread once busy stays at `niceness` until it stops.
    */
   #sample(): void {
     if (this.#threads.size === 0) {
