@@ -138,6 +138,7 @@ export const SERVER_CLOSES = {
   nodeFull: { code: CLOSE_CODES.tryAgainLater, reason: "the node hosting the session is at its connection limit: try again later" },
   principalsFull: { code: CLOSE_CODES.tryAgainLater, reason: "too many principals are active: try again later" },
   threadEnded: { code: CLOSE_CODES.internalError, reason: "the principal's thread ended: reconnect" },
+  threadStopping: { code: CLOSE_CODES.tryAgainLater, reason: "your idle thread is stopping: try again in a moment" },
 } as const;
 
 export type ServerClose = (typeof SERVER_CLOSES)[keyof typeof SERVER_CLOSES];

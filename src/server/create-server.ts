@@ -173,7 +173,7 @@ function buildServer(
   releaseDataDir: (() => void) | undefined,
 ): PiServer {
   // Each principal's sessions in a thread of its own (adr/0033): this thread's core then hosts none.
-  const threads = config.principalThreads && new PrincipalThreads(options, config.principalThreads, dataDir, log);
+  const threads = config.principalThreads && new PrincipalThreads(options, config, dataDir, log);
   const sandbox = resolveSandbox(config, log);
   // Every path of a workspace is opened by that principal's sandboxed file helper (adr/0027).
   const workspaces = new Workspaces(config.workspaces, { sandbox, limits: config.fileHelper });

@@ -548,7 +548,11 @@ function isHttpUrl(text: unknown): text is string {
 
 /** `principalThreads` (adr/0033). */
 export interface PrincipalThreadsOptions {
-  /** Principals with a live thread at most; past it, another principal's connection is closed 1013 (try again later). @default 64 */
+  /**
+   * Principals with a live thread at most; past it, another principal's connection is closed 1013 (try again later).
+   * Never more than `maxSessions / maxSessionsPerPrincipal`, so that `maxSessions` still bounds the whole server.
+   * @default 64
+   */
   maxLive: number;
   /**
    * Niceness (0–19) of a principal's thread while it is busy (its event loop busy half the time or more in three
@@ -677,10 +681,12 @@ function principalThreads(options: PiServerOptions, authenticated: boolean): Rea
   if (options.adminRoles !== undefined && options.adminRoles.length > 0) {
     throw new PiServerOptionsError("principalThreads is not valid with adminRoles: no principal sees another's sessions in this mode");
   }
-  const limits = value === true ? undefined : value;
-  return Object.freeze(
-    group("principalThreads", limits, DEFAULTS.principalThreads, { niceness: 0, idleMs: 0 }, { niceness: 19, maxLive: 10_000 }),
-  );
+  const limits = group("principalThreads", value === true ? undefined : value, DEFAULTS.principalThreads, { niceness: 0, idleMs: 0 }, { niceness: 19, maxLive: 10_000 });
+  // `maxSessions` stays a bound on the whole server: each thread hosts one principal's sessions, at most
+  // `maxSessionsPerPrincipal`, so at most maxSessions / maxSessionsPerPrincipal threads are live.
+  const perPrincipal = positiveInt(options, "maxSessionsPerPrincipal", DEFAULTS.maxSessionsPerPrincipal);
+  const maxSessions = positiveInt(options, "maxSessions", DEFAULTS.maxSessions);
+  return Object.freeze({ ...limits, maxLive: Math.max(1, Math.min(limits.maxLive, Math.floor(maxSessions / perPrincipal))) });
 }
 
 function rateLimits(value: PiServerOptions["rateLimits"]): RateLimitOptions {

@@ -16,7 +16,9 @@ import type { Principal } from "../auth/types.js";
 import { SERVER_CLOSES } from "../errors.js";
 import type { PeerSocket } from "./connection.js";
 import type { ConnectionHandle } from "./core.js";
-import { type PiServerOptions, PiServerOptionsError, type PrincipalThreadsOptions } from "./options.js";
+import { DEFAULTS, type PiServerOptions, PiServerOptionsError, type PrincipalThreadsOptions, type ResolvedConfig } from "./options.js";
+
+const DEFAULT_LIMITS: Readonly<PrincipalThreadsOptions> = DEFAULTS.principalThreads;
 import type { Opener } from "./transport.js";
 
 /** What a principal's thread starts with (`workerData`). */
@@ -84,8 +86,12 @@ const MAIN_THREAD_ONLY = [
   "adminRoles",
 ] as const;
 
-/** The options a principal's thread gets: the server's, less those of this thread. */
-export function threadOptions(options: PiServerOptions): PiServerOptions {
+/**
+ * The options a principal's thread gets: the server's, less those of this thread, and the server-wide bounds made
+ * per thread so that all threads together stay within them: sessions (one principal's at most) and the global command
+ * rate (an equal share for each of `maxLive` threads).
+ */
+export function threadOptions(options: PiServerOptions, config: ResolvedConfig): PiServerOptions {
   const rest: Record<string, unknown> = { ...options };
   for (const key of MAIN_THREAD_ONLY) delete rest[key];
   // A worker receives a structured clone: functions would not arrive at all.
@@ -96,7 +102,17 @@ export function threadOptions(options: PiServerOptions): PiServerOptions {
       throw new PiServerOptionsError(`principalThreads: ${key} cannot be sent to a worker thread (functions stay on the main thread)`);
     }
   }
-  return { ...rest, adminRoles: [] } as PiServerOptions;
+  const global = config.rateLimits.global;
+  const maxLive = config.principalThreads?.maxLive ?? 1;
+  return {
+    ...rest,
+    adminRoles: [],
+    maxSessions: config.maxSessionsPerPrincipal,
+    rateLimits: {
+      ...(rest["rateLimits"] as PiServerOptions["rateLimits"]),
+      global: global === false ? false : { limit: Math.max(1, Math.floor(global.limit / maxLive)), windowMs: global.windowMs },
+    },
+  } as PiServerOptions;
 }
 
 /** A principal's data dir under the server's: fixed length, one per id, no id can name another's. */
@@ -158,10 +174,10 @@ export class PrincipalThreads implements Opener {
   readonly #entry: URL;
 
   /** `entry`: the worker's module (principal-thread.ts; a test may give one that fails on purpose). */
-  constructor(options: PiServerOptions, limits: Readonly<PrincipalThreadsOptions>, dataDir: string | undefined, log: Logger, entry = ENTRY) {
+  constructor(options: PiServerOptions, config: ResolvedConfig, dataDir: string | undefined, log: Logger, entry = ENTRY) {
     this.#entry = entry;
-    this.#options = threadOptions(options);
-    this.#limits = limits;
+    this.#options = threadOptions(options, config);
+    this.#limits = config.principalThreads ?? DEFAULT_LIMITS;
     this.#dataDir = dataDir;
     this.#log = log.child({ component: "principal-threads" });
   }
@@ -181,7 +197,8 @@ export class PrincipalThreads implements Opener {
     const connectionId = `relay-${c}`;
     const thread = this.#closed ? undefined : this.#threadFor(principal.id);
     if (thread === undefined) {
-      const why = this.#closed ? SERVER_CLOSES.shutdown : SERVER_CLOSES.principalsFull;
+      const stopping = this.#threads.get(principal.id)?.stopping !== undefined;
+      const why = this.#closed ? SERVER_CLOSES.shutdown : stopping ? SERVER_CLOSES.threadStopping : SERVER_CLOSES.principalsFull;
       peer.close(why.code, why.reason);
       return { connectionId, message: () => undefined, binary: () => undefined, closed: () => undefined };
     }

@@ -11,6 +11,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { createPiServer, PiServerOptionsError, tokenAuth } from "../../src/index.js";
+import { resolveOptions } from "../../src/server/options.js";
+import { threadOptions } from "../../src/server/principal-threads.js";
 import { prompted } from "../helpers/attacks.js";
 import { TestClient } from "../helpers/client.js";
 import { tempDir } from "../helpers/faux.js";
@@ -87,7 +89,11 @@ test("--principal-threads: each principal's sessions in a thread of its own, low
 });
 
 /** A server in this process with principal threads, two principals with tokens, a model; no auth for nobody else. */
-async function threadedServer(t: import("node:test").TestContext, principalThreads: Record<string, number>) {
+async function threadedServer(
+  t: import("node:test").TestContext,
+  principalThreads: Record<string, number>,
+  more: { maxSessions?: number; maxSessionsPerPrincipal?: number; tokens?: string[] } = {},
+) {
   const dir = tempDir("principal-threads");
   t.after(dir.cleanup);
   const agentDir = join(dir.path, "agent");
@@ -104,14 +110,23 @@ async function threadedServer(t: import("node:test").TestContext, principalThrea
     agentDir,
     workspaces: { root },
     sandbox: "none",
-    auth: tokenAuth({ tokens: [{ principal: "alice", token: TOKENS.alice }, { principal: "bob", token: TOKENS.bob }] }),
+    auth: tokenAuth({
+      tokens: [
+        { principal: "alice", token: TOKENS.alice },
+        { principal: "bob", token: TOKENS.bob },
+        ...(more.tokens ?? []).map((principal) => ({ principal, token: `${principal}-token-0123456789` })),
+      ],
+    }),
     principalThreads,
+    ...(more.maxSessions === undefined ? {} : { maxSessions: more.maxSessions }),
+    ...(more.maxSessionsPerPrincipal === undefined ? {} : { maxSessionsPerPrincipal: more.maxSessionsPerPrincipal }),
   });
   t.after(() => server.close());
   const address = await server.listen();
   const url = `ws://127.0.0.1:${address?.port}`;
-  const connect = async (who: keyof typeof TOKENS) => {
-    const client = new TestClient(url, { headers: { authorization: `Bearer ${TOKENS[who]}` } });
+  const connect = async (who: string) => {
+    const token = (TOKENS as Record<string, string>)[who] ?? `${who}-token-0123456789`;
+    const client = new TestClient(url, { headers: { authorization: `Bearer ${token}` } });
     t.after(() => client.close());
     return client;
   };
@@ -175,6 +190,23 @@ test("a principal's thread with a run in progress does not stop when its last co
   const conversation = messages.messages.filter((m) => m.role !== "system");
   assert.deepEqual(conversation.map((m) => m.role), ["user", "assistant"]);
   assert.match(JSON.stringify(conversation[1]?.content), /late reply/);
+});
+
+test("server-wide bounds stay server-wide: maxSessions caps live threads (maxSessions / maxSessionsPerPrincipal), the global rate is shared", async (t) => {
+  // maxSessions 2, maxSessionsPerPrincipal 1: at most two principals live, so at most two sessions in the server.
+  const { connect } = await threadedServer(t, {}, { maxSessions: 2, maxSessionsPerPrincipal: 1, tokens: ["carol"] });
+  const alice = await connect("alice");
+  const bob = await connect("bob");
+  await Promise.all([alice.ready, bob.ready]);
+  await alice.ok({ type: "create_session", sessionId: "a" });
+  await bob.ok({ type: "create_session", sessionId: "b" });
+  const carol = await connect("carol");
+  assert.deepEqual(await carol.closing(), { code: 1013, reason: "too many principals are active: try again later" });
+
+  const config = resolveOptions({ noServer: true, inMemory: true, auth: tokenAuth({ tokens: [{ principal: "a", token: TOKENS.alice }] }), principalThreads: { maxLive: 4 }, rateLimits: { global: { limit: 100, windowMs: 60_000 } } });
+  const perThread = threadOptions({ principalThreads: true, maxSessions: 9, rateLimits: { global: { limit: 100, windowMs: 60_000 } } }, config);
+  assert.deepEqual(perThread.rateLimits?.global, { limit: 25, windowMs: 60_000 }, "each of 4 threads gets a quarter of the global rate");
+  assert.equal(perThread.maxSessions, config.maxSessionsPerPrincipal, "a thread hosts one principal's sessions");
 });
 
 test("principalThreads options are validated at the edge", () => {

@@ -11,6 +11,8 @@ import { pathToFileURL } from "node:url";
 import { pino } from "pino";
 import type { Principal } from "../../../src/auth/types.js";
 import type { PeerSocket } from "../../../src/server/connection.js";
+import { tokenAuth } from "../../../src/auth/providers.js";
+import { resolveOptions } from "../../../src/server/options.js";
 import { PrincipalThreads } from "../../../src/server/principal-threads.js";
 import { tempDir } from "../../helpers/faux.js";
 
@@ -54,7 +56,8 @@ test("a principal's thread that ends closes that principal's sockets with 1011, 
   t.after(dir.cleanup);
   const entry = join(dir.path, "crashing.mjs");
   writeFileSync(entry, CRASHING);
-  const threads = new PrincipalThreads({}, { maxLive: 4, niceness: 0, idleMs: 60_000 }, undefined, pino({ level: "silent" }), pathToFileURL(entry));
+  const options = { noServer: true, inMemory: true, auth: tokenAuth({ tokens: [{ principal: "a", token: "a-token-0123456789abc" }] }), principalThreads: { niceness: 0 } };
+  const threads = new PrincipalThreads(options, resolveOptions(options), undefined, pino({ level: "silent" }), pathToFileURL(entry));
   t.after(() => threads.close());
 
   const alice1 = peer();
