@@ -28,6 +28,12 @@ export interface PeerSocket {
    * one buffer (adr/0033); without it they are sent one by one through `send`.
    */
   writeFrames?(bytes: Buffer, written: (error?: Error) => void): void;
+  /**
+   * Optional: stop reading from the socket until `resumeReading()` (TCP then holds the client back). Principal threads
+   * pause a socket whose frames their thread has not taken yet past a bound; without it nothing bounds that queue.
+   */
+  pauseReading?(): void;
+  resumeReading?(): void;
   close(code: number, reason: string): void;
   /** Bytes queued for sending but not yet written to the network. */
   readonly bufferedAmount: number;

@@ -148,6 +148,19 @@ function open(c: number, principal: Parameters<typeof server.opened>[1], framed:
   relayed.set(c, { handle: server.opened(peer, principal), unsent, buffered: 0 });
 }
 
+/** Characters of frames taken per connection this turn, told to the main thread (which bounds what it posts) when it ends. */
+let reads = new Map<number, number>();
+function taken(c: number, chars: number): void {
+  if (reads.size === 0) {
+    setImmediate(() => {
+      const done = reads;
+      reads = new Map();
+      post({ k: "read", reads: [...done] });
+    });
+  }
+  reads.set(c, (reads.get(c) ?? 0) + chars);
+}
+
 /** No connection, no run, no compaction, no dialog and nothing queued: the thread may stop. */
 function idle(): boolean {
   if (relayed.size > 0) return false;
@@ -165,6 +178,7 @@ port.on("message", (message: ToThread) => {
     case "open":
       return open(message.c, message.principal, message.framed);
     case "text":
+      taken(message.c, message.text.length);
       return relayed.get(message.c)?.handle.message(message.text);
     case "binary":
       return relayed.get(message.c)?.handle.binary();

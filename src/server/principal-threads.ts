@@ -59,6 +59,8 @@ export type FromThread =
   | { k: "metrics"; r: number; json: MetricsJson }
   | { k: "idle"; r: number; idle: boolean }
   | { k: "stopped" }
+  /** Characters of each connection's frames it has taken (handed to its core), as `[c, chars]`, gathered over a turn. */
+  | { k: "read"; reads: Array<[number, number]> }
   /** Its server is up (stored sessions listed, model checked): from now on its busyness is its principal's doing. */
   | { k: "ready" };
 
@@ -127,6 +129,14 @@ const BUSY = 0.5;
 const BUSY_SAMPLES = 3;
 const QUIET = 0.2;
 
+/**
+ * A client's frames posted to its thread and not yet taken by it, in characters: past the high mark its socket is not
+ * read until they are back under the low one (a client that sends faster than its thread takes them waits in TCP,
+ * not in this process's memory).
+ */
+const INBOUND_HIGH = 1024 * 1024;
+const INBOUND_LOW = 256 * 1024;
+
 /** Longest stretch of relaying frames before the loop polls for I/O again (see `#drain`). */
 const RELAY_SLICE_MS = 1;
 
@@ -134,6 +144,9 @@ const ENTRY = new URL(import.meta.url.endsWith(".ts") ? "./principal-thread.ts" 
 
 interface Relay {
   readonly peer: PeerSocket;
+  /** Characters of frames posted to the thread and not yet taken by it; reading is paused past INBOUND_HIGH. */
+  inFlight: number;
+  paused: boolean;
 }
 
 interface Thread {
@@ -204,13 +217,21 @@ export class PrincipalThreads implements Opener {
     }
     clearTimeout(thread.idleTimer);
     thread.idleTimer = undefined;
-    thread.relays.set(c, { peer });
+    const relay: Relay = { peer, inFlight: 0, paused: false };
+    thread.relays.set(c, relay);
     const post = (message: ToThread) => thread.worker.postMessage(message);
     const framed = peer.writeFrames !== undefined;
     post({ k: "open", c, framed, principal: { id: principal.id, name: principal.name, roles: [...principal.roles], claims: principal.claims, expiresAt: principal.expiresAt } });
     return {
       connectionId,
-      message: (text) => post({ k: "text", c, text }),
+      message: (text) => {
+        post({ k: "text", c, text });
+        relay.inFlight += text.length;
+        if (relay.inFlight > INBOUND_HIGH && !relay.paused && relay.peer.pauseReading) {
+          relay.paused = true;
+          relay.peer.pauseReading();
+        }
+      },
       binary: () => post({ k: "binary", c }),
       closed: (heartbeat = false) => {
         if (!thread.relays.delete(c)) return;
@@ -334,6 +355,17 @@ export class PrincipalThreads implements Opener {
         return;
       case "ready":
         thread.ready = true;
+        return;
+      case "read":
+        for (const [c, chars] of message.reads) {
+          const relay = thread.relays.get(c);
+          if (relay === undefined) continue;
+          relay.inFlight -= chars;
+          if (relay.paused && relay.inFlight <= INBOUND_LOW) {
+            relay.paused = false;
+            relay.peer.resumeReading?.();
+          }
+        }
         return;
       case "stopped":
         return;

@@ -85,6 +85,8 @@ export class WsTransport {
         batch.wrote(bytes.length);
         (raw as unknown as { write(data: Buffer, cb: (error?: Error | null) => void): void }).write(bytes, (error) => written(error ?? undefined));
       },
+      pauseReading: () => (raw as unknown as { pause(): void }).pause(),
+      resumeReading: () => (raw as unknown as { resume(): void }).resume(),
       close: (code, reason) => {
         ws.close(code, reason);
         // ws waits 30 s for the peer's close frame; a peer that does not read would hold its buffers that long.

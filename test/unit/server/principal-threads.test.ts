@@ -26,6 +26,18 @@ parentPort.on("message", (m) => {
 });
 `;
 
+/** A worker that takes nobody's frames until one says "release", then reports all it got as taken. */
+const SLOW = `
+import { parentPort } from "node:worker_threads";
+const got = new Map();
+parentPort.on("message", (m) => {
+  if (m.k === "stop") process.exit(0);
+  if (m.k !== "text") return;
+  got.set(m.c, (got.get(m.c) ?? 0) + m.text.length);
+  if (m.text === "release") parentPort.postMessage({ k: "read", reads: [...got] });
+});
+`;
+
 function peer(): PeerSocket & { sent: string[]; closes: Array<{ code: number; reason: string }>; closedOnce: Promise<void> } {
   let closed = () => undefined as void;
   const closedOnce = new Promise<void>((resolve) => {
@@ -92,4 +104,36 @@ test("a principal's thread that ends closes that principal's sockets with 1011, 
   threads.opened(alice3, who("alice"));
   assert.equal(threads.liveCount, 2);
   assert.equal(threads.started, 3);
+});
+
+test("a client whose thread does not take its frames is not read past 1 MiB in flight, and is read again once they are taken", async (t) => {
+  const dir = tempDir("principal-threads-slow");
+  t.after(dir.cleanup);
+  const entry = join(dir.path, "slow.mjs");
+  writeFileSync(entry, SLOW);
+  const options = { noServer: true, inMemory: true, auth: tokenAuth({ tokens: [{ principal: "a", token: "a-token-0123456789abc" }] }), principalThreads: { niceness: 0 } };
+  const threads = new PrincipalThreads(options, resolveOptions(options), undefined, pino({ level: "silent" }), pathToFileURL(entry));
+  t.after(() => threads.close());
+  const calls: string[] = [];
+  let resumed = () => undefined as void;
+  const readAgain = new Promise<void>((resolve) => {
+    resumed = resolve;
+  });
+  const socket: PeerSocket = {
+    ...peer(),
+    pauseReading: () => calls.push("pause"),
+    resumeReading: () => {
+      calls.push("resume");
+      resumed();
+    },
+  };
+  const handle = threads.opened(socket, who("alice"));
+  const frame = "x".repeat(64 * 1024);
+  for (let i = 0; i < 16; i++) handle.message(frame); // exactly 1 MiB: at the bound, not past it
+  assert.deepEqual(calls, []);
+  handle.message(frame);
+  assert.deepEqual(calls, ["pause"], "past 1 MiB not taken, the socket is not read");
+  handle.message("release");
+  await readAgain;
+  assert.deepEqual(calls, ["pause", "resume"]);
 });
