@@ -556,11 +556,15 @@ export interface PrincipalThreadsOptions {
   maxLive: number;
   /**
    * Niceness (0–19) of a principal's thread while it is busy (its event loop busy half the time or more in three
-   * samples in a row, 100 ms each, once its server is up): a principal that keeps its thread busy yields the CPU to those that only ask now and then, and to the main
-   * thread. Back to the main thread's priority once quiet, where the process may raise priorities (root). @default 10
+   * samples in a row, 100 ms each, once its server is up): a principal that keeps its thread busy yields the CPU to
+   * those that only ask now and then, and to the main thread. Back to the main thread's priority once quiet, where the
+   * process may raise priorities (root). @default 10
    */
   niceness: number;
-  /** A principal's thread stops this long after its last connection closed and its sessions went idle (its sessions stay stored). @default 300_000 */
+  /**
+   * A principal's thread stops this long after its last connection closed and its sessions went idle (its sessions
+   * stay stored). @default 300_000
+   */
   idleMs: number;
 }
 
