@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { test } from "node:test";
+import { type TestContext, test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { pino } from "pino";
 import type { Principal } from "../../../src/auth/types.js";
@@ -63,14 +63,20 @@ function peer(): PeerSocket & { sent: string[]; closes: Array<{ code: number; re
 
 const who = (id: string): Principal => ({ id, roles: [], claims: {} });
 
-test("a principal's thread that ends closes that principal's sockets with 1011, not another's; the next connection gets a new thread", async (t) => {
+/** Principal threads whose worker module is `source` (written to a temp file), closed after the test. */
+function threadsRunning(t: TestContext, source: string): PrincipalThreads {
   const dir = tempDir("principal-threads-unit");
   t.after(dir.cleanup);
-  const entry = join(dir.path, "crashing.mjs");
-  writeFileSync(entry, CRASHING);
+  const entry = join(dir.path, "thread.mjs");
+  writeFileSync(entry, source);
   const options = { noServer: true, inMemory: true, auth: tokenAuth({ tokens: [{ principal: "a", token: "a-token-0123456789abc" }] }), principalThreads: { niceness: 0 } };
   const threads = new PrincipalThreads(options, resolveOptions(options), undefined, pino({ level: "silent" }), pathToFileURL(entry));
   t.after(() => threads.close());
+  return threads;
+}
+
+test("a principal's thread that ends closes that principal's sockets with 1011, not another's; the next connection gets a new thread", async (t) => {
+  const threads = threadsRunning(t, CRASHING);
 
   const alice1 = peer();
   const alice2 = peer();
@@ -107,13 +113,7 @@ test("a principal's thread that ends closes that principal's sockets with 1011, 
 });
 
 test("a client whose thread does not take its frames is not read past 1 MiB in flight, and is read again once they are taken", async (t) => {
-  const dir = tempDir("principal-threads-slow");
-  t.after(dir.cleanup);
-  const entry = join(dir.path, "slow.mjs");
-  writeFileSync(entry, SLOW);
-  const options = { noServer: true, inMemory: true, auth: tokenAuth({ tokens: [{ principal: "a", token: "a-token-0123456789abc" }] }), principalThreads: { niceness: 0 } };
-  const threads = new PrincipalThreads(options, resolveOptions(options), undefined, pino({ level: "silent" }), pathToFileURL(entry));
-  t.after(() => threads.close());
+  const threads = threadsRunning(t, SLOW);
   const calls: string[] = [];
   let resumed = () => undefined as void;
   const readAgain = new Promise<void>((resolve) => {
