@@ -104,9 +104,10 @@ function scheduled(bytes: number): void {
 }
 
 interface Relayed {
-  readonly handle: ConnectionHandle;
+  handle: ConnectionHandle | undefined;
   /** Frames posted to the main thread and not yet written by it: their size and `sent` callback. */
   readonly unsent: Map<number, { bytes: number; sent: ((error?: Error) => void) | undefined }>;
+  /** The sum of `unsent`'s sizes: the socket's `bufferedAmount` as its core sees it. */
   buffered: number;
 }
 
@@ -115,15 +116,16 @@ let nextFrame = 0;
 
 /** `framed`: the main thread writes this socket's frames as wire bytes (the `ws` transport does). */
 function open(c: number, principal: Parameters<typeof server.opened>[1], framed: boolean): void {
-  const unsent: Relayed["unsent"] = new Map();
+  // Registered before the core sees the socket: it sends `server_ready` from `opened()` and counts it as buffered.
+  const conn: Relayed = { handle: undefined, unsent: new Map(), buffered: 0 };
+  relayed.set(c, conn);
   const peer: PeerSocket = {
     send: (frame, sent) => {
       const f = ++nextFrame;
       const payload = typeof frame === "string" ? Buffer.from(frame) : frame;
       const bytes = payload.byteLength;
-      unsent.set(f, { bytes, sent });
-      const conn = relayed.get(c);
-      if (conn) conn.buffered += bytes;
+      conn.unsent.set(f, { bytes, sent });
+      conn.buffered += bytes;
       if (framed) {
         const header = textFrameHeader(bytes);
         const frames = pending.get(c) ?? { parts: [], bytes: 0, frames: [] };
@@ -142,10 +144,10 @@ function open(c: number, principal: Parameters<typeof server.opened>[1], framed:
       scheduled(0);
     },
     get bufferedAmount() {
-      return relayed.get(c)?.buffered ?? 0;
+      return conn.buffered;
     },
   };
-  relayed.set(c, { handle: server.opened(peer, principal), unsent, buffered: 0 });
+  conn.handle = server.opened(peer, principal);
 }
 
 /** Characters of frames taken per connection this turn, told to the main thread (which bounds what it posts) when it ends. */
@@ -179,13 +181,13 @@ port.on("message", (message: ToThread) => {
       return open(message.c, message.principal, message.framed);
     case "text":
       taken(message.c, message.text.length);
-      return relayed.get(message.c)?.handle.message(message.text);
+      return relayed.get(message.c)?.handle?.message(message.text);
     case "binary":
-      return relayed.get(message.c)?.handle.binary();
+      return relayed.get(message.c)?.handle?.binary();
     case "closed": {
       const conn = relayed.get(message.c);
       relayed.delete(message.c);
-      return conn?.handle.closed(message.heartbeat);
+      return conn?.handle?.closed(message.heartbeat);
     }
     case "sent":
       for (const [c, f, error] of message.acks) {
