@@ -105,6 +105,7 @@ async function once(arrangement: string, priority: number | undefined): Promise<
   // Lowering this process's priority for one run and raising it back needs root (as raising the probe's does).
   if (arrangement.endsWith("nice-all") && priority === undefined) throw new Error(`${arrangement} needs the right to raise priorities (root)`);
   const { t, close } = context();
+  const probe = priority === undefined ? {} : { probePriority: priority };
   try {
     if (arrangement.startsWith("thread")) {
       const cli = await startSecureCli(t, [], {
@@ -113,13 +114,13 @@ async function once(arrangement: string, priority: number | undefined): Promise<
       });
       const url = await secondServer(cli);
       const alice: SecureCli = { ...cli, url, connect: (who) => cli.connect(who, url) };
-      return figures(await noisyNeighbour(t, { alice, bob: cli, ...(priority === undefined ? {} : { probePriority: priority }) }));
+      return figures(await noisyNeighbour(t, { alice, bob: cli, ...probe }));
     }
     const alice = await startSecureCli(t, arrangement === "principal-threads" ? ["--principal-threads"] : []);
     const bob = arrangement.startsWith("one") || arrangement === "principal-threads" ? alice : await startSecureCli(t);
     if (arrangement.startsWith("apart-nice")) setPriority(alice.child.pid as number, 10);
     if (arrangement.endsWith("nice-all")) setPriority(process.pid, 10);
-    return figures(await noisyNeighbour(t, { alice, bob, ...(priority === undefined ? {} : { probePriority: priority }) }));
+    return figures(await noisyNeighbour(t, { alice, bob, ...probe }));
   } finally {
     if (arrangement.endsWith("nice-all")) setPriority(process.pid, 0);
     await close();
