@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { Principal } from "../auth/types.js";
 import { SERVER_CLOSES } from "../errors.js";
 import type { Connection, PeerSocket } from "../server/connection.js";
-import type { ConnectionHandle } from "../server/core.js";
+import { type ConnectionHandle, RESPONSE_PREFIX } from "../server/core.js";
 
 /**
  * What goes between two nodes for one client connection (issue 15). The node the client is connected to (the
@@ -57,8 +57,6 @@ interface Incoming {
 const MAX_REMEMBERED = 1_000;
 /** Frames from another node that tell about that node, not about the session: not passed on. */
 const NODE_NOTICE = '{"type":"server_shutdown"';
-/** How every response frame begins (the core writes `type` first). */
-const RESPONSE = '{"type":"response"';
 
 export class Tunnels {
   readonly #options: TunnelsOptions;
@@ -233,7 +231,7 @@ export class Tunnels {
     }
     tunnel.next += 1;
     if (n === 0 || frame.startsWith(NODE_NOTICE)) return; // the owner's server_ready, or its own shutdown notice
-    if (frame.startsWith(RESPONSE)) tunnel.awaiting -= 1;
+    if (frame.startsWith(RESPONSE_PREFIX)) tunnel.awaiting -= 1;
     this.relayed += 1;
     tunnel.conn.sendFrame(frame);
   }

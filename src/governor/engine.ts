@@ -112,6 +112,12 @@ export class Engine {
     return this.#byCommand.has(`${owner}\0${commandId}`);
   }
 
+  /** Does `owner` have a task queued or running (a prompt's run included)? */
+  owns(owner: string): boolean {
+    for (const task of this.#tasks) if (task.owner === owner) return true;
+    return false;
+  }
+
   /** `cancel { commandId }` from `owner`: the task's state when cancelled, or undefined if there is none. */
   cancel(owner: string, commandId: string): TaskState | undefined {
     const task = this.#byCommand.get(`${owner}\0${commandId}`);

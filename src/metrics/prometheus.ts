@@ -96,6 +96,11 @@ export class PrometheusMetrics implements MetricsSink {
     totalCounter("pi_server_events_conflated_total", "Superseded partial frames dropped for lagging clients.", (t) => t.eventsConflated);
     this.#slowConsumers = counter("pi_server_slow_consumer_disconnects_total", "Connections closed for not reading fast enough.");
     totalCounter("pi_server_heartbeat_terminations_total", "Connections terminated for a missed pong.", (t) => t.heartbeatTerminations);
+    totalCounter(
+      "pi_server_mirrored_reads_total",
+      "get_state answered by the main thread from its principal thread's mirror, without waking that thread.",
+      (t) => t.mirroredReads ?? 0,
+    );
     gauge("pi_server_cluster_registered", "1 while this node is registered in its cluster (0 when fenced, or outside a cluster).", (t) => (t.cluster?.registered ? 1 : 0));
     gauge("pi_server_cluster_leases", "Session leases this node holds (0 outside a cluster).", (t) => t.cluster?.leases ?? 0);
     totalCounter("pi_server_cluster_forwarded_frames_total", "Client frames forwarded to the node that hosts their session.", (t) => t.cluster?.forwardedFrames ?? 0);

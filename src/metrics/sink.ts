@@ -8,6 +8,8 @@ export interface CoreTotals {
   readonly eventsConflated: number;
   readonly rateLimitRefunds: number;
   readonly heartbeatTerminations: number;
+  /** `get_state` answered by the main thread from a principal thread's mirror (adr/0033); 0 without principal threads. */
+  readonly mirroredReads?: number;
   readonly connectionsOpen: number;
   readonly sessions: number;
   readonly queuedCommands: number;

@@ -27,6 +27,12 @@ export interface ConnectionHandle {
   binary(): void;
   /** The socket closed, for whatever reason; `heartbeat` when the transport terminated it for a missed pong. */
   closed(heartbeat?: boolean): void;
+  /**
+   * Something the connection sent is still in the works: a command queued or running (a prompt until its run ends),
+   * or frames waiting behind a server command. A principal's thread tells the main thread, which answers reads from
+   * its mirror only when nothing is (adr/0033).
+   */
+  busy?(): boolean;
 }
 
 export interface ServerCoreOptions {
@@ -224,6 +230,7 @@ export class ServerCore {
       message: (text) => this.#onFrame(conn, text),
       binary: () => this.#onFrame(conn, BINARY),
       closed: (heartbeat) => this.#onClosed(conn, heartbeat ? "heartbeat" : undefined),
+      busy: () => conn.backlog !== undefined || this.#engine.owns(conn.connectionId),
     };
   }
 
@@ -800,11 +807,14 @@ function canonical(value: unknown): unknown {
   return sorted;
 }
 
+/** How every response frame begins: `successFrame` and `#fail` write `type` first. */
+export const RESPONSE_PREFIX = '{"type":"response"';
+
 /**
  * A success response's text, `type` first (the cluster's tunnels recognise responses by it). Data already serialized
  * (`JsonText`: a tree too deep for `JSON.stringify`) goes in as it is. Throws what `JSON.stringify` throws.
  */
-function successFrame(id: string | undefined, command: string, data: unknown, replayed: true | undefined): string {
+export function successFrame(id: string | undefined, command: string, data: unknown, replayed?: true): string {
   const head = { type: "response", id, command, success: true };
   if (data instanceof JsonText) return `${JSON.stringify(head).slice(0, -1)},"data":${data.text}${replayed ? ',"replayed":true' : ""}}`;
   const withData = data === undefined ? head : { ...head, data };

@@ -236,6 +236,7 @@ function buildServer(
       eventsConflated: snapshot.frames.conflated,
       rateLimitRefunds: snapshot.rateLimits.refunds,
       heartbeatTerminations: snapshot.heartbeatTerminations,
+      mirroredReads: threads ? threads.mirrorAnswers : 0,
       connectionsOpen: snapshot.connections,
       sessions: snapshot.sessions,
       queuedCommands: snapshot.queues.reduce((n, q) => n + q.depth, 0),

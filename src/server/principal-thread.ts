@@ -8,9 +8,10 @@ import { parentPort, workerData } from "node:worker_threads";
 import { type AuthProvider, refuse } from "../auth/types.js";
 import type { PrometheusMetrics } from "../metrics/prometheus.js";
 import type { PeerSocket } from "./connection.js";
-import type { ConnectionHandle } from "./core.js";
+import { type ConnectionHandle, RESPONSE_PREFIX } from "./core.js";
 import { createPiServer, resolveMetrics } from "./create-server.js";
-import type { FromThread, Outgoing, ThreadData, ToThread } from "./principal-threads.js";
+import type { ConnectionStatus, FromThread, Outgoing, ThreadData, ToThread } from "./principal-threads.js";
+import type { HostedSession } from "./sessions.js";
 
 const port = parentPort;
 if (port === null) throw new Error("principal-thread.ts runs in a worker thread (principal-threads.ts starts it)");
@@ -84,12 +85,14 @@ function settle(c: number): void {
 
 function flush(): void {
   for (const c of [...pending.keys()]) settle(c);
-  if (outgoing.length === 0) return;
+  const mirror = ready ? mirrorChanges() : [];
+  const status = statuses();
+  if (outgoing.length === 0 && mirror.length === 0 && status.length === 0) return;
   const batch = outgoing;
   outgoing = [];
   batchBytes = 0;
   const moved = batch.flatMap((out) => (out.k === "frames" ? [out.data.buffer as ArrayBuffer] : []));
-  post({ k: "out", out: batch }, moved);
+  post({ k: "out", out: batch, ...(mirror.length > 0 ? { mirror } : {}), ...(status.length > 0 ? { status } : {}) }, moved);
 }
 
 function scheduled(bytes: number): void {
@@ -105,6 +108,13 @@ function scheduled(bytes: number): void {
 
 interface Relayed {
   handle: ConnectionHandle | undefined;
+  /** Responses posted to the main thread, less those to reads it answered from the mirror. */
+  answered: number;
+  /** Reads the main thread answered from the mirror, not yet run here (their responses are not posted again). */
+  mirrored: number;
+  /** Reads the main thread answered from the mirror that ran here; those refused, by code, since the last status. */
+  confirmed: number;
+  refused: string | undefined;
   /** Frames posted to the main thread and not yet written by it: their size and `sent` callback. */
   readonly unsent: Map<number, { bytes: number; sent: ((error?: Error) => void) | undefined }>;
   /** The sum of `unsent`'s sizes: the socket's `bufferedAmount` as its core sees it. */
@@ -117,10 +127,16 @@ let nextFrame = 0;
 /** `framed`: the main thread writes this socket's frames as wire bytes (the `ws` transport does). */
 function open(c: number, principal: Parameters<typeof server.opened>[1], framed: boolean): void {
   // Registered before the core sees the socket: it sends `server_ready` from `opened()` and counts it as buffered.
-  const conn: Relayed = { handle: undefined, unsent: new Map(), buffered: 0 };
+  const conn: Relayed = { handle: undefined, answered: 0, mirrored: 0, confirmed: 0, refused: undefined, unsent: new Map(), buffered: 0 };
   relayed.set(c, conn);
   const peer: PeerSocket = {
     send: (frame, sent) => {
+      if (typeof frame === "string" && frame.startsWith(RESPONSE_PREFIX)) {
+        allDirty = true; // a command ran: any session may have changed, been created or deleted
+        touched.add(c);
+        if (conn.mirrored > 0) return answeredByMirror(conn, frame, sent);
+        conn.answered += 1;
+      }
       const f = ++nextFrame;
       const payload = typeof frame === "string" ? Buffer.from(frame) : frame;
       const bytes = payload.byteLength;
@@ -150,6 +166,90 @@ function open(c: number, principal: Parameters<typeof server.opened>[1], framed:
   conn.handle = server.opened(peer, principal);
 }
 
+/**
+ * The main thread answers a connection's `get_state` from this thread's mirror of its sessions' states when nothing
+ * of that connection is in the works here (adr/0033: the read does not wait for this thread), then sends the read
+ * here anyway, so that it counts as it would have (rate limits, metrics, a dormant session's restore); its response
+ * is not sent again. The mirror is the sessions' `get_state` data as of this thread's last batch, sent with the batch
+ * whenever it changed: after every response (a command may have changed any session) and every agent event.
+ */
+let ready = false;
+let allDirty = true;
+const dirty = new Set<string>();
+/** Each live session's state as last sent, and the pi session whose events mark it dirty (replaced on new_session). */
+const mirrored = new Map<string, { owner: string | undefined; json: string; session: object; unsubscribe: () => void }>();
+/** Connections whose responses were posted or confirmed since the last batch: their status goes with it. */
+const touched = new Set<number>();
+
+function markDirty(sessionId: string): void {
+  dirty.add(sessionId);
+  scheduled(0);
+}
+
+/** Changes to the mirror since the last batch: `[sessionId, state as JSON]`, or `[sessionId, null]` when it went. */
+function mirrorChanges(): Array<[string, string | null]> {
+  const changes: Array<[string, string | null]> = [];
+  const update = (id: string, owner: string | undefined) => {
+    const hosted: HostedSession | undefined = server.sessions.get(id, owner);
+    const entry = mirrored.get(id);
+    if (hosted === undefined) {
+      if (entry === undefined) return;
+      entry.unsubscribe();
+      mirrored.delete(id);
+      changes.push([id, null]);
+      return;
+    }
+    const json = JSON.stringify(hosted.state());
+    if (entry !== undefined && entry.session === hosted.session) {
+      if (entry.json === json) return;
+      entry.json = json;
+    } else {
+      entry?.unsubscribe();
+      mirrored.set(id, { owner, json, session: hosted.session, unsubscribe: hosted.session.subscribe(() => markDirty(id)) });
+    }
+    changes.push([id, json]);
+  };
+  if (allDirty) {
+    const live = new Set<string>();
+    for (const summary of server.sessions.list()) {
+      if (summary.status !== "live") continue;
+      live.add(summary.sessionId);
+      update(summary.sessionId, summary.owner);
+    }
+    for (const [id, entry] of [...mirrored]) if (!live.has(id)) update(id, entry.owner);
+  } else {
+    for (const id of dirty) update(id, mirrored.get(id)?.owner);
+  }
+  allDirty = false;
+  dirty.clear();
+  return changes;
+}
+
+/** `[c, answered, busy, confirmed, refused?]` of each connection touched since the last batch. */
+function statuses(): ConnectionStatus[] {
+  const out: ConnectionStatus[] = [];
+  for (const c of touched) {
+    const conn = relayed.get(c);
+    if (conn === undefined) continue;
+    const status: ConnectionStatus = [c, conn.answered, conn.handle?.busy?.() ?? true, conn.confirmed];
+    if (conn.refused !== undefined) status.push(conn.refused);
+    out.push(status);
+    conn.refused = undefined;
+  }
+  touched.clear();
+  return out;
+}
+
+/** The response to a read the main thread answered already: not sent again; a refusal is told (its code). */
+function answeredByMirror(conn: Relayed, frame: string, sent: ((error?: Error) => void) | undefined): void {
+  conn.mirrored -= 1;
+  conn.confirmed += 1;
+  const response = JSON.parse(frame) as { success: boolean; code?: string };
+  if (!response.success) conn.refused = response.code ?? "internal";
+  scheduled(0);
+  if (sent !== undefined) queueMicrotask(() => sent());
+}
+
 /** Characters of frames taken per connection this turn, told to the main thread (which bounds what it posts) when it ends. */
 let reads = new Map<number, number>();
 function taken(c: number, chars: number): void {
@@ -171,7 +271,11 @@ function idle(): boolean {
 }
 
 void server.listen().then(
-  () => post({ k: "ready" }),
+  () => {
+    post({ k: "ready" });
+    ready = true;
+    scheduled(0); // the mirror's first batch: every live (restored) session
+  },
   () => undefined, // its commands answer why (a model pi does not know is refused at the main thread's start)
 );
 
@@ -182,6 +286,12 @@ port.on("message", (message: ToThread) => {
     case "text":
       taken(message.c, message.text.length);
       return relayed.get(message.c)?.handle?.message(message.text);
+    case "mirrored": {
+      const conn = relayed.get(message.c);
+      if (conn === undefined) return;
+      conn.mirrored += 1;
+      return conn.handle?.message(message.text);
+    }
     case "binary":
       return relayed.get(message.c)?.handle?.binary();
     case "closed": {

@@ -15,10 +15,12 @@ import type { Registry } from "prom-client";
 import type { Principal } from "../auth/types.js";
 import { SERVER_CLOSES } from "../errors.js";
 import type { PeerSocket } from "./connection.js";
-import type { ConnectionHandle } from "./core.js";
+import { type ConnectionHandle, successFrame } from "./core.js";
+import { JsonText } from "./json-text.js";
 import { DEFAULTS, type PiServerOptions, PiServerOptionsError, type PrincipalThreadsOptions, type ResolvedConfig } from "./options.js";
 
 const DEFAULT_LIMITS: Readonly<PrincipalThreadsOptions> = DEFAULTS.principalThreads;
+import { isParseFailure, parseCommand } from "./protocol.js";
 import type { Opener } from "./transport.js";
 
 /** What a principal's thread starts with (`workerData`). */
@@ -37,6 +39,8 @@ export type ToThread =
   /** `framed`: the socket takes frames as wire bytes (`PeerSocket.writeFrames`); else one frame at a time. */
   | { k: "open"; c: number; principal: Principal; framed: boolean }
   | { k: "text"; c: number; text: string }
+  /** A read this thread answered from the mirror: run it there too (limits, metrics), its response is not sent again. */
+  | { k: "mirrored"; c: number; text: string }
   | { k: "binary"; c: number }
   | { k: "closed"; c: number; heartbeat: boolean }
   /** Frames the main thread wrote (or could not: error), as `[c, f, error?]`, gathered over a turn of its loop. */
@@ -52,10 +56,20 @@ export type Outgoing =
   | { k: "frame"; c: number; f: number; data: string | Uint8Array }
   | { k: "close"; c: number; code: number; reason: string };
 
+/**
+ * A connection as its thread last told: responses sent (to frames this thread forwarded), whether anything it sent
+ * is still in the works there, reads answered from the mirror that ran there, and the code of one of those refused.
+ */
+export type ConnectionStatus = [c: number, answered: number, busy: boolean, confirmed: number, refused?: string];
+
 /** Messages from a principal's thread. */
 export type FromThread =
-  /** Frames and closes, in order, gathered over a turn of the thread's loop: one message, not one per frame. */
-  | { k: "out"; out: Outgoing[] }
+  /**
+   * Frames and closes, in order, gathered over a turn of the thread's loop: one message, not one per frame. With
+   * them, what changed in the mirror of its sessions' states (`null`: the session is no longer live) and the status
+   * of connections whose responses went out.
+   */
+  | { k: "out"; out: Outgoing[]; mirror?: Array<[string, string | null]>; status?: ConnectionStatus[] }
   | { k: "metrics"; r: number; json: MetricsJson }
   | { k: "idle"; r: number; idle: boolean }
   | { k: "stopped" }
@@ -137,6 +151,19 @@ const QUIET = 0.2;
 const INBOUND_HIGH = 1024 * 1024;
 const INBOUND_LOW = 256 * 1024;
 
+/** Reads answered from a mirror ahead of the thread's count, per connection; how long a refusal turns it off. */
+const MAX_UNCONFIRMED = 8;
+const MIRROR_OFF_MS = 1_000;
+/** Longer frames are never a plain `get_state` worth parsing on this thread. */
+const MAX_MIRRORED_FRAME = 512;
+
+/** A response this thread wrote itself (a read answered from a mirror). */
+interface Answer {
+  readonly k: "answer";
+  readonly c: number;
+  readonly data: string;
+}
+
 /** Longest stretch of relaying frames before the loop polls for I/O again (see `#drain`). */
 const RELAY_SLICE_MS = 1;
 
@@ -144,9 +171,20 @@ const ENTRY = new URL(import.meta.url.endsWith(".ts") ? "./principal-thread.ts" 
 
 interface Relay {
   readonly peer: PeerSocket;
+  readonly principal: Principal;
   /** Characters of frames posted to the thread and not yet taken by it; reading is paused past INBOUND_HIGH. */
   inFlight: number;
   paused: boolean;
+  /** Frames forwarded to the thread, and responses to them it has sent: equal when none is outstanding. */
+  posted: number;
+  answered: number;
+  /** The thread's word: something of this connection is still in the works there. */
+  busy: boolean;
+  /** Reads answered from the mirror, and how many of those the thread has run since. */
+  mirrored: number;
+  confirmed: number;
+  /** No reads from the mirror before this time (the thread refused one: rate limited, most likely). */
+  mirrorOffUntil: number;
 }
 
 interface Thread {
@@ -155,6 +193,8 @@ interface Thread {
   /** Acknowledgements to send back at the end of this turn of the loop. */
   acks: Array<[number, number, string?]>;
   readonly relays: Map<number, Relay>;
+  /** Its live sessions' `get_state` data as JSON, by session id, as of its last batch. */
+  readonly mirror: Map<string, string>;
   /** Answers to `metrics` and `idle`, by request number. */
   readonly asked: Map<number, (message: FromThread) => void>;
   idleTimer: NodeJS.Timeout | undefined;
@@ -181,8 +221,9 @@ export class PrincipalThreads implements Opener {
   /** Whether this process may raise a thread's priority back (CAP_SYS_NICE); learnt from the first refusal. */
   #mayRaise = true;
   #closed = false;
-  /** Threads started since the server started (a figure for tests and logs). */
+  /** Threads started since the server started, and reads answered from a mirror (figures for tests and logs). */
   started = 0;
+  mirrorAnswers = 0;
 
   readonly #entry: URL;
 
@@ -217,7 +258,7 @@ export class PrincipalThreads implements Opener {
     }
     clearTimeout(thread.idleTimer);
     thread.idleTimer = undefined;
-    const relay: Relay = { peer, inFlight: 0, paused: false };
+    const relay: Relay = { peer, principal, inFlight: 0, paused: false, posted: 0, answered: 0, busy: false, mirrored: 0, confirmed: 0, mirrorOffUntil: 0 };
     thread.relays.set(c, relay);
     const post = (message: ToThread) => thread.worker.postMessage(message);
     const framed = peer.writeFrames !== undefined;
@@ -225,6 +266,8 @@ export class PrincipalThreads implements Opener {
     return {
       connectionId,
       message: (text) => {
+        if (this.#fromMirror(thread, relay, c, text)) return;
+        relay.posted += 1;
         post({ k: "text", c, text });
         relay.inFlight += text.length;
         if (relay.inFlight > INBOUND_HIGH && !relay.paused && relay.peer.pauseReading) {
@@ -232,7 +275,10 @@ export class PrincipalThreads implements Opener {
           relay.peer.pauseReading();
         }
       },
-      binary: () => post({ k: "binary", c }),
+      binary: () => {
+        relay.posted += 1;
+        post({ k: "binary", c });
+      },
       closed: (heartbeat = false) => {
         if (!thread.relays.delete(c)) return;
         post({ k: "closed", c, heartbeat });
@@ -271,6 +317,7 @@ export class PrincipalThreads implements Opener {
       worker,
       acks: [],
       relays: new Map(),
+      mirror: new Map(),
       asked: new Map(),
       idleTimer: undefined,
       stopping: undefined,
@@ -345,6 +392,21 @@ export class PrincipalThreads implements Opener {
   #received(thread: Thread, message: FromThread): void {
     switch (message.k) {
       case "out":
+        for (const [id, state] of message.mirror ?? []) {
+          if (state === null) thread.mirror.delete(id);
+          else thread.mirror.set(id, state);
+        }
+        for (const [c, answered, busy, confirmed, refused] of message.status ?? []) {
+          const relay = thread.relays.get(c);
+          if (relay === undefined) continue;
+          relay.answered = answered;
+          relay.busy = busy;
+          relay.confirmed = confirmed;
+          if (refused !== undefined) {
+            relay.mirrorOffUntil = Date.now() + MIRROR_OFF_MS;
+            this.#log.debug({ principal: thread.principalId, code: refused }, "a read answered from the mirror was refused by its thread");
+          }
+        }
         for (const out of message.out) this.#outgoing.push([thread, out]);
         if (!this.#draining) this.#drain();
         return;
@@ -378,14 +440,14 @@ export class PrincipalThreads implements Opener {
    * reads every principal's socket, for longer than that. Frames not yet written are not acknowledged, so they count
    * in their connection's `bufferedAmount` in its thread, whose backpressure takes over if this thread falls behind.
    */
-  readonly #outgoing: Array<[Thread, Outgoing]> = [];
+  readonly #outgoing: Array<[Thread, Outgoing | Answer]> = [];
   #outgoingAt = 0;
   #draining = false;
   readonly #drain = () => {
     const started = performance.now();
     const queue = this.#outgoing;
     while (this.#outgoingAt < queue.length) {
-      const [thread, out] = queue[this.#outgoingAt++] as [Thread, Outgoing];
+      const [thread, out] = queue[this.#outgoingAt++] as [Thread, Outgoing | Answer];
       this.#write(thread, out);
       if (performance.now() - started >= RELAY_SLICE_MS) break;
     }
@@ -399,9 +461,10 @@ export class PrincipalThreads implements Opener {
     setImmediate(this.#drain);
   };
 
-  #write(thread: Thread, out: Outgoing): void {
+  #write(thread: Thread, out: Outgoing | Answer): void {
     const relay = thread.relays.get(out.c);
     if (out.k === "close") return relay?.peer.close(out.code, out.reason);
+    if (out.k === "answer") return relay?.peer.send(out.data);
     const frames = out.k === "frames" ? out.frames : [out.f];
     const ack = (error?: Error) => {
       const first = thread.acks.length === 0;
@@ -419,6 +482,33 @@ export class PrincipalThreads implements Opener {
     const bytes = typeof data === "string" ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     if (out.k === "frames") (relay.peer.writeFrames as NonNullable<PeerSocket["writeFrames"]>)(bytes as Buffer, ack);
     else relay.peer.send(bytes, ack);
+  }
+
+  /**
+   * Answer `get_state` from the thread's mirror, without waking the thread, when that is what the thread would answer:
+   * a plain read (no `owner`, no idempotency key) of a session of the mirror, on a connection none of whose frames is
+   * still in the works there (so per-connection order holds: a pipelined `set_model` then `get_state` goes through
+   * the thread), with a live credential. The answer is queued behind the connection's frames already here; the read
+   * then runs in the thread all the same (rate limits, metrics, a restore), which does not send its response again.
+   * A thread that refused one (rate limited) turns the mirror off for the connection for MIRROR_OFF_MS; at most
+   * MAX_UNCONFIRMED answers are ahead of the thread's count, which bounds what a burst gets past its rate limit.
+   */
+  #fromMirror(thread: Thread, relay: Relay, c: number, text: string): boolean {
+    if (!thread.ready || thread.stopping !== undefined || thread.mirror.size === 0) return false;
+    if (relay.posted !== relay.answered || relay.busy || relay.mirrored - relay.confirmed >= MAX_UNCONFIRMED) return false;
+    if (text.length > MAX_MIRRORED_FRAME || !text.includes('"get_state"')) return false;
+    const now = Date.now();
+    if (now < relay.mirrorOffUntil || (relay.principal.expiresAt !== undefined && now >= relay.principal.expiresAt)) return false;
+    const read = parseCommand(text);
+    if (isParseFailure(read) || read.type !== "get_state" || read.idempotencyKey !== undefined || Object.keys(read.fields).length > 0) return false;
+    const state = read.sessionId === undefined ? undefined : thread.mirror.get(read.sessionId);
+    if (state === undefined) return false;
+    this.#outgoing.push([thread, { k: "answer", c, data: successFrame(read.id, read.type, new JsonText(state)) }]);
+    if (!this.#draining) this.#drain();
+    relay.mirrored += 1;
+    this.mirrorAnswers += 1;
+    thread.worker.postMessage({ k: "mirrored", c, text } satisfies ToThread);
+    return true;
   }
 
   #ask(thread: Thread, k: "metrics" | "idle"): Promise<FromThread | undefined> {

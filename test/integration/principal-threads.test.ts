@@ -6,7 +6,7 @@
  * its sessions come back from its data dir.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
@@ -14,10 +14,8 @@ import { createPiServer, PiServerOptionsError, tokenAuth } from "../../src/index
 import { resolveOptions } from "../../src/server/options.js";
 import { threadOptions } from "../../src/server/principal-threads.js";
 import { prompted } from "../helpers/attacks.js";
-import { TestClient } from "../helpers/client.js";
-import { tempDir } from "../helpers/faux.js";
-import { modelsJson, startOpenAiServer } from "../helpers/openai-server.js";
 import { eventually, startSecureCli, TOKENS } from "../helpers/secure-cli.js";
+import { threadedServer } from "../helpers/threaded-server.js";
 
 /** Threads of process `pid` whose name starts with `pi-p`: name and niceness (field 19 of /proc/…/stat). */
 function principalThreads(pid: number | "self"): Array<{ name: string; nice: number }> {
@@ -87,51 +85,6 @@ test("--principal-threads: each principal's sessions in a thread of its own, low
   assert.match(metrics, /^pi_server_sessions 2$/m, "both threads' sessions, summed");
   assert.match(metrics, /^pi_server_build_info\{[^}]*\} 1$/m, "one build, not one per thread");
 });
-
-/** A server in this process with principal threads, two principals with tokens, a model; no auth for nobody else. */
-async function threadedServer(
-  t: import("node:test").TestContext,
-  principalThreads: Record<string, number>,
-  more: { maxSessions?: number; maxSessionsPerPrincipal?: number; tokens?: string[] } = {},
-) {
-  const dir = tempDir("principal-threads");
-  t.after(dir.cleanup);
-  const agentDir = join(dir.path, "agent");
-  const root = join(dir.path, "workspaces");
-  mkdirSync(agentDir);
-  mkdirSync(root);
-  const llm = await startOpenAiServer();
-  t.after(() => llm.close());
-  writeFileSync(join(agentDir, "models.json"), modelsJson(llm.baseUrl));
-  const server = createPiServer({
-    port: 0,
-    host: "127.0.0.1",
-    logLevel: "silent",
-    agentDir,
-    workspaces: { root },
-    sandbox: "none",
-    auth: tokenAuth({
-      tokens: [
-        { principal: "alice", token: TOKENS.alice },
-        { principal: "bob", token: TOKENS.bob },
-        ...(more.tokens ?? []).map((principal) => ({ principal, token: `${principal}-token-0123456789` })),
-      ],
-    }),
-    principalThreads,
-    ...(more.maxSessions === undefined ? {} : { maxSessions: more.maxSessions }),
-    ...(more.maxSessionsPerPrincipal === undefined ? {} : { maxSessionsPerPrincipal: more.maxSessionsPerPrincipal }),
-  });
-  t.after(() => server.close());
-  const address = await server.listen();
-  const url = `ws://127.0.0.1:${address?.port}`;
-  const connect = async (who: string) => {
-    const token = (TOKENS as Record<string, string>)[who] ?? `${who}-token-0123456789`;
-    const client = new TestClient(url, { headers: { authorization: `Bearer ${token}` } });
-    t.after(() => client.close());
-    return client;
-  };
-  return { server, llm, connect };
-}
 
 test("principal threads are bounded (maxLive): past it another principal is closed 1013; an idle thread stops and its sessions come back from its data dir", async (t) => {
   const { connect } = await threadedServer(t, { maxLive: 1, idleMs: 50 });

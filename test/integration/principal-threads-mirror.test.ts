@@ -1,0 +1,120 @@
+/**
+ * Principal threads' read mirror (adr/0033): the main thread answers a plain `get_state` from a mirror of the
+ * principal's sessions' states without waking that principal's thread — the same bytes the thread would answer, never
+ * out of order with what the connection sent before, as fresh as the events the connection has seen, and counted
+ * against the rate limits as if the thread had answered it.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { TestClient } from "../helpers/client.js";
+import { threadedServer } from "../helpers/threaded-server.js";
+
+/** `pi_server_mirrored_reads_total` as /metrics says now. */
+async function mirroredReads(http: string): Promise<number> {
+  const body = await (await fetch(`${http}/metrics`)).text();
+  const line = /^pi_server_mirrored_reads_total (\d+)$/m.exec(body);
+  assert.ok(line, "the counter is exported");
+  return Number(line[1]);
+}
+
+/** Every text frame the client receives, as sent (the test client keeps them parsed). */
+function rawFrames(client: TestClient): string[] {
+  const raw: string[] = [];
+  client.ws.on("message", (data) => raw.push(String(data)));
+  return raw;
+}
+
+test("get_state is answered from the mirror with the bytes the thread answers, and not past the connection's own unanswered commands", async (t) => {
+  const { connect, http, llm } = await threadedServer(t, {});
+  const alice = await connect("alice");
+  await alice.ready;
+  const raw = rawFrames(alice);
+  await alice.ok({ type: "create_session", sessionId: "s" });
+
+  const before = await mirroredReads(http);
+  await alice.ok({ type: "get_state", id: "from-mirror", sessionId: "s" });
+  assert.equal(await mirroredReads(http), before + 1, "answered from the mirror");
+  // `owner` makes it a read the mirror does not answer: the thread answers it.
+  await alice.ok({ type: "get_state", id: "from-thread", sessionId: "s", owner: "alice" });
+  assert.equal(await mirroredReads(http), before + 1, "answered by the thread");
+  const answer = (id: string) => raw.find((frame) => frame.includes(`"id":"${id}"`))?.replace(`"id":"${id}"`, '"id":"x"');
+  assert.ok(answer("from-mirror"));
+  assert.equal(answer("from-mirror"), answer("from-thread"), "the same bytes");
+
+  // A prompt's run holds its id until it ends: a read under that id is a duplicate there, and so it is here.
+  let release = () => undefined as void;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  llm.route = () => ({ text: "held", chunks: 2, hold: held });
+  await alice.ok({ type: "prompt", id: "p1", sessionId: "s", message: "hold" });
+  const duplicate = await alice.request({ type: "get_state", id: "p1", sessionId: "s" });
+  assert.equal(duplicate.code, "duplicate_id");
+  const streaming = (await alice.ok({ type: "get_state", sessionId: "s" })) as { isStreaming: boolean };
+  assert.equal(streaming.isStreaming, true);
+  release();
+  await alice.waitForEvent("s", "agent_settled");
+
+  // A read sent right behind a deletion waits for it there: the session is gone, not answered from the mirror.
+  const other = await connect("alice"); // a connection with nothing in the works
+  await other.ready;
+  const deleted = other.request({ type: "delete_session", id: "del", sessionId: "s" });
+  const after = other.request({ type: "get_state", id: "after", sessionId: "s" });
+  assert.equal((await deleted).success, true);
+  assert.equal((await after).code, "session_not_found");
+  const order = other.frames.filter((f) => f.type === "response").map((f) => f["id"]);
+  assert.deepEqual(order, ["del", "after"], "answered in order");
+  assert.equal((await other.request({ type: "get_state", sessionId: "s" })).code, "session_not_found", "and not later either");
+});
+
+test("the mirror follows a run its reader does not watch: after the run, another connection's get_state has it, without waking the thread", async (t) => {
+  const { connect, http } = await threadedServer(t, {});
+  const alice = await connect("alice");
+  await alice.ready;
+  await alice.ok({ type: "create_session", sessionId: "s" });
+  await alice.ok({ type: "prompt", sessionId: "s", message: "hello" });
+  await alice.waitForEvent("s", "agent_settled");
+
+  // A second connection of hers, subscribed to nothing: its first read is answered from the mirror.
+  const reader = await connect("alice");
+  await reader.ready;
+  const before = await mirroredReads(http);
+  const state = (await reader.ok({ type: "get_state", sessionId: "s" })) as { isStreaming: boolean; messageCount: number };
+  assert.equal(await mirroredReads(http), before + 1, "answered from the mirror");
+  assert.equal(state.isStreaming, false);
+  assert.deepEqual(state, await reader.ok({ type: "get_state", sessionId: "s", owner: "alice" }), "what the thread answers (owner: not from the mirror)");
+  assert.equal(await mirroredReads(http), before + 1);
+});
+
+test("reads answered from the mirror count against the rate limits: they use the connection's budget, and a burst past it is refused but for the few ahead of the thread's count", async (t) => {
+  const limit = 5;
+  const { connect, http } = await threadedServer(t, {}, { rateLimits: { connection: { limit, windowMs: 60_000 } } });
+  const alice = await connect("alice");
+  await alice.ready;
+  await alice.ok({ type: "create_session", sessionId: "s" }); // one admission
+  const before = await mirroredReads(http);
+  for (let i = 0; i < limit - 1; i++) await alice.ok({ type: "get_state", sessionId: "s" });
+  assert.equal(await mirroredReads(http), before + limit - 1, "all from the mirror");
+  const prompt = await alice.request({ type: "prompt", sessionId: "s", message: "more" });
+  assert.equal(prompt.code, "rate_limited", "the mirror's reads used the connection's budget");
+
+  const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => alice.request({ type: "get_state", id: `g${i}`, sessionId: "s" })));
+  const answered = burst.filter((r) => r.success).length;
+  const refused = burst.filter((r) => r.code === "rate_limited").length;
+  assert.equal(answered + refused, 40, "every read answered or refused");
+  assert.ok(answered <= 8, `at most the 8 ahead of the thread's count answered: ${answered}`);
+});
+
+test("another principal's session and a missing one answer alike: the mirror holds only the principal's own", async (t) => {
+  const { connect } = await threadedServer(t, {});
+  const alice = await connect("alice");
+  const bob = await connect("bob");
+  await Promise.all([alice.ready, bob.ready]);
+  await alice.ok({ type: "create_session", sessionId: "hers" });
+  await bob.ok({ type: "create_session", sessionId: "his" });
+  const strip = (r: Record<string, unknown>) => ({ ...r, id: undefined, error: String(r["error"]).replace(/'[^']*'/, "'…'") });
+  const theirs = await bob.request({ type: "get_state", id: "a", sessionId: "hers" });
+  const missing = await bob.request({ type: "get_state", id: "b", sessionId: "nobody" });
+  assert.equal(theirs.code, "session_not_found");
+  assert.deepEqual(strip(theirs), strip(missing));
+});
