@@ -68,11 +68,18 @@ test("get_state is answered from the mirror with the bytes the thread answers, a
 });
 
 test("the mirror follows a run its reader does not watch: after the run, another connection's get_state has it, without waking the thread", async (t) => {
-  const { connect, http } = await threadedServer(t, {});
+  const { connect, http, llm } = await threadedServer(t, {});
   const alice = await connect("alice");
   await alice.ready;
   await alice.ok({ type: "create_session", sessionId: "s" });
+  // The model answers only once the prompt's response is out: the run ends after the last response of the thread.
+  let release = () => undefined as void;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  llm.route = () => ({ text: "later", chunks: 2, hold: held });
   await alice.ok({ type: "prompt", sessionId: "s", message: "hello" });
+  release();
   await alice.waitForEvent("s", "agent_settled");
 
   // A second connection of hers, subscribed to nothing: its first read is answered from the mirror.
