@@ -185,6 +185,8 @@ interface Relay {
   confirmed: number;
   /** No reads from the mirror before this time (the thread refused one: rate limited, most likely). */
   mirrorOffUntil: number;
+  /** Its entries in the outgoing queue, not yet written. */
+  queued: number;
 }
 
 interface Thread {
@@ -258,7 +260,7 @@ export class PrincipalThreads implements Opener {
     }
     clearTimeout(thread.idleTimer);
     thread.idleTimer = undefined;
-    const relay: Relay = { peer, principal, inFlight: 0, paused: false, posted: 0, answered: 0, busy: false, mirrored: 0, confirmed: 0, mirrorOffUntil: 0 };
+    const relay: Relay = { peer, principal, inFlight: 0, paused: false, posted: 0, answered: 0, busy: false, mirrored: 0, confirmed: 0, mirrorOffUntil: 0, queued: 0 };
     thread.relays.set(c, relay);
     const post = (message: ToThread) => thread.worker.postMessage(message);
     const framed = peer.writeFrames !== undefined;
@@ -407,7 +409,7 @@ export class PrincipalThreads implements Opener {
             this.#log.debug({ principal: thread.principalId, code: refused }, "a read answered from the mirror was refused by its thread");
           }
         }
-        for (const out of message.out) this.#outgoing.push([thread, out]);
+        for (const out of message.out) this.#queue(thread, out);
         if (!this.#draining) this.#drain();
         return;
       case "metrics":
@@ -461,8 +463,15 @@ export class PrincipalThreads implements Opener {
     setImmediate(this.#drain);
   };
 
+  #queue(thread: Thread, out: Outgoing | Answer): void {
+    const relay = thread.relays.get(out.c);
+    if (relay !== undefined) relay.queued += 1;
+    this.#outgoing.push([thread, out]);
+  }
+
   #write(thread: Thread, out: Outgoing | Answer): void {
     const relay = thread.relays.get(out.c);
+    if (relay !== undefined) relay.queued -= 1;
     if (out.k === "close") return relay?.peer.close(out.code, out.reason);
     if (out.k === "answer") return relay?.peer.send(out.data);
     const frames = out.k === "frames" ? out.frames : [out.f];
@@ -487,11 +496,12 @@ export class PrincipalThreads implements Opener {
   /**
    * Answer `get_state` from the thread's mirror, without waking the thread, when that is what the thread would answer:
    * a plain read (no `owner`, no idempotency key) of a session of the mirror, on a connection none of whose frames is
-   * still in the works there (so per-connection order holds: a pipelined `set_model` then `get_state` goes through
-   * the thread), with a live credential. The answer is queued behind the connection's frames already here; the read
-   * then runs in the thread all the same (rate limits, metrics, a restore), which does not send its response again.
-   * A thread that refused one (rate limited) turns the mirror off for the connection for MIRROR_OFF_MS; at most
-   * MAX_UNCONFIRMED answers are ahead of the thread's count, which bounds what a burst gets past its rate limit.
+   * still in the works there (so per-connection order holds: a pipelined `delete_session` then `get_state` goes
+   * through the thread, as does a read under the id of a prompt still running), with a live credential. The answer
+   * is written at once, or queued behind the connection's frames still here; the read then runs in the thread all the
+   * same (rate limits, metrics, a restore), which does not send its response again. A thread that refused one (rate
+   * limited) turns the mirror off for the connection for MIRROR_OFF_MS; at most MAX_UNCONFIRMED answers are ahead of
+   * the thread's count, which bounds what a burst gets past its rate limit.
    */
   #fromMirror(thread: Thread, relay: Relay, c: number, text: string): boolean {
     if (!thread.ready || thread.stopping !== undefined || thread.mirror.size === 0) return false;
@@ -503,8 +513,10 @@ export class PrincipalThreads implements Opener {
     if (isParseFailure(read) || read.type !== "get_state" || read.idempotencyKey !== undefined || Object.keys(read.fields).length > 0) return false;
     const state = read.sessionId === undefined ? undefined : thread.mirror.get(read.sessionId);
     if (state === undefined) return false;
-    this.#outgoing.push([thread, { k: "answer", c, data: successFrame(read.id, read.type, new JsonText(state)) }]);
-    if (!this.#draining) this.#drain();
+    const answer: Answer = { k: "answer", c, data: successFrame(read.id, read.type, new JsonText(state)) };
+    // Written now unless frames of the connection wait (another principal's stream in the queue is no reason to wait).
+    if (relay.queued === 0) relay.peer.send(answer.data);
+    else this.#queue(thread, answer); // a drain is under way: the connection's frames are queued
     relay.mirrored += 1;
     this.mirrorAnswers += 1;
     thread.worker.postMessage({ k: "mirrored", c, text } satisfies ToThread);

@@ -1,7 +1,7 @@
 /**
  * The main thread's side of principal threads (src/server/principal-threads.ts) against worker modules that misbehave
  * on purpose: a thread that ends while its principal is connected closes that principal's sockets (1011) and nobody
- * else's, and the next connection gets a new thread.
+ * else's, and the next connection gets a new thread; a read answered from the mirror keeps its connection's order.
  */
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
@@ -136,4 +136,47 @@ test("a client whose thread does not take its frames is not read past 1 MiB in f
   handle.message("release");
   await readAgain;
   assert.deepEqual(calls, ["pause", "resume"]);
+});
+
+/**
+ * A worker that mirrors one session ("s", state `{"n":1}`) from the start, and answers the frame "two" with two
+ * frames: the main thread has them when its client's next frame, a `get_state`, arrives.
+ */
+const MIRRORING = `
+import { parentPort } from "node:worker_threads";
+parentPort.postMessage({ k: "ready" });
+parentPort.on("message", (m) => {
+  if (m.k === "stop") process.exit(0);
+  if (m.k === "open") parentPort.postMessage({ k: "out", out: [], mirror: [["s", '{"n":1}']], status: [[m.c, 0, false, 0]] });
+  if (m.k === "text" && m.text === "two") {
+    const out = [{ k: "frame", c: m.c, f: 1, data: "first" }, { k: "frame", c: m.c, f: 2, data: "second" }];
+    parentPort.postMessage({ k: "out", out, status: [[m.c, 1, false, 0]] });
+  }
+});
+`;
+
+test("a read answered from the mirror is written after the connection's frames still waiting on the main thread, never before", async (t) => {
+  const threads = threadsRunning(t, MIRRORING);
+  const alice = peer();
+  const handle = threads.opened(alice, who("alice"));
+  let answered = () => undefined as void;
+  const three = new Promise<void>((resolve) => {
+    answered = resolve;
+  });
+  const send = alice.send;
+  alice.send = (frame, done) => {
+    send(frame, done);
+    if (frame === "first") {
+      // The write is slow (past the main thread's 1 ms slice: "second" waits for the next one), and meanwhile the
+      // client's get_state arrives.
+      const until = performance.now() + 3;
+      while (performance.now() < until);
+      handle.message('{"type":"get_state","id":"g","sessionId":"s"}');
+    }
+    if (alice.sent.length === 3) answered();
+  };
+  handle.message("two");
+  await three;
+  assert.deepEqual(alice.sent, ["first", "second", '{"type":"response","id":"g","command":"get_state","success":true,"data":{"n":1}}']);
+  assert.equal(threads.mirrorAnswers, 1, "from the mirror");
 });
