@@ -166,6 +166,17 @@ export class RateLimits {
     return new Admission(taken);
   }
 
+  /**
+   * Admissions a command of this connection (`principal`, as `admit` names it) that starts no session work would get
+   * now before one is refused: the least of what the server and the connection limits have left.
+   */
+  room(principal: string): number {
+    let room = Number.POSITIVE_INFINITY;
+    if (this.global) room = Math.min(room, this.global.limit - this.global.count("*"));
+    if (this.connection) room = Math.min(room, this.connection.limit - this.connection.count(principal));
+    return Math.max(0, room);
+  }
+
   /** Refund an admission whose command never did work. */
   refund(admission: Admission): void {
     if (admission.refund() > 0) this.refunds += 1;

@@ -28,11 +28,13 @@ export interface ConnectionHandle {
   /** The socket closed, for whatever reason; `heartbeat` when the transport terminated it for a missed pong. */
   closed(heartbeat?: boolean): void;
   /**
-   * Something the connection sent is still in the works: a command queued or running (a prompt until its run ends),
-   * or frames waiting behind a server command. A principal's thread tells the main thread, which answers reads from
-   * its mirror only when nothing is (adr/0033).
+   * Something of the connection is still in the works: a command it sent queued or running (a prompt until its run
+   * ends), frames of it waiting behind a server command, or frames to it waiting for its socket (backpressure). A
+   * principal's thread tells the main thread, which answers reads from its mirror only when nothing is (adr/0033).
    */
   busy?(): boolean;
+  /** Admissions a read of the connection would get now before the rate limits refuse one (`RateLimits.room`). */
+  room?(): number;
 }
 
 export interface ServerCoreOptions {
@@ -230,7 +232,8 @@ export class ServerCore {
       message: (text) => this.#onFrame(conn, text),
       binary: () => this.#onFrame(conn, BINARY),
       closed: (heartbeat) => this.#onClosed(conn, heartbeat ? "heartbeat" : undefined),
-      busy: () => conn.backlog !== undefined || this.#engine.owns(conn.connectionId),
+      busy: () => conn.backlog !== undefined || conn.queuedFrames > 0 || this.#engine.owns(conn.connectionId),
+      room: () => this.#limits.room(conn.connectionId),
     };
   }
 

@@ -115,6 +115,8 @@ interface Relayed {
   /** Reads the main thread answered from the mirror that ran here; those refused, by code, since the last status. */
   confirmed: number;
   refused: string | undefined;
+  /** Its status as last told to the main thread (told again when it changes). */
+  reported: string | undefined;
   /** Frames posted to the main thread and not yet written by it: their size and `sent` callback. */
   readonly unsent: Map<number, { bytes: number; sent: ((error?: Error) => void) | undefined }>;
   /** The sum of `unsent`'s sizes: the socket's `bufferedAmount` as its core sees it. */
@@ -127,13 +129,12 @@ let nextFrame = 0;
 /** `framed`: the main thread writes this socket's frames as wire bytes (the `ws` transport does). */
 function open(c: number, principal: Parameters<typeof server.opened>[1], framed: boolean): void {
   // Registered before the core sees the socket: it sends `server_ready` from `opened()` and counts it as buffered.
-  const conn: Relayed = { handle: undefined, answered: 0, mirrored: 0, confirmed: 0, refused: undefined, unsent: new Map(), buffered: 0 };
+  const conn: Relayed = { handle: undefined, answered: 0, mirrored: 0, confirmed: 0, refused: undefined, reported: undefined, unsent: new Map(), buffered: 0 };
   relayed.set(c, conn);
   const peer: PeerSocket = {
     send: (frame, sent) => {
       if (typeof frame === "string" && frame.startsWith(RESPONSE_PREFIX)) {
         allDirty = true; // a command ran: any session may have changed, been created or deleted
-        touched.add(c);
         if (conn.mirrored > 0) return answeredByMirror(conn, frame, sent);
         conn.answered += 1;
       }
@@ -178,8 +179,6 @@ let allDirty = true;
 const dirty = new Set<string>();
 /** Each live session's state as last sent, and the pi session whose events mark it dirty (replaced on new_session). */
 const mirrored = new Map<string, { owner: string | undefined; json: string; session: object; unsubscribe: () => void }>();
-/** Connections whose responses were posted or confirmed since the last batch: their status goes with it. */
-const touched = new Set<number>();
 
 function markDirty(sessionId: string): void {
   dirty.add(sessionId);
@@ -225,18 +224,21 @@ function mirrorChanges(): Array<[string, string | null]> {
   return changes;
 }
 
-/** `[c, answered, busy, confirmed, refused?]` of each connection touched since the last batch. */
+/**
+ * The status of each connection whose status changed since the last batch, as of this batch: the mirror it carries is
+ * safe to answer from for a connection only if, now, everything of that connection here has been answered or sent.
+ */
 function statuses(): ConnectionStatus[] {
   const out: ConnectionStatus[] = [];
-  for (const c of touched) {
-    const conn = relayed.get(c);
-    if (conn === undefined) continue;
-    const status: ConnectionStatus = [c, conn.answered, conn.handle?.busy?.() ?? true, conn.confirmed];
+  for (const [c, conn] of relayed) {
+    const status: ConnectionStatus = [c, conn.answered, conn.handle?.busy?.() ?? true, conn.confirmed, conn.handle?.room?.() ?? 0];
+    const key = status.join();
+    if (key === conn.reported && conn.refused === undefined) continue;
+    conn.reported = key;
     if (conn.refused !== undefined) status.push(conn.refused);
-    out.push(status);
     conn.refused = undefined;
+    out.push(status);
   }
-  touched.clear();
   return out;
 }
 

@@ -57,10 +57,11 @@ export type Outgoing =
   | { k: "close"; c: number; code: number; reason: string };
 
 /**
- * A connection as its thread last told: responses sent (to frames this thread forwarded), whether anything it sent
- * is still in the works there, reads answered from the mirror that ran there, and the code of one of those refused.
+ * A connection as its thread last told: responses sent (to frames this thread forwarded), whether anything of it is
+ * still in the works there (commands, frames waiting for its socket), reads answered from the mirror that ran there,
+ * the admissions its rate limits have left, and the code of a read answered from the mirror that was refused there.
  */
-export type ConnectionStatus = [c: number, answered: number, busy: boolean, confirmed: number, refused?: string];
+export type ConnectionStatus = [c: number, answered: number, busy: boolean, confirmed: number, room: number, refused?: string];
 
 /** Messages from a principal's thread. */
 export type FromThread =
@@ -178,8 +179,10 @@ interface Relay {
   /** Frames forwarded to the thread, and responses to them it has sent: equal when none is outstanding. */
   posted: number;
   answered: number;
-  /** The thread's word: something of this connection is still in the works there. */
+  /** The thread's word: something of this connection is still in the works there (until its first word: yes). */
   busy: boolean;
+  /** The thread's word: admissions the connection's rate limits had left (reads from the mirror count in them). */
+  room: number;
   /** Reads answered from the mirror, and how many of those the thread has run since. */
   mirrored: number;
   confirmed: number;
@@ -260,7 +263,7 @@ export class PrincipalThreads implements Opener {
     }
     clearTimeout(thread.idleTimer);
     thread.idleTimer = undefined;
-    const relay: Relay = { peer, principal, inFlight: 0, paused: false, posted: 0, answered: 0, busy: false, mirrored: 0, confirmed: 0, mirrorOffUntil: 0, queued: 0 };
+    const relay: Relay = { peer, principal, inFlight: 0, paused: false, posted: 0, answered: 0, busy: true, room: 0, mirrored: 0, confirmed: 0, mirrorOffUntil: 0, queued: 0 };
     thread.relays.set(c, relay);
     const post = (message: ToThread) => thread.worker.postMessage(message);
     const framed = peer.writeFrames !== undefined;
@@ -398,12 +401,13 @@ export class PrincipalThreads implements Opener {
           if (state === null) thread.mirror.delete(id);
           else thread.mirror.set(id, state);
         }
-        for (const [c, answered, busy, confirmed, refused] of message.status ?? []) {
+        for (const [c, answered, busy, confirmed, room, refused] of message.status ?? []) {
           const relay = thread.relays.get(c);
           if (relay === undefined) continue;
           relay.answered = answered;
           relay.busy = busy;
           relay.confirmed = confirmed;
+          relay.room = room;
           if (refused !== undefined) {
             relay.mirrorOffUntil = Date.now() + MIRROR_OFF_MS;
             this.#log.debug({ principal: thread.principalId, code: refused }, "a read answered from the mirror was refused by its thread");
@@ -495,17 +499,20 @@ export class PrincipalThreads implements Opener {
 
   /**
    * Answer `get_state` from the thread's mirror, without waking the thread, when that is what the thread would answer:
-   * a plain read (no `owner`, no idempotency key) of a session of the mirror, on a connection none of whose frames is
-   * still in the works there (so per-connection order holds: a pipelined `delete_session` then `get_state` goes
-   * through the thread, as does a read under the id of a prompt still running), with a live credential. The answer
-   * is written at once, or queued behind the connection's frames still here; the read then runs in the thread all the
-   * same (rate limits, metrics, a restore), which does not send its response again. A thread that refused one (rate
-   * limited) turns the mirror off for the connection for MIRROR_OFF_MS; at most MAX_UNCONFIRMED answers are ahead of
-   * the thread's count, which bounds what a burst gets past its rate limit.
+   * a plain read (no `owner`, no idempotency key) of a session of the mirror, with a live credential, on a connection
+   * of which, as of the thread's last batch, nothing was in the works there: every frame it sent answered, no command
+   * or run of it going on, no frame to it held back (so the answer keeps the connection's order: a pipelined
+   * `delete_session` then `get_state` goes through the thread, as does a read under the id of a running prompt, and
+   * no answer overtakes the events it reflects), and within the admissions its rate limits had left. The answer is
+   * written at once, or queued behind the connection's frames still here; the read then runs in the thread all the
+   * same (rate limits, metrics, a restore), which does not send its response again. At most MAX_UNCONFIRMED answers
+   * are ahead of the thread's count; a thread that refused one anyway turns the mirror off for the connection for
+   * MIRROR_OFF_MS.
    */
   #fromMirror(thread: Thread, relay: Relay, c: number, text: string): boolean {
     if (!thread.ready || thread.stopping !== undefined || thread.mirror.size === 0) return false;
-    if (relay.posted !== relay.answered || relay.busy || relay.mirrored - relay.confirmed >= MAX_UNCONFIRMED) return false;
+    const ahead = relay.mirrored - relay.confirmed;
+    if (relay.posted !== relay.answered || relay.busy || ahead >= MAX_UNCONFIRMED || ahead >= relay.room) return false;
     if (text.length > MAX_MIRRORED_FRAME || !text.includes('"get_state"')) return false;
     const now = Date.now();
     if (now < relay.mirrorOffUntil || (relay.principal.expiresAt !== undefined && now >= relay.principal.expiresAt)) return false;

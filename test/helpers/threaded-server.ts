@@ -2,7 +2,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
-import { createPiServer, tokenAuth } from "../../src/index.js";
+import { createPiServer, type PiServerOptions, tokenAuth } from "../../src/index.js";
 import type { RateLimitsOptions } from "../../src/governor/rate-limit.js";
 import { TestClient } from "./client.js";
 import { tempDir } from "./faux.js";
@@ -13,7 +13,7 @@ import { TOKENS } from "./secure-cli.js";
 export async function threadedServer(
   t: TestContext,
   principalThreads: Record<string, number>,
-  more: { maxSessions?: number; maxSessionsPerPrincipal?: number; tokens?: string[]; rateLimits?: RateLimitsOptions } = {},
+  more: { maxSessions?: number; maxSessionsPerPrincipal?: number; tokens?: string[]; rateLimits?: RateLimitsOptions; backpressure?: PiServerOptions["backpressure"] } = {},
 ) {
   const dir = tempDir("principal-threads");
   t.after(dir.cleanup);
@@ -43,6 +43,7 @@ export async function threadedServer(
     ...(more.maxSessions === undefined ? {} : { maxSessions: more.maxSessions }),
     ...(more.maxSessionsPerPrincipal === undefined ? {} : { maxSessionsPerPrincipal: more.maxSessionsPerPrincipal }),
     ...(more.rateLimits === undefined ? {} : { rateLimits: more.rateLimits }),
+    ...(more.backpressure === undefined ? {} : { backpressure: more.backpressure }),
   });
   t.after(() => server.close());
   const address = await server.listen();

@@ -93,7 +93,7 @@ test("the mirror follows a run its reader does not watch: after the run, another
   assert.equal(await mirroredReads(http), before + 1);
 });
 
-test("reads answered from the mirror count against the rate limits: they use the connection's budget, and a burst past it is refused but for the few ahead of the thread's count", async (t) => {
+test("reads answered from the mirror count against the rate limits: they use the connection's budget, and none is answered past it", async (t) => {
   const limit = 5;
   const { connect, http } = await threadedServer(t, {}, { rateLimits: { connection: { limit, windowMs: 60_000 } } });
   const alice = await connect("alice");
@@ -105,11 +105,45 @@ test("reads answered from the mirror count against the rate limits: they use the
   const prompt = await alice.request({ type: "prompt", sessionId: "s", message: "more" });
   assert.equal(prompt.code, "rate_limited", "the mirror's reads used the connection's budget");
 
-  const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => alice.request({ type: "get_state", id: `g${i}`, sessionId: "s" })));
-  const answered = burst.filter((r) => r.success).length;
-  const refused = burst.filter((r) => r.code === "rate_limited").length;
-  assert.equal(answered + refused, 40, "every read answered or refused");
-  assert.ok(answered <= 8, `at most the 8 ahead of the thread's count answered: ${answered}`);
+  // The budget is spent: a burst gets nothing from the mirror, now or a second later (the thread refuses them all).
+  for (const round of [1, 2]) {
+    const burst = await Promise.all(Array.from({ length: 20 }, (_, i) => alice.request({ type: "get_state", id: `g${round}-${i}`, sessionId: "s" })));
+    assert.deepEqual(new Set(burst.map((r) => r.code)), new Set(["rate_limited"]), `round ${round}: every read refused`);
+    if (round === 1) await new Promise((resolve) => setTimeout(resolve, 1_100)); // past the mirror's pause after a refusal
+  }
+  assert.equal(await mirroredReads(http), before + limit - 1, "none from the mirror");
+});
+
+test("a read is not answered from the mirror ahead of the connection's server_ready, nor ahead of events held back for its socket", async (t) => {
+  const { connect, llm } = await threadedServer(t, {}, { backpressure: { highWaterMark: 1024, lowWaterMark: 512, hardLimit: 64 * 1024 * 1024, maxLagMs: 60_000, conflateAfterMs: 60_000 } });
+  const alice = await connect("alice");
+  await alice.ready;
+  await alice.ok({ type: "create_session", sessionId: "s" });
+
+  // A new connection's first frame, sent the moment it opens: its answer comes after server_ready.
+  for (let i = 0; i < 5; i++) {
+    const early = await connect("alice");
+    early.ws.once("open", () => early.send({ type: "get_state", id: "early", sessionId: "s" }));
+    await early.waitFor((f) => f.type === "response");
+    assert.deepEqual(early.frames.slice(0, 2).map((f) => f.type), ["server_ready", "response"], `connection ${i}`);
+    await early.close();
+  }
+
+  // A watcher that does not read while a long reply streams: its thread holds events back (backpressure). Once the
+  // run is over it reads the state: the answer comes after the run's events, not before them.
+  const watcher = await connect("alice");
+  await watcher.ready;
+  await watcher.ok({ type: "subscribe", sessionId: "s" });
+  llm.route = () => ({ text: "x".repeat(20_000), chunks: 2_000 });
+  watcher.freeze();
+  const from = alice.frames.length;
+  await alice.ok({ type: "prompt", sessionId: "s", message: "go" });
+  await alice.waitForEvent("s", "agent_settled", () => true, from);
+  watcher.send({ type: "get_state", id: "after-run", sessionId: "s" });
+  watcher.thaw();
+  const answer = await watcher.waitFor((f) => f.type === "response" && f["id"] === "after-run", { timeoutMs: 60_000 });
+  const ended = watcher.frames.findIndex((f) => f.type === "event" && (f["event"] as { type: string }).type === "agent_end");
+  assert.ok(ended !== -1 && ended < watcher.frames.indexOf(answer), `agent_end (#${ended}) before the answer (#${watcher.frames.indexOf(answer)})`);
 });
 
 test("another principal's session and a missing one answer alike: the mirror holds only the principal's own", async (t) => {

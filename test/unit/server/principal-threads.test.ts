@@ -147,10 +147,10 @@ import { parentPort } from "node:worker_threads";
 parentPort.postMessage({ k: "ready" });
 parentPort.on("message", (m) => {
   if (m.k === "stop") process.exit(0);
-  if (m.k === "open") parentPort.postMessage({ k: "out", out: [], mirror: [["s", '{"n":1}']], status: [[m.c, 0, false, 0]] });
+  if (m.k === "open") parentPort.postMessage({ k: "out", out: [], mirror: [["s", '{"n":1}']], status: [[m.c, 0, false, 0, 100]] });
   if (m.k === "text" && m.text === "two") {
     const out = [{ k: "frame", c: m.c, f: 1, data: "first" }, { k: "frame", c: m.c, f: 2, data: "second" }];
-    parentPort.postMessage({ k: "out", out, status: [[m.c, 1, false, 0]] });
+    parentPort.postMessage({ k: "out", out, status: [[m.c, 1, false, 0, 100]] });
   }
 });
 `;
@@ -179,4 +179,26 @@ test("a read answered from the mirror is written after the connection's frames s
   await three;
   assert.deepEqual(alice.sent, ["first", "second", '{"type":"response","id":"g","command":"get_state","success":true,"data":{"n":1}}']);
   assert.equal(threads.mirrorAnswers, 1, "from the mirror");
+});
+
+test("reads answered from the mirror run at most 8 ahead of what the thread has confirmed (unlimited rate or not)", async (t) => {
+  // MIRRORING never confirms the reads it is sent: a thread that has not got round to them.
+  const threads = threadsRunning(t, MIRRORING);
+  const alice = peer();
+  const handle = threads.opened(alice, who("alice"));
+  let burst = () => undefined as void;
+  const sentBurst = new Promise<void>((resolve) => {
+    burst = resolve;
+  });
+  const send = alice.send;
+  alice.send = (frame, done) => {
+    send(frame, done);
+    if (frame !== "second") return;
+    for (let i = 0; i < 20; i++) handle.message(`{"type":"get_state","id":"g${i}","sessionId":"s"}`);
+    burst();
+  };
+  handle.message("two");
+  await sentBurst;
+  assert.equal(threads.mirrorAnswers, 8);
+  assert.equal(alice.sent.filter((frame) => frame.includes('"command":"get_state"')).length, 8, "the others went to the thread");
 });
