@@ -134,7 +134,7 @@ test("a read is not answered from the mirror ahead of the connection's server_re
   const watcher = await connect("alice");
   await watcher.ready;
   await watcher.ok({ type: "subscribe", sessionId: "s" });
-  llm.route = () => ({ text: "x".repeat(20_000), chunks: 2_000 });
+  llm.route = () => ({ text: "x".repeat(200_000), chunks: 20_000 });
   watcher.freeze();
   const from = alice.frames.length;
   await alice.ok({ type: "prompt", sessionId: "s", message: "go" });
