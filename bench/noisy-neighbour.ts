@@ -20,7 +20,8 @@
  *   his probe against the machine's two cores.
  * Bob's probe runs at nice -10 when the process may raise priorities (root), so the figures show the servers more
  * than the probe's own wait for a CPU.
- * Run: npm run bench:noisy (RUNS=5 by default; ARRANGEMENTS=one,principal-threads,one-nice-all,thread,thread-nice,apart,apart-nice,apart-nice-all to pick)
+ * Run: npm run bench:noisy (RUNS=5 by default; ARRANGEMENTS=one,principal-threads,one-nice-all,principal-threads-nice-all,thread,
+ * thread-nice,apart,apart-nice,apart-nice-all to pick)
  */
 import { setPriority } from "node:os";
 import type { TestContext } from "node:test";
@@ -30,11 +31,14 @@ import { type SecureCli, startSecureCli } from "../test/helpers/secure-cli.js";
 import { fmt, table } from "./lib/common.js";
 
 const RUNS = Number(process.env["RUNS"] ?? 5);
-const ARRANGEMENTS = (process.env["ARRANGEMENTS"] ?? "one,principal-threads,one-nice-all,thread,thread-nice,apart,apart-nice,apart-nice-all").split(",");
+const ARRANGEMENTS = (
+  process.env["ARRANGEMENTS"] ?? "one,principal-threads,one-nice-all,principal-threads-nice-all,thread,thread-nice,apart,apart-nice,apart-nice-all"
+).split(",");
 const LABELS: Record<string, string> = {
   one: "one server",
   "one-nice-all": "one server, her client and model nice 10",
   "principal-threads": "one server, principal threads",
+  "principal-threads-nice-all": "one server, principal threads, her client and model nice 10",
   thread: "alice's thread",
   "thread-nice": "alice's thread, nice 10",
   apart: "alice apart",
@@ -116,8 +120,9 @@ async function once(arrangement: string, priority: number | undefined): Promise<
       const alice: SecureCli = { ...cli, url, connect: (who) => cli.connect(who, url) };
       return figures(await noisyNeighbour(t, { alice, bob: cli, ...probe }));
     }
-    const alice = await startSecureCli(t, arrangement === "principal-threads" ? ["--principal-threads"] : []);
-    const bob = arrangement.startsWith("one") || arrangement === "principal-threads" ? alice : await startSecureCli(t);
+    const threads = arrangement.startsWith("principal-threads");
+    const alice = await startSecureCli(t, threads ? ["--principal-threads"] : []);
+    const bob = arrangement.startsWith("one") || threads ? alice : await startSecureCli(t);
     if (arrangement.startsWith("apart-nice")) setPriority(alice.child.pid as number, 10);
     if (arrangement.endsWith("nice-all")) setPriority(process.pid, 10);
     return figures(await noisyNeighbour(t, { alice, bob, ...probe }));

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, lstatSync, readlinkSync } from "node:fs";
+import { existsSync, lstatSync, readlinkSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import type { BashOperations } from "@earendil-works/pi-coding-agent";
@@ -196,7 +196,7 @@ function systemMounts(): string[] {
  * own network namespace (issue 26): `_network` is kept for callers of before the network policy and changes nothing
  * here; `sandboxedBashOperations` wires the namespace to the internet itself when the sandbox allows outbound.
  */
-export function bwrapArgs(workspace: string, cwd: string, _network?: boolean, limits?: SandboxLimits): string[] {
+export function bwrapArgs(workspace: string, cwd: string, _network?: boolean, limits?: SandboxLimits, spawnedDetached = false): string[] {
   const args = [
     "--die-with-parent", // nothing survives the server, even SIGKILL
     ...(userNamespace ? ["--unshare-user"] : []), // its read-only mounts are locked: no remount, even with capabilities
@@ -205,17 +205,46 @@ export function bwrapArgs(workspace: string, cwd: string, _network?: boolean, li
     "--unshare-ipc",
     "--unshare-uts",
     "--unshare-cgroup-try",
-    "--new-session",
+    // A session of its own: no controlling terminal (TIOCSTI, the operator's terminal). A caller that spawns bwrap
+    // detached has made one already, whose scheduling group it lowers (`lowerAutogroup`): another one here would be a
+    // group of its own at niceness 0 again.
+    ...(spawnedDetached ? [] : ["--new-session"]),
     "--cap-drop",
     "ALL",
   ];
   args.push(...systemMounts());
   const tmpfsBytes = String(limits?.tmpfsBytes || DEFAULT_TMPFS_BYTES);
-  args.push("--proc", "/proc", ...PROC_COVERS, "--dev", "/dev");
+  // /proc read-only as a whole (issue 26): no knob under it, and no way back up for the session's autogroup.
+  args.push("--proc", "/proc", ...PROC_COVERS, "--remount-ro", "/proc", "--dev", "/dev");
   args.push("--size", tmpfsBytes, "--tmpfs", "/tmp", "--size", String(RUN_TMPFS_BYTES), "--tmpfs", "/run");
   args.push("--bind", workspace, workspace, "--chdir", cwd);
   args.push("--clearenv", ...envArgs(sandboxEnv(workspace)));
   return args;
+}
+
+/** Writes to a session's autogroup the kernel refuses (one per 100 ms system-wide without CAP_SYS_ADMIN) are retried. */
+const AUTOGROUP_TRIES = 20;
+const AUTOGROUP_RETRY_MS = 110;
+
+/**
+ * Give a sandboxed command's session the sandbox's niceness as a scheduling group. With Linux's autogroups (`sched(7)`;
+ * `kernel.sched_autogroup_enabled`, on by default, in effect where the server is not in a CPU cgroup of its own, as
+ * under systemd or in a container) every session is scheduled as one group and each group gets an equal share of the
+ * CPU whatever its processes' niceness: a sandboxed command, in a session of its own, got as much CPU as the whole
+ * server (issue 26, measured with `npm run bench:noisy`). `child` was spawned detached (its session made before bwrap
+ * ran) with `bwrapArgs(…, spawnedDetached)`; the sandbox cannot undo this (its /proc is read-only, the seccomp filter
+ * denies setsid). Written synchronously while the child is not reaped, so its pid is not another process's; retried
+ * while the kernel refuses. Nothing happens where there are no autogroups (no such file).
+ */
+export function lowerAutogroup(child: ChildProcess, niceness: number, tries = AUTOGROUP_TRIES): void {
+  if (niceness <= 0 || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    writeFileSync(`/proc/${child.pid}/autogroup`, String(niceness));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EAGAIN" && tries > 1) {
+      setTimeout(() => lowerAutogroup(child, niceness, tries - 1), AUTOGROUP_RETRY_MS).unref();
+    }
+  }
 }
 
 function envArgs(env: Record<string, string>): string[] {
@@ -382,7 +411,7 @@ export function sandboxedBashOperations(options: SandboxedBashOptions): BashOper
           const filter = bwrap ? seccompPipe(BASH_SECCOMP_FD) : undefined;
           const args = bwrap
             ? [
-                ...bwrapArgs(workspace, cwd, sandbox.network, sandbox.limits),
+                ...bwrapArgs(workspace, cwd, sandbox.network, sandbox.limits, true),
                 // bwrap reports the sandbox's pid (and later the command's exit code) on fd 3 and waits on fd 4 until
                 // its network is wired (outbound only).
                 ...(outbound ? ["--json-status-fd", "3", "--block-fd", "4"] : []),
@@ -410,6 +439,7 @@ export function sandboxedBashOperations(options: SandboxedBashOptions): BashOper
           });
           child = current;
           filter?.send(current);
+          if (bwrap) lowerAutogroup(current, sandbox.limits?.niceness ?? 0);
           const held = outbound ? new HeldStart(onData) : undefined;
           // slirp4netns failing is this attempt's outcome; an abort or timeout (`stop`) is the whole command's.
           let networkError: Error | undefined;

@@ -61,6 +61,8 @@ export const SYSCALLS = {
   fsmount: [432, 432],
   fspick: [433, 433],
   mount_setattr: [442, 442],
+  // A session of its own would be a scheduling group of its own (autogroups), out of the sandbox's niceness.
+  setsid: [112, 157],
   // Other processes' memory and files.
   ptrace: [101, 117],
   process_vm_readv: [310, 270],

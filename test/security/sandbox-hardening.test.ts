@@ -100,6 +100,24 @@ test("sandboxed commands run at a lower priority than the server (niceness 10 by
   assert.equal((await bash(other, "nice")).output.trim(), "19");
 });
 
+test("a sandboxed command's session is scheduled at the sandbox's niceness too (autogroup), and cannot leave it: /proc is read-only, setsid is denied", async (t) => {
+  if (readFileSync("/proc/sys/kernel/sched_autogroup_enabled", "utf8").trim() !== "1") {
+    // Where the kernel has autogroups off, sessions are not scheduled as groups: nothing to lower.
+    t.diagnostic("kernel.sched_autogroup_enabled is 0 here");
+  }
+  const { alice } = await confined(t);
+  const script = [
+    "cat /proc/self/autogroup",
+    "{ echo 0 > /proc/self/autogroup; } 2>/dev/null; echo reset=$?",
+    "setsid true 2>/dev/null; echo setsid=$?",
+    "cat /proc/self/autogroup",
+  ].join("; ");
+  const lines = (await bash(alice, script)).output.trim().split("\n");
+  assert.match(lines[0] ?? "", /^\/autogroup-\d+ nice 10$/, "the session's group at niceness 10, not 0");
+  assert.deepEqual(lines.slice(1, 3), ["reset=1", "setsid=1"]);
+  assert.equal(lines[3], lines[0], "still the same group, still at 10");
+});
+
 // --- network -----------------------------------------------------------------------------------------------------
 
 /** Bash's /dev/tcp: prints OPEN when a TCP connection to host:port is made within 3 s. */
