@@ -23,6 +23,7 @@
  * Run: npm run bench:noisy (RUNS=5 by default; ARRANGEMENTS=one,principal-threads,one-nice-all,principal-threads-nice-all,thread,
  * thread-nice,apart,apart-nice,apart-nice-all to pick)
  */
+import { readFileSync } from "node:fs";
 import { setPriority } from "node:os";
 import type { TestContext } from "node:test";
 import { percentile } from "../test/helpers/attacks.js";
@@ -150,8 +151,17 @@ for (const arrangement of ARRANGEMENTS) {
     `${runs.filter((r) => r.ok).length} of ${runs.length}`,
   ]);
 }
+/** Linux's autogroups (sched(7)): on, each session is scheduled as a group of its own (the sandboxes' sessions too). */
+function autogroups(): string {
+  try {
+    return readFileSync("/proc/sys/kernel/sched_autogroup_enabled", "utf8").trim() === "1" ? "autogroups on" : "autogroups off";
+  } catch {
+    return "no autogroups";
+  }
+}
+
 table(
-  `bob's get_state during alice's attacks (ms, ${RUNS} runs each; probe ${priority === undefined ? "at normal priority" : `at nice ${priority}`})`,
+  `bob's get_state during alice's attacks (ms, ${RUNS} runs each; probe ${priority === undefined ? "at normal priority" : `at nice ${priority}`}; ${autogroups()})`,
   ["arrangement", "idle p99", "p99 during", "bound", "runs within"],
   rows,
 );
