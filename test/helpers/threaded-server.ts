@@ -6,7 +6,7 @@ import { createPiServer, type PiServerOptions, tokenAuth } from "../../src/index
 import type { RateLimitsOptions } from "../../src/governor/rate-limit.js";
 import { TestClient } from "./client.js";
 import { tempDir } from "./faux.js";
-import { modelsJson, startOpenAiServer } from "./openai-server.js";
+import { modelsJson, type OpenAiServer, startOpenAiServer } from "./openai-server.js";
 import { TOKENS } from "./secure-cli.js";
 
 /** A server in this process with principal threads, two principals with tokens, a model; no auth for nobody else. */
@@ -57,3 +57,12 @@ export async function threadedServer(
   return { server, llm, connect, http: `http://127.0.0.1:${address?.port}` };
 }
 
+/** From now on the model's replies stop after their first chunk until the returned function is called (a run held). */
+export function holdReplies(llm: OpenAiServer, text: string): () => void {
+  let release = () => undefined as void;
+  const hold = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  llm.route = () => ({ text, chunks: 2, hold });
+  return () => release();
+}

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { TestClient } from "../helpers/client.js";
-import { threadedServer } from "../helpers/threaded-server.js";
+import { holdReplies, threadedServer } from "../helpers/threaded-server.js";
 
 /** `pi_server_mirrored_reads_total` as /metrics says now. */
 async function mirroredReads(http: string): Promise<number> {
@@ -42,11 +42,7 @@ test("get_state is answered from the mirror with the bytes the thread answers, a
   assert.equal(answer("from-mirror"), answer("from-thread"), "the same bytes");
 
   // A prompt's run holds its id until it ends: a read under that id is a duplicate there, and so it is here.
-  let release = () => undefined as void;
-  const held = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  llm.route = () => ({ text: "held", chunks: 2, hold: held });
+  const release = holdReplies(llm, "held");
   await alice.ok({ type: "prompt", id: "p1", sessionId: "s", message: "hold" });
   const duplicate = await alice.request({ type: "get_state", id: "p1", sessionId: "s" });
   assert.equal(duplicate.code, "duplicate_id");
@@ -73,11 +69,7 @@ test("the mirror follows a run its reader does not watch: after the run, another
   await alice.ready;
   await alice.ok({ type: "create_session", sessionId: "s" });
   // The model answers only once the prompt's response is out: the run ends after the last response of the thread.
-  let release = () => undefined as void;
-  const held = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  llm.route = () => ({ text: "later", chunks: 2, hold: held });
+  const release = holdReplies(llm, "later");
   await alice.ok({ type: "prompt", sessionId: "s", message: "hello" });
   release();
   await alice.waitForEvent("s", "agent_settled");

@@ -15,7 +15,7 @@ import { resolveOptions } from "../../src/server/options.js";
 import { threadOptions } from "../../src/server/principal-threads.js";
 import { prompted } from "../helpers/attacks.js";
 import { eventually, startSecureCli, TOKENS } from "../helpers/secure-cli.js";
-import { threadedServer } from "../helpers/threaded-server.js";
+import { holdReplies, threadedServer } from "../helpers/threaded-server.js";
 
 /** Threads of process `pid` whose name starts with `pi-p`: name and niceness (field 19 of /proc/…/stat). */
 function principalThreads(pid: number | "self"): Array<{ name: string; nice: number }> {
@@ -119,11 +119,7 @@ test("a principal's thread with a run in progress does not stop when its last co
   await alice.ready;
   await alice.ok({ type: "create_session", sessionId: "s" });
   // The model holds its answer until released: the run is in progress while nobody is connected.
-  let release = () => undefined as void;
-  const held = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  llm.route = () => ({ text: "late reply", chunks: 2, hold: held });
+  const release = holdReplies(llm, "late reply");
   await alice.ok({ type: "prompt", sessionId: "s", message: "hold" });
   await alice.close();
   // Ten idle periods (50 ms) pass: the thread is asked and answers busy each time. (A wait for something that must not

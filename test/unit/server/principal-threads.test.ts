@@ -11,6 +11,7 @@ import { pathToFileURL } from "node:url";
 import { pino } from "pino";
 import type { Principal } from "../../../src/auth/types.js";
 import type { PeerSocket } from "../../../src/server/connection.js";
+import type { ConnectionHandle } from "../../../src/server/core.js";
 import { tokenAuth } from "../../../src/auth/providers.js";
 import { resolveOptions } from "../../../src/server/options.js";
 import { PrincipalThreads } from "../../../src/server/principal-threads.js";
@@ -155,17 +156,27 @@ parentPort.on("message", (m) => {
 });
 `;
 
-test("a read answered from the mirror is written after the connection's frames still waiting on the main thread, never before", async (t) => {
+/**
+ * Alice on MIRRORING's thread, who has sent "two": `onSent` sees each frame written to her socket (and may send
+ * more), until it returns true; `done` resolves then.
+ */
+function mirroringAlice(t: TestContext, onSent: (frame: string, handle: ConnectionHandle, sent: string[]) => boolean) {
   const threads = threadsRunning(t, MIRRORING);
   const alice = peer();
   const handle = threads.opened(alice, who("alice"));
-  let answered = () => undefined as void;
-  const three = new Promise<void>((resolve) => {
-    answered = resolve;
+  const done = new Promise<void>((resolve) => {
+    const send = alice.send;
+    alice.send = (frame, ack) => {
+      send(frame, ack);
+      if (onSent(String(frame), handle, alice.sent)) resolve();
+    };
   });
-  const send = alice.send;
-  alice.send = (frame, done) => {
-    send(frame, done);
+  handle.message("two");
+  return { threads, alice, done };
+}
+
+test("a read answered from the mirror is written after the connection's frames still waiting on the main thread, never before", async (t) => {
+  const { threads, alice, done } = mirroringAlice(t, (frame, handle, sent) => {
     if (frame === "first") {
       // The write is slow (past the main thread's 1 ms slice: "second" waits for the next one), and meanwhile the
       // client's get_state arrives.
@@ -173,32 +184,21 @@ test("a read answered from the mirror is written after the connection's frames s
       while (performance.now() < until);
       handle.message('{"type":"get_state","id":"g","sessionId":"s"}');
     }
-    if (alice.sent.length === 3) answered();
-  };
-  handle.message("two");
-  await three;
+    return sent.length === 3;
+  });
+  await done;
   assert.deepEqual(alice.sent, ["first", "second", '{"type":"response","id":"g","command":"get_state","success":true,"data":{"n":1}}']);
   assert.equal(threads.mirrorAnswers, 1, "from the mirror");
 });
 
 test("reads answered from the mirror run at most 8 ahead of what the thread has confirmed (unlimited rate or not)", async (t) => {
   // MIRRORING never confirms the reads it is sent: a thread that has not got round to them.
-  const threads = threadsRunning(t, MIRRORING);
-  const alice = peer();
-  const handle = threads.opened(alice, who("alice"));
-  let burst = () => undefined as void;
-  const sentBurst = new Promise<void>((resolve) => {
-    burst = resolve;
-  });
-  const send = alice.send;
-  alice.send = (frame, done) => {
-    send(frame, done);
-    if (frame !== "second") return;
+  const { threads, alice, done } = mirroringAlice(t, (frame, handle) => {
+    if (frame !== "second") return false;
     for (let i = 0; i < 20; i++) handle.message(`{"type":"get_state","id":"g${i}","sessionId":"s"}`);
-    burst();
-  };
-  handle.message("two");
-  await sentBurst;
+    return true;
+  });
+  await done;
   assert.equal(threads.mirrorAnswers, 8);
   assert.equal(alice.sent.filter((frame) => frame.includes('"command":"get_state"')).length, 8, "the others went to the thread");
 });
