@@ -191,14 +191,19 @@ function mirrorChanges(): Array<[string, string | null]> {
   const update = (id: string, owner: string | undefined) => {
     const hosted: HostedSession | undefined = server.sessions.get(id, owner);
     const entry = mirrored.get(id);
-    if (hosted === undefined) {
+    let json: string | undefined;
+    try {
+      json = hosted && JSON.stringify(hosted.state());
+    } catch {
+      json = undefined; // pi refusing its getters, or state JSON cannot write: the thread answers this session itself
+    }
+    if (hosted === undefined || json === undefined) {
       if (entry === undefined) return;
       entry.unsubscribe();
       mirrored.delete(id);
       changes.push([id, null]);
       return;
     }
-    const json = JSON.stringify(hosted.state());
     if (entry !== undefined && entry.session === hosted.session) {
       if (entry.json === json) return;
       entry.json = json;

@@ -18,10 +18,10 @@ import type { PeerSocket } from "./connection.js";
 import { type ConnectionHandle, successFrame } from "./core.js";
 import { JsonText } from "./json-text.js";
 import { DEFAULTS, type PiServerOptions, PiServerOptionsError, type PrincipalThreadsOptions, type ResolvedConfig } from "./options.js";
-
-const DEFAULT_LIMITS: Readonly<PrincipalThreadsOptions> = DEFAULTS.principalThreads;
 import { isParseFailure, parseCommand } from "./protocol.js";
 import type { Opener } from "./transport.js";
+
+const DEFAULT_LIMITS: Readonly<PrincipalThreadsOptions> = DEFAULTS.principalThreads;
 
 /** What a principal's thread starts with (`workerData`). */
 export interface ThreadData {
@@ -68,7 +68,7 @@ export type FromThread =
   /**
    * Frames and closes, in order, gathered over a turn of the thread's loop: one message, not one per frame. With
    * them, what changed in the mirror of its sessions' states (`null`: the session is no longer live) and the status
-   * of connections whose responses went out.
+   * of each connection whose status changed, both as of this batch.
    */
   | { k: "out"; out: Outgoing[]; mirror?: Array<[string, string | null]>; status?: ConnectionStatus[] }
   | { k: "metrics"; r: number; json: MetricsJson }
