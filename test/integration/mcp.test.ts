@@ -158,7 +158,7 @@ test("a confined session's MCP server, and what it started, ends with the sessio
   const bob = await h.connectAs("bob");
   for (const [client, id] of [[alice, "deleted"], [bob, "unloaded"], [alice, "closed"]] as const) {
     await client.ok({ type: "create_session", sessionId: id });
-    // The server leaves a process of its own behind, in a new session (setsid) that a process-group kill misses.
+    // The server leaves a process of its own behind, in a process group of its own that a process-group kill misses.
     const [end] = await toolTurn(h, client, id, [probe({ spawn: true })]);
     assert.equal(end?.["isError"], false);
   }

@@ -13,6 +13,8 @@ import { within } from "../helpers/wait.js";
 
 /** A sleep duration no other test uses, so `ps` finds exactly this test's processes. */
 const tag = () => `sleep ${String(4_000_000 + Math.floor(Math.random() * 999_999))}`;
+/** `command` in a process group of its own, out of reach of a kill of the command's group (setsid is denied in the sandbox). */
+const ownGroup = (command: string) => `perl -e 'setpgrp; exec @ARGV' ${command}`;
 
 function codes(responses: ResponseFrame[]): Record<string, number> {
   const counts: Record<string, number> = {};
@@ -54,25 +56,25 @@ test("no process of a session outlives its command, cancel, delete_session or th
   await bob.ok({ type: "bash", sessionId: "b", command: `${background} >/dev/null 2>&1 & echo started` });
   await gone(background, "background job after the command ended");
 
-  // setsid escapes a process group, not the sandbox: cancel ends it.
+  // A process group of its own escapes a kill of the command's group, not the sandbox: cancel ends it.
   const escaped = tag();
   const main = tag();
-  bob.send({ type: "bash", id: "long", sessionId: "b", command: `setsid ${escaped} >/dev/null 2>&1 & ${main}` });
+  bob.send({ type: "bash", id: "long", sessionId: "b", command: `${ownGroup(escaped)} >/dev/null 2>&1 & ${main}` });
   await running(main);
   await running(escaped);
   await bob.ok({ type: "cancel", commandId: "long" });
-  await gone(escaped, "setsid job after cancel");
+  await gone(escaped, "own-group job after cancel");
   await gone(main, "command after cancel");
 
   const deleted = tag();
-  bob.send({ type: "bash", id: "del", sessionId: "b", command: `setsid ${deleted} >/dev/null 2>&1 & ${deleted}` });
+  bob.send({ type: "bash", id: "del", sessionId: "b", command: `${ownGroup(deleted)} >/dev/null 2>&1 & ${deleted}` });
   await running(deleted);
   await bob.ok({ type: "delete_session", sessionId: "b" });
   await gone(deleted, "after delete_session");
 
   await bob.ok({ type: "create_session", sessionId: "c" });
   const shutdown = tag();
-  bob.send({ type: "bash", id: "sd", sessionId: "c", command: `setsid ${shutdown} >/dev/null 2>&1 & ${shutdown}` });
+  bob.send({ type: "bash", id: "sd", sessionId: "c", command: `${ownGroup(shutdown)} >/dev/null 2>&1 & ${shutdown}` });
   await running(shutdown);
   assert.equal(await cli.stop("SIGTERM"), 0);
   await gone(shutdown, "after the server's SIGTERM");
@@ -83,7 +85,7 @@ test("no process of a session survives the server being SIGKILLed", async (t) =>
   const bob = await cli.connect("bob");
   await bob.ok({ type: "create_session", sessionId: "b" });
   const killed = tag();
-  bob.send({ type: "bash", id: "k", sessionId: "b", command: `setsid ${killed} >/dev/null 2>&1 & (${killed} &) ; ${killed}` });
+  bob.send({ type: "bash", id: "k", sessionId: "b", command: `${ownGroup(killed)} >/dev/null 2>&1 & (${killed} &) ; ${killed}` });
   assert.ok(await eventually(() => processesMatching(killed).length === 3), processesMatching(killed).join("; "));
   assert.equal(await cli.stop("SIGKILL"), null);
   assert.ok(await eventually(() => processesMatching(killed).length === 0), processesMatching(killed).join("; "));
