@@ -5,7 +5,7 @@ import { stripTypeScriptTypes } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PiServerError } from "../../errors.js";
-import { bwrapArgs, lowerAutogroup, niceArgs, type Sandbox, sandboxEnv, seccompPipe } from "../sandbox.js";
+import { bwrapArgs, niceArgs, type Sandbox, sandboxEnv, seccompPipe } from "../sandbox.js";
 
 /** Bounds of a principal's file helper (the `fileHelper` option). */
 export interface FileHelperLimits {
@@ -278,7 +278,7 @@ export class FileHelper {
     const seccomp = seccompPipe(3);
     const args = bwrap
       ? [
-          ...bwrapArgs(this.workspace, this.workspace, false, this.#sandbox.limits, true),
+          ...bwrapArgs(this.workspace, this.workspace, false, this.#sandbox.limits),
           ...seccomp.args,
           // What the helper runs on, read-only: Node and pi's package (for grep and find).
           ...readOnly(node),
@@ -299,10 +299,7 @@ export class FileHelper {
       detached: true,
       stdio: ["pipe", "pipe", "pipe", bwrap ? seccomp.stdio : "ignore"],
     });
-    if (bwrap) {
-      seccomp.send(child);
-      lowerAutogroup(child, this.#sandbox.limits?.niceness ?? 0);
-    }
+    if (bwrap) seccomp.send(child);
     this.#child = child;
     const stdin = child.stdin as Writable;
     const stdout = child.stdout as Readable;

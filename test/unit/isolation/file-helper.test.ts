@@ -6,12 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { FileHelper, FileHelperError, FileHelpers } from "../../../src/isolation/file-helper/client.js";
 import { directoryIn } from "../../../src/isolation/workspaces.js";
-import { DEFAULTS } from "../../../src/server/options.js";
 import { tempDir } from "../../helpers/faux.js";
 import { helperFor, testFileLimits, testSandbox } from "../../helpers/sandboxed-files.js";
 import { within } from "../../helpers/wait.js";
@@ -139,13 +138,4 @@ test("running helpers are bounded server-wide: the least recently used idle one 
   await assert.rejects(helpers.for(a).request("stat", { path: a }), code("queue_full"));
   helpers.close();
   for (const p of busy) await assert.rejects(p);
-});
-
-test("the helper's session is scheduled at the sandbox's niceness (autogroup): it cannot take the CPU from the server as a group of its own", async (t) => {
-  const { ws } = workspace(t);
-  const files = new FileHelper(ws, { ...testSandbox, limits: { ...DEFAULTS.sandboxLimits, niceness: 12 } }, testFileLimits);
-  t.after(() => files.close());
-  await files.request("stat", { path: ws });
-  assert.match(readFileSync(`/proc/${files.pid}/autogroup`, "utf8").trim(), /^\/autogroup-\d+ nice 12$/);
-  assert.doesNotMatch(readFileSync("/proc/self/autogroup", "utf8").trim(), / nice 12$/, "the helper's group, not the server's");
 });
