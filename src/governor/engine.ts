@@ -44,6 +44,8 @@ export class Engine {
   readonly #tasks = new Set<Task>();
   /** `owner \0 commandId` → task, for `cancel`. */
   readonly #byCommand = new Map<string, Task>();
+  /** Unsettled tasks per owner (`owns`, asked per connection at every batch of a principal's thread). */
+  readonly #byOwner = new Map<string, number>();
 
   /** Tasks admitted and not yet settled. */
   get size(): number {
@@ -68,6 +70,8 @@ export class Engine {
     const key = options.owner !== undefined && options.commandId !== undefined ? `${options.owner}\0${options.commandId}` : undefined;
     this.#tasks.add(task);
     if (key !== undefined) this.#byCommand.set(key, task);
+    const owner = options.owner;
+    if (owner !== undefined) this.#byOwner.set(owner, (this.#byOwner.get(owner) ?? 0) + 1);
 
     const timer = setTimeout(
       () => controller.abort(new PiServerError("timeout", `The command did not finish within ${options.timeoutMs} ms`)),
@@ -100,6 +104,11 @@ export class Engine {
       clearTimeout(timer);
       this.#tasks.delete(task);
       if (key !== undefined && this.#byCommand.get(key) === task) this.#byCommand.delete(key);
+      if (owner !== undefined) {
+        const left = (this.#byOwner.get(owner) ?? 1) - 1;
+        if (left > 0) this.#byOwner.set(owner, left);
+        else this.#byOwner.delete(owner);
+      }
       if (task.state === "queued") options.unstarted?.();
     });
   }
@@ -114,8 +123,7 @@ export class Engine {
 
   /** Does `owner` have a task queued or running (a prompt's run included)? */
   owns(owner: string): boolean {
-    for (const task of this.#tasks) if (task.owner === owner) return true;
-    return false;
+    return this.#byOwner.has(owner);
   }
 
   /** `cancel { commandId }` from `owner`: the task's state when cancelled, or undefined if there is none. */

@@ -11,6 +11,7 @@ import type { PeerSocket } from "./connection.js";
 import { type ConnectionHandle, RESPONSE_PREFIX } from "./core.js";
 import { createPiServer, resolveMetrics } from "./create-server.js";
 import type { ConnectionStatus, FromThread, Outgoing, ThreadData, ToThread } from "./principal-threads.js";
+import type { SessionState } from "./session-host.js";
 import type { HostedSession } from "./sessions.js";
 
 const port = parentPort;
@@ -188,12 +189,13 @@ function markDirty(sessionId: string): void {
 /** Changes to the mirror since the last batch: `[sessionId, state as JSON]`, or `[sessionId, null]` when it went. */
 function mirrorChanges(): Array<[string, string | null]> {
   const changes: Array<[string, string | null]> = [];
-  const update = (id: string, owner: string | undefined) => {
+  // `state`: the session's state when the caller has it already (a summary of `list()`).
+  const update = (id: string, owner: string | undefined, state?: SessionState) => {
     const hosted: HostedSession | undefined = server.sessions.get(id, owner);
     const entry = mirrored.get(id);
     let json: string | undefined;
     try {
-      json = hosted && JSON.stringify(hosted.state());
+      json = hosted && JSON.stringify(state ?? hosted.state());
     } catch {
       json = undefined; // pi refusing its getters, or state JSON cannot write: the thread answers this session itself
     }
@@ -218,7 +220,7 @@ function mirrorChanges(): Array<[string, string | null]> {
     for (const summary of server.sessions.list()) {
       if (summary.status !== "live") continue;
       live.add(summary.sessionId);
-      update(summary.sessionId, summary.owner);
+      update(summary.sessionId, summary.owner, summary.state);
     }
     for (const [id, entry] of [...mirrored]) if (!live.has(id)) update(id, entry.owner);
   } else {

@@ -95,3 +95,17 @@ test("abortGroup and abortQueued reach exactly the tasks they name", async () =>
   await otherSession;
   assert.equal(engine.size, 0);
 });
+
+test("owns: an owner has tasks while any of its tasks is queued or running, not once all settled", async () => {
+  const engine = new Engine();
+  let finish = () => undefined as void;
+  const first = engine.run({ owner: "c1", timeoutMs: 10_000, work: () => new Promise<void>((resolve) => (finish = resolve)) });
+  const second = engine.run({ owner: "c1", timeoutMs: 10_000, work: async () => undefined });
+  assert.equal(engine.owns("c1"), true);
+  assert.equal(engine.owns("c2"), false);
+  await second;
+  assert.equal(engine.owns("c1"), true, "the first is still running");
+  finish();
+  await first;
+  assert.equal(engine.owns("c1"), false);
+});
