@@ -13,11 +13,17 @@ import { test } from "node:test";
 import { exposures, prompted, raceTurns, setupRace, startRacer, toolResults } from "../helpers/attacks.js";
 import { startSecureCli } from "../helpers/secure-cli.js";
 
-/** Tool calls per scripted model reply (run in parallel by pi), and replies: 1,000 calls in all. */
+/** The tools raced, in turn: 1,000 calls of each. */
+const TOOLS = ["read", "write", "edit"] as const;
+/** Tool calls per scripted model reply (run in parallel by pi, under the file helper's 64 in flight), and replies. */
 const PER_TURN = 40;
-const TURNS = 25;
-/** export_html calls, one after the other (each renders the whole session to HTML: slower than a tool call). */
-const EXPORTS = 200;
+const TURNS = 75;
+/**
+ * export_html calls, sent by this many connections of alice's, one in flight on each (each renders the whole session
+ * to HTML); 250 per connection stays under a connection's default 600 commands a minute.
+ */
+const EXPORTS = 1_000;
+const EXPORTERS = 4;
 
 function countBy<T>(items: readonly T[], key: (item: T) => string): Record<string, number> {
   const counts: Record<string, number> = {};
@@ -25,7 +31,7 @@ function countBy<T>(items: readonly T[], key: (item: T) => string): Record<strin
   return counts;
 }
 
-test(`read, write and edit during a rename-exchange race: ${PER_TURN * TURNS} tool calls never read or write the victim outside the workspace`, async (t) => {
+test(`read, write and edit during a rename-exchange race: ${(PER_TURN * TURNS) / TOOLS.length} calls of each never read or write the victim outside the workspace`, async (t) => {
   const cli = await startSecureCli(t);
   const alice = await cli.connect("alice");
   await alice.ok({ type: "create_session", sessionId: "racer" });
@@ -36,14 +42,14 @@ test(`read, write and edit during a rename-exchange race: ${PER_TURN * TURNS} to
   let from: number;
   let exchanges: number;
   try {
-    from = await prompted(cli, alice, "attack", "go", raceTurns(TURNS, PER_TURN, ["read", "write", "read", "edit"]), 120_000);
+    from = await prompted(cli, alice, "attack", "go", raceTurns(TURNS, PER_TURN, TOOLS), 300_000);
   } finally {
     exchanges = await racer.stop();
   }
   const results = toolResults(alice, "attack", from);
   t.diagnostic(`${exchanges} exchanges during ${results.length} tool calls; outcomes: ${JSON.stringify(countBy(results, (r) => `${r.tool} ${r.isError ? "failed" : "ok"}`))}`);
   assert.ok(exchanges >= 1_000, `the racer swapped only ${exchanges} times`);
-  assert.equal(results.length, PER_TURN * TURNS, "every tool call ended");
+  assert.deepEqual(countBy(results, (r) => r.tool), Object.fromEntries(TOOLS.map((tool) => [tool, (PER_TURN * TURNS) / TOOLS.length])), "every tool call ended");
   // The attack ran against working tools: while `x` is the directory, reads answer the workspace's file.
   assert.ok(results.some((r) => r.tool === "read" && !r.isError && r.json.includes("workspace secret")), "no read succeeded at all");
 
@@ -72,17 +78,22 @@ test(`export_html to race/x/out.html during a rename-exchange race: ${EXPORTS} e
   let exchanges: number;
   const started = performance.now();
   try {
-    for (let i = 0; i < EXPORTS; i++) {
-      const response = await alice.request({ type: "export_html", sessionId: "exporter", outputPath: "race/x/out.html" });
-      outcomes.push(response.success ? "ok" : String(response.code));
-      const path = (response.data as { path?: string } | undefined)?.path;
-      if (path !== undefined && path !== inside) elsewhere.push(path);
-    }
+    const exporter = async (): Promise<void> => {
+      const connection = await cli.connect("alice");
+      for (let i = 0; i < EXPORTS / EXPORTERS; i++) {
+        const response = await connection.request({ type: "export_html", sessionId: "exporter", outputPath: "race/x/out.html" });
+        outcomes.push(response.success ? "ok" : String(response.code));
+        const path = (response.data as { path?: string } | undefined)?.path;
+        if (path !== undefined && path !== inside) elsewhere.push(path);
+      }
+    };
+    await Promise.all(Array.from({ length: EXPORTERS }, exporter));
   } finally {
     exchanges = await racer.stop();
   }
   t.diagnostic(`${exchanges} exchanges during ${EXPORTS} exports in ${(performance.now() - started).toFixed(0)} ms; outcomes: ${JSON.stringify(countBy(outcomes, (o) => o))}`);
   assert.ok(exchanges >= 1_000, `the racer swapped only ${exchanges} times`);
+  assert.ok(!outcomes.includes("rate_limited"), "every export ran (none refused by a rate limit)");
   assert.ok(outcomes.includes("ok"), "no export succeeded at all");
   assert.deepEqual({ "victim files changed": race.victimChanges(), "paths answered outside": elsewhere }, { "victim files changed": [], "paths answered outside": [] });
 });
